@@ -1,0 +1,1 @@
+//! skiff's container runtime: an OCI runtime-spec bundle in, a running container out.
