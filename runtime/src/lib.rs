@@ -1,1 +1,5 @@
 //! skiff's container runtime: an OCI runtime-spec bundle in, a running container out.
+
+pub mod process;
+pub mod rootfs;
+pub mod spec;
