@@ -65,7 +65,7 @@ impl Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -182,6 +182,12 @@ impl StateDir {
             path,
             lock,
         })
+    }
+
+    /// The lock's descriptor. A cloned child shares it, and with it the lock: the child must close it
+    /// before it outlives the command that cloned it.
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        self.lock.as_raw_fd()
     }
 
     pub fn fifo_path(&self) -> PathBuf {

@@ -174,6 +174,8 @@ fn spawn(
     let pid = namespaces::clone3(flags, cgroup_fd.as_ref().map(|f| f.as_raw_fd()))?;
     if pid == 0 {
         drop(parent_chan);
+        // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
+        unsafe { libc::close(dir.lock_fd()) };
         let args = InitArgs {
             spec,
             id: &opts.id,

@@ -83,6 +83,8 @@ impl Runtime {
         let pid = namespaces::clone3(0, None)?;
         if pid == 0 {
             drop(parent_chan);
+            // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
+            unsafe { libc::close(dir.lock_fd()) };
             let flags = kinds
                 .iter()
                 .filter(|k| **k != NamespaceKind::Pid)
