@@ -1,4 +1,99 @@
 //! The container's root filesystem: mounts, devices, pivot_root, masked and read-only paths.
+//!
+//! Called from the container's init process, already in its own mount namespace:
+//! [`prepare`] (spec mounts and devices under the new root), [`pivot`], then [`finish`] (sysctls,
+//! read-only and masked paths, read-only root).
+
+mod cgroup;
+mod devices;
+mod mount;
+pub mod mountinfo;
+pub mod options;
+mod paths;
+mod pivot;
+pub mod resolve;
+mod sys;
+mod sysctl;
+
+use std::io;
+use std::path::Path;
+
+use crate::spec::Spec;
+
+pub use options::mount_options;
+pub use pivot::pivot;
+
+/// What the caller knows about the container that the spec alone does not say.
+#[derive(Debug, Clone, Default)]
+pub struct RootfsOptions {
+    /// The container has its own user namespace: device nodes cannot be mknod'ed, so the host's
+    /// nodes are bind-mounted onto empty files instead, and a `sysfs` mount that the kernel refuses
+    /// falls back to a recursive bind of the host's `/sys`.
+    pub in_user_ns: bool,
+    /// The container has its own cgroup namespace: `cgroup` mounts are fresh cgroup filesystems
+    /// (showing the container's cgroup as their root) rather than binds of the host's.
+    pub cgroup_ns: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("mount {destination}: {what}: {source}")]
+    Mount {
+        destination: String,
+        what: String,
+        source: io::Error,
+    },
+    #[error("mount {destination}: option {option:?} is not supported yet")]
+    Unsupported { destination: String, option: String },
+    #[error("mount {destination}: {reason}")]
+    BadMount { destination: String, reason: String },
+    #[error("device {path}: {what}: {source}")]
+    Device {
+        path: String,
+        what: String,
+        source: io::Error,
+    },
+    #[error("device {path}: {reason}")]
+    BadDevice { path: String, reason: String },
+    #[error("{path}: {what}: {source}")]
+    Path {
+        path: String,
+        what: String,
+        source: io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Refused { path: String, reason: String },
+    #[error("sysctl {key}: {what}: {source}")]
+    Sysctl {
+        key: String,
+        what: String,
+        source: io::Error,
+    },
+}
+
+/// `map_err` helper for a failed step of a spec mount.
+pub(crate) fn mount_err<'a>(
+    destination: &'a str,
+    what: &'a str,
+) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Mount {
+        destination: destination.to_owned(),
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// `map_err` helper for a failed step on a path (root, masked/readonly path, pivot).
+pub(crate) fn path_err<'a>(
+    path: &'a str,
+    what: &'a str,
+) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Path {
+        path: path.to_owned(),
+        what: what.to_owned(),
+        source,
+    }
+}
 
 /// Maps `linux.rootfsPropagation` to mount flags.
 pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
@@ -14,4 +109,79 @@ pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
         _ => return None,
     };
     Some(flag)
+}
+
+/// In the new mount namespace, before the createContainer hooks and pivot_root. `rootfs` is
+/// absolute (bundle-relative root.path already resolved and canonicalized by the caller).
+pub fn prepare(spec: &Spec, rootfs: &Path, opts: &RootfsOptions) -> Result<(), RootfsError> {
+    tracing::debug!(rootfs = %rootfs.display(), "preparing root filesystem");
+    prepare_root(spec, rootfs)?;
+    let shown = rootfs.display().to_string();
+    let root = resolve::RootDir::open(rootfs).map_err(path_err(&shown, "open rootfs"))?;
+    for m in &spec.mounts {
+        mount::mount_entry(&root, m, opts)?;
+    }
+    devices::create(&root, spec, opts)?;
+    Ok(())
+}
+
+/// After pivot: sysctls (written to /proc/sys), readonly paths, masked paths, `root.readonly`, and
+/// a read-only `/dev` that had to stay writable while its nodes were made. Runs before the user
+/// process execs.
+pub fn finish(spec: &Spec, _opts: &RootfsOptions) -> Result<(), RootfsError> {
+    let linux = spec.linux();
+    if let Some(flag) = linux
+        .and_then(|l| l.rootfs_propagation.as_deref())
+        .and_then(propagation_flag)
+    {
+        // Only now: applied before pivot_root it would have reached the host's mounts.
+        sys::set_propagation(Path::new("/"), flag).map_err(path_err("/", "set propagation"))?;
+    }
+    if let Some(linux) = linux {
+        sysctl::apply(&linux.sysctl)?;
+        let root = resolve::RootDir::open(Path::new("/")).map_err(path_err("/", "open root"))?;
+        for p in &linux.readonly_paths {
+            paths::make_readonly(&root, p)?;
+        }
+        for p in &linux.masked_paths {
+            paths::mask(&root, p)?;
+        }
+    }
+    devices::finish_dev(spec)?;
+    if spec.root.as_ref().is_some_and(|r| r.readonly) {
+        sys::remount_bind(Path::new("/"), libc::MS_RDONLY)
+            .map_err(path_err("/", "remount read-only"))?;
+    }
+    Ok(())
+}
+
+/// Root propagation as the spec asks (rslave by default, so host unmounts reach the container but
+/// nothing flows back), the rootfs's parent mount private so pivot_root accepts it, and the rootfs
+/// bind-mounted onto itself so it is a mount point.
+fn prepare_root(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
+    let flag = spec
+        .linux()
+        .and_then(|l| l.rootfs_propagation.as_deref())
+        .and_then(propagation_flag)
+        .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+    sys::set_propagation(Path::new("/"), flag).map_err(path_err("/", "set propagation"))?;
+    let shown = rootfs.display().to_string();
+    make_parent_private(rootfs).map_err(path_err(&shown, "make parent mount private"))?;
+    sys::mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(path_err(&shown, "bind-mount rootfs onto itself"))
+}
+
+/// pivot_root refuses a new root whose parent mount is shared.
+fn make_parent_private(rootfs: &Path) -> io::Result<()> {
+    let mounts = mountinfo::read_self()?;
+    match mountinfo::containing(&mounts, rootfs) {
+        Some(m) if m.is_shared() => sys::set_propagation(&m.mount_point, libc::MS_PRIVATE),
+        _ => Ok(()),
+    }
 }
