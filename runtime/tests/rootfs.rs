@@ -27,7 +27,9 @@ macro_rules! check {
     };
 }
 
-const CASES: &[(&str, fn() -> CaseResult)] = &[
+type Case = (&'static str, fn() -> CaseResult);
+
+const CASES: &[Case] = &[
     ("mount_types", mount_types),
     ("cgroup_without_cgroup_ns", cgroup_without_cgroup_ns),
     ("bind_options", bind_options),
@@ -250,7 +252,11 @@ fn bind_options() -> CaseResult {
         "ran\n",
         "file-content\n",
     ] {
-        check!(out.stdout.contains(want), "missing {want:?} in {}", out.stdout);
+        check!(
+            out.stdout.contains(want),
+            "missing {want:?} in {}",
+            out.stdout
+        );
     }
     let mi = mountinfo_section(&out);
     check!(has_opt(find(&mi, "/ro")?, "ro"), "/ro not ro");
@@ -286,7 +292,11 @@ fn recursive_readonly_bind() -> CaseResult {
     let out = b.run(&spec, false, false)?;
     out.success()?;
     for want in ["sub=1\n", "top=1\n", "orig=0\n"] {
-        check!(out.stdout.contains(want), "missing {want:?} in {}", out.stdout);
+        check!(
+            out.stdout.contains(want),
+            "missing {want:?} in {}",
+            out.stdout
+        );
     }
     Ok(())
 }
@@ -308,8 +318,16 @@ fn propagation() -> CaseResult {
     out.success()?;
     let mi = mountinfo_section(&out);
     let tags = |p: &str| find(&mi, p).map(|m| m.optional.join(" "));
-    check!(tags("/shared")?.contains("shared:"), "/shared: {:?}", tags("/shared"));
-    check!(tags("/unb")?.contains("unbindable"), "/unb: {:?}", tags("/unb"));
+    check!(
+        tags("/shared")?.contains("shared:"),
+        "/shared: {:?}",
+        tags("/shared")
+    );
+    check!(
+        tags("/unb")?.contains("unbindable"),
+        "/unb: {:?}",
+        tags("/unb")
+    );
     check!(tags("/priv")?.is_empty(), "/priv: {:?}", tags("/priv"));
     check!(tags("/")?.is_empty(), "/ not private: {:?}", tags("/"));
     Ok(())
@@ -350,11 +368,16 @@ fn devices() -> CaseResult {
         "null_ok\n",
         "4\n",
     ] {
-        check!(out.stdout.contains(want), "missing {want:?} in {}", out.stdout);
+        check!(
+            out.stdout.contains(want),
+            "missing {want:?} in {}",
+            out.stdout
+        );
     }
     let core = Path::new("/proc/kcore").exists();
     check!(
-        out.stdout.contains(if core { "/proc/kcore\n" } else { "no-core" }),
+        out.stdout
+            .contains(if core { "/proc/kcore\n" } else { "no-core" }),
         "/dev/core: {}",
         out.stdout
     );
@@ -364,8 +387,10 @@ fn devices() -> CaseResult {
 fn devices_in_user_ns() -> CaseResult {
     let b = Bundle::new()?;
     let mut mounts = std_mounts();
-    mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                       "options": ["nosuid", "noexec", "nodev", "ro"]}));
+    mounts.push(
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                       "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    );
     let script = format!(
         "{STAT} /dev/null /dev/zero /dev/tty; echo x > /dev/null && echo null_ok; \
          ls /sys/kernel >/dev/null && echo sys_ok; echo ---; cat /proc/self/mountinfo"
@@ -380,7 +405,11 @@ fn devices_in_user_ns() -> CaseResult {
         "null_ok\n",
         "sys_ok\n",
     ] {
-        check!(out.stdout.contains(want), "missing {want:?} in {}", out.stdout);
+        check!(
+            out.stdout.contains(want),
+            "missing {want:?} in {}",
+            out.stdout
+        );
     }
     let mi = mountinfo_section(&out);
     find(&mi, "/dev/null")?;
@@ -415,8 +444,14 @@ fn masked_and_readonly_paths() -> CaseResult {
     for o in ["ro", "nosuid", "nodev", "noexec"] {
         check!(has_opt(sys, o), "/proc/sys lacks {o}: {sys:?}");
     }
-    check!(find(&mi, "/secretdir")?.fstype == "tmpfs", "/secretdir not masked");
-    check!(!mi.iter().any(|m| m.mount_point == Path::new("/missing")), "mounted /missing");
+    check!(
+        find(&mi, "/secretdir")?.fstype == "tmpfs",
+        "/secretdir not masked"
+    );
+    check!(
+        !mi.iter().any(|m| m.mount_point == Path::new("/missing")),
+        "mounted /missing"
+    );
     Ok(())
 }
 
@@ -429,7 +464,11 @@ fn mask_refused_over_fake_proc() -> CaseResult {
     mounts.extend(dev_mounts());
     let spec = b.spec(mounts, json!({"maskedPaths": ["/proc/kcore"]}), "echo ran")?;
     let out = b.run(&spec, false, false)?;
-    check!(!out.ok, "masking over a fake /proc succeeded: {}", out.stdout);
+    check!(
+        !out.ok,
+        "masking over a fake /proc succeeded: {}",
+        out.stdout
+    );
     check!(
         out.stderr.contains("/proc/kcore") && out.stderr.contains("not on procfs"),
         "stderr: {}",
@@ -441,7 +480,9 @@ fn mask_refused_over_fake_proc() -> CaseResult {
 fn readonly_root() -> CaseResult {
     let b = Bundle::new()?;
     let mut mounts = vec![proc_mount()];
-    mounts.push(json!({"destination": "/dev", "type": "tmpfs", "options": ["nosuid", "ro", "mode=755"]}));
+    mounts.push(
+        json!({"destination": "/dev", "type": "tmpfs", "options": ["nosuid", "ro", "mode=755"]}),
+    );
     mounts.push(json!({"destination": "/tmp", "type": "tmpfs"}));
     let mut spec = b.spec(
         mounts,
@@ -461,7 +502,8 @@ fn readonly_root() -> CaseResult {
 
 fn sysctl() -> CaseResult {
     let b = Bundle::new()?;
-    let host_domain = fs::read_to_string("/proc/sys/kernel/domainname").map_err(|e| e.to_string())?;
+    let host_domain =
+        fs::read_to_string("/proc/sys/kernel/domainname").map_err(|e| e.to_string())?;
     let linux = json!({"sysctl": {"kernel.domainname": "skiff.test", "kernel.shmmax": "12345678"}});
     let spec = b.spec(
         vec![proc_mount()],
@@ -470,7 +512,11 @@ fn sysctl() -> CaseResult {
     )?;
     let out = b.run(&spec, false, false)?;
     out.success()?;
-    check!(out.stdout == "skiff.test\n12345678\n", "got {:?}", out.stdout);
+    check!(
+        out.stdout == "skiff.test\n12345678\n",
+        "got {:?}",
+        out.stdout
+    );
     let after = fs::read_to_string("/proc/sys/kernel/domainname").map_err(|e| e.to_string())?;
     check!(after == host_domain, "host domainname changed to {after:?}");
     Ok(())
@@ -503,7 +549,9 @@ fn hostile_symlink_destinations() -> CaseResult {
     let spec = b.spec(
         mounts,
         json!({}),
-        &format!("echo pwned > /etc/abs/pwned; cat {h}/file; echo; echo ---; cat /proc/self/mountinfo"),
+        &format!(
+            "echo pwned > /etc/abs/pwned; cat {h}/file; echo; echo ---; cat /proc/self/mountinfo"
+        ),
     )?;
     let out = b.run(&spec, false, false)?;
     out.success()?;
@@ -515,7 +563,10 @@ fn hostile_symlink_destinations() -> CaseResult {
     let after = common::tree(host.path())?;
     check!(before == after, "host dir changed: {before:?} -> {after:?}");
     check!(
-        b.rootfs.join(h.trim_start_matches('/')).join("sub/mnt").is_dir(),
+        b.rootfs
+            .join(h.trim_start_matches('/'))
+            .join("sub/mnt")
+            .is_dir(),
         "mount point not created inside the rootfs"
     );
     Ok(())
@@ -557,7 +608,8 @@ fn device_through_symlinked_dir() -> CaseResult {
     let h = host.path().display().to_string();
     let before = common::tree(host.path())?;
     b.symlink(&h, "devlink")?;
-    let linux = json!({"devices": [{"type": "c", "path": "/devlink/node", "major": 1, "minor": 3}]});
+    let linux =
+        json!({"devices": [{"type": "c", "path": "/devlink/node", "major": 1, "minor": 3}]});
     let spec = b.spec(vec![proc_mount()], linux, &format!("{STAT} {h}/node"))?;
     let out = b.run(&spec, false, false)?;
     out.success()?;

@@ -51,7 +51,11 @@ fn unified(
     match res {
         Ok(()) => after_mount(root, dest, o),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) => {
-            tracing::info!(destination = dest, cgroup_ns = opts.cgroup_ns, "cgroup2 refused; binding");
+            tracing::info!(
+                destination = dest,
+                cgroup_ns = opts.cgroup_ns,
+                "cgroup2 refused; binding"
+            );
             let own = own_cgroups().map_err(mount_err(dest, "read /proc/self/cgroup"))?;
             let path = own
                 .iter()
@@ -60,7 +64,12 @@ fn unified(
                 .unwrap_or("/");
             let mut b = o.clone();
             b.bind = Some(true);
-            bind(root, dest, &Path::new(HOST_CGROUP).join(path.trim_start_matches('/')), &b)
+            bind(
+                root,
+                dest,
+                &Path::new(HOST_CGROUP).join(path.trim_start_matches('/')),
+                &b,
+            )
         }
         Err(e) => Err(mount_err(dest, "mount cgroup2")(e)),
     }

@@ -134,8 +134,14 @@ fn make_node(root: &RootDir, n: &Node, opts: &RootfsOptions) -> Result<(), Rootf
         Err(e) => return Err(dev_err(path, "remove existing file")(e.into())),
     }
     let dev = libc::makedev(n.major as u32, n.minor as u32);
-    mknodat(&dir, name.as_str(), n.kind, Mode::from_bits_truncate(n.mode), dev)
-        .map_err(|e| dev_err(path, "mknod")(e.into()))?;
+    mknodat(
+        &dir,
+        name.as_str(),
+        n.kind,
+        Mode::from_bits_truncate(n.mode),
+        dev,
+    )
+    .map_err(|e| dev_err(path, "mknod")(e.into()))?;
     let fd = open_nofollow(&dir, &name).map_err(dev_err(path, "open new node"))?;
     // mknod's mode went through the umask; set it exactly.
     std::fs::set_permissions(fd_path(fd.as_fd()), PermissionsExt::from_mode(n.mode))
@@ -153,7 +159,8 @@ fn make_node(root: &RootDir, n: &Node, opts: &RootfsOptions) -> Result<(), Rootf
 /// In a user namespace mknod is refused: bind the host's node onto an empty file.
 fn bind_host_node(dir: &OwnedFd, name: &str, n: &Node) -> Result<(), RootfsError> {
     let path = n.path.as_str();
-    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
     match nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(0o600)) {
         Ok(_) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(dev_err(path, "create bind target")(e.into())),

@@ -68,12 +68,7 @@ fn add_default(o: &mut MountOptions, prefix: &str, value: &str) {
 }
 
 /// A new instance of a filesystem (proc, tmpfs, mqueue, devpts, sysfs, anything else by name).
-fn fresh(
-    root: &RootDir,
-    m: &Mount,
-    fstype: &str,
-    o: &MountOptions,
-) -> Result<(), RootfsError> {
+fn fresh(root: &RootDir, m: &Mount, fstype: &str, o: &MountOptions) -> Result<(), RootfsError> {
     let dest = m.destination.as_str();
     let target = root
         .create(dest, Kind::Dir)
@@ -108,7 +103,11 @@ pub fn bind(
     let target = root
         .create(dest, kind)
         .map_err(mount_err(dest, "create mount point"))?;
-    let rec = if o.bind == Some(true) { libc::MS_REC } else { 0 };
+    let rec = if o.bind == Some(true) {
+        libc::MS_REC
+    } else {
+        0
+    };
     sys::mount(
         Some(source),
         &fd_path(target.as_fd()),

@@ -6,6 +6,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+use nix::sys::statfs::{FsType, TMPFS_MAGIC};
 use nix::unistd::{chdir, chroot, fchdir, pivot_root};
 
 use super::sys;
@@ -24,8 +25,8 @@ pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
         Ok(()) => detach_old_root(&old),
         Err(e) => {
             let magic = nix::sys::statfs::statfs("/")
-                .map(|s| s.filesystem_type().0 as i64)
-                .unwrap_or(0);
+                .map(|s| s.filesystem_type())
+                .unwrap_or(FsType(0));
             if use_move_fallback(e, magic) {
                 tracing::info!(rootfs = %shown, "pivot_root refused on a ramfs root; moving instead");
                 move_root(&shown)
@@ -36,14 +37,14 @@ pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     }
 }
 
-/// `RAMFS_MAGIC` from linux/magic.h.
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
+/// `RAMFS_MAGIC` from linux/magic.h (nix has no constant for it).
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
 
 /// pivot_root answers EINVAL when the current root is the initial ramfs/tmpfs "rootfs", which can
 /// never be unmounted; only then is MS_MOVE + chroot the way in.
-pub(crate) fn use_move_fallback(err: Errno, root_fs_magic: i64) -> bool {
-    err == Errno::EINVAL
-        && (root_fs_magic == RAMFS_MAGIC || root_fs_magic == libc::TMPFS_MAGIC as i64)
+pub(crate) fn use_move_fallback(err: Errno, root_fs: FsType) -> bool {
+    let ramfs = u32::try_from(root_fs.0).is_ok_and(|m| m == RAMFS_MAGIC);
+    err == Errno::EINVAL && (ramfs || root_fs == TMPFS_MAGIC)
 }
 
 fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
@@ -80,9 +81,9 @@ mod tests {
 
     #[test]
     fn fallback_only_for_einval_on_ramfs_or_tmpfs() {
-        let ramfs = RAMFS_MAGIC;
-        let tmpfs = libc::TMPFS_MAGIC as i64;
-        let ext4 = libc::EXT4_SUPER_MAGIC as i64;
+        let ramfs = FsType(RAMFS_MAGIC.into());
+        let tmpfs = TMPFS_MAGIC;
+        let ext4 = nix::sys::statfs::EXT4_SUPER_MAGIC;
         assert!(use_move_fallback(Errno::EINVAL, ramfs));
         assert!(use_move_fallback(Errno::EINVAL, tmpfs));
         assert!(!use_move_fallback(Errno::EINVAL, ext4));

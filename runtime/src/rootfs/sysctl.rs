@@ -53,7 +53,8 @@ pub fn apply(sysctls: &BTreeMap<String, String>) -> Result<(), RootfsError> {
             );
         let fd = openat2(&dir, rel.as_str(), how).map_err(|e| err(key, "open")(e.into()))?;
         let mut file = std::fs::File::from(fd);
-        file.write_all(value.as_bytes()).map_err(err(key, "write"))?;
+        file.write_all(value.as_bytes())
+            .map_err(err(key, "write"))?;
         tracing::debug!(key, value, "sysctl set");
     }
     Ok(())

@@ -245,7 +245,9 @@ pub fn host_mount_leaks() -> Result<(), String> {
     let mounts = mountinfo::read_self().map_err(io)?;
     let leaked: Vec<_> = mounts
         .iter()
-        .filter(|m| m.mount_point.starts_with("/tmp") && m.mount_point.to_string_lossy().contains(PREFIX))
+        .filter(|m| {
+            m.mount_point.starts_with("/tmp") && m.mount_point.to_string_lossy().contains(PREFIX)
+        })
         .map(|m| m.mount_point.display().to_string())
         .collect();
     if leaked.is_empty() {
