@@ -49,7 +49,7 @@ fn unified(
         o.data_string().as_deref(),
     );
     match res {
-        Ok(()) => after_mount(root, dest, o),
+        Ok(()) => after_mount(root, dest, o, &target),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) => {
             tracing::info!(
                 destination = dest,
@@ -98,7 +98,7 @@ fn hybrid(
         hierarchy(root, dest, h, &own, o, opts)?;
     }
     if o.flags & libc::MS_RDONLY != 0 {
-        let mounted = reopen(root, dest)?;
+        let mounted = reopen(root, dest, &target)?;
         sys::mount(
             None,
             &fd_path(mounted.as_fd()),
@@ -108,7 +108,7 @@ fn hybrid(
         )
         .map_err(mount_err(dest, "remount cgroup tmpfs read-only"))?;
     }
-    after_mount(root, dest, o)
+    after_mount(root, dest, o, &target)
 }
 
 /// The host's cgroup mounts directly under /sys/fs/cgroup.

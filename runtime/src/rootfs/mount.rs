@@ -88,10 +88,12 @@ fn fresh(root: &RootDir, m: &Mount, fstype: &str, o: &MountOptions) -> Result<()
         data.as_deref(),
     )
     .map_err(mount_err(dest, &format!("mount {fstype}")))?;
-    after_mount(root, dest, o)
+    after_mount(root, dest, o, &target)
 }
 
-/// A bind (or rbind) of a host path, then the flags a bind can only get by a remount.
+/// A bind (or rbind) of a host path. The copy of the source tree is made detached, gets its flags
+/// while nobody can see it, and is then attached onto the resolved destination fd, so no remount
+/// has to find the mount again by path.
 pub fn bind(
     root: &RootDir,
     dest: &str,
@@ -103,6 +105,55 @@ pub fn bind(
     let target = root
         .create(dest, kind)
         .map_err(mount_err(dest, "create mount point"))?;
+    let recursive = o.bind == Some(true);
+    let tree = match sys::open_tree_clone(source, recursive) {
+        Ok(tree) => tree,
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            return bind_classic(root, dest, source, o, &target);
+        }
+        Err(e) => {
+            let what = format!("clone mount tree of {}", source.display());
+            return Err(mount_err(dest, &what)(e));
+        }
+    };
+    set_bind_flags(&tree, o.remount_flags()).map_err(mount_err(dest, "set bind flags"))?;
+    if o.has_recursive_attrs() {
+        sys::mount_setattr(&tree, true, o.attr_set, o.attr_clr)
+            .map_err(mount_err(dest, "mount_setattr (recursive options)"))?;
+    }
+    sys::move_mount_onto(tree.as_fd(), target.as_fd())
+        .map_err(mount_err(dest, "attach bind mount"))?;
+    // The tree fd now names the attached mount itself.
+    for &flag in &o.propagation {
+        sys::set_propagation(&fd_path(tree.as_fd()), flag)
+            .map_err(mount_err(dest, "set propagation"))?;
+    }
+    Ok(())
+}
+
+/// Per-mount flags on a detached bind; flags a user namespace may not clear are kept.
+fn set_bind_flags(tree: &OwnedFd, flags: libc::c_ulong) -> std::io::Result<()> {
+    if flags == 0 {
+        return Ok(());
+    }
+    let (set, clr) = options::flags_to_attr(flags, true);
+    match sys::mount_setattr(tree, false, set, clr) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let (set, clr) = options::flags_to_attr(flags, false);
+            sys::mount_setattr(tree, false, set, clr)
+        }
+        other => other,
+    }
+}
+
+/// mount(2) for kernels without the new mount API (before 5.2).
+fn bind_classic(
+    root: &RootDir,
+    dest: &str,
+    source: &Path,
+    o: &MountOptions,
+    target: &OwnedFd,
+) -> Result<(), RootfsError> {
     let rec = if o.bind == Some(true) {
         libc::MS_REC
     } else {
@@ -118,33 +169,49 @@ pub fn bind(
     .map_err(mount_err(dest, &format!("bind {}", source.display())))?;
     let extra = o.remount_flags();
     if extra != 0 {
-        let mounted = reopen(root, dest)?;
+        let mounted = reopen(root, dest, target)?;
         sys::remount_bind(&fd_path(mounted.as_fd()), extra)
             .map_err(mount_err(dest, "remount bind with its flags"))?;
     }
-    after_mount(root, dest, o)
+    after_mount(root, dest, o, target)
 }
 
 /// Propagation and recursive attributes, applied to the mount now on top of `dest`.
-pub fn after_mount(root: &RootDir, dest: &str, o: &MountOptions) -> Result<(), RootfsError> {
+pub fn after_mount(
+    root: &RootDir,
+    dest: &str,
+    o: &MountOptions,
+    covered: &OwnedFd,
+) -> Result<(), RootfsError> {
     if o.propagation.is_empty() && !o.has_recursive_attrs() {
         return Ok(());
     }
-    let mounted = reopen(root, dest)?;
+    let mounted = reopen(root, dest, covered)?;
     for &flag in &o.propagation {
         sys::set_propagation(&fd_path(mounted.as_fd()), flag)
             .map_err(mount_err(dest, "set propagation"))?;
     }
     if o.has_recursive_attrs() {
-        sys::mount_setattr_recursive(&mounted, o.attr_set, o.attr_clr)
+        sys::mount_setattr(&mounted, true, o.attr_set, o.attr_clr)
             .map_err(mount_err(dest, "mount_setattr (recursive options)"))?;
     }
     Ok(())
 }
 
-/// The destination resolved again: the fd taken before mounting is on the covered inode, not on
-/// the new mount.
-pub fn reopen(root: &RootDir, dest: &str) -> Result<OwnedFd, RootfsError> {
-    root.resolve(dest)
-        .map_err(mount_err(dest, "resolve the new mount"))
+/// The destination resolved again (the fd taken before mounting is on the covered inode), and
+/// checked to be on a different mount than `covered`: if the path no longer leads to the new
+/// mount, flags must not land on whatever it leads to now.
+pub fn reopen(root: &RootDir, dest: &str, covered: &OwnedFd) -> Result<OwnedFd, RootfsError> {
+    let mounted = root
+        .resolve(dest)
+        .map_err(mount_err(dest, "resolve the new mount"))?;
+    let before = sys::mount_id(covered.as_fd()).map_err(mount_err(dest, "statx"))?;
+    let after = sys::mount_id(mounted.as_fd()).map_err(mount_err(dest, "statx"))?;
+    if before == after {
+        return Err(RootfsError::BadMount {
+            destination: dest.to_owned(),
+            reason: "the path no longer leads to the new mount".into(),
+        });
+    }
+    Ok(mounted)
 }

@@ -51,6 +51,45 @@ impl MountOptions {
     }
 }
 
+/// Per-mount flags as `mount_setattr` attributes: (set, clear). With `exact`, every per-mount
+/// attribute not in `flags` is cleared, which is what a bind remount with `flags` does; without,
+/// attributes not named are left as they are (for mounts whose flags a user namespace cannot clear).
+pub fn flags_to_attr(flags: c_ulong, exact: bool) -> (u64, u64) {
+    let map = [
+        (libc::MS_RDONLY, attr::RDONLY),
+        (libc::MS_NOSUID, attr::NOSUID),
+        (libc::MS_NODEV, attr::NODEV),
+        (libc::MS_NOEXEC, attr::NOEXEC),
+        (libc::MS_NODIRATIME, attr::NODIRATIME),
+        (MS_NOSYMFOLLOW, attr::NOSYMFOLLOW),
+    ];
+    let mut set = 0;
+    let mut all = 0;
+    for (ms, a) in map {
+        all |= a;
+        if flags & ms != 0 {
+            set |= a;
+        }
+    }
+    let atime = if flags & libc::MS_NOATIME != 0 {
+        Some(attr::NOATIME)
+    } else if flags & libc::MS_STRICTATIME != 0 {
+        Some(attr::STRICTATIME)
+    } else if flags & libc::MS_RELATIME != 0 {
+        Some(attr::RELATIME)
+    } else {
+        None
+    };
+    let mut clr = if exact { all & !set } else { 0 };
+    if let Some(mode) = atime {
+        set |= mode;
+        clr |= attr::ATIME_MASK;
+    } else if exact {
+        clr |= attr::ATIME_MASK;
+    }
+    (set, clr)
+}
+
 /// An option that is recognised but not implemented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported(pub String);
@@ -212,6 +251,25 @@ mod tests {
         let o = p(&["rro", "rrw"]);
         assert_eq!(o.attr_set, 0);
         assert_eq!(o.attr_clr, attr::RDONLY);
+    }
+
+    #[test]
+    fn flags_as_attributes() {
+        let f = libc::MS_RDONLY | libc::MS_NOEXEC | libc::MS_NOATIME;
+        let (set, clr) = flags_to_attr(f, false);
+        assert_eq!(set, attr::RDONLY | attr::NOEXEC | attr::NOATIME);
+        assert_eq!(clr, attr::ATIME_MASK);
+        let (set, clr) = flags_to_attr(libc::MS_RDONLY, true);
+        assert_eq!(set, attr::RDONLY);
+        assert_eq!(
+            clr,
+            attr::NOSUID
+                | attr::NODEV
+                | attr::NOEXEC
+                | attr::NODIRATIME
+                | attr::NOSYMFOLLOW
+                | attr::ATIME_MASK
+        );
     }
 
     #[test]

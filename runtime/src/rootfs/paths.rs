@@ -21,6 +21,14 @@ pub fn make_readonly(root: &RootDir, path: &str) -> Result<(), RootfsError> {
     sys::mount(Some(&at), &at, None, libc::MS_BIND | libc::MS_REC, None)
         .map_err(path_err(path, "bind onto itself"))?;
     let mounted = root.resolve(path).map_err(path_err(path, "resolve"))?;
+    let before = sys::mount_id(fd.as_fd()).map_err(path_err(path, "statx"))?;
+    let after = sys::mount_id(mounted.as_fd()).map_err(path_err(path, "statx"))?;
+    if before == after {
+        return Err(RootfsError::Refused {
+            path: path.to_owned(),
+            reason: "the path no longer leads to its new bind mount".into(),
+        });
+    }
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     sys::remount_bind(&fd_path(mounted.as_fd()), flags).map_err(path_err(path, "remount read-only"))
 }

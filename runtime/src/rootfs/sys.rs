@@ -1,7 +1,9 @@
 //! Thin wrappers over the mount syscalls, all in terms of `io::Result`.
 
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use libc::c_ulong;
@@ -81,15 +83,16 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Applies mount attributes to the mount `fd` is on and every mount below it.
-pub fn mount_setattr_recursive(fd: impl AsFd, set: u64, clr: u64) -> io::Result<()> {
+/// Applies mount attributes to the mount `fd` is on and, when `recursive`, to every mount below.
+pub fn mount_setattr(fd: impl AsFd, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
     let mut attr = MountAttr {
         attr_set: set,
         attr_clr: clr,
         propagation: 0,
         userns_fd: 0,
     };
-    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    let rec = if recursive { libc::AT_RECURSIVE } else { 0 };
+    let flags = (libc::AT_EMPTY_PATH | rec) as libc::c_uint;
     // SAFETY: the path is a NUL-terminated empty string, `attr` is a live, correctly laid out
     // `struct mount_attr` and its size is passed, as mount_setattr(2) requires.
     let rc = unsafe {
@@ -106,4 +109,69 @@ pub fn mount_setattr_recursive(fd: impl AsFd, set: u64, clr: u64) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// A detached copy of the mount tree at `source` (one mount, or all below it when `recursive`).
+pub fn open_tree_clone(source: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    let path = CString::new(source.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let rec = if recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; open_tree(2) takes no
+    // other pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches the detached tree `from` onto the inode `to` was opened on.
+pub fn move_mount_onto(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: both paths are NUL-terminated empty strings; the fds are valid for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            to.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The id of the mount `fd` is on.
+pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the path is a NUL-terminated empty string and `stx` is a writable statx buffer.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so it filled the buffer (which started zeroed anyway).
+    let stx = unsafe { stx.assume_init() };
+    Ok(stx.stx_mnt_id)
 }
