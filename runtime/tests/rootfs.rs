@@ -235,18 +235,20 @@ fn bind_options() -> CaseResult {
                "options": ["rbind", "nosuid", "noexec", "nodev"]}),
         json!({"destination": "/etc/single", "type": "bind", "source": file, "options": ["bind", "ro"]}),
         json!({"destination": "/rw", "type": "bind", "source": h, "options": ["bind"]}),
+        // Relative to the bundle directory.
+        json!({"destination": "/relative", "type": "bind", "source": "data", "options": ["bind", "ro"]}),
     ];
     let spec = b.spec(
         mounts,
         json!({}),
-        "cat /ro/hello; touch /ro/x 2>/dev/null; echo ro_write=$?; \
+        "cat /ro/hello; cat /relative/hello; touch /ro/x 2>/dev/null; echo ro_write=$?; \
          /noexec/run.sh 2>/dev/null; echo noexec_run=$?; /rw/run.sh; cat /etc/single; echo; \
          echo ---; cat /proc/self/mountinfo",
     )?;
     let out = b.run(&spec, false, false)?;
     out.success()?;
     for want in [
-        "hi\n",
+        "hi\nhi\n",
         "ro_write=1\n",
         "noexec_run=126\n",
         "ran\n",
@@ -537,6 +539,7 @@ fn hostile_symlink_destinations() -> CaseResult {
     b.symlink(&format!("{h}/a"), "etc/abs")?;
     b.symlink(&format!("../../../../../../..{h}/b"), "etc/rel")?;
     b.symlink(&h, "link")?;
+    b.symlink(&format!("{h}/marker"), "etc/hostname")?;
     let file = b.dir.path().join("payload");
     fs::write(&file, "payload").map_err(|e| e.to_string())?;
     let mounts = vec![
@@ -545,6 +548,7 @@ fn hostile_symlink_destinations() -> CaseResult {
         json!({"destination": "/etc/rel", "type": "tmpfs"}),
         json!({"destination": "/link/sub/mnt", "type": "tmpfs"}),
         json!({"destination": "/link/file", "type": "bind", "source": file, "options": ["bind"]}),
+        json!({"destination": "/etc/hostname", "type": "bind", "source": file, "options": ["bind", "ro"]}),
     ];
     let spec = b.spec(
         mounts,
@@ -557,11 +561,13 @@ fn hostile_symlink_destinations() -> CaseResult {
     out.success()?;
     check!(out.stdout.starts_with("payload\n"), "got {}", out.stdout);
     let mi = mountinfo_section(&out);
-    for p in ["a", "b", "sub/mnt", "file"] {
+    for p in ["a", "b", "sub/mnt", "file", "marker"] {
         find(&mi, &format!("{h}/{p}"))?;
     }
     let after = common::tree(host.path())?;
     check!(before == after, "host dir changed: {before:?} -> {after:?}");
+    let marker = fs::read_to_string(host.path().join("marker")).map_err(|e| e.to_string())?;
+    check!(marker == "host", "host file changed: {marker:?}");
     check!(
         b.rootfs
             .join(h.trim_start_matches('/'))
@@ -608,13 +614,22 @@ fn device_through_symlinked_dir() -> CaseResult {
     let h = host.path().display().to_string();
     let before = common::tree(host.path())?;
     b.symlink(&h, "devlink")?;
-    let linux =
-        json!({"devices": [{"type": "c", "path": "/devlink/node", "major": 1, "minor": 3}]});
-    let spec = b.spec(vec![proc_mount()], linux, &format!("{STAT} {h}/node"))?;
+    b.mkdir("dev")?;
+    b.symlink(&format!("{h}/evil"), "dev/evil")?;
+    let linux = json!({"devices": [
+        {"type": "c", "path": "/devlink/node", "major": 1, "minor": 3},
+        {"type": "c", "path": "/dev/evil", "major": 1, "minor": 5},
+    ]});
+    let spec = b.spec(
+        vec![proc_mount()],
+        linux,
+        &format!("{STAT} {h}/node /dev/evil"),
+    )?;
     let out = b.run(&spec, false, false)?;
     out.success()?;
     check!(
-        out.stdout.contains("character special file 1:3"),
+        out.stdout.contains("character special file 1:3")
+            && out.stdout.contains("/dev/evil character special file 1:5"),
         "got {}",
         out.stdout
     );

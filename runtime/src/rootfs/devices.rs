@@ -39,24 +39,26 @@ struct Node {
     gid: u32,
 }
 
-/// Creates the default and the spec's devices (unless `/dev` is a bind of the host's), then the
-/// `/dev` links.
+/// Creates the default and the spec's devices and the `/dev` links, unless `/dev` is a bind of the
+/// host's.
 pub fn create(root: &RootDir, spec: &Spec, opts: &RootfsOptions) -> Result<(), RootfsError> {
     let dev_is_bind = spec
         .mounts
         .iter()
         .any(|m| same_path(&m.destination, "/dev") && is_bind(m));
-    if !dev_is_bind {
-        for node in nodes(spec)? {
-            make_node(root, &node, opts)?;
-        }
-        if spec
-            .mounts
-            .iter()
-            .any(|m| same_path(&m.destination, "/dev/pts") && m.kind.as_deref() == Some("devpts"))
-        {
-            replace_with_link(root, "/dev/ptmx", "pts/ptmx")?;
-        }
+    if dev_is_bind {
+        // It is the host's /dev: nothing may be created in it.
+        return Ok(());
+    }
+    for node in nodes(spec)? {
+        make_node(root, &node, opts)?;
+    }
+    if spec
+        .mounts
+        .iter()
+        .any(|m| same_path(&m.destination, "/dev/pts") && m.kind.as_deref() == Some("devpts"))
+    {
+        replace_with_link(root, "/dev/ptmx", "pts/ptmx")?;
     }
     links(root)
 }

@@ -16,7 +16,7 @@ mod sys;
 mod sysctl;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::spec::Spec;
 
@@ -33,6 +33,9 @@ pub struct RootfsOptions {
     /// The container has its own cgroup namespace: `cgroup` mounts are fresh cgroup filesystems
     /// (showing the container's cgroup as their root) rather than binds of the host's.
     pub cgroup_ns: bool,
+    /// The bundle directory: relative bind-mount sources are relative to it (runtime-spec). Empty
+    /// means the current directory.
+    pub bundle: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]

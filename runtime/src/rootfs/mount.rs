@@ -31,7 +31,7 @@ pub fn mount_entry(root: &RootDir, m: &Mount, opts: &RootfsOptions) -> Result<()
             destination: dest.to_owned(),
             reason: "a bind mount needs a source".into(),
         })?;
-        return bind(root, dest, Path::new(source), &parsed);
+        return bind(root, dest, &opts.bundle.join(source), &parsed);
     }
     match fstype {
         "cgroup" => cgroup::mount(root, dest, &parsed, opts),

@@ -24,6 +24,7 @@ const PREFIX: &str = "skiff-rt-";
 struct Scenario {
     spec: Spec,
     rootfs: PathBuf,
+    bundle: PathBuf,
     user_ns: bool,
     cgroup_ns: bool,
 }
@@ -59,6 +60,7 @@ fn container_init(sc: Scenario) -> ! {
     let opts = RootfsOptions {
         in_user_ns: sc.user_ns,
         cgroup_ns: sc.cgroup_ns,
+        bundle: sc.bundle,
     };
     let res = rootfs::prepare(&sc.spec, &sc.rootfs, &opts)
         .and_then(|()| rootfs::pivot(&sc.rootfs))
@@ -176,6 +178,7 @@ impl Bundle {
         let sc = Scenario {
             spec: spec.clone(),
             rootfs: self.rootfs.clone(),
+            bundle: self.dir.path().to_path_buf(),
             user_ns,
             cgroup_ns,
         };
