@@ -40,6 +40,11 @@ const CASES: &[Case] = &[
     ("masked_and_readonly_paths", masked_and_readonly_paths),
     ("mask_refused_over_fake_proc", mask_refused_over_fake_proc),
     ("readonly_root", readonly_root),
+    ("readonly_root_in_user_ns", readonly_root_in_user_ns),
+    (
+        "default_root_propagation_is_slave",
+        default_root_propagation_is_slave,
+    ),
     ("sysctl", sysctl),
     ("hostile_symlink_destinations", hostile_symlink_destinations),
     ("hostile_parent_is_file", hostile_parent_is_file),
@@ -335,6 +340,37 @@ fn propagation() -> CaseResult {
     Ok(())
 }
 
+/// By default the container's root is a slave of the host's mount (rslave): host mounts and
+/// unmounts reach it, nothing flows back.
+fn default_root_propagation_is_slave() -> CaseResult {
+    let host = mountinfo::read_self().map_err(|e| e.to_string())?;
+    let host_root_shared = host
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new("/"))
+        .is_some_and(|m| m.is_shared());
+    let b = Bundle::new()?;
+    let spec = b.spec(
+        vec![proc_mount()],
+        json!({}),
+        "echo ---; cat /proc/self/mountinfo",
+    )?;
+    let out = b.run(&spec, false, false)?;
+    out.success()?;
+    let root = find(&mountinfo_section(&out), "/")?.optional.join(" ");
+    check!(
+        !root.contains("shared:"),
+        "container root is shared: {root}"
+    );
+    if host_root_shared {
+        check!(
+            root.contains("master:"),
+            "container root not a slave: {root}"
+        );
+    }
+    Ok(())
+}
+
 const STAT: &str = "stat -c '%n %F %t:%T %a %u:%g'";
 
 fn devices() -> CaseResult {
@@ -480,6 +516,14 @@ fn mask_refused_over_fake_proc() -> CaseResult {
 }
 
 fn readonly_root() -> CaseResult {
+    readonly_root_with(false)
+}
+
+fn readonly_root_in_user_ns() -> CaseResult {
+    readonly_root_with(true)
+}
+
+fn readonly_root_with(user_ns: bool) -> CaseResult {
     let b = Bundle::new()?;
     let mut mounts = vec![proc_mount()];
     mounts.push(
@@ -495,7 +539,7 @@ fn readonly_root() -> CaseResult {
     if let Some(root) = spec.root.as_mut() {
         root.readonly = true;
     }
-    let out = b.run(&spec, false, false)?;
+    let out = b.run(&spec, user_ns, false)?;
     out.success()?;
     let want = "root_write=1\ndev_write=1\ntmp_write=0\n1:3\n";
     check!(out.stdout == want, "got {:?}", out.stdout);
