@@ -1,5 +1,16 @@
 //! skiff's container runtime: an OCI runtime-spec bundle in, a running container out.
 
+pub mod cgroups;
+pub mod cli;
+pub mod container;
+pub mod exe;
+pub mod features;
+pub mod hooks;
+pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod security;
 pub mod spec;
+pub mod state;
+pub mod sync;
+pub mod terminal;

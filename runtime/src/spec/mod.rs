@@ -5,6 +5,7 @@
 //! Capability names stay strings: the spec asks runtimes to warn about and skip names the kernel does not
 //! know, which an enum would turn into a parse failure.
 
+mod default;
 mod resources;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use default::default_spec;
 pub use resources::*;
 pub use validate::validate;
 

@@ -152,6 +152,24 @@ fn check_namespaces(spec: &Spec) -> Result<(), SpecError> {
             }
         }
     }
+    if !seen.contains(&NamespaceKind::Mount) {
+        return Err(SpecError::invalid(
+            "linux.namespaces",
+            "a mount namespace is required: the container's root is set up inside it",
+        ));
+    }
+    if spec.hostname.is_some() && !seen.contains(&NamespaceKind::Uts) {
+        return Err(SpecError::invalid(
+            "hostname",
+            "setting it needs a uts namespace in linux.namespaces",
+        ));
+    }
+    if spec.domainname.is_some() && !seen.contains(&NamespaceKind::Uts) {
+        return Err(SpecError::invalid(
+            "domainname",
+            "setting it needs a uts namespace in linux.namespaces",
+        ));
+    }
     let linux = match spec.linux() {
         Some(l) => l,
         None => return Ok(()),

@@ -1,0 +1,236 @@
+//! The cgroupfs manager: the container's directory in every mounted hierarchy.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::mountinfo;
+use super::Layout;
+use super::{CgroupError, CgroupManager, CgroupState};
+use crate::spec::Resources;
+
+pub struct FsManager {
+    state: CgroupState,
+    layout: Option<Layout>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl FsManager {
+    /// Plans `rel` under every mounted hierarchy.
+    pub fn new(rel: &Path) -> Result<FsManager, CgroupError> {
+        let hs = mountinfo::hierarchies();
+        if hs.is_empty() {
+            return Err(CgroupError::NoHierarchy);
+        }
+        let layout = mountinfo::layout(&hs);
+        let mut state = CgroupState::default();
+        for h in hs {
+            state.paths.insert(h.name, h.mountpoint.join(rel));
+        }
+        Ok(FsManager {
+            state,
+            layout: Some(layout),
+        })
+    }
+
+    pub fn from_state(state: CgroupState) -> FsManager {
+        FsManager {
+            state,
+            layout: None,
+        }
+    }
+
+    fn dirs(&self) -> impl Iterator<Item = (&String, &PathBuf)> {
+        self.state.paths.iter()
+    }
+
+    /// The directory that lists the container's processes: one tracking every task.
+    fn primary(&self) -> Option<&PathBuf> {
+        ["unified", "pids", "memory", "systemd"]
+            .iter()
+            .find_map(|k| self.state.paths.get(*k).filter(|p| p.exists()))
+            .or_else(|| self.state.paths.values().find(|p| p.exists()))
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        if let Some(dir) = self.state.paths.get("freezer") {
+            if let Ok(s) = std::fs::read_to_string(dir.join("freezer.state")) {
+                return s.trim() == "FROZEN";
+            }
+        }
+        if let Some(dir) = self.state.paths.get("unified") {
+            if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.freeze")) {
+                return s.trim() == "1";
+            }
+        }
+        false
+    }
+}
+
+/// A new v1 cpuset group starts with no cpus and no memory nodes, and no task can join it until it has
+/// some: inherit the parent's.
+fn init_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let parent = match dir.parent() {
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = dir.join(file);
+        let cur = std::fs::read_to_string(&own).map_err(io_err(&own))?;
+        if cur.trim().is_empty() {
+            let src = parent.join(file);
+            let val = std::fs::read_to_string(&src).map_err(io_err(&src))?;
+            std::fs::write(&own, val.trim()).map_err(io_err(&own))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents, returning whether `dir` itself is new.
+fn make_dir(dir: &Path, cpuset: bool) -> Result<bool, CgroupError> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_owned());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(d)(e)),
+        }
+        if cpuset {
+            init_cpuset(d)?;
+        }
+    }
+    Ok(true)
+}
+
+impl CgroupManager for FsManager {
+    fn create(&mut self) -> Result<(), CgroupError> {
+        let mut owned = Vec::new();
+        for (name, dir) in &self.state.paths {
+            let cpuset = name.split(',').any(|c| c == "cpuset");
+            if make_dir(dir, cpuset)? {
+                owned.push(dir.clone());
+            }
+        }
+        self.state.owned = owned;
+        Ok(())
+    }
+
+    fn clone_into(&self) -> Option<OwnedFd> {
+        if self.layout != Some(Layout::Unified) {
+            return None;
+        }
+        let dir = self.state.paths.get("unified")?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .ok()
+            .map(OwnedFd::from)
+    }
+
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        for (_, dir) in self.dirs() {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, &pid).map_err(io_err(&procs))?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
+        let set = resources.memory.is_some()
+            || resources.cpu.is_some()
+            || resources.pids.is_some()
+            || resources.block_io.is_some()
+            || !resources.hugepage_limits.is_empty()
+            || !resources.unified.is_empty();
+        if set {
+            tracing::warn!("linux.resources limits are not applied by this build of skiff yet");
+        }
+        Ok(())
+    }
+
+    fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let dir = match self.primary() {
+            Some(d) => d,
+            None => return Ok(Vec::new()),
+        };
+        let procs = dir.join("cgroup.procs");
+        let text = std::fs::read_to_string(&procs).map_err(io_err(&procs))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
+        if signal == libc::SIGKILL {
+            if let Some(dir) = self.state.paths.get("unified") {
+                if self.state.paths.len() == 1 && std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        for pid in self.pids()? {
+            // SAFETY: kill has no memory effects; a pid that has gone away just returns ESRCH.
+            unsafe { libc::kill(pid, signal) };
+        }
+        Ok(())
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        if let Some(dir) = self.state.paths.get("freezer") {
+            let f = dir.join("freezer.state");
+            let v = if frozen { "FROZEN" } else { "THAWED" };
+            return std::fs::write(&f, v).map_err(io_err(&f));
+        }
+        if let Some(dir) = self.state.paths.get("unified") {
+            let f = dir.join("cgroup.freeze");
+            return std::fs::write(&f, if frozen { "1" } else { "0" }).map_err(io_err(&f));
+        }
+        Err(CgroupError::NoHierarchy)
+    }
+
+    fn destroy(&self) -> Result<(), CgroupError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for dir in &self.state.owned {
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        if Instant::now() > deadline {
+                            return Err(CgroupError::Busy { path: dir.clone() });
+                        }
+                        // Thaw first: a frozen task cannot die.
+                        let _ = self.freeze(false);
+                        let _ = self.kill_all(libc::SIGKILL);
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(io_err(dir)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> CgroupState {
+        self.state.clone()
+    }
+}

@@ -1,0 +1,160 @@
+//! Control groups: where a container's processes live and what limits them.
+//!
+//! One [`CgroupManager`] seam; the cgroupfs manager in [`fs`] places a container in every hierarchy the
+//! host mounts (unified, hybrid or legacy), which is what `delete`, `ps` and `kill --all` rely on.
+
+pub mod fs;
+pub mod mountinfo;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Resources, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("linux.cgroupsPath {0:?} is invalid: {1}")]
+    BadPath(String, &'static str),
+    #[error("no cgroup hierarchy is mounted on this host")]
+    NoHierarchy,
+    #[error("cgroup {path} still has processes after kill")]
+    Busy { path: PathBuf },
+}
+
+/// How the host mounts its cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// cgroup2 only, at /sys/fs/cgroup.
+    Unified,
+    /// v1 controllers plus a cgroup2 mount (usually /sys/fs/cgroup/unified).
+    Hybrid,
+    /// v1 controllers only.
+    Legacy,
+}
+
+/// What a later command needs to find the container's cgroups again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupState {
+    /// Hierarchy name (`memory`, `cpu`, `systemd`, `unified`, ...) → the container's directory in it.
+    pub paths: BTreeMap<String, PathBuf>,
+    /// Directories this container created, and so may remove.
+    #[serde(default)]
+    pub owned: Vec<PathBuf>,
+}
+
+pub trait CgroupManager {
+    /// Creates the container's cgroup directories.
+    fn create(&mut self) -> Result<(), CgroupError>;
+    /// A directory fd for `clone3(CLONE_INTO_CGROUP)` when the host allows placing a child at birth.
+    fn clone_into(&self) -> Option<OwnedFd>;
+    /// Moves a process (and so its future children) into the container's cgroups.
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
+    /// Applies `linux.resources`.
+    fn apply(&self, resources: &Resources) -> Result<(), CgroupError>;
+    fn pids(&self) -> Result<Vec<i32>, CgroupError>;
+    fn kill_all(&self, signal: i32) -> Result<(), CgroupError>;
+    fn freeze(&self, frozen: bool) -> Result<(), CgroupError>;
+    /// Removes what `create` made, killing stragglers first.
+    fn destroy(&self) -> Result<(), CgroupError>;
+    fn state(&self) -> CgroupState;
+}
+
+/// The cgroup path for a container: `linux.cgroupsPath`, or `/skiff/<id>` by default.
+pub fn container_path(spec: &Spec, id: &str) -> Result<PathBuf, CgroupError> {
+    let raw = spec.linux().and_then(|l| l.cgroups_path.clone());
+    let raw = match raw {
+        Some(p) if !p.is_empty() => p,
+        _ => return Ok(PathBuf::from(format!("skiff/{id}"))),
+    };
+    if raw.contains(':') {
+        // The systemd form `slice:prefix:name`, laid out as systemd would on cgroupfs.
+        let parts: Vec<&str> = raw.split(':').collect();
+        if parts.len() != 3 || parts[2].is_empty() {
+            return Err(CgroupError::BadPath(raw, "expected slice:prefix:name"));
+        }
+        let slice = if parts[0].is_empty() { "system.slice" } else { parts[0] };
+        let scope = if parts[1].is_empty() {
+            format!("{}.scope", parts[2])
+        } else {
+            format!("{}-{}.scope", parts[1], parts[2])
+        };
+        return Ok(PathBuf::from(slice_path(slice)).join(scope));
+    }
+    let path = PathBuf::from(raw.trim_start_matches('/'));
+    if path
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        || path.as_os_str().is_empty()
+    {
+        return Err(CgroupError::BadPath(raw, "must be a plain path without '..'"));
+    }
+    Ok(path)
+}
+
+/// `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`.
+fn slice_path(slice: &str) -> String {
+    let name = slice.trim_end_matches(".slice");
+    let mut out = Vec::new();
+    let mut acc = String::new();
+    for part in name.split('-') {
+        if !acc.is_empty() {
+            acc.push('-');
+        }
+        acc.push_str(part);
+        out.push(format!("{acc}.slice"));
+    }
+    out.join("/")
+}
+
+/// The manager for a new container.
+pub fn new_manager(spec: &Spec, id: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    let rel = container_path(spec, id)?;
+    Ok(Box::new(fs::FsManager::new(&rel)?))
+}
+
+/// The manager for an existing container, from its recorded state.
+pub fn from_state(state: &CgroupState) -> Box<dyn CgroupManager> {
+    Box::new(fs::FsManager::from_state(state.clone()))
+}
+
+/// Whether the container's cgroup is frozen (paused).
+pub fn is_frozen(state: &CgroupState) -> bool {
+    fs::FsManager::from_state(state.clone()).is_frozen()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(path: Option<&str>) -> Spec {
+        let mut spec = Spec::default();
+        spec.linux = Some(crate::spec::Linux {
+            cgroups_path: path.map(str::to_owned),
+            ..Default::default()
+        });
+        spec
+    }
+
+    #[test]
+    fn paths() {
+        let p = |s| container_path(&spec_with(s), "c1");
+        assert_eq!(p(None).unwrap(), PathBuf::from("skiff/c1"));
+        assert_eq!(p(Some("/a/b")).unwrap(), PathBuf::from("a/b"));
+        assert_eq!(
+            p(Some("kubepods-besteffort.slice:cri:abc")).unwrap(),
+            PathBuf::from("kubepods.slice/kubepods-besteffort.slice/cri-abc.scope")
+        );
+        assert!(p(Some("/a/../../etc")).is_err());
+        assert!(p(Some("a:b")).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! The `skiff` command line: runc's commands, flags and exit codes over the runtime library.
+
+mod exec;
+mod log;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::container::{parse_signal, CreateOptions, Runtime};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skiff",
+    version,
+    about = "skiff: a lightweight OCI container runtime",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Directory for container state.
+    #[arg(long, default_value = "/run/skiff")]
+    pub root: PathBuf,
+    /// Write logs to this file instead of stderr.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log debug messages.
+    #[arg(long)]
+    pub debug: bool,
+    /// Use systemd for cgroups (the cgroupfs layout systemd would use, for now).
+    #[arg(long)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long, hide = true)]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility.
+    #[arg(long, hide = true)]
+    pub criu: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a default config.json.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// A config for running without root.
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Create a container, ready to start.
+    Create(CreateArgs),
+    /// Start a created container.
+    Start { id: String },
+    /// Create and start a container; in the foreground, return its exit status.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once the container runs.
+        #[arg(short, long)]
+        detach: bool,
+        /// Accepted for runc compatibility.
+        #[arg(long, hide = true)]
+        keep: bool,
+    },
+    /// Print a container's state as JSON.
+    State { id: String },
+    /// Send a signal to a container's init (or every process with --all).
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "TERM")]
+        signal: String,
+    },
+    /// Delete a container and everything it holds.
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List a container's processes.
+    Ps {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        id: String,
+        /// Options passed to ps(1).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Run a new process in a container.
+    Exec(exec::ExecArgs),
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Print what this runtime supports, as OCI features JSON.
+    Features,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The bundle directory, holding config.json.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master of a terminal container.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Do not create a session keyring for the container.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass this many extra descriptors, from 3 up, to the container.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Accepted for runc compatibility; pivot_root is always used where it works.
+    #[arg(long, hide = true)]
+    pub no_pivot: bool,
+    pub id: String,
+}
+
+impl CreateArgs {
+    fn options(&self) -> CreateOptions {
+        CreateOptions {
+            id: self.id.clone(),
+            bundle: self.bundle.clone(),
+            pid_file: self.pid_file.as_ref().map(absolute),
+            console_socket: self.console_socket.clone(),
+            no_new_keyring: self.no_new_keyring,
+            preserve_fds: self.preserve_fds,
+        }
+    }
+}
+
+fn absolute(p: &PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p.clone()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone())
+    }
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let _guard = log::init(cli.log.as_deref(), cli.log_format, cli.debug);
+    let to_file = cli.log.is_some();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if to_file {
+                tracing::error!("{msg}");
+            }
+            eprintln!("skiff: {msg}");
+            1
+        }
+    }
+}
+
+fn needs_sealed_copy(cmd: &Command) -> bool {
+    matches!(cmd, Command::Create(_) | Command::Run { .. } | Command::Exec(_))
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    if needs_sealed_copy(&cli.command) {
+        crate::exe::ensure_sealed_copy().context("re-executing from a sealed copy of skiff")?;
+    }
+    let rt = Runtime::new(&cli.root);
+    match cli.command {
+        Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
+        Command::Create(args) => rt.create(&args.options()).map(|_| 0).map_err(Into::into),
+        Command::Start { id } => rt.start(&id).map(|_| 0).map_err(Into::into),
+        Command::Run { create, detach, .. } => Ok(rt.run(&create.options(), detach)?),
+        Command::State { id } => print_json(&rt.state(&id)?),
+        Command::Kill { all, id, signal } => {
+            rt.kill(&id, parse_signal(&signal)?, all)?;
+            Ok(0)
+        }
+        Command::Delete { force, id } => rt.delete(&id, force).map(|_| 0).map_err(Into::into),
+        Command::List { format, quiet } => list(&rt, format, quiet),
+        Command::Ps { format, id, ps_args } => ps(&rt, &id, format, &ps_args),
+        Command::Exec(args) => exec::run(&rt, args),
+        Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
+        Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
+        Command::Features => print_json(&crate::features::features()),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(0)
+}
+
+fn write_spec(bundle: &std::path::Path, rootless: bool) -> Result<i32> {
+    let path = bundle.join("config.json");
+    if path.exists() {
+        anyhow::bail!("{} already exists; remove it first", path.display());
+    }
+    let spec = crate::spec::default_spec(rootless);
+    let data = serde_json::to_vec_pretty(&spec)?;
+    crate::state::write_atomic(&path, &data, 0o666)?;
+    Ok(0)
+}
+
+fn list(rt: &Runtime, format: ListFormat, quiet: bool) -> Result<i32> {
+    let all = rt.list()?;
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for c in &all {
+            writeln!(out, "{}", c.id)?;
+        }
+        return Ok(0);
+    }
+    if format == ListFormat::Json {
+        serde_json::to_writer(&mut out, &all)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    writeln!(out, "ID          PID         STATUS      BUNDLE                     CREATED                          OWNER")?;
+    for c in &all {
+        writeln!(
+            out,
+            "{:<11} {:<11} {:<11} {:<26} {:<32} {}",
+            c.id,
+            c.pid,
+            c.status,
+            c.bundle.display(),
+            c.created,
+            if c.owner.is_empty() { "root" } else { &c.owner }
+        )?;
+    }
+    Ok(0)
+}
+
+fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<i32> {
+    let pids = rt.ps(id)?;
+    if format == ListFormat::Json {
+        return print_json(&pids);
+    }
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let output = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or("");
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .context("ps output has no PID column")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{header}")?;
+    for line in lines {
+        let pid = line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(0)
+}

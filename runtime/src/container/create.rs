@@ -1,0 +1,465 @@
+//! `create` and `run`: from a bundle to an init blocked on its exec fifo (and, for `run`, beyond).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use super::{destroy, io, release, ContainerError, Runtime};
+use crate::cgroups::{self, CgroupManager};
+use crate::hooks;
+use crate::namespaces::{self, NsPlan};
+use crate::process::init::{self, InitArgs};
+use crate::spec::{NamespaceKind, Spec};
+use crate::state::{self, ContainerState, StateDir, Status};
+use crate::sync::{Channel, Msg};
+use crate::terminal;
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// A container whose init is set up and waiting for `start`.
+struct Launched {
+    dir: StateDir,
+    state: ContainerState,
+    /// The pty master, when `run` relays the terminal itself.
+    tty: Option<OwnedFd>,
+}
+
+impl Runtime {
+    pub fn create(&self, opts: &CreateOptions) -> Result<(), ContainerError> {
+        self.launch(opts, false).map(|_| ())
+    }
+
+    /// `create` + `start`; in the foreground, waits for the container and returns its exit status after
+    /// deleting it, as runc does.
+    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<i32, ContainerError> {
+        if !detach {
+            // Let the init be reparented to us even when a first stage forks it.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
+        let launched = self.launch(opts, !detach)?;
+        let Launched { dir, state, tty } = launched;
+        let started = release(&dir, &state);
+        if let Err(e) = started {
+            let _ = destroy(dir, &state);
+            return Err(e);
+        }
+        let oci = state.oci(Status::Running);
+        if let Err(e) = hooks::run_all("poststart", &state.config.hooks().poststart, &oci) {
+            tracing::warn!("{e}");
+        }
+        if detach {
+            return Ok(0);
+        }
+        // Release the lock while the container runs, so `state`, `kill` and `exec` work meanwhile.
+        drop(dir);
+        let code = wait_foreground(state.pid, tty);
+        let dir = StateDir::open(&self.root, &opts.id)?;
+        destroy(dir, &state)?;
+        Ok(code)
+    }
+
+    fn launch(&self, opts: &CreateOptions, relay_tty: bool) -> Result<Launched, ContainerError> {
+        let bundle = std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {
+            path: opts.bundle.clone(),
+            source,
+        })?;
+        let spec = Spec::load(&bundle)?;
+        let rootfs = resolve_rootfs(&spec, &bundle)?;
+        let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
+        check_console(terminal, opts.console_socket.as_deref(), relay_tty)?;
+        let plan = NsPlan::from_spec(&spec)?;
+        let console = match &opts.console_socket {
+            Some(p) if terminal => Some(UnixStream::connect(p).map_err(io(format!(
+                "--console-socket {}",
+                p.display()
+            )))?),
+            _ => None,
+        };
+        let dir = StateDir::create(&self.root, &opts.id)?;
+        let mut cg = match cgroups::new_manager(&spec, &opts.id) {
+            Ok(cg) => cg,
+            Err(e) => {
+                let _ = dir.remove();
+                return Err(e.into());
+            }
+        };
+        let mut child = None;
+        let result = spawn(
+            self, opts, &spec, &bundle, &rootfs, &plan, &dir, cg.as_mut(), console, relay_tty,
+            &mut child,
+        );
+        match result {
+            Ok((state, tty)) => Ok(Launched { dir, state, tty }),
+            Err(e) => {
+                if let Some(pid) = child {
+                    // SAFETY: kill and waitpid on our own child.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                    }
+                }
+                let _ = cg.destroy();
+                let _ = dir.remove();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn resolve_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf, ContainerError> {
+    let root = spec.root.as_ref().map(|r| r.path.as_str()).unwrap_or("rootfs");
+    let path = bundle.join(root);
+    let canon = std::fs::canonicalize(&path).map_err(|source| ContainerError::Rootfs2 {
+        path: path.clone(),
+        source,
+    })?;
+    if !canon.is_dir() {
+        return Err(ContainerError::Rootfs2 {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory"),
+        });
+    }
+    Ok(canon)
+}
+
+fn check_console(terminal: bool, socket: Option<&Path>, relay: bool) -> Result<(), ContainerError> {
+    match (terminal, socket) {
+        (true, None) if !relay => Err(ContainerError::Usage(
+            "process.terminal is true: --console-socket is required".into(),
+        )),
+        (false, Some(_)) => Err(ContainerError::Usage(
+            "--console-socket given but process.terminal is false".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    rt: &Runtime,
+    opts: &CreateOptions,
+    spec: &Spec,
+    bundle: &Path,
+    rootfs: &Path,
+    plan: &NsPlan,
+    dir: &StateDir,
+    cg: &mut dyn CgroupManager,
+    console: Option<UnixStream>,
+    relay_tty: bool,
+    child: &mut Option<i32>,
+) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
+    let _ = rt;
+    let fifo_path = dir.fifo_path();
+    mkfifo(&fifo_path)?;
+    let fifo = open_path(&fifo_path)?;
+    cg.create()?;
+    let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
+    let two_stage = plan.needs_two_stages();
+    let cgroup_fd = if two_stage { None } else { cg.clone_into() };
+    let own_pidns = open_path(Path::new("/proc/self/ns/pid_for_children")).ok();
+    plan.join_for_children()?;
+    let flags = if two_stage { 0 } else { plan.clone_flags() };
+    // SAFETY: getpid has no arguments.
+    let me = unsafe { libc::getpid() };
+    let pid = namespaces::clone3(flags, cgroup_fd.as_ref().map(|f| f.as_raw_fd()))?;
+    if pid == 0 {
+        drop(parent_chan);
+        let args = InitArgs {
+            spec,
+            id: &opts.id,
+            rootfs,
+            bundle,
+            chan: &child_chan,
+            plan,
+            fifo: fifo.as_raw_fd(),
+            console: console.as_ref().map(|c| c.as_raw_fd()),
+            relay_tty,
+            preserve_fds: opts.preserve_fds,
+            no_new_keyring: opts.no_new_keyring,
+            parent: me,
+        };
+        if two_stage {
+            first_stage(args);
+        }
+        init::run(args);
+    }
+    *child = Some(pid);
+    if let Some(ns) = own_pidns {
+        // Hooks and later children of ours belong in our own pid namespace.
+        let _ = namespaces::setns(ns.as_raw_fd(), NamespaceKind::Pid);
+    }
+    drop(child_chan);
+    drop(console);
+    let chan = parent_chan;
+    let init_pid = if two_stage {
+        let p = drive_first_stage(&chan, spec, plan, cg, pid)?;
+        *child = Some(p);
+        p
+    } else {
+        if cgroup_fd.is_none() {
+            cg.add_process(pid)?;
+        }
+        pid
+    };
+    if let Some(r) = spec.linux().and_then(|l| l.resources.as_ref()) {
+        cg.apply(r)?;
+    }
+    send(&chan, &Msg::Go)?;
+    let start_time = state::process_start_time(init_pid).unwrap_or(0);
+    let mut st = ContainerState {
+        oci_version: state::OCI_VERSION.into(),
+        id: opts.id.clone(),
+        pid: init_pid,
+        pid_start_time: start_time,
+        bundle: bundle.to_owned(),
+        rootfs: rootfs.to_owned(),
+        created: state::now_rfc3339(),
+        owner: String::new(),
+        annotations: spec.annotations.clone(),
+        cgroup: cg.state(),
+        config: spec.clone(),
+    };
+    expect(&chan, "Mounted")?;
+    let creating = st.oci(Status::Creating);
+    let h = spec.hooks();
+    hooks::run_all("prestart", &h.prestart, &creating)?;
+    hooks::run_all("createRuntime", &h.create_runtime, &creating)?;
+    send(&chan, &Msg::HooksDone(creating))?;
+    let mut tty = None;
+    let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
+    if terminal && relay_tty {
+        match recv(&chan)? {
+            (Msg::Console, Some(fd)) => tty = Some(fd),
+            (m, _) => return Err(unexpected(m, "Console")),
+        }
+    }
+    expect(&chan, "Ready")?;
+    st.pid_start_time = state::process_start_time(init_pid).unwrap_or(start_time);
+    dir.save(&st)?;
+    if let Some(p) = &opts.pid_file {
+        state::write_atomic(p, init_pid.to_string().as_bytes(), 0o644)?;
+    }
+    Ok((st, tty))
+}
+
+/// Sends to the child; if it has gone, its last words explain why better than EPIPE does.
+pub(crate) fn send(chan: &Channel, msg: &Msg) -> Result<(), ContainerError> {
+    match chan.send(msg) {
+        Ok(()) => Ok(()),
+        Err(e) => match chan.recv() {
+            Ok(Some(Msg::Error(m))) => Err(ContainerError::Init(m)),
+            _ => Err(io("sync")(e)),
+        },
+    }
+}
+
+fn recv(chan: &Channel) -> Result<(Msg, Option<OwnedFd>), ContainerError> {
+    match chan.recv_with_fd().map_err(io("sync"))? {
+        Some((Msg::Error(e), _)) => Err(ContainerError::Init(e)),
+        Some(m) => Ok(m),
+        None => Err(ContainerError::Init("the container's init exited during setup".into())),
+    }
+}
+
+fn unexpected(m: Msg, want: &str) -> ContainerError {
+    ContainerError::Init(format!("protocol: got {m:?}, expected {want}"))
+}
+
+fn expect(chan: &Channel, want: &str) -> Result<(), ContainerError> {
+    let (m, _) = recv(chan)?;
+    let ok = matches!(
+        (&m, want),
+        (Msg::Mounted, "Mounted") | (Msg::Ready, "Ready") | (Msg::UserNs, "UserNs")
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(unexpected(m, want))
+    }
+}
+
+/// Parent side of a two-stage spawn: map the new user namespace, place the stage in the cgroup, learn
+/// the init's pid.
+fn drive_first_stage(
+    chan: &Channel,
+    spec: &Spec,
+    plan: &NsPlan,
+    cg: &mut dyn CgroupManager,
+    stage: i32,
+) -> Result<i32, ContainerError> {
+    if plan.creates(NamespaceKind::User) {
+        expect(chan, "UserNs")?;
+        let linux = spec.linux().cloned().unwrap_or_default();
+        namespaces::write_id_maps(stage, &linux.uid_mappings, &linux.gid_mappings)?;
+    }
+    cg.add_process(stage)?;
+    send(&chan, &Msg::Go)?;
+    let init_pid = match recv(chan)? {
+        (Msg::InitPid(p), _) => p,
+        (m, _) => return Err(unexpected(m, "InitPid")),
+    };
+    // SAFETY: reaping our own child, the first stage, which exits once it has forked the init.
+    unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
+    Ok(init_pid)
+}
+
+/// Child side of a two-stage spawn: join namespaces given by path, create the user namespace and wait
+/// for its maps, create the rest, then fork the init into them.
+fn first_stage(args: InitArgs) -> ! {
+    let fail = |chan: &Channel, msg: String| -> ! {
+        let _ = chan.send(&Msg::Error(msg));
+        // SAFETY: _exit ends the process without running destructors of the parent's copy.
+        unsafe { libc::_exit(1) }
+    };
+    let chan = args.chan;
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    if let Err(e) = args.plan.join_own() {
+        fail(chan, e.to_string());
+    }
+    if args.plan.creates(NamespaceKind::User) {
+        if let Err(e) = namespaces::unshare(libc::CLONE_NEWUSER, "create user namespace") {
+            fail(chan, e.to_string());
+        }
+        // The maps are written by the parent; the child's dumpable flag gates access to /proc/<pid>.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        let _ = chan.send(&Msg::UserNs);
+    }
+    match chan.recv() {
+        Ok(Some(Msg::Go)) => {}
+        _ => fail(chan, "runtime went away during setup".into()),
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Become root of the new namespace, so the rest is created with its full rights.
+    // SAFETY: setresgid/setresuid take ids by value.
+    unsafe {
+        libc::setresgid(0, 0, 0);
+        libc::setresuid(0, 0, 0);
+    }
+    let flags = args
+        .plan
+        .new
+        .iter()
+        .filter(|k| {
+            !matches!(
+                k,
+                NamespaceKind::User | NamespaceKind::Cgroup | NamespaceKind::Time
+            )
+        })
+        .fold(0, |acc, k| acc | k.clone_flag());
+    if let Err(e) = namespaces::unshare(flags, "create namespaces") {
+        fail(chan, e.to_string());
+    }
+    match namespaces::clone3(0, None) {
+        Ok(0) => init::run(InitArgs { parent: 0, ..args }),
+        Ok(pid) => {
+            // The init's first message must be from it, not us: we only report its pid.
+            let _ = chan.send(&Msg::InitPid(pid));
+            // SAFETY: _exit ends the first stage; the init lives on.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => fail(chan, e.to_string()),
+    }
+}
+
+fn mkfifo(path: &Path) -> Result<(), ContainerError> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: mkfifo reads a valid path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } != 0 {
+        return Err(io(format!("mkfifo {}", path.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, ContainerError> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: open reads a valid path.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io(format!("open {}", path.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd is fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Waits for the container's init, forwarding the signals a user sends to `skiff run` and relaying its
+/// terminal; returns its exit status the way a shell reports it.
+fn wait_foreground(pid: i32, tty: Option<OwnedFd>) -> i32 {
+    FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+    ] {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
+    if let Some(master) = &tty {
+        if let Some((rows, cols)) = terminal::get_size(0) {
+            let _ = terminal::set_size(master.as_raw_fd(), rows, cols);
+        }
+        let saved = terminal::make_raw(0);
+        terminal::relay(master);
+        if let Some(s) = saved {
+            terminal::restore(0, &s);
+        }
+    }
+    wait_exit(pid)
+}
+
+/// Reaps children until `pid` exits, returning its status as a shell would report it.
+pub(crate) fn wait_exit(pid: i32) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return 255;
+        }
+        if r != pid {
+            continue;
+        }
+        if libc::WIFEXITED(status) {
+            return libc::WEXITSTATUS(status);
+        }
+        if libc::WIFSIGNALED(status) {
+            return 128 + libc::WTERMSIG(status);
+        }
+    }
+}

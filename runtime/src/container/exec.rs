@@ -1,0 +1,229 @@
+//! `exec`: a new process inside a running container's namespaces and cgroups, with its own settings.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use super::create::wait_exit;
+use super::{io, ContainerError, Runtime};
+use crate::cgroups::{self, CgroupManager};
+use crate::namespaces::{self, same_ns};
+use crate::process::{exec_program, prepare_process};
+use crate::spec::{NamespaceKind, Process};
+use crate::state::{self, StateDir, Status};
+use crate::sync::{Channel, Msg};
+use crate::terminal;
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub detach: bool,
+    pub preserve_fds: u32,
+}
+
+impl Runtime {
+    /// The container's own process settings, the base that `exec` flags modify.
+    pub fn exec_base(&self, id: &str) -> Result<Process, ContainerError> {
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        Ok(st.config.process.clone().unwrap_or_default())
+    }
+
+    /// Starts the process; returns its exit status, or 0 once it runs when detached.
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+        if opts.process.args.is_empty() {
+            return Err(ContainerError::Usage("exec: no command given".into()));
+        }
+        let relay = opts.process.terminal && opts.console_socket.is_none();
+        if relay && opts.detach {
+            return Err(ContainerError::Usage(
+                "exec -t -d needs --console-socket".into(),
+            ));
+        }
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        let status = st.status(&dir);
+        if !matches!(status, Status::Running | Status::Created) {
+            return Err(ContainerError::WrongState {
+                id: id.into(),
+                status,
+                action: "cannot exec in it",
+            });
+        }
+        let pidfd = pidfd_open(st.pid)?;
+        // The pid could have been recycled between reading the state and opening the pidfd.
+        if state::process_start_time(st.pid) != Some(st.pid_start_time) {
+            return Err(ContainerError::WrongState {
+                id: id.into(),
+                status: Status::Stopped,
+                action: "cannot exec in it",
+            });
+        }
+        let target = st.pid.to_string();
+        let kinds: Vec<NamespaceKind> = NamespaceKind::ALL
+            .into_iter()
+            .filter(|k| !same_ns(*k, "self", &target))
+            .collect();
+        let cg = cgroups::from_state(&st.cgroup);
+        let console = match &opts.console_socket {
+            Some(p) if opts.process.terminal => Some(UnixStream::connect(p).map_err(io(format!(
+                "--console-socket {}",
+                p.display()
+            )))?),
+            _ => None,
+        };
+        let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
+        let joins_pid = kinds.contains(&NamespaceKind::Pid);
+        if joins_pid {
+            // pid_for_children: our next child is born in the container's pid namespace.
+            join(pidfd.as_raw_fd(), libc::CLONE_NEWPID)?;
+        }
+        let pid = namespaces::clone3(0, None)?;
+        if pid == 0 {
+            drop(parent_chan);
+            let flags = kinds
+                .iter()
+                .filter(|k| **k != NamespaceKind::Pid)
+                .fold(0, |acc, k| acc | k.clone_flag());
+            child(
+                &child_chan,
+                pidfd.as_raw_fd(),
+                flags,
+                &opts.process,
+                console.as_ref().map(|c| c.as_raw_fd()),
+                relay,
+                opts.preserve_fds,
+            );
+        }
+        drop(child_chan);
+        drop(console);
+        drop(dir);
+        let result = drive(&parent_chan, cg.as_ref(), pid, relay);
+        let tty = match result {
+            Ok(t) => t,
+            Err(e) => {
+                // SAFETY: kill and reap our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(p) = &opts.pid_file {
+            state::write_atomic(p, pid.to_string().as_bytes(), 0o644)?;
+        }
+        if opts.detach {
+            return Ok(0);
+        }
+        if let Some(master) = &tty {
+            if let Some((rows, cols)) = terminal::get_size(0) {
+                let _ = terminal::set_size(master.as_raw_fd(), rows, cols);
+            }
+            let saved = terminal::make_raw(0);
+            terminal::relay(master);
+            if let Some(s) = saved {
+                terminal::restore(0, &s);
+            }
+        }
+        Ok(wait_exit(pid))
+    }
+}
+
+fn drive(
+    chan: &Channel,
+    cg: &dyn CgroupManager,
+    pid: i32,
+    relay: bool,
+) -> Result<Option<OwnedFd>, ContainerError> {
+    cg.add_process(pid)?;
+    super::create::send(chan, &Msg::Go)?;
+    let mut tty = None;
+    loop {
+        match chan.recv_with_fd().map_err(io("sync"))? {
+            Some((Msg::Console, fd)) if relay => tty = fd,
+            Some((Msg::Execing, _)) => {}
+            Some((Msg::Error(e), _)) => return Err(ContainerError::Init(e)),
+            Some((m, _)) => {
+                return Err(ContainerError::Init(format!("protocol: unexpected {m:?}")))
+            }
+            // The channel closes on a successful execve (it is close-on-exec).
+            None => return Ok(tty),
+        }
+    }
+}
+
+fn child(
+    chan: &Channel,
+    pidfd: RawFd,
+    flags: libc::c_int,
+    process: &Process,
+    console: Option<RawFd>,
+    relay: bool,
+    preserve_fds: u32,
+) -> ! {
+    let fail = |msg: String| -> ! {
+        let _ = chan.send(&Msg::Error(msg));
+        // SAFETY: _exit ends the child without running the parent's destructors.
+        unsafe { libc::_exit(127) }
+    };
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    match chan.recv() {
+        Ok(Some(Msg::Go)) => {}
+        _ => fail("runtime went away".into()),
+    }
+    if flags != 0 {
+        if let Err(e) = join(pidfd, flags) {
+            fail(e.to_string());
+        }
+    }
+    if process.terminal {
+        let pty = match terminal::open_pty(process.console_size) {
+            Ok(p) => p,
+            Err(e) => fail(format!("terminal: {e}")),
+        };
+        let sent = match console {
+            Some(sock) => terminal::send_master(sock, &pty),
+            None if relay => chan.send_fd(&Msg::Console, pty.master.as_raw_fd()),
+            None => Ok(()),
+        };
+        if let Err(e) = sent.and_then(|_| terminal::become_session_leader(&pty.slave)) {
+            fail(format!("terminal: {e}"));
+        }
+    }
+    let prepared = match prepare_process(process) {
+        Ok(p) => p,
+        Err(e) => fail(e.to_string()),
+    };
+    let _ = chan.send(&Msg::Execing);
+    // SAFETY: prctl with integer arguments only; the exec'd program must not die with us.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    let err = exec_program(process, &prepared, preserve_fds);
+    fail(err.to_string())
+}
+
+fn join(pidfd: RawFd, flags: libc::c_int) -> Result<(), ContainerError> {
+    // SAFETY: setns with a pidfd and namespace flags.
+    if unsafe { libc::setns(pidfd, flags) } != 0 {
+        return Err(io("join the container's namespaces")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io(format!("pidfd_open {pid}"))(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is fresh and ours; pidfds are close-on-exec.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

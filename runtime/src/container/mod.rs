@@ -1,0 +1,342 @@
+//! Container lifecycle operations over the state directory: create, start, run, state, kill, delete,
+//! list, ps, exec. Each takes the container's lock for its whole duration.
+
+mod create;
+mod exec;
+mod signal;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use create::CreateOptions;
+pub use exec::ExecOptions;
+pub use signal::parse_signal;
+
+use crate::cgroups::{self, CgroupError};
+use crate::hooks::{self, HookError};
+use crate::namespaces::NsError;
+use crate::process::ProcessError;
+use crate::rootfs::RootfsError;
+use crate::spec::SpecError;
+use crate::state::{self, ContainerState, StateDir, StateError, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Ns(#[from] NsError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("bundle {path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("root.path {path}: {source}")]
+    Rootfs2 {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container {id} is {status}: {action}")]
+    WrongState {
+        id: String,
+        status: Status,
+        action: &'static str,
+    },
+    #[error("container init failed: {0}")]
+    Init(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let what = what.into();
+    move |source| ContainerError::Io { what, source }
+}
+
+/// One runtime state root (`--root`).
+pub struct Runtime {
+    pub root: PathBuf,
+}
+
+/// What `skiff state` prints: the OCI state plus runc's extra fields.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateReport {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl StateReport {
+    fn new(st: &ContainerState, status: Status) -> StateReport {
+        StateReport {
+            oci_version: state::OCI_VERSION.into(),
+            id: st.id.clone(),
+            pid: if status == Status::Stopped { 0 } else { st.pid },
+            status,
+            bundle: st.bundle.clone(),
+            rootfs: st.rootfs.clone(),
+            created: st.created.clone(),
+            owner: st.owner.clone(),
+            annotations: st.annotations.clone(),
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime { root: root.into() }
+    }
+
+    pub fn state(&self, id: &str) -> Result<StateReport, ContainerError> {
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        Ok(StateReport::new(&st, st.status(&dir)))
+    }
+
+    /// Every container under the root, skipping ones still being created.
+    pub fn list(&self) -> Result<Vec<StateReport>, ContainerError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(format!("read {}", self.root.display()))(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if state::validate_id(&id).is_err() || !entry.path().join(state::STATE_FILE).exists() {
+                continue;
+            }
+            // State files are replaced atomically, so reading without the lock sees a whole document.
+            let Ok(data) = std::fs::read(entry.path().join(state::STATE_FILE)) else {
+                continue;
+            };
+            let Ok(st) = serde_json::from_slice::<ContainerState>(&data) else {
+                continue;
+            };
+            let status = status_unlocked(&st, &entry.path());
+            out.push(StateReport::new(&st, status));
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), ContainerError> {
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        let status = st.status(&dir);
+        if status != Status::Created {
+            return Err(ContainerError::WrongState {
+                id: id.into(),
+                status,
+                action: "only a created container can be started",
+            });
+        }
+        release(&dir, &st)?;
+        let oci = st.oci(Status::Running);
+        if let Err(e) = hooks::run_all("poststart", &st.config.hooks().poststart, &oci) {
+            tracing::warn!("{e}");
+        }
+        Ok(())
+    }
+
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        let status = st.status(&dir);
+        if status == Status::Stopped {
+            return Err(ContainerError::WrongState {
+                id: id.into(),
+                status,
+                action: "nothing to signal",
+            });
+        }
+        if all {
+            cgroups::from_state(&st.cgroup).kill_all(signal)?;
+            return Ok(());
+        }
+        // SAFETY: kill has no memory effects; the pid was verified alive and ours just above.
+        if unsafe { libc::kill(st.pid, signal) } != 0 {
+            return Err(io(format!("signal {signal} to pid {}", st.pid))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), ContainerError> {
+        let dir = match StateDir::open(&self.root, id) {
+            Ok(d) => d,
+            Err(StateError::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let st = dir.load()?;
+        let status = st.status(&dir);
+        if matches!(status, Status::Running | Status::Paused) && !force {
+            return Err(ContainerError::WrongState {
+                id: id.into(),
+                status,
+                action: "stop it first or use --force",
+            });
+        }
+        destroy(dir, &st)
+    }
+
+    pub fn ps(&self, id: &str) -> Result<Vec<i32>, ContainerError> {
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        Ok(cgroups::from_state(&st.cgroup).pids()?)
+    }
+
+    pub fn pause(&self, id: &str, frozen: bool) -> Result<(), ContainerError> {
+        let dir = StateDir::open(&self.root, id)?;
+        let st = dir.load()?;
+        let status = st.status(&dir);
+        let ok = if frozen {
+            status == Status::Running || status == Status::Created
+        } else {
+            status == Status::Paused
+        };
+        if !ok {
+            return Err(ContainerError::WrongState {
+                id: id.into(),
+                status,
+                action: if frozen { "cannot pause" } else { "not paused" },
+            });
+        }
+        Ok(cgroups::from_state(&st.cgroup).freeze(frozen)?)
+    }
+}
+
+fn status_unlocked(st: &ContainerState, dir: &Path) -> Status {
+    if !st.init_alive() {
+        Status::Stopped
+    } else if cgroups::is_frozen(&st.cgroup) {
+        Status::Paused
+    } else if dir.join(state::EXEC_FIFO).exists() {
+        Status::Created
+    } else {
+        Status::Running
+    }
+}
+
+/// Lets a created init go: opens the fifo's read end, which unblocks the init's open of the write end,
+/// and waits for its byte.
+fn release(dir: &StateDir, st: &ContainerState) -> Result<(), ContainerError> {
+    let fifo = dir.fifo_path();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags_nonblock()
+        .open(&fifo)
+        .map_err(io(format!("open {}", fifo.display())))?;
+    let mut pfd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r > 0 && pfd.revents & libc::POLLIN != 0 {
+            break;
+        }
+        if !st.init_alive() {
+            return Err(ContainerError::Init(format!(
+                "container {} exited before it could start",
+                st.id
+            )));
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer.
+    unsafe { libc::read(f.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+    std::fs::remove_file(&fifo).map_err(io(format!("remove {}", fifo.display())))?;
+    Ok(())
+}
+
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for std::fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+    }
+}
+
+/// Kills what is left, runs poststop hooks and removes every trace: cgroups, stray mounts, state.
+fn destroy(dir: StateDir, st: &ContainerState) -> Result<(), ContainerError> {
+    let cg = cgroups::from_state(&st.cgroup);
+    if st.init_alive() {
+        let _ = cg.freeze(false);
+        let _ = cg.kill_all(libc::SIGKILL);
+        // SAFETY: kill has no memory effects; the init was verified alive just above.
+        unsafe { libc::kill(st.pid, libc::SIGKILL) };
+        wait_gone(st, Duration::from_secs(10));
+    }
+    cg.destroy()?;
+    unmount_under(&st.rootfs);
+    let oci = st.oci(Status::Stopped);
+    if let Err(e) = hooks::run_all("poststop", &st.config.hooks().poststop, &oci) {
+        tracing::warn!("{e}");
+    }
+    dir.remove()?;
+    Ok(())
+}
+
+fn wait_gone(st: &ContainerState, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut nap = Duration::from_micros(100);
+    while st.init_alive() && Instant::now() < deadline {
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Mounts that propagated from the container to the host (a shared rootfs) die with it.
+fn unmount_under(rootfs: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(rootfs) && p != rootfs)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 reads a valid path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
