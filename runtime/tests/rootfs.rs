@@ -37,6 +37,10 @@ const CASES: &[Case] = &[
     ("propagation", propagation),
     ("devices", devices),
     ("devices_in_user_ns", devices_in_user_ns),
+    (
+        "mqueue_in_user_ns_falls_back_to_bind",
+        mqueue_in_user_ns_falls_back_to_bind,
+    ),
     ("masked_and_readonly_paths", masked_and_readonly_paths),
     ("mask_refused_over_fake_proc", mask_refused_over_fake_proc),
     ("readonly_root", readonly_root),
@@ -452,6 +456,37 @@ fn devices_in_user_ns() -> CaseResult {
     let mi = mountinfo_section(&out);
     find(&mi, "/dev/null")?;
     check!(has_opt(find(&mi, "/sys")?, "ro"), "/sys not ro");
+    Ok(())
+}
+
+fn mqueue_in_user_ns_falls_back_to_bind() -> CaseResult {
+    let b = Bundle::new()?;
+    let mut mounts = std_mounts();
+    mounts.push(
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                       "options": ["nosuid", "noexec", "nodev"]}),
+    );
+    let spec = b.spec(mounts, json!({}), "echo ---; cat /proc/self/mountinfo")?;
+    let out = b.run_user_ns_host_ipc(&spec)?;
+    let host = mountinfo::read_self().map_err(|e| e.to_string())?;
+    if !host
+        .iter()
+        .any(|m| m.mount_point == Path::new("/dev/mqueue"))
+    {
+        // Nothing to bind: the refusal must be reported, naming the mount.
+        check!(!out.ok, "mqueue without a host /dev/mqueue succeeded");
+        check!(
+            out.stderr.contains("mount /dev/mqueue"),
+            "stderr: {}",
+            out.stderr
+        );
+        return Ok(());
+    }
+    out.success()?;
+    let mi = mountinfo_section(&out);
+    let mq = find(&mi, "/dev/mqueue")?;
+    check!(mq.fstype == "mqueue", "{mq:?}");
+    check!(has_opt(mq, "noexec"), "bind lost its flags: {mq:?}");
     Ok(())
 }
 

@@ -27,8 +27,8 @@ pub use pivot::pivot;
 #[derive(Debug, Clone, Default)]
 pub struct RootfsOptions {
     /// The container has its own user namespace: device nodes cannot be mknod'ed, so the host's
-    /// nodes are bind-mounted onto empty files instead, and a `sysfs` mount that the kernel refuses
-    /// falls back to a recursive bind of the host's `/sys`.
+    /// nodes are bind-mounted onto empty files instead, and a `sysfs` or `mqueue` mount that the
+    /// kernel refuses falls back to a recursive bind of the host's `/sys` or `/dev/mqueue`.
     pub in_user_ns: bool,
     /// The container has its own cgroup namespace: `cgroup` mounts are fresh cgroup filesystems
     /// (showing the container's cgroup as their root) rather than binds of the host's.

@@ -40,11 +40,22 @@ pub fn mount_entry(root: &RootDir, m: &Mount, opts: &RootfsOptions) -> Result<()
             add_default(&mut parsed, "ptmxmode=", "ptmxmode=0666");
             fresh(root, m, "devpts", &parsed)
         }
-        "sysfs" => fresh(root, m, "sysfs", &parsed).or_else(|e| {
+        // In a user namespace the kernel refuses sysfs without an owned network namespace and
+        // mqueue without an owned IPC namespace: the host's instance is bound instead.
+        "sysfs" | "mqueue" => fresh(root, m, fstype, &parsed).or_else(|e| {
             if opts.in_user_ns && is_eperm(&e) {
-                tracing::info!(destination = dest, "sysfs refused; binding the host's /sys");
+                let host = if fstype == "sysfs" {
+                    "/sys"
+                } else {
+                    "/dev/mqueue"
+                };
+                tracing::info!(
+                    destination = dest,
+                    host,
+                    "{fstype} refused; binding the host's"
+                );
                 parsed.bind = Some(true);
-                bind(root, dest, Path::new("/sys"), &parsed)
+                bind(root, dest, Path::new(host), &parsed)
             } else {
                 Err(e)
             }

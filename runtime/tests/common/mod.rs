@@ -27,6 +27,8 @@ struct Scenario {
     bundle: PathBuf,
     user_ns: bool,
     cgroup_ns: bool,
+    /// Stay in the host's IPC namespace (which a user namespace then does not own).
+    host_ipc: bool,
 }
 
 /// Entry of the re-executed test binary: the process is single-threaded here.
@@ -35,10 +37,10 @@ pub fn container_main(json: &str) -> ! {
     if sc.user_ns {
         enter_user_ns().unwrap_or_else(|e| die(90, &format!("user namespace: {e}")));
     }
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS;
+    if !sc.host_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     if sc.cgroup_ns {
         flags |= CloneFlags::CLONE_NEWCGROUP;
     }
@@ -175,12 +177,28 @@ impl Bundle {
     }
 
     pub fn run(&self, spec: &Spec, user_ns: bool, cgroup_ns: bool) -> Result<Output, String> {
+        self.run_scenario(spec, user_ns, cgroup_ns, false)
+    }
+
+    /// A user-namespaced container left in the host's IPC namespace.
+    pub fn run_user_ns_host_ipc(&self, spec: &Spec) -> Result<Output, String> {
+        self.run_scenario(spec, true, false, true)
+    }
+
+    fn run_scenario(
+        &self,
+        spec: &Spec,
+        user_ns: bool,
+        cgroup_ns: bool,
+        host_ipc: bool,
+    ) -> Result<Output, String> {
         let sc = Scenario {
             spec: spec.clone(),
             rootfs: self.rootfs.clone(),
             bundle: self.dir.path().to_path_buf(),
             user_ns,
             cgroup_ns,
+            host_ipc,
         };
         let json = serde_json::to_string(&sc).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(io)?;
