@@ -52,6 +52,10 @@ const CASES: &[Case] = &[
     ("sysctl", sysctl),
     ("hostile_symlink_destinations", hostile_symlink_destinations),
     ("hostile_parent_is_file", hostile_parent_is_file),
+    (
+        "symlink_swapped_in_during_setup",
+        symlink_swapped_in_during_setup,
+    ),
     ("dangling_symlink_destination", dangling_symlink_destination),
     ("device_through_symlinked_dir", device_through_symlinked_dir),
     ("idmap_not_supported", idmap_not_supported),
@@ -654,6 +658,59 @@ fn hostile_symlink_destinations() -> CaseResult {
             .is_dir(),
         "mount point not created inside the rootfs"
     );
+    Ok(())
+}
+
+/// CVE-2021-30465 style: while the container sets up its mounts, another process keeps swapping
+/// a directory on the mount path with a symlink to a host directory. Whatever wins each race,
+/// every mount and mount point stays inside the rootfs.
+fn symlink_swapped_in_during_setup() -> CaseResult {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let b = Bundle::new()?;
+    let host = common::host_target()?;
+    let h = host.path().display().to_string();
+    let before = common::tree(host.path())?;
+    b.mkdir("x")?;
+    b.symlink(&h, "y")?;
+    let mounts: Vec<_> = (0..40)
+        .map(|i| json!({"destination": format!("/x/m{i}"), "type": "tmpfs"}))
+        .collect();
+    let spec = b.spec(mounts, json!({}), "true")?;
+    let (x, y) = (b.rootfs.join("x"), b.rootfs.join("y"));
+    let stop = AtomicBool::new(false);
+    let swaps = std::thread::scope(|scope| {
+        let swapper = scope.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if renameat2(AT_FDCWD, &x, AT_FDCWD, &y, RenameFlags::RENAME_EXCHANGE).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        });
+        let mut runs = Vec::new();
+        for _ in 0..8 {
+            runs.push(b.run(&spec, false, false));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let n = swapper.join().unwrap_or(0);
+        (runs, n)
+    });
+    let (runs, n) = swaps;
+    check!(n > 0, "the swapper never ran");
+    for out in runs {
+        // A run may fail closed (a path changed under it); it must never escape.
+        let out = out?;
+        check!(
+            out.ok || out.stderr.contains("rootfs error"),
+            "unexpected failure: {}",
+            out.stderr
+        );
+    }
+    let after = common::tree(host.path())?;
+    check!(before == after, "host dir changed: {after:?}");
     Ok(())
 }
 
