@@ -180,6 +180,7 @@ fn spawn(
             spec,
             id: &opts.id,
             rootfs,
+            bundle,
             chan: &child_chan,
             plan,
             fifo: fifo.as_raw_fd(),

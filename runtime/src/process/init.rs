@@ -42,6 +42,8 @@ pub struct InitArgs<'a> {
     pub spec: &'a Spec,
     pub id: &'a str,
     pub rootfs: &'a Path,
+    /// The bundle directory, against which relative bind-mount sources resolve.
+    pub bundle: &'a Path,
     pub chan: &'a Channel,
     pub plan: &'a NsPlan,
     /// O_PATH descriptor of `exec.fifo`.
@@ -88,6 +90,7 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     let opts = RootfsOptions {
         in_user_ns: a.plan.creates(NamespaceKind::User) || a.plan.joins(NamespaceKind::User),
         cgroup_ns: a.plan.creates(NamespaceKind::Cgroup),
+        bundle: a.bundle.to_owned(),
     };
     let own_mount_ns = a.plan.creates(NamespaceKind::Mount);
     if own_mount_ns {

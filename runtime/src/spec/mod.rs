@@ -444,13 +444,20 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, SpecError> {
 }
 
 /// Deserialises JSON, reporting the JSON path of the first bad field.
-pub fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, SpecError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    data: &[u8],
+) -> Result<T, SpecError> {
     let de = &mut serde_json::Deserializer::from_slice(data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         SpecError::Parse {
             path: path.to_owned(),
-            field: if field == "." { "(document)".into() } else { field },
+            field: if field == "." {
+                "(document)".into()
+            } else {
+                field
+            },
             message: e.into_inner().to_string(),
         }
     })

@@ -16,10 +16,9 @@ pub const MAX_GROUPS: usize = 65536;
 
 pub fn validate(spec: &Spec) -> Result<(), SpecError> {
     check_version(&spec.oci_version)?;
-    let root = spec
-        .root
-        .as_ref()
-        .ok_or_else(|| SpecError::invalid("root", "missing: a container needs a root filesystem"))?;
+    let root = spec.root.as_ref().ok_or_else(|| {
+        SpecError::invalid("root", "missing: a container needs a root filesystem")
+    })?;
     if root.path.is_empty() {
         return Err(SpecError::invalid("root.path", "empty"));
     }
@@ -116,7 +115,10 @@ fn check_mounts(spec: &Spec) -> Result<(), SpecError> {
     if spec.mounts.len() > MAX_MOUNTS {
         return Err(SpecError::invalid(
             "mounts",
-            format!("{} entries exceed the limit of {MAX_MOUNTS}", spec.mounts.len()),
+            format!(
+                "{} entries exceed the limit of {MAX_MOUNTS}",
+                spec.mounts.len()
+            ),
         ));
     }
     for (i, m) in spec.mounts.iter().enumerate() {
@@ -292,7 +294,10 @@ fn check_hooks(spec: &Spec) -> Result<(), SpecError> {
     ];
     for (name, list) in kinds {
         if list.len() > MAX_HOOKS {
-            return Err(SpecError::invalid(format!("hooks.{name}"), "too many hooks"));
+            return Err(SpecError::invalid(
+                format!("hooks.{name}"),
+                "too many hooks",
+            ));
         }
         for (i, h) in list.iter().enumerate() {
             let field = format!("hooks.{name}[{i}]");
