@@ -11,7 +11,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
 /// Whether this process already runs from a sealed copy.
 pub fn is_sealed_copy() -> bool {
@@ -33,7 +34,8 @@ pub fn ensure_sealed_copy() -> io::Result<()> {
     let size = src.metadata()?.len();
     let name = c"skiff";
     // SAFETY: memfd_create reads a valid name and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -42,7 +44,8 @@ pub fn ensure_sealed_copy() -> io::Result<()> {
     let mut left = size as usize;
     while left > 0 {
         // SAFETY: sendfile between two descriptors we own, at their current offsets.
-        let n = unsafe { libc::sendfile(mem.as_raw_fd(), src.as_raw_fd(), std::ptr::null_mut(), left) };
+        let n =
+            unsafe { libc::sendfile(mem.as_raw_fd(), src.as_raw_fd(), std::ptr::null_mut(), left) };
         if n <= 0 {
             return Err(if n == 0 {
                 io::Error::new(io::ErrorKind::UnexpectedEof, "short copy of /proc/self/exe")

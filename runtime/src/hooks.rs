@@ -74,9 +74,8 @@ fn run(stage: &'static str, hook: &Hook, state: &[u8]) -> Result<(), HookError> 
         .map(|s| Instant::now() + Duration::from_secs(s as u64));
     let mut nap = Duration::from_micros(200);
     let status = loop {
-        match child.try_wait().map_err(spawn_err)? {
-            Some(status) => break status,
-            None => {}
+        if let Some(status) = child.try_wait().map_err(spawn_err)? {
+            break status;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = child.kill();
@@ -155,10 +154,20 @@ mod tests {
         let script = format!("cat > {}; echo $FOO >> {}", out.display(), out.display());
         run_all("prestart", &[hook(&script, None)], &state()).unwrap();
         let got = std::fs::read_to_string(&out).unwrap();
-        assert!(got.contains("\"id\":\"h1\"") && got.contains("\"pid\":7") && got.ends_with("bar\n"));
-        let err = run_all("poststart", &[hook("echo oops >&2; exit 3", None)], &state()).unwrap_err();
+        assert!(
+            got.contains("\"id\":\"h1\"") && got.contains("\"pid\":7") && got.ends_with("bar\n")
+        );
+        let err = run_all(
+            "poststart",
+            &[hook("echo oops >&2; exit 3", None)],
+            &state(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("poststart") && msg.contains("oops") && msg.contains('3'), "{msg}");
+        assert!(
+            msg.contains("poststart") && msg.contains("oops") && msg.contains('3'),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

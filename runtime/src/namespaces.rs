@@ -78,7 +78,12 @@ impl NsPlan {
     pub fn clone_flags(&self) -> u64 {
         self.new
             .iter()
-            .filter(|k| !matches!(k, NamespaceKind::Cgroup | NamespaceKind::Time | NamespaceKind::User))
+            .filter(|k| {
+                !matches!(
+                    k,
+                    NamespaceKind::Cgroup | NamespaceKind::Time | NamespaceKind::User
+                )
+            })
             .fold(0u64, |acc, k| acc | k.clone_flag() as u64)
     }
 
@@ -232,7 +237,8 @@ pub fn write_id_maps(pid: i32, uids: &[IdMapping], gids: &[IdMapping]) -> Result
 /// Host id that container id `id` maps to (for chown of devices and the like).
 pub fn map_to_host(maps: &[IdMapping], id: u32) -> Option<u32> {
     maps.iter().find_map(|m| {
-        (id >= m.container_id && id - m.container_id < m.size).then(|| m.host_id + (id - m.container_id))
+        (id >= m.container_id && id - m.container_id < m.size)
+            .then(|| m.host_id + (id - m.container_id))
     })
 }
 

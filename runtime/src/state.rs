@@ -19,7 +19,9 @@ pub const OCI_VERSION: &str = "1.2.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("container id {0:?} is invalid: use 1-1024 characters from [A-Za-z0-9_+.-], not . or ..")]
+    #[error(
+        "container id {0:?} is invalid: use 1-1024 characters from [A-Za-z0-9_+.-], not . or .."
+    )]
     BadId(String),
     #[error("container {0:?} already exists")]
     Exists(String),
@@ -292,7 +294,11 @@ impl ContainerState {
             oci_version: OCI_VERSION.to_owned(),
             id: self.id.clone(),
             status,
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             bundle: self.bundle.clone(),
             annotations: self.annotations.clone(),
         }
@@ -351,7 +357,7 @@ mod tests {
     fn rfc3339_dates() {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339(951782400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(rfc3339(1795401600, 0), "2026-11-23T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1795392000, 0), "2026-11-23T00:00:00.000000000Z");
     }
 
     #[test]

@@ -24,25 +24,42 @@ fn check(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
 pub fn open_pty(size: Option<ConsoleSize>) -> io::Result<Pty> {
     // SAFETY: plain open of a constant path.
     let m = check(
-        unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) },
+        unsafe {
+            libc::open(
+                c"/dev/ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        },
         "open /dev/ptmx",
     )?;
     // SAFETY: m is a fresh descriptor.
     let master = unsafe { OwnedFd::from_raw_fd(m) };
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads an int from the pointer.
-    check(unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) }, "unlock pty")?;
+    check(
+        unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) },
+        "unlock pty",
+    )?;
     // TIOCGPTPEER opens the peer through the master itself, so no path lookup can be redirected.
     // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor.
     let s = check(
-        unsafe { libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) },
+        unsafe {
+            libc::ioctl(
+                m,
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        },
         "open pty peer",
     )?;
     // SAFETY: s is a fresh descriptor.
     let slave = unsafe { OwnedFd::from_raw_fd(s) };
     let mut n: libc::c_uint = 0;
     // SAFETY: TIOCGPTN writes an unsigned int.
-    check(unsafe { libc::ioctl(m, libc::TIOCGPTN, &mut n) }, "pty number")?;
+    check(
+        unsafe { libc::ioctl(m, libc::TIOCGPTN, &mut n) },
+        "pty number",
+    )?;
     if let Some(sz) = size {
         set_size(s, sz.height, sz.width)?;
     }
@@ -61,7 +78,10 @@ pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads a winsize.
-    check(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) }, "set window size")?;
+    check(
+        unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) },
+        "set window size",
+    )?;
     Ok(())
 }
 
@@ -79,7 +99,10 @@ pub fn become_session_leader(slave: &OwnedFd) -> io::Result<()> {
     unsafe { libc::setsid() };
     let s = slave.as_raw_fd();
     // SAFETY: TIOCSCTTY takes an int by value.
-    check(unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) }, "set controlling terminal")?;
+    check(
+        unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) },
+        "set controlling terminal",
+    )?;
     for target in 0..3 {
         // SAFETY: dup2 onto the standard descriptors; s stays valid.
         check(unsafe { libc::dup2(s, target) }, "dup2 pty")?;

@@ -181,7 +181,8 @@ impl CgroupManager for FsManager {
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
         if signal == libc::SIGKILL {
             if let Some(dir) = self.state.paths.get("unified") {
-                if self.state.paths.len() == 1 && std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
+                if self.state.paths.len() == 1
+                    && std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
                 {
                     return Ok(());
                 }

@@ -82,7 +82,11 @@ pub fn container_path(spec: &Spec, id: &str) -> Result<PathBuf, CgroupError> {
         if parts.len() != 3 || parts[2].is_empty() {
             return Err(CgroupError::BadPath(raw, "expected slice:prefix:name"));
         }
-        let slice = if parts[0].is_empty() { "system.slice" } else { parts[0] };
+        let slice = if parts[0].is_empty() {
+            "system.slice"
+        } else {
+            parts[0]
+        };
         let scope = if parts[1].is_empty() {
             format!("{}.scope", parts[2])
         } else {
@@ -96,7 +100,10 @@ pub fn container_path(spec: &Spec, id: &str) -> Result<PathBuf, CgroupError> {
         .any(|c| !matches!(c, std::path::Component::Normal(_)))
         || path.as_os_str().is_empty()
     {
-        return Err(CgroupError::BadPath(raw, "must be a plain path without '..'"));
+        return Err(CgroupError::BadPath(
+            raw,
+            "must be a plain path without '..'",
+        ));
     }
     Ok(path)
 }

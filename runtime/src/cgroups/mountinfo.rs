@@ -107,7 +107,10 @@ mod tests {
         let names: Vec<_> = hs.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["unified", "systemd", "cpu,cpuacct", "memory"]);
         assert_eq!(layout(&hs), Layout::Hybrid);
-        assert_eq!(hs[2].mountpoint, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            hs[2].mountpoint,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
     }
 
     #[test]

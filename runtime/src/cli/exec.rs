@@ -76,7 +76,11 @@ fn read_process(path: &std::path::Path) -> Result<Process> {
         bail!("{}: args: empty: nothing to run", path.display());
     }
     if !p.cwd.starts_with('/') {
-        bail!("{}: cwd: {:?} is not an absolute path", path.display(), p.cwd);
+        bail!(
+            "{}: cwd: {:?} is not an absolute path",
+            path.display(),
+            p.cwd
+        );
     }
     Ok(p)
 }
@@ -105,9 +109,13 @@ fn merged(rt: &Runtime, a: &ExecArgs) -> Result<Process> {
             Some((u, g)) => (u, Some(g)),
             None => (u.as_str(), None),
         };
-        p.user.uid = uid.parse().with_context(|| format!("--user {u:?}: uid is not a number"))?;
+        p.user.uid = uid
+            .parse()
+            .with_context(|| format!("--user {u:?}: uid is not a number"))?;
         p.user.gid = match gid {
-            Some(g) => g.parse().with_context(|| format!("--user {u:?}: gid is not a number"))?,
+            Some(g) => g
+                .parse()
+                .with_context(|| format!("--user {u:?}: gid is not a number"))?,
             None => 0,
         };
     }

@@ -30,9 +30,15 @@ pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> Option<Guard>
         .with_ansi(false)
         .with_target(false);
     let result = match (file, format) {
-        (Some(f), LogFormat::Json) => builder.event_format(RuncJson).with_writer(Mutex::new(f)).try_init(),
+        (Some(f), LogFormat::Json) => builder
+            .event_format(RuncJson)
+            .with_writer(Mutex::new(f))
+            .try_init(),
         (Some(f), LogFormat::Text) => builder.with_writer(Mutex::new(f)).try_init(),
-        (None, LogFormat::Json) => builder.event_format(RuncJson).with_writer(std::io::stderr).try_init(),
+        (None, LogFormat::Json) => builder
+            .event_format(RuncJson)
+            .with_writer(std::io::stderr)
+            .try_init(),
         // Errors reach stderr through main's own message; logs there would say it twice.
         (None, LogFormat::Text) => builder
             .with_writer(std::io::stderr)

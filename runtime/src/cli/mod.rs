@@ -162,7 +162,9 @@ fn absolute(p: &PathBuf) -> PathBuf {
     if p.is_absolute() {
         p.clone()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.clone())
     }
 }
 
@@ -185,7 +187,10 @@ pub fn main() -> i32 {
 }
 
 fn needs_sealed_copy(cmd: &Command) -> bool {
-    matches!(cmd, Command::Create(_) | Command::Run { .. } | Command::Exec(_))
+    matches!(
+        cmd,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    )
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -205,7 +210,11 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Delete { force, id } => rt.delete(&id, force).map(|_| 0).map_err(Into::into),
         Command::List { format, quiet } => list(&rt, format, quiet),
-        Command::Ps { format, id, ps_args } => ps(&rt, &id, format, &ps_args),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => ps(&rt, &id, format, &ps_args),
         Command::Exec(args) => exec::run(&rt, args),
         Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
         Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
@@ -285,7 +294,10 @@ fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<
     let mut out = std::io::stdout().lock();
     writeln!(out, "{header}")?;
     for line in lines {
-        let pid = line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             writeln!(out, "{line}")?;
         }

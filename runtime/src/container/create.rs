@@ -69,20 +69,20 @@ impl Runtime {
     }
 
     fn launch(&self, opts: &CreateOptions, relay_tty: bool) -> Result<Launched, ContainerError> {
-        let bundle = std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {
-            path: opts.bundle.clone(),
-            source,
-        })?;
+        let bundle =
+            std::fs::canonicalize(&opts.bundle).map_err(|source| ContainerError::Bundle {
+                path: opts.bundle.clone(),
+                source,
+            })?;
         let spec = Spec::load(&bundle)?;
         let rootfs = resolve_rootfs(&spec, &bundle)?;
         let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
         check_console(terminal, opts.console_socket.as_deref(), relay_tty)?;
         let plan = NsPlan::from_spec(&spec)?;
         let console = match &opts.console_socket {
-            Some(p) if terminal => Some(UnixStream::connect(p).map_err(io(format!(
-                "--console-socket {}",
-                p.display()
-            )))?),
+            Some(p) if terminal => Some(
+                UnixStream::connect(p).map_err(io(format!("--console-socket {}", p.display())))?,
+            ),
             _ => None,
         };
         let dir = StateDir::create(&self.root, &opts.id)?;
@@ -95,7 +95,16 @@ impl Runtime {
         };
         let mut child = None;
         let result = spawn(
-            self, opts, &spec, &bundle, &rootfs, &plan, &dir, cg.as_mut(), console, relay_tty,
+            self,
+            opts,
+            &spec,
+            &bundle,
+            &rootfs,
+            &plan,
+            &dir,
+            cg.as_mut(),
+            console,
+            relay_tty,
             &mut child,
         );
         match result {
@@ -117,7 +126,11 @@ impl Runtime {
 }
 
 fn resolve_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf, ContainerError> {
-    let root = spec.root.as_ref().map(|r| r.path.as_str()).unwrap_or("rootfs");
+    let root = spec
+        .root
+        .as_ref()
+        .map(|r| r.path.as_str())
+        .unwrap_or("rootfs");
     let path = bundle.join(root);
     let canon = std::fs::canonicalize(&path).map_err(|source| ContainerError::Rootfs2 {
         path: path.clone(),
@@ -269,7 +282,9 @@ fn recv(chan: &Channel) -> Result<(Msg, Option<OwnedFd>), ContainerError> {
     match chan.recv_with_fd().map_err(io("sync"))? {
         Some((Msg::Error(e), _)) => Err(ContainerError::Init(e)),
         Some(m) => Ok(m),
-        None => Err(ContainerError::Init("the container's init exited during setup".into())),
+        None => Err(ContainerError::Init(
+            "the container's init exited during setup".into(),
+        )),
     }
 }
 
@@ -305,7 +320,7 @@ fn drive_first_stage(
         namespaces::write_id_maps(stage, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cg.add_process(stage)?;
-    send(&chan, &Msg::Go)?;
+    send(chan, &Msg::Go)?;
     let init_pid = match recv(chan)? {
         (Msg::InitPid(p), _) => p,
         (m, _) => return Err(unexpected(m, "InitPid")),

@@ -68,10 +68,9 @@ impl Runtime {
             .collect();
         let cg = cgroups::from_state(&st.cgroup);
         let console = match &opts.console_socket {
-            Some(p) if opts.process.terminal => Some(UnixStream::connect(p).map_err(io(format!(
-                "--console-socket {}",
-                p.display()
-            )))?),
+            Some(p) if opts.process.terminal => Some(
+                UnixStream::connect(p).map_err(io(format!("--console-socket {}", p.display())))?,
+            ),
             _ => None,
         };
         let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
@@ -224,7 +223,9 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return Err(io(format!("pidfd_open {pid}"))(std::io::Error::last_os_error()));
+        return Err(io(format!("pidfd_open {pid}"))(
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fd is fresh and ours; pidfds are close-on-exec.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })

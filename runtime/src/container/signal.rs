@@ -52,7 +52,11 @@ pub fn parse_signal(s: &str) -> Result<i32, ContainerError> {
         return Ok(*n);
     }
     let rt = |base: i32, off: &str| -> Result<i32, ContainerError> {
-        let off: i32 = if off.is_empty() { 0 } else { off.parse().map_err(|_| bad())? };
+        let off: i32 = if off.is_empty() {
+            0
+        } else {
+            off.parse().map_err(|_| bad())?
+        };
         let n = base + off;
         if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&n) {
             Ok(n)
@@ -65,7 +69,11 @@ pub fn parse_signal(s: &str) -> Result<i32, ContainerError> {
     }
     if let Some(off) = name.strip_prefix("RTMAX") {
         let off = off.trim_start_matches('-');
-        let n: i32 = if off.is_empty() { 0 } else { off.parse().map_err(|_| bad())? };
+        let n: i32 = if off.is_empty() {
+            0
+        } else {
+            off.parse().map_err(|_| bad())?
+        };
         return rt(libc::SIGRTMAX(), &(-n).to_string());
     }
     Err(bad())

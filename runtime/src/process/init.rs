@@ -75,7 +75,9 @@ enum Never {}
 fn expect(chan: &Channel, want: &str) -> Result<Msg, InitError> {
     match chan.recv() {
         Ok(Some(m)) => Ok(m),
-        Ok(None) => Err(InitError::Other(format!("runtime went away while init waited for {want}"))),
+        Ok(None) => Err(InitError::Other(format!(
+            "runtime went away while init waited for {want}"
+        ))),
         Err(e) => Err(other("sync", e)),
     }
 }
@@ -107,7 +109,10 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
         rootfs::pivot(a.rootfs)?;
         rootfs::finish(a.spec, &opts)?;
     }
-    let process = a.spec.process().ok_or_else(|| InitError::Other("no process".into()))?;
+    let process = a
+        .spec
+        .process()
+        .ok_or_else(|| InitError::Other("no process".into()))?;
     if process.terminal {
         attach_terminal(a, process)?;
     }

@@ -107,7 +107,14 @@ pub fn close_inherited_fds(preserve_fds: u32) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     let first = 3 + preserve_fds;
     // SAFETY: close_range only changes descriptor flags.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r == 0 {
         return;
     }
@@ -165,7 +172,8 @@ pub fn enter_cwd(cwd: &str) -> Result<(), ProcessError> {
         message,
     };
     std::env::set_current_dir(cwd).map_err(|e| err(e.to_string()))?;
-    let real = std::env::current_dir().map_err(|e| err(format!("lies outside the container: {e}")))?;
+    let real =
+        std::env::current_dir().map_err(|e| err(format!("lies outside the container: {e}")))?;
     if !real.starts_with("/") || real.to_string_lossy().starts_with("(unreachable)") {
         return Err(err("lies outside the container's root".into()));
     }

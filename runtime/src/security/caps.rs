@@ -82,7 +82,9 @@ impl Set {
         for name in names {
             match from_name(name) {
                 Some(n) => bits |= 1 << n,
-                None => tracing::warn!("capabilities.{which}: {name:?} is unknown to this kernel; skipped"),
+                None => tracing::warn!(
+                    "capabilities.{which}: {name:?} is unknown to this kernel; skipped"
+                ),
             }
         }
         Set(bits)
@@ -121,7 +123,10 @@ pub fn drop_bounding(keep: &Set) -> Result<(), SecurityError> {
             let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, n as libc::c_ulong, 0, 0, 0) };
             // EINVAL: the kernel lacks this capability; nothing to drop.
             if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-                sys(r, format!("drop {} from the bounding set", NAMES[n as usize]))?;
+                sys(
+                    r,
+                    format!("drop {} from the bounding set", NAMES[n as usize]),
+                )?;
             }
         }
     }
@@ -184,7 +189,11 @@ pub fn set(sets: &CapSets) -> Result<(), SecurityError> {
             // The kernel refuses an ambient capability missing from permitted or inheritable, as the
             // spec allows; say so and go on.
             if r < 0 {
-                tracing::warn!("cannot raise ambient {}: {}", NAMES[n as usize], std::io::Error::last_os_error());
+                tracing::warn!(
+                    "cannot raise ambient {}: {}",
+                    NAMES[n as usize],
+                    std::io::Error::last_os_error()
+                );
             }
         }
     }

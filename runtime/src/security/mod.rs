@@ -9,10 +9,7 @@ use crate::spec::Process;
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error("{what}: {source}")]
-    Sys {
-        what: String,
-        source: io::Error,
-    },
+    Sys { what: String, source: io::Error },
 }
 
 pub(crate) fn sys(r: libc::c_int, what: impl Into<String>) -> Result<(), SecurityError> {
@@ -34,10 +31,16 @@ pub fn apply_identity(p: &Process) -> Result<(), SecurityError> {
         caps::drop_bounding(&w.bounding)?;
     }
     // SAFETY: prctl with integer arguments only.
-    sys(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }, "keep capabilities")?;
+    sys(
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) },
+        "keep capabilities",
+    )?;
     set_user(p)?;
     // SAFETY: prctl with integer arguments only.
-    sys(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) }, "clear keep-caps")?;
+    sys(
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) },
+        "clear keep-caps",
+    )?;
     if let Some(w) = &wanted {
         caps::set(w)?;
     }
