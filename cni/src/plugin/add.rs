@@ -34,6 +34,8 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
     let mut ctr = container_socket(&netns)?;
     let br = ensure_bridge(&mut host, &conf)?;
     let (hv, cv) = create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)?;
+    // The bridge takes its MAC from its ports, so read it after attaching.
+    let br = link::by_index(&mut host, br.index).ok().flatten().unwrap_or(br);
     tracing::debug!(host = %hv.name, bridge = %br.name, ipam = %ipam_type, "veth created");
     match finish(req, &conf, &netns, &mut host, &mut ctr, [&br, &hv, &cv]) {
         Ok(v) => Ok(v),
