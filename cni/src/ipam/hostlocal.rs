@@ -189,10 +189,12 @@ pub fn gc(conf: &IpamConfig, network: &str, valid: &[ValidAttachment]) -> Result
 pub fn status(conf: &IpamConfig, network: &str) -> Result<(), CniError> {
     let store = Store::open(&conf.data_dir, network)
         .map_err(|e| CniError::new(ErrorCode::NotAvailable, "ipam store unavailable").with_details(e.to_string()))?;
-    let used = store.entries()?.len() as u128;
+    let reserved: Vec<IpAddr> = store.entries()?.into_iter().map(|(ip, _, _)| ip).collect();
     for set in &conf.range_sets {
         let size: u128 = set.iter().map(|r| to_bits(&r.end) - to_bits(&r.start) + 1).sum();
-        if used >= size {
+        let gateways: HashSet<IpAddr> = set.iter().map(|r| r.gateway).filter(|g| set.iter().any(|r| r.contains(g))).collect();
+        let used = reserved.iter().filter(|ip| set.iter().any(|r| r.contains(ip)) && !gateways.contains(ip)).count();
+        if used as u128 + gateways.len() as u128 >= size {
             return Err(CniError::new(ErrorCode::NotAvailable, "ipam: address range exhausted"));
         }
     }
