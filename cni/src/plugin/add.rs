@@ -29,6 +29,8 @@ pub fn container_socket(netns: &Netns) -> Result<Socket, CniError> {
 pub fn add(req: &Request) -> Result<Value, CniError> {
     let conf = BridgeConf::parse(&req.raw)?;
     let ipam_type = ipam::ipam_type(req)?;
+    // Validate the whole config before touching the system.
+    ipam::validate(req)?;
     let netns = open_netns(&req.env.netns)?;
     let mut host = Socket::route().map_err(nl("open netlink"))?;
     let mut ctr = container_socket(&netns)?;

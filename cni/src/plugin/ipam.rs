@@ -31,6 +31,10 @@ fn builtin(req: &Request) -> Result<Option<IpamConfig>, CniError> {
     IpamConfig::parse(v).map(Some)
 }
 
+pub fn validate(req: &Request) -> Result<(), CniError> {
+    builtin(req).map(|_| ())
+}
+
 pub fn add(req: &Request, conf: &BridgeConf) -> Result<CniResult, CniError> {
     match builtin(req)? {
         Some(ipam) => {
