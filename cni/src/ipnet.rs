@@ -29,7 +29,10 @@ impl IpNet {
     }
 
     pub fn broadcast(&self) -> IpAddr {
-        from_bits(&self.addr, to_bits(&self.addr) | !self.mask_bits() & width_mask(&self.addr))
+        from_bits(
+            &self.addr,
+            to_bits(&self.addr) | !self.mask_bits() & width_mask(&self.addr),
+        )
     }
 
     pub fn contains(&self, ip: &IpAddr) -> bool {

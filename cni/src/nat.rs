@@ -40,10 +40,20 @@ fn parse_tag(c: &str) -> Option<(&str, &str)> {
 }
 
 fn family_match(ip: &IpAddr) -> [Expr; 2] {
-    let fam = if ip.is_ipv4() { nft::NFPROTO_IPV4 } else { nft::NFPROTO_IPV6 };
+    let fam = if ip.is_ipv4() {
+        nft::NFPROTO_IPV4
+    } else {
+        nft::NFPROTO_IPV6
+    };
     [
-        Expr::Meta { key: nft::META_NFPROTO, dreg: nft::REG1 },
-        Expr::Cmp { op: nft::CMP_EQ, data: vec![fam] },
+        Expr::Meta {
+            key: nft::META_NFPROTO,
+            dreg: nft::REG1,
+        },
+        Expr::Cmp {
+            op: nft::CMP_EQ,
+            data: vec![fam],
+        },
     ]
 }
 
@@ -57,25 +67,47 @@ fn addr_layout(ip: &IpAddr) -> (u32, u32, u32) {
 }
 
 fn load(offset: u32, len: u32) -> Expr {
-    Expr::Payload { base: nft::BASE_NETWORK, offset, len, dreg: nft::REG1 }
+    Expr::Payload {
+        base: nft::BASE_NETWORK,
+        offset,
+        len,
+        dreg: nft::REG1,
+    }
 }
 
 fn not_in(net: &IpNet) -> [Expr; 2] {
     [
-        Expr::Bitwise { reg: nft::REG1, mask: net.mask_bytes() },
-        Expr::Cmp { op: nft::CMP_NEQ, data: ip_bytes(&net.network().addr) },
+        Expr::Bitwise {
+            reg: nft::REG1,
+            mask: net.mask_bytes(),
+        },
+        Expr::Cmp {
+            op: nft::CMP_NEQ,
+            data: ip_bytes(&net.network().addr),
+        },
     ]
 }
 
 /// `saddr == pod && daddr !in subnet && daddr !multicast -> masquerade`
 fn masq_rule(pod: &IpNet) -> Vec<Expr> {
     let (s, d, len) = addr_layout(&pod.addr);
-    let mcast: IpNet = if pod.is_ipv4() { IpNet { addr: [224, 0, 0, 0].into(), prefix: 4 } } else {
-        IpNet { addr: "ff00::".parse().unwrap_or(pod.addr), prefix: 8 }
+    let mcast: IpNet = if pod.is_ipv4() {
+        IpNet {
+            addr: [224, 0, 0, 0].into(),
+            prefix: 4,
+        }
+    } else {
+        IpNet {
+            addr: "ff00::".parse().unwrap_or(pod.addr),
+            prefix: 8,
+        }
     };
     let mut e = family_match(&pod.addr).to_vec();
     e.push(load(s, len));
-    e.push(Expr::Cmp { op: nft::CMP_EQ, data: ip_bytes(&pod.addr) });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.addr),
+    });
     e.push(load(d, len));
     e.extend(not_in(pod));
     e.push(load(d, len));
@@ -99,21 +131,60 @@ fn dnat_rule(pod: &IpNet, pm: &PortMapping, host_ip: Option<IpAddr>) -> Vec<Expr
     match host_ip {
         Some(h) => {
             e.push(load(d, len));
-            e.push(Expr::Cmp { op: nft::CMP_EQ, data: ip_bytes(&h) });
+            e.push(Expr::Cmp {
+                op: nft::CMP_EQ,
+                data: ip_bytes(&h),
+            });
         }
         None => {
-            e.push(Expr::Fib { flags: nft::FIB_DADDR, result: nft::FIB_RESULT_ADDRTYPE, dreg: nft::REG1 });
-            e.push(Expr::Cmp { op: nft::CMP_EQ, data: 2u32.to_ne_bytes().to_vec() }); // RTN_LOCAL
+            e.push(Expr::Fib {
+                flags: nft::FIB_DADDR,
+                result: nft::FIB_RESULT_ADDRTYPE,
+                dreg: nft::REG1,
+            });
+            e.push(Expr::Cmp {
+                op: nft::CMP_EQ,
+                data: 2u32.to_ne_bytes().to_vec(),
+            }); // RTN_LOCAL
         }
     }
-    e.push(Expr::Meta { key: nft::META_L4PROTO, dreg: nft::REG1 });
-    e.push(Expr::Cmp { op: nft::CMP_EQ, data: vec![proto_num(&pm.protocol)] });
-    e.push(Expr::Payload { base: nft::BASE_TRANSPORT, offset: 2, len: 2, dreg: nft::REG1 });
-    e.push(Expr::Cmp { op: nft::CMP_EQ, data: pm.host_port.to_be_bytes().to_vec() });
-    e.push(Expr::Immediate { dreg: nft::REG1, data: ip_bytes(&pod.addr) });
-    e.push(Expr::Immediate { dreg: nft::REG2, data: pm.container_port.to_be_bytes().to_vec() });
-    let family = if pod.is_ipv4() { nft::NFPROTO_IPV4 } else { nft::NFPROTO_IPV6 };
-    e.push(Expr::Nat { kind: nft::NAT_DNAT, family, addr_reg: nft::REG1, proto_reg: Some(nft::REG2) });
+    e.push(Expr::Meta {
+        key: nft::META_L4PROTO,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: vec![proto_num(&pm.protocol)],
+    });
+    e.push(Expr::Payload {
+        base: nft::BASE_TRANSPORT,
+        offset: 2,
+        len: 2,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: pm.host_port.to_be_bytes().to_vec(),
+    });
+    e.push(Expr::Immediate {
+        dreg: nft::REG1,
+        data: ip_bytes(&pod.addr),
+    });
+    e.push(Expr::Immediate {
+        dreg: nft::REG2,
+        data: pm.container_port.to_be_bytes().to_vec(),
+    });
+    let family = if pod.is_ipv4() {
+        nft::NFPROTO_IPV4
+    } else {
+        nft::NFPROTO_IPV6
+    };
+    e.push(Expr::Nat {
+        kind: nft::NAT_DNAT,
+        family,
+        addr_reg: nft::REG1,
+        proto_reg: Some(nft::REG2),
+    });
     e
 }
 
@@ -123,14 +194,32 @@ fn hairpin_rule(pod: &IpNet) -> Vec<Expr> {
     const IPS_DST_NAT: u32 = 0x20;
     let (s, d, len) = addr_layout(&pod.addr);
     let mut e = family_match(&pod.addr).to_vec();
-    e.push(Expr::Ct { key: nft::CT_STATUS, dreg: nft::REG1 });
-    e.push(Expr::Bitwise { reg: nft::REG1, mask: IPS_DST_NAT.to_ne_bytes().to_vec() });
-    e.push(Expr::Cmp { op: nft::CMP_NEQ, data: vec![0; 4] });
+    e.push(Expr::Ct {
+        key: nft::CT_STATUS,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_NEQ,
+        data: vec![0; 4],
+    });
     e.push(load(d, len));
-    e.push(Expr::Cmp { op: nft::CMP_EQ, data: ip_bytes(&pod.addr) });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.addr),
+    });
     e.push(load(s, len));
-    e.push(Expr::Bitwise { reg: nft::REG1, mask: pod.mask_bytes() });
-    e.push(Expr::Cmp { op: nft::CMP_EQ, data: ip_bytes(&pod.network().addr) });
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: pod.mask_bytes(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.network().addr),
+    });
     e.push(Expr::Masq);
     e
 }
@@ -150,7 +239,12 @@ pub fn masquerade(id: &str, ifname: &str, pods: &[IpNet]) -> Result<(), CniError
     b.commit().map_err(nlerr("install masquerade rules"))
 }
 
-pub fn port_mappings(id: &str, ifname: &str, pods: &[IpNet], maps: &[PortMapping]) -> Result<(), CniError> {
+pub fn port_mappings(
+    id: &str,
+    ifname: &str,
+    pods: &[IpNet],
+    maps: &[PortMapping],
+) -> Result<(), CniError> {
     let mut s = open()?;
     let mut b = Batch::new(&mut s, TABLE);
     b.table();

@@ -26,8 +26,12 @@ fn pods_on_one_bridge_reach_each_other() {
     let (ipa, ipb) = (pod_ip(&ra), pod_ip(&rb));
     assert_ne!(ipa, ipb);
     let srv = b.serve_once(&format!("{ipb}:7000"));
-    assert_eq!(a.connect(&format!("{ipb}:7000")).unwrap(), format!("{ipa}:{}", srv.join().unwrap().unwrap().port()));
-    if std::path::Path::new("/usr/bin/ping").exists() || std::path::Path::new("/bin/ping").exists() {
+    assert_eq!(
+        a.connect(&format!("{ipb}:7000")).unwrap(),
+        format!("{ipa}:{}", srv.join().unwrap().unwrap().port())
+    );
+    if std::path::Path::new("/usr/bin/ping").exists() || std::path::Path::new("/bin/ping").exists()
+    {
         assert!(a.ping(&ipb), "ping a -> b");
         assert!(b.ping(&ipa), "ping b -> a");
     }
@@ -45,11 +49,16 @@ fn masquerade_to_remote_host_shows_node_address() {
     let c = conf(dir.path(), true);
     add(&node, &pod, "pod-m", &c);
     let srv = remote.serve_once("192.168.77.2:7001");
-    let seen = pod.connect("192.168.77.2:7001").expect("pod reaches remote");
+    let seen = pod
+        .connect("192.168.77.2:7001")
+        .expect("pod reaches remote");
     assert!(seen.starts_with("192.168.77.1:"), "remote saw {seen}");
     srv.join().unwrap();
     del(&node, &pod, "pod-m", &c);
-    assert!(!node.output(&["nft", "list", "ruleset"]).contains("pod-m"), "rules removed on DEL");
+    assert!(
+        !node.output(&["nft", "list", "ruleset"]).contains("pod-m"),
+        "rules removed on DEL"
+    );
 }
 
 #[test]
@@ -62,7 +71,8 @@ fn host_port_from_host_remote_and_hairpin() {
     let mut c = conf(dir.path(), true);
     c["capabilities"] = json!({"portMappings": true});
     let plain = c.clone();
-    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
     let rw = add(&node, &web, "web", &c);
     let rc = add(&node, &client, "client", &plain);
     let web_ip = pod_ip(&rw);
@@ -73,16 +83,24 @@ fn host_port_from_host_remote_and_hairpin() {
     srv.join().unwrap();
 
     let srv = web.serve_once("0.0.0.0:80");
-    remote.connect("192.168.78.1:8080").expect("remote -> hostPort");
+    remote
+        .connect("192.168.78.1:8080")
+        .expect("remote -> hostPort");
     srv.join().unwrap();
 
     let srv = web.serve_once("0.0.0.0:80");
-    let seen = client.connect("192.168.78.1:8080").expect("pod -> hostPort hairpin");
-    assert!(!seen.starts_with(&pod_ip(&rc)), "hairpin traffic is masqueraded, pod saw {seen}");
+    let seen = client
+        .connect("192.168.78.1:8080")
+        .expect("pod -> hostPort hairpin");
+    assert!(
+        !seen.starts_with(&pod_ip(&rc)),
+        "hairpin traffic is masqueraded, pod saw {seen}"
+    );
     srv.join().unwrap();
 
     let srv = web.serve_once("0.0.0.0:80");
-    web.connect("192.168.78.1:8080").expect("pod -> its own hostPort");
+    web.connect("192.168.78.1:8080")
+        .expect("pod -> its own hostPort");
     srv.join().unwrap();
 
     del(&node, &web, "web", &c);

@@ -14,7 +14,14 @@ fn base(dir: &std::path::Path) -> serde_json::Value {
 }
 
 fn expect_error(node: &Ns, pod: &Ns, dir: &std::path::Path, stdin: &[u8], want_code: Option<u64>) {
-    let c = Call { plugin: BRIDGE, node, cmd: "ADD", id: "evil", netns: &pod.path(), ifname: "eth0" };
+    let c = Call {
+        plugin: BRIDGE,
+        node,
+        cmd: "ADD",
+        id: "evil",
+        netns: &pod.path(),
+        ifname: "eth0",
+    };
     let out = invoke(&c, stdin);
     assert!(!out.status.success(), "must fail");
     let err: serde_json::Value = serde_json::from_slice(&out.stdout).expect("error object is JSON");
@@ -24,10 +31,22 @@ fn expect_error(node: &Ns, pod: &Ns, dir: &std::path::Path, stdin: &[u8], want_c
     if let Some(w) = want_code {
         assert_eq!(code, w, "{err}");
     }
-    assert!(!pod.output(&["ip", "link"]).contains("eth0"), "no interface created");
-    assert!(!node.output(&["ip", "link"]).contains("veth"), "no veth left");
+    assert!(
+        !pod.output(&["ip", "link"]).contains("eth0"),
+        "no interface created"
+    );
+    assert!(
+        !node.output(&["ip", "link"]).contains("veth"),
+        "no veth left"
+    );
     let net = dir.join("hostile");
-    let leftovers = std::fs::read_dir(&net).map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("10.")).count()).unwrap_or(0);
+    let leftovers = std::fs::read_dir(&net)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                .count()
+        })
+        .unwrap_or(0);
     assert_eq!(leftovers, 0, "no reservation left");
 }
 
@@ -49,19 +68,43 @@ fn hostile_stdin_is_rejected_cleanly() {
     with(&|v| v["vlan"] = json!(5000), Some(7));
     with(&|v| v["isGateway"] = json!("yes"), Some(6));
     with(&|v| v["bridge"] = json!("a/b"), Some(7));
-    with(&|v| v["bridge"] = json!("averyveryverylongbridgename"), Some(7));
-    with(&|v| { v.as_object_mut().unwrap().remove("ipam"); }, Some(7));
-    with(&|v| { v.as_object_mut().unwrap().remove("cniVersion"); }, Some(7));
+    with(
+        &|v| v["bridge"] = json!("averyveryverylongbridgename"),
+        Some(7),
+    );
+    with(
+        &|v| {
+            v.as_object_mut().unwrap().remove("ipam");
+        },
+        Some(7),
+    );
+    with(
+        &|v| {
+            v.as_object_mut().unwrap().remove("cniVersion");
+        },
+        Some(7),
+    );
     with(&|v| v["ipam"]["subnet"] = json!("10.0.0.0/99"), Some(7));
     with(&|v| v["ipam"]["subnet"] = json!(42), Some(7));
     with(&|v| v["ipam"]["rangeStart"] = json!("192.168.1.1"), Some(7));
     with(&|v| v["ipam"]["type"] = json!("../../bin/sh"), None);
-    with(&|v| v["runtimeConfig"] = json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]}), Some(7));
-    with(&|v| v["runtimeConfig"] = json!({"portMappings": [{"hostPort": 70000, "containerPort": 80}]}), Some(6));
+    with(
+        &|v| v["runtimeConfig"] = json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]}),
+        Some(7),
+    );
+    with(
+        &|v| {
+            v["runtimeConfig"] = json!({"portMappings": [{"hostPort": 70000, "containerPort": 80}]})
+        },
+        Some(6),
+    );
     cases.push((b"not json at all".to_vec(), Some(6)));
     cases.push((b"[1,2,3]".to_vec(), Some(6)));
     cases.push((b"".to_vec(), Some(6)));
-    cases.push((format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), Some(6)));
+    cases.push((
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+        Some(6),
+    ));
     let mut huge = b.clone();
     huge["junk"] = json!("x".repeat(3 << 20));
     cases.push((huge.to_string().into_bytes(), Some(6)));
@@ -83,7 +126,14 @@ fn hostile_environment_is_rejected() {
         ("ADD", "eth0", "/nonexistent/netns".to_string(), 3),
         ("ADD", "eth0", "/etc/hostname".to_string(), 4),
     ] {
-        let c = Call { plugin: BRIDGE, node: &node, cmd, id: "evil", netns: &netns, ifname };
+        let c = Call {
+            plugin: BRIDGE,
+            node: &node,
+            cmd,
+            id: "evil",
+            netns: &netns,
+            ifname,
+        };
         let out = invoke(&c, b.as_bytes());
         assert!(!out.status.success());
         let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

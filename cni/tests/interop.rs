@@ -23,7 +23,14 @@ fn conf(ty: &str, dir: &Path) -> Value {
 }
 
 fn run(plugin: &str, node: &Ns, pod: &Ns, cmd: &str, stdin: &Value) -> std::process::Output {
-    let c = Call { plugin, node, cmd, id: "interop-ctr", netns: &pod.path(), ifname: "eth0" };
+    let c = Call {
+        plugin,
+        node,
+        cmd,
+        id: "interop-ctr",
+        netns: &pod.path(),
+        ifname: "eth0",
+    };
     invoke(&c, stdin.to_string().as_bytes())
 }
 
@@ -32,7 +39,10 @@ fn normalize(mut v: Value) -> Value {
     for i in v["interfaces"].as_array_mut().into_iter().flatten() {
         let o = i.as_object_mut().unwrap();
         o.remove("mac");
-        if o.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with("veth")) {
+        if o.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with("veth"))
+        {
             o.insert("name".into(), json!("veth"));
         }
         if o.contains_key("sandbox") {
@@ -42,7 +52,12 @@ fn normalize(mut v: Value) -> Value {
     if v["dns"] == json!({}) {
         v.as_object_mut().unwrap().remove("dns");
     }
-    let mut routes: Vec<String> = v["routes"].as_array().into_iter().flatten().map(Value::to_string).collect();
+    let mut routes: Vec<String> = v["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::to_string)
+        .collect();
     routes.sort();
     v["routes"] = json!(routes);
     v
@@ -64,7 +79,12 @@ fn observe(node: &Ns, pod: &Ns) -> Vec<String> {
     out.iter()
         .map(|s| {
             s.split_whitespace()
-                .filter(|w| !w.starts_with("valid_lft") && !w.starts_with("preferred_lft") && *w != "forever" && *w != "\\")
+                .filter(|w| {
+                    !w.starts_with("valid_lft")
+                        && !w.starts_with("preferred_lft")
+                        && *w != "forever"
+                        && *w != "\\"
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
                 .replace(char::is_numeric, "#")
@@ -80,8 +100,20 @@ fn same_netconf_same_result_as_reference() {
     }
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (n1, p1, n2, p2) = (Ns::new("n"), Ns::new("p"), Ns::new("n"), Ns::new("p"));
-    let reference = ok_json(&run(&format!("{REF_DIR}/bridge"), &n1, &p1, "ADD", &conf("bridge", d1.path())));
-    let ours = ok_json(&run(BRIDGE, &n2, &p2, "ADD", &conf("skiff-bridge", d2.path())));
+    let reference = ok_json(&run(
+        &format!("{REF_DIR}/bridge"),
+        &n1,
+        &p1,
+        "ADD",
+        &conf("bridge", d1.path()),
+    ));
+    let ours = ok_json(&run(
+        BRIDGE,
+        &n2,
+        &p2,
+        "ADD",
+        &conf("skiff-bridge", d2.path()),
+    ));
     assert_eq!(normalize(ours.clone()), normalize(reference.clone()));
     assert_eq!(observe(&n2, &p2), observe(&n1, &p1));
     for d in [d1.path(), d2.path()] {
@@ -92,7 +124,10 @@ fn same_netconf_same_result_as_reference() {
     // Each plugin can CHECK and DEL what the other created.
     let mut chk = conf("skiff-bridge", d1.path());
     chk["prevResult"] = reference.clone();
-    assert!(run(BRIDGE, &n1, &p1, "CHECK", &chk).status.success(), "skiff CHECKs reference ADD");
+    assert!(
+        run(BRIDGE, &n1, &p1, "CHECK", &chk).status.success(),
+        "skiff CHECKs reference ADD"
+    );
     let mut rchk = conf("bridge", d2.path());
     rchk["prevResult"] = ours.clone();
     let on_ours = run(&format!("{REF_DIR}/bridge"), &n2, &p2, "CHECK", &rchk);
@@ -102,9 +137,24 @@ fn same_netconf_same_result_as_reference() {
     // The reference CHECK judges our attachment exactly as it judges its own
     // (1.1.1 rejects gateway-less config routes even on its own ADD).
     assert_eq!(on_ours.status.success(), on_own.status.success());
-    assert_eq!(String::from_utf8_lossy(&on_ours.stdout), String::from_utf8_lossy(&on_own.stdout));
-    assert!(run(BRIDGE, &n1, &p1, "DEL", &conf("skiff-bridge", d1.path())).status.success());
-    assert!(run(&format!("{REF_DIR}/bridge"), &n2, &p2, "DEL", &conf("bridge", d2.path())).status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&on_ours.stdout),
+        String::from_utf8_lossy(&on_own.stdout)
+    );
+    assert!(
+        run(BRIDGE, &n1, &p1, "DEL", &conf("skiff-bridge", d1.path()))
+            .status
+            .success()
+    );
+    assert!(run(
+        &format!("{REF_DIR}/bridge"),
+        &n2,
+        &p2,
+        "DEL",
+        &conf("bridge", d2.path())
+    )
+    .status
+    .success());
     for d in [d1.path(), d2.path()] {
         assert!(!d.join("interop/10.55.0.2").exists());
     }
@@ -120,13 +170,34 @@ fn shared_store_with_reference_host_local() {
     let d = tempfile::tempdir().unwrap();
     let node = Ns::new("n");
     let (p1, p2) = (Ns::new("p"), Ns::new("p"));
-    let r1 = ok_json(&run(&format!("{REF_DIR}/bridge"), &node, &p1, "ADD", &conf("bridge", d.path())));
-    let c = Call { plugin: BRIDGE, node: &node, cmd: "ADD", id: "second", netns: &p2.path(), ifname: "eth0" };
-    let r2 = ok_json(&invoke(&c, conf("skiff-bridge", d.path()).to_string().as_bytes()));
+    let r1 = ok_json(&run(
+        &format!("{REF_DIR}/bridge"),
+        &node,
+        &p1,
+        "ADD",
+        &conf("bridge", d.path()),
+    ));
+    let c = Call {
+        plugin: BRIDGE,
+        node: &node,
+        cmd: "ADD",
+        id: "second",
+        netns: &p2.path(),
+        ifname: "eth0",
+    };
+    let r2 = ok_json(&invoke(
+        &c,
+        conf("skiff-bridge", d.path()).to_string().as_bytes(),
+    ));
     assert_eq!(pod_ip(&r1), "10.55.0.2");
-    assert_eq!(pod_ip(&r2), "10.55.0.3", "continues after the reference's last_reserved_ip");
+    assert_eq!(
+        pod_ip(&r2),
+        "10.55.0.3",
+        "continues after the reference's last_reserved_ip"
+    );
     let srv = p1.serve_once("10.55.0.2:7200");
-    p2.connect("10.55.0.2:7200").expect("pods of both plugins share the bridge");
+    p2.connect("10.55.0.2:7200")
+        .expect("pods of both plugins share the bridge");
     srv.join().unwrap();
 }
 
@@ -141,21 +212,40 @@ fn library_drives_reference_and_skiff_plugins() {
     if !have_reference() {
         return;
     }
-    let (data, cache, bin, netd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), plugin_dir(), tempfile::tempdir().unwrap());
+    let (data, cache, bin, netd) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        plugin_dir(),
+        tempfile::tempdir().unwrap(),
+    );
     let list = |ty: &str| {
         json!({"cniVersion": "1.0.0", "name": "libnet", "plugins": [
             {"type": ty, "bridge": "cni0", "isDefaultGateway": true,
              "ipam": {"type": "host-local", "dataDir": data.path().to_str(), "subnet": "10.44.0.0/24"}}
         ]})
     };
-    std::fs::write(netd.path().join("10-ref.conflist"), list("bridge").to_string()).unwrap();
-    std::fs::write(netd.path().join("20-skiff.conflist"), list("skiff-bridge").to_string()).unwrap();
+    std::fs::write(
+        netd.path().join("10-ref.conflist"),
+        list("bridge").to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        netd.path().join("20-skiff.conflist"),
+        list("skiff-bridge").to_string(),
+    )
+    .unwrap();
     std::fs::write(netd.path().join("05-broken.conflist"), "{").unwrap();
     let (file, reference) = load_dir(netd.path()).unwrap();
-    assert!(file.ends_with("10-ref.conflist"), "lowest-named valid file wins");
+    assert!(
+        file.ends_with("10-ref.conflist"),
+        "lowest-named valid file wins"
+    );
     let node = Ns::new("n");
     let pod = Ns::new("p");
-    let dirs = vec![bin.path().to_str().unwrap().to_string(), REF_DIR.to_string()];
+    let dirs = vec![
+        bin.path().to_str().unwrap().to_string(),
+        REF_DIR.to_string(),
+    ];
     let cni = std::sync::Arc::new(Cni::new(dirs, Some(cache.path().to_path_buf())));
     let att = Attachment {
         container_id: "libctr".into(),
@@ -165,61 +255,120 @@ fn library_drives_reference_and_skiff_plugins() {
         capability_args: Default::default(),
     };
     let (c, a, l) = (cni.clone(), att.clone(), reference.clone());
-    let result = node.run(move || c.add(&l, &a)).join().unwrap().expect("reference ADD via library");
+    let result = node
+        .run(move || c.add(&l, &a))
+        .join()
+        .unwrap()
+        .expect("reference ADD via library");
     assert_eq!(pod_ip(&result), "10.44.0.2");
-    assert!(cache.path().join("results/libnet-libctr-eth0").exists(), "result cached");
+    assert!(
+        cache.path().join("results/libnet-libctr-eth0").exists(),
+        "result cached"
+    );
     let (c, a, l) = (cni.clone(), att.clone(), reference.clone());
-    node.run(move || c.check(&l, &a)).join().unwrap().expect("reference CHECK via library");
+    node.run(move || c.check(&l, &a))
+        .join()
+        .unwrap()
+        .expect("reference CHECK via library");
     let (c, a, l) = (cni.clone(), att.clone(), reference.clone());
-    node.run(move || c.del(&l, &a)).join().unwrap().expect("reference DEL via library");
+    node.run(move || c.del(&l, &a))
+        .join()
+        .unwrap()
+        .expect("reference DEL via library");
     assert!(!cache.path().join("results/libnet-libctr-eth0").exists());
 
     let skiff = skiff_cni::libcni::load_file(&netd.path().join("20-skiff.conflist")).unwrap();
     let (c, a, l) = (cni.clone(), att.clone(), skiff.clone());
-    let r = node.run(move || c.add(&l, &a)).join().unwrap().expect("skiff ADD via library");
+    let r = node
+        .run(move || c.add(&l, &a))
+        .join()
+        .unwrap()
+        .expect("skiff ADD via library");
     assert_eq!(pod_ip(&r), "10.44.0.3");
     let (c, a, l) = (cni.clone(), att.clone(), skiff);
-    node.run(move || c.del(&l, &a)).join().unwrap().expect("skiff DEL via library");
+    node.run(move || c.del(&l, &a))
+        .join()
+        .unwrap()
+        .expect("skiff DEL via library");
     assert!(cni.version("bridge").unwrap()["supportedVersions"].is_array());
 }
 
 #[test]
 fn library_chains_prev_result_and_gc() {
-    let (data, cache, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), plugin_dir());
+    let (data, cache, bin) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        plugin_dir(),
+    );
     let list: skiff_cni::spec::NetConfList = serde_json::from_value(json!({
-        "cniVersion": "1.1.0", "name": "chain", "plugins": [
-            {"type": "skiff-bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
-             "capabilities": {"portMappings": true},
-             "ipam": {"type": "host-local", "dataDir": data.path().to_str(), "subnet": "10.45.0.0/24"}},
-            {"type": "skiff-bridge", "bridge": "cni1",
-             "ipam": {"type": "host-local", "dataDir": data.path().to_str(), "subnet": "10.46.0.0/24"}}
-        ]})).unwrap();
+    "cniVersion": "1.1.0", "name": "chain", "plugins": [
+        {"type": "skiff-bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+         "capabilities": {"portMappings": true},
+         "ipam": {"type": "host-local", "dataDir": data.path().to_str(), "subnet": "10.45.0.0/24"}},
+        {"type": "skiff-bridge", "bridge": "cni1",
+         "ipam": {"type": "host-local", "dataDir": data.path().to_str(), "subnet": "10.46.0.0/24"}}
+    ]}))
+    .unwrap();
     let node = Ns::new("n");
     let (p1, p2) = (Ns::new("p"), Ns::new("p"));
-    let cni = std::sync::Arc::new(Cni::new(vec![bin.path().to_str().unwrap().into()], Some(cache.path().into())));
+    let cni = std::sync::Arc::new(Cni::new(
+        vec![bin.path().to_str().unwrap().into()],
+        Some(cache.path().into()),
+    ));
     let mut caps = serde_json::Map::new();
-    caps.insert("portMappings".into(), json!([{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]));
+    caps.insert(
+        "portMappings".into(),
+        json!([{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]),
+    );
     for (id, pod) in [("one", &p1), ("two", &p2)] {
-        let att = Attachment { container_id: id.into(), netns: pod.path(), ifname: "eth0".into(), args: vec![], capability_args: caps.clone() };
+        let att = Attachment {
+            container_id: id.into(),
+            netns: pod.path(),
+            ifname: "eth0".into(),
+            args: vec![],
+            capability_args: caps.clone(),
+        };
         let (c, l) = (cni.clone(), list.clone());
-        let err = node.run(move || c.add(&l, &att)).join().unwrap().unwrap_err();
+        let err = node
+            .run(move || c.add(&l, &att))
+            .join()
+            .unwrap()
+            .unwrap_err();
         // The second plugin sees eth0 already made by the first: chaining reached it.
         assert!(err.msg.contains("already exists"), "{err}");
     }
     // The runtime cleans up a failed ADD with DEL.
-    let att = Attachment { container_id: "one".into(), netns: p1.path(), ifname: "eth0".into(), args: vec![], capability_args: caps };
+    let att = Attachment {
+        container_id: "one".into(),
+        netns: p1.path(),
+        ifname: "eth0".into(),
+        args: vec![],
+        capability_args: caps,
+    };
     let (c, l) = (cni.clone(), list.clone());
-    node.run(move || c.del(&l, &att)).join().unwrap().expect("DEL after failed ADD");
+    node.run(move || c.del(&l, &att))
+        .join()
+        .unwrap()
+        .expect("DEL after failed ADD");
     let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
-    assert!(!rules.contains("skiff:one/") && rules.contains("skiff:two/"), "{rules}");
+    assert!(
+        !rules.contains("skiff:one/") && rules.contains("skiff:two/"),
+        "{rules}"
+    );
     // GC with no valid attachments removes what "two" left behind.
     let (c, l) = (cni.clone(), list.clone());
     node.run(move || c.gc(&l, &[])).join().unwrap().expect("GC");
     let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
     assert!(!rules.contains("skiff:"), "{rules}");
-    let left: Vec<_> = std::fs::read_dir(data.path().join("chain")).unwrap().filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("10.")).collect();
+    let left: Vec<_> = std::fs::read_dir(data.path().join("chain"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .collect();
     assert!(left.is_empty(), "GC released every reservation: {left:?}");
     let (c, l) = (cni.clone(), list.clone());
-    node.run(move || c.status(&l)).join().unwrap().expect("STATUS");
+    node.run(move || c.status(&l))
+        .join()
+        .unwrap()
+        .expect("STATUS");
 }

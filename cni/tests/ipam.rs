@@ -16,8 +16,21 @@ fn conf(dir: &std::path::Path) -> serde_json::Value {
     })
 }
 
-fn call(node: &Ns, cmd: &str, id: &str, netns: &str, stdin: &serde_json::Value) -> std::process::Output {
-    let c = Call { plugin: BRIDGE, node, cmd, id, netns, ifname: "eth0" };
+fn call(
+    node: &Ns,
+    cmd: &str,
+    id: &str,
+    netns: &str,
+    stdin: &serde_json::Value,
+) -> std::process::Output {
+    let c = Call {
+        plugin: BRIDGE,
+        node,
+        cmd,
+        id,
+        netns,
+        ifname: "eth0",
+    };
     invoke(&c, stdin.to_string().as_bytes())
 }
 
@@ -38,16 +51,30 @@ fn fifty_concurrent_adds_get_distinct_addresses() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let v4: HashSet<String> = results.iter().map(|r| r["ips"][0]["address"].to_string()).collect();
-    let v6: HashSet<String> = results.iter().map(|r| r["ips"][1]["address"].to_string()).collect();
+    let v4: HashSet<String> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].to_string())
+        .collect();
+    let v6: HashSet<String> = results
+        .iter()
+        .map(|r| r["ips"][1]["address"].to_string())
+        .collect();
     assert_eq!(v4.len(), 50, "distinct IPv4 addresses");
     assert_eq!(v6.len(), 50, "distinct IPv6 addresses");
-    let files = std::fs::read_dir(dir.path().join("ipamnet")).unwrap().count();
-    assert_eq!(files, 100 + 2 + 1, "100 reservations, 2 last_reserved_ip, lock");
+    let files = std::fs::read_dir(dir.path().join("ipamnet"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        files,
+        100 + 2 + 1,
+        "100 reservations, 2 last_reserved_ip, lock"
+    );
     for (i, p) in pods.iter().enumerate() {
         del(&node, p, &format!("ctr-{i}"), &c);
     }
-    let left = std::fs::read_dir(dir.path().join("ipamnet")).unwrap().count();
+    let left = std::fs::read_dir(dir.path().join("ipamnet"))
+        .unwrap()
+        .count();
     assert_eq!(left, 3);
 }
 
@@ -62,7 +89,9 @@ fn reservation_file_matches_host_local_format() {
     assert_eq!(body, "fmt-ctr\r\neth0");
     let last = std::fs::read_to_string(dir.path().join("ipamnet/last_reserved_ip.0")).unwrap();
     assert_eq!(last, ip);
-    assert!(pod.output(&["ip", "-6", "addr", "show", "eth0"]).contains("fd77::"));
+    assert!(pod
+        .output(&["ip", "-6", "addr", "show", "eth0"])
+        .contains("fd77::"));
     del(&node, &pod, "fmt-ctr", &c);
 }
 
@@ -80,8 +109,14 @@ fn del_twice_and_del_without_netns() {
     let r = add(&node, &pod2, "gone", &c);
     let path2 = pod2.path();
     drop(pod2);
-    assert!(call(&node, "DEL", "gone", &path2, &c).status.success(), "DEL with vanished netns");
-    assert!(call(&node, "DEL", "gone", "", &c).status.success(), "DEL with empty CNI_NETNS");
+    assert!(
+        call(&node, "DEL", "gone", &path2, &c).status.success(),
+        "DEL with vanished netns"
+    );
+    assert!(
+        call(&node, "DEL", "gone", "", &c).status.success(),
+        "DEL with empty CNI_NETNS"
+    );
     assert!(!dir.path().join("ipamnet").join(pod_ip(&r)).exists());
     let _ = path;
 }
@@ -98,12 +133,19 @@ fn gc_removes_attachments_not_in_valid_list() {
     let mut gc = c.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
     let out = call(&node, "GC", "", "", &gc);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let net = dir.path().join("ipamnet");
     assert!(net.join(pod_ip(&r1)).exists());
     assert!(!net.join(pod_ip(&r2)).exists());
     let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
-    assert!(rules.contains("skiff:keep/eth0") && !rules.contains("skiff:stale/eth0"), "{rules}");
+    assert!(
+        rules.contains("skiff:keep/eth0") && !rules.contains("skiff:stale/eth0"),
+        "{rules}"
+    );
 }
 
 #[test]
@@ -114,7 +156,9 @@ fn check_detects_removed_address() {
     let r = add(&node, &pod, "chk", &c);
     let mut chk = c.clone();
     chk["prevResult"] = r.clone();
-    assert!(call(&node, "CHECK", "chk", &pod.path(), &chk).status.success());
+    assert!(call(&node, "CHECK", "chk", &pod.path(), &chk)
+        .status
+        .success());
     let addr = r["ips"][0]["address"].as_str().unwrap().to_string();
     pod.ip(&["addr", "del", &addr, "dev", "eth0"]);
     let out = call(&node, "CHECK", "chk", &pod.path(), &chk);
@@ -132,12 +176,19 @@ fn status_and_version() {
     assert!(call(&node, "STATUS", "", "", &c).status.success());
     let out = call(&node, "VERSION", "", "", &json!({"cniVersion": "1.1.0"}));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["supportedVersions"].as_array().unwrap().iter().any(|x| x == "1.1.0"));
+    assert!(v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x == "1.1.0"));
     let mut small = c.clone();
     small["ipam"]["ranges"] = json!([[{"subnet": "10.79.0.0/30"}]]);
     let pod = Ns::new("p");
     add(&node, &pod, "only", &small);
     let out = call(&node, "STATUS", "", "", &small);
     let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(err["code"], 50, "exhausted range reports not available: {err}");
+    assert_eq!(
+        err["code"], 50,
+        "exhausted range reports not available: {err}"
+    );
 }

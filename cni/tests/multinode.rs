@@ -28,9 +28,14 @@ fn pod_on_node_a_reaches_pod_on_node_b_without_nat() {
     let rb = add(&nb, &pb, "pod-b", &cb);
     let (ipa, ipb) = (pod_ip(&ra), pod_ip(&rb));
     let srv = pb.serve_once(&format!("{ipb}:7100"));
-    let seen = pa.connect(&format!("{ipb}:7100")).expect("cross-node connect");
+    let seen = pa
+        .connect(&format!("{ipb}:7100"))
+        .expect("cross-node connect");
     srv.join().unwrap();
-    assert!(seen.starts_with(&format!("{ipa}:")), "pod B must see pod A's own address, saw {seen}");
+    assert!(
+        seen.starts_with(&format!("{ipa}:")),
+        "pod B must see pod A's own address, saw {seen}"
+    );
     del(&na, &pa, "pod-a", &ca);
     del(&nb, &pb, "pod-b", &cb);
 }

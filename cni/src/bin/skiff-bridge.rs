@@ -36,7 +36,10 @@ fn print_json(v: &serde_json::Value) {
 fn run() -> Result<Option<serde_json::Value>, CniError> {
     let cmd_str = std::env::var("CNI_COMMAND").unwrap_or_default();
     let cmd = Command::parse(&cmd_str).ok_or_else(|| {
-        CniError::new(ErrorCode::InvalidEnv, format!("unknown CNI_COMMAND {cmd_str:?}"))
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            format!("unknown CNI_COMMAND {cmd_str:?}"),
+        )
     })?;
     let env = Env::from_lookup(cmd, |k| std::env::var(k).ok())?;
     let mut stdin = Vec::new();

@@ -59,7 +59,9 @@ pub struct Range {
 
 impl Range {
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.subnet.contains(ip) && to_bits(ip) >= to_bits(&self.start) && to_bits(ip) <= to_bits(&self.end)
+        self.subnet.contains(ip)
+            && to_bits(ip) >= to_bits(&self.start)
+            && to_bits(ip) <= to_bits(&self.end)
     }
 }
 
@@ -89,7 +91,9 @@ impl IpamConfig {
             );
         }
         if sets.is_empty() || sets.iter().any(Vec::is_empty) {
-            return Err(CniError::config("ipam: no IP ranges specified (ipam.ranges)"));
+            return Err(CniError::config(
+                "ipam: no IP ranges specified (ipam.ranges)",
+            ));
         }
         let range_sets = sets
             .iter()
@@ -133,7 +137,9 @@ fn canonicalize(r: &RawRange) -> Result<Range, CniError> {
     let end = inside("rangeEnd", r.range_end, last)?;
     let gateway = match r.gateway {
         Some(gw) if gw.is_ipv4() != subnet.is_ipv4() => {
-            return Err(CniError::config(format!("ipam: gateway {gw} is not in subnet {subnet}")))
+            return Err(CniError::config(format!(
+                "ipam: gateway {gw} is not in subnet {subnet}"
+            )))
         }
         Some(gw) => gw,
         None => first,
@@ -155,7 +161,8 @@ fn check_overlaps(sets: &[Vec<Range>]) -> Result<(), CniError> {
     let all: Vec<&Range> = sets.iter().flatten().collect();
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
-            let disjoint = to_bits(&a.end) < to_bits(&b.start) || to_bits(&b.end) < to_bits(&a.start);
+            let disjoint =
+                to_bits(&a.end) < to_bits(&b.start) || to_bits(&b.end) < to_bits(&a.start);
             if a.start.is_ipv4() == b.start.is_ipv4() && !disjoint {
                 return Err(CniError::config(format!(
                     "ipam: range {}-{} overlaps range {}-{}",

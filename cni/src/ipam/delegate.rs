@@ -4,7 +4,12 @@
 use crate::libcni::exec::{find_plugin, run_plugin, Invocation};
 use crate::spec::{CniError, CniResult, Command, Env};
 
-pub fn run(ipam_type: &str, cmd: Command, env: &Env, stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
+pub fn run(
+    ipam_type: &str,
+    cmd: Command,
+    env: &Env,
+    stdin: &[u8],
+) -> Result<Option<CniResult>, CniError> {
     let path = find_plugin(ipam_type, &env.path)?;
     let inv = Invocation {
         command: Some(cmd),
@@ -19,8 +24,11 @@ pub fn run(ipam_type: &str, cmd: Command, env: &Env, stdin: &[u8]) -> Result<Opt
         return Ok(None);
     }
     let v = serde_json::from_slice(&out).map_err(|e| {
-        CniError::new(crate::spec::ErrorCode::Decode, format!("IPAM plugin {ipam_type} returned invalid JSON"))
-            .with_details(e.to_string())
+        CniError::new(
+            crate::spec::ErrorCode::Decode,
+            format!("IPAM plugin {ipam_type} returned invalid JSON"),
+        )
+        .with_details(e.to_string())
     })?;
     CniResult::from_value(v).map(Some)
 }

@@ -27,7 +27,9 @@ pub fn allocate(
     let mut taken: Vec<IpAddr> = Vec::new();
     let mut ips = Vec::new();
     for (set_idx, set) in conf.range_sets.iter().enumerate() {
-        let wanted = requested.iter().find(|ip| set.iter().any(|r| r.contains(ip)));
+        let wanted = requested
+            .iter()
+            .find(|ip| set.iter().any(|r| r.contains(ip)));
         let got = match wanted {
             Some(ip) => reserve_requested(&store, set, *ip, id, ifname, set_idx),
             None => reserve_next(&store, set, id, ifname, set_idx),
@@ -69,7 +71,11 @@ pub fn allocate(
                 scope: None,
             })
             .collect(),
-        dns: conf.resolv_conf.as_deref().map(parse_resolv_conf).unwrap_or_default(),
+        dns: conf
+            .resolv_conf
+            .as_deref()
+            .map(parse_resolv_conf)
+            .unwrap_or_default(),
         ..CniResult::default()
     })
 }
@@ -84,7 +90,9 @@ fn reserve_requested(
 ) -> Result<(IpAddr, Range), CniError> {
     let range = set.iter().find(|r| r.contains(&ip)).cloned();
     let Some(range) = range else {
-        return Err(CniError::config(format!("requested IP {ip} is not in any range")));
+        return Err(CniError::config(format!(
+            "requested IP {ip} is not in any range"
+        )));
     };
     if ip == range.gateway || !store.reserve(&ip, id, ifname, set_idx)? {
         return Err(CniError::new(
@@ -114,7 +122,10 @@ fn reserve_next(
     while tried < total {
         let range = &set[ri];
         tried += 1;
-        if !gateways.contains(&cur) && !store.is_reserved(&cur) && store.reserve(&cur, id, ifname, set_idx)? {
+        if !gateways.contains(&cur)
+            && !store.is_reserved(&cur)
+            && store.reserve(&cur, id, ifname, set_idx)?
+        {
             return Ok((cur, range.clone()));
         }
         if cur == range.end {
@@ -127,7 +138,10 @@ fn reserve_next(
     let first = &set[0];
     Err(CniError::new(
         ErrorCode::Internal,
-        format!("no IP addresses available in range set {}-{}", first.start, first.end),
+        format!(
+            "no IP addresses available in range set {}-{}",
+            first.start, first.end
+        ),
     ))
 }
 
@@ -156,7 +170,12 @@ pub fn release(conf: &IpamConfig, network: &str, id: &str, ifname: &str) -> Resu
 }
 
 /// CHECK: the attachment must still hold a reservation.
-pub fn check(conf: &IpamConfig, network: &str, id: &str, ifname: &str) -> Result<Vec<IpAddr>, CniError> {
+pub fn check(
+    conf: &IpamConfig,
+    network: &str,
+    id: &str,
+    ifname: &str,
+) -> Result<Vec<IpAddr>, CniError> {
     let store = Store::open(&conf.data_dir, network)?;
     let ips = store.by_id(id, ifname)?;
     if ips.is_empty() {
@@ -187,15 +206,29 @@ pub fn gc(conf: &IpamConfig, network: &str, valid: &[ValidAttachment]) -> Result
 
 /// STATUS: the store must be usable and at least one address free per set.
 pub fn status(conf: &IpamConfig, network: &str) -> Result<(), CniError> {
-    let store = Store::open(&conf.data_dir, network)
-        .map_err(|e| CniError::new(ErrorCode::NotAvailable, "ipam store unavailable").with_details(e.to_string()))?;
+    let store = Store::open(&conf.data_dir, network).map_err(|e| {
+        CniError::new(ErrorCode::NotAvailable, "ipam store unavailable").with_details(e.to_string())
+    })?;
     let reserved: Vec<IpAddr> = store.entries()?.into_iter().map(|(ip, _, _)| ip).collect();
     for set in &conf.range_sets {
-        let size: u128 = set.iter().map(|r| to_bits(&r.end) - to_bits(&r.start) + 1).sum();
-        let gateways: HashSet<IpAddr> = set.iter().map(|r| r.gateway).filter(|g| set.iter().any(|r| r.contains(g))).collect();
-        let used = reserved.iter().filter(|ip| set.iter().any(|r| r.contains(ip)) && !gateways.contains(ip)).count();
+        let size: u128 = set
+            .iter()
+            .map(|r| to_bits(&r.end) - to_bits(&r.start) + 1)
+            .sum();
+        let gateways: HashSet<IpAddr> = set
+            .iter()
+            .map(|r| r.gateway)
+            .filter(|g| set.iter().any(|r| r.contains(g)))
+            .collect();
+        let used = reserved
+            .iter()
+            .filter(|ip| set.iter().any(|r| r.contains(ip)) && !gateways.contains(ip))
+            .count();
         if used as u128 + gateways.len() as u128 >= size {
-            return Err(CniError::new(ErrorCode::NotAvailable, "ipam: address range exhausted"));
+            return Err(CniError::new(
+                ErrorCode::NotAvailable,
+                "ipam: address range exhausted",
+            ));
         }
     }
     Ok(())
@@ -203,7 +236,9 @@ pub fn status(conf: &IpamConfig, network: &str) -> Result<(), CniError> {
 
 fn parse_resolv_conf(path: &str) -> Dns {
     let mut dns = Dns::default();
-    let Ok(text) = std::fs::read_to_string(path) else { return dns };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return dns;
+    };
     for line in text.lines() {
         let mut words = line.split_whitespace();
         match words.next() {

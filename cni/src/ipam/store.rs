@@ -71,7 +71,13 @@ impl Store {
     /// Reserves `ip` for the attachment. Returns false if it was taken.
     /// The file appears atomically with its full content (link of a synced
     /// temp file), so a crash never leaves a half-written reservation.
-    pub fn reserve(&self, ip: &IpAddr, id: &str, ifname: &str, set: usize) -> Result<bool, StoreError> {
+    pub fn reserve(
+        &self,
+        ip: &IpAddr,
+        id: &str,
+        ifname: &str,
+        set: usize,
+    ) -> Result<bool, StoreError> {
         let target = self.ip_path(ip);
         let tmp = self.dir.join(format!(".tmp-{}-{}", std::process::id(), ip));
         write_synced(&tmp, format!("{id}{LINE_BREAK}{ifname}").as_bytes())?;
@@ -82,8 +88,13 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(at(&target)(e)),
         }
+        // last_reserved_ip is only a hint for where to continue the search:
+        // renamed into place (never torn) but not fsynced, since losing it
+        // merely restarts the search at the range start.
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
-        write_atomic(&last, ip.to_string().as_bytes())?;
+        let tmp = last.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, ip.to_string()).map_err(at(&tmp))?;
+        fs::rename(&tmp, &last).map_err(at(&last))?;
         Ok(true)
     }
 
@@ -101,7 +112,9 @@ impl Store {
             let Some(ip) = name.to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
                 continue;
             };
-            let Ok(data) = fs::read_to_string(entry.path()) else { continue };
+            let Ok(data) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
             let data = data.trim();
             let (id, ifname) = data.split_once(LINE_BREAK).unwrap_or((data, ""));
             out.push((ip, id.trim().to_string(), ifname.trim().to_string()));

@@ -26,7 +26,11 @@ pub struct CacheEntry {
     pub netns: String,
     #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
     pub cni_args: Vec<[String; 2]>,
-    #[serde(rename = "capabilityArgs", default, skip_serializing_if = "Map::is_empty")]
+    #[serde(
+        rename = "capabilityArgs",
+        default,
+        skip_serializing_if = "Map::is_empty"
+    )]
     pub capability_args: Map<String, Value>,
     #[serde(default)]
     pub result: Option<Value>,
@@ -51,8 +55,11 @@ impl Cache {
         std::fs::create_dir_all(&self.dir)
             .map_err(|err| CniError::io(format!("cannot create {}", self.dir.display()), err))?;
         let bytes = serde_json::to_vec(e).map_err(|err| CniError::internal("cache encode", err))?;
-        write_atomic(&self.path(&e.network_name, &e.container_id, &e.if_name), &bytes)
-            .map_err(|err| CniError::io("cannot write result cache", err))
+        write_atomic(
+            &self.path(&e.network_name, &e.container_id, &e.if_name),
+            &bytes,
+        )
+        .map_err(|err| CniError::io("cannot write result cache", err))
     }
 
     pub fn get(&self, network: &str, id: &str, ifname: &str) -> Option<CacheEntry> {
@@ -66,9 +73,15 @@ impl Cache {
 
     /// Every cached attachment of `network`.
     pub fn list(&self, network: &str) -> Vec<CacheEntry> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         rd.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{network}-")))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{network}-"))
+            })
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
             .filter(|e| e.network_name == network)
@@ -80,7 +93,11 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -11,14 +11,22 @@ pub fn load_file(path: &Path) -> Result<NetConfList, CniError> {
         .map_err(|e| CniError::io(format!("cannot read {}", path.display()), e))?;
     let is_list = path.extension().is_some_and(|e| e == "conflist");
     let bad = |e: serde_json::Error| {
-        CniError::new(ErrorCode::Decode, format!("invalid network config {}", path.display()))
-            .with_details(e.to_string())
+        CniError::new(
+            ErrorCode::Decode,
+            format!("invalid network config {}", path.display()),
+        )
+        .with_details(e.to_string())
     };
     let list = if is_list {
         serde_json::from_slice::<NetConfList>(&bytes).map_err(bad)?
     } else {
         let obj: Map<String, Value> = serde_json::from_slice(&bytes).map_err(bad)?;
-        let s = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = |k: &str| {
+            obj.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         NetConfList {
             cni_version: s("cniVersion"),
             cni_versions: Vec::new(),
@@ -33,18 +41,31 @@ pub fn load_file(path: &Path) -> Result<NetConfList, CniError> {
 
 fn validate(path: &Path, mut list: NetConfList) -> Result<NetConfList, CniError> {
     if list.name.is_empty() {
-        return Err(CniError::config(format!("{}: network has no name", path.display())));
+        return Err(CniError::config(format!(
+            "{}: network has no name",
+            path.display()
+        )));
     }
     if list.plugins.is_empty() {
-        return Err(CniError::config(format!("{}: no plugins in list", path.display())));
+        return Err(CniError::config(format!(
+            "{}: no plugins in list",
+            path.display()
+        )));
     }
     if let Some(v) = best_version(&list.cni_versions) {
         list.cni_version = v;
     }
     crate::spec::version::check_supported(&list.cni_version)?;
     for p in &list.plugins {
-        if p.get("type").and_then(Value::as_str).unwrap_or_default().is_empty() {
-            return Err(CniError::config(format!("{}: a plugin has no type", path.display())));
+        if p.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Err(CniError::config(format!(
+                "{}: a plugin has no type",
+                path.display()
+            )));
         }
     }
     Ok(list)

@@ -22,7 +22,9 @@ pub struct Invocation {
 pub fn find_plugin(plugin_type: &str, dirs: &[String]) -> Result<PathBuf, CniError> {
     let bad = plugin_type.is_empty() || plugin_type.contains('/') || plugin_type.starts_with('.');
     if bad {
-        return Err(CniError::config(format!("invalid plugin type {plugin_type:?}")));
+        return Err(CniError::config(format!(
+            "invalid plugin type {plugin_type:?}"
+        )));
     }
     for dir in dirs {
         let p = Path::new(dir).join(plugin_type);
@@ -75,5 +77,10 @@ fn plugin_error(plugin: &Path, stdout: &[u8], stderr: &[u8]) -> CniError {
         ErrorCode::Internal,
         format!("plugin {} failed without an error object", plugin.display()),
     )
-    .with_details(String::from_utf8_lossy(stderr).chars().take(4096).collect::<String>())
+    .with_details(
+        String::from_utf8_lossy(stderr)
+            .chars()
+            .take(4096)
+            .collect::<String>(),
+    )
 }

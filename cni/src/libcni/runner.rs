@@ -22,7 +22,12 @@ pub struct Attachment {
 
 impl Attachment {
     /// The CNI_ARGS kubelet sends for a pod sandbox.
-    pub fn k8s_args(namespace: &str, name: &str, uid: &str, sandbox_id: &str) -> Vec<(String, String)> {
+    pub fn k8s_args(
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        sandbox_id: &str,
+    ) -> Vec<(String, String)> {
         [
             ("IgnoreUnknown", "1"),
             ("K8S_POD_NAMESPACE", namespace),
@@ -61,8 +66,16 @@ impl Cni {
         }
     }
 
-    fn exec(&self, plugin: &Map<String, Value>, inv: &Invocation, conf: &Value) -> Result<Vec<u8>, CniError> {
-        let ty = plugin.get("type").and_then(Value::as_str).unwrap_or_default();
+    fn exec(
+        &self,
+        plugin: &Map<String, Value>,
+        inv: &Invocation,
+        conf: &Value,
+    ) -> Result<Vec<u8>, CniError> {
+        let ty = plugin
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let path = find_plugin(ty, &self.plugin_dirs)?;
         let stdin = serde_json::to_vec(conf).map_err(|e| CniError::internal("encode config", e))?;
         run_plugin(&path, inv, &stdin)
@@ -76,7 +89,8 @@ impl Cni {
             let conf = build_config(list, plugin, prev.take(), &att.capability_args);
             let out = self.exec(plugin, &inv, &conf)?;
             let result: Value = serde_json::from_slice(&out).map_err(|e| {
-                CniError::new(ErrorCode::Decode, "plugin returned an invalid result").with_details(e.to_string())
+                CniError::new(ErrorCode::Decode, "plugin returned an invalid result")
+                    .with_details(e.to_string())
             })?;
             prev = Some(result);
         }
@@ -88,7 +102,11 @@ impl Cni {
             if_name: att.ifname.clone(),
             network_name: list.name.clone(),
             netns: att.netns.clone(),
-            cni_args: att.args.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            cni_args: att
+                .args
+                .iter()
+                .map(|(k, v)| [k.clone(), v.clone()])
+                .collect(),
             capability_args: att.capability_args.clone(),
             result: Some(result.clone()),
         })?;
@@ -105,7 +123,8 @@ impl Cni {
             let conf = build_config(list, plugin, prev.clone(), &caps);
             self.exec(plugin, &inv, &conf)?;
         }
-        self.cache.remove(&list.name, &att.container_id, &att.ifname);
+        self.cache
+            .remove(&list.name, &att.container_id, &att.ifname);
         Ok(())
     }
 
@@ -154,7 +173,12 @@ impl Cni {
                 .iter()
                 .any(|v| v.container_id == c.container_id && v.ifname == c.if_name)
         };
-        let stale: Vec<CacheEntry> = self.cache.list(&list.name).into_iter().filter(|c| !keep(c)).collect();
+        let stale: Vec<CacheEntry> = self
+            .cache
+            .list(&list.name)
+            .into_iter()
+            .filter(|c| !keep(c))
+            .collect();
         if !list.disable_gc && at_least(&list.cni_version, (1, 1, 0)) {
             let inv = Invocation {
                 command: Some(Command::Gc),
@@ -176,7 +200,11 @@ impl Cni {
                     container_id: c.container_id.clone(),
                     netns: String::new(),
                     ifname: c.if_name.clone(),
-                    args: c.cni_args.iter().map(|[k, v]| (k.clone(), v.clone())).collect(),
+                    args: c
+                        .cni_args
+                        .iter()
+                        .map(|[k, v]| (k.clone(), v.clone()))
+                        .collect(),
                     capability_args: c.capability_args.clone(),
                 };
                 self.del(list, &att)?;
@@ -197,8 +225,9 @@ impl Cni {
             ..Invocation::default()
         };
         let out = run_plugin(&path, &inv, br#"{"cniVersion":"1.1.0"}"#)?;
-        serde_json::from_slice(&out)
-            .map_err(|e| CniError::new(ErrorCode::Decode, "invalid VERSION answer").with_details(e.to_string()))
+        serde_json::from_slice(&out).map_err(|e| {
+            CniError::new(ErrorCode::Decode, "invalid VERSION answer").with_details(e.to_string())
+        })
     }
 }
 

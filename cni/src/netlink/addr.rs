@@ -60,13 +60,13 @@ pub fn delete(s: &mut Socket, index: u32, net: &IpNet) -> Result<(), NlError> {
 /// Lists the addresses on interface `index` (all interfaces when 0).
 pub fn list(s: &mut Socket, index: u32) -> Result<Vec<(u32, IpNet)>, NlError> {
     let replies = s.dump("list addresses", |seq| {
-        Msg::new(RTM_GETADDR, NLM_F_DUMP)
-            .raw(&[0u8; 8])
-            .finish(seq)
+        Msg::new(RTM_GETADDR, NLM_F_DUMP).raw(&[0u8; 8]).finish(seq)
     })?;
     let mut out = Vec::new();
     for r in replies {
-        let Some(hdr) = r.payload.get(..8) else { continue };
+        let Some(hdr) = r.payload.get(..8) else {
+            continue;
+        };
         let idx = u32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         if index != 0 && idx != index {
             continue;

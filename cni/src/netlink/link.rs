@@ -71,10 +71,16 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         index,
         flags,
         kind,
-        name: find_attr(&list, IFLA_IFNAME).map(attr_str).unwrap_or_default(),
-        mac: find_attr(&list, IFLA_ADDRESS).map(<[u8]>::to_vec).unwrap_or_default(),
+        name: find_attr(&list, IFLA_IFNAME)
+            .map(attr_str)
+            .unwrap_or_default(),
+        mac: find_attr(&list, IFLA_ADDRESS)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
         mtu: find_attr(&list, IFLA_MTU).and_then(attr_u32).unwrap_or(0),
-        master: find_attr(&list, IFLA_MASTER).and_then(attr_u32).unwrap_or(0),
+        master: find_attr(&list, IFLA_MASTER)
+            .and_then(attr_u32)
+            .unwrap_or(0),
     })
 }
 
@@ -111,11 +117,19 @@ pub fn list(s: &mut Socket) -> Result<Vec<Link>, NlError> {
             .raw(&ifinfo(0, 0, 0, 0))
             .finish(seq)
     })?;
-    Ok(replies.iter().filter_map(|r| parse_link(&r.payload)).collect())
+    Ok(replies
+        .iter()
+        .filter_map(|r| parse_link(&r.payload))
+        .collect())
 }
 
 /// Creates a bridge; EEXIST is reported to the caller, which re-reads it.
-pub fn add_bridge(s: &mut Socket, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<(), NlError> {
+pub fn add_bridge(
+    s: &mut Socket,
+    name: &str,
+    mtu: Option<u32>,
+    vlan_filtering: bool,
+) -> Result<(), NlError> {
     s.request("create bridge", |seq| {
         let mut m = Msg::new(RTM_NEWLINK, ACK | NLM_F_CREATE | NLM_F_EXCL)
             .raw(&ifinfo(0, 0, 0, 0))

@@ -85,7 +85,8 @@ impl Msg {
     pub fn begin(mut self, kind: u16) -> Msg {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&[0u8; 2]);
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         self
     }
 

@@ -58,14 +58,43 @@ pub const NAT_DNAT: u32 = 1;
 /// One rule expression.
 #[derive(Debug, Clone)]
 pub enum Expr {
-    Meta { key: u32, dreg: u32 },
-    Payload { base: u32, offset: u32, len: u32, dreg: u32 },
-    Bitwise { reg: u32, mask: Vec<u8> },
-    Cmp { op: u32, data: Vec<u8> },
-    Ct { key: u32, dreg: u32 },
-    Fib { flags: u32, result: u32, dreg: u32 },
-    Immediate { dreg: u32, data: Vec<u8> },
-    Nat { kind: u32, family: u8, addr_reg: u32, proto_reg: Option<u32> },
+    Meta {
+        key: u32,
+        dreg: u32,
+    },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
+    Bitwise {
+        reg: u32,
+        mask: Vec<u8>,
+    },
+    Cmp {
+        op: u32,
+        data: Vec<u8>,
+    },
+    Ct {
+        key: u32,
+        dreg: u32,
+    },
+    Fib {
+        flags: u32,
+        result: u32,
+        dreg: u32,
+    },
+    Immediate {
+        dreg: u32,
+        data: Vec<u8>,
+    },
+    Nat {
+        kind: u32,
+        family: u8,
+        addr_reg: u32,
+        proto_reg: Option<u32>,
+    },
     Masq,
 }
 
@@ -75,9 +104,16 @@ impl Expr {
         let m = m.str(NFTA_EXPR_NAME, name).begin(NFTA_EXPR_DATA);
         let m = match self {
             Expr::Meta { key, dreg } => m.be32(2, *key).be32(1, *dreg),
-            Expr::Payload { base, offset, len, dreg } => {
-                m.be32(1, *dreg).be32(2, *base).be32(3, *offset).be32(4, *len)
-            }
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => m
+                .be32(1, *dreg)
+                .be32(2, *base)
+                .be32(3, *offset)
+                .be32(4, *len),
             Expr::Bitwise { reg, mask } => m
                 .be32(1, *reg)
                 .be32(2, *reg)
@@ -88,12 +124,31 @@ impl Expr {
                 .begin(5)
                 .attr(NFTA_DATA_VALUE, &vec![0u8; mask.len()])
                 .end(),
-            Expr::Cmp { op, data } => m.be32(1, REG1).be32(2, *op).begin(3).attr(NFTA_DATA_VALUE, data).end(),
+            Expr::Cmp { op, data } => m
+                .be32(1, REG1)
+                .be32(2, *op)
+                .begin(3)
+                .attr(NFTA_DATA_VALUE, data)
+                .end(),
             Expr::Ct { key, dreg } => m.be32(1, *dreg).be32(2, *key),
-            Expr::Fib { flags, result, dreg } => m.be32(1, *dreg).be32(2, *result).be32(3, *flags),
-            Expr::Immediate { dreg, data } => m.be32(1, *dreg).begin(2).attr(NFTA_DATA_VALUE, data).end(),
-            Expr::Nat { kind, family, addr_reg, proto_reg } => {
-                let m = m.be32(1, *kind).be32(2, u32::from(*family)).be32(3, *addr_reg);
+            Expr::Fib {
+                flags,
+                result,
+                dreg,
+            } => m.be32(1, *dreg).be32(2, *result).be32(3, *flags),
+            Expr::Immediate { dreg, data } => {
+                m.be32(1, *dreg).begin(2).attr(NFTA_DATA_VALUE, data).end()
+            }
+            Expr::Nat {
+                kind,
+                family,
+                addr_reg,
+                proto_reg,
+            } => {
+                let m = m
+                    .be32(1, *kind)
+                    .be32(2, u32::from(*family))
+                    .be32(3, *addr_reg);
                 match proto_reg {
                     Some(r) => m.be32(5, *r),
                     None => m,
@@ -218,7 +273,9 @@ impl<'a> Batch<'a> {
             for e in exprs {
                 m = e.encode(m);
             }
-            m.end().attr(NFTA_RULE_USERDATA, &encode_comment(comment)).finish(seq)
+            m.end()
+                .attr(NFTA_RULE_USERDATA, &encode_comment(comment))
+                .finish(seq)
         });
     }
 
@@ -275,7 +332,9 @@ pub fn list_rules(sock: &mut Socket, table: &str) -> Result<Vec<RuleInfo>, NlErr
     };
     let mut out = Vec::new();
     for r in replies {
-        let Some(body) = r.payload.get(4..) else { continue };
+        let Some(body) = r.payload.get(4..) else {
+            continue;
+        };
         let list = attrs(body);
         if find_attr(&list, NFTA_RULE_TABLE).map(attr_str).as_deref() != Some(table) {
             continue;
@@ -283,11 +342,18 @@ pub fn list_rules(sock: &mut Socket, table: &str) -> Result<Vec<RuleInfo>, NlErr
         let handle = find_attr(&list, NFTA_RULE_HANDLE)
             .and_then(|d| d.try_into().ok())
             .map(u64::from_be_bytes);
-        let (Some(chain), Some(handle)) = (find_attr(&list, NFTA_RULE_CHAIN).map(attr_str), handle) else {
+        let (Some(chain), Some(handle)) = (find_attr(&list, NFTA_RULE_CHAIN).map(attr_str), handle)
+        else {
             continue;
         };
-        let comment = find_attr(&list, NFTA_RULE_USERDATA).map(decode_comment).unwrap_or_default();
-        out.push(RuleInfo { chain, handle, comment });
+        let comment = find_attr(&list, NFTA_RULE_USERDATA)
+            .map(decode_comment)
+            .unwrap_or_default();
+        out.push(RuleInfo {
+            chain,
+            handle,
+            comment,
+        });
     }
     Ok(out)
 }

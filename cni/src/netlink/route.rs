@@ -1,7 +1,9 @@
 //! rtnetlink route operations.
 
 use super::socket::ACK;
-use super::{attr_u32, attrs, find_attr, Msg, NlError, Socket, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use super::{
+    attr_u32, attrs, find_attr, Msg, NlError, Socket, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+};
 use crate::ipnet::{ip_bytes, IpNet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -52,7 +54,11 @@ fn build(kind: u16, flags: u16, r: &RouteSpec, seq: u32) -> Vec<u8> {
     let table = r.table.unwrap_or(u32::from(RT_TABLE_MAIN));
     let small_table = u8::try_from(table).unwrap_or(0);
     let mut m = Msg::new(kind, flags)
-        .raw(&rtmsg(&r.dst, r.scope.unwrap_or(default_scope), small_table))
+        .raw(&rtmsg(
+            &r.dst,
+            r.scope.unwrap_or(default_scope),
+            small_table,
+        ))
         .u32(RTA_TABLE, table);
     if r.dst.prefix > 0 {
         m = m.attr(RTA_DST, &ip_bytes(&r.dst.network().addr));
@@ -70,7 +76,9 @@ fn build(kind: u16, flags: u16, r: &RouteSpec, seq: u32) -> Vec<u8> {
 }
 
 pub fn add(s: &mut Socket, r: &RouteSpec) -> Result<(), NlError> {
-    s.request("add route", |seq| build(RTM_NEWROUTE, ACK | NLM_F_CREATE | NLM_F_EXCL, r, seq))
+    s.request("add route", |seq| {
+        build(RTM_NEWROUTE, ACK | NLM_F_CREATE | NLM_F_EXCL, r, seq)
+    })
 }
 
 pub fn delete(s: &mut Socket, r: &RouteSpec) -> Result<(), NlError> {
@@ -92,11 +100,15 @@ fn parse_ip(d: &[u8]) -> Option<IpAddr> {
 /// Lists main-table unicast routes of both families.
 pub fn list(s: &mut Socket) -> Result<Vec<RouteSpec>, NlError> {
     let replies = s.dump("list routes", |seq| {
-        Msg::new(RTM_GETROUTE, NLM_F_DUMP).raw(&[0u8; 12]).finish(seq)
+        Msg::new(RTM_GETROUTE, NLM_F_DUMP)
+            .raw(&[0u8; 12])
+            .finish(seq)
     })?;
     let mut out = Vec::new();
     for r in replies {
-        let Some(hdr) = r.payload.get(..12) else { continue };
+        let Some(hdr) = r.payload.get(..12) else {
+            continue;
+        };
         let list = attrs(&r.payload[12..]);
         let table = find_attr(&list, RTA_TABLE)
             .and_then(attr_u32)
@@ -106,8 +118,12 @@ pub fn list(s: &mut Socket) -> Result<Vec<RouteSpec>, NlError> {
         } else {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
         };
-        let dst_ip = find_attr(&list, RTA_DST).and_then(parse_ip).unwrap_or(unspecified);
-        let Some(dst) = IpNet::new(dst_ip, hdr[1]) else { continue };
+        let dst_ip = find_attr(&list, RTA_DST)
+            .and_then(parse_ip)
+            .unwrap_or(unspecified);
+        let Some(dst) = IpNet::new(dst_ip, hdr[1]) else {
+            continue;
+        };
         out.push(RouteSpec {
             dst,
             gw: find_attr(&list, RTA_GATEWAY).and_then(parse_ip),

@@ -140,7 +140,10 @@ impl Socket {
                     continue;
                 }
                 pending.retain(|s| *s != r.seq);
-                let code = r.payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                let code = r
+                    .payload
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 match code {
                     Some(0) => {}
                     Some(c) if first_err.is_none() => {
@@ -158,7 +161,11 @@ impl Socket {
     }
 
     /// Sends a dump request and collects every reply message until DONE.
-    pub fn dump(&mut self, op: &str, build: impl FnOnce(u32) -> Vec<u8>) -> Result<Vec<Reply>, NlError> {
+    pub fn dump(
+        &mut self,
+        op: &str,
+        build: impl FnOnce(u32) -> Vec<u8>,
+    ) -> Result<Vec<Reply>, NlError> {
         let seq = self.next_seq();
         self.send(&build(seq))?;
         let mut out = Vec::new();

@@ -37,7 +37,10 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
     let br = ensure_bridge(&mut host, &conf)?;
     let (hv, cv) = create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)?;
     // The bridge takes its MAC from its ports, so read it after attaching.
-    let br = link::by_index(&mut host, br.index).ok().flatten().unwrap_or(br);
+    let br = link::by_index(&mut host, br.index)
+        .ok()
+        .flatten()
+        .unwrap_or(br);
     tracing::debug!(host = %hv.name, bridge = %br.name, ipam = %ipam_type, "veth created");
     match finish(req, &conf, &netns, &mut host, &mut ctr, [&br, &hv, &cv]) {
         Ok(v) => Ok(v),
@@ -61,7 +64,10 @@ fn finish(
 ) -> Result<Value, CniError> {
     let mut result = ipam::add(req, conf)?;
     if result.ips.is_empty() {
-        return Err(CniError::new(ErrorCode::Internal, "IPAM plugin returned missing IP config"));
+        return Err(CniError::new(
+            ErrorCode::Internal,
+            "IPAM plugin returned missing IP config",
+        ));
     }
     result.interfaces = vec![
         Interface {
@@ -100,7 +106,12 @@ fn finish(
         nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)?;
     }
     if !conf.runtime_config.port_mappings.is_empty() {
-        nat::port_mappings(&req.env.container_id, &req.env.ifname, &pod_ips, &conf.runtime_config.port_mappings)?;
+        nat::port_mappings(
+            &req.env.container_id,
+            &req.env.ifname,
+            &pod_ips,
+            &conf.runtime_config.port_mappings,
+        )?;
     }
     Ok(result.to_version(&req.conf.cni_version))
 }
@@ -114,8 +125,15 @@ fn add_default_routes(result: &mut CniResult) {
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
-        let dst = IpNet { addr: any, prefix: 0 };
-        let have = result.routes.iter().chain(&add).any(|r: &Route| r.dst == dst);
+        let dst = IpNet {
+            addr: any,
+            prefix: 0,
+        };
+        let have = result
+            .routes
+            .iter()
+            .chain(&add)
+            .any(|r: &Route| r.dst == dst);
         if !have {
             add.push(Route {
                 dst,

@@ -29,17 +29,28 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     let mut ctr = container_socket(&netns)?;
     let cv = link::by_name(&mut ctr, &req.env.ifname)
         .map_err(nl("look up container link"))?
-        .ok_or_else(|| fail(format!("interface {:?} not found in {}", req.env.ifname, req.env.netns)))?;
+        .ok_or_else(|| {
+            fail(format!(
+                "interface {:?} not found in {}",
+                req.env.ifname, req.env.netns
+            ))
+        })?;
     check_host_end(&mut host, &br, &prev)?;
     let have = addr::list(&mut ctr, cv.index).map_err(nl("list addresses"))?;
     for ip in &prev.ips {
         if !have.iter().any(|(_, a)| *a == ip.address) {
-            return Err(fail(format!("address {} missing on {}", ip.address, req.env.ifname)));
+            return Err(fail(format!(
+                "address {} missing on {}",
+                ip.address, req.env.ifname
+            )));
         }
     }
     let routes = route::list(&mut ctr).map_err(nl("list routes"))?;
     for r in &prev.routes {
-        if !routes.iter().any(|x| x.dst == r.dst.network() && (r.gw.is_none() || x.gw == r.gw)) {
+        if !routes
+            .iter()
+            .any(|x| x.dst == r.dst.network() && (r.gw.is_none() || x.gw == r.gw))
+        {
             return Err(fail(format!("route to {} missing in container", r.dst)));
         }
     }
@@ -47,14 +58,21 @@ pub fn check(req: &Request) -> Result<(), CniError> {
 }
 
 fn check_host_end(host: &mut Socket, br: &link::Link, prev: &CniResult) -> Result<(), CniError> {
-    let Some(hv) = prev.interfaces.iter().find(|i| i.sandbox.is_empty() && i.name != br.name) else {
+    let Some(hv) = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_empty() && i.name != br.name)
+    else {
         return Ok(());
     };
     let l = link::by_name(host, &hv.name)
         .map_err(nl("look up host veth"))?
         .ok_or_else(|| fail(format!("host veth {:?} not found", hv.name)))?;
     if l.master != br.index {
-        return Err(fail(format!("host veth {:?} is not attached to {:?}", hv.name, br.name)));
+        return Err(fail(format!(
+            "host veth {:?} is not attached to {:?}",
+            hv.name, br.name
+        )));
     }
     Ok(())
 }

@@ -81,9 +81,11 @@ fn default_bridge() -> String {
 
 impl BridgeConf {
     pub fn parse(obj: &Map<String, Value>) -> Result<BridgeConf, CniError> {
-        let mut conf: BridgeConf = serde_json::from_value(Value::Object(obj.clone())).map_err(|e| {
-            CniError::new(ErrorCode::Decode, "invalid bridge configuration").with_details(e.to_string())
-        })?;
+        let mut conf: BridgeConf =
+            serde_json::from_value(Value::Object(obj.clone())).map_err(|e| {
+                CniError::new(ErrorCode::Decode, "invalid bridge configuration")
+                    .with_details(e.to_string())
+            })?;
         if conf.is_default_gateway {
             conf.is_gateway = true;
         }
@@ -97,24 +99,37 @@ impl BridgeConf {
             && !self.bridge.contains(['/', ':'])
             && !self.bridge.chars().any(char::is_whitespace);
         if !name_ok {
-            return Err(CniError::config(format!("bridge: invalid bridge name {:?}", self.bridge)));
+            return Err(CniError::config(format!(
+                "bridge: invalid bridge name {:?}",
+                self.bridge
+            )));
         }
         if let Some(mtu) = self.mtu {
             if !(68..=65535).contains(&mtu) {
-                return Err(CniError::config(format!("mtu: {mtu} is out of range 68-65535")));
+                return Err(CniError::config(format!(
+                    "mtu: {mtu} is out of range 68-65535"
+                )));
             }
         }
         if let Some(vlan) = self.vlan {
             if !(1..=4094).contains(&vlan) {
-                return Err(CniError::config(format!("vlan: {vlan} is out of range 1-4094")));
+                return Err(CniError::config(format!(
+                    "vlan: {vlan} is out of range 1-4094"
+                )));
             }
         }
         for pm in &self.runtime_config.port_mappings {
             if pm.host_port == 0 || pm.container_port == 0 {
                 return Err(CniError::config("portMappings: ports must be 1-65535"));
             }
-            if !matches!(pm.protocol.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
-                return Err(CniError::config(format!("portMappings: unknown protocol {:?}", pm.protocol)));
+            if !matches!(
+                pm.protocol.to_ascii_lowercase().as_str(),
+                "tcp" | "udp" | "sctp"
+            ) {
+                return Err(CniError::config(format!(
+                    "portMappings: unknown protocol {:?}",
+                    pm.protocol
+                )));
             }
         }
         Ok(())

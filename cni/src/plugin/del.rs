@@ -20,10 +20,14 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         Err(e) => return Err(e),
     };
     let mut ctr = container_socket(&netns)?;
-    if let Some(l) = link::by_name(&mut ctr, &req.env.ifname).map_err(nl("look up container link"))? {
+    if let Some(l) =
+        link::by_name(&mut ctr, &req.env.ifname).map_err(nl("look up container link"))?
+    {
         // Deleting one end of a veth pair removes its peer on the bridge too.
         match link::delete(&mut ctr, l.index) {
-            Err(e) if e.errno() != Some(libc::ENODEV) => return Err(nl("delete container link")(e)),
+            Err(e) if e.errno() != Some(libc::ENODEV) => {
+                return Err(nl("delete container link")(e))
+            }
             _ => {}
         }
     }

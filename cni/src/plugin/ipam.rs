@@ -27,7 +27,11 @@ fn builtin(req: &Request) -> Result<Option<IpamConfig>, CniError> {
     if ipam_type(req)? != BUILTIN {
         return Ok(None);
     }
-    let v = req.conf.ipam.as_ref().ok_or_else(|| CniError::config("ipam section is missing"))?;
+    let v = req
+        .conf
+        .ipam
+        .as_ref()
+        .ok_or_else(|| CniError::config("ipam section is missing"))?;
     IpamConfig::parse(v).map(Some)
 }
 
@@ -39,7 +43,13 @@ pub fn add(req: &Request, conf: &BridgeConf) -> Result<CniResult, CniError> {
     match builtin(req)? {
         Some(ipam) => {
             let requested: Vec<_> = conf.runtime_config.ips.iter().map(|i| i.addr()).collect();
-            hostlocal::allocate(&ipam, &req.conf.name, &req.env.container_id, &req.env.ifname, &requested)
+            hostlocal::allocate(
+                &ipam,
+                &req.conf.name,
+                &req.env.container_id,
+                &req.env.ifname,
+                &requested,
+            )
         }
         None => delegate::run(&ipam_type(req)?, Command::Add, &req.env, &req.stdin)?
             .ok_or_else(|| CniError::config("IPAM plugin returned no result")),
@@ -48,14 +58,25 @@ pub fn add(req: &Request, conf: &BridgeConf) -> Result<CniResult, CniError> {
 
 pub fn del(req: &Request) -> Result<(), CniError> {
     match builtin(req)? {
-        Some(ipam) => hostlocal::release(&ipam, &req.conf.name, &req.env.container_id, &req.env.ifname),
+        Some(ipam) => hostlocal::release(
+            &ipam,
+            &req.conf.name,
+            &req.env.container_id,
+            &req.env.ifname,
+        ),
         None => delegate::run(&ipam_type(req)?, Command::Del, &req.env, &req.stdin).map(|_| ()),
     }
 }
 
 pub fn check(req: &Request) -> Result<(), CniError> {
     match builtin(req)? {
-        Some(ipam) => hostlocal::check(&ipam, &req.conf.name, &req.env.container_id, &req.env.ifname).map(|_| ()),
+        Some(ipam) => hostlocal::check(
+            &ipam,
+            &req.conf.name,
+            &req.env.container_id,
+            &req.env.ifname,
+        )
+        .map(|_| ()),
         None => delegate::run(&ipam_type(req)?, Command::Check, &req.env, &req.stdin).map(|_| ()),
     }
 }

@@ -31,7 +31,10 @@ pub fn ensure_bridge(s: &mut Socket, conf: &BridgeConf) -> Result<Link, CniError
         }
     };
     if br.kind != "bridge" {
-        return Err(CniError::config(format!("{:?} already exists but is not a bridge", conf.bridge)));
+        return Err(CniError::config(format!(
+            "{:?} already exists but is not a bridge",
+            conf.bridge
+        )));
     }
     if conf.promisc_mode && br.flags & IFF_PROMISC == 0 {
         link::set_flags(s, br.index, IFF_PROMISC, IFF_PROMISC).map_err(nl("set bridge promisc"))?;
@@ -65,7 +68,10 @@ pub fn create_veth(
     br: &Link,
     conf: &BridgeConf,
 ) -> Result<(Link, Link), CniError> {
-    if link::by_name(ctr, ifname).map_err(nl("look up container link"))?.is_some() {
+    if link::by_name(ctr, ifname)
+        .map_err(nl("look up container link"))?
+        .is_some()
+    {
         return Err(CniError::new(
             ErrorCode::Internal,
             format!("container veth name provided ({ifname}) already exists"),
@@ -82,7 +88,9 @@ pub fn create_veth(
         };
         match link::add_veth(host, &spec) {
             Ok(()) => break,
-            Err(e) if e.errno() == Some(libc::EEXIST) && attempt < 8 => host_name = random_veth_name(),
+            Err(e) if e.errno() == Some(libc::EEXIST) && attempt < 8 => {
+                host_name = random_veth_name()
+            }
             Err(e) => return Err(nl("create veth")(e)),
         }
     }
@@ -105,7 +113,12 @@ pub fn create_veth(
     }
 }
 
-fn attach_host_end(s: &mut Socket, hv: &Link, br: &Link, conf: &BridgeConf) -> Result<(), CniError> {
+fn attach_host_end(
+    s: &mut Socket,
+    hv: &Link,
+    br: &Link,
+    conf: &BridgeConf,
+) -> Result<(), CniError> {
     link::set_master(s, hv.index, br.index).map_err(nl("attach veth to bridge"))?;
     if conf.hairpin_mode {
         link::set_hairpin(s, hv.index, true).map_err(nl("set hairpin mode"))?;
@@ -150,7 +163,12 @@ pub fn configure_container(s: &mut Socket, cv: &Link, result: &CniResult) -> Res
 }
 
 /// Puts each range's gateway address on the bridge (isGateway).
-pub fn ensure_gateway_addrs(s: &mut Socket, br: &Link, result: &CniResult, force: bool) -> Result<(), CniError> {
+pub fn ensure_gateway_addrs(
+    s: &mut Socket,
+    br: &Link,
+    result: &CniResult,
+    force: bool,
+) -> Result<(), CniError> {
     let existing = addr::list(s, br.index).map_err(nl("list bridge addresses"))?;
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
@@ -161,14 +179,20 @@ pub fn ensure_gateway_addrs(s: &mut Socket, br: &Link, result: &CniResult, force
         if existing.iter().any(|(_, a)| *a == want) {
             continue;
         }
-        for (_, other) in existing.iter().filter(|(_, a)| a.is_ipv4() == want.is_ipv4()) {
+        for (_, other) in existing
+            .iter()
+            .filter(|(_, a)| a.is_ipv4() == want.is_ipv4())
+        {
             if !other.contains(&want.addr) || is_link_local(&other.addr) {
                 continue;
             }
             if !force {
                 return Err(CniError::new(
                     ErrorCode::Internal,
-                    format!("{:?} already has an IP address different from {want}", br.name),
+                    format!(
+                        "{:?} already has an IP address different from {want}",
+                        br.name
+                    ),
                 ));
             }
             addr::delete(s, br.index, other).map_err(nl("remove old bridge address"))?;
@@ -184,7 +208,8 @@ pub fn ensure_gateway_addrs(s: &mut Socket, br: &Link, result: &CniResult, force
         sysctl("net/ipv4/ip_forward", "1").map_err(|e| CniError::io("enable ip_forward", e))?;
     }
     if v6 {
-        sysctl("net/ipv6/conf/all/forwarding", "1").map_err(|e| CniError::io("enable ipv6 forwarding", e))?;
+        sysctl("net/ipv6/conf/all/forwarding", "1")
+            .map_err(|e| CniError::io("enable ipv6 forwarding", e))?;
     }
     Ok(())
 }

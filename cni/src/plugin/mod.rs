@@ -33,7 +33,10 @@ pub fn run(cmd: Command, env: Env, stdin: Vec<u8>) -> Result<Option<Value>, CniE
     if stdin.len() > MAX_STDIN {
         return Err(CniError::new(
             ErrorCode::Decode,
-            format!("network configuration is {} bytes, limit is {MAX_STDIN}", stdin.len()),
+            format!(
+                "network configuration is {} bytes, limit is {MAX_STDIN}",
+                stdin.len()
+            ),
         ));
     }
     let (conf, raw) = NetConf::parse(&stdin)?;
@@ -41,7 +44,11 @@ pub fn run(cmd: Command, env: Env, stdin: Vec<u8>) -> Result<Option<Value>, CniE
     if matches!(cmd, Command::Status | Command::Gc) && !at_least(&conf.cni_version, (1, 1, 0)) {
         return Err(CniError::new(
             ErrorCode::IncompatibleVersion,
-            format!("{} requires cniVersion 1.1.0 or later, config is {}", cmd.as_str(), conf.cni_version),
+            format!(
+                "{} requires cniVersion 1.1.0 or later, config is {}",
+                cmd.as_str(),
+                conf.cni_version
+            ),
         ));
     }
     if conf.name.is_empty() {

@@ -62,8 +62,11 @@ impl NetConf {
             ));
         };
         let conf: NetConf = serde_json::from_value(Value::Object(obj.clone())).map_err(|e| {
-            CniError::new(ErrorCode::Decode, "network configuration has a malformed field")
-                .with_details(e.to_string())
+            CniError::new(
+                ErrorCode::Decode,
+                "network configuration has a malformed field",
+            )
+            .with_details(e.to_string())
         })?;
         if conf.cni_version.is_empty() {
             return Err(CniError::config("network configuration lacks cniVersion"));

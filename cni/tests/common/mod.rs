@@ -23,7 +23,10 @@ pub fn unique(tag: &str) -> String {
 }
 
 pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -64,7 +67,10 @@ impl Ns {
     }
 
     /// Runs `f` on a thread inside this namespace.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let file = std::fs::File::open(self.path()).expect("open netns");
         std::thread::spawn(move || {
             // SAFETY: setns affects only this freshly spawned thread.
@@ -86,7 +92,8 @@ impl Ns {
             s.write_all(peer.to_string().as_bytes()).ok()?;
             Some(peer)
         });
-        rx.recv_timeout(Duration::from_secs(5)).expect("listener up");
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("listener up");
         h
     }
 
@@ -95,7 +102,8 @@ impl Ns {
     pub fn connect(&self, addr: &str) -> Result<String, String> {
         let addr: SocketAddr = addr.parse().expect("addr");
         self.run(move || {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                .map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(3))).ok();
             let mut buf = String::new();
             s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
@@ -107,7 +115,9 @@ impl Ns {
 
     pub fn ping(&self, ip: &str) -> bool {
         Command::new("ip")
-            .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "2", ip])
+            .args([
+                "netns", "exec", &self.name, "ping", "-c", "1", "-W", "2", ip,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -117,14 +127,18 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// A veth pair between two namespaces with an address on each end.
 pub fn wire(a: &Ns, a_ip: &str, b: &Ns, b_ip: &str) {
     let (an, bn) = (unique("wa"), unique("wb"));
-    a.ip(&["link", "add", &an, "type", "veth", "peer", "name", &bn, "netns", &b.name]);
+    a.ip(&[
+        "link", "add", &an, "type", "veth", "peer", "name", &bn, "netns", &b.name,
+    ]);
     a.ip(&["addr", "add", a_ip, "dev", &an]);
     b.ip(&["addr", "add", b_ip, "dev", &bn]);
     a.ip(&["link", "set", &an, "up"]);
@@ -171,12 +185,26 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
 }
 
 pub fn add(node: &Ns, pod: &Ns, id: &str, conf: &serde_json::Value) -> serde_json::Value {
-    let c = Call { plugin: BRIDGE, node, cmd: "ADD", id, netns: &pod.path(), ifname: "eth0" };
+    let c = Call {
+        plugin: BRIDGE,
+        node,
+        cmd: "ADD",
+        id,
+        netns: &pod.path(),
+        ifname: "eth0",
+    };
     ok_json(&invoke(&c, conf.to_string().as_bytes()))
 }
 
 pub fn del(node: &Ns, pod: &Ns, id: &str, conf: &serde_json::Value) {
-    let c = Call { plugin: BRIDGE, node, cmd: "DEL", id, netns: &pod.path(), ifname: "eth0" };
+    let c = Call {
+        plugin: BRIDGE,
+        node,
+        cmd: "DEL",
+        id,
+        netns: &pod.path(),
+        ifname: "eth0",
+    };
     ok_json(&invoke(&c, conf.to_string().as_bytes()));
 }
 
