@@ -1,0 +1,306 @@
+//! Masquerade and hostPort DNAT in an nftables table of skiff-bridge's own
+//! (`inet skiff-bridge`). Every rule carries a comment naming its attachment
+//! so DEL and GC remove exactly what belongs to it.
+
+use crate::ipnet::{ip_bytes, IpNet};
+use crate::netlink::nft::{self, Batch, ChainSpec, Expr, RuleInfo};
+use crate::netlink::{NlError, Socket};
+use crate::plugin::config::PortMapping;
+use crate::spec::{CniError, ValidAttachment};
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+pub const TABLE: &str = "skiff-bridge";
+const POSTROUTING: ChainSpec = ChainSpec {
+    name: "postrouting",
+    hook: nft::HOOK_POSTROUTING,
+    priority: 100,
+};
+const PREROUTING: ChainSpec = ChainSpec {
+    name: "prerouting",
+    hook: nft::HOOK_PREROUTING,
+    priority: -100,
+};
+const OUTPUT: ChainSpec = ChainSpec {
+    name: "output",
+    hook: nft::HOOK_OUTPUT,
+    priority: -100,
+};
+
+fn nlerr(what: &'static str) -> impl FnOnce(NlError) -> CniError {
+    move |e| CniError::internal(what, e)
+}
+
+fn tag(id: &str, ifname: &str) -> String {
+    format!("skiff:{id}/{ifname}")
+}
+
+fn parse_tag(c: &str) -> Option<(&str, &str)> {
+    c.strip_prefix("skiff:")?.rsplit_once('/')
+}
+
+fn family_match(ip: &IpAddr) -> [Expr; 2] {
+    let fam = if ip.is_ipv4() {
+        nft::NFPROTO_IPV4
+    } else {
+        nft::NFPROTO_IPV6
+    };
+    [
+        Expr::Meta {
+            key: nft::META_NFPROTO,
+            dreg: nft::REG1,
+        },
+        Expr::Cmp {
+            op: nft::CMP_EQ,
+            data: vec![fam],
+        },
+    ]
+}
+
+/// (offset of saddr, offset of daddr, address length) in the IP header.
+fn addr_layout(ip: &IpAddr) -> (u32, u32, u32) {
+    if ip.is_ipv4() {
+        (12, 16, 4)
+    } else {
+        (8, 24, 16)
+    }
+}
+
+fn load(offset: u32, len: u32) -> Expr {
+    Expr::Payload {
+        base: nft::BASE_NETWORK,
+        offset,
+        len,
+        dreg: nft::REG1,
+    }
+}
+
+fn not_in(net: &IpNet) -> [Expr; 2] {
+    [
+        Expr::Bitwise {
+            reg: nft::REG1,
+            mask: net.mask_bytes(),
+        },
+        Expr::Cmp {
+            op: nft::CMP_NEQ,
+            data: ip_bytes(&net.network().addr),
+        },
+    ]
+}
+
+/// `saddr == pod && daddr !in subnet && daddr !multicast -> masquerade`
+fn masq_rule(pod: &IpNet) -> Vec<Expr> {
+    let (s, d, len) = addr_layout(&pod.addr);
+    let mcast: IpNet = if pod.is_ipv4() {
+        IpNet {
+            addr: [224, 0, 0, 0].into(),
+            prefix: 4,
+        }
+    } else {
+        IpNet {
+            addr: "ff00::".parse().unwrap_or(pod.addr),
+            prefix: 8,
+        }
+    };
+    let mut e = family_match(&pod.addr).to_vec();
+    e.push(load(s, len));
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.addr),
+    });
+    e.push(load(d, len));
+    e.extend(not_in(pod));
+    e.push(load(d, len));
+    e.extend(not_in(&mcast));
+    e.push(Expr::Masq);
+    e
+}
+
+fn proto_num(p: &str) -> u8 {
+    match p.to_ascii_lowercase().as_str() {
+        "udp" => 17,
+        "sctp" => 132,
+        _ => 6,
+    }
+}
+
+/// `daddr is local (or == hostIP) && l4proto/dport match -> dnat to pod:port`
+fn dnat_rule(pod: &IpNet, pm: &PortMapping, host_ip: Option<IpAddr>) -> Vec<Expr> {
+    let (_, d, len) = addr_layout(&pod.addr);
+    let mut e = family_match(&pod.addr).to_vec();
+    match host_ip {
+        Some(h) => {
+            e.push(load(d, len));
+            e.push(Expr::Cmp {
+                op: nft::CMP_EQ,
+                data: ip_bytes(&h),
+            });
+        }
+        None => {
+            e.push(Expr::Fib {
+                flags: nft::FIB_DADDR,
+                result: nft::FIB_RESULT_ADDRTYPE,
+                dreg: nft::REG1,
+            });
+            e.push(Expr::Cmp {
+                op: nft::CMP_EQ,
+                data: 2u32.to_ne_bytes().to_vec(),
+            }); // RTN_LOCAL
+        }
+    }
+    e.push(Expr::Meta {
+        key: nft::META_L4PROTO,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: vec![proto_num(&pm.protocol)],
+    });
+    e.push(Expr::Payload {
+        base: nft::BASE_TRANSPORT,
+        offset: 2,
+        len: 2,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: pm.host_port.to_be_bytes().to_vec(),
+    });
+    e.push(Expr::Immediate {
+        dreg: nft::REG1,
+        data: ip_bytes(&pod.addr),
+    });
+    e.push(Expr::Immediate {
+        dreg: nft::REG2,
+        data: pm.container_port.to_be_bytes().to_vec(),
+    });
+    let family = if pod.is_ipv4() {
+        nft::NFPROTO_IPV4
+    } else {
+        nft::NFPROTO_IPV6
+    };
+    e.push(Expr::Nat {
+        kind: nft::NAT_DNAT,
+        family,
+        addr_reg: nft::REG1,
+        proto_reg: Some(nft::REG2),
+    });
+    e
+}
+
+/// Hairpin: a DNATed connection from the pod subnet to this pod is
+/// masqueraded so the reply returns through the node.
+fn hairpin_rule(pod: &IpNet) -> Vec<Expr> {
+    const IPS_DST_NAT: u32 = 0x20;
+    let (s, d, len) = addr_layout(&pod.addr);
+    let mut e = family_match(&pod.addr).to_vec();
+    e.push(Expr::Ct {
+        key: nft::CT_STATUS,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_NEQ,
+        data: vec![0; 4],
+    });
+    e.push(load(d, len));
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.addr),
+    });
+    e.push(load(s, len));
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: pod.mask_bytes(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.network().addr),
+    });
+    e.push(Expr::Masq);
+    e
+}
+
+fn open() -> Result<Socket, CniError> {
+    nft::open().map_err(nlerr("open nftables netlink"))
+}
+
+pub fn masquerade(id: &str, ifname: &str, pods: &[IpNet]) -> Result<(), CniError> {
+    let mut s = open()?;
+    let mut b = Batch::new(&mut s, TABLE);
+    b.table();
+    b.nat_chain(&POSTROUTING);
+    for pod in pods {
+        b.rule(POSTROUTING.name, &masq_rule(pod), &tag(id, ifname));
+    }
+    b.commit().map_err(nlerr("install masquerade rules"))
+}
+
+pub fn port_mappings(
+    id: &str,
+    ifname: &str,
+    pods: &[IpNet],
+    maps: &[PortMapping],
+) -> Result<(), CniError> {
+    let mut s = open()?;
+    let mut b = Batch::new(&mut s, TABLE);
+    b.table();
+    for c in [&PREROUTING, &OUTPUT, &POSTROUTING] {
+        b.nat_chain(c);
+    }
+    let t = tag(id, ifname);
+    for pod in pods {
+        for pm in maps {
+            let host_ip = match pm.host_ip.as_deref().filter(|h| !h.is_empty()) {
+                Some(h) => Some(h.parse::<IpAddr>().map_err(|_| {
+                    CniError::config(format!("portMappings: invalid hostIP {h:?}"))
+                })?),
+                None => None,
+            };
+            if host_ip.is_some_and(|h| h.is_ipv4() != pod.is_ipv4()) {
+                continue;
+            }
+            let rule = dnat_rule(pod, pm, host_ip);
+            b.rule(PREROUTING.name, &rule, &t);
+            b.rule(OUTPUT.name, &rule, &t);
+        }
+        b.rule(POSTROUTING.name, &hairpin_rule(pod), &t);
+    }
+    b.commit().map_err(nlerr("install port mapping rules"))
+}
+
+fn delete_where(keep: impl Fn(&RuleInfo) -> bool) -> Result<(), CniError> {
+    let mut s = open()?;
+    let rules = nft::list_rules(&mut s, TABLE).map_err(nlerr("list nftables rules"))?;
+    let doomed: Vec<RuleInfo> = rules.into_iter().filter(|r| !keep(r)).collect();
+    let mut b = Batch::new(&mut s, TABLE);
+    for r in &doomed {
+        b.delete_rule(r);
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    match b.commit() {
+        // A concurrent DEL may have removed them first.
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        r => r.map_err(nlerr("delete nftables rules")),
+    }
+}
+
+/// Removes every rule of the attachment (DEL).
+pub fn teardown(id: &str, ifname: &str) -> Result<(), CniError> {
+    let t = tag(id, ifname);
+    delete_where(|r| r.comment != t)
+}
+
+/// Removes rules of attachments not in `valid` (GC).
+pub fn gc(valid: &[ValidAttachment]) -> Result<(), CniError> {
+    let keep: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    delete_where(|r| parse_tag(&r.comment).is_none_or(|k| keep.contains(&k)))
+}

@@ -1,0 +1,150 @@
+//! ADD: bridge, veth, IPAM, addresses and routes, gateway, NAT.
+
+use super::config::BridgeConf;
+use super::links::{configure_container, create_veth, ensure_bridge, ensure_gateway_addrs, nl};
+use super::{ipam, Request};
+use crate::ipnet::IpNet;
+use crate::nat;
+use crate::netlink::{link, Socket};
+use crate::netns::{Netns, NetnsError};
+use crate::spec::{CniError, CniResult, ErrorCode, Interface, Route};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub fn open_netns(path: &str) -> Result<Netns, CniError> {
+    Netns::open(path).map_err(|e| match e {
+        NetnsError::Missing { .. } => CniError::new(ErrorCode::UnknownContainer, e.to_string()),
+        NetnsError::NotNetns { .. } => CniError::new(ErrorCode::InvalidEnv, e.to_string()),
+        NetnsError::Io { .. } => CniError::io("failed to open netns", e),
+    })
+}
+
+pub fn container_socket(netns: &Netns) -> Result<Socket, CniError> {
+    netns
+        .run(Socket::route)
+        .map_err(|e| CniError::io("enter netns", e))?
+        .map_err(nl("open netlink in netns"))
+}
+
+pub fn add(req: &Request) -> Result<Value, CniError> {
+    let conf = BridgeConf::parse(&req.raw)?;
+    let ipam_type = ipam::ipam_type(req)?;
+    // Validate the whole config before touching the system.
+    ipam::validate(req)?;
+    let netns = open_netns(&req.env.netns)?;
+    let mut host = Socket::route().map_err(nl("open netlink"))?;
+    let mut ctr = container_socket(&netns)?;
+    let br = ensure_bridge(&mut host, &conf)?;
+    let (hv, cv) = create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)?;
+    // The bridge takes its MAC from its ports, so read it after attaching.
+    let br = link::by_index(&mut host, br.index)
+        .ok()
+        .flatten()
+        .unwrap_or(br);
+    tracing::debug!(host = %hv.name, bridge = %br.name, ipam = %ipam_type, "veth created");
+    match finish(req, &conf, &netns, &mut host, &mut ctr, [&br, &hv, &cv]) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Leave nothing behind: undo IPAM, NAT and the veth pair.
+            let _ = ipam::del(req);
+            let _ = nat::teardown(&req.env.container_id, &req.env.ifname);
+            let _ = link::delete(&mut host, hv.index);
+            Err(e)
+        }
+    }
+}
+
+fn finish(
+    req: &Request,
+    conf: &BridgeConf,
+    netns: &Netns,
+    host: &mut Socket,
+    ctr: &mut Socket,
+    [br, hv, cv]: [&link::Link; 3],
+) -> Result<Value, CniError> {
+    let mut result = ipam::add(req, conf)?;
+    if result.ips.is_empty() {
+        return Err(CniError::new(
+            ErrorCode::Internal,
+            "IPAM plugin returned missing IP config",
+        ));
+    }
+    result.interfaces = vec![
+        Interface {
+            name: br.name.clone(),
+            mac: br.mac_string(),
+            ..Interface::default()
+        },
+        Interface {
+            name: hv.name.clone(),
+            mac: hv.mac_string(),
+            ..Interface::default()
+        },
+        Interface {
+            name: cv.name.clone(),
+            mac: cv.mac_string(),
+            sandbox: netns.path.clone(),
+            ..Interface::default()
+        },
+    ];
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+    }
+    if conf.is_default_gateway {
+        add_default_routes(&mut result);
+    }
+    let cv2 = cv.clone();
+    let r2 = result.clone();
+    netns
+        .run(move || configure_container(ctr, &cv2, &r2))
+        .map_err(|e| CniError::io("enter netns", e))??;
+    if conf.is_gateway {
+        ensure_gateway_addrs(host, br, &result, conf.force_address)?;
+    }
+    let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+    if conf.ip_masq {
+        nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)?;
+    }
+    if !conf.runtime_config.port_mappings.is_empty() {
+        nat::port_mappings(
+            &req.env.container_id,
+            &req.env.ifname,
+            &pod_ips,
+            &conf.runtime_config.port_mappings,
+        )?;
+    }
+    Ok(result.to_version(&req.conf.cni_version))
+}
+
+fn add_default_routes(result: &mut CniResult) {
+    let mut add = Vec::new();
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let any: IpAddr = if gw.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let dst = IpNet {
+            addr: any,
+            prefix: 0,
+        };
+        let have = result
+            .routes
+            .iter()
+            .chain(&add)
+            .any(|r: &Route| r.dst == dst);
+        if !have {
+            add.push(Route {
+                dst,
+                gw: Some(gw),
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            });
+        }
+    }
+    result.routes.extend(add);
+}

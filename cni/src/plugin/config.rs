@@ -1,0 +1,137 @@
+//! The skiff-bridge network configuration (the reference bridge plugin's
+//! options plus the `portMappings` capability).
+
+use crate::ipnet::IpNet;
+use crate::spec::{CniError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(rename = "hostIP", default)]
+    pub host_ip: Option<String>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(rename = "portMappings", default)]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    pub ips: Vec<IpNetOrIp>,
+}
+
+/// The `ips` capability carries CIDRs ("10.1.0.5/24") or bare addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IpNetOrIp {
+    Net(IpNet),
+    Ip(IpAddr),
+}
+
+impl IpNetOrIp {
+    pub fn addr(&self) -> IpAddr {
+        match self {
+            IpNetOrIp::Net(n) => n.addr,
+            IpNetOrIp::Ip(ip) => *ip,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BridgeConf {
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    #[serde(rename = "isGateway", default)]
+    pub is_gateway: bool,
+    #[serde(rename = "isDefaultGateway", default)]
+    pub is_default_gateway: bool,
+    #[serde(rename = "forceAddress", default)]
+    pub force_address: bool,
+    #[serde(rename = "ipMasq", default)]
+    pub ip_masq: bool,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(rename = "hairpinMode", default)]
+    pub hairpin_mode: bool,
+    #[serde(rename = "promiscMode", default)]
+    pub promisc_mode: bool,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub macspoofchk: bool,
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: RuntimeConfig,
+}
+
+fn default_bridge() -> String {
+    "cni0".into()
+}
+
+impl BridgeConf {
+    pub fn parse(obj: &Map<String, Value>) -> Result<BridgeConf, CniError> {
+        let mut conf: BridgeConf =
+            serde_json::from_value(Value::Object(obj.clone())).map_err(|e| {
+                CniError::new(ErrorCode::Decode, "invalid bridge configuration")
+                    .with_details(e.to_string())
+            })?;
+        if conf.is_default_gateway {
+            conf.is_gateway = true;
+        }
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    fn validate(&self) -> Result<(), CniError> {
+        let name_ok = !self.bridge.is_empty()
+            && self.bridge.len() <= 15
+            && !self.bridge.contains(['/', ':'])
+            && !self.bridge.chars().any(char::is_whitespace);
+        if !name_ok {
+            return Err(CniError::config(format!(
+                "bridge: invalid bridge name {:?}",
+                self.bridge
+            )));
+        }
+        if let Some(mtu) = self.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(CniError::config(format!(
+                    "mtu: {mtu} is out of range 68-65535"
+                )));
+            }
+        }
+        if let Some(vlan) = self.vlan {
+            if !(1..=4094).contains(&vlan) {
+                return Err(CniError::config(format!(
+                    "vlan: {vlan} is out of range 1-4094"
+                )));
+            }
+        }
+        for pm in &self.runtime_config.port_mappings {
+            if pm.host_port == 0 || pm.container_port == 0 {
+                return Err(CniError::config("portMappings: ports must be 1-65535"));
+            }
+            if !matches!(
+                pm.protocol.to_ascii_lowercase().as_str(),
+                "tcp" | "udp" | "sctp"
+            ) {
+                return Err(CniError::config(format!(
+                    "portMappings: unknown protocol {:?}",
+                    pm.protocol
+                )));
+            }
+        }
+        Ok(())
+    }
+}

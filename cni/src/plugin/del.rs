@@ -1,0 +1,41 @@
+//! DEL (idempotent, tolerant of a vanished netns) and GC.
+
+use super::add::{container_socket, open_netns};
+use super::links::nl;
+use super::{ipam, Request};
+use crate::nat;
+use crate::netlink::link;
+use crate::spec::{CniError, ErrorCode};
+
+pub fn del(req: &Request) -> Result<(), CniError> {
+    // IPAM first: even if the netns is gone the address must be freed.
+    ipam::del(req)?;
+    nat::teardown(&req.env.container_id, &req.env.ifname)?;
+    if req.env.netns.is_empty() {
+        return Ok(());
+    }
+    let netns = match open_netns(&req.env.netns) {
+        Ok(ns) => ns,
+        Err(e) if e.is(ErrorCode::UnknownContainer) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut ctr = container_socket(&netns)?;
+    if let Some(l) =
+        link::by_name(&mut ctr, &req.env.ifname).map_err(nl("look up container link"))?
+    {
+        // Deleting one end of a veth pair removes its peer on the bridge too.
+        match link::delete(&mut ctr, l.index) {
+            Err(e) if e.errno() != Some(libc::ENODEV) => {
+                return Err(nl("delete container link")(e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub fn gc(req: &Request) -> Result<(), CniError> {
+    ipam::gc(req)?;
+    let valid = req.conf.valid_attachments.clone().unwrap_or_default();
+    nat::gc(&valid)
+}

@@ -1,0 +1,222 @@
+//! Host-side and container-side link setup for the bridge plugin.
+
+use super::config::BridgeConf;
+use crate::ipnet::IpNet;
+use crate::netlink::link::{self, Link, VethSpec, IFF_PROMISC};
+use crate::netlink::route::{self, RouteSpec};
+use crate::netlink::{addr, NlError, Socket};
+use crate::netns::{sysctl, Netns};
+use crate::spec::{CniError, CniResult, ErrorCode};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+pub fn nl(what: &str) -> impl FnOnce(NlError) -> CniError + '_ {
+    move |e| CniError::internal(what.to_string(), e)
+}
+
+/// Finds or creates the bridge, applies mtu/promisc/vlan filtering, sets it up.
+pub fn ensure_bridge(s: &mut Socket, conf: &BridgeConf) -> Result<Link, CniError> {
+    let existing = link::by_name(s, &conf.bridge).map_err(nl("look up bridge"))?;
+    let br = match existing {
+        Some(l) => l,
+        None => {
+            match link::add_bridge(s, &conf.bridge, conf.mtu, conf.vlan.is_some()) {
+                Err(e) if e.errno() != Some(libc::EEXIST) => return Err(nl("create bridge")(e)),
+                _ => {}
+            }
+            link::by_name(s, &conf.bridge)
+                .map_err(nl("look up bridge"))?
+                .ok_or_else(|| CniError::internal("bridge vanished after creation", &conf.bridge))?
+        }
+    };
+    if br.kind != "bridge" {
+        return Err(CniError::config(format!(
+            "{:?} already exists but is not a bridge",
+            conf.bridge
+        )));
+    }
+    if conf.promisc_mode && br.flags & IFF_PROMISC == 0 {
+        link::set_flags(s, br.index, IFF_PROMISC, IFF_PROMISC).map_err(nl("set bridge promisc"))?;
+    }
+    if br.flags & link::IFF_UP == 0 {
+        link::set_up(s, br.index).map_err(nl("set bridge up"))?;
+    }
+    Ok(br)
+}
+
+fn random_veth_name() -> String {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most b.len() bytes into the valid buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
+    if n != 4 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        b = (t ^ std::process::id()).to_ne_bytes();
+    }
+    format!("veth{:08x}", u32::from_ne_bytes(b))
+}
+
+/// Creates the veth pair (peer named `ifname` inside the netns), attaches the
+/// host end to the bridge and brings both ends up. Returns (host, container).
+pub fn create_veth(
+    host: &mut Socket,
+    ctr: &mut Socket,
+    netns: &Netns,
+    ifname: &str,
+    br: &Link,
+    conf: &BridgeConf,
+) -> Result<(Link, Link), CniError> {
+    if link::by_name(ctr, ifname)
+        .map_err(nl("look up container link"))?
+        .is_some()
+    {
+        return Err(CniError::new(
+            ErrorCode::Internal,
+            format!("container veth name provided ({ifname}) already exists"),
+        ));
+    }
+    let mtu = conf.mtu.or(Some(br.mtu).filter(|m| *m > 0));
+    let mut host_name = random_veth_name();
+    for attempt in 0.. {
+        let spec = VethSpec {
+            host_name: &host_name,
+            peer_name: ifname,
+            peer_netns_fd: netns.fd.as_raw_fd(),
+            mtu,
+        };
+        match link::add_veth(host, &spec) {
+            Ok(()) => break,
+            Err(e) if e.errno() == Some(libc::EEXIST) && attempt < 8 => {
+                host_name = random_veth_name()
+            }
+            Err(e) => return Err(nl("create veth")(e)),
+        }
+    }
+    let hv = link::by_name(host, &host_name)
+        .map_err(nl("look up host veth"))?
+        .ok_or_else(|| CniError::internal("host veth missing", &host_name))?;
+    let result = attach_host_end(host, &hv, br, conf).and_then(|()| {
+        let cv = link::by_name(ctr, ifname)
+            .map_err(nl("look up container veth"))?
+            .ok_or_else(|| CniError::internal("container veth missing", ifname))?;
+        link::set_up(ctr, cv.index).map_err(nl("set container veth up"))?;
+        Ok(cv)
+    });
+    match result {
+        Ok(cv) => Ok((hv, cv)),
+        Err(e) => {
+            let _ = link::delete(host, hv.index);
+            Err(e)
+        }
+    }
+}
+
+fn attach_host_end(
+    s: &mut Socket,
+    hv: &Link,
+    br: &Link,
+    conf: &BridgeConf,
+) -> Result<(), CniError> {
+    link::set_master(s, hv.index, br.index).map_err(nl("attach veth to bridge"))?;
+    if conf.hairpin_mode {
+        link::set_hairpin(s, hv.index, true).map_err(nl("set hairpin mode"))?;
+    }
+    if let Some(vid) = conf.vlan {
+        link::add_port_vlan(s, hv.index, vid, false).map_err(nl("set port vlan"))?;
+    }
+    link::set_up(s, hv.index).map_err(nl("set host veth up"))
+}
+
+/// Adds the result's addresses and routes to the container interface; runs
+/// inside the container netns (sysctls are per netns).
+pub fn configure_container(s: &mut Socket, cv: &Link, result: &CniResult) -> Result<(), CniError> {
+    let has_v6 = result.ips.iter().any(|i| !i.address.is_ipv4());
+    if has_v6 {
+        let _ = sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cv.name), "0");
+        let _ = sysctl(&format!("net/ipv6/conf/{}/accept_dad", cv.name), "0");
+    }
+    let _ = sysctl(&format!("net/ipv4/conf/{}/arp_notify", cv.name), "1");
+    let mut gws: HashMap<bool, IpAddr> = HashMap::new();
+    for ip in &result.ips {
+        addr::add(s, cv.index, &ip.address).map_err(nl("add container address"))?;
+        if let Some(gw) = ip.gateway {
+            gws.entry(gw.is_ipv4()).or_insert(gw);
+        }
+    }
+    for r in &result.routes {
+        let spec = RouteSpec {
+            dst: r.dst,
+            gw: r.gw.or_else(|| gws.get(&r.dst.is_ipv4()).copied()),
+            oif: Some(cv.index),
+            priority: r.priority,
+            table: r.table,
+            scope: r.scope,
+        };
+        match route::add(s, &spec) {
+            Err(e) if e.errno() != Some(libc::EEXIST) => return Err(nl("add container route")(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Puts each range's gateway address on the bridge (isGateway).
+pub fn ensure_gateway_addrs(
+    s: &mut Socket,
+    br: &Link,
+    result: &CniResult,
+    force: bool,
+) -> Result<(), CniError> {
+    let existing = addr::list(s, br.index).map_err(nl("list bridge addresses"))?;
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let want = IpNet {
+            addr: gw,
+            prefix: ip.address.prefix,
+        };
+        if existing.iter().any(|(_, a)| *a == want) {
+            continue;
+        }
+        for (_, other) in existing
+            .iter()
+            .filter(|(_, a)| a.is_ipv4() == want.is_ipv4())
+        {
+            if !other.contains(&want.addr) || is_link_local(&other.addr) {
+                continue;
+            }
+            if !force {
+                return Err(CniError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "{:?} already has an IP address different from {want}",
+                        br.name
+                    ),
+                ));
+            }
+            addr::delete(s, br.index, other).map_err(nl("remove old bridge address"))?;
+        }
+        match addr::add(s, br.index, &want) {
+            Err(e) if e.errno() != Some(libc::EEXIST) => return Err(nl("add bridge address")(e)),
+            _ => {}
+        }
+    }
+    let v4 = result.ips.iter().any(|i| i.address.is_ipv4());
+    let v6 = result.ips.iter().any(|i| !i.address.is_ipv4());
+    if v4 {
+        sysctl("net/ipv4/ip_forward", "1").map_err(|e| CniError::io("enable ip_forward", e))?;
+    }
+    if v6 {
+        sysctl("net/ipv6/conf/all/forwarding", "1")
+            .map_err(|e| CniError::io("enable ipv6 forwarding", e))?;
+    }
+    Ok(())
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(v4) => v4.is_link_local(),
+    }
+}

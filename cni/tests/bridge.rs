@@ -1,0 +1,110 @@
+//! One node: pods on one bridge reach each other, reach a remote host through
+//! masquerade, and are reachable through hostPort (from the host, from a
+//! remote host, and hairpinned from a pod on the same node).
+
+mod common;
+use common::*;
+use serde_json::json;
+
+fn conf(dir: &std::path::Path, masq: bool) -> serde_json::Value {
+    json!({
+        "cniVersion": "1.1.0", "name": "podnet", "type": "skiff-bridge",
+        "bridge": "cni0", "isDefaultGateway": true, "ipMasq": masq, "hairpinMode": true,
+        "ipam": {"type": "host-local", "dataDir": dir.to_str(),
+                 "ranges": [[{"subnet": "10.88.0.0/24"}]]}
+    })
+}
+
+#[test]
+fn pods_on_one_bridge_reach_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let (a, b) = (Ns::new("a"), Ns::new("b"));
+    let c = conf(dir.path(), false);
+    let ra = add(&node, &a, "pod-a", &c);
+    let rb = add(&node, &b, "pod-b", &c);
+    let (ipa, ipb) = (pod_ip(&ra), pod_ip(&rb));
+    assert_ne!(ipa, ipb);
+    let srv = b.serve_once(&format!("{ipb}:7000"));
+    assert_eq!(
+        a.connect(&format!("{ipb}:7000")).unwrap(),
+        format!("{ipa}:{}", srv.join().unwrap().unwrap().port())
+    );
+    if std::path::Path::new("/usr/bin/ping").exists() || std::path::Path::new("/bin/ping").exists()
+    {
+        assert!(a.ping(&ipb), "ping a -> b");
+        assert!(b.ping(&ipa), "ping b -> a");
+    }
+    del(&node, &a, "pod-a", &c);
+    del(&node, &b, "pod-b", &c);
+}
+
+#[test]
+fn masquerade_to_remote_host_shows_node_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let remote = Ns::new("r");
+    wire(&node, "192.168.77.1/24", &remote, "192.168.77.2/24");
+    let pod = Ns::new("p");
+    let c = conf(dir.path(), true);
+    add(&node, &pod, "pod-m", &c);
+    let srv = remote.serve_once("192.168.77.2:7001");
+    let seen = pod
+        .connect("192.168.77.2:7001")
+        .expect("pod reaches remote");
+    assert!(seen.starts_with("192.168.77.1:"), "remote saw {seen}");
+    srv.join().unwrap();
+    del(&node, &pod, "pod-m", &c);
+    assert!(
+        !node.output(&["nft", "list", "ruleset"]).contains("pod-m"),
+        "rules removed on DEL"
+    );
+}
+
+#[test]
+fn host_port_from_host_remote_and_hairpin() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let remote = Ns::new("r");
+    wire(&node, "192.168.78.1/24", &remote, "192.168.78.2/24");
+    let (web, client) = (Ns::new("w"), Ns::new("c"));
+    let mut c = conf(dir.path(), true);
+    c["capabilities"] = json!({"portMappings": true});
+    let plain = c.clone();
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let rw = add(&node, &web, "web", &c);
+    let rc = add(&node, &client, "client", &plain);
+    let web_ip = pod_ip(&rw);
+
+    let srv = web.serve_once("0.0.0.0:80");
+    let seen = node.connect("192.168.78.1:8080").expect("host -> hostPort");
+    assert!(seen.starts_with("192.168.78.1:"), "pod saw {seen}");
+    srv.join().unwrap();
+
+    let srv = web.serve_once("0.0.0.0:80");
+    remote
+        .connect("192.168.78.1:8080")
+        .expect("remote -> hostPort");
+    srv.join().unwrap();
+
+    let srv = web.serve_once("0.0.0.0:80");
+    let seen = client
+        .connect("192.168.78.1:8080")
+        .expect("pod -> hostPort hairpin");
+    assert!(
+        !seen.starts_with(&pod_ip(&rc)),
+        "hairpin traffic is masqueraded, pod saw {seen}"
+    );
+    srv.join().unwrap();
+
+    let srv = web.serve_once("0.0.0.0:80");
+    web.connect("192.168.78.1:8080")
+        .expect("pod -> its own hostPort");
+    srv.join().unwrap();
+
+    del(&node, &web, "web", &c);
+    del(&node, &client, "client", &plain);
+    let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
+    assert!(!rules.contains(&web_ip), "DNAT rules removed: {rules}");
+}
