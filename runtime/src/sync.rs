@@ -20,6 +20,8 @@ pub enum Msg {
     Mounted,
     /// Parent → init: those hooks are done; the state document for the container's own hooks.
     HooksDone(crate::state::OciState),
+    /// Init → parent: the seccomp user-notification descriptor, attached, for `linux.seccomp.listenerPath`.
+    SeccompListener,
     /// Init → parent: ready, about to wait for `start`.
     Ready,
     /// Child → parent: the pty master for the caller to relay, attached as SCM_RIGHTS.

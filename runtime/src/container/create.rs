@@ -258,13 +258,37 @@ fn spawn(
             (m, _) => return Err(unexpected(m, "Console")),
         }
     }
-    expect(&chan, "Ready")?;
+    await_ready(&chan, spec, &st)?;
     st.pid_start_time = state::process_start_time(init_pid).unwrap_or(start_time);
     dir.save(&st)?;
     if let Some(p) = &opts.pid_file {
         state::write_atomic(p, init_pid.to_string().as_bytes(), 0o644)?;
     }
     Ok((st, tty))
+}
+
+/// Waits for `Ready`, handing a seccomp listener descriptor sent before it to `listenerPath`.
+fn await_ready(chan: &Channel, spec: &Spec, st: &ContainerState) -> Result<(), ContainerError> {
+    loop {
+        match recv(chan)? {
+            (Msg::Ready, _) => return Ok(()),
+            (Msg::SeccompListener, Some(fd)) => {
+                let sc = spec.linux().and_then(|l| l.seccomp.as_ref());
+                let path = sc.and_then(|s| s.listener_path.as_deref()).unwrap_or("");
+                let meta = sc
+                    .and_then(|s| s.listener_metadata.as_deref())
+                    .unwrap_or("");
+                crate::security::seccomp::send_to_listener(
+                    path,
+                    meta,
+                    &st.oci(Status::Creating),
+                    &fd,
+                )
+                .map_err(|e| ContainerError::Init(e.to_string()))?;
+            }
+            (m, _) => return Err(unexpected(m, "Ready")),
+        }
+    }
 }
 
 /// Sends to the child; if it has gone, its last words explain why better than EPIPE does.

@@ -93,6 +93,7 @@ impl Runtime {
                 pidfd.as_raw_fd(),
                 flags,
                 &opts.process,
+                st.config.linux().and_then(|l| l.seccomp.as_ref()),
                 console.as_ref().map(|c| c.as_raw_fd()),
                 relay,
                 opts.preserve_fds,
@@ -156,11 +157,13 @@ fn drive(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn child(
     chan: &Channel,
     pidfd: RawFd,
     flags: libc::c_int,
     process: &Process,
+    seccomp: Option<&crate::spec::Seccomp>,
     console: Option<RawFd>,
     relay: bool,
     preserve_fds: u32,
@@ -198,7 +201,8 @@ fn child(
             fail(format!("terminal: {e}"));
         }
     }
-    let prepared = match prepare_process(process) {
+    // A listener for exec'd processes is not passed on: their notifying syscalls fail with ENOSYS.
+    let prepared = match prepare_process(process, seccomp) {
         Ok(p) => p,
         Err(e) => fail(e.to_string()),
     };

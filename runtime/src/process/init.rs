@@ -119,7 +119,13 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     if !a.no_new_keyring {
         join_session_keyring(a.id);
     }
-    let prepared = prepare_process(process)?;
+    let seccomp = a.spec.linux().and_then(|l| l.seccomp.as_ref());
+    let mut prepared = prepare_process(process, seccomp)?;
+    if let Some(fd) = prepared.listener.take() {
+        a.chan
+            .send_fd(&Msg::SeccompListener, fd.as_raw_fd())
+            .map_err(|e| other("send the seccomp listener", e))?;
+    }
     a.chan.send(&Msg::Ready).map_err(|e| other("sync", e))?;
     wait_for_start(a.fifo)?;
     state.status = Status::Created;

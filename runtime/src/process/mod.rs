@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use crate::security::{self, SecurityError};
-use crate::spec::{Process, Rlimit};
+use crate::spec::{Process, Rlimit, Seccomp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -60,17 +60,22 @@ pub struct Prepared {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// Installed right before `execve`.
+    filter: Option<security::seccomp::Filter>,
+    /// The seccomp user-notification descriptor, when the profile has a listener.
+    pub listener: Option<std::os::fd::OwnedFd>,
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Applies the process's limits and identity, enters its cwd and resolves its program.
-pub fn prepare_process(p: &Process) -> Result<Prepared, ProcessError> {
+/// Applies the process's limits and identity, enters its cwd and resolves its program; compiles the
+/// seccomp profile.
+pub fn prepare_process(p: &Process, seccomp: Option<&Seccomp>) -> Result<Prepared, ProcessError> {
     if let Some(adj) = p.oom_score_adj {
         set_oom_score_adj(adj);
     }
     set_rlimits(&p.rlimits)?;
-    security::apply_identity(p)?;
+    let applied = security::apply(p, seccomp)?;
     enter_cwd(&p.cwd)?;
     let path = resolve(&p.args[0], &p.env)?;
     let cstrings = |v: &[String], what| {
@@ -82,6 +87,8 @@ pub fn prepare_process(p: &Process) -> Result<Prepared, ProcessError> {
         path: CString::new(path).map_err(|_| ProcessError::Nul("process.args"))?,
         argv: cstrings(&p.args, "process.args")?,
         envp: cstrings(&p.env, "process.env")?,
+        filter: applied.filter,
+        listener: applied.listener,
     })
 }
 
@@ -94,6 +101,9 @@ pub fn exec_program(p: &Process, prep: &Prepared, preserve_fds: u32) -> ProcessE
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = prep.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
+    if let Err(e) = security::install_last(prep.filter.as_ref()) {
+        return e.into();
+    }
     // SAFETY: path, argv and envp are NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(prep.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     ProcessError::Exec {

@@ -1,15 +1,21 @@
-//! The last steps before a container process runs user code: identity, capabilities, no_new_privs.
+//! The last steps before a container process runs user code: identity, capabilities, no_new_privs,
+//! LSM labels and the seccomp filter.
 
 pub mod caps;
+pub mod lsm;
+pub mod seccomp;
 
 use std::io;
+use std::os::fd::OwnedFd;
 
-use crate::spec::Process;
+use crate::spec::{Process, Seccomp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error("{what}: {source}")]
     Sys { what: String, source: io::Error },
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 pub(crate) fn sys(r: libc::c_int, what: impl Into<String>) -> Result<(), SecurityError> {
@@ -18,6 +24,55 @@ pub(crate) fn sys(r: libc::c_int, what: impl Into<String>) -> Result<(), Securit
             what: what.into(),
             source: io::Error::last_os_error(),
         });
+    }
+    Ok(())
+}
+
+/// What `apply` leaves for the moment right before `execve`.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The seccomp filter, to install as the very last step.
+    pub filter: Option<seccomp::Filter>,
+    /// The user-notification descriptor of a filter already installed, for `listenerPath`.
+    pub listener: Option<OwnedFd>,
+}
+
+/// LSM labels, identity and capabilities; compiles the seccomp profile and decides when it goes in.
+///
+/// Installing a filter needs no_new_privs or CAP_SYS_ADMIN. With either at exec time the filter waits
+/// until right before `execve`, so that it never sees the runtime's own syscalls; otherwise it must go in
+/// before the uid change and capability drop take CAP_SYS_ADMIN away. A filter with a listener goes in
+/// now, while the runtime can still pass its descriptor on.
+pub fn apply(p: &Process, profile: Option<&Seccomp>) -> Result<Applied, SecurityError> {
+    lsm::apply(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
+    let filter = profile.map(seccomp::compile).transpose()?;
+    let late = p.no_new_privileges || keeps_sys_admin(p);
+    let mut out = Applied::default();
+    if let Some(f) = filter.as_ref().filter(|_| !late) {
+        out.listener = seccomp::install(f)?;
+    }
+    apply_identity(p)?;
+    match filter {
+        Some(f) if late && f.listener => out.listener = seccomp::install(&f)?,
+        Some(f) if late => out.filter = Some(f),
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// Whether the process will still hold CAP_SYS_ADMIN in its effective set after `apply_identity`.
+fn keeps_sys_admin(p: &Process) -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    match &p.capabilities {
+        Some(c) => caps::CapSets::from_spec(c).effective.has(CAP_SYS_ADMIN),
+        None => p.user.uid == 0,
+    }
+}
+
+/// The last step before `execve`.
+pub fn install_last(filter: Option<&seccomp::Filter>) -> Result<(), SecurityError> {
+    if let Some(f) = filter {
+        seccomp::install(f)?;
     }
     Ok(())
 }
