@@ -426,7 +426,11 @@ fn mkfifo(path: &Path) -> Result<(), ContainerError> {
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(())
+    // The umask took the write bits for others away; a container process that is not root, or has no
+    // CAP_DAC_OVERRIDE over host files, must still be able to signal through it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))
+        .map_err(io(format!("chmod {}", path.display())))
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd, ContainerError> {
