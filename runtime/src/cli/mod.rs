@@ -186,7 +186,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn needs_sealed_copy(cmd: &Command) -> bool {
+fn needs_protected_exe(cmd: &Command) -> bool {
     matches!(
         cmd,
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)
@@ -194,8 +194,8 @@ fn needs_sealed_copy(cmd: &Command) -> bool {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    if needs_sealed_copy(&cli.command) {
-        crate::exe::ensure_sealed_copy().context("re-executing from a sealed copy of skiff")?;
+    if needs_protected_exe(&cli.command) {
+        crate::exe::ensure_protected().context("re-executing from a read-only view of skiff")?;
     }
     let rt = Runtime::new(&cli.root);
     match cli.command {
