@@ -1,1 +1,3 @@
 //! skiff's container runtime: an OCI runtime-spec bundle in, a running container out.
+
+pub mod image;
