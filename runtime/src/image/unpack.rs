@@ -292,6 +292,10 @@ impl Unpacker<'_> {
 
 /// Split an archive path into components, refusing absolute paths and `..`.
 fn clean(raw: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+    // umoci names the layer root "/"; any other absolute name is refused.
+    if raw.iter().all(|&b| b == b'/') {
+        return Ok(Vec::new());
+    }
     if raw.starts_with(b"/") {
         return Err("absolute path".into());
     }
@@ -411,6 +415,7 @@ mod tests {
         assert!(clean(b"/etc/passwd").is_err());
         assert!(clean(b"a/../../b").is_err());
         assert!(clean(b"./").unwrap().is_empty());
+        assert!(clean(b"/").unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,3 @@
+//! Command-line glue over the library.
+
+pub mod image;
