@@ -1,4 +1,5 @@
-//! Drive the image commands by hand: `cargo run --example skiff-image -- pull busybox`.
+//! Drives the image commands until the `skiff` CLI wires them in:
+//! `cargo run -p skiff-tests --bin skiff-image -- pull busybox`.
 
 use clap::Parser;
 
