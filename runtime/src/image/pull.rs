@@ -482,6 +482,11 @@ fn fetch_and_unpack(
         Err(e)
     };
     if let Some(e) = net_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        // A partial download stays for the next pull to resume; an empty one is no data.
+        let p = store.ingest_path(&layer.digest);
+        if fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
+            discard_ingest(store, &layer.digest, &e);
+        }
         return Err(e);
     }
     if blob.count() > layer.size {

@@ -50,6 +50,7 @@ pub struct Server {
     pub port: u16,
     routes: Routes,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    ranges: Arc<Mutex<HashMap<String, Vec<usize>>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -59,17 +60,18 @@ impl Server {
         let port = listener.local_addr().expect("addr").port();
         let routes: Routes = Arc::default();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let ranges: Arc<Mutex<HashMap<String, Vec<usize>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, h, s) = (routes.clone(), hits.clone(), stop.clone());
+        let (r, h, g, s) = (routes.clone(), hits.clone(), ranges.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (r, h) = (r.clone(), h.clone());
+                let (r, h, g) = (r.clone(), h.clone(), g.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &r, &h);
+                    let _ = serve(conn, &r, &h, &g);
                 });
             }
         });
@@ -77,6 +79,7 @@ impl Server {
             port,
             routes,
             hits,
+            ranges,
             stop,
         }
     }
@@ -87,6 +90,16 @@ impl Server {
 
     pub fn route(&self, path: &str, route: Route) {
         self.routes.lock().unwrap().insert(path.to_string(), route);
+    }
+
+    /// The `Range` start of every request for `path` (0 when there was none).
+    pub fn ranges(&self, path: &str) -> Vec<usize> {
+        self.ranges
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn hits(&self, path: &str) -> usize {
@@ -129,6 +142,7 @@ fn serve(
     conn: TcpStream,
     routes: &Routes,
     hits: &Mutex<HashMap<String, usize>>,
+    ranges: &Mutex<HashMap<String, Vec<usize>>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     loop {
@@ -149,6 +163,12 @@ fn serve(
             }
         }
         *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+        ranges
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default()
+            .push(range_from);
         let route = {
             let mut map = routes.lock().unwrap();
             match map.get_mut(&path) {
