@@ -2,6 +2,7 @@
 //! on a free loopback port with its storage in a temp dir, plus image builders and a small
 //! test-local HTTP server for the hostile cases.
 
+pub mod auth;
 pub mod build;
 pub mod server;
 pub mod tree;

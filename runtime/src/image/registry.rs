@@ -107,25 +107,35 @@ impl Client {
         offset: u64,
     ) -> Result<Fetched> {
         let schemes = self.schemes_for(ep);
-        let mut last_err = None;
+        let mut https_err: Option<Error> = None;
         for scheme in schemes {
             let url = format!("{scheme}://{}/v2/{repo}/{path}", ep.host);
-            match self.get_authorised(ep, repo, &url, accept, offset) {
-                Ok(resp) => {
+            match (
+                self.get_authorised(ep, repo, &url, accept, offset),
+                https_err.take(),
+            ) {
+                (Ok(resp), _) => {
                     self.schemes
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(ep.host.clone(), scheme);
                     return Ok(into_fetched(resp, offset));
                 }
-                Err(e @ Error::Transport { .. }) => {
+                // A TLS server answers plain HTTP with 400: then the HTTPS failure (say, an
+                // unknown CA) is the one to report.
+                (
+                    Err(e @ (Error::Transport { .. } | Error::Registry { status: 400, .. })),
+                    Some(first),
+                ) => return Err(with_fallback(first, &e)),
+                (Err(e), Some(_)) => return Err(e),
+                (Err(e @ Error::Transport { .. }), None) => {
                     debug!(%url, error = %e, "endpoint unreachable with this scheme");
-                    last_err = Some(e);
+                    https_err = Some(e);
                 }
-                Err(e) => return Err(e),
+                (Err(e), None) => return Err(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::Transport {
+        Err(https_err.unwrap_or_else(|| Error::Transport {
             url: ep.host.clone(),
             reason: "no usable scheme".into(),
         }))
@@ -383,6 +393,16 @@ fn parse_mirror(m: &str) -> Option<Endpoint> {
         scheme,
         is_mirror: true,
     })
+}
+
+fn with_fallback(first: Error, fallback: &Error) -> Error {
+    match first {
+        Error::Transport { url, reason } => Error::Transport {
+            url,
+            reason: format!("{reason} (plain HTTP fallback: {fallback})"),
+        },
+        other => other,
+    }
 }
 
 fn into_fetched(resp: ureq::Response, offset: u64) -> Fetched {
