@@ -98,21 +98,24 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions) -> Result<
         index,
     } = resolved;
     let repo = &reference.repository;
-    let config_bytes = fetch_small(
-        &client,
-        &ep,
-        repo,
-        &manifest.config,
-        opts.max_config_bytes,
-        "image config",
-    )?;
+    let (config_bytes, fetched_config) = config_blob(store, &client, &ep, repo, &manifest, opts)?;
     let config: ImageConfigFile =
         serde_json::from_slice(&config_bytes).map_err(|e| Error::Malformed {
             what: format!("image config {}", manifest.config.digest),
             reason: e.to_string(),
         })?;
-    let layers = plan_layers(&manifest, &config)?;
-    fetch_layers(store, &client, &ep, repo, &layers, opts)?;
+    let stored = plan_layers(&manifest, &config)
+        .and_then(|layers| fetch_layers(store, &client, &ep, repo, &layers, opts).map(|_| layers));
+    let layers = match stored {
+        Ok(l) => l,
+        Err(e) => {
+            if fetched_config {
+                forget_unused_config(store, &manifest.config.digest);
+            }
+            return Err(e);
+        }
+    };
+    // Again: a concurrent failed pull may have dropped it meanwhile.
     store.write_blob(&manifest.config.digest, &config_bytes)?;
     store.write_blob(&manifest_digest, &manifest_bytes)?;
     if let Some((d, bytes)) = &index {
@@ -138,6 +141,48 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions) -> Result<
     store.put_image(&record)?;
     info!(image = %record.name, manifest = %record.manifest_digest, "pulled");
     Ok(record)
+}
+
+/// The config from the store, or fetched and stored under the blob lock so concurrent
+/// pulls fetch it once. Returns whether this pull stored it.
+fn config_blob(
+    store: &Store,
+    client: &Client,
+    ep: &Endpoint,
+    repo: &str,
+    manifest: &ImageManifest,
+    opts: &PullOptions,
+) -> Result<(Vec<u8>, bool)> {
+    let desc = &manifest.config;
+    let _lock = store.lock(&format!("blob-{}", desc.digest.hex()), true)?;
+    if store.has_blob(&desc.digest) {
+        return Ok((store.read_blob(&desc.digest, opts.max_config_bytes)?, false));
+    }
+    let bytes = fetch_small(
+        client,
+        ep,
+        repo,
+        desc,
+        opts.max_config_bytes,
+        "image config",
+    )?;
+    store.write_blob(&desc.digest, &bytes)?;
+    Ok((bytes, true))
+}
+
+/// A failed pull leaves the store as it found it: drop a config it stored that no image uses.
+fn forget_unused_config(store: &Store, digest: &Digest) {
+    let _lock = store.lock(&format!("blob-{}", digest.hex()), true);
+    let used = store
+        .list()
+        .map(|imgs| imgs.iter().any(|i| &i.config_digest == digest))
+        .unwrap_or(true);
+    if !used {
+        let p = store.blob_path(digest);
+        if let Err(e) = fs::remove_file(&p) {
+            warn!(path = %p.display(), error = %e, "cannot remove unused config");
+        }
+    }
 }
 
 fn client_for(reference: &Reference, opts: &PullOptions) -> Result<Client> {
