@@ -180,14 +180,20 @@ impl Client {
             Some(Credentials::Token(t)) => Some(format!("Bearer {t}")),
             _ => None,
         });
-        match self.send(ep, url, accept, offset, auth.as_deref()) {
+        match self
+            .send(ep, url, accept, offset, auth.as_deref())
+            .map_err(|e| *e)
+        {
             Err(ureq::Error::Status(401, resp)) => {
                 let header = self.answer_challenge(ep, repo, url, &resp)?;
                 self.tokens
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key, header.clone());
-                match self.send(ep, url, accept, offset, Some(&header)) {
+                match self
+                    .send(ep, url, accept, offset, Some(&header))
+                    .map_err(|e| *e)
+                {
                     Err(ureq::Error::Status(401, resp)) => Err(Error::Unauthorized {
                         url: url.to_string(),
                         reason: format!("credentials rejected: {}", error_body(resp)),
@@ -206,7 +212,7 @@ impl Client {
         accept: Option<&str>,
         offset: u64,
         auth: Option<&str>,
-    ) -> std::result::Result<ureq::Response, ureq::Error> {
+    ) -> std::result::Result<ureq::Response, Box<ureq::Error>> {
         let mut req = self.agent(&ep.host).get(url);
         if let Some(a) = accept {
             req = req.set("Accept", a);
@@ -217,7 +223,7 @@ impl Client {
         if let Some(a) = auth {
             req = req.set("Authorization", a);
         }
-        req.call()
+        req.call().map_err(Box::new)
     }
 
     fn answer_challenge(
