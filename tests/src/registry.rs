@@ -32,6 +32,10 @@ pub struct RegistryOptions {
     pub htpasswd: Option<PathBuf>,
     /// Bearer-token auth: realm URL, service, issuer, and the CA bundle that signs tokens.
     pub token: Option<TokenAuth>,
+    /// Listen on `[::1]` instead of 127.0.0.1.
+    pub ipv6: bool,
+    /// Serve the storage of another registry (skopeo cannot push to IPv6 literals).
+    pub storage_of: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -45,6 +49,7 @@ pub struct TokenAuth {
 pub struct Registry {
     child: Child,
     pub port: u16,
+    ipv6: bool,
     pub dir: tempfile::TempDir,
     log: PathBuf,
 }
@@ -58,8 +63,9 @@ impl Registry {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \"{}:{port}\"\n",
+            opts.storage_of.clone().unwrap_or_else(|| dir.path().join("data")).display(),
+            if opts.ipv6 { "[::1]" } else { "127.0.0.1" }
         );
         if let Some((cert, key)) = &opts.tls {
             cfg += &format!(
@@ -98,6 +104,7 @@ impl Registry {
         let reg = Self {
             child,
             port,
+            ipv6: opts.ipv6,
             dir,
             log,
         };
@@ -105,9 +112,18 @@ impl Registry {
         Ok(reg)
     }
 
-    /// `127.0.0.1:PORT`
+    /// Where the registry keeps its data.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `127.0.0.1:PORT` (or `[::1]:PORT`)
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        if self.ipv6 {
+            format!("[::1]:{}", self.port)
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        }
     }
 
     /// The registry's log (with one access-log line per request).
@@ -126,7 +142,7 @@ impl Registry {
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect(self.host()) {
                 // Any answer (even a TLS alert to plain HTTP) means it is listening.
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
                 let mut b = [0u8; 1];
@@ -142,14 +158,21 @@ impl Registry {
 
     /// Push an OCI layout tag with skopeo (`--all` copies whole indexes).
     pub fn push(&self, layout: &Path, tag: &str, dest: &str, extra: &[&str]) -> Result<()> {
+        let mut args = vec!["--preserve-digests"];
+        args.extend_from_slice(extra);
+        self.push_converted(layout, tag, dest, &args)
+    }
+
+    /// Push letting skopeo convert (e.g. `--format v2s2` for Docker schema2 manifests).
+    pub fn push_converted(
+        &self,
+        layout: &Path,
+        tag: &str,
+        dest: &str,
+        extra: &[&str],
+    ) -> Result<()> {
         let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
             .args(extra)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{dest}", self.host()))

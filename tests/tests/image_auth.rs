@@ -44,6 +44,7 @@ fn basic_auth_over_tls_with_a_private_ca() {
         tls: Some((certs.cert.clone(), certs.key.clone())),
         htpasswd: Some(htpasswd),
         token: None,
+        ..Default::default()
     })
     .unwrap();
     let mut layout = Layout::create(&work.path().join("layout")).unwrap();
@@ -138,6 +139,7 @@ fn bearer_token_challenge() {
             issuer: "skiff-test-issuer".into(),
             root_cert_bundle: certs.ca.clone(),
         }),
+        ..Default::default()
     })
     .unwrap();
     let mut layout = Layout::create(&work.path().join("layout")).unwrap();

@@ -414,3 +414,88 @@ fn cli_pull_images_inspect_rmi() {
     assert_eq!(out.lines().count(), 1, "only the header: {out}");
     skiff(&["prune"]);
 }
+
+#[test]
+fn docker_schema2_manifest_list_and_device_nodes() {
+    let reg = Registry::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut l = LayerBuilder::new();
+    l.dir("dev", 0o755)
+        .char_dev("dev/null", 1, 3)
+        .fifo("dev/pipe")
+        .file_owned("owned", 0o2755, 1234, 5678, b"sgid");
+    let amd = Image::new(
+        vec![Layer::new(l.finish(), Compression::Gzip)],
+        "amd64",
+        json!({"Env": ["A=1"]}),
+    );
+    let mut l = LayerBuilder::new();
+    l.file("arm", 0o644, b"arm");
+    let arm = Image::new(
+        vec![Layer::new(l.finish(), Compression::Gzip)],
+        "arm64",
+        json!({}),
+    );
+    let mut layout = Layout::create(&work.path().join("layout")).unwrap();
+    layout.add_index("multi", &[&amd, &arm]).unwrap();
+    reg.push_converted(&layout.dir, "multi", "docker:v1", &["--format", "v2s2"])
+        .unwrap();
+
+    let store = Store::open(work.path().join("store")).unwrap();
+    let mut o = opts(work.path());
+    o.platform = Some(Platform::parse("linux/amd64").unwrap());
+    let rec = pull(&store, &format!("{}/docker:v1", reg.host()), &o);
+    assert_eq!(
+        rec.manifest_media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert!(rec.index_digest.is_some(), "came through a manifest list");
+    assert!(rec.layers[0]
+        .media_type
+        .starts_with("application/vnd.docker.image.rootfs."));
+    let dir = rootfs::layer_dirs(&store, &rec).unwrap().remove(0);
+    let null = std::fs::symlink_metadata(dir.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+    assert!(std::fs::symlink_metadata(dir.join("dev/pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let owned = std::fs::metadata(dir.join("owned")).unwrap();
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (1234, 5678, 0o2755)
+    );
+    assert_eq!(rootfs::run_config(&store, &rec).unwrap().env, vec!["A=1"]);
+}
+
+#[test]
+fn ipv6_loopback_registry_over_plain_http() {
+    let reg4 = Registry::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut l = LayerBuilder::new();
+    l.file("six", 0o644, b"v6");
+    let img = Image::new(
+        vec![Layer::new(l.finish(), Compression::Gzip)],
+        "amd64",
+        json!({}),
+    );
+    let mut layout = Layout::create(&work.path().join("layout")).unwrap();
+    layout.add_image("v1", &img).unwrap();
+    reg4.push(&layout.dir, "v1", "six:v1", &[]).unwrap();
+    let reg = Registry::start_with(skiff_tests::registry::RegistryOptions {
+        ipv6: true,
+        storage_of: Some(reg4.storage()),
+        ..Default::default()
+    })
+    .unwrap();
+    let store = Store::open(work.path().join("store")).unwrap();
+    let rec = pull(
+        &store,
+        &format!("{}/six:v1", reg.host()),
+        &opts(work.path()),
+    );
+    assert!(rec.name.starts_with("[::1]:"));
+    let dir = rootfs::layer_dirs(&store, &rec).unwrap().remove(0);
+    assert_eq!(std::fs::read(dir.join("six")).unwrap(), b"v6");
+}

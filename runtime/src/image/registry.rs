@@ -52,7 +52,7 @@ impl Client {
         Self {
             hosts,
             creds,
-            native_roots: Arc::new(load_native_roots()),
+            native_roots: native_roots(),
             agents: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
@@ -359,6 +359,12 @@ fn build_agent(roots: rustls::RootCertStore) -> ureq::Agent {
         .timeout_read(Duration::from_secs(60))
         .redirect_auth_headers(ureq::RedirectAuthHeaders::Never)
         .build()
+}
+
+/// The system's CA certificates, read once per process.
+fn native_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| Arc::new(load_native_roots())).clone()
 }
 
 fn load_native_roots() -> rustls::RootCertStore {

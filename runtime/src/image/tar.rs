@@ -31,6 +31,8 @@ pub struct Header {
     pub gid: u64,
     pub size: u64,
     pub mtime: i64,
+    /// Nanoseconds of the mtime, from PAX records (ustar headers carry whole seconds).
+    pub mtime_nsec: u32,
     pub dev_major: u32,
     pub dev_minor: u32,
     pub xattrs: BTreeMap<String, Vec<u8>>,
@@ -326,6 +328,7 @@ fn parse_header(b: &[u8; BLOCK], offset: u64) -> Result<Header, TarError> {
         gid: number(&b[116..124], "gid", offset)?,
         size: number(&b[124..136], "size", offset)?,
         mtime: number(&b[136..148], "mtime", offset)? as i64,
+        mtime_nsec: 0,
         dev_major: if ustar {
             number(&b[329..337], "devmajor", offset)? as u32
         } else {
@@ -370,7 +373,10 @@ fn apply_overrides(
             "size" => h.size = num(v, "pax size")?,
             "uid" => h.uid = num(v, "pax uid")?,
             "gid" => h.gid = num(v, "pax gid")?,
-            "mtime" => h.mtime = num(v, "pax mtime")? as i64,
+            "mtime" => {
+                h.mtime = num(v, "pax mtime")? as i64;
+                h.mtime_nsec = pax_nanos(v);
+            }
             _ => {
                 if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
                     h.xattrs.insert(name.to_string(), v.clone());
@@ -381,6 +387,25 @@ fn apply_overrides(
         }
     }
     Ok(())
+}
+
+/// The fractional part of a PAX time (`1700000000.5` → 500000000); 0 when absent or negative.
+fn pax_nanos(v: &[u8]) -> u32 {
+    if v.first() == Some(&b'-') {
+        return 0;
+    }
+    let Some(dot) = v.iter().position(|&b| b == b'.') else {
+        return 0;
+    };
+    let digits: Vec<u8> = v[dot + 1..].iter().copied().take(9).collect();
+    if digits.iter().any(|b| !b.is_ascii_digit()) {
+        return 0;
+    }
+    let mut n: u32 = 0;
+    for i in 0..9 {
+        n = n * 10 + digits.get(i).map_or(0, |d| (d - b'0') as u32);
+    }
+    n
 }
 
 /// Records are `<len> <key>=<value>\n`, `len` counting the whole record.
@@ -483,5 +508,8 @@ mod tests {
         assert_eq!(m["path"], b"foo/bar");
         assert_eq!(m["SCHILY.xattr.user.a"], b"1234");
         assert!(parse_pax(b"99 path=x\n", &mut m).is_err());
+        assert_eq!(pax_nanos(b"1700000000.25"), 250_000_000);
+        assert_eq!(pax_nanos(b"1700000000"), 0);
+        assert_eq!(pax_nanos(b"1.1234567891"), 123_456_789);
     }
 }

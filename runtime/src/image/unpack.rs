@@ -55,8 +55,8 @@ pub fn unpack<R: Read>(reader: R, root: &Path, layer: &str, opts: Options) -> Re
         u.entry(&h, &mut tar)?;
         u.stats.entries += 1;
     }
-    for (path, mtime) in u.dir_times.iter().rev() {
-        set_mtime(path, *mtime).at(path)?;
+    for (path, secs, nsec) in u.dir_times.iter().rev() {
+        set_mtime(path, *secs, *nsec).at(path)?;
     }
     Ok((u.stats, tar.into_inner()))
 }
@@ -65,7 +65,7 @@ struct Unpacker<'a> {
     root: &'a Path,
     layer: &'a str,
     opts: Options,
-    dir_times: Vec<(PathBuf, i64)>,
+    dir_times: Vec<(PathBuf, i64, u32)>,
     stats: Stats,
 }
 
@@ -282,9 +282,10 @@ impl Unpacker<'_> {
             fs::set_permissions(path, fs::Permissions::from_mode(h.mode)).at(path)?;
         }
         if h.kind == Kind::Dir {
-            self.dir_times.push((path.to_path_buf(), h.mtime));
+            self.dir_times
+                .push((path.to_path_buf(), h.mtime, h.mtime_nsec));
         } else {
-            set_mtime(path, h.mtime).at(path)?;
+            set_mtime(path, h.mtime, h.mtime_nsec).at(path)?;
         }
         Ok(())
     }
@@ -382,11 +383,11 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
-fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
+fn set_mtime(path: &Path, secs: i64, nsec: u32) -> io::Result<()> {
     let c = cpath(path)?;
     let t = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
     };
     let times = [t, t];
     // SAFETY: `c` is a valid path and `times` points at two initialised timespecs.
