@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 use skiff_runtime::image::{self, Credentials, Error, HostsConfig, PullOptions, Reference, Store};
-use skiff_tests::registry::auth::{htpasswd_line, make_certs, TokenServer};
+use skiff_tests::registry::auth::{htpasswd_line, make_certs, TokenServer, REFRESH_TOKEN};
 use skiff_tests::registry::build::{Compression, Image, Layer, LayerBuilder, Layout};
 use skiff_tests::registry::{Registry, RegistryOptions, TokenAuth};
 
@@ -116,6 +116,37 @@ fn basic_auth_over_tls_with_a_private_ca() {
         ..opts(work.path())
     };
     image::pull(&store, &reference, &o).unwrap();
+
+    // A registry configured insecure is reached over TLS without verifying its certificate.
+    store.remove(&reference.to_string()).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[registries.\"{}\"]\ninsecure = true\n", reg.host()),
+    )
+    .unwrap();
+    let o = PullOptions {
+        hosts: HostsConfig::load(&cfg).unwrap(),
+        credentials: basic("alice", "s3cret"),
+        ..opts(work.path())
+    };
+    image::pull(&store, &reference, &o).unwrap();
+
+    // A CA file that cannot be read is a configuration error naming it.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registries.\"{}\"]\nca_file = \"/nonexistent/ca.pem\"\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let o = PullOptions {
+        hosts: HostsConfig::load(&cfg).unwrap(),
+        ..opts(work.path())
+    };
+    let err = image::pull(&store, &reference, &o).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
 
 #[test]
@@ -171,4 +202,13 @@ fn bearer_token_challenge() {
         std::fs::read(dir.join("secret")).unwrap(),
         b"for members only"
     );
+
+    // An OAuth2 identity token (CRI AuthConfig.identity_token) is traded at the realm.
+    store.remove(&rec.name).unwrap();
+    o.credentials = Some(Credentials::IdentityToken(REFRESH_TOKEN.into()));
+    image::pull(&store, &reference, &o).unwrap();
+    o.credentials = Some(Credentials::IdentityToken("stale".into()));
+    store.remove(&rec.name).unwrap();
+    let err = image::pull(&store, &reference, &o).unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
 }

@@ -17,6 +17,9 @@ pub enum Credentials {
     },
     /// A registry token sent as-is as `Authorization: Bearer` (CRI `AuthConfig.registry_token`).
     Token(String),
+    /// An OAuth2 refresh token traded at the token realm for access tokens
+    /// (CRI `AuthConfig.identity_token`, Docker's `identitytoken`).
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -24,6 +27,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Self::Basic { username, .. } => write!(f, "Basic({username}, ****)"),
             Self::Token(_) => write!(f, "Token(****)"),
+            Self::IdentityToken(_) => write!(f, "IdentityToken(****)"),
         }
     }
 }
@@ -65,6 +69,8 @@ struct DockerAuth {
     password: Option<String>,
     #[serde(default, rename = "registrytoken")]
     registry_token: Option<String>,
+    #[serde(default, rename = "identitytoken")]
+    identity_token: Option<String>,
 }
 
 /// The `auths` of a Docker config file, keyed by registry host.
@@ -96,6 +102,10 @@ impl CredentialStore {
             })?;
         let mut by_host = HashMap::new();
         for (key, a) in file.auths {
+            if let Some(t) = a.identity_token.as_ref().filter(|t| !t.is_empty()) {
+                by_host.insert(normalise_key(&key), Credentials::IdentityToken(t.clone()));
+                continue;
+            }
             let creds = match (&a.username, &a.password, &a.auth, &a.registry_token) {
                 (Some(u), Some(p), _, _) => Some(Credentials::Basic {
                     username: u.clone(),

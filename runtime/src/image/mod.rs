@@ -11,6 +11,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod store;
 pub mod tar;
+pub mod tls;
 pub mod unpack;
 
 pub use auth::Credentials;

@@ -197,7 +197,7 @@ fn client_for(reference: &Reference, opts: &PullOptions) -> Result<Client> {
     if let Some(c) = &opts.credentials {
         creds.insert(&reference.registry, c.clone());
     }
-    Ok(Client::new(opts.hosts.clone(), creds))
+    Client::new(opts.hosts.clone(), creds)
 }
 
 struct Resolved {
@@ -450,6 +450,13 @@ fn ensure_layer(
         }
     };
     let _chain = store.lock(&format!("chain-{}", layer.chain_id.hex()), true)?;
+    if let Some(c) = store.chain(&layer.chain_id)? {
+        if !store.layer_dir(c.id).is_dir() {
+            // Its directory was removed behind our back: unpack it again.
+            warn!(chain = %layer.chain_id, id = c.id, "layer directory missing, unpacking again");
+            store.forget_chain(&layer.chain_id)?;
+        }
+    }
     if store.chain(&layer.chain_id)?.is_some() {
         report(Progress::Exists {
             digest: layer.digest.clone(),

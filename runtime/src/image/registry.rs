@@ -2,9 +2,8 @@
 //! system roots plus per-registry CA files, plain HTTP only for insecure or loopback registries.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::io::Read;
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use tracing::{debug, warn};
@@ -14,6 +13,7 @@ use super::digest::Digest;
 use super::error::{Error, Result};
 use super::hosts::{is_loopback, HostsConfig};
 use super::reference::Reference;
+use super::tls::{self, Trust};
 
 const MAX_ERROR_BODY: u64 = 4096;
 const MAX_TOKEN_BODY: u64 = 1 << 20;
@@ -41,22 +41,31 @@ pub struct Fetched {
 pub struct Client {
     hosts: HostsConfig,
     creds: CredentialStore,
-    native_roots: Arc<rustls::RootCertStore>,
+    trust: HashMap<String, Trust>,
     agents: Mutex<HashMap<String, ureq::Agent>>,
     tokens: Mutex<HashMap<(String, String), String>>,
     schemes: Mutex<HashMap<String, &'static str>>,
 }
 
 impl Client {
-    pub fn new(hosts: HostsConfig, creds: CredentialStore) -> Self {
-        Self {
+    /// Fails when a configured CA file cannot be used.
+    pub fn new(hosts: HostsConfig, creds: CredentialStore) -> Result<Self> {
+        let mut trust = HashMap::new();
+        for (host, cfg) in &hosts.registries {
+            if cfg.insecure {
+                trust.insert(host.clone(), Trust::AnyCertificate);
+            } else if let Some(ca) = &cfg.ca_file {
+                trust.insert(host.clone(), Trust::Roots(tls::roots_with_ca_file(ca)?));
+            }
+        }
+        Ok(Self {
             hosts,
             creds,
-            native_roots: native_roots(),
+            trust,
             agents: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Mirrors first, in configured order, then the registry itself.
@@ -287,17 +296,36 @@ impl Client {
                 reason: "token realm is plain HTTP on a registry not configured insecure".into(),
             });
         }
-        let mut req = self.agent(&realm_host).get(realm).query("scope", scope);
-        if let Some(s) = service {
-            req = req.query("service", s);
-        }
-        if let Some(Credentials::Basic { username, password }) = creds {
-            req = req.set(
-                "Authorization",
-                &Credentials::basic_header(username, password),
-            );
-        }
-        let resp = req.call().map_err(|e| match e {
+        let agent = self.agent(&realm_host);
+        let sent = match creds {
+            // OAuth2: trade the refresh token for an access token.
+            Some(Credentials::IdentityToken(refresh)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "skiff"),
+                    ("scope", scope),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                agent.post(realm).send_form(&form)
+            }
+            _ => {
+                let mut req = agent.get(realm).query("scope", scope);
+                if let Some(s) = service {
+                    req = req.query("service", s);
+                }
+                if let Some(Credentials::Basic { username, password }) = creds {
+                    req = req.set(
+                        "Authorization",
+                        &Credentials::basic_header(username, password),
+                    );
+                }
+                req.call()
+            }
+        };
+        let resp = sent.map_err(|e| match e {
             ureq::Error::Status(s, r) => Error::Unauthorized {
                 url: realm.to_string(),
                 reason: format!("token server answered HTTP {s}: {}", error_body(r)),
@@ -335,59 +363,15 @@ impl Client {
         agents
             .entry(host.to_string())
             .or_insert_with(|| {
-                let mut roots = (*self.native_roots).clone();
-                if let Some(ca) = self.hosts.host(host).ca_file {
-                    if let Err(e) = add_ca_file(&mut roots, &ca) {
-                        warn!(host, ca = %ca.display(), error = %e, "cannot load CA file");
-                    }
-                }
-                build_agent(roots)
+                let trust = self
+                    .trust
+                    .get(host)
+                    .cloned()
+                    .unwrap_or_else(|| Trust::Roots(tls::system_roots()));
+                tls::agent(&trust)
             })
             .clone()
     }
-}
-
-fn build_agent(roots: rustls::RootCertStore) -> ureq::Agent {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions");
-    let tls = builder.with_root_certificates(roots).with_no_client_auth();
-    ureq::AgentBuilder::new()
-        .tls_config(Arc::new(tls))
-        .timeout_connect(Duration::from_secs(30))
-        .timeout_read(Duration::from_secs(60))
-        .redirect_auth_headers(ureq::RedirectAuthHeaders::Never)
-        .build()
-}
-
-/// The system's CA certificates, read once per process.
-fn native_roots() -> Arc<rustls::RootCertStore> {
-    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
-    ROOTS.get_or_init(|| Arc::new(load_native_roots())).clone()
-}
-
-fn load_native_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        warn!(error = %e, "loading system CA certificates");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    debug!(added, ignored, "system CA certificates");
-    roots
-}
-
-fn add_ca_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> io::Result<()> {
-    let pem = std::fs::read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..]).collect::<io::Result<_>>()?;
-    if certs.is_empty() {
-        return Err(io::Error::other("no PEM certificates in file"));
-    }
-    for c in certs {
-        roots.add(c).map_err(io::Error::other)?;
-    }
-    Ok(())
 }
 
 fn parse_mirror(m: &str) -> Option<Endpoint> {
@@ -467,7 +451,7 @@ mod tests {
             "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5000/\", \"https://m2\"]\n",
         )
         .unwrap();
-        let c = Client::new(hosts, CredentialStore::default());
+        let c = Client::new(hosts, CredentialStore::default()).unwrap();
         let eps = c.endpoints(&Reference::parse("registry.k8s.io/pause:3.10").unwrap());
         assert_eq!(eps.len(), 3);
         assert_eq!(eps[0].host, "127.0.0.1:5000");

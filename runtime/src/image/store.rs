@@ -252,6 +252,14 @@ impl Store {
         Ok(rec)
     }
 
+    pub(crate) fn forget_chain(&self, chain: &Digest) -> Result<()> {
+        let p = self.chain_path(chain);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).at(&p),
+            _ => Ok(()),
+        }
+    }
+
     fn image_path(&self, name: &str) -> PathBuf {
         self.root
             .join("images")
@@ -264,7 +272,15 @@ impl Store {
 
     /// Look an image up by any spelling of its reference (`busybox` finds
     /// `docker.io/library/busybox:latest`).
+    /// A full `sha256:` digest finds the image with that config (image ID) or manifest digest.
     pub fn inspect(&self, name: &str) -> Result<ImageRecord> {
+        if let Ok(d) = Digest::parse(name) {
+            return self
+                .list()?
+                .into_iter()
+                .find(|i| i.config_digest == d || i.manifest_digest == d)
+                .ok_or_else(|| Error::ImageNotFound(name.to_string()));
+        }
         let canonical = Reference::parse(name)?.to_string();
         read_json(&self.image_path(&canonical))?.ok_or(Error::ImageNotFound(canonical))
     }
@@ -445,6 +461,7 @@ mod tests {
         };
         s.put_image(&rec).unwrap();
         assert_eq!(s.inspect("busybox").unwrap(), rec);
+        assert_eq!(s.inspect(&d.to_string()).unwrap(), rec);
         fs::write(s.blob_path(&Digest::of(b"junk")), b"junk").unwrap();
         let r = s.prune().unwrap();
         assert_eq!(r.blobs_removed, 1);

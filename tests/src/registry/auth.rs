@@ -81,6 +81,9 @@ fn b64url(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
+/// The refresh token the token server accepts in OAuth2 `refresh_token` grants.
+pub const REFRESH_TOKEN: &str = "skiff-test-refresh-token";
+
 /// A token server: `GET /token?service=..&scope=..` with Basic `user:password` answers a
 /// JWT (RS256, signed by openssl with the CA key, the CA certificate in `x5c`) granting what
 /// was asked for. Anything else gets 401.
@@ -151,6 +154,7 @@ impl TokenState {
         reader.read_line(&mut line)?;
         let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         let mut authorized = false;
+        let mut content_length = 0usize;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h)? == 0 || h == "\r\n" {
@@ -160,7 +164,25 @@ impl TokenState {
                 if k.eq_ignore_ascii_case("authorization") && v.trim() == self.basic {
                     authorized = true;
                 }
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
             }
+        }
+        // OAuth2 refresh-token grants arrive as a POSTed form.
+        let mut form = vec![0u8; content_length.min(1 << 16)];
+        std::io::Read::read_exact(&mut reader, &mut form)?;
+        let form = String::from_utf8_lossy(&form).into_owned();
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let params: Vec<(String, String)> = query
+            .split('&')
+            .chain(form.split('&'))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .collect();
+        let has = |key: &str, value: &str| params.iter().any(|(k, v)| k == key && v == value);
+        if line.starts_with("POST") {
+            authorized = has("grant_type", "refresh_token") && has("refresh_token", REFRESH_TOKEN);
         }
         let mut out = conn;
         if !authorized {
@@ -168,11 +190,9 @@ impl TokenState {
             write!(out, "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
             return Ok(());
         }
-        let query = target.split_once('?').map_or("", |(_, q)| q);
         let mut access = Vec::new();
-        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        for (k, scope) in &params {
             if k == "scope" {
-                let scope = percent_decode(v);
                 let parts: Vec<&str> = scope.split(':').collect();
                 if parts.len() == 3 {
                     access.push(json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
@@ -180,7 +200,12 @@ impl TokenState {
             }
         }
         let token = self.sign(access)?;
-        let body = json!({"token": token, "expires_in": 300}).to_string();
+        let body = if line.starts_with("POST") {
+            json!({"access_token": token, "expires_in": 300})
+        } else {
+            json!({"token": token, "expires_in": 300})
+        }
+        .to_string();
         write!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
