@@ -419,6 +419,87 @@ mod tests {
         assert!(clean(b"/").unwrap().is_empty());
     }
 
+    /// A small archive with every entry kind, built by hand.
+    fn sample_archive() -> Vec<u8> {
+        fn header(name: &str, flag: u8, size: usize, link: &str) -> Vec<u8> {
+            let mut b = vec![0u8; 512];
+            b[..name.len()].copy_from_slice(name.as_bytes());
+            b[100..107].copy_from_slice(b"0000755");
+            b[108..115].copy_from_slice(b"0000000");
+            b[116..123].copy_from_slice(b"0000000");
+            b[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+            b[136..147].copy_from_slice(b"14000000000");
+            b[156] = flag;
+            b[157..157 + link.len()].copy_from_slice(link.as_bytes());
+            b[257..263].copy_from_slice(b"ustar\0");
+            b[148..156].copy_from_slice(b"        ");
+            let sum: u32 = b.iter().map(|&x| x as u32).sum();
+            b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            b
+        }
+        let mut v = Vec::new();
+        v.extend(header("d/", b'5', 0, ""));
+        v.extend(header("d/f", b'0', 5, ""));
+        v.extend(b"hello");
+        v.extend(std::iter::repeat_n(0, 507));
+        v.extend(header("d/s", b'2', 0, "f"));
+        v.extend(header("d/h", b'1', 0, "d/f"));
+        v.extend(header("d/.wh.gone", b'0', 0, ""));
+        v.extend(header("d/.wh..wh..opq", b'0', 0, ""));
+        v.extend(header("p", b'6', 0, ""));
+        v.extend(std::iter::repeat_n(0, 1024));
+        v
+    }
+
+    #[test]
+    fn unpacks_every_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("l");
+        fs::create_dir(&root).unwrap();
+        let (stats, _) = unpack(&sample_archive()[..], &root, "test", Options::default()).unwrap();
+        assert_eq!(stats.entries, 7);
+        assert_eq!(fs::read(root.join("d/h")).unwrap(), b"hello");
+        assert_eq!(fs::read_link(root.join("d/s")).unwrap(), Path::new("f"));
+    }
+
+    /// Mutated archives give errors or partial trees, never a panic or a write outside.
+    #[test]
+    fn mutated_archives_never_panic() {
+        let base = sample_archive();
+        let dir = tempfile::tempdir().unwrap();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..400 {
+            let mut a = base.clone();
+            for _ in 0..(1 + next() % 8) {
+                let pos = (next() % a.len() as u64) as usize;
+                a[pos] = match next() % 4 {
+                    0 => b'/',
+                    1 => b'.',
+                    2 => 0,
+                    _ => next() as u8,
+                };
+            }
+            if next() % 5 == 0 {
+                a.truncate((next() % a.len() as u64) as usize);
+            }
+            let root = dir.path().join(format!("l{i}"));
+            fs::create_dir(&root).unwrap();
+            let _ = unpack(&a[..], &root, "fuzz", Options { privileged: false });
+        }
+        let outside: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('l'))
+            .collect();
+        assert!(outside.is_empty(), "{outside:?}");
+    }
+
     #[test]
     fn symlink_escape() {
         let p: Vec<&[u8]> = vec![b"usr", b"bin"];
