@@ -1,4 +1,4 @@
-//! The content store under `/var/lib/skiff` (root configurable):
+//! The content store under `/var/lib/skiff/image` (root configurable):
 //!
 //! ```text
 //! blobs/sha256/<hex>     verified blobs (manifests, configs, compressed layers)
@@ -30,7 +30,8 @@ use super::error::{Error, IoContext, Result};
 use super::manifest::Platform;
 use super::reference::Reference;
 
-pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
+/// Its own directory under skiff's state root, so pruning never touches another component's files.
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff/image";
 const DIRS: [&str; 7] = [
     "blobs/sha256",
     "ingest",
