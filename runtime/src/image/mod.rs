@@ -14,10 +14,10 @@
 //! # }
 //! ```
 //!
-//! Pieces, by module: [`reference`] parses and normalises names; [`hosts`] reads mirrors,
+//! Pieces, by module: [`reference`](mod@reference) parses and normalises names; [`hosts`] reads mirrors,
 //! insecure registries and CA files; [`auth`] holds credentials and parses challenges;
 //! [`registry`] speaks the distribution API over [`tls`]; [`manifest`] classifies manifests
-//! and indexes and picks a platform; [`pull`] streams every layer through digest and diffID
+//! and indexes and picks a platform; [`pull`](mod@pull) streams every layer through digest and diffID
 //! checks into [`unpack`] (over its own [`tar`] reader); [`store`] keeps blobs, one directory
 //! per chain ID, and image records; [`rootfs`] hands a later step what a container needs.
 
