@@ -365,7 +365,19 @@ fn check_descriptor(what: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
     desc.digest.verify(what, bytes)
 }
 
+/// More layers than overlayfs can stack (its lowerdir limit is 500) cannot be run anyway.
+const MAX_LAYERS: usize = 500;
+
 fn plan_layers(m: &ImageManifest, config: &ImageConfigFile) -> Result<Vec<LayerRecord>> {
+    if m.layers.len() > MAX_LAYERS {
+        return Err(Error::Malformed {
+            what: format!("manifest with config {}", m.config.digest),
+            reason: format!(
+                "{} layers (at most {MAX_LAYERS} are supported)",
+                m.layers.len()
+            ),
+        });
+    }
     if config.rootfs.diff_ids.len() != m.layers.len() {
         return Err(Error::Malformed {
             what: format!("image config {}", m.config.digest),
@@ -804,5 +816,54 @@ impl Read for BlobSource<'_> {
             self.prefix = None;
         }
         self.read_network(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::manifest::RootFs;
+
+    fn desc(data: &[u8], media_type: &str) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: Digest::of(data),
+            size: data.len() as u64,
+            platform: None,
+        }
+    }
+
+    #[test]
+    fn plans_chain_ids_and_checks_counts() {
+        let gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let m = ImageManifest {
+            media_type: None,
+            config: desc(b"c", "application/vnd.oci.image.config.v1+json"),
+            layers: vec![desc(b"l1", gz), desc(b"l2", gz)],
+        };
+        let (d1, d2) = (Digest::of(b"t1"), Digest::of(b"t2"));
+        let mut cfg = ImageConfigFile {
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![d1.clone(), d2.clone()],
+            },
+            ..Default::default()
+        };
+        let plan = plan_layers(&m, &cfg).unwrap();
+        assert_eq!(plan[0].chain_id, d1);
+        assert_eq!(plan[1].chain_id, Digest::chain(Some(&d1), &d2));
+        cfg.rootfs.diff_ids.pop();
+        assert!(matches!(
+            plan_layers(&m, &cfg),
+            Err(Error::Malformed { .. })
+        ));
+        let many = ImageManifest {
+            layers: vec![desc(b"l", gz); MAX_LAYERS + 1],
+            ..m
+        };
+        assert!(matches!(
+            plan_layers(&many, &cfg),
+            Err(Error::Malformed { .. })
+        ));
     }
 }
