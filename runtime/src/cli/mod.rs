@@ -1,6 +1,7 @@
 //! The `skiff` command line: runc's commands, flags and exit codes over the runtime library.
 
 mod exec;
+pub mod image;
 mod log;
 
 use std::io::Write;
@@ -121,6 +122,8 @@ pub enum Command {
     Resume { id: String },
     /// Print what this runtime supports, as OCI features JSON.
     Features,
+    #[command(flatten)]
+    Image(image::Command),
 }
 
 #[derive(clap::Args, Debug)]
@@ -219,6 +222,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
         Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
         Command::Features => print_json(&crate::features::features()),
+        Command::Image(cmd) => image::run(cmd),
     }
 }
 
