@@ -24,7 +24,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> Result<Store> {
+    pub fn open(&self) -> Result<Store> {
         Store::open(&self.image_root)
             .with_context(|| format!("opening image store {}", self.image_root.display()))
     }
@@ -79,8 +79,8 @@ pub struct PullArgs {
 }
 
 impl PullArgs {
-    pub fn run(self) -> Result<i32> {
-        let store = self.store.open()?;
+    /// Pulls with these settings, printing progress unless quiet; the store is opened by the caller.
+    pub fn pull(&self, store: &Store) -> Result<image::store::ImageRecord> {
         let reference = Reference::parse(&self.reference)?;
         let mut opts = PullOptions {
             hosts: image::HostsConfig::load(&self.store.registries_config)?,
@@ -102,7 +102,12 @@ impl PullArgs {
         if !self.quiet {
             opts.progress = Some(progress_printer(std::io::stderr().is_terminal()));
         }
-        let rec = image::pull(&store, &reference, &opts)?;
+        Ok(image::pull(store, &reference, &opts)?)
+    }
+
+    pub fn run(self) -> Result<i32> {
+        let store = self.store.open()?;
+        let rec = self.pull(&store)?;
         if self.quiet {
             println!("{}", rec.name);
         } else {

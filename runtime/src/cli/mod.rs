@@ -3,6 +3,7 @@
 mod exec;
 pub mod image;
 mod log;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,17 +71,8 @@ pub enum Command {
     Create(CreateArgs),
     /// Start a created container.
     Start { id: String },
-    /// Create and start a container; in the foreground, return its exit status.
-    Run {
-        #[command(flatten)]
-        create: CreateArgs,
-        /// Return once the container runs.
-        #[arg(short, long)]
-        detach: bool,
-        /// Accepted for runc compatibility.
-        #[arg(long, hide = true)]
-        keep: bool,
-    },
+    /// Create and start a container from a bundle or an image; in the foreground, return its exit status.
+    Run(run::RunArgs),
     /// Print a container's state as JSON.
     State { id: String },
     /// Send a signal to a container's init (or every process with --all).
@@ -157,11 +149,12 @@ impl CreateArgs {
             console_socket: self.console_socket.clone(),
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
+            owned_bundle: false,
         }
     }
 }
 
-fn absolute(p: &PathBuf) -> PathBuf {
+pub(crate) fn absolute(p: &PathBuf) -> PathBuf {
     if p.is_absolute() {
         p.clone()
     } else {
@@ -205,7 +198,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
         Command::Create(args) => rt.create(&args.options()).map(|_| 0).map_err(Into::into),
         Command::Start { id } => rt.start(&id).map(|_| 0).map_err(Into::into),
-        Command::Run { create, detach, .. } => Ok(rt.run(&create.options(), detach)?),
+        Command::Run(args) => run::run(&rt, args),
         Command::State { id } => print_json(&rt.state(&id)?),
         Command::Kill { all, id, signal } => {
             rt.kill(&id, parse_signal(&signal)?, all)?;

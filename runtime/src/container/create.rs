@@ -23,6 +23,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// The bundle was made for this container; `delete` removes it.
+    pub owned_bundle: bool,
 }
 
 /// A container whose init is set up and waiting for `start`.
@@ -39,8 +41,13 @@ impl Runtime {
     }
 
     /// `create` + `start`; in the foreground, waits for the container and returns its exit status after
-    /// deleting it, as runc does.
-    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<i32, ContainerError> {
+    /// deleting it (unless `keep`), as runc does.
+    pub fn run(
+        &self,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> Result<i32, ContainerError> {
         if !detach {
             // Let the init be reparented to us even when a first stage forks it.
             // SAFETY: prctl with integer arguments only.
@@ -63,8 +70,10 @@ impl Runtime {
         // Release the lock while the container runs, so `state`, `kill` and `exec` work meanwhile.
         drop(dir);
         let code = wait_foreground(state.pid, tty);
-        let dir = StateDir::open(&self.root, &opts.id)?;
-        destroy(dir, &state)?;
+        if !keep {
+            let dir = StateDir::open(&self.root, &opts.id)?;
+            destroy(dir, &state)?;
+        }
         Ok(code)
     }
 
@@ -243,6 +252,7 @@ fn spawn(
         annotations: spec.annotations.clone(),
         cgroup: cg.state(),
         config: spec.clone(),
+        owned_bundle: opts.owned_bundle,
     };
     expect(&chan, "Mounted")?;
     let creating = st.oci(Status::Creating);

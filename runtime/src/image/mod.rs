@@ -22,6 +22,7 @@
 //! per chain ID, and image records; [`rootfs`] hands a later step what a container needs.
 
 pub mod auth;
+pub mod bundle;
 pub mod digest;
 pub mod error;
 pub mod hosts;

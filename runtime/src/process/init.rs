@@ -65,12 +65,29 @@ pub fn run(args: InitArgs) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
+    let started = STARTED.load(std::sync::atomic::Ordering::Relaxed);
+    let code = match &err {
+        // After `start` nobody listens on the channel: the container's own stderr is where its
+        // owner looks, with a shell's exit codes for a program that is missing or cannot run.
+        InitError::Process(ProcessError::Exec { source, .. }) if started => {
+            eprintln!("skiff: {err}");
+            if source.raw_os_error() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            }
+        }
+        _ => 1,
+    };
     let _ = args.chan.send(&Msg::Error(err.to_string()));
     // SAFETY: _exit ends this process without running the parent's atexit handlers or destructors.
-    unsafe { libc::_exit(1) }
+    unsafe { libc::_exit(code) }
 }
 
 enum Never {}
+
+/// Set once `start` has released us; errors after it have no parent to report to.
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn expect(chan: &Channel, want: &str) -> Result<Msg, InitError> {
     match chan.recv() {
@@ -229,6 +246,7 @@ fn wait_for_start(fifo: RawFd) -> Result<(), InitError> {
     if fd < 0 {
         return Err(other("open exec fifo", std::io::Error::last_os_error()));
     }
+    STARTED.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: writing one byte from a static buffer; fd is ours.
     unsafe {
         libc::write(fd, b"0".as_ptr().cast(), 1);

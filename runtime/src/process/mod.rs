@@ -183,6 +183,13 @@ pub fn enter_cwd(cwd: &str) -> Result<(), ProcessError> {
 /// Finds `arg0` the way execvp would, using the container's PATH.
 fn resolve(arg0: &str, env: &[String]) -> Result<String, ProcessError> {
     if arg0.contains('/') {
+        let p = Path::new(arg0);
+        if !p.exists() {
+            return Err(ProcessError::Exec {
+                path: arg0.to_owned(),
+                source: io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         return Ok(arg0.to_owned());
     }
     let path = env
