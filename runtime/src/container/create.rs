@@ -182,7 +182,7 @@ fn spawn(
 ) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
     let _ = rt;
     let fifo_path = dir.fifo_path();
-    mkfifo(&fifo_path)?;
+    mkfifo(&fifo_path, container_root_owner(spec))?;
     let fifo = open_path(&fifo_path)?;
     cg.create()?;
     let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
@@ -404,13 +404,34 @@ fn first_stage(args: InitArgs) -> ! {
     }
 }
 
-fn mkfifo(path: &Path) -> Result<(), ContainerError> {
+/// The host ids of the container's root, which must be able to open the exec fifo from inside a user
+/// namespace.
+fn container_root_owner(spec: &Spec) -> (u32, u32) {
+    let Some(l) = spec.linux() else {
+        return (0, 0);
+    };
+    (
+        namespaces::map_to_host(&l.uid_mappings, 0).unwrap_or(0),
+        namespaces::map_to_host(&l.gid_mappings, 0).unwrap_or(0),
+    )
+}
+
+fn mkfifo(path: &Path, (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    // SAFETY: mkfifo reads a valid path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } != 0 {
-        return Err(io(format!("mkfifo {}", path.display()))(
-            std::io::Error::last_os_error(),
-        ));
+    let fail =
+        |what: &str| io(format!("{what} {}", path.display()))(std::io::Error::last_os_error());
+    // SAFETY: mkfifo, chmod and chown read a valid path.
+    unsafe {
+        if libc::mkfifo(c.as_ptr(), 0o622) != 0 {
+            return Err(fail("mkfifo"));
+        }
+        // The umask must not take the write bit the container's user needs.
+        if libc::chmod(c.as_ptr(), 0o622) != 0 {
+            return Err(fail("chmod"));
+        }
+        if (uid, gid) != (0, 0) && libc::chown(c.as_ptr(), uid, gid) != 0 {
+            return Err(fail("chown"));
+        }
     }
     Ok(())
 }

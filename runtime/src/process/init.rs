@@ -66,11 +66,13 @@ pub fn run(args: InitArgs) -> ! {
         Err(e) => e,
     };
     let started = STARTED.load(std::sync::atomic::Ordering::Relaxed);
+    // After `start` nobody listens on the channel: the container's own stderr is where its owner looks,
+    // with a shell's exit codes for a program that is missing or cannot run.
+    if started {
+        eprintln!("skiff: {err}");
+    }
     let code = match &err {
-        // After `start` nobody listens on the channel: the container's own stderr is where its
-        // owner looks, with a shell's exit codes for a program that is missing or cannot run.
         InitError::Process(ProcessError::Exec { source, .. }) if started => {
-            eprintln!("skiff: {err}");
             if source.raw_os_error() == Some(libc::ENOENT) {
                 127
             } else {
@@ -187,7 +189,8 @@ fn write_time_offsets(spec: &Spec) -> Result<(), InitError> {
         .iter()
         .map(|(clock, o)| format!("{clock} {} {}\n", o.secs, o.nanosecs))
         .collect();
-    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| other("linux.timeOffsets", e))
+    super::with_dumpable(|| std::fs::write("/proc/self/timens_offsets", text))
+        .map_err(|e| other("linux.timeOffsets", e))
 }
 
 fn set_names(spec: &Spec) -> Result<(), InitError> {
