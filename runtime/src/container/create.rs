@@ -23,6 +23,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// The bundle was made for this container; `delete` removes it.
+    pub owned_bundle: bool,
 }
 
 /// A container whose init is set up and waiting for `start`.
@@ -39,8 +41,13 @@ impl Runtime {
     }
 
     /// `create` + `start`; in the foreground, waits for the container and returns its exit status after
-    /// deleting it, as runc does.
-    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<i32, ContainerError> {
+    /// deleting it (unless `keep`), as runc does.
+    pub fn run(
+        &self,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> Result<i32, ContainerError> {
         if !detach {
             // Let the init be reparented to us even when a first stage forks it.
             // SAFETY: prctl with integer arguments only.
@@ -63,8 +70,10 @@ impl Runtime {
         // Release the lock while the container runs, so `state`, `kill` and `exec` work meanwhile.
         drop(dir);
         let code = wait_foreground(state.pid, tty);
-        let dir = StateDir::open(&self.root, &opts.id)?;
-        destroy(dir, &state)?;
+        if !keep {
+            let dir = StateDir::open(&self.root, &opts.id)?;
+            destroy(dir, &state)?;
+        }
         Ok(code)
     }
 
@@ -173,7 +182,7 @@ fn spawn(
 ) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
     let _ = rt;
     let fifo_path = dir.fifo_path();
-    mkfifo(&fifo_path)?;
+    mkfifo(&fifo_path, container_root_owner(spec))?;
     let fifo = open_path(&fifo_path)?;
     cg.create()?;
     let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
@@ -243,6 +252,7 @@ fn spawn(
         annotations: spec.annotations.clone(),
         cgroup: cg.state(),
         config: spec.clone(),
+        owned_bundle: opts.owned_bundle,
     };
     expect(&chan, "Mounted")?;
     let creating = st.oci(Status::Creating);
@@ -418,13 +428,34 @@ fn first_stage(args: InitArgs) -> ! {
     }
 }
 
-fn mkfifo(path: &Path) -> Result<(), ContainerError> {
+/// The host ids of the container's root, which must be able to open the exec fifo from inside a user
+/// namespace.
+fn container_root_owner(spec: &Spec) -> (u32, u32) {
+    let Some(l) = spec.linux() else {
+        return (0, 0);
+    };
+    (
+        namespaces::map_to_host(&l.uid_mappings, 0).unwrap_or(0),
+        namespaces::map_to_host(&l.gid_mappings, 0).unwrap_or(0),
+    )
+}
+
+fn mkfifo(path: &Path, (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    // SAFETY: mkfifo reads a valid path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } != 0 {
-        return Err(io(format!("mkfifo {}", path.display()))(
-            std::io::Error::last_os_error(),
-        ));
+    let fail =
+        |what: &str| io(format!("{what} {}", path.display()))(std::io::Error::last_os_error());
+    // SAFETY: mkfifo, chmod and chown read a valid path.
+    unsafe {
+        if libc::mkfifo(c.as_ptr(), 0o622) != 0 {
+            return Err(fail("mkfifo"));
+        }
+        // The umask must not take the write bit the container's user needs.
+        if libc::chmod(c.as_ptr(), 0o622) != 0 {
+            return Err(fail("chmod"));
+        }
+        if (uid, gid) != (0, 0) && libc::chown(c.as_ptr(), uid, gid) != 0 {
+            return Err(fail("chown"));
+        }
     }
     // The umask took the write bits for others away; a container process that is not root, or has no
     // CAP_DAC_OVERRIDE over host files, must still be able to signal through it.

@@ -65,12 +65,31 @@ pub fn run(args: InitArgs) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
+    let started = STARTED.load(std::sync::atomic::Ordering::Relaxed);
+    // After `start` nobody listens on the channel: the container's own stderr is where its owner looks,
+    // with a shell's exit codes for a program that is missing or cannot run.
+    if started {
+        eprintln!("skiff: {err}");
+    }
+    let code = match &err {
+        InitError::Process(ProcessError::Exec { source, .. }) if started => {
+            if source.raw_os_error() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            }
+        }
+        _ => 1,
+    };
     let _ = args.chan.send(&Msg::Error(err.to_string()));
     // SAFETY: _exit ends this process without running the parent's atexit handlers or destructors.
-    unsafe { libc::_exit(1) }
+    unsafe { libc::_exit(code) }
 }
 
 enum Never {}
+
+/// Set once `start` has released us; errors after it have no parent to report to.
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn expect(chan: &Channel, want: &str) -> Result<Msg, InitError> {
     match chan.recv() {
@@ -176,7 +195,8 @@ fn write_time_offsets(spec: &Spec) -> Result<(), InitError> {
         .iter()
         .map(|(clock, o)| format!("{clock} {} {}\n", o.secs, o.nanosecs))
         .collect();
-    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| other("linux.timeOffsets", e))
+    super::with_dumpable(|| std::fs::write("/proc/self/timens_offsets", text))
+        .map_err(|e| other("linux.timeOffsets", e))
 }
 
 fn set_names(spec: &Spec) -> Result<(), InitError> {
@@ -235,6 +255,7 @@ fn wait_for_start(fifo: RawFd) -> Result<(), InitError> {
     if fd < 0 {
         return Err(other("open exec fifo", std::io::Error::last_os_error()));
     }
+    STARTED.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: writing one byte from a static buffer; fd is ours.
     unsafe {
         libc::write(fd, b"0".as_ptr().cast(), 1);

@@ -140,10 +140,24 @@ pub fn close_inherited_fds(preserve_fds: u32) {
     }
 }
 
+/// Runs `f` with the process dumpable. A non-dumpable process's /proc files belong to the host's root,
+/// which a process inside a user namespace cannot open even for itself; during setup nothing else runs
+/// in the container, so the short window exposes nothing.
+pub fn with_dumpable<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: prctl with integer arguments only.
+    let was = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, was.max(0), 0, 0, 0) };
+    out
+}
+
 /// Raising is always allowed; lowering needs CAP_SYS_RESOURCE, which some hosts withhold even from root.
 /// Rather than fail the container, keep the current value and say so.
 fn set_oom_score_adj(adj: i32) {
-    if std::fs::write("/proc/self/oom_score_adj", adj.to_string()).is_err() {
+    if with_dumpable(|| std::fs::write("/proc/self/oom_score_adj", adj.to_string())).is_err() {
         let cur = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
         tracing::warn!(
             "process.oomScoreAdj {adj}: not permitted here; clamped to the current {}",
@@ -193,6 +207,13 @@ pub fn enter_cwd(cwd: &str) -> Result<(), ProcessError> {
 /// Finds `arg0` the way execvp would, using the container's PATH.
 fn resolve(arg0: &str, env: &[String]) -> Result<String, ProcessError> {
     if arg0.contains('/') {
+        let p = Path::new(arg0);
+        if !p.exists() {
+            return Err(ProcessError::Exec {
+                path: arg0.to_owned(),
+                source: io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         return Ok(arg0.to_owned());
     }
     let path = env
