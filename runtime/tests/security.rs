@@ -894,9 +894,15 @@ fn cve_2019_5736_runtime_binary_not_writable() -> CaseResult {
         let pid = st["pid"].as_i64().ok_or("no pid")?;
         let exe = format!("/proc/{pid}/exe");
         let link = fs::read_link(&exe).map_err(e2s)?;
+        let image = fs::File::open(&exe).map_err(e2s)?;
+        // SAFETY: statvfs is plain data, filled by fstatvfs on a descriptor we own.
+        let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let r = unsafe { libc::fstatvfs(image.as_raw_fd(), &mut sv) };
+        let readonly = r == 0 && sv.f_flag & libc::ST_RDONLY != 0;
         check!(
-            link.to_string_lossy().starts_with("/memfd:"),
-            "the init runs the host binary {link:?}"
+            link.to_string_lossy().starts_with("/memfd:") || readonly,
+            "the init runs a writable image {link:?}"
         );
         let w = fs::OpenOptions::new().write(true).open(&exe);
         check!(w.is_err(), "the runtime image is writable through {exe}");

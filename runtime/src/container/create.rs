@@ -457,11 +457,7 @@ fn mkfifo(path: &Path, (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
             return Err(fail("chown"));
         }
     }
-    // The umask took the write bits for others away; a container process that is not root, or has no
-    // CAP_DAC_OVERRIDE over host files, must still be able to signal through it.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o622))
-        .map_err(io(format!("chmod {}", path.display())))
+    Ok(())
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd, ContainerError> {
