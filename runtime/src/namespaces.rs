@@ -213,6 +213,10 @@ pub fn write_id_maps(pid: i32, uids: &[IdMapping], gids: &[IdMapping]) -> Result
             .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
             .collect::<String>()
     };
+    if !gids.is_empty() && crate::security::rootless::is_rootless() {
+        // An unprivileged writer may only map its own gid, and only once setgroups is denied.
+        let _ = std::fs::write(format!("/proc/{pid}/setgroups"), "deny");
+    }
     if !gids.is_empty() {
         std::fs::write(format!("/proc/{pid}/gid_map"), fmt(gids)).map_err(|source| {
             NsError::IdMap {

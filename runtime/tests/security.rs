@@ -94,6 +94,10 @@ const CASES: &[Case] = &[
         "user_ns_root_is_unprivileged_host_uid",
         user_ns_root_is_unprivileged_host_uid,
     ),
+    (
+        "rootless_run_as_unprivileged_user",
+        rootless_run_as_unprivileged_user,
+    ),
     ("features_report", features_report),
 ];
 
@@ -1173,6 +1177,61 @@ fn user_ns_root_is_unprivileged_host_uid() -> CaseResult {
         made.uid() == 100000,
         "file made by container root is owned by host uid {}",
         made.uid()
+    );
+    Ok(())
+}
+
+fn rootless_run_as_unprivileged_user() -> CaseResult {
+    const NOBODY: u32 = 65534;
+    let b = Bundle::new()?;
+    fs::remove_file(b.path().join("config.json")).map_err(e2s)?;
+    let out = Command::new(SKIFF)
+        .args(["spec", "--rootless", "--bundle"])
+        .arg(b.path())
+        .output()
+        .map_err(e2s)?;
+    check!(out.status.success(), "skiff spec --rootless");
+    let text = fs::read_to_string(b.path().join("config.json")).map_err(e2s)?;
+    let mut cfg: Value = serde_json::from_str(&text).map_err(e2s)?;
+    cfg["process"]["terminal"] = json!(false);
+    cfg["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; echo hi > /tmp/x && cat /tmp/x"
+    ]);
+    cfg["root"]["readonly"] = json!(false);
+    cfg["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": NOBODY, "size": 1}]);
+    cfg["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": NOBODY, "size": 1}]);
+    b.write_config(&cfg)?;
+    fs::create_dir_all(b.state_root()).map_err(e2s)?;
+    fs::set_permissions(b.dir.path(), fs::Permissions::from_mode(0o755)).map_err(e2s)?;
+    let st = Command::new("chown")
+        .args(["-R", "-h", &format!("{NOBODY}:{NOBODY}")])
+        .arg(b.dir.path())
+        .status()
+        .map_err(e2s)?;
+    check!(st.success(), "chown");
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        SKIFF,
+        "--root",
+    ])
+    .arg(b.state_root())
+    .args(["run", "--bundle"])
+    .arg(b.path())
+    .arg(unique_id());
+    let out = output(c)?;
+    out.ok()?;
+    check!(
+        out.stdout.starts_with("0\n") && out.stdout.contains("65534") && out.stdout.contains("hi"),
+        "rootless container: {} / {}",
+        out.stdout,
+        out.stderr
     );
     Ok(())
 }

@@ -95,7 +95,12 @@ impl Runtime {
             _ => None,
         };
         let dir = StateDir::create(&self.root, &opts.id)?;
-        let mut cg = match cgroups::new_manager(&spec, &opts.id) {
+        let made = if crate::security::rootless::is_rootless() {
+            Ok(crate::security::rootless::no_cgroups(&spec))
+        } else {
+            cgroups::new_manager(&spec, &opts.id)
+        };
+        let mut cg = match made {
             Ok(cg) => cg,
             Err(e) => {
                 let _ = dir.remove();

@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod lsm;
+pub mod rootless;
 pub mod seccomp;
 
 use std::io;
