@@ -98,6 +98,10 @@ const CASES: &[Case] = &[
         "rootless_run_as_unprivileged_user",
         rootless_run_as_unprivileged_user,
     ),
+    (
+        "lsm_labels_and_intel_rdt_accepted",
+        lsm_labels_and_intel_rdt_accepted,
+    ),
     ("features_report", features_report),
 ];
 
@@ -1233,6 +1237,30 @@ fn rootless_run_as_unprivileged_user() -> CaseResult {
         out.stdout,
         out.stderr
     );
+    Ok(())
+}
+
+/// This host runs neither AppArmor nor SELinux: the settings are accepted with a warning (and applied
+/// where the LSM exists); `linux.intelRdt` is accepted.
+fn lsm_labels_and_intel_rdt_accepted() -> CaseResult {
+    let b = Bundle::new()?;
+    let mut cfg = b.sh("echo ran");
+    cfg["process"]["apparmorProfile"] = json!("skiff-default");
+    cfg["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0:c1,c2");
+    cfg["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c2");
+    cfg["linux"]["intelRdt"] = json!({"closID": "skiff", "l3CacheSchema": "L3:0=f"});
+    let out = b.run(&cfg)?;
+    let apparmor = Path::new("/sys/module/apparmor/parameters/enabled").exists();
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    if !apparmor && !selinux {
+        out.ok()?;
+        check!(out.stdout.contains("ran"), "{}", out.stdout);
+        check!(
+            out.stderr.contains("apparmorProfile") && out.stderr.contains("selinuxLabel"),
+            "no warning: {}",
+            out.stderr
+        );
+    }
     Ok(())
 }
 
