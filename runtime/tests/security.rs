@@ -49,6 +49,10 @@ const CASES: &[Case] = &[
         seccomp_flags_and_unknown_names,
     ),
     (
+        "seccomp_architectures_i386_and_x32",
+        seccomp_architectures_i386_and_x32,
+    ),
+    (
         "seccomp_listener_receives_notify_fd",
         seccomp_listener_receives_notify_fd,
     ),
@@ -162,6 +166,13 @@ fn probe(what: &str) -> ! {
         }
         // SAFETY: unshare takes flags only.
         "unshare" => (unsafe { libc::unshare(libc::CLONE_NEWUTS) }) as libc::c_long,
+        "abi" => {
+            let x32 = abi_x32_getpid();
+            println!("x32={x32}");
+            let i386 = abi_i386_getpid();
+            println!("i386={i386}");
+            std::process::exit(0);
+        }
         "euid" => {
             // SAFETY: geteuid has no arguments.
             println!("euid={}", unsafe { libc::geteuid() });
@@ -175,6 +186,37 @@ fn probe(what: &str) -> ! {
         println!("{what}: ok");
     }
     std::process::exit(0);
+}
+
+/// getpid through the x32 ABI: the x86_64 number with `__X32_SYSCALL_BIT`. The filter sees it
+/// whether or not the kernel runs x32 programs.
+fn abi_x32_getpid() -> String {
+    // SAFETY: getpid takes no arguments, whatever the ABI.
+    let r = unsafe { libc::syscall(libc::SYS_getpid | 0x4000_0000) };
+    if r < 0 {
+        format!(
+            "errno{}",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        )
+    } else {
+        "ok".into()
+    }
+}
+
+/// getpid (20) through the i386 ABI, `int 0x80`, which a 64-bit process may use too.
+fn abi_i386_getpid() -> String {
+    let ret: i64;
+    // SAFETY: i386 getpid reads no arguments and touches no memory; the compat entry may clear r8-r11.
+    unsafe {
+        std::arch::asm!("int 0x80", inlateout("rax") 20i64 => ret,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _, options(nostack));
+    }
+    let ret = ret as i32;
+    if ret < 0 {
+        format!("errno{}", -ret)
+    } else {
+        "ok".into()
+    }
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -521,6 +563,37 @@ fn seccomp_flags_and_unknown_names() -> CaseResult {
         out.stdout.contains("Permission denied"),
         "mkdir: {}",
         out.stdout
+    );
+    Ok(())
+}
+
+fn seccomp_architectures_i386_and_x32() -> CaseResult {
+    let b = Bundle::new()?;
+    let mut cfg = b.sh("/probe; echo status=$?");
+    b.with_probe(&mut cfg, "abi")?;
+    cfg["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77}]
+    });
+    let out = b.run(&cfg)?;
+    check!(
+        out.stdout.contains("x32=errno77") && out.stdout.contains("i386=errno77"),
+        "per-ABI rules: {} / {}",
+        out.stdout,
+        out.stderr
+    );
+    // With only x86_64 named, the other ABIs are foreign architectures: the process is killed.
+    cfg["linux"]["seccomp"]["architectures"] = json!(["SCMP_ARCH_X86_64"]);
+    let out = b.run(&cfg)?;
+    check!(
+        !out.stdout.contains("x32=")
+            && out
+                .stdout
+                .contains(&format!("status={}", 128 + libc::SIGSYS)),
+        "an x32 call under an x86_64-only profile: {} / {}",
+        out.stdout,
+        out.stderr
     );
     Ok(())
 }
