@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::security::{caps, lsm, seccomp};
+use crate::security::{caps, idmap, lsm, seccomp};
 
 pub fn features() -> Value {
     json!({
@@ -25,7 +25,7 @@ pub fn features() -> Value {
             "apparmor": { "enabled": lsm::apparmor_enabled() },
             "selinux": { "enabled": lsm::selinux_enabled() },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": idmap::supported() } }
         },
         "annotations": {
             "run.skiff.version": env!("CARGO_PKG_VERSION")

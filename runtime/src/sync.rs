@@ -20,6 +20,8 @@ pub enum Msg {
     Mounted,
     /// Parent → init: those hooks are done; the state document for the container's own hooks.
     HooksDone(crate::state::OciState),
+    /// Parent → init: the detached idmapped tree for `mounts[i]`, attached.
+    IdmappedMount(usize),
     /// Init → parent: the seccomp user-notification descriptor, attached, for `linux.seccomp.listenerPath`.
     SeccompListener,
     /// Init → parent: ready, about to wait for `start`.

@@ -99,6 +99,10 @@ const CASES: &[Case] = &[
         user_ns_root_is_unprivileged_host_uid,
     ),
     (
+        "idmapped_bind_mount_in_user_ns",
+        idmapped_bind_mount_in_user_ns,
+    ),
+    (
         "rootless_run_as_unprivileged_user",
         rootless_run_as_unprivileged_user,
     ),
@@ -1254,6 +1258,70 @@ fn user_ns_root_is_unprivileged_host_uid() -> CaseResult {
         made.uid() == 100000,
         "file made by container root is owned by host uid {}",
         made.uid()
+    );
+    Ok(())
+}
+
+/// A host directory owned by host root, bound with `idmap` into a container whose root is host uid
+/// 100000: inside, the files belong to root and root can write there; what it writes is owned by root
+/// on the host. Without `idmap` the same files are nobody's and the write is refused.
+fn idmapped_bind_mount_in_user_ns() -> CaseResult {
+    let b = Bundle::new()?;
+    let data = b.dir.path().join("data");
+    fs::create_dir(&data).map_err(e2s)?;
+    fs::write(data.join("f"), "host").map_err(e2s)?;
+    let st = Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(b.rootfs())
+        .status()
+        .map_err(e2s)?;
+    check!(st.success(), "chown");
+    let mut cfg = b.sh("stat -c %u:%g /data/f; echo x > /data/new && echo wrote");
+    cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .ok_or("namespaces")?
+        .push(json!({"type": "user"}));
+    cfg["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    cfg["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mut plain = cfg.clone();
+    cfg["mounts"].as_array_mut().ok_or("mounts")?.push(json!({
+        "destination": "/data", "type": "bind", "source": data, "options": ["bind", "idmap"]}));
+    let out = b.run(&cfg)?;
+    out.ok()?;
+    check!(
+        out.stdout.starts_with("0:0\n") && out.stdout.contains("wrote"),
+        "idmapped: {} / {}",
+        out.stdout,
+        out.stderr
+    );
+    let made = fs::metadata(data.join("new")).map_err(e2s)?;
+    check!(
+        made.uid() == 0 && made.gid() == 0,
+        "written as {}:{} on the host",
+        made.uid(),
+        made.gid()
+    );
+    // Per-mount mappings: on-disk uid 0 becomes host uid 101000, which is 1000 in the container.
+    cfg["mounts"]
+        .as_array_mut()
+        .ok_or("mounts")?
+        .last_mut()
+        .ok_or("mount")?["uidMappings"] = json!([{"containerID": 0, "hostID": 101000, "size": 1}]);
+    let out = b.run(&cfg)?;
+    check!(
+        out.stdout.starts_with("1000:0\n"),
+        "per-mount mapping: {} / {}",
+        out.stdout,
+        out.stderr
+    );
+    plain["mounts"].as_array_mut().ok_or("mounts")?.push(json!({
+        "destination": "/data", "type": "bind", "source": data, "options": ["bind"]}));
+    fs::remove_file(data.join("new")).map_err(e2s)?;
+    let out = b.run(&plain)?;
+    check!(
+        out.stdout.starts_with("65534:65534\n") && !out.stdout.contains("wrote"),
+        "control without idmap: {}",
+        out.stdout
     );
     Ok(())
 }

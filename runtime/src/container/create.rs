@@ -243,6 +243,7 @@ fn spawn(
     if let Some(r) = spec.linux().and_then(|l| l.resources.as_ref()) {
         cg.apply(r)?;
     }
+    send_idmapped_trees(&chan, spec, bundle)?;
     send(&chan, &Msg::Go)?;
     let start_time = state::process_start_time(init_pid).unwrap_or(0);
     let mut st = ContainerState {
@@ -280,6 +281,17 @@ fn spawn(
         state::write_atomic(p, init_pid.to_string().as_bytes(), 0o644)?;
     }
     Ok((st, tty))
+}
+
+/// Idmapped mounts are made here, on the host side, and attached by the init.
+fn send_idmapped_trees(chan: &Channel, spec: &Spec, bundle: &Path) -> Result<(), ContainerError> {
+    let trees = crate::security::idmap::trees(spec, bundle)
+        .map_err(|e| ContainerError::Init(e.to_string()))?;
+    for (i, fd) in &trees {
+        chan.send_fd(&Msg::IdmappedMount(*i), fd.as_raw_fd())
+            .map_err(io("sync"))?;
+    }
+    Ok(())
 }
 
 /// Waits for `Ready`, handing a seccomp listener descriptor sent before it to `listenerPath`.

@@ -4,7 +4,7 @@
 //! Runs in a single-threaded copy of the runtime. It never returns: it execs or exits, after telling the
 //! parent what went wrong.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::hooks::{self, HookError};
@@ -103,15 +103,16 @@ fn expect(chan: &Channel, want: &str) -> Result<Msg, InitError> {
 
 fn setup(a: &InitArgs) -> Result<Never, InitError> {
     guard_against_parent_death(a.parent)?;
-    match expect(a.chan, "go")? {
-        Msg::Go => {}
-        m => return Err(InitError::Other(format!("unexpected message {m:?}"))),
-    }
+    let idmapped = await_go(a.chan)?;
     enter_namespaces(a)?;
     let opts = RootfsOptions {
         in_user_ns: a.plan.creates(NamespaceKind::User) || a.plan.joins(NamespaceKind::User),
         cgroup_ns: a.plan.creates(NamespaceKind::Cgroup),
         bundle: a.bundle.to_owned(),
+        idmapped: idmapped
+            .iter()
+            .map(|(i, fd)| (*i, fd.as_raw_fd()))
+            .collect(),
     };
     let own_mount_ns = a.plan.creates(NamespaceKind::Mount);
     if own_mount_ns {
@@ -150,6 +151,24 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     state.status = Status::Created;
     hooks::run_all("startContainer", &a.spec.hooks().start_container, &state)?;
     Err(exec_program(process, &prepared, a.preserve_fds).into())
+}
+
+/// Waits for `Go`, collecting the idmapped mount trees the runtime sends before it.
+fn await_go(chan: &Channel) -> Result<Vec<(usize, OwnedFd)>, InitError> {
+    let mut trees = Vec::new();
+    loop {
+        match chan.recv_with_fd() {
+            Ok(Some((Msg::Go, _))) => return Ok(trees),
+            Ok(Some((Msg::IdmappedMount(i), Some(fd)))) => trees.push((i, fd)),
+            Ok(Some((m, _))) => return Err(InitError::Other(format!("unexpected message {m:?}"))),
+            Ok(None) => {
+                return Err(InitError::Other(
+                    "runtime went away while init waited for go".into(),
+                ))
+            }
+            Err(e) => return Err(other("sync", e)),
+        }
+    }
 }
 
 /// Until the parent has recorded us, its death must be ours too: otherwise a killed `create` would leave a

@@ -36,6 +36,8 @@ pub struct RootfsOptions {
     /// The bundle directory: relative bind-mount sources are relative to it (runtime-spec). Empty
     /// means the current directory.
     pub bundle: PathBuf,
+    /// Detached idmapped trees made by the runtime, by index in `spec.mounts`: attached as they are.
+    pub idmapped: Vec<(usize, std::os::fd::RawFd)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +123,11 @@ pub fn prepare(spec: &Spec, rootfs: &Path, opts: &RootfsOptions) -> Result<(), R
     prepare_root(spec, rootfs)?;
     let shown = rootfs.display().to_string();
     let root = resolve::RootDir::open(rootfs).map_err(path_err(&shown, "open rootfs"))?;
-    for m in &spec.mounts {
-        mount::mount_entry(&root, m, opts)?;
+    for (i, m) in spec.mounts.iter().enumerate() {
+        match opts.idmapped.iter().find(|(j, _)| *j == i) {
+            Some((_, fd)) => mount::attach_tree(&root, m, *fd)?,
+            None => mount::mount_entry(&root, m, opts)?,
+        }
     }
     devices::create(&root, spec, opts)?;
     Ok(())

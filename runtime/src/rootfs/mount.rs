@@ -127,7 +127,7 @@ pub fn bind(
             return Err(mount_err(dest, &what)(e));
         }
     };
-    set_bind_flags(&tree, o.remount_flags()).map_err(mount_err(dest, "set bind flags"))?;
+    set_bind_flags(tree.as_fd(), o.remount_flags()).map_err(mount_err(dest, "set bind flags"))?;
     if o.has_recursive_attrs() {
         sys::mount_setattr(&tree, true, o.attr_set, o.attr_clr)
             .map_err(mount_err(dest, "mount_setattr (recursive options)"))?;
@@ -142,8 +142,37 @@ pub fn bind(
     Ok(())
 }
 
+/// Attaches a detached tree the runtime prepared (an idmapped bind) at the mount's destination,
+/// with the mount's other options.
+pub fn attach_tree(root: &RootDir, m: &Mount, fd: std::os::fd::RawFd) -> Result<(), RootfsError> {
+    let dest = m.destination.as_str();
+    // SAFETY: the init owns this descriptor for as long as the rootfs is being prepared.
+    let tree = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let opts: Vec<String> = m
+        .options
+        .iter()
+        .filter(|o| *o != "idmap" && *o != "ridmap")
+        .cloned()
+        .collect();
+    let o = options::parse(&opts).map_err(|u| RootfsError::Unsupported {
+        destination: dest.to_owned(),
+        option: u.0,
+    })?;
+    let meta = std::fs::metadata(fd_path(tree)).map_err(mount_err(dest, "stat idmapped tree"))?;
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let target = root
+        .create(dest, kind)
+        .map_err(mount_err(dest, "create mount point"))?;
+    set_bind_flags(tree, o.remount_flags()).map_err(mount_err(dest, "set bind flags"))?;
+    sys::move_mount_onto(tree, target.as_fd()).map_err(mount_err(dest, "attach idmapped mount"))?;
+    for &flag in &o.propagation {
+        sys::set_propagation(&fd_path(tree), flag).map_err(mount_err(dest, "set propagation"))?;
+    }
+    Ok(())
+}
+
 /// Per-mount flags on a detached bind; flags a user namespace may not clear are kept.
-fn set_bind_flags(tree: &OwnedFd, flags: libc::c_ulong) -> std::io::Result<()> {
+fn set_bind_flags(tree: impl AsFd + Copy, flags: libc::c_ulong) -> std::io::Result<()> {
     if flags == 0 {
         return Ok(());
     }

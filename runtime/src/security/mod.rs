@@ -2,6 +2,7 @@
 //! LSM labels and the seccomp filter.
 
 pub mod caps;
+pub mod idmap;
 pub mod lsm;
 pub mod rootless;
 pub mod seccomp;

@@ -63,6 +63,7 @@ fn container_init(sc: Scenario) -> ! {
         in_user_ns: sc.user_ns,
         cgroup_ns: sc.cgroup_ns,
         bundle: sc.bundle,
+        idmapped: Vec::new(),
     };
     let res = rootfs::prepare(&sc.spec, &sc.rootfs, &opts)
         .and_then(|()| rootfs::pivot(&sc.rootfs))

@@ -1,0 +1,201 @@
+//! Idmapped bind mounts (`idmap`/`ridmap` options, per-mount `uidMappings`/`gidMappings`).
+//!
+//! Attaching an id mapping to a mount needs CAP_SYS_ADMIN over the filesystem's own user namespace,
+//! which for a host filesystem is the initial one: a container init inside a user namespace cannot
+//! do it. So the runtime makes each such mount on the host side, as a detached tree carrying its
+//! mapping, and hands the tree's descriptor to the init, which only attaches it inside the rootfs.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use crate::spec::{IdMapping, Mount, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdmapError {
+    #[error("mount {destination}: {reason}")]
+    Bad { destination: String, reason: String },
+    #[error("mount {destination}: {what}: {source}")]
+    Sys {
+        destination: String,
+        what: String,
+        source: io::Error,
+    },
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Whether the mount asks to be idmapped, and if so whether recursively.
+pub fn wanted(m: &Mount) -> Option<bool> {
+    let opt = m
+        .options
+        .iter()
+        .find(|o| *o == "idmap" || *o == "ridmap")
+        .map(String::as_str);
+    if opt.is_none() && m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+        return None;
+    }
+    let rbind = m.options.iter().any(|o| o == "rbind") || m.kind.as_deref() == Some("rbind");
+    Some(opt == Some("ridmap") || rbind)
+}
+
+/// Whether the running kernel has `mount_setattr(2)`, for `skiff features`.
+pub fn supported() -> bool {
+    // SAFETY: invalid arguments only: the kernel fails the call without side effects.
+    let r = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, 0usize, 0, 0usize, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+}
+
+/// The detached, idmapped trees for every mount of the spec that wants one, by mount index.
+pub fn trees(spec: &Spec, bundle: &Path) -> Result<Vec<(usize, OwnedFd)>, IdmapError> {
+    let mut out = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let Some(recursive) = wanted(m) else { continue };
+        out.push((i, tree(spec, m, bundle, recursive)?));
+    }
+    Ok(out)
+}
+
+fn tree(spec: &Spec, m: &Mount, bundle: &Path, recursive: bool) -> Result<OwnedFd, IdmapError> {
+    let dest = m.destination.clone();
+    let bad = |reason: &str| IdmapError::Bad {
+        destination: dest.clone(),
+        reason: reason.into(),
+    };
+    let is_bind = matches!(m.kind.as_deref(), Some("bind") | Some("rbind"))
+        || m.options.iter().any(|o| o == "bind" || o == "rbind");
+    if !is_bind {
+        return Err(bad("idmapped mounts are only supported for bind mounts"));
+    }
+    let source = m
+        .source
+        .as_deref()
+        .ok_or_else(|| bad("a bind mount needs a source"))?;
+    let linux = spec.linux();
+    let pick = |own: &[IdMapping], theirs: Option<&Vec<IdMapping>>| -> Vec<IdMapping> {
+        if own.is_empty() {
+            theirs.cloned().unwrap_or_default()
+        } else {
+            own.to_vec()
+        }
+    };
+    let uids = pick(&m.uid_mappings, linux.map(|l| &l.uid_mappings));
+    let gids = pick(&m.gid_mappings, linux.map(|l| &l.gid_mappings));
+    if uids.is_empty() || gids.is_empty() {
+        return Err(bad(
+            "idmap needs uidMappings and gidMappings (on the mount or in linux)",
+        ));
+    }
+    let sys = |what: &str| {
+        let destination = dest.clone();
+        let what = what.to_owned();
+        move |source| IdmapError::Sys {
+            destination,
+            what,
+            source,
+        }
+    };
+    let userns = userns_with(&uids, &gids).map_err(sys("user namespace for the mapping"))?;
+    let path = bundle.join(source);
+    let tree = open_tree(&path, recursive).map_err(sys(&format!("clone {}", path.display())))?;
+    set_idmap(&tree, &userns, recursive).map_err(sys("mount_setattr MOUNT_ATTR_IDMAP"))?;
+    Ok(tree)
+}
+
+fn open_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let rec = if recursive { libc::AT_RECURSIVE } else { 0 } as libc::c_uint;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> io::Result<()> {
+    let mut attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let rec = if recursive { libc::AT_RECURSIVE } else { 0 };
+    let flags = (libc::AT_EMPTY_PATH | rec) as libc::c_uint;
+    // SAFETY: an empty NUL-terminated path, a live `struct mount_attr` and its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &mut attr as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A user namespace with the given mappings, held by a short-lived child that is gone on return.
+fn userns_with(uids: &[IdMapping], gids: &[IdMapping]) -> io::Result<OwnedFd> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are ours.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child only reads a pipe and exits, both async-signal-safe.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let mut b = 0u8;
+        // SAFETY: drops the child's copy of the write end, then blocks until the parent closes its
+        // own; then the child leaves.
+        unsafe {
+            libc::close(wr.as_raw_fd());
+            libc::read(rd.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let pid = pid as libc::pid_t;
+    let fmt = |m: &[IdMapping]| -> String {
+        m.iter()
+            .map(|x| format!("{} {} {}\n", x.container_id, x.host_id, x.size))
+            .collect()
+    };
+    let result = std::fs::write(format!("/proc/{pid}/uid_map"), fmt(uids))
+        .and_then(|()| std::fs::write(format!("/proc/{pid}/gid_map"), fmt(gids)))
+        .and_then(|()| std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from));
+    drop(wr);
+    drop(rd);
+    // SAFETY: reaping the child we just made.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    result
+}
