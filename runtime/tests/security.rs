@@ -57,6 +57,7 @@ const CASES: &[Case] = &[
         seccomp_listener_receives_notify_fd,
     ),
     ("seccomp_applies_to_exec", seccomp_applies_to_exec),
+    ("seccomp_listener_for_exec", seccomp_listener_for_exec),
     (
         "seccomp_bad_profile_fails_create",
         seccomp_bad_profile_fails_create,
@@ -628,6 +629,25 @@ struct NotifResp {
 /// The seccomp agent: receives the descriptor and state, answers one mkdir with ENOSPC.
 fn agent(listener: std::os::unix::net::UnixListener) -> Result<(Value, i32), String> {
     let (conn, _) = listener.accept().map_err(e2s)?;
+    let (state, fd) = receive_listener(&conn)?;
+    let mut req = Notif::default();
+    // SAFETY: NOTIF_RECV fills the zeroed struct we pass, sized as the kernel expects.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut req as *mut Notif) };
+    check!(r == 0, "NOTIF_RECV: {}", std::io::Error::last_os_error());
+    let resp = NotifResp {
+        id: req.id,
+        val: 0,
+        error: -libc::ENOSPC,
+        flags: 0,
+    };
+    // SAFETY: NOTIF_SEND reads the response struct we pass.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
+    check!(r == 0, "NOTIF_SEND: {}", std::io::Error::last_os_error());
+    Ok((state, req.nr))
+}
+
+/// One hand-off from the runtime: the state document and the descriptor sent with it.
+fn receive_listener(conn: &std::os::unix::net::UnixStream) -> Result<(Value, OwnedFd), String> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -649,20 +669,7 @@ fn agent(listener: std::os::unix::net::UnixListener) -> Result<(Value, i32), Str
     // SAFETY: the descriptor just arrived through SCM_RIGHTS and is ours alone.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let state: Value = serde_json::from_slice(&buf[..n]).map_err(e2s)?;
-    let mut req = Notif::default();
-    // SAFETY: NOTIF_RECV fills the zeroed struct we pass, sized as the kernel expects.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_RECV, &mut req as *mut Notif) };
-    check!(r == 0, "NOTIF_RECV: {}", std::io::Error::last_os_error());
-    let resp = NotifResp {
-        id: req.id,
-        val: 0,
-        error: -libc::ENOSPC,
-        flags: 0,
-    };
-    // SAFETY: NOTIF_SEND reads the response struct we pass.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
-    check!(r == 0, "NOTIF_SEND: {}", std::io::Error::last_os_error());
-    Ok((state, req.nr))
+    Ok((state, fd))
 }
 
 fn seccomp_listener_receives_notify_fd() -> CaseResult {
@@ -697,6 +704,45 @@ fn seccomp_listener_receives_notify_fd() -> CaseResult {
     check!(
         out.stdout.contains("No space left on device") && out.stdout.contains("after"),
         "the agent's answer did not reach mkdir: {} / {}",
+        out.stdout,
+        out.stderr
+    );
+    Ok(())
+}
+
+fn seccomp_listener_for_exec() -> CaseResult {
+    let b = Bundle::new()?;
+    let sock = b.dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(e2s)?;
+    let agent = std::thread::spawn(move || -> Result<_, String> {
+        // The container's init hands its listener over first; its sleep never notifies.
+        let (conn, _) = listener.accept().map_err(e2s)?;
+        let (init_state, _fd) = receive_listener(&conn)?;
+        let (exec_state, nr) = agent(listener)?;
+        Ok((init_state, exec_state, nr))
+    });
+    let mut cfg = b.sh("sleep 100");
+    cfg["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    let id = start_detached(&b, &cfg)?;
+    let out = exec(&b, &id, &["sh", "-c", "mkdir /tmp/q 2>&1; echo after"]);
+    remove(&b, &id);
+    let out = out?;
+    let (init_state, exec_state, nr) = agent.join().map_err(|_| "agent panicked")??;
+    check!(
+        nr == libc::SYS_mkdir as i32 || nr == libc::SYS_mkdirat as i32,
+        "notified syscall {nr}"
+    );
+    check!(
+        exec_state["pid"] != init_state["pid"] && exec_state["state"]["pid"] == init_state["pid"],
+        "exec state: {exec_state} / init state: {init_state}"
+    );
+    check!(
+        out.stdout.contains("No space left on device") && out.stdout.contains("after"),
+        "exec'd mkdir: {} / {}",
         out.stdout,
         out.stderr
     );

@@ -308,6 +308,7 @@ fn await_ready(chan: &Channel, spec: &Spec, st: &ContainerState) -> Result<(), C
                 crate::security::seccomp::send_to_listener(
                     path,
                     meta,
+                    st.pid,
                     &st.oci(Status::Creating),
                     &fd,
                 )

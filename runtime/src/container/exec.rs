@@ -102,7 +102,7 @@ impl Runtime {
         drop(child_chan);
         drop(console);
         drop(dir);
-        let result = drive(&parent_chan, cg.as_ref(), pid, relay);
+        let result = drive(&parent_chan, cg.as_ref(), pid, relay, &st);
         let tty = match result {
             Ok(t) => t,
             Err(e) => {
@@ -139,6 +139,7 @@ fn drive(
     cg: &dyn CgroupManager,
     pid: i32,
     relay: bool,
+    st: &state::ContainerState,
 ) -> Result<Option<OwnedFd>, ContainerError> {
     cg.add_process(pid)?;
     super::create::send(chan, &Msg::Go)?;
@@ -147,6 +148,16 @@ fn drive(
         match chan.recv_with_fd().map_err(io("sync"))? {
             Some((Msg::Console, fd)) if relay => tty = fd,
             Some((Msg::Execing, _)) => {}
+            Some((Msg::SeccompListener, Some(fd))) => {
+                let sc = st.config.linux().and_then(|l| l.seccomp.as_ref());
+                let path = sc.and_then(|s| s.listener_path.as_deref()).unwrap_or("");
+                let meta = sc
+                    .and_then(|s| s.listener_metadata.as_deref())
+                    .unwrap_or("");
+                let oci = st.oci(Status::Running);
+                crate::security::seccomp::send_to_listener(path, meta, pid, &oci, &fd)
+                    .map_err(|e| ContainerError::Init(e.to_string()))?;
+            }
             Some((Msg::Error(e), _)) => return Err(ContainerError::Init(e)),
             Some((m, _)) => {
                 return Err(ContainerError::Init(format!("protocol: unexpected {m:?}")))
@@ -201,11 +212,15 @@ fn child(
             fail(format!("terminal: {e}"));
         }
     }
-    // A listener for exec'd processes is not passed on: their notifying syscalls fail with ENOSYS.
-    let prepared = match prepare_process(process, seccomp) {
+    let mut prepared = match prepare_process(process, seccomp) {
         Ok(p) => p,
         Err(e) => fail(e.to_string()),
     };
+    if let Some(fd) = prepared.listener.take() {
+        if let Err(e) = chan.send_fd(&Msg::SeccompListener, fd.as_raw_fd()) {
+            fail(format!("send the seccomp listener: {e}"));
+        }
+    }
     let _ = chan.send(&Msg::Execing);
     // SAFETY: prctl with integer arguments only; the exec'd program must not die with us.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };

@@ -152,10 +152,12 @@ pub fn install(f: &Filter) -> Result<Option<OwnedFd>, SeccompError> {
 }
 
 /// Hands the notify descriptor to the seccomp agent listening on `listenerPath`, with the state
-/// document the runtime-spec defines (`fds` names the descriptor sent along).
+/// document the runtime-spec defines (`fds` names the descriptor sent along; `pid` is the filtered
+/// process, `state` the container's).
 pub fn send_to_listener(
     path: &str,
     metadata: &str,
+    pid: i32,
     state: &crate::state::OciState,
     fd: &OwnedFd,
 ) -> Result<(), SeccompError> {
@@ -166,7 +168,7 @@ pub fn send_to_listener(
     let doc = serde_json::json!({
         "ociVersion": crate::state::OCI_VERSION,
         "fds": ["seccompFd"],
-        "pid": state.pid,
+        "pid": pid,
         "metadata": metadata,
         "state": state,
     });
