@@ -197,9 +197,46 @@ fn send_fd(sock: RawFd, data: &[u8], fd: RawFd) -> io::Result<()> {
 /// The container-default profile known to containerd and Docker users as `RuntimeDefault`.
 pub const DEFAULT_PROFILE_JSON: &str = include_str!("../profiles/default.json");
 
-/// `RuntimeDefault` as a `linux.seccomp` object.
+/// Syscalls `RuntimeDefault` also allows when the container holds a capability, by capability.
+pub const DEFAULT_PROFILE_CAPS_JSON: &str = include_str!("../profiles/default-caps.json");
+
+/// `RuntimeDefault` as a `linux.seccomp` object, for a container without extra capabilities.
 pub fn default_profile() -> Result<Seccomp, serde_json::Error> {
     serde_json::from_str(DEFAULT_PROFILE_JSON)
+}
+
+/// `RuntimeDefault` for a container with the given (bounding) capabilities: the syscalls those
+/// capabilities are about are allowed unconditionally, e.g. `chroot` with CAP_SYS_CHROOT and
+/// namespace-creating `clone` flags, `mount` and `unshare` with CAP_SYS_ADMIN.
+pub fn default_profile_for(caps: &[String]) -> Result<Seccomp, serde_json::Error> {
+    let mut p = default_profile()?;
+    let gated: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(DEFAULT_PROFILE_CAPS_JSON)?;
+    let mut names: Vec<String> = Vec::new();
+    for cap in caps {
+        let full = if cap.to_ascii_uppercase().starts_with("CAP_") {
+            cap.to_ascii_uppercase()
+        } else {
+            format!("CAP_{}", cap.to_ascii_uppercase())
+        };
+        for n in gated.get(&full).into_iter().flatten() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    if !names.is_empty() {
+        // First, so that these win over the default's narrower rules for the same syscall.
+        p.syscalls.insert(
+            0,
+            crate::spec::SeccompSyscall {
+                names,
+                action: "SCMP_ACT_ALLOW".into(),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

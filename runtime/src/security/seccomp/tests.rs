@@ -216,6 +216,40 @@ fn runtime_default_profile() {
     assert_eq!(run(&f, nr("socket"), [40, 1, 0, 0, 0, 0]), eperm);
     assert_eq!(run(&f, nr("clone3"), [0; 6]), bpf::RET_ERRNO | 38);
     assert!(f.insns.len() < bpf::MAX_INSNS);
+    // Every name is a real syscall on one of the profile's architectures: no typos.
+    for rule in &p.syscalls {
+        for n in &rule.names {
+            let known = [bpf::Arch::X86_64, bpf::Arch::I386, bpf::Arch::X32]
+                .iter()
+                .any(|a| a.number(n).is_some());
+            assert!(known, "{n}");
+        }
+    }
+}
+
+#[test]
+fn runtime_default_with_capabilities() {
+    let plain = compile(&default_profile().unwrap()).unwrap();
+    let caps = ["CAP_SYS_CHROOT".to_string(), "sys_admin".to_string()];
+    let f = compile(&default_profile_for(&caps).unwrap()).unwrap();
+    let eperm = bpf::RET_ERRNO | libc::EPERM as u32;
+    let newns = libc::CLONE_NEWNS as u64;
+    assert_eq!(run(&plain, nr("chroot"), [0; 6]), eperm);
+    assert_eq!(run(&f, nr("chroot"), [0; 6]), bpf::RET_ALLOW);
+    assert_eq!(run(&plain, nr("clone"), [newns, 0, 0, 0, 0, 0]), eperm);
+    assert_eq!(run(&f, nr("clone"), [newns, 0, 0, 0, 0, 0]), bpf::RET_ALLOW);
+    assert_eq!(run(&f, nr("mount"), [0; 6]), bpf::RET_ALLOW);
+    assert_eq!(run(&f, nr("keyctl"), [0; 6]), eperm);
+    let gated: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(DEFAULT_PROFILE_CAPS_JSON).unwrap();
+    for names in gated.values() {
+        for n in names {
+            assert!(
+                bpf::Arch::X86_64.number(n).is_some() || bpf::Arch::I386.number(n).is_some(),
+                "{n}"
+            );
+        }
+    }
 }
 
 /// A small deterministic generator, so the property test needs no extra crate.
