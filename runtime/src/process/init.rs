@@ -12,7 +12,7 @@ use crate::namespaces::{self, NsError, NsPlan};
 use crate::rootfs::{self, RootfsError, RootfsOptions};
 use crate::security::SecurityError;
 use crate::spec::{NamespaceKind, Process, Spec};
-use crate::state::Status;
+use crate::state::{OciState, Status};
 use crate::sync::{Channel, Msg};
 use crate::terminal;
 
@@ -119,7 +119,10 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     }
     a.chan.send(&Msg::Mounted).map_err(|e| other("sync", e))?;
     let mut state = match expect(a.chan, "hooks")? {
-        Msg::HooksDone(s) => s,
+        Msg::HooksDone(s) => OciState {
+            annotations: a.spec.annotations.clone(),
+            ..s
+        },
         m => return Err(InitError::Other(format!("unexpected message {m:?}"))),
     };
     hooks::run_all("createContainer", &a.spec.hooks().create_container, &state)?;
