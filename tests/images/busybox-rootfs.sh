@@ -31,6 +31,7 @@ mkdir -p "$parent"
 work=$(mktemp -d "$parent/.rootfs-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
+chmod 0755 "$work"  # mktemp made it 0700; non-root users must traverse /
 mkdir -p "$work"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,sys,dev,root,home/user,var,run,mnt,opt}
 chmod 1777 "$work/tmp"
 chmod 700 "$work/root"
