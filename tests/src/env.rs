@@ -69,6 +69,14 @@ impl TestEnv {
         Bundle::new(&self.dir.join(format!("bundle-{n}")))
     }
 
+    /// A bundle whose config drops the cgroup mount and sysfs, for tests that create many
+    /// containers and only need a shell.
+    pub fn bundle_light(&self) -> Bundle {
+        let mut b = self.bundle();
+        b.remove_mount("/sys/fs/cgroup");
+        b
+    }
+
     /// Registers an action to run on drop (before the scratch dir is removed).
     pub fn on_drop(&self, f: impl FnOnce() + 'static) {
         self.cleanups.borrow_mut().push(Box::new(f));
