@@ -119,7 +119,10 @@ impl Bundle {
 }
 
 fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
-    assert!(pointer.starts_with('/'), "JSON pointer must start with /: {pointer}");
+    assert!(
+        pointer.starts_with('/'),
+        "JSON pointer must start with /: {pointer}"
+    );
     let mut cur = root;
     let parts: Vec<&str> = pointer[1..].split('/').collect();
     let (last, path) = parts.split_last().expect("non-empty pointer");

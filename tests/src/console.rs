@@ -17,7 +17,9 @@ impl ConsoleSocket {
     pub fn bind(path: &Path) -> ConsoleSocket {
         let listener = UnixListener::bind(path)
             .unwrap_or_else(|e| panic!("bind console socket {}: {e}", path.display()));
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         ConsoleSocket {
             path: path.to_path_buf(),
             listener,
@@ -79,7 +81,9 @@ fn recv_fd(sock: RawFd) -> Result<RawFd, String> {
         // SAFETY: advancing within the same control buffer.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    Err(format!("no SCM_RIGHTS fd in the {n}-byte console socket message"))
+    Err(format!(
+        "no SCM_RIGHTS fd in the {n}-byte console socket message"
+    ))
 }
 
 /// The pty master of a container's terminal.

@@ -170,7 +170,10 @@ impl TestEnv {
         loop {
             let st = self.state(id);
             if st["status"] == want || Instant::now() >= end {
-                assert_eq!(st["status"], want, "container {id} never reached {want}: {st}");
+                assert_eq!(
+                    st["status"], want,
+                    "container {id} never reached {want}: {st}"
+                );
                 return st;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -181,7 +184,10 @@ impl TestEnv {
     /// no mount mentioning the bundle, no live init process, no cgroup dir named like the id.
     pub fn assert_clean(&self, id: &str, bundle: &Path, pid: Option<i64>) {
         let st = self.rt(&["state", id]);
-        assert!(!st.success(), "state of deleted container {id} still works{st}");
+        assert!(
+            !st.success(),
+            "state of deleted container {id} still works{st}"
+        );
         let list = self.rt(&["list", "-q"]);
         assert!(list.success(), "list -q failed{list}");
         assert!(
@@ -236,7 +242,10 @@ impl Drop for TestEnv {
         if left.is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
         } else {
-            eprintln!("note: not removing {} (still mounted: {left:?})", self.dir.display());
+            eprintln!(
+                "note: not removing {} (still mounted: {left:?})",
+                self.dir.display()
+            );
         }
     }
 }

@@ -133,7 +133,9 @@ pub fn unmount_below(dir: &Path) {
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
-        let Ok(c) = CString::new(Path::new(&p).as_os_str().as_bytes()) else { continue };
+        let Ok(c) = CString::new(Path::new(&p).as_os_str().as_bytes()) else {
+            continue;
+        };
         // SAFETY: c is a valid NUL-terminated path; MNT_DETACH cannot corrupt memory.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
@@ -145,16 +147,14 @@ pub fn mount_tmpfs(target: &Path) {
     let t = CString::new(target.as_os_str().as_bytes()).expect("path");
     let src = CString::new("tmpfs").expect("cstr");
     // SAFETY: all pointers are valid NUL-terminated strings; data is null.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            t.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "mount tmpfs at {}: {}", target.display(), std::io::Error::last_os_error());
+    let rc = unsafe { libc::mount(src.as_ptr(), t.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+    assert_eq!(
+        rc,
+        0,
+        "mount tmpfs at {}: {}",
+        target.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Waits until `path` exists.

@@ -27,7 +27,12 @@ pub fn busybox() -> &'static Path {
         let lock = fs::File::create(parent.join(".busybox.lock")).expect("create rootfs lock");
         // SAFETY: flock on an fd we own for the duration of this call.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock rootfs lock: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "flock rootfs lock: {}",
+            std::io::Error::last_os_error()
+        );
         let script = crate::binary::workspace_dir().join("tests/images/busybox-rootfs.sh");
         let out = Command::new(&script)
             .arg(&dest)

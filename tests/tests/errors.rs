@@ -24,7 +24,12 @@ fn missing_bundle_dir() {
     let id = env.id();
     let bundle = env.dir.join("no-such-bundle");
     let out = env.rt(&["create", "--bundle", path_str(&bundle), &id]);
-    expect_error(&out, "create with a missing bundle", &[&["no-such-bundle"]], &[]);
+    expect_error(
+        &out,
+        "create with a missing bundle",
+        &[&["no-such-bundle"]],
+        &[],
+    );
     env.assert_clean(&id, &bundle, None);
 }
 
@@ -43,14 +48,34 @@ fn missing_config_json() {
 fn config_json_that_is_not_json() {
     let env = TestEnv::new("err-badjson");
     let b = env.bundle();
-    for (n, text) in ["{bad", "", "[]", "null", "\"string\"", "{\"ociVersion\": \"1.2.0\""].iter().enumerate() {
+    for (n, text) in [
+        "{bad",
+        "",
+        "[]",
+        "null",
+        "\"string\"",
+        "{\"ociVersion\": \"1.2.0\"",
+    ]
+    .iter()
+    .enumerate()
+    {
         fs::write(b.config_path(), text).unwrap();
         let id = env.id();
         let out = env.rt(&["create", "--bundle", path_str(&b.dir), &id]);
         expect_error(
             &out,
             &format!("config.json #{n} = {text:?}"),
-            &[&["json", "invalid", "parse", "expected", "eof", "unmarshal", "missing", "process", "root"]],
+            &[&[
+                "json",
+                "invalid",
+                "parse",
+                "expected",
+                "eof",
+                "unmarshal",
+                "missing",
+                "process",
+                "root",
+            ]],
             &[&["config.json"]],
         );
         env.assert_clean(&id, &b.dir, None);
@@ -84,7 +109,12 @@ fn missing_rootfs() {
     b.set("/root/path", json!("no-such-rootfs"));
     let id = env.id();
     let out = env.create(&b, &id);
-    expect_error(&out, "create with a missing rootfs", &[&["no-such-rootfs"]], &[]);
+    expect_error(
+        &out,
+        "create with a missing rootfs",
+        &[&["no-such-rootfs"]],
+        &[],
+    );
     env.assert_clean(&id, &b.dir, None);
 }
 
@@ -95,7 +125,12 @@ fn process_binary_not_found() {
     b.args(&["/no/such/binary"]);
     let id = env.id();
     let out = env.run_fg(&b, &id);
-    expect_error(&out, "run of a missing executable", &[&["/no/such/binary"]], &[]);
+    expect_error(
+        &out,
+        "run of a missing executable",
+        &[&["/no/such/binary"]],
+        &[],
+    );
     env.assert_clean(&id, &b.dir, None);
 }
 
@@ -110,7 +145,10 @@ fn invalid_container_ids() {
             expect_error(&out, &format!("id {id:?}"), &[&["id"]], &[&[id]]);
         }
     }
-    assert!(!env.root.join("../evil-id").exists(), "an id escaped the state root");
+    assert!(
+        !env.root.join("../evil-id").exists(),
+        "an id escaped the state root"
+    );
     let list = env.rt(&["list", "-q"]);
     assert!(list.success() && list.stdout.trim().is_empty(), "{list}");
 }
@@ -123,9 +161,17 @@ fn duplicate_id() {
     env.must_create(&b, &id);
     let pid = env.pid(&id);
     let out = env.create(&b, &id);
-    expect_error(&out, "create with a duplicate id", &[&["exist", "already", "in use"]], &[&[&id]]);
+    expect_error(
+        &out,
+        "create with a duplicate id",
+        &[&["exist", "already", "in use"]],
+        &[&[&id]],
+    );
     let st = env.state(&id);
-    assert_eq!(st["status"], "created", "the first container was disturbed: {st}");
+    assert_eq!(
+        st["status"], "created",
+        "the first container was disturbed: {st}"
+    );
     assert_eq!(st["pid"].as_i64(), Some(pid), "{st}");
 }
 
@@ -142,7 +188,12 @@ fn unknown_id_for_every_command() {
         vec!["exec", &id, "true"],
     ] {
         let out = env.rt(&args);
-        expect_error(&out, &format!("{} of an unknown id", args[0]), &[MISSING], &[&[&id]]);
+        expect_error(
+            &out,
+            &format!("{} of an unknown id", args[0]),
+            &[MISSING],
+            &[&[&id]],
+        );
     }
     // --force on an unknown id is not an error for runc-compatible callers.
     let out = env.rt(&["delete", "--force", &id]);
@@ -160,8 +211,17 @@ fn unknown_signal() {
     let out = env.rt(&["kill", &id, "SIGFOO"]);
     expect_error(&out, "kill with an unknown signal name", &[&["foo"]], &[]);
     let out = env.rt(&["kill", &id, "99"]);
-    expect_error(&out, "kill with signal 99", &[&["99", "invalid", "signal"]], &[&["99"]]);
-    assert_eq!(env.status(&id), "running", "a bad kill must not stop the container");
+    expect_error(
+        &out,
+        "kill with signal 99",
+        &[&["99", "invalid", "signal"]],
+        &[&["99"]],
+    );
+    assert_eq!(
+        env.status(&id),
+        "running",
+        "a bad kill must not stop the container"
+    );
 }
 
 #[test]
@@ -173,11 +233,26 @@ fn start_of_a_running_or_stopped_container() {
     env.must_create(&b, &id);
     env.must_start(&id);
     let out = env.rt(&["start", &id]);
-    expect_error(&out, "start of a running container", &[&["running", "not created"]], &[]);
+    expect_error(
+        &out,
+        "start of a running container",
+        &[&["running", "not created"]],
+        &[],
+    );
     fs::write(b.rootfs().join("go"), "").unwrap();
     env.wait_status(&id, "stopped", Duration::from_secs(10));
     let out = env.rt(&["start", &id]);
-    expect_error(&out, "start of a stopped container", &[&["stopped", "not created"]], &[]);
+    expect_error(
+        &out,
+        "start of a stopped container",
+        &[&["stopped", "not created"]],
+        &[],
+    );
     let out = env.rt(&["exec", &id, "true"]);
-    expect_error(&out, "exec into a stopped container", &[&["stopped", "not running"]], &[]);
+    expect_error(
+        &out,
+        "exec into a stopped container",
+        &[&["stopped", "not running"]],
+        &[],
+    );
 }

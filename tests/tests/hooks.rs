@@ -43,7 +43,8 @@ fn log_lines(b: &Bundle) -> Vec<String> {
 fn hook_state(b: &Bundle, name: &str) -> Value {
     let p = b.rootfs().join(format!("{name}.json"));
     let text = fs::read_to_string(&p).unwrap_or_else(|e| panic!("{name} hook left no state ({e})"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} hook stdin is not JSON ({e}): {text:?}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{name} hook stdin is not JSON ({e}): {text:?}"))
 }
 
 #[test]
@@ -58,8 +59,10 @@ fn every_hook_runs_in_order_with_state_args_and_env() {
     let id = env.id();
     env.must_create(&b, &id);
     let names = |lines: Vec<String>| -> Vec<String> {
-        let mut v: Vec<String> =
-            lines.iter().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect();
+        let mut v: Vec<String> = lines
+            .iter()
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect();
         if is_runc() {
             // runc 1.1 runs poststart during `create`; only check which hooks ran.
             v.sort();
@@ -76,19 +79,38 @@ fn every_hook_runs_in_order_with_state_args_and_env() {
         }
         v
     };
-    assert_eq!(names(log_lines(&b)), want(3), "after create: {:?}", log_lines(&b));
+    assert_eq!(
+        names(log_lines(&b)),
+        want(3),
+        "after create: {:?}",
+        log_lines(&b)
+    );
     let pid = env.pid(&id);
 
     env.must_start(&id);
-    assert_eq!(names(log_lines(&b)), want(5), "after start: {:?}", log_lines(&b));
+    assert_eq!(
+        names(log_lines(&b)),
+        want(5),
+        "after start: {:?}",
+        log_lines(&b)
+    );
     fs::write(rootfs.join("go"), "").unwrap();
     env.wait_status(&id, "stopped", Duration::from_secs(10));
     assert_ok(&env.rt(&["delete", &id]), "delete");
-    assert_eq!(names(log_lines(&b)), want(6), "after delete: {:?}", log_lines(&b));
+    assert_eq!(
+        names(log_lines(&b)),
+        want(6),
+        "after delete: {:?}",
+        log_lines(&b)
+    );
 
     for line in log_lines(&b) {
         let name = line.split(' ').next().unwrap_or("");
-        assert_eq!(line, format!("{name} arg-{name} env-{name}"), "hook args/env not passed");
+        assert_eq!(
+            line,
+            format!("{name} arg-{name} env-{name}"),
+            "hook args/env not passed"
+        );
     }
     for name in ALL {
         let st = hook_state(&b, name);
@@ -124,12 +146,19 @@ fn every_hook_runs_in_order_with_state_args_and_env() {
 fn hook_timeout_fails_create_and_leaves_nothing() {
     let env = TestEnv::new("hooks-timeout");
     let mut b = env.bundle();
-    b.push("/hooks/createRuntime", json!({
-        "path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1
-    }));
+    b.push(
+        "/hooks/createRuntime",
+        json!({
+            "path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1
+        }),
+    );
     let id = env.id();
     let out = env.create(&b, &id);
-    assert_failed_mentioning(&out, "create with a hook that times out", &[&["timeout", "timed out", "deadline"]]);
+    assert_failed_mentioning(
+        &out,
+        "create with a hook that times out",
+        &[&["timeout", "timed out", "deadline"]],
+    );
     env.assert_clean(&id, &b.dir, None);
 }
 
@@ -137,20 +166,34 @@ fn hook_timeout_fails_create_and_leaves_nothing() {
 fn failing_hook_fails_create_and_leaves_nothing() {
     let env = TestEnv::new("hooks-fail");
     let mut b = env.bundle();
-    b.push("/hooks/createRuntime", json!({
-        "path": "/bin/sh", "args": ["sh", "-c", "echo hook-said-no >&2; exit 3"]
-    }));
+    b.push(
+        "/hooks/createRuntime",
+        json!({
+            "path": "/bin/sh", "args": ["sh", "-c", "echo hook-said-no >&2; exit 3"]
+        }),
+    );
     let id = env.id();
     let out = env.create(&b, &id);
-    assert_failed_mentioning(&out, "create with a failing hook", &[&["hook", "createRuntime", "exit status 3", "hook-said-no"]]);
+    assert_failed_mentioning(
+        &out,
+        "create with a failing hook",
+        &[&["hook", "createRuntime", "exit status 3", "hook-said-no"]],
+    );
     env.assert_clean(&id, &b.dir, None);
 
     // A hook binary that does not exist fails too, naming the path.
     let mut b = env.bundle();
-    b.push("/hooks/prestart", json!({"path": "/nonexistent/skiff-hook"}));
+    b.push(
+        "/hooks/prestart",
+        json!({"path": "/nonexistent/skiff-hook"}),
+    );
     let id = env.id();
     let out = env.create(&b, &id);
-    assert_failed_mentioning(&out, "create with a missing hook binary", &[&["/nonexistent/skiff-hook", "no such file"]]);
+    assert_failed_mentioning(
+        &out,
+        "create with a missing hook binary",
+        &[&["/nonexistent/skiff-hook", "no such file"]],
+    );
     env.assert_clean(&id, &b.dir, None);
     let _ = host::list_dir(&env.root);
 }

@@ -26,7 +26,10 @@ fn attempt(env: &TestEnv, b: &Bundle) -> Attempt {
     let mut pid = None;
     if create.success() {
         pid = Some(env.pid(&id));
-        assert_ok(&env.rt(&["start", &id]), "start of an accepted hostile bundle");
+        assert_ok(
+            &env.rt(&["start", &id]),
+            "start of an accepted hostile bundle",
+        );
         env.wait_status(&id, "stopped", Duration::from_secs(20));
         assert_ok(&env.rt(&["delete", &id]), "delete");
         ran = Some(create.stdout_now());
@@ -34,7 +37,10 @@ fn attempt(env: &TestEnv, b: &Bundle) -> Attempt {
     env.assert_clean(&id, &b.dir, pid);
     match &ran {
         Some(_) => eprintln!("{id}: accepted and ran"),
-        None => eprintln!("{id}: refused: {}", create.stderr.trim_end().lines().last().unwrap_or("")),
+        None => eprintln!(
+            "{id}: refused: {}",
+            create.stderr.trim_end().lines().last().unwrap_or("")
+        ),
     }
     Attempt { create, ran }
 }
@@ -52,11 +58,19 @@ fn wrong_types_for_every_major_field() {
         ("/process/user", json!([]), "user"),
         ("/process/user/uid", json!(-1), "uid"),
         ("/process/user/gid", json!(1.5), "gid"),
-        ("/process/user/additionalGids", json!("10"), "additionalGids"),
+        (
+            "/process/user/additionalGids",
+            json!("10"),
+            "additionalGids",
+        ),
         ("/process/rlimits", json!({}), "rlimits"),
         ("/process/rlimits/0/soft", json!("many"), "soft"),
         ("/process/capabilities", json!("all"), "capabilities"),
-        ("/process/capabilities/bounding", json!("CAP_KILL"), "bounding"),
+        (
+            "/process/capabilities/bounding",
+            json!("CAP_KILL"),
+            "bounding",
+        ),
         ("/process/noNewPrivileges", json!("true"), "noNewPrivileges"),
         ("/process/oomScoreAdj", json!("high"), "oomScoreAdj"),
         ("/root", json!("rootfs"), "root"),
@@ -91,10 +105,17 @@ fn wrong_types_for_every_major_field() {
         if o.success() {
             problems.push(format!("{pointer} = {value}: accepted{o}"));
         } else if !mentions(o, name) {
-            problems.push(format!("{pointer} = {value}: error does not name `{name}`{o}"));
+            problems.push(format!(
+                "{pointer} = {value}: error does not name `{name}`{o}"
+            ));
         }
     }
-    assert!(problems.is_empty(), "{} wrong-type cases misbehaved:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} wrong-type cases misbehaved:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -102,11 +123,27 @@ fn invalid_values_are_refused() {
     let env = TestEnv::new("hostile-values");
     let cases: Vec<(&str, Value, &[&str])> = vec![
         ("/linux/namespaces/0/type", json!("bogus-ns"), &["bogus-ns"]),
-        ("/process/rlimits/0/type", json!("RLIMIT_BOGUS"), &["RLIMIT_BOGUS"]),
-        ("/process/capabilities/bounding", json!(["CAP_BOGUS"]), &["CAP_BOGUS"]),
-        ("/linux/namespaces/0/path", json!("/no/such/nsfile"), &["/no/such/nsfile"]),
+        (
+            "/process/rlimits/0/type",
+            json!("RLIMIT_BOGUS"),
+            &["RLIMIT_BOGUS"],
+        ),
+        (
+            "/process/capabilities/bounding",
+            json!(["CAP_BOGUS"]),
+            &["CAP_BOGUS"],
+        ),
+        (
+            "/linux/namespaces/0/path",
+            json!("/no/such/nsfile"),
+            &["/no/such/nsfile"],
+        ),
         // /mounts/3 is /dev/shm.
-        ("/mounts/3/type", json!("no-such-fs-type"), &["no-such-fs-type", "/dev/shm"]),
+        (
+            "/mounts/3/type",
+            json!("no-such-fs-type"),
+            &["no-such-fs-type", "/dev/shm"],
+        ),
         ("/process/args", json!([]), &["args"]),
     ];
     let mut problems = Vec::new();
@@ -121,10 +158,17 @@ fn invalid_values_are_refused() {
                 problems.push(format!("{pointer} = {value}: accepted and ran{o}"));
             }
         } else if !names.iter().any(|n| mentions(o, n)) {
-            problems.push(format!("{pointer} = {value}: error names none of {names:?}{o}"));
+            problems.push(format!(
+                "{pointer} = {value}: error names none of {names:?}{o}"
+            ));
         }
     }
-    assert!(problems.is_empty(), "{} invalid-value cases misbehaved:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} invalid-value cases misbehaved:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -133,18 +177,51 @@ fn huge_arrays_fail_cleanly_or_work() {
     // runc 1.1 needs ~30 s for 100k env entries (quadratic); skiff gets the full size.
     let n_env = if is_runc() { 10_000 } else { 100_000 };
     let cases: Vec<(&str, Value)> = vec![
-        ("/process/env", json!(std::iter::once("PATH=/bin:/sbin:/usr/bin".to_string())
-            .chain((0..n_env).map(|i| format!("K{i}=v{i}"))).collect::<Vec<_>>())),
-        ("/process/args", json!(std::iter::once("echo".to_string())
-            .chain((0..100_000).map(|i| format!("a{i}"))).collect::<Vec<_>>())),
-        ("/process/user/additionalGids", json!((0..100_000).collect::<Vec<u32>>())),
-        ("/linux/maskedPaths", json!((0..20_000).map(|i| format!("/none/{i}")).collect::<Vec<_>>())),
-        ("/linux/readonlyPaths", json!((0..20_000).map(|i| format!("/none/{i}")).collect::<Vec<_>>())),
-        ("/annotations", Value::Object((0..100_000).map(|i| (format!("k{i}"), json!("v"))).collect())),
+        (
+            "/process/env",
+            json!(std::iter::once("PATH=/bin:/sbin:/usr/bin".to_string())
+                .chain((0..n_env).map(|i| format!("K{i}=v{i}")))
+                .collect::<Vec<_>>()),
+        ),
+        (
+            "/process/args",
+            json!(std::iter::once("echo".to_string())
+                .chain((0..100_000).map(|i| format!("a{i}")))
+                .collect::<Vec<_>>()),
+        ),
+        (
+            "/process/user/additionalGids",
+            json!((0..100_000).collect::<Vec<u32>>()),
+        ),
+        (
+            "/linux/maskedPaths",
+            json!((0..20_000)
+                .map(|i| format!("/none/{i}"))
+                .collect::<Vec<_>>()),
+        ),
+        (
+            "/linux/readonlyPaths",
+            json!((0..20_000)
+                .map(|i| format!("/none/{i}"))
+                .collect::<Vec<_>>()),
+        ),
+        (
+            "/annotations",
+            Value::Object(
+                (0..100_000)
+                    .map(|i| (format!("k{i}"), json!("v")))
+                    .collect(),
+            ),
+        ),
     ];
-    let mut mounts = skiff_tests::bundle::default_config()["mounts"].as_array().unwrap().clone();
-    mounts.extend((0..1_000).map(|i| json!({"destination": format!("/mnt/m{i}"),
-        "type": "tmpfs", "source": "tmpfs", "options": ["size=4k"]})));
+    let mut mounts = skiff_tests::bundle::default_config()["mounts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    mounts.extend((0..1_000).map(|i| {
+        json!({"destination": format!("/mnt/m{i}"),
+        "type": "tmpfs", "source": "tmpfs", "options": ["size=4k"]})
+    }));
     let cases = cases.into_iter().chain([("/mounts", Value::Array(mounts))]);
     for (pointer, value) in cases {
         let mut b = env.bundle_light();
@@ -156,12 +233,24 @@ fn huge_arrays_fail_cleanly_or_work() {
         let a = attempt(&env, &b);
         eprintln!(
             "{pointer}: {} in {:?}",
-            if a.create.success() { "accepted" } else { "refused" },
+            if a.create.success() {
+                "accepted"
+            } else {
+                "refused"
+            },
             t.elapsed()
         );
-        let want = if pointer == "/process/args" { "a99999" } else { "huge-ok" };
+        let want = if pointer == "/process/args" {
+            "a99999"
+        } else {
+            "huge-ok"
+        };
         if let Some(ran) = &a.ran {
-            assert!(ran.contains(want), "{pointer}: accepted but did not run properly: {ran:?}{}", a.create);
+            assert!(
+                ran.contains(want),
+                "{pointer}: accepted but did not run properly: {ran:?}{}",
+                a.create
+            );
         }
     }
 }
@@ -175,10 +264,19 @@ fn host_target(env: &TestEnv, name: &str) -> std::path::PathBuf {
 }
 
 fn assert_untouched(target: &Path, ctx: &Output) {
-    assert_eq!(host::list_dir(target), vec!["marker"], "host dir {} was written to{ctx}", target.display());
+    assert_eq!(
+        host::list_dir(target),
+        vec!["marker"],
+        "host dir {} was written to{ctx}",
+        target.display()
+    );
     assert_eq!(fs::read_to_string(target.join("marker")).unwrap(), "host");
     let m = host::mounts_mentioning(target);
-    assert!(m.is_empty(), "host dir {} got mounts {m:#?}{ctx}", target.display());
+    assert!(
+        m.is_empty(),
+        "host dir {} got mounts {m:#?}{ctx}",
+        target.display()
+    );
 }
 
 #[test]
@@ -187,10 +285,17 @@ fn dotdot_in_mount_destination_stays_inside() {
     let mut b = env.bundle_light();
     // rootfs is <dir>/bundle-N/rootfs, so ../../ from it is the test dir itself.
     let outside = env.dir.join("dotdot-outside");
-    b.mount(json!({"destination": "/../../dotdot-outside/sub", "type": "tmpfs", "source": "tmpfs"}));
+    b.mount(
+        json!({"destination": "/../../dotdot-outside/sub", "type": "tmpfs", "source": "tmpfs"}),
+    );
     b.sh("echo pwned > /../../dotdot-outside/sub/pwn 2>/dev/null; echo done");
     let a = attempt(&env, &b);
-    assert!(!outside.exists(), "a `..` mount destination created {} on the host{}", outside.display(), a.create);
+    assert!(
+        !outside.exists(),
+        "a `..` mount destination created {} on the host{}",
+        outside.display(),
+        a.create
+    );
 }
 
 #[test]
@@ -209,9 +314,15 @@ fn absolute_symlink_in_mount_destination_stays_inside() {
     let a = attempt(&env, &b);
     assert_untouched(&target, &a.create);
     assert_untouched(&target2, &a.create);
-    assert_eq!(host::list_dir(&src), vec!["marker"].into_iter().chain(
-        a.ran.as_ref().filter(|r| r.contains("pwn")).map(|_| "pwn")).collect::<Vec<_>>(),
-        "bind source changed unexpectedly{}", a.create);
+    assert_eq!(
+        host::list_dir(&src),
+        vec!["marker"]
+            .into_iter()
+            .chain(a.ran.as_ref().filter(|r| r.contains("pwn")).map(|_| "pwn"))
+            .collect::<Vec<_>>(),
+        "bind source changed unexpectedly{}",
+        a.create
+    );
 }
 
 #[test]
@@ -240,8 +351,10 @@ fn symlinked_parent_dir_of_a_file_mount_stays_inside() {
     symlink(&target, b.rootfs().join("etc/deep/link")).unwrap();
     let file_src = env.dir.join("file-src");
     fs::write(&file_src, "file").unwrap();
-    b.mount(json!({"destination": "/etc/deep/link/newfile", "type": "bind",
-        "source": path_str(&file_src), "options": ["bind", "ro"]}));
+    b.mount(
+        json!({"destination": "/etc/deep/link/newfile", "type": "bind",
+        "source": path_str(&file_src), "options": ["bind", "ro"]}),
+    );
     b.mount(json!({"destination": "/etc/deep/link/newdir/x", "type": "tmpfs", "source": "tmpfs"}));
     b.sh("true");
     let a = attempt(&env, &b);
@@ -269,7 +382,11 @@ fn no_runtime_fd_leaks_into_the_container() {
     let id = env.id();
     let out = env.run_fg(&b, &id);
     assert_ok(&out, "run");
-    assert_eq!(out.stdout.trim(), "0 1 2 3", "fds other than stdio (and ls's own dir fd){out}");
+    assert_eq!(
+        out.stdout.trim(),
+        "0 1 2 3",
+        "fds other than stdio (and ls's own dir fd){out}"
+    );
 
     // The same for a process started by create/start and for exec.
     let mut b = env.bundle_light();
@@ -284,7 +401,11 @@ fn no_runtime_fd_leaks_into_the_container() {
     while create.stdout_now().trim().is_empty() && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(create.stdout_now().trim(), "0 1 2 3", "fds leaked into init{create}");
+    assert_eq!(
+        create.stdout_now().trim(),
+        "0 1 2 3",
+        "fds leaked into init{create}"
+    );
 }
 
 #[test]
@@ -299,14 +420,27 @@ fn cwd_cannot_point_outside_the_rootfs() {
         let out = env.run_fg(&b, &id);
         assert!(!out.timed_out, "{out}");
         if out.success() {
-            assert!(!out.stdout.contains("unreachable"), "cwd outside the container root{out}");
-            assert!(!out.stdout.contains("skiff-test"), "host tree visible from cwd{out}");
+            assert!(
+                !out.stdout.contains("unreachable"),
+                "cwd outside the container root{out}"
+            );
+            assert!(
+                !out.stdout.contains("skiff-test"),
+                "host tree visible from cwd{out}"
+            );
         }
         env.assert_clean(&id, &b.dir, None);
     }
     let mut b = env.bundle_light();
-    let out = env.run_sh(&mut b, "readlink /proc/self/cwd; readlink /proc/1/cwd; readlink /proc/1/root");
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), vec!["/", "/", "/"], "{out}");
+    let out = env.run_sh(
+        &mut b,
+        "readlink /proc/self/cwd; readlink /proc/1/cwd; readlink /proc/1/root",
+    );
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        vec!["/", "/", "/"],
+        "{out}"
+    );
 }
 
 #[test]
@@ -331,7 +465,13 @@ fn init_exe_does_not_expose_the_runtime_binary() {
         }
     }
     // From inside: a process in the container sees init's exe and must not write through it.
-    let out = env.rt(&["exec", &id, "sh", "-c", "echo -n >> /proc/1/exe && echo WRITABLE; true"]);
+    let out = env.rt(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo -n >> /proc/1/exe && echo WRITABLE; true",
+    ]);
     if out.success() {
         let after = fs::metadata(runtime_bin()).unwrap();
         assert_eq!(after.mtime(), real.mtime(), "runtime binary modified{out}");

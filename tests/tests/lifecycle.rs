@@ -32,7 +32,10 @@ fn spec_writes_a_usable_config() {
     fs::create_dir_all(&cwd).unwrap();
     let out = env.exec(env.command().arg("spec").current_dir(&cwd));
     assert_ok(&out, "spec in cwd");
-    assert!(cwd.join("config.json").is_file(), "no config.json in cwd{out}");
+    assert!(
+        cwd.join("config.json").is_file(),
+        "no config.json in cwd{out}"
+    );
 
     // The generated config runs the busybox rootfs once the terminal is turned off.
     let mut b = env.bundle();
@@ -53,17 +56,33 @@ fn features_describes_the_runtime() {
     let f: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("features is not JSON ({e}){out}"));
     for key in ["ociVersionMin", "ociVersionMax"] {
-        assert!(f[key].as_str().is_some_and(|v| v.starts_with("1.")), "{key}{out}");
+        assert!(
+            f[key].as_str().is_some_and(|v| v.starts_with("1.")),
+            "{key}{out}"
+        );
     }
-    let hooks = f["hooks"].as_array().unwrap_or_else(|| panic!("hooks{out}"));
-    for h in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
+    let hooks = f["hooks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("hooks{out}"));
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
         assert!(hooks.iter().any(|x| x == h), "hooks lacks {h}{out}");
     }
-    let opts = f["mountOptions"].as_array().unwrap_or_else(|| panic!("mountOptions{out}"));
+    let opts = f["mountOptions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("mountOptions{out}"));
     for o in ["ro", "bind", "rbind", "nosuid", "nodev", "noexec"] {
         assert!(opts.iter().any(|x| x == o), "mountOptions lacks {o}{out}");
     }
-    let ns = f["linux"]["namespaces"].as_array().unwrap_or_else(|| panic!("linux.namespaces{out}"));
+    let ns = f["linux"]["namespaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("linux.namespaces{out}"));
     for n in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
         assert!(ns.iter().any(|x| x == n), "linux.namespaces lacks {n}{out}");
     }
@@ -81,10 +100,18 @@ fn created_running_stopped_then_deleted() {
     let st = env.state(&id);
     assert_eq!(st["status"], "created", "{st}");
     assert_eq!(st["id"], id.as_str(), "{st}");
-    assert!(st["ociVersion"].as_str().is_some_and(|v| v.starts_with("1.")), "{st}");
+    assert!(
+        st["ociVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "{st}"
+    );
     assert_eq!(st["bundle"], path_str(&b.dir), "{st}");
     let pid = st["pid"].as_i64().unwrap_or_else(|| panic!("no pid: {st}"));
-    assert!(pid > 0 && host::process_alive(pid), "init {pid} not alive: {st}");
+    assert!(
+        pid > 0 && host::process_alive(pid),
+        "init {pid} not alive: {st}"
+    );
     if !skiff_tests::is_runc() {
         // runc 1.1 leaves annotations out of `state`; the spec puts them there.
         assert_eq!(st["annotations"]["org.skiff.test"], "lifecycle", "{st}");
@@ -92,7 +119,11 @@ fn created_running_stopped_then_deleted() {
 
     env.must_start(&id);
     let st = env.wait_status(&id, "running", WAIT);
-    assert_eq!(st["pid"].as_i64(), Some(pid), "pid changed across start: {st}");
+    assert_eq!(
+        st["pid"].as_i64(),
+        Some(pid),
+        "pid changed across start: {st}"
+    );
 
     fs::write(b.rootfs().join("go"), "").unwrap();
     let st = env.wait_status(&id, "stopped", WAIT);
@@ -110,7 +141,11 @@ fn run_foreground_returns_the_exit_status() {
     b.sh("echo hello-out; echo hello-err >&2; exit 7");
     let id = env.id();
     let out = env.run_fg(&b, &id);
-    assert_eq!(out.code, Some(7), "run should exit with the container's status{out}");
+    assert_eq!(
+        out.code,
+        Some(7),
+        "run should exit with the container's status{out}"
+    );
     assert!(out.stdout.contains("hello-out"), "container stdout{out}");
     assert!(out.stderr.contains("hello-err"), "container stderr{out}");
     // A foreground run deletes the container when it exits.
@@ -131,12 +166,22 @@ fn run_detach_with_pid_file() {
     let id = env.id();
     let pidfile = env.dir.join("run.pid");
     let out = env.rt(&[
-        "run", "--bundle", path_str(&b.dir), "--detach", "--pid-file", path_str(&pidfile), &id,
+        "run",
+        "--bundle",
+        path_str(&b.dir),
+        "--detach",
+        "--pid-file",
+        path_str(&pidfile),
+        &id,
     ]);
     assert_ok(&out, "run --detach");
     let st = env.wait_status(&id, "running", WAIT);
     let text = fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("pid file: {e}{out}"));
-    assert_eq!(text.trim().parse::<i64>().ok(), st["pid"].as_i64(), "pid file {text:?} vs {st}");
+    assert_eq!(
+        text.trim().parse::<i64>().ok(),
+        st["pid"].as_i64(),
+        "pid file {text:?} vs {st}"
+    );
     assert_ok(&env.rt(&["kill", &id, "KILL"]), "kill");
     env.wait_status(&id, "stopped", WAIT);
     assert_ok(&env.rt(&["delete", &id]), "delete");
@@ -151,12 +196,24 @@ fn create_pid_file_holds_the_init_pid() {
     let pidfile = env.dir.join("sub").join("c.pid");
     fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
     let out = env.rt(&[
-        "create", "--bundle", path_str(&b.dir), "--pid-file", path_str(&pidfile), &id,
+        "create",
+        "--bundle",
+        path_str(&b.dir),
+        "--pid-file",
+        path_str(&pidfile),
+        &id,
     ]);
     assert_ok(&out, "create --pid-file");
     let text = fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("pid file: {e}{out}"));
-    assert_eq!(text.trim().parse::<i64>().ok(), Some(env.pid(&id)), "pid file {text:?}");
-    assert_ok(&env.rt(&["delete", "--force", &id]), "delete --force created");
+    assert_eq!(
+        text.trim().parse::<i64>().ok(),
+        Some(env.pid(&id)),
+        "pid file {text:?}"
+    );
+    assert_ok(
+        &env.rt(&["delete", "--force", &id]),
+        "delete --force created",
+    );
     env.assert_clean(&id, &b.dir, None);
 }
 
@@ -169,7 +226,12 @@ fn list_in_json_and_quiet() {
     env.must_create(&b, &c);
     let out = env.rt(&["list", "-q"]);
     assert_ok(&out, "list -q");
-    let mut ids: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut ids: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     ids.sort();
     assert_eq!(ids, vec![a.as_str(), c.as_str()], "list -q{out}");
 
@@ -191,7 +253,10 @@ fn list_in_json_and_quiet() {
         assert_ok(&env.rt(&["delete", "--force", id]), "delete");
     }
     let out = env.rt(&["list", "-q"]);
-    assert!(out.success() && out.stdout.trim().is_empty(), "list after delete{out}");
+    assert!(
+        out.success() && out.stdout.trim().is_empty(),
+        "list after delete{out}"
+    );
 }
 
 #[test]
@@ -230,8 +295,10 @@ fn ps_lists_the_container_pids() {
 fn kill_by_name_number_default_and_all() {
     let env = TestEnv::new("kill");
     let mut b = env.bundle();
-    b.sh("trap 'echo USR1 >> /sig' USR1; trap 'echo TERM >> /sig; exit 0' TERM; \
-          while true; do usleep 20000; done");
+    b.sh(
+        "trap 'echo USR1 >> /sig' USR1; trap 'echo TERM >> /sig; exit 0' TERM; \
+          while true; do usleep 20000; done",
+    );
     let id = env.id();
     env.must_create(&b, &id);
     env.must_start(&id);
@@ -246,13 +313,21 @@ fn kill_by_name_number_default_and_all() {
             break;
         }
     }
-    assert!(seen && read_sig().contains("USR1"), "USR1 not delivered: {:?}", read_sig());
+    assert!(
+        seen && read_sig().contains("USR1"),
+        "USR1 not delivered: {:?}",
+        read_sig()
+    );
     assert_eq!(env.status(&id), "running");
     assert_ok(&env.rt(&["kill", &id, "SIGUSR1"]), "kill by SIG name");
     assert_ok(&env.rt(&["kill", &id, "USR1"]), "kill by short name");
     assert_ok(&env.rt(&["kill", &id]), "kill with the default signal");
     env.wait_status(&id, "stopped", WAIT);
-    assert!(read_sig().contains("TERM"), "default signal should be TERM: {:?}", read_sig());
+    assert!(
+        read_sig().contains("TERM"),
+        "default signal should be TERM: {:?}",
+        read_sig()
+    );
 
     // --all reaches every process, not just init.
     let mut b = env.bundle();
@@ -268,7 +343,12 @@ fn kill_by_name_number_default_and_all() {
         let v: Value = serde_json::from_str(&out.stdout).unwrap_or(json!([]));
         let live: Vec<i64> = v
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_i64).filter(|p| host::process_alive(*p)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_i64)
+                    .filter(|p| host::process_alive(*p))
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(live.is_empty(), "processes survived kill --all: {live:?}");
     }
@@ -284,8 +364,16 @@ fn delete_running_needs_force() {
     env.must_start(&id);
     let pid = env.pid(&id);
     let out = env.rt(&["delete", &id]);
-    assert_failed_mentioning(&out, "delete of a running container", &[&["running", "force", "stop"]]);
-    assert_eq!(env.status(&id), "running", "failed delete must not touch the container");
+    assert_failed_mentioning(
+        &out,
+        "delete of a running container",
+        &[&["running", "force", "stop"]],
+    );
+    assert_eq!(
+        env.status(&id),
+        "running",
+        "failed delete must not touch the container"
+    );
     assert_ok(&env.rt(&["delete", "--force", &id]), "delete --force");
     env.assert_clean(&id, &b.dir, Some(pid));
 }
@@ -296,17 +384,41 @@ fn global_log_flags() {
     let b = env.bundle();
     let id = env.id();
     let log = env.dir.join("runtime.log");
-    let out = env.rt(&["--log", path_str(&log), "--log-format", "json", "--debug", "create",
-        "--bundle", path_str(&b.dir), &id]);
+    let out = env.rt(&[
+        "--log",
+        path_str(&log),
+        "--log-format",
+        "json",
+        "--debug",
+        "create",
+        "--bundle",
+        path_str(&b.dir),
+        &id,
+    ]);
     assert_ok(&out, "create with --log/--log-format json/--debug");
-    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("log file {}: {e}{out}", log.display()));
+    let text =
+        fs::read_to_string(&log).unwrap_or_else(|e| panic!("log file {}: {e}{out}", log.display()));
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "--debug wrote nothing to the log{out}");
     for l in &lines {
-        assert!(serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object()), "not a JSON log line: {l}");
+        assert!(
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object()),
+            "not a JSON log line: {l}"
+        );
     }
-    let out = env.rt(&["--log", path_str(&log), "--log-format", "text", "delete", "--force", &id]);
+    let out = env.rt(&[
+        "--log",
+        path_str(&log),
+        "--log-format",
+        "text",
+        "delete",
+        "--force",
+        &id,
+    ]);
     assert_ok(&out, "delete with --log-format text");
+    // --systemd-cgroup is a global flag every command accepts.
+    let out = env.rt(&["--systemd-cgroup", "list", "-q"]);
+    assert_ok(&out, "--systemd-cgroup list");
     env.assert_clean(&id, &b.dir, None);
 }
 
@@ -324,11 +436,20 @@ fn preserve_fds_and_no_new_keyring() {
     let file = fs::File::open(&payload).unwrap();
     let raw = file.as_raw_fd();
     let mut c = env.command();
-    c.args(["run", "--bundle", path_str(&b.dir), "--preserve-fds", "1", "--no-new-keyring", &id]);
-    // SAFETY: dup2 is async-signal-safe; raw stays open in the parent until after spawn.
+    c.args([
+        "run",
+        "--bundle",
+        path_str(&b.dir),
+        "--preserve-fds",
+        "1",
+        "--no-new-keyring",
+        &id,
+    ]);
+    // SAFETY: dup2 and fcntl are async-signal-safe; raw stays open until after spawn.
     unsafe {
         c.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2(3, 3) would keep O_CLOEXEC, so clear it explicitly.
+            if libc::dup2(raw, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -337,5 +458,54 @@ fn preserve_fds_and_no_new_keyring() {
     let out = env.exec(&mut c);
     drop(file);
     assert_ok(&out, "run --preserve-fds 1 --no-new-keyring");
-    assert!(out.stdout.contains("passed-through-fd-3"), "fd 3 not passed{out}");
+    assert!(
+        out.stdout.contains("passed-through-fd-3"),
+        "fd 3 not passed{out}"
+    );
+}
+
+/// Cgroup dirs named `name` whose cgroup.procs lists `pid`.
+fn cgroups_holding(name: &str, pid: i64) -> Vec<std::path::PathBuf> {
+    host::cgroup_dirs_named(name)
+        .into_iter()
+        .filter(|d| {
+            fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == pid.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn cgroups_are_created_and_removed() {
+    let env = TestEnv::new("cgroups");
+    // Without linux.cgroupsPath the cgroup is named after the id (as runc does).
+    let b = env.bundle();
+    let id = env.id();
+    env.must_create(&b, &id);
+    let pid = env.pid(&id);
+    let held = cgroups_holding(&id, pid);
+    assert!(
+        !held.is_empty(),
+        "no cgroup named {id} holds init {pid}: {:?}",
+        host::cgroup_dirs_named(&id)
+    );
+    assert_ok(&env.rt(&["delete", "--force", &id]), "delete --force");
+    env.assert_clean(&id, &b.dir, Some(pid));
+
+    // An explicit cgroupsPath is used as given.
+    let mut b = env.bundle();
+    let id = env.id();
+    let name = format!("skifftest-{id}");
+    b.set("/linux/cgroupsPath", json!(format!("/{name}")));
+    env.must_create(&b, &id);
+    let pid = env.pid(&id);
+    assert!(
+        !cgroups_holding(&name, pid).is_empty(),
+        "cgroupsPath /{name} not used"
+    );
+    assert_ok(&env.rt(&["delete", "--force", &id]), "delete --force");
+    let left = host::cgroup_dirs_named(&name);
+    assert!(left.is_empty(), "cgroups left after delete: {left:?}");
 }

@@ -47,7 +47,11 @@ fn ipc_mount_and_net_namespaces_are_new() {
     let env = TestEnv::new("ns-ipc-mnt-net");
     let mut b = env.bundle();
     for kind in ["ipc", "mnt", "net"] {
-        assert_ne!(inner_ns(&env, &mut b, kind), host::host_ns(kind), "{kind} ns not new");
+        assert_ne!(
+            inner_ns(&env, &mut b, kind),
+            host::host_ns(kind),
+            "{kind} ns not new"
+        );
     }
     // A fresh network namespace holds only the loopback device.
     let out = env.run_sh(&mut b, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
@@ -72,7 +76,10 @@ fn cgroup_namespace_hides_the_host_hierarchy() {
     let out = env.run_sh(&mut b, "cat /proc/self/cgroup");
     for line in out.stdout.lines() {
         let path = line.splitn(3, ':').nth(2).unwrap_or("?");
-        assert_eq!(path, "/", "cgroup path visible inside a cgroup namespace: {line}{out}");
+        assert_eq!(
+            path, "/",
+            "cgroup path visible inside a cgroup namespace: {line}{out}"
+        );
     }
 }
 
@@ -82,7 +89,11 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) {
         .arg(dir)
         .output()
         .expect("run chown");
-    assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -91,8 +102,14 @@ fn user_namespace_maps_root_to_an_unprivileged_uid() {
     let mut b = env.bundle();
     chown_tree(&b.rootfs(), 100000, 100000);
     b.namespace("user", None);
-    b.set("/linux/uidMappings", json!([{"containerID": 0, "hostID": 100000, "size": 65536}]));
-    b.set("/linux/gidMappings", json!([{"containerID": 0, "hostID": 100000, "size": 65536}]));
+    b.set(
+        "/linux/uidMappings",
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+    );
+    b.set(
+        "/linux/gidMappings",
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+    );
     // cgroup v1 hierarchies are owned by host root; they cannot be mounted from the userns.
     b.remove_mount("/sys/fs/cgroup");
     b.sh("id -u; id -g; cat /proc/self/uid_map; while [ ! -e /go ]; do usleep 10000; done");
@@ -101,10 +118,20 @@ fn user_namespace_maps_root_to_an_unprivileged_uid() {
     let pid = env.pid(&id);
     let map = fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("read uid_map");
     let fields: Vec<&str> = map.split_whitespace().collect();
-    assert_eq!(fields, vec!["0", "100000", "65536"], "host view of uid_map: {map:?}");
+    assert_eq!(
+        fields,
+        vec!["0", "100000", "65536"],
+        "host view of uid_map: {map:?}"
+    );
     let gmap = fs::read_to_string(format!("/proc/{pid}/gid_map")).expect("read gid_map");
-    assert_eq!(gmap.split_whitespace().collect::<Vec<_>>(), vec!["0", "100000", "65536"]);
-    assert_ne!(host::ns_inode(&format!("/proc/{pid}/ns/user")), host::host_ns("user"));
+    assert_eq!(
+        gmap.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "100000", "65536"]
+    );
+    assert_ne!(
+        host::ns_inode(&format!("/proc/{pid}/ns/user")),
+        host::host_ns("user")
+    );
     env.must_start(&id);
     fs::write(b.rootfs().join("go"), "").unwrap();
     env.wait_status(&id, "stopped", Duration::from_secs(10));
@@ -129,16 +156,28 @@ fn time_namespace_applies_offsets() {
     let mut b = env.bundle();
     b.namespace("time", None);
     let year = 365 * 24 * 3600;
-    b.set("/linux/timeOffsets", json!({
-        "monotonic": {"secs": year, "nanosecs": 0},
-        "boottime": {"secs": year, "nanosecs": 0}
-    }));
-    let out = env.run_sh(&mut b, "readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime");
+    b.set(
+        "/linux/timeOffsets",
+        json!({
+            "monotonic": {"secs": year, "nanosecs": 0},
+            "boottime": {"secs": year, "nanosecs": 0}
+        }),
+    );
+    let out = env.run_sh(
+        &mut b,
+        "readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime",
+    );
     let mut lines = out.stdout.lines();
     let ns = lines.next().and_then(parse_ns_link);
     assert_ne!(ns, Some(host::host_ns("time")), "time ns not new{out}");
-    let uptime: u64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
-    assert!(uptime >= year as u64, "boottime offset not applied (uptime {uptime}){out}");
+    let uptime: u64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        uptime >= year as u64,
+        "boottime offset not applied (uptime {uptime}){out}"
+    );
 }
 
 #[test]
@@ -165,13 +204,22 @@ fn joins_a_network_namespace_by_path() {
 fn joins_the_uts_namespace_of_another_process() {
     let env = TestEnv::new("ns-join-uts");
     let mut child = Command::new("unshare")
-        .args(["--uts", "sh", "-c", "hostname joined-uts && exec sleep 1000"])
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname joined-uts && exec sleep 1000",
+        ])
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn unshare");
     let pid = child.id();
     let end = Instant::now() + Duration::from_secs(10);
-    while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep" {
+    while fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        != "sleep"
+    {
         assert!(Instant::now() < end, "unshare helper never reached sleep");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -9,7 +9,13 @@ use std::time::Duration;
 fn args_env_and_cwd() {
     let env = TestEnv::new("proc-args");
     let mut b = env.bundle();
-    b.args(&["sh", "-c", "echo \"$FOO\"; pwd; echo \"$0|$1\"", "zero", "one two"]);
+    b.args(&[
+        "sh",
+        "-c",
+        "echo \"$FOO\"; pwd; echo \"$0|$1\"",
+        "zero",
+        "one two",
+    ]);
     b.push("/process/env", json!("FOO=bar baz"));
     b.set("/process/cwd", json!("/tmp"));
     let id = env.id();
@@ -32,11 +38,17 @@ fn missing_cwd_is_created() {
 fn user_group_and_additional_gids() {
     let env = TestEnv::new("proc-user");
     let mut b = env.bundle();
-    b.set("/process/user", json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 29]}));
+    b.set(
+        "/process/user",
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 29]}),
+    );
     let out = env.run_sh(&mut b, "id -u; id -g; id -G");
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(&lines[..2], &["1000", "1000"], "{out}");
-    let groups: Vec<&str> = lines.get(2).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    let groups: Vec<&str> = lines
+        .get(2)
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
     for g in ["10", "29"] {
         assert!(groups.contains(&g), "additional gid {g} missing{out}");
     }
@@ -49,19 +61,30 @@ fn umask_is_applied() {
     let mut b = env.bundle();
     b.set("/process/user/umask", json!(0o077));
     let out = env.run_sh(&mut b, "umask; touch /tmp/f; stat -c %a /tmp/f");
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), vec!["0077", "600"], "{out}");
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        vec!["0077", "600"],
+        "{out}"
+    );
 }
 
 #[test]
 fn rlimits_are_applied() {
     let env = TestEnv::new("proc-rlimits");
     let mut b = env.bundle();
-    b.set("/process/rlimits", json!([
-        {"type": "RLIMIT_NOFILE", "soft": 1234, "hard": 2345},
-        {"type": "RLIMIT_NPROC", "soft": 777, "hard": 777}
-    ]));
+    b.set(
+        "/process/rlimits",
+        json!([
+            {"type": "RLIMIT_NOFILE", "soft": 1234, "hard": 2345},
+            {"type": "RLIMIT_NPROC", "soft": 777, "hard": 777}
+        ]),
+    );
     let out = env.run_sh(&mut b, "ulimit -n; ulimit -Hn; ulimit -u");
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), vec!["1234", "2345", "777"], "{out}");
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        vec!["1234", "2345", "777"],
+        "{out}"
+    );
 }
 
 #[test]
@@ -83,7 +106,11 @@ fn oom_score_adj_below_the_current_value_is_clamped() {
     let mut b = env.bundle();
     b.set("/process/oomScoreAdj", json!(-500));
     let out = env.run_sh(&mut b, "cat /proc/self/oom_score_adj");
-    let v: i64 = out.stdout.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    let v: i64 = out
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out}"));
     assert!((-500..=1000).contains(&v), "{out}");
 }
 
@@ -91,14 +118,26 @@ fn oom_score_adj_below_the_current_value_is_clamped() {
 fn capabilities_and_no_new_privileges() {
     let env = TestEnv::new("proc-caps");
     let mut b = env.bundle();
-    let out = env.run_sh(&mut b, "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status");
+    let out = env.run_sh(
+        &mut b,
+        "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status",
+    );
     // CAP_KILL (5), CAP_NET_BIND_SERVICE (10), CAP_AUDIT_WRITE (29).
     let mask = format!("{:016x}", (1u64 << 5) | (1 << 10) | (1 << 29));
     for key in ["CapEff", "CapBnd", "CapPrm"] {
-        let line = out.stdout.lines().find(|l| l.starts_with(key)).unwrap_or("");
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or("");
         assert!(line.ends_with(&mask), "{key} should be {mask}{out}");
     }
-    assert!(out.stdout.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{out}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{out}"
+    );
 }
 
 #[test]
@@ -112,7 +151,12 @@ fn terminal_through_the_console_socket() {
     b.save();
     let id = env.id();
     let out = env.rt(&[
-        "create", "--bundle", path_str(&b.dir), "--console-socket", path_str(&sock.path), &id,
+        "create",
+        "--bundle",
+        path_str(&b.dir),
+        "--console-socket",
+        path_str(&sock.path),
+        &id,
     ]);
     assert!(out.success(), "create with --console-socket{out}");
     let mut pty = sock
@@ -122,7 +166,10 @@ fn terminal_through_the_console_socket() {
     let text = pty
         .read_until("40 120", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("consoleSize not applied: {e}"));
-    assert!(text.contains("is-a-tty"), "stdio is not the terminal: {text:?}");
+    assert!(
+        text.contains("is-a-tty"),
+        "stdio is not the terminal: {text:?}"
+    );
     pty.write_str("typed-input\n");
     pty.read_until("got-typed-input", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("input not delivered: {e}"));
