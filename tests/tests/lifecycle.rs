@@ -515,3 +515,21 @@ fn cgroups_are_created_and_removed() {
     let left = host::cgroup_dirs_named(&name);
     assert!(left.is_empty(), "cgroups left after delete: {left:?}");
 }
+
+#[test]
+fn busybox_bundle_script_makes_a_runnable_bundle() {
+    // The README's first container: the bundle script, then `run -b DIR ID`.
+    let env = TestEnv::new("bundle-script");
+    let dir = env.dir.join("hello");
+    let script = skiff_tests::binary::workspace_dir().join("tests/images/busybox-bundle.sh");
+    let out = env.exec(std::process::Command::new(&script).arg(&dir));
+    assert_ok(&out, "busybox-bundle.sh");
+    let cfg: Value = serde_json::from_str(&fs::read_to_string(dir.join("config.json")).unwrap())
+        .unwrap_or_else(|e| panic!("bundle config.json: {e}"));
+    assert_eq!(cfg["process"]["args"], json!(["sh"]), "{cfg}");
+    // sh reads its commands from stdin, which is /dev/null here: it exits 0 at once.
+    let id = env.id();
+    let out = env.rt(&["run", "-b", path_str(&dir), &id]);
+    assert_ok(&out, "run -b of the script's bundle");
+    env.assert_clean(&id, &dir, None);
+}
