@@ -203,7 +203,7 @@ fn joins_a_network_namespace_by_path() {
 #[test]
 fn joins_the_uts_namespace_of_another_process() {
     let env = TestEnv::new("ns-join-uts");
-    let mut child = Command::new("unshare")
+    let child = Command::new("unshare")
         .args([
             "--uts",
             "sh",
@@ -211,9 +211,16 @@ fn joins_the_uts_namespace_of_another_process() {
             "hostname joined-uts && exec sleep 1000",
         ])
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn unshare");
     let pid = child.id();
+    env.on_drop(move || {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    });
     let end = Instant::now() + Duration::from_secs(10);
     while fs::read_to_string(format!("/proc/{pid}/comm"))
         .unwrap_or_default()
@@ -230,7 +237,5 @@ fn joins_the_uts_namespace_of_another_process() {
     b.remove("/hostname");
     assert_eq!(inner_ns(&env, &mut b, "uts"), want);
     let out = env.run_sh(&mut b, "hostname");
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(out.stdout.trim(), "joined-uts", "{out}");
 }
