@@ -533,3 +533,20 @@ fn busybox_bundle_script_makes_a_runnable_bundle() {
     assert_ok(&out, "run -b of the script's bundle");
     env.assert_clean(&id, &dir, None);
 }
+
+#[test]
+fn state_notices_an_init_killed_from_outside() {
+    // The init may linger as a zombie (its reaper is not the runtime): that is "stopped".
+    let env = TestEnv::new("outside-kill");
+    let mut b = env.bundle();
+    b.args(&["sleep", "1000"]);
+    let id = env.id();
+    env.must_create(&b, &id);
+    env.must_start(&id);
+    let pid = env.pid(&id);
+    // SAFETY: plain kill(2) of the container's init pid, which we just read from `state`.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    env.wait_status(&id, "stopped", WAIT);
+    assert_ok(&env.rt(&["delete", &id]), "delete after an outside kill");
+    env.assert_clean(&id, &b.dir, Some(pid));
+}
