@@ -11,8 +11,15 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Default deadline for one runtime command: a hang fails the test instead of blocking CI.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline for one runtime command, so a hang fails the test instead of blocking CI:
+/// 30 s, or `SKIFF_TEST_TIMEOUT` seconds.
+pub fn default_timeout() -> Duration {
+    let secs = std::env::var("SKIFF_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
 
 /// What a finished (or killed) command did.
 #[derive(Debug, Clone)]
@@ -144,7 +151,7 @@ pub fn describe(cmd: &Command) -> String {
 
 /// Runs a host helper command (ip, unshare, ...) and panics with its output on failure.
 pub fn host(out_dir: &Path, prog: &str, args: &[&str]) -> Output {
-    let out = run(Command::new(prog).args(args), out_dir, DEFAULT_TIMEOUT);
+    let out = run(Command::new(prog).args(args), out_dir, default_timeout());
     assert!(out.success(), "host command failed:{out}");
     out
 }

@@ -2,7 +2,7 @@
 
 use crate::binary::runtime_bin;
 use crate::bundle::Bundle;
-use crate::cmd::{self, Output, DEFAULT_TIMEOUT};
+use crate::cmd::{self, default_timeout, Output};
 use crate::host;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -91,7 +91,7 @@ impl TestEnv {
 
     /// Runs a prepared command with capture and the default deadline.
     pub fn exec(&self, c: &mut Command) -> Output {
-        cmd::run(c, &self.dir, DEFAULT_TIMEOUT)
+        cmd::run(c, &self.dir, default_timeout())
     }
 
     /// Runs `skiff --root <root> ARGS...`.
