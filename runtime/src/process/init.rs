@@ -127,14 +127,17 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     };
     hooks::run_all("createContainer", &a.spec.hooks().create_container, &state)?;
     set_names(a.spec)?;
-    if own_mount_ns {
-        rootfs::pivot(a.rootfs)?;
-        rootfs::finish(a.spec, &opts)?;
-    }
     let process = a
         .spec
         .process()
         .ok_or_else(|| InitError::Other("no process".into()))?;
+    if own_mount_ns {
+        rootfs::pivot(a.rootfs)?;
+        // As runc does; now that "/" is the container's root no link can lead out of it, and the
+        // root is not read-only yet.
+        let _ = std::fs::create_dir_all(&process.cwd);
+        rootfs::finish(a.spec, &opts)?;
+    }
     if process.terminal {
         attach_terminal(a, process)?;
     }

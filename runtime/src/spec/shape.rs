@@ -53,7 +53,10 @@ const OBJECTS: &[&str] = &[
 /// (and not null, which the typed parse judges).
 pub fn check(doc: &Value) -> Result<(), (String, String)> {
     if !doc.is_object() {
-        return Err(("(document)".into(), format!("expected an object, found {}", kind(doc))));
+        return Err((
+            "(document)".into(),
+            format!("expected an object, found {}", kind(doc)),
+        ));
     }
     for path in OBJECTS {
         let steps: Vec<&str> = path.split('.').collect();
@@ -79,7 +82,11 @@ fn walk(v: &Value, steps: &[&str], at: String) -> Result<(), (String, String)> {
     let Some(child) = v.get(key) else {
         return Ok(());
     };
-    let here = if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
+    let here = if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    };
     match (each, child) {
         (None, c) => walk(c, rest, here),
         (Some('['), Value::Array(items)) => items
