@@ -11,7 +11,7 @@ use crate::hooks;
 use crate::namespaces::{self, NsPlan};
 use crate::process::init::{self, InitArgs};
 use crate::spec::{NamespaceKind, Spec};
-use crate::state::{self, ContainerState, StateDir, Status};
+use crate::state::{self, ContainerState, OciState, StateDir, Status};
 use crate::sync::{Channel, Msg};
 use crate::terminal;
 
@@ -265,7 +265,12 @@ fn spawn(
     let h = spec.hooks();
     hooks::run_all("prestart", &h.prestart, &creating)?;
     hooks::run_all("createRuntime", &h.create_runtime, &creating)?;
-    send(&chan, &Msg::HooksDone(creating))?;
+    // The init has the annotations in its copy of the spec; they can be larger than a datagram.
+    let small = OciState {
+        annotations: Default::default(),
+        ..creating
+    };
+    send(&chan, &Msg::HooksDone(small))?;
     let mut tty = None;
     let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
     if terminal && relay_tty {
@@ -323,10 +328,13 @@ fn await_ready(chan: &Channel, spec: &Spec, st: &ContainerState) -> Result<(), C
 pub(crate) fn send(chan: &Channel, msg: &Msg) -> Result<(), ContainerError> {
     match chan.send(msg) {
         Ok(()) => Ok(()),
-        Err(e) => match chan.recv() {
-            Ok(Some(Msg::Error(m))) => Err(ContainerError::Init(m)),
-            _ => Err(io("sync")(e)),
-        },
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+            match chan.recv() {
+                Ok(Some(Msg::Error(m))) => Err(ContainerError::Init(m)),
+                _ => Err(io("sync")(e)),
+            }
+        }
+        Err(e) => Err(io("sync")(e)),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::namespaces::{self, NsError, NsPlan};
 use crate::rootfs::{self, RootfsError, RootfsOptions};
 use crate::security::SecurityError;
 use crate::spec::{NamespaceKind, Process, Spec};
-use crate::state::Status;
+use crate::state::{OciState, Status};
 use crate::sync::{Channel, Msg};
 use crate::terminal;
 
@@ -120,19 +120,25 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     }
     a.chan.send(&Msg::Mounted).map_err(|e| other("sync", e))?;
     let mut state = match expect(a.chan, "hooks")? {
-        Msg::HooksDone(s) => s,
+        Msg::HooksDone(s) => OciState {
+            annotations: a.spec.annotations.clone(),
+            ..s
+        },
         m => return Err(InitError::Other(format!("unexpected message {m:?}"))),
     };
     hooks::run_all("createContainer", &a.spec.hooks().create_container, &state)?;
     set_names(a.spec)?;
-    if own_mount_ns {
-        rootfs::pivot(a.rootfs)?;
-        rootfs::finish(a.spec, &opts)?;
-    }
     let process = a
         .spec
         .process()
         .ok_or_else(|| InitError::Other("no process".into()))?;
+    if own_mount_ns {
+        rootfs::pivot(a.rootfs)?;
+        // As runc does; now that "/" is the container's root no link can lead out of it, and the
+        // root is not read-only yet.
+        let _ = std::fs::create_dir_all(&process.cwd);
+        rootfs::finish(a.spec, &opts)?;
+    }
     if process.terminal {
         attach_terminal(a, process)?;
     }

@@ -24,6 +24,8 @@ pub enum ProcessError {
     NotFound(String),
     #[error("exec {path:?}: {source}")]
     Exec { path: String, source: io::Error },
+    #[error("process.args/env: {0}")]
+    TooBig(String),
     #[error("{0}: contains a NUL byte")]
     Nul(&'static str),
     #[error(transparent)]
@@ -77,6 +79,7 @@ pub fn prepare_process(p: &Process, seccomp: Option<&Seccomp>) -> Result<Prepare
     set_rlimits(&p.rlimits)?;
     let applied = security::apply(p, seccomp)?;
     enter_cwd(&p.cwd)?;
+    check_exec_size(&p.args, &p.env)?;
     let path = resolve(&p.args[0], &p.env)?;
     let cstrings = |v: &[String], what| {
         v.iter()
@@ -200,6 +203,37 @@ pub fn enter_cwd(cwd: &str) -> Result<(), ProcessError> {
         std::env::current_dir().map_err(|e| err(format!("lies outside the container: {e}")))?;
     if !real.starts_with("/") || real.to_string_lossy().starts_with("(unreachable)") {
         return Err(err("lies outside the container's root".into()));
+    }
+    Ok(())
+}
+
+/// execve refuses arguments and environment larger than a quarter of the stack limit (at most 6 MiB,
+/// at least 128 KiB, counting a pointer per string) or any one string over 128 KiB. Checked here, after
+/// the container's own rlimits apply, so that `create` reports it instead of the program never running.
+fn check_exec_size(args: &[String], env: &[String]) -> Result<(), ProcessError> {
+    const MAX_ARG_STRLEN: usize = 128 * 1024;
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into our struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut rl) };
+    let limit = ((rl.rlim_cur / 4).min(6 << 20) as usize).max(128 * 1024);
+    let strings = args.iter().chain(env);
+    let mut total = 0usize;
+    for s in strings {
+        if s.len() + 1 > MAX_ARG_STRLEN {
+            return Err(ProcessError::TooBig(format!(
+                "one argument or variable is {} bytes; the kernel takes at most {MAX_ARG_STRLEN}",
+                s.len() + 1
+            )));
+        }
+        total += s.len() + 1 + std::mem::size_of::<usize>();
+    }
+    if total > limit {
+        return Err(ProcessError::TooBig(format!(
+            "{total} bytes of arguments and environment exceed the {limit}-byte limit of this container's stack size"
+        )));
     }
     Ok(())
 }
