@@ -3,13 +3,15 @@
 mod exec;
 pub mod image;
 mod log;
+mod parse;
 mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+pub use clap::Parser;
+use clap::{Subcommand, ValueEnum};
 
 use crate::container::{parse_signal, CreateOptions, Runtime};
 
@@ -21,6 +23,15 @@ use crate::container::{parse_signal, CreateOptions, Runtime};
     disable_help_subcommand = true
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// runc's global flags, given before the command.
+#[derive(clap::Args, Debug)]
+pub struct Globals {
     /// Directory for container state.
     #[arg(long, default_value = "/run/skiff")]
     pub root: PathBuf,
@@ -41,8 +52,6 @@ pub struct Cli {
     /// Accepted for runc compatibility.
     #[arg(long, hide = true)]
     pub criu: Option<String>,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -70,25 +79,15 @@ pub enum Command {
     /// Create a container, ready to start.
     Create(CreateArgs),
     /// Start a created container.
-    Start { id: String },
+    Start(IdArgs),
     /// Create and start a container from a bundle or an image; in the foreground, return its exit status.
     Run(run::RunArgs),
     /// Print a container's state as JSON.
-    State { id: String },
+    State(IdArgs),
     /// Send a signal to a container's init (or every process with --all).
-    Kill {
-        #[arg(short, long)]
-        all: bool,
-        id: String,
-        #[arg(default_value = "TERM")]
-        signal: String,
-    },
+    Kill(KillArgs),
     /// Delete a container and everything it holds.
-    Delete {
-        #[arg(short, long)]
-        force: bool,
-        id: String,
-    },
+    Delete(DeleteArgs),
     /// List containers.
     #[command(alias = "ls")]
     List {
@@ -116,6 +115,27 @@ pub enum Command {
     Features,
     #[command(flatten)]
     Image(image::Command),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct IdArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KillArgs {
+    #[arg(short, long)]
+    pub all: bool,
+    pub id: String,
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    #[arg(short, long)]
+    pub force: bool,
+    pub id: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -166,9 +186,10 @@ pub(crate) fn absolute(p: &PathBuf) -> PathBuf {
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
-    let _guard = log::init(cli.log.as_deref(), cli.log_format, cli.debug);
-    let to_file = cli.log.is_some();
+    let cli = parse::parse();
+    let g = &cli.globals;
+    let _guard = log::init(g.log.as_deref(), g.log_format, g.debug);
+    let to_file = g.log.is_some();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -193,18 +214,18 @@ fn run(cli: Cli) -> Result<i32> {
     if needs_protected_exe(&cli.command) {
         crate::exe::ensure_protected().context("re-executing from a read-only view of skiff")?;
     }
-    let rt = Runtime::new(&cli.root);
+    let rt = Runtime::new(&cli.globals.root);
     match cli.command {
         Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
         Command::Create(args) => rt.create(&args.options()).map(|_| 0).map_err(Into::into),
-        Command::Start { id } => rt.start(&id).map(|_| 0).map_err(Into::into),
+        Command::Start(a) => rt.start(&a.id).map(|_| 0).map_err(Into::into),
         Command::Run(args) => run::run(&rt, args),
-        Command::State { id } => print_json(&rt.state(&id)?),
-        Command::Kill { all, id, signal } => {
-            rt.kill(&id, parse_signal(&signal)?, all)?;
+        Command::State(a) => print_json(&rt.state(&a.id)?),
+        Command::Kill(a) => {
+            rt.kill(&a.id, parse_signal(&a.signal)?, a.all)?;
             Ok(0)
         }
-        Command::Delete { force, id } => rt.delete(&id, force).map(|_| 0).map_err(Into::into),
+        Command::Delete(a) => rt.delete(&a.id, a.force).map(|_| 0).map_err(Into::into),
         Command::List { format, quiet } => list(&rt, format, quiet),
         Command::Ps {
             format,

@@ -274,11 +274,35 @@ fn release(dir: &StateDir, st: &ContainerState) -> Result<(), ContainerError> {
             )));
         }
     }
-    let mut b = [0u8; 1];
-    // SAFETY: reading one byte into a local buffer.
-    unsafe { libc::read(f.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
     std::fs::remove_file(&fifo).map_err(io(format!("remove {}", fifo.display())))?;
+    wait_for_exec(&f, st);
     Ok(())
+}
+
+/// Drains the fifo until the init's end closes: at its execve (the end is close-on-exec) or its death.
+/// Runs after the startContainer hooks, so poststart hooks follow the user's program starting.
+fn wait_for_exec(f: &std::fs::File, st: &ContainerState) {
+    let mut pfd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut buf = [0u8; 16];
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r > 0 {
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n == 0
+                || (n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN))
+            {
+                return;
+            }
+        } else if r == 0 && !st.init_alive() {
+            return;
+        }
+    }
 }
 
 trait NonBlock {

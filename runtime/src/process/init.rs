@@ -284,7 +284,8 @@ fn wait_for_start(fifo: RawFd) -> Result<(), InitError> {
     // SAFETY: writing one byte from a static buffer; fd is ours.
     unsafe {
         libc::write(fd, b"0".as_ptr().cast(), 1);
-        libc::close(fd);
+        // `fd` stays open: it is close-on-exec, so `start` sees the fifo's end exactly when the
+        // user's program replaces us (or we die), and only then runs the poststart hooks.
         libc::close(fifo);
     }
     Ok(())
