@@ -1,10 +1,20 @@
 //! Control groups: where a container's processes live and what limits them.
 //!
-//! One [`CgroupManager`] seam; the cgroupfs manager in [`fs`] places a container in every hierarchy the
-//! host mounts (unified, hybrid or legacy), which is what `delete`, `ps` and `kill --all` rely on.
+//! One [`CgroupManager`] seam. The cgroupfs manager in [`fs`] places a container in every hierarchy
+//! the host mounts (unified, hybrid or legacy) and hands each directory to the writer for its
+//! version: [`v1`] per controller, [`v2`] for the unified hierarchy (all controllers on a unified
+//! host, whatever the host enabled there on a hybrid one). [`devices`] turns device rules into v1
+//! lines or a v2 eBPF program, [`stats`] reads usage in `runc events` form, [`oom`] counts and watches
+//! OOM kills.
 
+pub mod devices;
 pub mod fs;
 pub mod mountinfo;
+pub mod oom;
+pub mod stats;
+mod util;
+pub mod v1;
+pub mod v2;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -27,6 +37,20 @@ pub enum CgroupError {
     NoHierarchy,
     #[error("cgroup {path} still has processes after kill")]
     Busy { path: PathBuf },
+    #[error("writing {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("{field}: {reason}")]
+    BadValue { field: String, reason: String },
+    #[error("cgroup {path}: {what}: {source}")]
+    Bpf {
+        path: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 /// How the host mounts its cgroups.
@@ -59,8 +83,14 @@ pub trait CgroupManager {
     fn clone_into(&self) -> Option<OwnedFd>;
     /// Moves a process (and so its future children) into the container's cgroups.
     fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
-    /// Applies `linux.resources`.
-    fn apply(&self, resources: &Resources) -> Result<(), CgroupError>;
+    /// Applies `linux.resources` and, when `devices` is not empty, replaces the device rules.
+    fn apply(&self, resources: &Resources, devices: &[devices::Rule]) -> Result<(), CgroupError>;
+    /// Current usage, in the shape of `runc events --stats`.
+    fn stats(&self) -> stats::Stats;
+    /// OOM kills in the container's cgroup so far.
+    fn oom_kills(&self) -> u64;
+    /// A pollable OOM notification, where a memory controller is present.
+    fn oom_watch(&self) -> Result<Option<oom::OomWatch>, CgroupError>;
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError>;
     fn freeze(&self, frozen: bool) -> Result<(), CgroupError>;
@@ -121,6 +151,17 @@ fn slice_path(slice: &str) -> String {
         out.push(format!("{acc}.slice"));
     }
     out.join("/")
+}
+
+/// Applies a container's `linux.resources` and its device rules (configured, default and those of
+/// `linux.devices`).
+pub fn apply_spec(cg: &dyn CgroupManager, spec: &Spec) -> Result<(), CgroupError> {
+    let res = spec
+        .linux()
+        .and_then(|l| l.resources.clone())
+        .unwrap_or_default();
+    let rules = devices::rules_for(spec, &res.devices)?;
+    cg.apply(&res, &rules)
 }
 
 /// The manager for a new container.

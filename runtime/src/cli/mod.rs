@@ -1,5 +1,6 @@
 //! The `skiff` command line: runc's commands, flags and exit codes over the runtime library.
 
+mod cgroup;
 mod exec;
 mod log;
 
@@ -121,6 +122,10 @@ pub enum Command {
     Resume { id: String },
     /// Print what this runtime supports, as OCI features JSON.
     Features,
+    /// Change a running container's cgroup limits.
+    Update(cgroup::UpdateArgs),
+    /// Print a container's resource usage and OOM events, as JSON lines.
+    Events(cgroup::EventsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -219,6 +224,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
         Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
         Command::Features => print_json(&crate::features::features()),
+        Command::Update(args) => cgroup::update(&cli.root, args),
+        Command::Events(args) => cgroup::events(&cli.root, args),
     }
 }
 
