@@ -159,6 +159,9 @@ impl CgroupManager for FsManager {
             let cpuset = name.split(',').any(|c| c == "cpuset");
             if make_dir(dir, cpuset)? {
                 owned.push(dir.clone());
+            } else if cpuset {
+                // A group made by someone else may still lack cpus and memory nodes.
+                init_cpuset(dir)?;
             }
             if name == "unified" {
                 if let Some(mount) = self.mounts.get(name) {
@@ -175,12 +178,14 @@ impl CgroupManager for FsManager {
             return None;
         }
         let dir = self.state.paths.get("unified")?;
-        std::fs::OpenOptions::new()
+        let fd = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(dir)
             .ok()
-            .map(OwnedFd::from)
+            .map(OwnedFd::from)?;
+        tracing::debug!("init is born into {} (CLONE_INTO_CGROUP)", dir.display());
+        Some(fd)
     }
 
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
