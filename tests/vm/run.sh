@@ -49,7 +49,7 @@ echo "$*" >"$share/filter"
 
 # The initramfs: busybox, the 9p modules, and the guest script as /init.
 initrd="$work/initramfs"
-rm -rf "$initrd" && mkdir -p "$initrd/bin" "$initrd/modules"
+rm -rf "$initrd" && mkdir -p "$initrd/bin" "$initrd/modules" "$initrd/mnt" "$initrd/proc" "$initrd/sys" "$initrd/dev"
 cp /bin/busybox "$initrd/bin/busybox"
 for a in $(/bin/busybox --list); do
     [ "$a" = busybox ] || ln -sf busybox "$initrd/bin/$a"

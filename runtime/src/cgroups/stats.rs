@@ -141,7 +141,10 @@ pub fn collect(d: &Dirs) -> Stats {
         (None, Some(dir)) if dir.join("memory.current").exists() => memory_v2(dir, &mut s.memory),
         _ => {}
     }
-    if let Some(dir) = d.v1("pids").or(v2.filter(|p| p.join("pids.current").exists())) {
+    if let Some(dir) = d
+        .v1("pids")
+        .or(v2.filter(|p| p.join("pids.current").exists()))
+    {
         s.pids.current = u(dir, "pids.current");
         s.pids.limit = read_limit(&dir.join("pids.max"));
     }

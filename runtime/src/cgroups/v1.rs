@@ -32,7 +32,11 @@ pub fn apply(ctrl: &str, dir: &Path, res: &Resources, rules: &[Rule]) -> Result<
         },
         "net_prio" => {
             for p in res.network.iter().flat_map(|n| &n.priorities) {
-                write_file(dir, "net_prio.ifpriomap", &format!("{} {}", p.name, p.priority))?;
+                write_file(
+                    dir,
+                    "net_prio.ifpriomap",
+                    &format!("{} {}", p.name, p.priority),
+                )?;
             }
             Ok(())
         }
@@ -118,7 +122,11 @@ fn cpu(dir: &Path, c: &Cpu) -> Result<(), CgroupError> {
         write_file(dir, "cpu.cfs_period_us", &p.to_string())?;
     }
     if let Some(q) = c.quota {
-        write_file(dir, "cpu.cfs_quota_us", &(if q > 0 { q } else { -1 }).to_string())?;
+        write_file(
+            dir,
+            "cpu.cfs_quota_us",
+            &(if q > 0 { q } else { -1 }).to_string(),
+        )?;
     }
     if let Some(b) = c.burst {
         write_file(dir, "cpu.cfs_burst_us", &b.to_string())?;
@@ -148,7 +156,11 @@ fn cpuset(dir: &Path, c: &Cpu) -> Result<(), CgroupError> {
 
 fn blkio(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
     let bfq = dir.join("blkio.bfq.weight").exists();
-    let weight_file = if bfq { "blkio.bfq.weight" } else { "blkio.weight" };
+    let weight_file = if bfq {
+        "blkio.bfq.weight"
+    } else {
+        "blkio.weight"
+    };
     if let Some(w) = b.weight {
         write_file(dir, weight_file, &w.to_string())?;
     }
@@ -170,10 +182,22 @@ fn blkio(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
         }
     }
     let throttles = [
-        ("blkio.throttle.read_bps_device", &b.throttle_read_bps_device),
-        ("blkio.throttle.write_bps_device", &b.throttle_write_bps_device),
-        ("blkio.throttle.read_iops_device", &b.throttle_read_iops_device),
-        ("blkio.throttle.write_iops_device", &b.throttle_write_iops_device),
+        (
+            "blkio.throttle.read_bps_device",
+            &b.throttle_read_bps_device,
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            &b.throttle_write_bps_device,
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            &b.throttle_read_iops_device,
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            &b.throttle_write_iops_device,
+        ),
     ];
     for (file, list) in throttles {
         for t in list {

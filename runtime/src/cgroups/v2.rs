@@ -84,14 +84,22 @@ pub fn apply(dir: &Path, res: &Resources, enabled: &BTreeSet<String>) -> Result<
         }
     }
     if let (Some(p), true) = (&res.pids, on("pids")) {
-        write_file(dir, "pids.max", &limit(if p.limit > 0 { p.limit } else { -1 }))?;
+        write_file(
+            dir,
+            "pids.max",
+            &limit(if p.limit > 0 { p.limit } else { -1 }),
+        )?;
     }
     if let (Some(b), true) = (&res.block_io, on("io")) {
         io(dir, b)?;
     }
     if on("hugetlb") {
         for h in &res.hugepage_limits {
-            write_file(dir, &format!("hugetlb.{}.max", h.page_size), &h.limit.to_string())?;
+            write_file(
+                dir,
+                &format!("hugetlb.{}.max", h.page_size),
+                &h.limit.to_string(),
+            )?;
         }
     }
     if on("rdma") {
@@ -182,7 +190,11 @@ fn io(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
         if bfq {
             write_file(dir, "io.bfq.weight", &w.to_string())?;
         } else {
-            write_file(dir, "io.weight", &format!("default {}", blkio_to_io_weight(w)))?;
+            write_file(
+                dir,
+                "io.weight",
+                &format!("default {}", blkio_to_io_weight(w)),
+            )?;
         }
     }
     for d in &b.weight_device {
@@ -207,7 +219,11 @@ fn io(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
             } else {
                 t.rate.to_string()
             };
-            write_file(dir, "io.max", &format!("{}:{} {key}={rate}", t.major, t.minor))?;
+            write_file(
+                dir,
+                "io.max",
+                &format!("{}:{} {key}={rate}", t.major, t.minor),
+            )?;
         }
     }
     Ok(())
@@ -233,7 +249,10 @@ fn unified(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
         if !dir.join(key).exists() {
             return Err(CgroupError::BadValue {
                 field: format!("linux.resources.unified[{key:?}]"),
-                reason: format!("{} has no such file (controller not enabled?)", dir.display()),
+                reason: format!(
+                    "{} has no such file (controller not enabled?)",
+                    dir.display()
+                ),
             });
         }
         write_file(dir, key, value)?;

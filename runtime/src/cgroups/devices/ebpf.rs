@@ -197,7 +197,11 @@ pub fn apply(dir: &Path, rules: &[Rule]) -> Result<(), CgroupError> {
     let err = |what: &str| {
         let path = dir.to_owned();
         let what = what.to_owned();
-        move |e: std::io::Error| CgroupError::Bpf { path, what, source: e }
+        move |e: std::io::Error| CgroupError::Bpf {
+            path,
+            what,
+            source: e,
+        }
     };
     let cg = std::fs::File::open(dir).map_err(err("open cgroup"))?;
     let cg = OwnedFd::from(cg);

@@ -107,7 +107,11 @@ pub fn rules_for(spec: &Spec, configured: &[DeviceRule]) -> Result<Vec<Rule>, Cg
         .map(Rule::parse)
         .collect::<Result<Vec<_>, _>>()?;
     rules.extend(defaults());
-    for d in spec.linux().map(|l| l.devices.as_slice()).unwrap_or_default() {
+    for d in spec
+        .linux()
+        .map(|l| l.devices.as_slice())
+        .unwrap_or_default()
+    {
         let kind = if d.kind == "b" { 'b' } else { 'c' };
         let n = |v: i64| u32::try_from(v).ok();
         rules.push(Rule::new(kind, n(d.major), n(d.minor), "rwm"));
