@@ -73,8 +73,9 @@ timeout "$limit" qemu-system-x86_64 -m 1024 -smp 2 -nographic -no-reboot \
     </dev/null >"$log" 2>&1
 qrc=$?
 set -e
-sed -n '/^SKIFF-VM-BEGIN/,/^SKIFF-VM-RESULT/p' "$log"
-result=$(sed -n 's/^SKIFF-VM-RESULT \([0-9]*\).*/\1/p' "$log" | tail -n1)
+tr -d '\r' <"$log" >"$log.txt"
+sed -n 's/.*\(SKIFF-VM-BEGIN\)/\1/; /SKIFF-VM-BEGIN/,/^SKIFF-VM-RESULT/p' "$log.txt"
+result=$(sed -n 's/^SKIFF-VM-RESULT \([0-9]*\).*/\1/p' "$log.txt" | tail -n1)
 if [ -z "$result" ]; then
     echo "vm: no result from the guest (qemu exit $qrc); console:" >&2
     tail -n 40 "$log" >&2
