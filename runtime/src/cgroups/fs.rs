@@ -42,6 +42,11 @@ impl FsManager {
         })
     }
 
+    /// Marks the state as a systemd scope's, so that later commands pick the systemd manager.
+    pub fn set_systemd_unit(&mut self, unit: &str) {
+        self.state.systemd_unit = Some(unit.to_owned());
+    }
+
     pub fn from_state(state: CgroupState) -> FsManager {
         FsManager {
             state,

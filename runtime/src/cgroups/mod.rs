@@ -7,11 +7,13 @@
 //! lines or a v2 eBPF program, [`stats`] reads usage in `runc events` form, [`oom`] counts and watches
 //! OOM kills.
 
+pub mod dbus;
 pub mod devices;
 pub mod fs;
 pub mod mountinfo;
 pub mod oom;
 pub mod stats;
+pub mod systemd;
 mod util;
 pub mod v1;
 pub mod v2;
@@ -19,6 +21,7 @@ pub mod v2;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +48,8 @@ pub enum CgroupError {
     },
     #[error("{field}: {reason}")]
     BadValue { field: String, reason: String },
+    #[error("systemd unit {unit}: {message}")]
+    Systemd { unit: String, message: String },
     #[error("cgroup {path}: {what}: {source}")]
     Bpf {
         path: PathBuf,
@@ -74,6 +79,9 @@ pub struct CgroupState {
     /// Directories this container created, and so may remove.
     #[serde(default)]
     pub owned: Vec<PathBuf>,
+    /// The transient scope systemd made for the container, when the systemd manager is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 pub trait CgroupManager {
@@ -164,14 +172,45 @@ pub fn apply_spec(cg: &dyn CgroupManager, spec: &Spec) -> Result<(), CgroupError
     cg.apply(&res, &rules)
 }
 
+static PREFER_SYSTEMD: AtomicBool = AtomicBool::new(false);
+
+/// `--systemd-cgroup`: use systemd for every new container where systemd runs.
+pub fn prefer_systemd(on: bool) {
+    PREFER_SYSTEMD.store(on, Ordering::Relaxed);
+}
+
+/// Which manager a new container gets: systemd when it runs here and either `--systemd-cgroup` or a
+/// `slice:prefix:name` cgroups path asks for it; cgroupfs otherwise (a `slice:prefix:name` path is
+/// then laid out on cgroupfs as systemd would).
+fn wants_systemd(spec: &Spec) -> bool {
+    let systemd_path = spec
+        .linux()
+        .and_then(|l| l.cgroups_path.as_deref())
+        .is_some_and(|p| p.contains(':'));
+    let asked = systemd_path || PREFER_SYSTEMD.load(Ordering::Relaxed);
+    if asked && !systemd::running() {
+        tracing::debug!("systemd is not running: cgroups are managed on cgroupfs");
+    }
+    asked && systemd::running()
+}
+
 /// The manager for a new container.
 pub fn new_manager(spec: &Spec, id: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    let rel = container_path(spec, id)?;
+    let mut rel = container_path(spec, id)?;
+    if wants_systemd(spec) {
+        if rel.extension().is_none_or(|e| e != "scope") {
+            rel = PathBuf::from("system.slice").join(format!("skiff-{id}.scope"));
+        }
+        return Ok(Box::new(systemd::SystemdManager::new(&rel)?));
+    }
     Ok(Box::new(fs::FsManager::new(&rel)?))
 }
 
 /// The manager for an existing container, from its recorded state.
 pub fn from_state(state: &CgroupState) -> Box<dyn CgroupManager> {
+    if state.systemd_unit.is_some() {
+        return Box::new(systemd::SystemdManager::from_state(state.clone()));
+    }
     Box::new(fs::FsManager::from_state(state.clone()))
 }
 

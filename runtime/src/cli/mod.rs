@@ -31,7 +31,7 @@ pub struct Cli {
     /// Log debug messages.
     #[arg(long)]
     pub debug: bool,
-    /// Use systemd for cgroups (the cgroupfs layout systemd would use, for now).
+    /// Use systemd (over D-Bus) for cgroups where systemd runs.
     #[arg(long)]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility.
@@ -202,6 +202,7 @@ fn run(cli: Cli) -> Result<i32> {
     if needs_sealed_copy(&cli.command) {
         crate::exe::ensure_sealed_copy().context("re-executing from a sealed copy of skiff")?;
     }
+    crate::cgroups::prefer_systemd(cli.systemd_cgroup);
     let rt = Runtime::new(&cli.root);
     match cli.command {
         Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
