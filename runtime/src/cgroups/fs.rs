@@ -64,6 +64,44 @@ impl FsManager {
             .map(|(_, d)| d)
     }
 
+    /// Whether some hierarchy of the container offers `ctrl`.
+    fn has_controller(&self, ctrl: &str) -> bool {
+        self.v1_dir(ctrl).is_some()
+            || self
+                .state
+                .paths
+                .get("unified")
+                .is_some_and(|d| v2::controllers(d).contains(ctrl))
+    }
+
+    /// Limits the host cannot enforce are reported, not silently dropped.
+    fn warn_missing(&self, r: &Resources) {
+        let wanted = [
+            ("memory", r.memory.is_some()),
+            (
+                "cpu",
+                r.cpu
+                    .as_ref()
+                    .is_some_and(|c| c.shares.is_some() || c.quota.is_some()),
+            ),
+            (
+                "cpuset",
+                r.cpu
+                    .as_ref()
+                    .is_some_and(|c| c.cpus.is_some() || c.mems.is_some()),
+            ),
+            ("pids", r.pids.is_some()),
+            ("hugetlb", !r.hugepage_limits.is_empty()),
+        ];
+        for (ctrl, asked) in wanted {
+            if asked && !self.has_controller(ctrl) {
+                tracing::warn!(
+                    "linux.resources asks for {ctrl} limits but no {ctrl} controller is available"
+                );
+            }
+        }
+    }
+
     fn memory_dir(&self) -> Option<MemoryDir> {
         if let Some(d) = self.v1_dir("memory") {
             return Some(MemoryDir::V1(d.clone()));
@@ -203,6 +241,7 @@ impl CgroupManager for FsManager {
     }
 
     fn apply(&self, resources: &Resources, rules: &[Rule]) -> Result<(), CgroupError> {
+        self.warn_missing(resources);
         let v1_devices = self.v1_dir("devices").is_some();
         for (name, dir) in self.dirs() {
             if name == "unified" {
@@ -254,10 +293,10 @@ impl CgroupManager for FsManager {
 
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
         if signal == libc::SIGKILL {
+            // The container sits in the cgroup2 hierarchy on hybrid hosts too, where that
+            // directory tracks every one of its tasks just as well.
             if let Some(dir) = self.state.paths.get("unified") {
-                if self.state.paths.len() == 1
-                    && std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
-                {
+                if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
                     return Ok(());
                 }
             }
