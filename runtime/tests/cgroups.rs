@@ -247,7 +247,8 @@ fn limits_are_written_and_read_back() {
     let res = json!({
         "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 64 << 20},
         "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
-        "pids": {"limit": 32}
+        "pids": {"limit": 32},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}]
     });
     c.config("sleep 1000", res, |_| {});
     let pid = c.run_detached();
@@ -272,6 +273,68 @@ fn limits_are_written_and_read_back() {
     }
     assert_eq!(read_cg(pid, "cpuset", "cpuset.cpus", "cpuset.cpus"), "0");
     assert_eq!(read_cg(pid, "pids", "pids.max", "pids.max"), "32");
+    let huge = read_cg(
+        pid,
+        "hugetlb",
+        "hugetlb.2MB.limit_in_bytes",
+        "hugetlb.2MB.max",
+    );
+    assert_eq!(huge, (4 << 20).to_string());
+}
+
+/// The first real block device, as `major:minor`.
+fn block_device() -> Option<String> {
+    let mut devs: Vec<_> = fs::read_dir("/sys/block").ok()?.flatten().collect();
+    devs.sort_by_key(|e| e.file_name());
+    devs.iter()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            !n.starts_with("loop") && !n.starts_with("ram")
+        })
+        .find_map(|e| fs::read_to_string(e.path().join("dev")).ok())
+        .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn block_io_throttle_is_written() {
+    if !require_root() {
+        return;
+    }
+    let Some(dev) = block_device() else {
+        eprintln!("no block device; skipped");
+        return;
+    };
+    let (major, minor) = dev.split_once(':').expect("major:minor");
+    let (major, minor): (i64, i64) = (major.parse().expect("major"), minor.parse().expect("minor"));
+    let c = Ctr::new("blkio");
+    let t = json!([{"major": major, "minor": minor, "rate": 1048576}]);
+    let res = json!({"blockIO": {"throttleReadBpsDevice": t, "throttleWriteIOPSDevice": [
+        {"major": major, "minor": minor, "rate": 100}
+    ]}});
+    c.config("sleep 1000", res, |_| {});
+    let pid = c.run_detached();
+    let (dir, v2) = cg_dir(
+        pid,
+        if mounts().v1.is_empty() {
+            "io"
+        } else {
+            "blkio"
+        },
+    );
+    if v2 {
+        let max = fs::read_to_string(dir.join("io.max")).unwrap_or_default();
+        assert!(
+            max.contains(&format!("{dev} rbps=1048576")),
+            "io.max: {max}"
+        );
+        assert!(max.contains("wiops=100"), "io.max: {max}");
+    } else {
+        let r = fs::read_to_string(dir.join("blkio.throttle.read_bps_device")).unwrap_or_default();
+        assert_eq!(r.trim(), format!("{dev} 1048576"));
+        let w =
+            fs::read_to_string(dir.join("blkio.throttle.write_iops_device")).unwrap_or_default();
+        assert_eq!(w.trim(), format!("{dev} 100"));
+    }
 }
 
 #[test]
