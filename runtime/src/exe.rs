@@ -1,10 +1,12 @@
-//! Running from a sealed copy of our own binary.
+//! Running from a copy of our own binary that nothing can write.
 //!
 //! A container process is, until its final execve, a copy of the runtime. If a container can make that
 //! execve run `/proc/self/exe` (a `#!/proc/self/exe` script suffices), it holds the runtime's binary and
 //! can overwrite it for the next user (runc CVE-2019-5736). So the commands that put processes into
-//! containers first re-exec themselves from a sealed, anonymous copy: what a container could reach is
-//! then that read-only copy, never the file on the host.
+//! containers first re-exec themselves through a private, detached, read-only bind mount of the binary:
+//! what a container could reach is then a file on a read-only mount that exists nowhere in any mount
+//! namespace, so it cannot be remounted either. No bytes are copied. Kernels without the new mount API
+//! get a sealed memfd copy instead.
 
 use std::ffi::CString;
 use std::io;
@@ -24,12 +26,83 @@ pub fn is_sealed_copy() -> bool {
     seals >= 0 && seals & SEALS == SEALS
 }
 
-/// Re-executes the process from a sealed memfd copy unless it already runs from one. Returns only if
-/// it already does, or on failure.
-pub fn ensure_sealed_copy() -> io::Result<()> {
-    if is_sealed_copy() {
+/// Whether our binary already lies on a read-only mount, where no one can write it through us.
+fn on_readonly_mount() -> bool {
+    // SAFETY: an all-zero statvfs is a valid buffer for statvfs to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs reads a valid path and writes into st.
+    let r = unsafe { libc::statvfs(c"/proc/self/exe".as_ptr(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_RDONLY != 0
+}
+
+/// Re-executes the process from an unwritable view of its binary unless it already runs from one.
+/// Returns only if it already does, or on failure.
+pub fn ensure_protected() -> io::Result<()> {
+    if on_readonly_mount() || is_sealed_copy() {
         return Ok(());
     }
+    let fd = match readonly_bind_of_self() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!("read-only bind of our binary failed ({e}); using a sealed copy");
+            sealed_copy()?
+        }
+    };
+    reexec(&fd)
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached bind mount of the running binary, made read-only, opened as an O_PATH descriptor.
+fn readonly_bind_of_self() -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    // SAFETY: open_tree reads a valid path and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr`, valid for its size, and changes only the detached mount.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn sealed_copy() -> io::Result<OwnedFd> {
     let src = std::fs::File::open("/proc/self/exe")?;
     let size = src.metadata()?.len();
     let name = c"skiff";
@@ -59,6 +132,10 @@ pub fn ensure_sealed_copy() -> io::Result<()> {
     if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(mem)
+}
+
+fn reexec(fd: &OwnedFd) -> io::Result<()> {
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
@@ -71,7 +148,7 @@ pub fn ensure_sealed_copy() -> io::Result<()> {
     // environment; AT_EMPTY_PATH executes the descriptor itself.
     unsafe {
         libc::execveat(
-            mem.as_raw_fd(),
+            fd.as_raw_fd(),
             c"".as_ptr(),
             argv.as_ptr() as *const *mut libc::c_char,
             environ,

@@ -6,6 +6,7 @@ pub mod container;
 pub mod exe;
 pub mod features;
 pub mod hooks;
+pub mod image;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

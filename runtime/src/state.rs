@@ -90,6 +90,9 @@ pub struct ContainerState {
     pub annotations: BTreeMap<String, String>,
     pub cgroup: CgroupState,
     pub config: Spec,
+    /// The bundle was made for this container (from an image) and goes with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owned_bundle: bool,
 }
 
 /// The OCI state document that hooks read on stdin.

@@ -2,7 +2,9 @@
 
 mod cgroup;
 mod exec;
+pub mod image;
 mod log;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,17 +72,8 @@ pub enum Command {
     Create(CreateArgs),
     /// Start a created container.
     Start { id: String },
-    /// Create and start a container; in the foreground, return its exit status.
-    Run {
-        #[command(flatten)]
-        create: CreateArgs,
-        /// Return once the container runs.
-        #[arg(short, long)]
-        detach: bool,
-        /// Accepted for runc compatibility.
-        #[arg(long, hide = true)]
-        keep: bool,
-    },
+    /// Create and start a container from a bundle or an image; in the foreground, return its exit status.
+    Run(run::RunArgs),
     /// Print a container's state as JSON.
     State { id: String },
     /// Send a signal to a container's init (or every process with --all).
@@ -126,6 +119,8 @@ pub enum Command {
     Update(cgroup::UpdateArgs),
     /// Print a container's resource usage and OOM events, as JSON lines.
     Events(cgroup::EventsArgs),
+    #[command(flatten)]
+    Image(image::Command),
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,11 +154,12 @@ impl CreateArgs {
             console_socket: self.console_socket.clone(),
             no_new_keyring: self.no_new_keyring,
             preserve_fds: self.preserve_fds,
+            owned_bundle: false,
         }
     }
 }
 
-fn absolute(p: &PathBuf) -> PathBuf {
+pub(crate) fn absolute(p: &PathBuf) -> PathBuf {
     if p.is_absolute() {
         p.clone()
     } else {
@@ -191,7 +187,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn needs_sealed_copy(cmd: &Command) -> bool {
+fn needs_protected_exe(cmd: &Command) -> bool {
     matches!(
         cmd,
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)
@@ -199,8 +195,8 @@ fn needs_sealed_copy(cmd: &Command) -> bool {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    if needs_sealed_copy(&cli.command) {
-        crate::exe::ensure_sealed_copy().context("re-executing from a sealed copy of skiff")?;
+    if needs_protected_exe(&cli.command) {
+        crate::exe::ensure_protected().context("re-executing from a read-only view of skiff")?;
     }
     crate::cgroups::prefer_systemd(cli.systemd_cgroup);
     let rt = Runtime::new(&cli.root);
@@ -208,7 +204,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
         Command::Create(args) => rt.create(&args.options()).map(|_| 0).map_err(Into::into),
         Command::Start { id } => rt.start(&id).map(|_| 0).map_err(Into::into),
-        Command::Run { create, detach, .. } => Ok(rt.run(&create.options(), detach)?),
+        Command::Run(args) => run::run(&rt, args),
         Command::State { id } => print_json(&rt.state(&id)?),
         Command::Kill { all, id, signal } => {
             rt.kill(&id, parse_signal(&signal)?, all)?;
@@ -227,6 +223,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Features => print_json(&crate::features::features()),
         Command::Update(args) => cgroup::update(&cli.root, args),
         Command::Events(args) => cgroup::events(&cli.root, args),
+        Command::Image(cmd) => image::run(cmd),
     }
 }
 

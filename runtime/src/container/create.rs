@@ -11,7 +11,7 @@ use crate::hooks;
 use crate::namespaces::{self, NsPlan};
 use crate::process::init::{self, InitArgs};
 use crate::spec::{NamespaceKind, Spec};
-use crate::state::{self, ContainerState, StateDir, Status};
+use crate::state::{self, ContainerState, OciState, StateDir, Status};
 use crate::sync::{Channel, Msg};
 use crate::terminal;
 
@@ -23,6 +23,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// The bundle was made for this container; `delete` removes it.
+    pub owned_bundle: bool,
 }
 
 /// A container whose init is set up and waiting for `start`.
@@ -39,8 +41,13 @@ impl Runtime {
     }
 
     /// `create` + `start`; in the foreground, waits for the container and returns its exit status after
-    /// deleting it, as runc does.
-    pub fn run(&self, opts: &CreateOptions, detach: bool) -> Result<i32, ContainerError> {
+    /// deleting it (unless `keep`), as runc does.
+    pub fn run(
+        &self,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> Result<i32, ContainerError> {
         if !detach {
             // Let the init be reparented to us even when a first stage forks it.
             // SAFETY: prctl with integer arguments only.
@@ -63,8 +70,10 @@ impl Runtime {
         // Release the lock while the container runs, so `state`, `kill` and `exec` work meanwhile.
         drop(dir);
         let code = wait_foreground(state.pid, tty);
-        let dir = StateDir::open(&self.root, &opts.id)?;
-        destroy(dir, &state)?;
+        if !keep {
+            let dir = StateDir::open(&self.root, &opts.id)?;
+            destroy(dir, &state)?;
+        }
         Ok(code)
     }
 
@@ -173,7 +182,7 @@ fn spawn(
 ) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
     let _ = rt;
     let fifo_path = dir.fifo_path();
-    mkfifo(&fifo_path)?;
+    mkfifo(&fifo_path, container_root_owner(spec))?;
     let fifo = open_path(&fifo_path)?;
     cg.create()?;
     let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
@@ -241,13 +250,19 @@ fn spawn(
         annotations: spec.annotations.clone(),
         cgroup: cg.state(),
         config: spec.clone(),
+        owned_bundle: opts.owned_bundle,
     };
     expect(&chan, "Mounted")?;
     let creating = st.oci(Status::Creating);
     let h = spec.hooks();
     hooks::run_all("prestart", &h.prestart, &creating)?;
     hooks::run_all("createRuntime", &h.create_runtime, &creating)?;
-    send(&chan, &Msg::HooksDone(creating))?;
+    // The init has the annotations in its copy of the spec; they can be larger than a datagram.
+    let small = OciState {
+        annotations: Default::default(),
+        ..creating
+    };
+    send(&chan, &Msg::HooksDone(small))?;
     let mut tty = None;
     let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
     if terminal && relay_tty {
@@ -269,10 +284,13 @@ fn spawn(
 pub(crate) fn send(chan: &Channel, msg: &Msg) -> Result<(), ContainerError> {
     match chan.send(msg) {
         Ok(()) => Ok(()),
-        Err(e) => match chan.recv() {
-            Ok(Some(Msg::Error(m))) => Err(ContainerError::Init(m)),
-            _ => Err(io("sync")(e)),
-        },
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+            match chan.recv() {
+                Ok(Some(Msg::Error(m))) => Err(ContainerError::Init(m)),
+                _ => Err(io("sync")(e)),
+            }
+        }
+        Err(e) => Err(io("sync")(e)),
     }
 }
 
@@ -392,13 +410,34 @@ fn first_stage(args: InitArgs) -> ! {
     }
 }
 
-fn mkfifo(path: &Path) -> Result<(), ContainerError> {
+/// The host ids of the container's root, which must be able to open the exec fifo from inside a user
+/// namespace.
+fn container_root_owner(spec: &Spec) -> (u32, u32) {
+    let Some(l) = spec.linux() else {
+        return (0, 0);
+    };
+    (
+        namespaces::map_to_host(&l.uid_mappings, 0).unwrap_or(0),
+        namespaces::map_to_host(&l.gid_mappings, 0).unwrap_or(0),
+    )
+}
+
+fn mkfifo(path: &Path, (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    // SAFETY: mkfifo reads a valid path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } != 0 {
-        return Err(io(format!("mkfifo {}", path.display()))(
-            std::io::Error::last_os_error(),
-        ));
+    let fail =
+        |what: &str| io(format!("{what} {}", path.display()))(std::io::Error::last_os_error());
+    // SAFETY: mkfifo, chmod and chown read a valid path.
+    unsafe {
+        if libc::mkfifo(c.as_ptr(), 0o622) != 0 {
+            return Err(fail("mkfifo"));
+        }
+        // The umask must not take the write bit the container's user needs.
+        if libc::chmod(c.as_ptr(), 0o622) != 0 {
+            return Err(fail("chmod"));
+        }
+        if (uid, gid) != (0, 0) && libc::chown(c.as_ptr(), uid, gid) != 0 {
+            return Err(fail("chown"));
+        }
     }
     Ok(())
 }

@@ -309,6 +309,9 @@ fn destroy(dir: StateDir, st: &ContainerState) -> Result<(), ContainerError> {
         tracing::warn!("{e}");
     }
     dir.remove()?;
+    if st.owned_bundle {
+        crate::image::bundle::remove_bundle(&st.bundle);
+    }
     Ok(())
 }
 

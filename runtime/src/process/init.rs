@@ -12,7 +12,7 @@ use crate::namespaces::{self, NsError, NsPlan};
 use crate::rootfs::{self, RootfsError, RootfsOptions};
 use crate::security::SecurityError;
 use crate::spec::{NamespaceKind, Process, Spec};
-use crate::state::Status;
+use crate::state::{OciState, Status};
 use crate::sync::{Channel, Msg};
 use crate::terminal;
 
@@ -65,12 +65,31 @@ pub fn run(args: InitArgs) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
+    let started = STARTED.load(std::sync::atomic::Ordering::Relaxed);
+    // After `start` nobody listens on the channel: the container's own stderr is where its owner looks,
+    // with a shell's exit codes for a program that is missing or cannot run.
+    if started {
+        eprintln!("skiff: {err}");
+    }
+    let code = match &err {
+        InitError::Process(ProcessError::Exec { source, .. }) if started => {
+            if source.raw_os_error() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            }
+        }
+        _ => 1,
+    };
     let _ = args.chan.send(&Msg::Error(err.to_string()));
     // SAFETY: _exit ends this process without running the parent's atexit handlers or destructors.
-    unsafe { libc::_exit(1) }
+    unsafe { libc::_exit(code) }
 }
 
 enum Never {}
+
+/// Set once `start` has released us; errors after it have no parent to report to.
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn expect(chan: &Channel, want: &str) -> Result<Msg, InitError> {
     match chan.recv() {
@@ -100,19 +119,25 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     }
     a.chan.send(&Msg::Mounted).map_err(|e| other("sync", e))?;
     let mut state = match expect(a.chan, "hooks")? {
-        Msg::HooksDone(s) => s,
+        Msg::HooksDone(s) => OciState {
+            annotations: a.spec.annotations.clone(),
+            ..s
+        },
         m => return Err(InitError::Other(format!("unexpected message {m:?}"))),
     };
     hooks::run_all("createContainer", &a.spec.hooks().create_container, &state)?;
     set_names(a.spec)?;
-    if own_mount_ns {
-        rootfs::pivot(a.rootfs)?;
-        rootfs::finish(a.spec, &opts)?;
-    }
     let process = a
         .spec
         .process()
         .ok_or_else(|| InitError::Other("no process".into()))?;
+    if own_mount_ns {
+        rootfs::pivot(a.rootfs)?;
+        // As runc does; now that "/" is the container's root no link can lead out of it, and the
+        // root is not read-only yet.
+        let _ = std::fs::create_dir_all(&process.cwd);
+        rootfs::finish(a.spec, &opts)?;
+    }
     if process.terminal {
         attach_terminal(a, process)?;
     }
@@ -170,7 +195,8 @@ fn write_time_offsets(spec: &Spec) -> Result<(), InitError> {
         .iter()
         .map(|(clock, o)| format!("{clock} {} {}\n", o.secs, o.nanosecs))
         .collect();
-    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| other("linux.timeOffsets", e))
+    super::with_dumpable(|| std::fs::write("/proc/self/timens_offsets", text))
+        .map_err(|e| other("linux.timeOffsets", e))
 }
 
 fn set_names(spec: &Spec) -> Result<(), InitError> {
@@ -229,6 +255,7 @@ fn wait_for_start(fifo: RawFd) -> Result<(), InitError> {
     if fd < 0 {
         return Err(other("open exec fifo", std::io::Error::last_os_error()));
     }
+    STARTED.store(true, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: writing one byte from a static buffer; fd is ours.
     unsafe {
         libc::write(fd, b"0".as_ptr().cast(), 1);

@@ -24,6 +24,8 @@ pub enum ProcessError {
     NotFound(String),
     #[error("exec {path:?}: {source}")]
     Exec { path: String, source: io::Error },
+    #[error("process.args/env: {0}")]
+    TooBig(String),
     #[error("{0}: contains a NUL byte")]
     Nul(&'static str),
     #[error(transparent)]
@@ -72,6 +74,7 @@ pub fn prepare_process(p: &Process) -> Result<Prepared, ProcessError> {
     set_rlimits(&p.rlimits)?;
     security::apply_identity(p)?;
     enter_cwd(&p.cwd)?;
+    check_exec_size(&p.args, &p.env)?;
     let path = resolve(&p.args[0], &p.env)?;
     let cstrings = |v: &[String], what| {
         v.iter()
@@ -130,10 +133,24 @@ pub fn close_inherited_fds(preserve_fds: u32) {
     }
 }
 
+/// Runs `f` with the process dumpable. A non-dumpable process's /proc files belong to the host's root,
+/// which a process inside a user namespace cannot open even for itself; during setup nothing else runs
+/// in the container, so the short window exposes nothing.
+pub fn with_dumpable<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: prctl with integer arguments only.
+    let was = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, was.max(0), 0, 0, 0) };
+    out
+}
+
 /// Raising is always allowed; lowering needs CAP_SYS_RESOURCE, which some hosts withhold even from root.
 /// Rather than fail the container, keep the current value and say so.
 fn set_oom_score_adj(adj: i32) {
-    if std::fs::write("/proc/self/oom_score_adj", adj.to_string()).is_err() {
+    if with_dumpable(|| std::fs::write("/proc/self/oom_score_adj", adj.to_string())).is_err() {
         let cur = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
         tracing::warn!(
             "process.oomScoreAdj {adj}: not permitted here; clamped to the current {}",
@@ -180,9 +197,47 @@ pub fn enter_cwd(cwd: &str) -> Result<(), ProcessError> {
     Ok(())
 }
 
+/// execve refuses arguments and environment larger than a quarter of the stack limit (at most 6 MiB,
+/// at least 128 KiB, counting a pointer per string) or any one string over 128 KiB. Checked here, after
+/// the container's own rlimits apply, so that `create` reports it instead of the program never running.
+fn check_exec_size(args: &[String], env: &[String]) -> Result<(), ProcessError> {
+    const MAX_ARG_STRLEN: usize = 128 * 1024;
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into our struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut rl) };
+    let limit = ((rl.rlim_cur / 4).min(6 << 20) as usize).max(128 * 1024);
+    let strings = args.iter().chain(env);
+    let mut total = 0usize;
+    for s in strings {
+        if s.len() + 1 > MAX_ARG_STRLEN {
+            return Err(ProcessError::TooBig(format!(
+                "one argument or variable is {} bytes; the kernel takes at most {MAX_ARG_STRLEN}",
+                s.len() + 1
+            )));
+        }
+        total += s.len() + 1 + std::mem::size_of::<usize>();
+    }
+    if total > limit {
+        return Err(ProcessError::TooBig(format!(
+            "{total} bytes of arguments and environment exceed the {limit}-byte limit of this container's stack size"
+        )));
+    }
+    Ok(())
+}
+
 /// Finds `arg0` the way execvp would, using the container's PATH.
 fn resolve(arg0: &str, env: &[String]) -> Result<String, ProcessError> {
     if arg0.contains('/') {
+        let p = Path::new(arg0);
+        if !p.exists() {
+            return Err(ProcessError::Exec {
+                path: arg0.to_owned(),
+                source: io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         return Ok(arg0.to_owned());
     }
     let path = env

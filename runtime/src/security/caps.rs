@@ -189,7 +189,7 @@ pub fn set(sets: &CapSets) -> Result<(), SecurityError> {
             // The kernel refuses an ambient capability missing from permitted or inheritable, as the
             // spec allows; say so and go on.
             if r < 0 {
-                tracing::warn!(
+                tracing::debug!(
                     "cannot raise ambient {}: {}",
                     NAMES[n as usize],
                     std::io::Error::last_os_error()

@@ -7,6 +7,7 @@
 
 mod default;
 mod resources;
+mod shape;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -399,7 +400,7 @@ impl Spec {
     /// Parses a JSON document; errors name the offending field by its JSON path.
     pub fn read(path: &Path) -> Result<Spec, SpecError> {
         let data = read_limited(path)?;
-        parse_json(path, &data)
+        parse_config(path, &data)
     }
 
     pub fn process(&self) -> Option<&Process> {
@@ -448,6 +449,21 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     path: &Path,
     data: &[u8],
 ) -> Result<T, SpecError> {
+    parse_typed(path, data)
+}
+
+/// Parses a config.json: the raw document's shape first, then its types.
+fn parse_config(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
+    let raw: Value = parse_typed(path, data)?;
+    shape::check(&raw).map_err(|(field, message)| SpecError::Parse {
+        path: path.to_owned(),
+        field,
+        message,
+    })?;
+    parse_typed(path, data)
+}
+
+fn parse_typed<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, SpecError> {
     let de = &mut serde_json::Deserializer::from_slice(data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();

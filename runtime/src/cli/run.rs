@@ -1,0 +1,158 @@
+//! `skiff run`: runc's `run` over a bundle, or, with `--image`, over an image pulled on demand.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::image::{PullArgs, StoreArgs};
+use crate::container::{CreateOptions, Runtime};
+use crate::image::bundle::{self, Overrides};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The bundle directory, holding config.json (not with --image).
+    #[arg(short, long)]
+    pub bundle: Option<PathBuf>,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master of a terminal container.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Do not create a session keyring for the container.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass this many extra descriptors, from 3 up, to the container.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Accepted for runc compatibility.
+    #[arg(long, hide = true)]
+    pub no_pivot: bool,
+    /// Return once the container runs.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the container after it exits (the default for --image runs without --rm).
+    #[arg(long)]
+    pub keep: bool,
+    /// Run this image (pulled if missing) instead of a bundle.
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// With --image: delete the container and its files when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// With --image: set an environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// With --image: replace the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// With --image: run as USER[:GROUP] (names from the image, or numbers).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// With --image: allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Container id (generated when omitted with --image).
+    pub id: Option<String>,
+    /// With --image: the command and arguments, replacing the image's Cmd.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
+    let Some(reference) = a.image.clone() else {
+        return run_bundle(rt, a);
+    };
+    if a.bundle.is_some() {
+        bail!("--bundle and --image exclude each other");
+    }
+    let id = a.id.clone().unwrap_or_else(new_id);
+    crate::state::validate_id(&id)?;
+    let store = a.store.open()?;
+    let record = match store.inspect(&reference) {
+        Ok(r) => r,
+        Err(_) => PullArgs {
+            reference: reference.clone(),
+            quiet: true,
+            platform: None,
+            creds: None,
+            authfile: None,
+            parallel: 3,
+            store: a.store.clone(),
+        }
+        .pull(&store)
+        .with_context(|| format!("pulling {reference}"))?,
+    };
+    let dir = bundle::bundles_root(&a.store.image_root).join(&id);
+    if dir.exists() {
+        bail!(
+            "container {id:?} already exists (bundle {} is present)",
+            dir.display()
+        );
+    }
+    let overrides = Overrides {
+        entrypoint: a.entrypoint.clone(),
+        args: a.args.clone(),
+        env: a.env.clone(),
+        user: a.user.clone(),
+        tty: a.tty,
+        hostname: id.chars().take(63).collect(),
+    };
+    bundle::make_bundle(&store, &record, &dir, &overrides)?;
+    let opts = CreateOptions {
+        id: id.clone(),
+        bundle: dir.clone(),
+        pid_file: a.pid_file.as_ref().map(super::absolute),
+        console_socket: a.console_socket.clone(),
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+        owned_bundle: true,
+    };
+    if a.detach {
+        println!("{id}");
+    }
+    match rt.run(&opts, a.detach, !a.rm) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            // Nothing took ownership of the bundle if the container never came to be.
+            if rt.state(&id).is_err() {
+                bundle::remove_bundle(&dir);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn run_bundle(rt: &Runtime, a: RunArgs) -> Result<i32> {
+    let with_image_only = a.rm
+        || !a.env.is_empty()
+        || a.entrypoint.is_some()
+        || a.user.is_some()
+        || a.tty
+        || !a.args.is_empty();
+    if with_image_only {
+        bail!("--rm, --env, --entrypoint, --user, --tty and trailing arguments go with --image");
+    }
+    let Some(id) = a.id.clone() else {
+        bail!("a container id is required");
+    };
+    let opts = CreateOptions {
+        id,
+        bundle: a.bundle.clone().unwrap_or_else(|| PathBuf::from(".")),
+        pid_file: a.pid_file.as_ref().map(super::absolute),
+        console_socket: a.console_socket.clone(),
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+        owned_bundle: false,
+    };
+    Ok(rt.run(&opts, a.detach, a.keep)?)
+}
+
+/// 12 hex digits from the kernel's random pool, like the short ids users know from other tools.
+fn new_id() -> String {
+    let mut b = [0u8; 6];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

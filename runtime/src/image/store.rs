@@ -1,0 +1,474 @@
+//! The content store under `/var/lib/skiff/image` (root configurable):
+//!
+//! ```text
+//! blobs/sha256/<hex>     verified blobs (manifests, configs, compressed layers)
+//! ingest/<hex>           partial downloads, resumed with HTTP Range
+//! layers/<id>            one unpacked directory per chain ID (short numeric ids keep
+//!                        overlayfs lowerdir strings short)
+//! chains/<hex>.json      chain ID → layer id and provenance
+//! images/<hex>.json      image records, keyed by the sha256 of the image name
+//! tmp/                   layers being unpacked
+//! locks/                 flock files: per chain, per blob, and the `gc` lock
+//! ```
+//!
+//! Pulls hold the `gc` lock shared; `rmi` and `prune` hold it exclusively, so garbage
+//! collection never sees a half-finished pull.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info};
+
+use super::digest::Digest;
+use super::error::{Error, IoContext, Result};
+use super::manifest::Platform;
+use super::reference::Reference;
+
+/// Its own directory under skiff's state root, so pruning never touches another component's files.
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff/image";
+const DIRS: [&str; 7] = [
+    "blobs/sha256",
+    "ingest",
+    "layers",
+    "chains",
+    "images",
+    "tmp",
+    "locks",
+];
+
+/// One image: the name the user asked for, what it resolved to, and its layers lowest first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub name: String,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<Digest>,
+    pub config_digest: Digest,
+    pub platform: Platform,
+    pub layers: Vec<LayerRecord>,
+    /// Sum of the compressed layer sizes.
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub pulled_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+}
+
+/// An unpacked layer, shared by every image whose layer stack has this chain ID.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainRecord {
+    pub chain_id: Digest,
+    pub id: u64,
+    pub diff_id: Digest,
+    pub blob: Digest,
+    pub unpacked_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub blobs_removed: u64,
+    pub layers_removed: u64,
+    pub partials_removed: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An flock held until dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl Store {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for d in DIRS {
+            let p = root.join(d);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .at(&p)?;
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Read a stored blob, at most `limit` bytes, verifying its digest.
+    pub fn read_blob(&self, d: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        let mut buf = Vec::new();
+        File::open(&p)
+            .at(&p)?
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .at(&p)?;
+        if buf.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                what: p.display().to_string(),
+                limit,
+            });
+        }
+        d.verify(&p.display().to_string(), &buf)?;
+        Ok(buf)
+    }
+
+    /// Store a small blob after checking it against its digest.
+    pub fn write_blob(&self, d: &Digest, data: &[u8]) -> Result<()> {
+        d.verify(&format!("blob {d}"), data)?;
+        if self.has_blob(d) {
+            return Ok(());
+        }
+        write_atomic(&self.blob_path(d), data)
+    }
+
+    pub(crate) fn ingest_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("ingest").join(d.hex())
+    }
+
+    /// Move a fully verified download into the blob store.
+    pub(crate) fn commit_ingest(&self, d: &Digest) -> Result<()> {
+        let from = self.ingest_path(d);
+        File::open(&from).and_then(|f| f.sync_all()).at(&from)?;
+        let to = self.blob_path(d);
+        fs::rename(&from, &to).at(&to)?;
+        sync_dir(to.parent().unwrap_or(&self.root))
+    }
+
+    pub(crate) fn lock(&self, name: &str, exclusive: bool) -> Result<FileLock> {
+        let p = self.root.join("locks").join(format!("{name}.lock"));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .at(&p)?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: the descriptor is owned by `f` and stays open for the call.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
+            if rc == 0 {
+                return Ok(FileLock { _file: f });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e).at(&p);
+            }
+        }
+    }
+
+    pub(crate) fn new_tmp_dir(&self) -> Result<PathBuf> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let p = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()));
+        if p.exists() {
+            fs::remove_dir_all(&p).at(&p)?;
+        }
+        fs::DirBuilder::new().mode(0o755).create(&p).at(&p)?;
+        Ok(p)
+    }
+
+    pub fn layer_dir(&self, id: u64) -> PathBuf {
+        self.root.join("layers").join(id.to_string())
+    }
+
+    fn chain_path(&self, chain: &Digest) -> PathBuf {
+        self.root
+            .join("chains")
+            .join(format!("{}.json", chain.hex()))
+    }
+
+    pub fn chain(&self, chain: &Digest) -> Result<Option<ChainRecord>> {
+        read_json(&self.chain_path(chain))
+    }
+
+    /// Give an unpacked tmp dir its id and record it under its chain ID.
+    pub(crate) fn commit_layer(
+        &self,
+        tmp: &Path,
+        chain_id: &Digest,
+        diff_id: &Digest,
+        blob: &Digest,
+        unpacked_bytes: u64,
+    ) -> Result<ChainRecord> {
+        let _meta = self.lock("meta", true)?;
+        let counter = self.root.join("layers/next-id");
+        let id: u64 = match fs::read_to_string(&counter) {
+            Ok(s) => s.trim().parse().map_err(|_| Error::Store {
+                path: counter.clone(),
+                reason: format!("bad layer counter {s:?}"),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(e).at(&counter),
+        };
+        write_atomic(&counter, (id + 1).to_string().as_bytes())?;
+        let dir = self.layer_dir(id);
+        fs::rename(tmp, &dir).at(&dir)?;
+        sync_dir(&self.root.join("layers"))?;
+        let rec = ChainRecord {
+            chain_id: chain_id.clone(),
+            id,
+            diff_id: diff_id.clone(),
+            blob: blob.clone(),
+            unpacked_bytes,
+        };
+        write_json(&self.chain_path(chain_id), &rec)?;
+        debug!(chain = %chain_id, id, "layer committed");
+        Ok(rec)
+    }
+
+    pub(crate) fn forget_chain(&self, chain: &Digest) -> Result<()> {
+        let p = self.chain_path(chain);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).at(&p),
+            _ => Ok(()),
+        }
+    }
+
+    fn image_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("images")
+            .join(format!("{}.json", Digest::of(name.as_bytes()).hex()))
+    }
+
+    pub(crate) fn put_image(&self, rec: &ImageRecord) -> Result<()> {
+        write_json(&self.image_path(&rec.name), rec)
+    }
+
+    /// Look an image up by any spelling of its reference (`busybox` finds
+    /// `docker.io/library/busybox:latest`).
+    /// A full `sha256:` digest finds the image with that config (image ID) or manifest digest.
+    pub fn inspect(&self, name: &str) -> Result<ImageRecord> {
+        if let Ok(d) = Digest::parse(name) {
+            return self
+                .list()?
+                .into_iter()
+                .find(|i| i.config_digest == d || i.manifest_digest == d)
+                .ok_or_else(|| Error::ImageNotFound(name.to_string()));
+        }
+        let canonical = Reference::parse(name)?.to_string();
+        read_json(&self.image_path(&canonical))?.ok_or(Error::ImageNotFound(canonical))
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.root.join("images");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).at(&dir)? {
+            let p = entry.at(&dir)?.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                if let Some(rec) = read_json::<ImageRecord>(&p)? {
+                    out.push(rec);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Remove an image record, then everything no other image needs.
+    pub fn remove(&self, name: &str) -> Result<ImageRecord> {
+        let _gc = self.lock("gc", true)?;
+        let rec = self.inspect(name)?;
+        let p = self.image_path(&rec.name);
+        fs::remove_file(&p).at(&p)?;
+        sync_dir(&self.root.join("images"))?;
+        info!(image = %rec.name, "image removed");
+        self.collect()?;
+        Ok(rec)
+    }
+
+    /// Delete blobs, layers, partial downloads and tmp dirs no image refers to.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let _gc = self.lock("gc", true)?;
+        self.collect()
+    }
+
+    fn collect(&self) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let mut blobs = HashSet::new();
+        let mut chains = HashSet::new();
+        for img in self.list()? {
+            blobs.insert(img.manifest_digest.hex().to_string());
+            blobs.insert(img.config_digest.hex().to_string());
+            if let Some(i) = &img.index_digest {
+                blobs.insert(i.hex().to_string());
+            }
+            for l in &img.layers {
+                blobs.insert(l.digest.hex().to_string());
+                chains.insert(l.chain_id.hex().to_string());
+            }
+        }
+        let mut layer_ids = HashSet::new();
+        for (name, path) in entries(&self.root.join("chains"))? {
+            let hex = name.trim_end_matches(".json");
+            let rec: Option<ChainRecord> = read_json(&path)?;
+            match rec {
+                Some(r) if chains.contains(hex) => {
+                    layer_ids.insert(r.id.to_string());
+                }
+                _ => {
+                    fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        for (name, path) in entries(&self.root.join("layers"))? {
+            if name != "next-id" && !layer_ids.contains(&name) {
+                fs::remove_dir_all(&path).at(&path)?;
+                report.layers_removed += 1;
+            }
+        }
+        for (name, path) in entries(&self.root.join("blobs/sha256"))? {
+            if !blobs.contains(&name) {
+                fs::remove_file(&path).at(&path)?;
+                report.blobs_removed += 1;
+            }
+        }
+        for (_, path) in entries(&self.root.join("ingest"))? {
+            fs::remove_file(&path).at(&path)?;
+            report.partials_removed += 1;
+        }
+        for (_, path) in entries(&self.root.join("tmp"))? {
+            fs::remove_dir_all(&path).at(&path)?;
+        }
+        info!(?report, "store pruned");
+        Ok(report)
+    }
+}
+
+fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    Ok(out)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Store {
+                path: path.to_path_buf(),
+                reason: format!("corrupt record: {e}"),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at(path),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let data = serde_json::to_vec_pretty(v).map_err(|e| Error::Store {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &data)
+}
+
+/// Temp file, fsync, rename, fsync the directory: readers see the old or the new file.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).at(&tmp);
+    }
+    fs::rename(&tmp, path).at(path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"hello");
+        assert!(s.write_blob(&Digest::of(b"other"), b"hello").is_err());
+        s.write_blob(&d, b"hello").unwrap();
+        assert_eq!(s.read_blob(&d, 100).unwrap(), b"hello");
+        assert!(matches!(s.read_blob(&d, 2), Err(Error::TooLarge { .. })));
+        assert!(matches!(s.inspect("busybox"), Err(Error::ImageNotFound(_))));
+        let rec = ImageRecord {
+            name: "docker.io/library/busybox:latest".into(),
+            manifest_digest: d.clone(),
+            manifest_media_type: String::new(),
+            index_digest: None,
+            config_digest: d.clone(),
+            platform: Platform::host(),
+            layers: vec![],
+            size: 0,
+            pulled_at: 0,
+        };
+        s.put_image(&rec).unwrap();
+        assert_eq!(s.inspect("busybox").unwrap(), rec);
+        assert_eq!(s.inspect(&d.to_string()).unwrap(), rec);
+        fs::write(s.blob_path(&Digest::of(b"junk")), b"junk").unwrap();
+        let r = s.prune().unwrap();
+        assert_eq!(r.blobs_removed, 1);
+        assert!(s.has_blob(&d));
+        s.remove("busybox").unwrap();
+        assert!(!s.has_blob(&d));
+        assert!(s.list().unwrap().is_empty());
+    }
+}

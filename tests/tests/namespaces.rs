@@ -1,0 +1,241 @@
+//! Each namespace kind, observed from inside the container.
+
+use serde_json::json;
+use skiff_tests::{host, skip_on_runc, Bundle, TestEnv};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `readlink /proc/self/ns/<kind>` inside a container of bundle `b`, as an inode number.
+fn inner_ns(env: &TestEnv, b: &mut Bundle, kind: &str) -> u64 {
+    let out = env.run_sh(b, &format!("readlink /proc/self/ns/{kind}"));
+    parse_ns_link(out.stdout.trim())
+        .unwrap_or_else(|| panic!("cannot parse ns link of {kind}{out}"))
+}
+
+fn parse_ns_link(s: &str) -> Option<u64> {
+    s.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
+}
+
+#[test]
+fn pid_namespace_makes_the_process_pid_1() {
+    let env = TestEnv::new("ns-pid");
+    let mut b = env.bundle();
+    let out = env.run_sh(&mut b, "echo pid=$$; ls /proc | grep -c '^[0-9]'");
+    assert!(out.stdout.contains("pid=1"), "{out}");
+    assert_ne!(inner_ns(&env, &mut b, "pid"), host::host_ns("pid"));
+}
+
+#[test]
+fn uts_namespace_sets_hostname_and_domainname() {
+    let env = TestEnv::new("ns-uts");
+    let mut b = env.bundle();
+    b.set("/hostname", json!("skiff-uts"));
+    b.set("/domainname", json!("skiff.example"));
+    let out = env.run_sh(&mut b, "hostname; cat /proc/sys/kernel/domainname");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"skiff-uts"), "{out}");
+    if !skip_on_runc("runc 1.1 ignores `domainname` (runtime-spec 1.2)") {
+        assert_eq!(lines.get(1), Some(&"skiff.example"), "{out}");
+    }
+    assert_ne!(inner_ns(&env, &mut b, "uts"), host::host_ns("uts"));
+}
+
+#[test]
+fn ipc_mount_and_net_namespaces_are_new() {
+    let env = TestEnv::new("ns-ipc-mnt-net");
+    let mut b = env.bundle();
+    for kind in ["ipc", "mnt", "net"] {
+        assert_ne!(
+            inner_ns(&env, &mut b, kind),
+            host::host_ns(kind),
+            "{kind} ns not new"
+        );
+    }
+    // A fresh network namespace holds only the loopback device.
+    let out = env.run_sh(&mut b, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
+    let devs: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(devs, vec!["lo"], "{out}");
+}
+
+#[test]
+fn without_a_namespace_entry_the_host_one_is_shared() {
+    let env = TestEnv::new("ns-shared");
+    let mut b = env.bundle();
+    b.remove_namespace("ipc");
+    assert_eq!(inner_ns(&env, &mut b, "ipc"), host::host_ns("ipc"));
+}
+
+#[test]
+fn cgroup_namespace_hides_the_host_hierarchy() {
+    let env = TestEnv::new("ns-cgroup");
+    let mut b = env.bundle();
+    b.namespace("cgroup", None);
+    assert_ne!(inner_ns(&env, &mut b, "cgroup"), host::host_ns("cgroup"));
+    let out = env.run_sh(&mut b, "cat /proc/self/cgroup");
+    for line in out.stdout.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("?");
+        assert_eq!(
+            path, "/",
+            "cgroup path visible inside a cgroup namespace: {line}{out}"
+        );
+    }
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    let out = Command::new("chown")
+        .args(["-R", "-h", &format!("{uid}:{gid}")])
+        .arg(dir)
+        .output()
+        .expect("run chown");
+    assert!(
+        out.status.success(),
+        "chown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_uid() {
+    let env = TestEnv::new("ns-user");
+    let mut b = env.bundle();
+    chown_tree(&b.rootfs(), 100000, 100000);
+    b.namespace("user", None);
+    b.set(
+        "/linux/uidMappings",
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+    );
+    b.set(
+        "/linux/gidMappings",
+        json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+    );
+    // cgroup v1 hierarchies are owned by host root; they cannot be mounted from the userns.
+    b.remove_mount("/sys/fs/cgroup");
+    b.sh("id -u; id -g; cat /proc/self/uid_map; while [ ! -e /go ]; do usleep 10000; done");
+    let id = env.id();
+    let create = env.must_create(&b, &id);
+    let pid = env.pid(&id);
+    let map = fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("read uid_map");
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(
+        fields,
+        vec!["0", "100000", "65536"],
+        "host view of uid_map: {map:?}"
+    );
+    let gmap = fs::read_to_string(format!("/proc/{pid}/gid_map")).expect("read gid_map");
+    assert_eq!(
+        gmap.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "100000", "65536"]
+    );
+    assert_ne!(
+        host::ns_inode(&format!("/proc/{pid}/ns/user")),
+        host::host_ns("user")
+    );
+    env.must_start(&id);
+    fs::write(b.rootfs().join("go"), "").unwrap();
+    env.wait_status(&id, "stopped", Duration::from_secs(10));
+    let out = create.stdout_now();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() >= 2 && lines[0] == "0" && lines[1] == "0",
+        "inside, id -u / id -g should be 0: {out:?}{create}"
+    );
+}
+
+#[test]
+fn time_namespace_applies_offsets() {
+    if !Path::new("/proc/self/ns/time").exists() {
+        eprintln!("note: skipped: this kernel has no time namespaces");
+        return;
+    }
+    if skip_on_runc("runc 1.1 does not support time namespaces") {
+        return;
+    }
+    let env = TestEnv::new("ns-time");
+    let mut b = env.bundle();
+    b.namespace("time", None);
+    let year = 365 * 24 * 3600;
+    b.set(
+        "/linux/timeOffsets",
+        json!({
+            "monotonic": {"secs": year, "nanosecs": 0},
+            "boottime": {"secs": year, "nanosecs": 0}
+        }),
+    );
+    let out = env.run_sh(
+        &mut b,
+        "readlink /proc/self/ns/time; cut -d. -f1 /proc/uptime",
+    );
+    let mut lines = out.stdout.lines();
+    let ns = lines.next().and_then(parse_ns_link);
+    assert_ne!(ns, Some(host::host_ns("time")), "time ns not new{out}");
+    let uptime: u64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        uptime >= year as u64,
+        "boottime offset not applied (uptime {uptime}){out}"
+    );
+}
+
+#[test]
+fn joins_a_network_namespace_by_path() {
+    let env = TestEnv::new("ns-join-net");
+    let name = format!("skiff-test-{}-{}", std::process::id(), env.ids().len());
+    env.host("ip", &["netns", "add", &name]);
+    let dir = env.dir.clone();
+    let n2 = name.clone();
+    env.on_drop(move || {
+        let _ = skiff_tests::cmd::run(
+            Command::new("ip").args(["netns", "delete", &n2]),
+            &dir,
+            Duration::from_secs(10),
+        );
+    });
+    let path = format!("/run/netns/{name}");
+    let mut b = env.bundle();
+    b.namespace("network", Some(&path));
+    assert_eq!(inner_ns(&env, &mut b, "net"), host::ns_inode(&path));
+}
+
+#[test]
+fn joins_the_uts_namespace_of_another_process() {
+    let env = TestEnv::new("ns-join-uts");
+    let child = Command::new("unshare")
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname joined-uts && exec sleep 1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn unshare");
+    let pid = child.id();
+    env.on_drop(move || {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        != "sleep"
+    {
+        assert!(Instant::now() < end, "unshare helper never reached sleep");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let path = format!("/proc/{pid}/ns/uts");
+    let want = host::ns_inode(&path);
+    let mut b = env.bundle();
+    b.namespace("uts", Some(&path));
+    b.remove("/hostname");
+    assert_eq!(inner_ns(&env, &mut b, "uts"), want);
+    let out = env.run_sh(&mut b, "hostname");
+    assert_eq!(out.stdout.trim(), "joined-uts", "{out}");
+}
