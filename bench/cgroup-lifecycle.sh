@@ -3,7 +3,8 @@
 # crun vs runc, interleaved in one run. Prints the mean and median wall time per run.
 #
 # Usage: bench/cgroup-lifecycle.sh [RUNS]       (as root; RUNS defaults to 50)
-# Env:   SKIFF (default target/release/skiff), RUNTIMES (default "skiff crun runc").
+# Env:   SKIFF (default target/release/skiff), RUNTIMES (default "skiff crun runc"),
+#        SETTLE (seconds of quiet before each run, default 0.1; 0 measures back-to-back runs).
 #
 # crun 1.8 refuses this host's hybrid layout, so every runtime runs in one private mount namespace
 # in which the cgroup2 mount is lazily unmounted (v1 controllers only); the host's mounts stay as
@@ -35,7 +36,7 @@ c["linux"]["resources"].update({
 })
 json.dump(c, open(p, "w"))
 PY
-    SKIFF_BENCH_INNER=1 SKIFF="$skiff" RUNTIMES="$runtimes" \
+    SKIFF_BENCH_INNER=1 SKIFF="$skiff" RUNTIMES="$runtimes" SETTLE="${SETTLE:-0.1}" \
         unshare -m --propagation private "$0" "$runs" "$work"
     exit $?
 fi
@@ -44,8 +45,15 @@ work=$2
 if mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi
 declare -A bin=([skiff]=$skiff [crun]=crun [runc]=runc)
 for rt in $runtimes; do : >"$work/times-$rt"; done
+# The first cgroup migration after ~50 ms without one waits for an RCU grace period (5-15 ms
+# here); a run that follows another runtime's closely skips it. Each run therefore starts after
+# `settle` seconds of quiet, and the order rotates every round.
+settle=${SETTLE:-0.1}
+read -r -a order <<<"$runtimes"
 for i in $(seq 1 "$runs"); do
-    for rt in $runtimes; do
+    k=$((i % ${#order[@]}))
+    for rt in "${order[@]:k}" "${order[@]:0:k}"; do
+        sleep "$settle"
         id="bench-$rt-$i"
         t0=$EPOCHREALTIME
         "${bin[$rt]}" --root "$work/state-$rt" run -b "$work/bundle" "$id" >/dev/null
