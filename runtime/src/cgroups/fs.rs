@@ -5,21 +5,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::mountinfo;
-use super::Layout;
-use super::{CgroupError, CgroupManager, CgroupState};
+use std::collections::BTreeMap;
+
+use super::devices::{self, Rule};
+use super::oom::{MemoryDir, OomWatch};
+use super::util::{io_err, read_trimmed};
+use super::{mountinfo, stats, v1, v2};
+use super::{CgroupError, CgroupManager, CgroupState, Layout};
 use crate::spec::Resources;
 
 pub struct FsManager {
     state: CgroupState,
     layout: Option<Layout>,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    /// Hierarchy name → its mountpoint, known while creating.
+    mounts: BTreeMap<String, PathBuf>,
 }
 
 impl FsManager {
@@ -31,20 +30,86 @@ impl FsManager {
         }
         let layout = mountinfo::layout(&hs);
         let mut state = CgroupState::default();
+        let mut mounts = BTreeMap::new();
         for h in hs {
-            state.paths.insert(h.name, h.mountpoint.join(rel));
+            state.paths.insert(h.name.clone(), h.mountpoint.join(rel));
+            mounts.insert(h.name, h.mountpoint);
         }
         Ok(FsManager {
             state,
             layout: Some(layout),
+            mounts,
         })
+    }
+
+    /// Marks the state as a systemd scope's, so that later commands pick the systemd manager.
+    pub fn set_systemd_unit(&mut self, unit: &str) {
+        self.state.systemd_unit = Some(unit.to_owned());
     }
 
     pub fn from_state(state: CgroupState) -> FsManager {
         FsManager {
             state,
             layout: None,
+            mounts: BTreeMap::new(),
         }
+    }
+
+    /// The v1 hierarchy directory holding controller `ctrl`.
+    fn v1_dir(&self, ctrl: &str) -> Option<&PathBuf> {
+        self.state
+            .paths
+            .iter()
+            .find(|(name, _)| name.split(',').any(|c| c == ctrl))
+            .map(|(_, d)| d)
+    }
+
+    /// Whether some hierarchy of the container offers `ctrl`.
+    fn has_controller(&self, ctrl: &str) -> bool {
+        self.v1_dir(ctrl).is_some()
+            || self
+                .state
+                .paths
+                .get("unified")
+                .is_some_and(|d| v2::controllers(d).contains(ctrl))
+    }
+
+    /// Limits the host cannot enforce are reported, not silently dropped.
+    fn warn_missing(&self, r: &Resources) {
+        let wanted = [
+            ("memory", r.memory.is_some()),
+            (
+                "cpu",
+                r.cpu
+                    .as_ref()
+                    .is_some_and(|c| c.shares.is_some() || c.quota.is_some()),
+            ),
+            (
+                "cpuset",
+                r.cpu
+                    .as_ref()
+                    .is_some_and(|c| c.cpus.is_some() || c.mems.is_some()),
+            ),
+            ("pids", r.pids.is_some()),
+            ("hugetlb", !r.hugepage_limits.is_empty()),
+        ];
+        for (ctrl, asked) in wanted {
+            if asked && !self.has_controller(ctrl) {
+                tracing::warn!(
+                    "linux.resources asks for {ctrl} limits but no {ctrl} controller is available"
+                );
+            }
+        }
+    }
+
+    fn memory_dir(&self) -> Option<MemoryDir> {
+        if let Some(d) = self.v1_dir("memory") {
+            return Some(MemoryDir::V1(d.clone()));
+        }
+        let d = self.state.paths.get("unified")?;
+        d.join("memory.events")
+            .exists()
+            .then(|| MemoryDir::V2(d.clone()))
     }
 
     fn dirs(&self) -> impl Iterator<Item = (&String, &PathBuf)> {
@@ -60,7 +125,7 @@ impl FsManager {
     }
 
     pub fn is_frozen(&self) -> bool {
-        if let Some(dir) = self.state.paths.get("freezer") {
+        if let Some(dir) = self.v1_dir("freezer") {
             if let Ok(s) = std::fs::read_to_string(dir.join("freezer.state")) {
                 return s.trim() == "FROZEN";
             }
@@ -71,6 +136,16 @@ impl FsManager {
             }
         }
         false
+    }
+}
+
+/// Polls `done` for up to a second: freezing is asynchronous in the kernel.
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut nap = Duration::from_micros(200);
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -127,6 +202,14 @@ impl CgroupManager for FsManager {
             let cpuset = name.split(',').any(|c| c == "cpuset");
             if make_dir(dir, cpuset)? {
                 owned.push(dir.clone());
+            } else if cpuset {
+                // A group made by someone else may still lack cpus and memory nodes.
+                init_cpuset(dir)?;
+            }
+            if name == "unified" {
+                if let Some(mount) = self.mounts.get(name) {
+                    v2::enable_controllers(mount, dir)?;
+                }
             }
         }
         self.state.owned = owned;
@@ -138,12 +221,14 @@ impl CgroupManager for FsManager {
             return None;
         }
         let dir = self.state.paths.get("unified")?;
-        std::fs::OpenOptions::new()
+        let fd = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(dir)
             .ok()
-            .map(OwnedFd::from)
+            .map(OwnedFd::from)?;
+        tracing::debug!("init is born into {} (CLONE_INTO_CGROUP)", dir.display());
+        Some(fd)
     }
 
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
@@ -155,17 +240,45 @@ impl CgroupManager for FsManager {
         Ok(())
     }
 
-    fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
-        let set = resources.memory.is_some()
-            || resources.cpu.is_some()
-            || resources.pids.is_some()
-            || resources.block_io.is_some()
-            || !resources.hugepage_limits.is_empty()
-            || !resources.unified.is_empty();
-        if set {
-            tracing::warn!("linux.resources limits are not applied by this build of skiff yet");
+    fn apply(&self, resources: &Resources, rules: &[Rule]) -> Result<(), CgroupError> {
+        self.warn_missing(resources);
+        let v1_devices = self.v1_dir("devices").is_some();
+        for (name, dir) in self.dirs() {
+            if name == "unified" {
+                v2::apply(dir, resources, &v2::controllers(dir))?;
+                if !v1_devices {
+                    devices::ebpf::apply(dir, rules)?;
+                }
+                continue;
+            }
+            for ctrl in name.split(',') {
+                v1::apply(ctrl, dir, resources, rules)?;
+            }
         }
         Ok(())
+    }
+
+    fn stats(&self) -> stats::Stats {
+        let mut v1 = BTreeMap::new();
+        let mut unified = None;
+        for (name, dir) in self.dirs() {
+            if name == "unified" {
+                unified = Some(dir.as_path());
+            } else {
+                for c in name.split(',') {
+                    v1.insert(c, dir.as_path());
+                }
+            }
+        }
+        stats::collect(&stats::Dirs { v1, unified })
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.memory_dir().map_or(0, |m| m.oom_kills())
+    }
+
+    fn oom_watch(&self) -> Result<Option<OomWatch>, CgroupError> {
+        self.memory_dir().map(OomWatch::new).transpose()
     }
 
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
@@ -180,10 +293,10 @@ impl CgroupManager for FsManager {
 
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
         if signal == libc::SIGKILL {
+            // The container sits in the cgroup2 hierarchy on hybrid hosts too, where that
+            // directory tracks every one of its tasks just as well.
             if let Some(dir) = self.state.paths.get("unified") {
-                if self.state.paths.len() == 1
-                    && std::fs::write(dir.join("cgroup.kill"), "1").is_ok()
-                {
+                if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
                     return Ok(());
                 }
             }
@@ -196,14 +309,23 @@ impl CgroupManager for FsManager {
     }
 
     fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
-        if let Some(dir) = self.state.paths.get("freezer") {
+        if let Some(dir) = self.v1_dir("freezer") {
             let f = dir.join("freezer.state");
             let v = if frozen { "FROZEN" } else { "THAWED" };
-            return std::fs::write(&f, v).map_err(io_err(&f));
+            std::fs::write(&f, v).map_err(io_err(&f))?;
+            // FREEZING means some task has not stopped yet.
+            wait_for(|| read_trimmed(&f).as_deref() == Some(v));
+            return Ok(());
         }
         if let Some(dir) = self.state.paths.get("unified") {
             let f = dir.join("cgroup.freeze");
-            return std::fs::write(&f, if frozen { "1" } else { "0" }).map_err(io_err(&f));
+            std::fs::write(&f, if frozen { "1" } else { "0" }).map_err(io_err(&f))?;
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            let events = dir.join("cgroup.events");
+            wait_for(|| {
+                std::fs::read_to_string(&events).is_ok_and(|s| s.lines().any(|l| l == want))
+            });
+            return Ok(());
         }
         Err(CgroupError::NoHierarchy)
     }

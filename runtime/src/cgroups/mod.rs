@@ -1,14 +1,27 @@
 //! Control groups: where a container's processes live and what limits them.
 //!
-//! One [`CgroupManager`] seam; the cgroupfs manager in [`fs`] places a container in every hierarchy the
-//! host mounts (unified, hybrid or legacy), which is what `delete`, `ps` and `kill --all` rely on.
+//! One [`CgroupManager`] seam. The cgroupfs manager in [`fs`] places a container in every hierarchy
+//! the host mounts (unified, hybrid or legacy) and hands each directory to the writer for its
+//! version: [`v1`] per controller, [`v2`] for the unified hierarchy (all controllers on a unified
+//! host, whatever the host enabled there on a hybrid one). [`devices`] turns device rules into v1
+//! lines or a v2 eBPF program, [`stats`] reads usage in `runc events` form, [`oom`] counts and watches
+//! OOM kills.
 
+pub mod dbus;
+pub mod devices;
 pub mod fs;
 pub mod mountinfo;
+pub mod oom;
+pub mod stats;
+pub mod systemd;
+mod util;
+pub mod v1;
+pub mod v2;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +40,22 @@ pub enum CgroupError {
     NoHierarchy,
     #[error("cgroup {path} still has processes after kill")]
     Busy { path: PathBuf },
+    #[error("writing {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("{field}: {reason}")]
+    BadValue { field: String, reason: String },
+    #[error("systemd unit {unit}: {message}")]
+    Systemd { unit: String, message: String },
+    #[error("cgroup {path}: {what}: {source}")]
+    Bpf {
+        path: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 /// How the host mounts its cgroups.
@@ -50,6 +79,9 @@ pub struct CgroupState {
     /// Directories this container created, and so may remove.
     #[serde(default)]
     pub owned: Vec<PathBuf>,
+    /// The transient scope systemd made for the container, when the systemd manager is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 pub trait CgroupManager {
@@ -59,8 +91,14 @@ pub trait CgroupManager {
     fn clone_into(&self) -> Option<OwnedFd>;
     /// Moves a process (and so its future children) into the container's cgroups.
     fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
-    /// Applies `linux.resources`.
-    fn apply(&self, resources: &Resources) -> Result<(), CgroupError>;
+    /// Applies `linux.resources` and, when `devices` is not empty, replaces the device rules.
+    fn apply(&self, resources: &Resources, devices: &[devices::Rule]) -> Result<(), CgroupError>;
+    /// Current usage, in the shape of `runc events --stats`.
+    fn stats(&self) -> stats::Stats;
+    /// OOM kills in the container's cgroup so far.
+    fn oom_kills(&self) -> u64;
+    /// A pollable OOM notification, where a memory controller is present.
+    fn oom_watch(&self) -> Result<Option<oom::OomWatch>, CgroupError>;
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError>;
     fn freeze(&self, frozen: bool) -> Result<(), CgroupError>;
@@ -123,14 +161,56 @@ fn slice_path(slice: &str) -> String {
     out.join("/")
 }
 
+/// Applies a container's `linux.resources` and its device rules (configured, default and those of
+/// `linux.devices`).
+pub fn apply_spec(cg: &dyn CgroupManager, spec: &Spec) -> Result<(), CgroupError> {
+    let res = spec
+        .linux()
+        .and_then(|l| l.resources.clone())
+        .unwrap_or_default();
+    let rules = devices::rules_for(spec, &res.devices)?;
+    cg.apply(&res, &rules)
+}
+
+static PREFER_SYSTEMD: AtomicBool = AtomicBool::new(false);
+
+/// `--systemd-cgroup`: use systemd for every new container where systemd runs.
+pub fn prefer_systemd(on: bool) {
+    PREFER_SYSTEMD.store(on, Ordering::Relaxed);
+}
+
+/// Which manager a new container gets: systemd when it runs here and either `--systemd-cgroup` or a
+/// `slice:prefix:name` cgroups path asks for it; cgroupfs otherwise (a `slice:prefix:name` path is
+/// then laid out on cgroupfs as systemd would).
+fn wants_systemd(spec: &Spec) -> bool {
+    let systemd_path = spec
+        .linux()
+        .and_then(|l| l.cgroups_path.as_deref())
+        .is_some_and(|p| p.contains(':'));
+    let asked = systemd_path || PREFER_SYSTEMD.load(Ordering::Relaxed);
+    if asked && !systemd::running() {
+        tracing::debug!("systemd is not running: cgroups are managed on cgroupfs");
+    }
+    asked && systemd::running()
+}
+
 /// The manager for a new container.
 pub fn new_manager(spec: &Spec, id: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    let rel = container_path(spec, id)?;
+    let mut rel = container_path(spec, id)?;
+    if wants_systemd(spec) {
+        if rel.extension().is_none_or(|e| e != "scope") {
+            rel = PathBuf::from("system.slice").join(format!("skiff-{id}.scope"));
+        }
+        return Ok(Box::new(systemd::SystemdManager::new(&rel)?));
+    }
     Ok(Box::new(fs::FsManager::new(&rel)?))
 }
 
 /// The manager for an existing container, from its recorded state.
 pub fn from_state(state: &CgroupState) -> Box<dyn CgroupManager> {
+    if state.systemd_unit.is_some() {
+        return Box::new(systemd::SystemdManager::from_state(state.clone()));
+    }
     Box::new(fs::FsManager::from_state(state.clone()))
 }
 

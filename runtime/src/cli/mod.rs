@@ -1,5 +1,6 @@
 //! The `skiff` command line: runc's commands, flags and exit codes over the runtime library.
 
+mod cgroup;
 mod exec;
 pub mod image;
 mod log;
@@ -43,7 +44,7 @@ pub struct Globals {
     /// Log debug messages.
     #[arg(long)]
     pub debug: bool,
-    /// Use systemd for cgroups (the cgroupfs layout systemd would use, for now).
+    /// Use systemd (over D-Bus) for cgroups where systemd runs.
     #[arg(long)]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility.
@@ -113,6 +114,10 @@ pub enum Command {
     Resume { id: String },
     /// Print what this runtime supports, as OCI features JSON.
     Features,
+    /// Change a running container's cgroup limits.
+    Update(cgroup::UpdateArgs),
+    /// Print a container's resource usage and OOM events, as JSON lines.
+    Events(cgroup::EventsArgs),
     #[command(flatten)]
     Image(image::Command),
 }
@@ -214,6 +219,7 @@ fn run(cli: Cli) -> Result<i32> {
     if needs_protected_exe(&cli.command) {
         crate::exe::ensure_protected().context("re-executing from a read-only view of skiff")?;
     }
+    crate::cgroups::prefer_systemd(cli.globals.systemd_cgroup);
     let rt = Runtime::new(&cli.globals.root);
     match cli.command {
         Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
@@ -236,6 +242,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
         Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
         Command::Features => print_json(&crate::features::features()),
+        Command::Update(args) => cgroup::update(&cli.globals.root, args),
+        Command::Events(args) => cgroup::events(&cli.globals.root, args),
         Command::Image(cmd) => image::run(cmd),
     }
 }

@@ -240,9 +240,7 @@ fn spawn(
         }
         pid
     };
-    if let Some(r) = spec.linux().and_then(|l| l.resources.as_ref()) {
-        cg.apply(r)?;
-    }
+    cgroups::apply_spec(cg, spec)?;
     send_idmapped_trees(&chan, spec, bundle)?;
     send(&chan, &Msg::Go)?;
     let start_time = state::process_start_time(init_pid).unwrap_or(0);
