@@ -24,6 +24,7 @@ options:
   --phases LIST           comma-separated subset of run,split (default both)
   --keep-cgroup2          do not detach the hybrid cgroup2 mount (crun 1.8 then fails)
   --json                  print the results as JSON on stdout instead of a table
+  --json-file PATH        also write the JSON results (with every sample) to PATH
   -h, --help              this text
 ";
 
@@ -43,6 +44,7 @@ pub struct Options {
     pub split_phase: bool,
     pub keep_cgroup2: bool,
     pub json: bool,
+    pub json_file: Option<PathBuf>,
 }
 
 /// What the command line asked for: a benchmark, or the help text.
@@ -66,6 +68,7 @@ impl Options {
             split_phase: true,
             keep_cgroup2: false,
             json: false,
+            json_file: None,
         }
     }
 
@@ -113,6 +116,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed> {
             "--phases" => phases(&mut opts, &value()?)?,
             "--keep-cgroup2" => opts.keep_cgroup2 = true,
             "--json" => opts.json = true,
+            "--json-file" => opts.json_file = Some(PathBuf::from(value()?)),
             other => return Err(fail!("unknown option {other:?}\n\n{USAGE}")),
         }
     }

@@ -55,6 +55,10 @@ fn run(opts: &cli::Options) -> Result<()> {
         series: &series,
         notes: &notes,
     };
+    if let Some(path) = &opts.json_file {
+        std::fs::write(path, format!("{:#}\n", report.json()))
+            .map_err(|e| fail!("writing {}: {e}", path.display()))?;
+    }
     let text = if opts.json {
         format!("{:#}\n", report.json())
     } else {

@@ -173,5 +173,6 @@ fn summary_json(s: &Series, m: &Summary) -> Value {
         "min_ms": m.min_ms,
         "max_ms": m.max_ms,
         "peak_rss_kib": m.peak_rss_kib,
+        "samples_ms": s.samples.iter().map(|t| t.elapsed.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
     })
 }
