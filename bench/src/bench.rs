@@ -1,8 +1,8 @@
 //! The benchmark phases: interleaved rounds over all runtimes in rotating order.
 //!
-//! Rounds run back to back with no pause: on these machines the first write to
-//! cgroup.procs after ~50 ms of idleness pays an RCU grace period (~9 ms), and a
-//! pause would charge that to whichever runtime happens to come first.
+//! Rounds run back to back with no pause: a write to cgroup.procs that follows the
+//! previous one after a pause waits for an RCU grace period (~9 ms here), and a pause
+//! would charge that to whichever runtime happens to come first.
 
 use std::time::Instant;
 
@@ -170,19 +170,21 @@ impl Bench {
     }
 }
 
-/// The slots still in the benchmark, in the order of `round`: each round starts one
-/// further along, so no runtime always runs first (or right after another).
+/// The slots still in the benchmark, in the order of `round`: rounds cycle through
+/// every permutation, so each runtime is first, last and after each other one equally
+/// often over a full cycle.
 fn rotation(failed: &[bool], round: usize) -> Vec<usize> {
-    let active: Vec<usize> = (0..failed.len()).filter(|&i| !failed[i]).collect();
-    if active.is_empty() {
-        return active;
+    let mut active: Vec<usize> = (0..failed.len()).filter(|&i| !failed[i]).collect();
+    let orders: usize = (1..=active.len()).product();
+    let mut k = round % orders.max(1);
+    let mut order = Vec::with_capacity(active.len());
+    // The k-th permutation in lexicographic order, read off k's factorial-base digits.
+    while !active.is_empty() {
+        let rest: usize = (1..active.len()).product();
+        order.push(active.remove(k / rest));
+        k %= rest;
     }
-    let shift = round % active.len();
-    active[shift..]
-        .iter()
-        .chain(&active[..shift])
-        .copied()
-        .collect()
+    order
 }
 
 #[cfg(test)]
@@ -190,11 +192,21 @@ mod tests {
     use super::rotation;
 
     #[test]
-    fn rotation_starts_one_further_each_round() {
+    fn rotation_cycles_through_every_order() {
         let none = [false; 3];
-        assert_eq!(rotation(&none, 0), [0, 1, 2]);
-        assert_eq!(rotation(&none, 1), [1, 2, 0]);
-        assert_eq!(rotation(&none, 5), [2, 0, 1]);
+        let orders: Vec<Vec<usize>> = (0..6).map(|r| rotation(&none, r)).collect();
+        assert_eq!(
+            orders,
+            [
+                [0, 1, 2],
+                [0, 2, 1],
+                [1, 0, 2],
+                [1, 2, 0],
+                [2, 0, 1],
+                [2, 1, 0]
+            ]
+        );
+        assert_eq!(rotation(&none, 6), [0, 1, 2]);
         assert_eq!(rotation(&[false, true, false], 1), [2, 0]);
         assert!(rotation(&[true], 0).is_empty());
     }
