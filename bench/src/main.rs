@@ -44,8 +44,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     let cgroups = ns::enter_private(opts.keep_cgroup2)?;
     proc::become_subreaper()?;
     let state = StateDir::create()?;
-    let outcome = measure(opts, &bundle, &state.path);
-    let (env, series, notes) = outcome?;
+    let (env, series, notes) = measure(opts, &bundle, &state.path)?;
     let env = Environment {
         cgroups: cgroups.describe().to_string(),
         ..env

@@ -45,7 +45,10 @@ impl CgroupView {
 pub fn enter_private(keep_cgroup2: bool) -> Result<CgroupView> {
     // SAFETY: unshare takes no pointers; it only changes this process's namespaces.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(fail!("unshare(CLONE_NEWNS): {}", last_os_error()));
+        return Err(fail!(
+            "unshare(CLONE_NEWNS): {} (the benchmark must run as root)",
+            last_os_error()
+        ));
     }
     mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| fail!("making / recursively private: {e}"))?;
