@@ -152,6 +152,10 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
             .send_fd(&Msg::SeccompListener, fd.as_raw_fd())
             .map_err(|e| other("send the seccomp listener", e))?;
     }
+    // The death signal served setup; from here the container outlives `create`, which may exit the
+    // moment it reads Ready, so it must be gone before we say it.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     a.chan.send(&Msg::Ready).map_err(|e| other("sync", e))?;
     wait_for_start(a.fifo)?;
     state.status = Status::Created;
@@ -272,9 +276,6 @@ fn join_session_keyring(id: &str) {
 /// Blocks until `skiff start` opens the fifo's other end, then tells it we are going.
 fn wait_for_start(fifo: RawFd) -> Result<(), InitError> {
     let path = std::ffi::CString::new(format!("/proc/self/fd/{fifo}")).unwrap_or_default();
-    // The death signal served setup; from here the container outlives `create`.
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     // SAFETY: open of a path we built; blocks until a reader arrives.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {
