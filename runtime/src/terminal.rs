@@ -136,6 +136,18 @@ pub fn restore(fd: RawFd, saved: &libc::termios) {
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, saved) };
 }
 
+/// Connects our own terminal to the container's: its size, raw mode for the duration, and the relay.
+pub fn attach_stdio(master: &OwnedFd) {
+    if let Some((rows, cols)) = get_size(0) {
+        let _ = set_size(master.as_raw_fd(), rows, cols);
+    }
+    let saved = make_raw(0);
+    relay(master);
+    if let Some(s) = saved {
+        restore(0, &s);
+    }
+}
+
 /// Copies our stdin to the pty master and the master to our stdout until the container side closes.
 pub fn relay(master: &OwnedFd) {
     let m = master.as_raw_fd();

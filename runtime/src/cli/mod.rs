@@ -143,11 +143,10 @@ pub struct DeleteArgs {
     pub id: String,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct CreateArgs {
-    /// The bundle directory, holding config.json.
-    #[arg(short, long, default_value = ".")]
-    pub bundle: PathBuf,
+/// The flags `create` and `run` share with runc's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LaunchArgs {
+    /// Write the container init's pid to this file.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
     /// Unix socket that receives the pty master of a terminal container.
@@ -162,20 +161,36 @@ pub struct CreateArgs {
     /// Accepted for runc compatibility; pivot_root is always used where it works.
     #[arg(long, hide = true)]
     pub no_pivot: bool,
+}
+
+impl LaunchArgs {
+    pub(crate) fn options(&self, id: String, bundle: PathBuf, owned_bundle: bool) -> CreateOptions {
+        CreateOptions {
+            id,
+            bundle,
+            pid_file: self.pid_file.as_ref().map(absolute),
+            console_socket: self.console_socket.clone(),
+            no_new_keyring: self.no_new_keyring,
+            preserve_fds: self.preserve_fds,
+            owned_bundle,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The bundle directory, holding config.json.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
     pub id: String,
 }
 
 impl CreateArgs {
     fn options(&self) -> CreateOptions {
-        CreateOptions {
-            id: self.id.clone(),
-            bundle: self.bundle.clone(),
-            pid_file: self.pid_file.as_ref().map(absolute),
-            console_socket: self.console_socket.clone(),
-            no_new_keyring: self.no_new_keyring,
-            preserve_fds: self.preserve_fds,
-            owned_bundle: false,
-        }
+        self.launch
+            .options(self.id.clone(), self.bundle.clone(), false)
     }
 }
 

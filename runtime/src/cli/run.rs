@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::image::{PullArgs, StoreArgs};
-use crate::container::{CreateOptions, Runtime};
+use super::LaunchArgs;
+use crate::container::Runtime;
 use crate::image::bundle::{self, Overrides};
 
 #[derive(clap::Args, Debug)]
@@ -13,20 +14,8 @@ pub struct RunArgs {
     /// The bundle directory, holding config.json (not with --image).
     #[arg(short, long)]
     pub bundle: Option<PathBuf>,
-    #[arg(long)]
-    pub pid_file: Option<PathBuf>,
-    /// Unix socket that receives the pty master of a terminal container.
-    #[arg(long)]
-    pub console_socket: Option<PathBuf>,
-    /// Do not create a session keyring for the container.
-    #[arg(long)]
-    pub no_new_keyring: bool,
-    /// Pass this many extra descriptors, from 3 up, to the container.
-    #[arg(long, default_value_t = 0)]
-    pub preserve_fds: u32,
-    /// Accepted for runc compatibility.
-    #[arg(long, hide = true)]
-    pub no_pivot: bool,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
     /// Return once the container runs.
     #[arg(short, long)]
     pub detach: bool,
@@ -100,15 +89,7 @@ pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
         hostname: id.chars().take(63).collect(),
     };
     bundle::make_bundle(&store, &record, &dir, &overrides)?;
-    let opts = CreateOptions {
-        id: id.clone(),
-        bundle: dir.clone(),
-        pid_file: a.pid_file.as_ref().map(super::absolute),
-        console_socket: a.console_socket.clone(),
-        no_new_keyring: a.no_new_keyring,
-        preserve_fds: a.preserve_fds,
-        owned_bundle: true,
-    };
+    let opts = a.launch.options(id.clone(), dir.clone(), true);
     if a.detach {
         println!("{id}");
     }
@@ -137,15 +118,8 @@ fn run_bundle(rt: &Runtime, a: RunArgs) -> Result<i32> {
     let Some(id) = a.id.clone() else {
         bail!("a container id is required");
     };
-    let opts = CreateOptions {
-        id,
-        bundle: a.bundle.clone().unwrap_or_else(|| PathBuf::from(".")),
-        pid_file: a.pid_file.as_ref().map(super::absolute),
-        console_socket: a.console_socket.clone(),
-        no_new_keyring: a.no_new_keyring,
-        preserve_fds: a.preserve_fds,
-        owned_bundle: false,
-    };
+    let bundle = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+    let opts = a.launch.options(id, bundle, false);
     Ok(rt.run(&opts, a.detach, a.keep)?)
 }
 

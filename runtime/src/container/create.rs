@@ -524,14 +524,7 @@ fn wait_foreground(pid: i32, tty: Option<OwnedFd>) -> i32 {
         unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
     }
     if let Some(master) = &tty {
-        if let Some((rows, cols)) = terminal::get_size(0) {
-            let _ = terminal::set_size(master.as_raw_fd(), rows, cols);
-        }
-        let saved = terminal::make_raw(0);
-        terminal::relay(master);
-        if let Some(s) = saved {
-            terminal::restore(0, &s);
-        }
+        terminal::attach_stdio(master);
     }
     wait_exit(pid)
 }

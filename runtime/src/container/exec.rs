@@ -121,14 +121,7 @@ impl Runtime {
             return Ok(0);
         }
         if let Some(master) = &tty {
-            if let Some((rows, cols)) = terminal::get_size(0) {
-                let _ = terminal::set_size(master.as_raw_fd(), rows, cols);
-            }
-            let saved = terminal::make_raw(0);
-            terminal::relay(master);
-            if let Some(s) = saved {
-                terminal::restore(0, &s);
-            }
+            terminal::attach_stdio(master);
         }
         Ok(wait_exit(pid))
     }
