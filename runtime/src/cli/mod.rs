@@ -4,7 +4,6 @@ mod cgroup;
 mod exec;
 pub mod image;
 mod log;
-mod parse;
 mod run;
 
 use std::io::Write;
@@ -206,7 +205,7 @@ pub(crate) fn absolute(p: &PathBuf) -> PathBuf {
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = parse::parse();
+    let cli = Cli::parse();
     let g = &cli.globals;
     let _guard = log::init(g.log.as_deref(), g.log_format, g.debug);
     let to_file = g.log.is_some();
