@@ -205,6 +205,13 @@ pub(crate) fn absolute(p: &PathBuf) -> PathBuf {
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
+    // Before parsing: the re-exec would otherwise parse every argument twice.
+    if needs_protected_exe() {
+        if let Err(e) = crate::exe::ensure_protected() {
+            eprintln!("skiff: re-executing from a read-only view of skiff: {e}");
+            return 1;
+        }
+    }
     let cli = Cli::parse();
     let g = &cli.globals;
     let _guard = log::init(g.log.as_deref(), g.log_format, g.debug);
@@ -222,17 +229,16 @@ pub fn main() -> i32 {
     }
 }
 
-fn needs_protected_exe(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
-    )
+/// Whether this invocation may put a process into a container. Decided from the raw arguments so
+/// that it can run before anything else; it errs on the side of protecting (a container id that
+/// happens to be `run` costs one needless re-exec, never a missing one).
+fn needs_protected_exe() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .any(|a| a == "create" || a == "run" || a == "exec")
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    if needs_protected_exe(&cli.command) {
-        crate::exe::ensure_protected().context("re-executing from a read-only view of skiff")?;
-    }
     crate::cgroups::prefer_systemd(cli.globals.systemd_cgroup);
     let rt = Runtime::new(&cli.globals.root);
     match cli.command {
