@@ -9,6 +9,9 @@
 
 mod common;
 
+#[macro_use]
+mod harness;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,17 +20,7 @@ use common::{host_mount_leaks, Bundle, Output};
 use serde_json::json;
 use skiff_runtime::rootfs::mountinfo::{self, MountInfo};
 
-type CaseResult = Result<(), String>;
-
-macro_rules! check {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
-
-type Case = (&'static str, fn() -> CaseResult);
+use harness::{Case, CaseResult};
 
 const CASES: &[Case] = &[
     ("mount_types", mount_types),
@@ -65,39 +58,7 @@ fn main() {
     if let Ok(scenario) = std::env::var(common::SCENARIO_ENV) {
         common::container_main(&scenario);
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("rootfs tests need root");
-        std::process::exit(1);
-    }
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, case) in CASES {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        let result = case().and_then(|()| host_mount_leaks());
-        match result {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(e) => {
-                println!("test {name} ... FAILED\n{e}\n");
-                failed.push(*name);
-            }
-        }
-    }
-    println!(
-        "\nrootfs: {} passed; {} failed",
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        println!("failed: {failed:?}");
-        std::process::exit(101);
-    }
+    harness::run("rootfs", CASES, host_mount_leaks);
 }
 
 fn proc_mount() -> serde_json::Value {

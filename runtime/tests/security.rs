@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo test -p skiff-runtime --test security` as root; an argument filters cases by name.
 
+#[macro_use]
+mod harness;
+
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,17 +24,7 @@ use serde_json::{json, Value};
 const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 const PROBE_ENV: &str = "SKIFF_SECURITY_PROBE";
 
-type CaseResult = Result<(), String>;
-
-macro_rules! check {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
-
-type Case = (&'static str, fn() -> CaseResult);
+use harness::{Case, CaseResult};
 
 const CASES: &[Case] = &[
     ("seccomp_errno_on_mkdir", seccomp_errno_on_mkdir),
@@ -118,38 +111,7 @@ fn main() {
     if let Ok(what) = std::env::var(PROBE_ENV) {
         probe(&what);
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("security tests need root");
-        std::process::exit(1);
-    }
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, case) in CASES {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        match case() {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(e) => {
-                println!("test {name} ... FAILED\n    {e}");
-                failed.push(*name);
-            }
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(1);
-    }
+    harness::run("security", CASES, || Ok(()));
 }
 
 /// Inside a container: try one operation and print what happened.
