@@ -7,6 +7,7 @@ pub mod exe;
 pub mod features;
 pub mod hooks;
 pub mod image;
+pub mod mountinfo;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

@@ -278,14 +278,16 @@ impl ContainerState {
         }
     }
 
-    pub fn status(&self, dir: &StateDir) -> Status {
+    /// The status now, from the process, its cgroup and whether `dir` (the container's state
+    /// directory) still holds the exec fifo.
+    pub fn status(&self, dir: &Path) -> Status {
         if !self.init_alive() {
             return Status::Stopped;
         }
         if crate::cgroups::is_frozen(&self.cgroup) {
             return Status::Paused;
         }
-        if dir.fifo_path().exists() {
+        if dir.join(EXEC_FIFO).exists() {
             Status::Created
         } else {
             Status::Running

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use common::{host_mount_leaks, Bundle, Output};
 use serde_json::json;
-use skiff_runtime::rootfs::mountinfo::{self, MountInfo};
+use skiff_runtime::mountinfo::{self, MountInfo};
 
 use harness::{Case, CaseResult};
 

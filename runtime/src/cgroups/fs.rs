@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::devices::{self, Rule};
 use super::oom::{MemoryDir, OomWatch};
 use super::util::{io_err, read_trimmed};
-use super::{mountinfo, stats, v1, v2};
+use super::{hierarchy, stats, v1, v2};
 use super::{CgroupError, CgroupManager, CgroupState, Layout};
 use crate::spec::Resources;
 
@@ -24,11 +24,11 @@ pub struct FsManager {
 impl FsManager {
     /// Plans `rel` under every mounted hierarchy.
     pub fn new(rel: &Path) -> Result<FsManager, CgroupError> {
-        let hs = mountinfo::hierarchies();
+        let hs = hierarchy::hierarchies();
         if hs.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
-        let layout = mountinfo::layout(&hs);
+        let layout = hierarchy::layout(&hs);
         let mut state = CgroupState::default();
         let mut mounts = BTreeMap::new();
         for h in hs {

@@ -10,7 +10,7 @@
 pub mod dbus;
 pub mod devices;
 pub mod fs;
-pub mod mountinfo;
+pub mod hierarchy;
 pub mod oom;
 pub mod stats;
 pub mod systemd;

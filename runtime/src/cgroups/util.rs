@@ -43,3 +43,14 @@ pub fn read_kv(path: &Path) -> std::collections::BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// `cpus` and `mems`: the same files on v1's cpuset controller and on v2.
+pub fn cpuset(dir: &Path, c: &crate::spec::Cpu) -> Result<(), CgroupError> {
+    if let Some(cpus) = c.cpus.as_deref().filter(|s| !s.is_empty()) {
+        write_file(dir, "cpuset.cpus", cpus)?;
+    }
+    if let Some(mems) = c.mems.as_deref().filter(|s| !s.is_empty()) {
+        write_file(dir, "cpuset.mems", mems)?;
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::devices::{self, Rule};
-use super::util::{read_trimmed, write_file};
+use super::util::{cpuset, read_trimmed, write_file};
 use super::CgroupError;
 use crate::spec::{BlockIo, Cpu, Memory, Resources};
 
@@ -140,16 +140,6 @@ fn cpu(dir: &Path, c: &Cpu) -> Result<(), CgroupError> {
     }
     if let Some(i) = c.idle {
         write_file(dir, "cpu.idle", &i.to_string())?;
-    }
-    Ok(())
-}
-
-fn cpuset(dir: &Path, c: &Cpu) -> Result<(), CgroupError> {
-    if let Some(cpus) = c.cpus.as_deref().filter(|s| !s.is_empty()) {
-        write_file(dir, "cpuset.cpus", cpus)?;
-    }
-    if let Some(mems) = c.mems.as_deref().filter(|s| !s.is_empty()) {
-        write_file(dir, "cpuset.mems", mems)?;
     }
     Ok(())
 }

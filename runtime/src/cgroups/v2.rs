@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::util::{read_trimmed, write_file};
+use super::util::{cpuset, read_trimmed, write_file};
 use super::CgroupError;
 use crate::spec::{BlockIo, Cpu, Memory, Resources};
 
@@ -169,16 +169,6 @@ fn cpu(dir: &Path, c: &Cpu) -> Result<(), CgroupError> {
     }
     if c.realtime_runtime.is_some() || c.realtime_period.is_some() {
         tracing::warn!("cpu.realtimeRuntime/realtimePeriod have no cgroup v2 equivalent; ignored");
-    }
-    Ok(())
-}
-
-fn cpuset(dir: &Path, c: &Cpu) -> Result<(), CgroupError> {
-    if let Some(cpus) = c.cpus.as_deref().filter(|s| !s.is_empty()) {
-        write_file(dir, "cpuset.cpus", cpus)?;
-    }
-    if let Some(mems) = c.mems.as_deref().filter(|s| !s.is_empty()) {
-        write_file(dir, "cpuset.mems", mems)?;
     }
     Ok(())
 }

@@ -219,7 +219,7 @@ impl UpdateArgs {
 fn live_state(root: &Path, id: &str) -> Result<(StateDir, ContainerState)> {
     let dir = StateDir::open(root, id)?;
     let st = dir.load()?;
-    if st.status(&dir) == Status::Stopped {
+    if st.status(&dir.path) == Status::Stopped {
         bail!("container {id} is stopped");
     }
     Ok((dir, st))

@@ -109,7 +109,6 @@ impl Runtime {
         };
         let mut child = None;
         let result = spawn(
-            self,
             opts,
             &spec,
             &bundle,
@@ -146,12 +145,12 @@ fn resolve_rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf, ContainerError>
         .map(|r| r.path.as_str())
         .unwrap_or("rootfs");
     let path = bundle.join(root);
-    let canon = std::fs::canonicalize(&path).map_err(|source| ContainerError::Rootfs2 {
+    let canon = std::fs::canonicalize(&path).map_err(|source| ContainerError::RootPath {
         path: path.clone(),
         source,
     })?;
     if !canon.is_dir() {
-        return Err(ContainerError::Rootfs2 {
+        return Err(ContainerError::RootPath {
             path,
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory"),
         });
@@ -173,7 +172,6 @@ fn check_console(terminal: bool, socket: Option<&Path>, relay: bool) -> Result<(
 
 #[allow(clippy::too_many_arguments)]
 fn spawn(
-    rt: &Runtime,
     opts: &CreateOptions,
     spec: &Spec,
     bundle: &Path,
@@ -185,7 +183,6 @@ fn spawn(
     relay_tty: bool,
     child: &mut Option<i32>,
 ) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
-    let _ = rt;
     let fifo_path = dir.fifo_path();
     mkfifo(&fifo_path, container_root_owner(spec))?;
     let fifo = open_path(&fifo_path)?;

@@ -44,7 +44,7 @@ impl Runtime {
         }
         let dir = StateDir::open(&self.root, id)?;
         let st = dir.load()?;
-        let status = st.status(&dir);
+        let status = st.status(&dir.path);
         if !matches!(status, Status::Running | Status::Created) {
             return Err(ContainerError::WrongState {
                 id: id.into(),

@@ -45,7 +45,7 @@ pub enum ContainerError {
         source: std::io::Error,
     },
     #[error("root.path {path}: {source}")]
-    Rootfs2 {
+    RootPath {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -116,7 +116,7 @@ impl Runtime {
     pub fn state(&self, id: &str) -> Result<StateReport, ContainerError> {
         let dir = StateDir::open(&self.root, id)?;
         let st = dir.load()?;
-        Ok(StateReport::new(&st, st.status(&dir)))
+        Ok(StateReport::new(&st, st.status(&dir.path)))
     }
 
     /// Every container under the root, skipping ones still being created.
@@ -141,7 +141,7 @@ impl Runtime {
             let Ok(st) = serde_json::from_slice::<ContainerState>(&data) else {
                 continue;
             };
-            let status = status_unlocked(&st, &entry.path());
+            let status = st.status(&entry.path());
             out.push(StateReport::new(&st, status));
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -151,7 +151,7 @@ impl Runtime {
     pub fn start(&self, id: &str) -> Result<(), ContainerError> {
         let dir = StateDir::open(&self.root, id)?;
         let st = dir.load()?;
-        let status = st.status(&dir);
+        let status = st.status(&dir.path);
         if status != Status::Created {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -170,7 +170,7 @@ impl Runtime {
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
         let dir = StateDir::open(&self.root, id)?;
         let st = dir.load()?;
-        let status = st.status(&dir);
+        let status = st.status(&dir.path);
         if status == Status::Stopped {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -198,7 +198,7 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         let st = dir.load()?;
-        let status = st.status(&dir);
+        let status = st.status(&dir.path);
         if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(ContainerError::WrongState {
                 id: id.into(),
@@ -218,7 +218,7 @@ impl Runtime {
     pub fn pause(&self, id: &str, frozen: bool) -> Result<(), ContainerError> {
         let dir = StateDir::open(&self.root, id)?;
         let st = dir.load()?;
-        let status = st.status(&dir);
+        let status = st.status(&dir.path);
         let ok = if frozen {
             status == Status::Running || status == Status::Created
         } else {
@@ -232,18 +232,6 @@ impl Runtime {
             });
         }
         Ok(cgroups::from_state(&st.cgroup).freeze(frozen)?)
-    }
-}
-
-fn status_unlocked(st: &ContainerState, dir: &Path) -> Status {
-    if !st.init_alive() {
-        Status::Stopped
-    } else if cgroups::is_frozen(&st.cgroup) {
-        Status::Paused
-    } else if dir.join(state::EXEC_FIFO).exists() {
-        Status::Created
-    } else {
-        Status::Running
     }
 }
 
@@ -350,13 +338,12 @@ fn wait_gone(st: &ContainerState, limit: Duration) {
 
 /// Mounts that propagated from the container to the host (a shared rootfs) die with it.
 fn unmount_under(rootfs: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(mounts) = crate::mountinfo::read_self() else {
         return;
     };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
+    let mut points: Vec<PathBuf> = mounts
+        .into_iter()
+        .map(|m| m.mount_point)
         .filter(|p| p.starts_with(rootfs) && p != rootfs)
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));

@@ -208,6 +208,30 @@ struct Resolved {
     index: Option<(Digest, Vec<u8>)>,
 }
 
+impl Resolved {
+    /// The manifest's own media type wins; then the HTTP Content-Type (umoci writes none); then OCI.
+    fn new(
+        manifest: ImageManifest,
+        content_type: Option<String>,
+        manifest_bytes: Vec<u8>,
+        manifest_digest: Digest,
+        index: Option<(Digest, Vec<u8>)>,
+    ) -> Resolved {
+        let media_type = manifest
+            .media_type
+            .clone()
+            .or(content_type)
+            .unwrap_or_else(|| manifest::OCI_MANIFEST.into());
+        Resolved {
+            manifest,
+            manifest_bytes,
+            manifest_digest,
+            media_type,
+            index,
+        }
+    }
+}
+
 /// Try each endpoint (mirrors first); the first that serves the manifest serves the blobs.
 fn resolve(client: &Client, r: &Reference, opts: &PullOptions) -> Result<(Endpoint, Resolved)> {
     let endpoints = client.endpoints(r);
@@ -248,17 +272,7 @@ fn resolve_at(
         want.verify(&what, &bytes)?;
     }
     match Document::parse(&what, &bytes, ct.as_deref())? {
-        Document::Manifest(m) => Ok(Resolved {
-            media_type: m
-                .media_type
-                .clone()
-                .or(ct)
-                .unwrap_or_else(|| manifest::OCI_MANIFEST.into()),
-            manifest: m,
-            manifest_bytes: bytes,
-            manifest_digest: digest,
-            index: None,
-        }),
+        Document::Manifest(m) => Ok(Resolved::new(m, ct, bytes, digest, None)),
         Document::Index(idx) => {
             let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
             let desc = manifest::select(&idx, &wanted)?.clone();
@@ -276,17 +290,13 @@ fn resolve_at(
             check_descriptor(&what, &desc, &mbytes)?;
             let ct = mct.or_else(|| Some(desc.media_type.clone()).filter(|m| !m.is_empty()));
             match Document::parse(&what, &mbytes, ct.as_deref())? {
-                Document::Manifest(m) => Ok(Resolved {
-                    media_type: m
-                        .media_type
-                        .clone()
-                        .or(ct)
-                        .unwrap_or_else(|| manifest::OCI_MANIFEST.into()),
-                    manifest: m,
-                    manifest_bytes: mbytes,
-                    manifest_digest: desc.digest,
-                    index: Some((digest, bytes)),
-                }),
+                Document::Manifest(m) => Ok(Resolved::new(
+                    m,
+                    ct,
+                    mbytes,
+                    desc.digest,
+                    Some((digest, bytes)),
+                )),
                 Document::Index(_) => Err(Error::Malformed {
                     what,
                     reason: "nested index".into(),

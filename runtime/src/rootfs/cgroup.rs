@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 
 use super::mount::{after_mount, bind, reopen};
-use super::mountinfo::{self, MountInfo};
 use super::options::MountOptions;
 use super::resolve::{Kind, RootDir};
 use super::sys::{self, fd_path};
 use super::{mount_err, RootfsError, RootfsOptions};
+use crate::mountinfo::{self, MountInfo};
 
 const HOST_CGROUP: &str = "/sys/fs/cgroup";
 

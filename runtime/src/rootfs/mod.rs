@@ -7,17 +7,17 @@
 mod cgroup;
 mod devices;
 mod mount;
-pub mod mountinfo;
 pub mod options;
 mod paths;
 mod pivot;
 pub mod resolve;
-mod sys;
+pub(crate) mod sys;
 mod sysctl;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::mountinfo;
 use crate::spec::Spec;
 
 pub use options::mount_options;

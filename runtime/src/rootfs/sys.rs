@@ -85,11 +85,37 @@ struct MountAttr {
 
 /// Applies mount attributes to the mount `fd` is on and, when `recursive`, to every mount below.
 pub fn mount_setattr(fd: impl AsFd, recursive: bool, set: u64, clr: u64) -> io::Result<()> {
+    setattr(fd.as_fd(), recursive, set, clr, 0)
+}
+
+/// Idmaps the mount `fd` is on (and every mount below when `recursive`) through `userns`.
+pub fn mount_setattr_idmap(
+    fd: impl AsFd,
+    recursive: bool,
+    userns: BorrowedFd<'_>,
+) -> io::Result<()> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    setattr(
+        fd.as_fd(),
+        recursive,
+        MOUNT_ATTR_IDMAP,
+        0,
+        userns.as_raw_fd() as u64,
+    )
+}
+
+fn setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    set: u64,
+    clr: u64,
+    userns_fd: u64,
+) -> io::Result<()> {
     let mut attr = MountAttr {
         attr_set: set,
         attr_clr: clr,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd,
     };
     let rec = if recursive { libc::AT_RECURSIVE } else { 0 };
     let flags = (libc::AT_EMPTY_PATH | rec) as libc::c_uint;
@@ -98,7 +124,7 @@ pub fn mount_setattr(fd: impl AsFd, recursive: bool, set: u64, clr: u64) -> io::
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            fd.as_fd().as_raw_fd(),
+            fd.as_raw_fd(),
             c"".as_ptr(),
             flags,
             &mut attr as *mut MountAttr,

@@ -6,9 +6,10 @@
 //! mapping, and hands the tree's descriptor to the init, which only attaches it inside the rootfs.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use crate::rootfs::sys as rootfs_sys;
 use crate::spec::{IdMapping, Mount, Spec};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,17 +22,6 @@ pub enum IdmapError {
         what: String,
         source: io::Error,
     },
-}
-
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
 }
 
 /// Whether the mount asks to be idmapped, and if so whether recursively.
@@ -106,49 +96,11 @@ fn tree(spec: &Spec, m: &Mount, bundle: &Path, recursive: bool) -> Result<OwnedF
     };
     let userns = userns_with(&uids, &gids).map_err(sys("user namespace for the mapping"))?;
     let path = bundle.join(source);
-    let tree = open_tree(&path, recursive).map_err(sys(&format!("clone {}", path.display())))?;
-    set_idmap(&tree, &userns, recursive).map_err(sys("mount_setattr MOUNT_ATTR_IDMAP"))?;
+    let tree = rootfs_sys::open_tree_clone(&path, recursive)
+        .map_err(sys(&format!("clone {}", path.display())))?;
+    rootfs_sys::mount_setattr_idmap(&tree, recursive, userns.as_fd())
+        .map_err(sys("mount_setattr MOUNT_ATTR_IDMAP"))?;
     Ok(tree)
-}
-
-fn open_tree(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let rec = if recursive { libc::AT_RECURSIVE } else { 0 } as libc::c_uint;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec;
-    // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open_tree returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-fn set_idmap(tree: &OwnedFd, userns: &OwnedFd, recursive: bool) -> io::Result<()> {
-    let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let rec = if recursive { libc::AT_RECURSIVE } else { 0 };
-    let flags = (libc::AT_EMPTY_PATH | rec) as libc::c_uint;
-    // SAFETY: an empty NUL-terminated path, a live `struct mount_attr` and its size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &mut attr as *mut MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A user namespace with the given mappings, held by a short-lived child that is gone on return.

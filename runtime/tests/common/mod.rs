@@ -11,7 +11,8 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use serde::{Deserialize, Serialize};
-use skiff_runtime::rootfs::{self, mountinfo, RootfsOptions};
+use skiff_runtime::mountinfo;
+use skiff_runtime::rootfs::{self, RootfsOptions};
 use skiff_runtime::spec::Spec;
 use tempfile::TempDir;
 

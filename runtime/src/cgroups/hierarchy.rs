@@ -1,8 +1,9 @@
-//! The host's cgroup mounts, read from `/proc/self/mountinfo`.
+//! The host's cgroup hierarchies, from its mounts.
 
 use std::path::PathBuf;
 
 use super::Layout;
+use crate::mountinfo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
@@ -28,65 +29,33 @@ pub fn layout(hs: &[Hierarchy]) -> Layout {
     }
 }
 
-pub fn parse(mountinfo: &str) -> Vec<Hierarchy> {
+pub fn parse(text: &str) -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let left: Vec<&str> = left.split(' ').collect();
-        let right: Vec<&str> = right.split(' ').collect();
-        if left.len() < 5 || right.len() < 3 {
-            continue;
-        }
-        let mountpoint = PathBuf::from(unescape(left[4]));
-        let h = match right[0] {
-            "cgroup2" => Hierarchy {
-                name: "unified".into(),
-                mountpoint,
-                v2: true,
-            },
-            "cgroup" => {
-                let ctrls: Vec<&str> = right[2]
-                    .split(',')
-                    .filter_map(|o| match o {
-                        "rw" | "ro" | "clone_children" | "noprefix" | "xattr" => None,
-                        o if o.starts_with("release_agent=") => None,
-                        o => Some(o.strip_prefix("name=").unwrap_or(o)),
-                    })
-                    .collect();
-                Hierarchy {
-                    name: ctrls.join(","),
-                    mountpoint,
-                    v2: false,
-                }
-            }
+    for m in mountinfo::parse(text) {
+        let name = match m.fstype.as_str() {
+            "cgroup2" => "unified".to_owned(),
+            "cgroup" => m
+                .super_options
+                .split(',')
+                .filter_map(|o| match o {
+                    "rw" | "ro" | "clone_children" | "noprefix" | "xattr" => None,
+                    o if o.starts_with("release_agent=") => None,
+                    o => Some(o.strip_prefix("name=").unwrap_or(o)),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             _ => continue,
         };
         // A hierarchy mounted twice counts once: the first mount wins.
-        if !out.iter().any(|o| o.name == h.name) {
-            out.push(h);
+        if !out.iter().any(|o| o.name == name) {
+            out.push(Hierarchy {
+                v2: m.fstype == "cgroup2",
+                name,
+                mountpoint: m.mount_point,
+            });
         }
     }
     out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
