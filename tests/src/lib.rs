@@ -9,6 +9,7 @@ pub mod binary;
 pub mod bundle;
 pub mod cmd;
 pub mod console;
+pub mod cri;
 pub mod env;
 pub mod host;
 pub mod registry;

@@ -1,0 +1,205 @@
+//! `/etc/skiff/skiffd.toml`: every setting has a default that works on a fresh machine.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/skiff/skiffd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupDriver::Cgroupfs => "cgroupfs",
+            CgroupDriver::Systemd => "systemd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The CRI socket (`unix://` prefix accepted).
+    pub socket: PathBuf,
+    /// Permission bits of the socket file.
+    pub socket_mode: u32,
+    /// Group owning the socket, by name or number; root's when unset.
+    pub socket_group: Option<String>,
+    /// Persistent metadata of sandboxes and containers.
+    pub state_dir: PathBuf,
+    /// Volatile state: container runtime state, pinned namespaces, monitor files.
+    pub run_dir: PathBuf,
+    /// The image store shared with `skiff pull`.
+    pub image_root: PathBuf,
+    /// Mirrors, insecure registries and CAs (the same file `skiff pull` reads).
+    pub registries: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    /// The `skiff-monitor` binary; beside `skiffd` when unset.
+    pub monitor: Option<PathBuf>,
+    pub cni: CniConfig,
+    /// `tracing` filter, e.g. `info` or `skiff_agent=debug`.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+    pub cache_dir: PathBuf,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            cache_dir: "/var/lib/skiff/cni".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: "/run/skiff/skiff.sock".into(),
+            socket_mode: 0o660,
+            socket_group: None,
+            state_dir: "/var/lib/skiff/cri".into(),
+            run_dir: "/run/skiff/cri".into(),
+            image_root: "/var/lib/skiff/image".into(),
+            registries: "/etc/skiff/registries.toml".into(),
+            cgroup_driver: CgroupDriver::default(),
+            monitor: None,
+            cni: CniConfig::default(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default path means all defaults.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default())
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        cfg.socket = strip_unix(&cfg.socket);
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            path: path.into(),
+            field,
+            message: message.into(),
+        };
+        if cfg.socket_mode > 0o777 {
+            return Err(invalid("socket_mode", "must be at most 0o777"));
+        }
+        for (field, p) in [
+            ("socket", &cfg.socket),
+            ("state_dir", &cfg.state_dir),
+            ("run_dir", &cfg.run_dir),
+            ("image_root", &cfg.image_root),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(field, "must be an absolute path"));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The runtime state root (`skiff --root`) of containers made by skiffd.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.run_dir.join("runtime")
+    }
+
+    pub fn monitor_path(&self) -> PathBuf {
+        if let Some(p) = &self.monitor {
+            return p.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("skiff-monitor")))
+            .unwrap_or_else(|| "/usr/local/bin/skiff-monitor".into())
+    }
+}
+
+/// `unix:///run/x.sock` → `/run/x.sock`, as kubelet and crictl write endpoints.
+pub fn strip_unix(p: &Path) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_prefix("unix://")) {
+        Some(rest) => rest.into(),
+        None => p.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file() {
+        let c = Config::load(Path::new("/nonexistent/skiffd.toml"), false).unwrap();
+        assert_eq!(c.socket, Path::new("/run/skiff/skiff.sock"));
+        assert_eq!(c.cgroup_driver, CgroupDriver::Cgroupfs);
+    }
+
+    #[test]
+    fn parses_and_names_bad_fields() {
+        let p = Path::new("t.toml");
+        let c = Config::parse(
+            p,
+            "socket = \"unix:///tmp/s.sock\"\ncgroup_driver = \"systemd\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.socket, Path::new("/tmp/s.sock"));
+        assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
+        let e = Config::parse(p, "state_dir = \"rel\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state_dir"), "{e}");
+        let e = Config::parse(p, "bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse(p, "cgroup_driver = \"cgroupv3\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cgroupv3"), "{e}");
+    }
+}

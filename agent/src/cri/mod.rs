@@ -1,0 +1,117 @@
+//! The CRI `RuntimeService` and `ImageService`: one module per kind of object, and the shared daemon
+//! state they all work on.
+
+pub mod container;
+pub mod events;
+pub mod image;
+pub mod runtime;
+pub mod sandbox;
+pub mod service;
+pub mod spec;
+pub mod stats;
+
+use std::sync::{Arc, RwLock};
+
+use tonic::Status;
+
+use crate::config::{CgroupDriver, Config};
+use crate::store::{StoreError, Table};
+use container::ContainerRecord;
+use sandbox::SandboxRecord;
+
+/// Everything the services share. One per skiffd process.
+pub struct Daemon {
+    pub config: Config,
+    pub sandboxes: Table<SandboxRecord>,
+    pub containers: Table<ContainerRecord>,
+    /// The library runtime whose state root holds skiffd's containers.
+    pub runtime: skiff_runtime::container::Runtime,
+    pub images: skiff_runtime::image::store::Store,
+    /// The driver in use (the configured one, when the host has it).
+    pub cgroup_driver: CgroupDriver,
+    pub events: events::Events,
+    /// The pod CIDR kubelet last gave through `UpdateRuntimeConfig`.
+    pub pod_cidr: RwLock<String>,
+}
+
+impl Daemon {
+    /// Opens every store under the configured directories.
+    pub fn open(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        use anyhow::Context;
+        for dir in [&config.state_dir, &config.run_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let sandboxes = Table::open(&config.state_dir.join("sandboxes"))?;
+        let containers = Table::open(&config.state_dir.join("containers"))?;
+        let images = skiff_runtime::image::store::Store::open(&config.image_root)
+            .with_context(|| format!("open image store {}", config.image_root.display()))?;
+        let runtime = skiff_runtime::container::Runtime::new(config.runtime_root());
+        let cgroup_driver = runtime::effective_cgroup_driver(config.cgroup_driver);
+        Ok(Arc::new(Daemon {
+            sandboxes,
+            containers,
+            runtime,
+            images,
+            cgroup_driver,
+            events: events::Events::new(),
+            pod_cidr: RwLock::new(String::new()),
+            config,
+        }))
+    }
+}
+
+/// The CRI's error vocabulary, so every module maps failures the same way.
+pub mod error {
+    use super::*;
+
+    pub fn invalid(msg: impl std::fmt::Display) -> Status {
+        Status::invalid_argument(msg.to_string())
+    }
+
+    pub fn not_found(kind: &str, id: &str) -> Status {
+        Status::not_found(format!("{kind} {id:?} not found"))
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Status {
+        Status::internal(e.to_string())
+    }
+
+    /// An id the client sent: present, short, and without anything that could become a path.
+    pub fn check_id(kind: &str, id: &str) -> Result<(), Status> {
+        if id.is_empty() {
+            return Err(invalid(format!("{kind} id is empty")));
+        }
+        if id.len() > 128
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            || id.starts_with('.')
+        {
+            return Err(invalid(format!(
+                "{kind} id {:?} is not a valid id",
+                truncate(id)
+            )));
+        }
+        Ok(())
+    }
+
+    /// At most 64 characters of untrusted text, for error messages.
+    pub fn truncate(s: &str) -> String {
+        s.chars().take(64).collect()
+    }
+
+    impl From<StoreError> for Status {
+        fn from(e: StoreError) -> Status {
+            internal(e)
+        }
+    }
+}
+
+/// Runs blocking work (the runtime library, registry I/O, the file system) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+}

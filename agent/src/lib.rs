@@ -1,0 +1,17 @@
+//! skiffd: a Kubernetes node's container runtime. The CRI gRPC services (`cri`), the records they keep
+//! (`store`), the per-container monitor (`monitor`) and pinned pod namespaces (`pinns`).
+
+pub mod config;
+pub mod cri;
+pub mod monitor;
+pub mod pinns;
+pub mod server;
+pub mod store;
+
+/// Nanoseconds since the Unix epoch, the CRI's timestamp unit.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,107 @@
+//! Serving the CRI on a unix socket until SIGTERM or SIGINT.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cri_api::v1::image_service_server::ImageServiceServer;
+use cri_api::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::cri::service::Cri;
+use crate::cri::Daemon;
+
+/// kubelet sends and accepts messages up to 16 MiB.
+const MAX_MESSAGE: usize = 16 << 20;
+/// How long in-flight calls may run on after SIGTERM.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
+    let socket = daemon.config.socket.clone();
+    let listener = bind(
+        &socket,
+        daemon.config.socket_mode,
+        daemon.config.socket_group.as_deref(),
+    )?;
+    tracing::info!(socket = %socket.display(), "serving the CRI");
+    let cri = Cri { daemon };
+    let runtime = RuntimeServiceServer::new(cri.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let image = ImageServiceServer::new(cri)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = stop.clone();
+    let serve = tonic::transport::Server::builder()
+        .add_service(runtime)
+        .add_service(image)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        });
+    // In-flight calls get a grace period; idle clients that ignore GOAWAY do not hold the exit.
+    let result = tokio::select! {
+        r = serve => r,
+        _ = async { stop.notified().await; tokio::time::sleep(GRACE).await } => Ok(()),
+    };
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    result.context("serve the CRI")
+}
+
+/// Binds `path`, replacing a stale socket but never another kind of file.
+fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            std::fs::remove_file(path)
+                .with_context(|| format!("remove stale {}", path.display()))?
+        }
+        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    if let Some(g) = group {
+        let gid = group_id(g).with_context(|| format!("socket_group {g:?}"))?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group").context("read /etc/group")?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .context("no such group")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
