@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod cri;
+pub mod execsync;
 pub mod monitor;
 pub mod pinns;
 pub mod server;

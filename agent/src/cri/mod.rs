@@ -107,6 +107,12 @@ pub mod error {
     }
 }
 
+/// Rebuilds the daemon's view of the node from disk, before it serves.
+pub async fn recover(d: &Arc<Daemon>) {
+    sandbox::recover(d).await;
+    container::recover(d).await;
+}
+
 /// Runs blocking work (the runtime library, registry I/O, the file system) off the async threads.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,

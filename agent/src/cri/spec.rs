@@ -10,12 +10,14 @@ use super::sandbox::SandboxRecord;
 
 /// Everything the spec is made from.
 pub struct SpecInput<'a> {
+    /// For what the spec depends on beyond this container: the cgroup driver, other containers (a
+    /// TARGET PID namespace), the configuration.
+    pub daemon: &'a super::Daemon,
     pub id: &'a str,
     pub config: &'a cri::ContainerConfig,
     pub sandbox: &'a SandboxRecord,
-    /// The image's run defaults (`config` object of the image config: Entrypoint, Cmd, Env, User,
-    /// WorkingDir, ...), as JSON.
-    pub image_config: &'a serde_json::Value,
+    /// The image's run defaults (Entrypoint, Cmd, Env, User, WorkingDir, ...).
+    pub image: &'a skiff_runtime::image::rootfs::RunConfig,
     /// The container's root file system, already mounted (overlay over the image's layers).
     pub rootfs: PathBuf,
 }
