@@ -1,0 +1,254 @@
+//! cri-load: pod start latency and memory of any CRI runtime (skiffd, containerd) over its socket.
+//!
+//! For each pod: RunPodSandbox + CreateContainer + StartContainer of a cached image, timed as one.
+//! Memory: the daemon's RSS before any pod (idle) and the summed RSS of the per-container processes
+//! (monitors or shims) while every pod runs. Prints one JSON object.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cri::image_service_client::ImageServiceClient;
+use cri::runtime_service_client::RuntimeServiceClient;
+use cri_api::v1 as cri;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+struct Args {
+    socket: PathBuf,
+    image: String,
+    pods: usize,
+    log_dir: PathBuf,
+    daemon_pid: Option<i32>,
+    /// `comm` of the per-container processes whose RSS is summed.
+    per_pod_process: Option<String>,
+    label: String,
+    /// Images pulled before timing (a runtime's pause image).
+    pull_first: Vec<String>,
+}
+
+const USAGE: &str = "cri-load --socket PATH --image REF [--pods N] [--log-dir DIR] \
+                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]...";
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        socket: PathBuf::new(),
+        image: String::new(),
+        pods: 100,
+        log_dir: "/tmp/cri-load-logs".into(),
+        daemon_pid: None,
+        per_pod_process: None,
+        label: "runtime".into(),
+        pull_first: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--socket" => a.socket = val()?.into(),
+            "--image" => a.image = val()?,
+            "--pods" => a.pods = val()?.parse().context("--pods")?,
+            "--log-dir" => a.log_dir = val()?.into(),
+            "--daemon-pid" => a.daemon_pid = Some(val()?.parse().context("--daemon-pid")?),
+            "--per-pod-process" => a.per_pod_process = Some(val()?),
+            "--label" => a.label = val()?,
+            "--pull-first" => a.pull_first.push(val()?),
+            other => bail!("unknown argument {other:?}\nusage: {USAGE}"),
+        }
+    }
+    if a.socket.as_os_str().is_empty() || a.image.is_empty() {
+        bail!("--socket and --image are required\nusage: {USAGE}");
+    }
+    Ok(a)
+}
+
+async fn connect(socket: &Path) -> Result<Channel> {
+    let path = socket.to_path_buf();
+    Ok(Endpoint::try_from("http://cri.invalid")?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await?)
+}
+
+/// Resident set of a process in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// (count, summed RSS KiB) of the processes whose `comm` is `name`.
+fn rss_of(name: &str) -> (u64, u64) {
+    // comm is cut at 15 bytes.
+    let want: String = name.chars().take(15).collect();
+    let mut n = 0;
+    let mut total = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == want {
+            n += 1;
+            total += rss_kib(pid);
+        }
+    }
+    (n, total)
+}
+
+fn pod(i: usize, a: &Args) -> cri::PodSandboxConfig {
+    let name = format!("bench-{i}");
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("uid-{}-{i}", std::process::id()),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: name.clone(),
+        log_directory: a.log_dir.join(&name).to_string_lossy().into_owned(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn container(a: &Args) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: "sleeper".into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: a.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "3600".into()],
+        log_path: "sleeper.log".into(),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let a = parse()?;
+    let ch = connect(&a.socket).await.context("connect")?;
+    let mut rt = RuntimeServiceClient::new(ch.clone());
+    let mut img = ImageServiceClient::new(ch);
+    let idle_rss = a.daemon_pid.map(rss_kib).unwrap_or(0);
+    for image in a.pull_first.iter().chain([&a.image]) {
+        img.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("pull {image}"))?;
+    }
+    let before = a.per_pod_process.as_deref().map(rss_of).unwrap_or((0, 0));
+    let mut lat = Vec::with_capacity(a.pods);
+    let mut ids = Vec::with_capacity(a.pods);
+    let mut failure = None;
+    for i in 0..a.pods {
+        let cfg = pod(i, &a);
+        let t0 = Instant::now();
+        match start_pod(&mut rt, &a, cfg, &mut ids).await {
+            Ok(()) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+            Err(e) => {
+                failure = Some(format!("pod {i}: {e:#}"));
+                break;
+            }
+        }
+    }
+    let busy_rss = a.daemon_pid.map(rss_kib).unwrap_or(0);
+    let after = a.per_pod_process.as_deref().map(rss_of).unwrap_or((0, 0));
+    for sid in &ids {
+        let pod_sandbox_id = sid.clone();
+        let _ = rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod_sandbox_id.clone(),
+            })
+            .await;
+        let _ = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id })
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Some(f) = failure {
+        bail!("{} failed at {f}", a.label);
+    }
+    let mut sorted = lat.clone();
+    sorted.sort_by(f64::total_cmp);
+    let procs = after.0.saturating_sub(before.0);
+    let per_proc = after
+        .1
+        .saturating_sub(before.1)
+        .checked_div(procs)
+        .unwrap_or(0);
+    let out = serde_json::json!({
+        "runtime": a.label,
+        "pods": a.pods,
+        "p50_ms": percentile(&sorted, 50.0),
+        "p99_ms": percentile(&sorted, 99.0),
+        "mean_ms": lat.iter().sum::<f64>() / lat.len().max(1) as f64,
+        "daemon_idle_rss_kib": idle_rss,
+        "daemon_busy_rss_kib": busy_rss,
+        "per_pod_processes": procs,
+        "per_pod_process_rss_kib": per_proc,
+        "latencies_ms": lat,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+async fn start_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    a: &Args,
+    cfg: cri::PodSandboxConfig,
+    ids: &mut Vec<String>,
+) -> Result<()> {
+    let sid = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .context("RunPodSandbox")?
+        .into_inner()
+        .pod_sandbox_id;
+    ids.push(sid.clone());
+    let cid = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sid,
+            config: Some(container(a)),
+            sandbox_config: Some(cfg),
+        })
+        .await
+        .context("CreateContainer")?
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest { container_id: cid })
+        .await
+        .context("StartContainer")?;
+    Ok(())
+}
