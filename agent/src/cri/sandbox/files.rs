@@ -14,7 +14,9 @@ const HOST_HOSTS: &str = "/etc/hosts";
 /// The pod's resolv.conf: from `dns_config`, or the host's when it gives nothing (as kubelet expects
 /// for `dnsPolicy: Default`).
 pub fn resolv_conf(dns: Option<&cri::DnsConfig>) -> String {
-    let Some(dns) = dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty())) else {
+    let Some(dns) =
+        dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()))
+    else {
         return std::fs::read_to_string(HOST_RESOLV).unwrap_or_default();
     };
     let mut s = String::new();
@@ -72,7 +74,10 @@ mod tests {
     fn resolv_conf_from_dns_config() {
         let dns = cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         };
         assert_eq!(

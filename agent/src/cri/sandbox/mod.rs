@@ -73,7 +73,11 @@ fn find(d: &Daemon, id: &str) -> Option<SandboxRecord> {
     if let Some(rec) = d.sandboxes.get(id) {
         return Some(rec);
     }
-    let mut matches = d.sandboxes.list().into_iter().filter(|s| s.id.starts_with(id));
+    let mut matches = d
+        .sandboxes
+        .list()
+        .into_iter()
+        .filter(|s| s.id.starts_with(id));
     match (matches.next(), matches.next()) {
         (Some(rec), None) => Some(rec),
         _ => None,
@@ -99,12 +103,12 @@ pub async fn run(
     let config = r.config.ok_or_else(|| invalid("config is missing"))?;
     let plan = validate::check(&config, &r.runtime_handler)?;
     let meta = config.metadata.clone().unwrap_or_default();
-    if let Some(other) = d
-        .sandboxes
-        .list()
-        .into_iter()
-        .find(|s| s.config.metadata.as_ref().is_some_and(|m| same_pod(m, &meta)))
-    {
+    if let Some(other) = d.sandboxes.list().into_iter().find(|s| {
+        s.config
+            .metadata
+            .as_ref()
+            .is_some_and(|m| same_pod(m, &meta))
+    }) {
         return Err(Status::already_exists(format!(
             "pod {}/{} (uid {}, attempt {}) already has sandbox {}",
             meta.namespace, meta.name, meta.uid, meta.attempt, other.id
@@ -126,8 +130,18 @@ pub async fn run(
     })
     .await?;
     tracing::info!(sandbox = %rec.id, ips = ?rec.ips, "pod sandbox ready");
-    events::emit(d, &rec.id, &rec.id, cri::ContainerEventType::ContainerCreatedEvent);
-    events::emit(d, &rec.id, &rec.id, cri::ContainerEventType::ContainerStartedEvent);
+    events::emit(
+        d,
+        &rec.id,
+        &rec.id,
+        cri::ContainerEventType::ContainerCreatedEvent,
+    );
+    events::emit(
+        d,
+        &rec.id,
+        &rec.id,
+        cri::ContainerEventType::ContainerStartedEvent,
+    );
     Ok(cri::RunPodSandboxResponse {
         pod_sandbox_id: rec.id,
     })
@@ -188,7 +202,12 @@ pub async fn remove(
         Ok(())
     })
     .await?;
-    events::emit(d, &rec.id, &rec.id, cri::ContainerEventType::ContainerDeletedEvent);
+    events::emit(
+        d,
+        &rec.id,
+        &rec.id,
+        cri::ContainerEventType::ContainerDeletedEvent,
+    );
     d.sandboxes.remove(&rec.id)?;
     tracing::info!(sandbox = %rec.id, "pod sandbox removed");
     Ok(cri::RemovePodSandboxResponse {})
@@ -199,8 +218,8 @@ pub async fn status(
     r: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse, Status> {
     check_id("pod sandbox", &r.pod_sandbox_id)?;
-    let rec = find(d, &r.pod_sandbox_id)
-        .ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
+    let rec =
+        find(d, &r.pod_sandbox_id).ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
     let mut info = HashMap::new();
     if r.verbose {
         info.insert("info".to_string(), verbose_info(&rec).to_string());
@@ -237,6 +256,21 @@ fn verbose_info(rec: &SandboxRecord) -> serde_json::Value {
         "resolvConf": rec.dir.join("resolv.conf"),
         "hosts": rec.dir.join("hosts"),
         "shm": rec.shm,
+        "overhead": resources_json(rec.config.linux.as_ref().and_then(|l| l.overhead.as_ref())),
+        "resources": resources_json(rec.config.linux.as_ref().and_then(|l| l.resources.as_ref())),
+    })
+}
+
+fn resources_json(r: Option<&cri::LinuxContainerResources>) -> serde_json::Value {
+    r.map_or(serde_json::Value::Null, |r| {
+        json!({
+            "cpuPeriod": r.cpu_period,
+            "cpuQuota": r.cpu_quota,
+            "cpuShares": r.cpu_shares,
+            "memoryLimitInBytes": r.memory_limit_in_bytes,
+            "cpusetCpus": r.cpuset_cpus,
+            "cpusetMems": r.cpuset_mems,
+        })
     })
 }
 
@@ -276,8 +310,8 @@ pub async fn update_resources(
     r: cri::UpdatePodSandboxResourcesRequest,
 ) -> Result<cri::UpdatePodSandboxResourcesResponse, Status> {
     check_id("pod sandbox", &r.pod_sandbox_id)?;
-    let rec = find(d, &r.pod_sandbox_id)
-        .ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
+    let rec =
+        find(d, &r.pod_sandbox_id).ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
     for (field, res) in [("overhead", &r.overhead), ("resources", &r.resources)] {
         if let Some(res) = res {
             resources::check(field, res)?;
@@ -370,13 +404,16 @@ pub fn sandbox_status(_d: &Daemon, sb: &SandboxRecord) -> cri::PodSandboxStatus 
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    let network = sb.ips.split_first().map(|(ip, rest)| cri::PodSandboxNetworkStatus {
-        ip: ip.clone(),
-        additional_ips: rest
-            .iter()
-            .map(|ip| cri::PodIp { ip: ip.clone() })
-            .collect(),
-    });
+    let network = sb
+        .ips
+        .split_first()
+        .map(|(ip, rest)| cri::PodSandboxNetworkStatus {
+            ip: ip.clone(),
+            additional_ips: rest
+                .iter()
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
+        });
     cri::PodSandboxStatus {
         id: sb.id.clone(),
         metadata: sb.config.metadata.clone(),

@@ -77,7 +77,11 @@ fn conf_for(d: &Daemon, c: &Cni, network: &str, id: &str) -> Option<NetConfList>
     let cached = c
         .cache
         .get(network, id, IFNAME)
-        .and_then(|e| base64::engine::general_purpose::STANDARD.decode(e.config).ok())
+        .and_then(|e| {
+            base64::engine::general_purpose::STANDARD
+                .decode(e.config)
+                .ok()
+        })
         .and_then(|b| serde_json::from_slice::<NetConfList>(&b).ok());
     cached.or_else(|| load_conf(d).ok().filter(|l| l.name == network))
 }
@@ -112,7 +116,11 @@ pub fn collect_garbage(d: &Daemon, known: &HashSet<String>) {
             container_id: e.container_id.clone(),
             netns: String::new(),
             ifname: e.if_name.clone(),
-            args: e.cni_args.iter().map(|[k, v]| (k.clone(), v.clone())).collect(),
+            args: e
+                .cni_args
+                .iter()
+                .map(|[k, v]| (k.clone(), v.clone()))
+                .collect(),
             capability_args: e.capability_args.clone(),
         };
         let conf = conf_for(d, &c, &list.name, &e.container_id).unwrap_or_else(|| list.clone());
@@ -135,7 +143,11 @@ pub fn result_ips(result: &Value) -> Vec<String> {
         }
     }
     for key in ["ip4", "ip6"] {
-        if let Some(a) = result.get(key).and_then(|v| v.get("ip")).and_then(Value::as_str) {
+        if let Some(a) = result
+            .get(key)
+            .and_then(|v| v.get("ip"))
+            .and_then(Value::as_str)
+        {
             ips.push(strip(a));
         }
     }

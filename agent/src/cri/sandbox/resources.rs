@@ -29,8 +29,14 @@ pub fn check(field: &str, r: &cri::LinuxContainerResources) -> Result<(), Status
     if !(-1000..=1000).contains(&r.oom_score_adj) {
         return bad("oom_score_adj", r.oom_score_adj);
     }
-    for (what, v) in [("cpuset_cpus", &r.cpuset_cpus), ("cpuset_mems", &r.cpuset_mems)] {
-        if !v.bytes().all(|b| b.is_ascii_digit() || b == b',' || b == b'-') {
+    for (what, v) in [
+        ("cpuset_cpus", &r.cpuset_cpus),
+        ("cpuset_mems", &r.cpuset_mems),
+    ] {
+        if !v
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+        {
             return Err(invalid(format!("{field}.{what}: {v:?} is not a CPU list")));
         }
     }
@@ -83,7 +89,10 @@ pub fn apply(driver: CgroupDriver, rec: &SandboxRecord) {
     let mut writes: Vec<(PathBuf, String)> = Vec::new();
     if res.memory_limit_in_bytes > 0 {
         let mem = (res.memory_limit_in_bytes + overhead.memory_limit_in_bytes).to_string();
-        writes.push((root.join("memory").join(&rel).join("memory.limit_in_bytes"), mem.clone()));
+        writes.push((
+            root.join("memory").join(&rel).join("memory.limit_in_bytes"),
+            mem.clone(),
+        ));
         writes.push((root.join(&rel).join("memory.max"), mem));
     }
     if res.cpu_shares > 0 {

@@ -91,7 +91,11 @@ fn build(d: &Daemon, rec: &mut SandboxRecord, plan: &Plan) -> Result<(), Status>
         let result = network::attach(d, &list, rec, &netns, &plan.port_mappings)?;
         rec.ips = network::result_ips(&result);
         rec.cni_result = Some(result);
-        files::write(&rec.dir, "hosts", &files::hosts(&plan.hostname, &rec.ips, false))?;
+        files::write(
+            &rec.dir,
+            "hosts",
+            &files::hosts(&plan.hostname, &rec.ips, false),
+        )?;
     }
     Ok(())
 }
@@ -149,7 +153,11 @@ fn write_files(rec: &SandboxRecord, plan: &Plan) -> Result<(), Status> {
         "resolv.conf",
         &files::resolv_conf(rec.config.dns_config.as_ref()),
     )?;
-    files::write(&rec.dir, "hosts", &files::hosts(&hostname, &[], plan.host_network))
+    files::write(
+        &rec.dir,
+        "hosts",
+        &files::hosts(&hostname, &[], plan.host_network),
+    )
 }
 
 /// `skiff-monitor infra`: its pid (in skiffd's PID namespace) and start time.
@@ -210,16 +218,20 @@ fn kill_infra(rec: &SandboxRecord) {
 
 /// Stops what runs for the pod: CNI DEL (releasing its IP) and the infra process. Idempotent: each
 /// step clears its part of the record once done.
+/// A failed DEL does not keep the infra process alive: its error is returned after the rest is done.
 pub fn release(d: &Daemon, rec: &mut SandboxRecord) -> Result<(), Status> {
+    let mut result = Ok(());
     if let Some(network) = rec.cni_network.clone() {
-        network::detach(d, rec, &network)?;
-        rec.cni_network = None;
+        match network::detach(d, rec, &network) {
+            Ok(()) => rec.cni_network = None,
+            Err(e) => result = Err(e),
+        }
     }
     kill_infra(rec);
     rec.infra_pid = None;
     rec.infra_start = 0;
     rec.pidns = None;
-    Ok(())
+    result
 }
 
 /// Unmounts everything at or below `dir` (pins, shm), deepest first, then deletes it.

@@ -265,13 +265,20 @@ pub fn sysctl_path(key: &str) -> Option<String> {
     parts_ok.then_some(path)
 }
 
-fn sysctls(linux: &cri::LinuxPodSandboxConfig, plan: &Plan) -> Result<Vec<(String, String)>, Status> {
+fn sysctls(
+    linux: &cri::LinuxPodSandboxConfig,
+    plan: &Plan,
+) -> Result<Vec<(String, String)>, Status> {
     let mut out = Vec::new();
     for (key, value) in &linux.sysctls {
         let bad = |why: &str| invalid(format!("sysctls: {:?}: {why}", truncate(key)));
         let path = sysctl_path(key).ok_or_else(|| bad("not a sysctl name"))?;
         match sysctl_ns(&path) {
-            None => return Err(bad("not a namespaced sysctl (net.*, kernel.shm*/msg*/sem, fs.mqueue.*)")),
+            None => {
+                return Err(bad(
+                    "not a namespaced sysctl (net.*, kernel.shm*/msg*/sem, fs.mqueue.*)",
+                ))
+            }
             Some(SysctlNs::Net) if plan.host_network => {
                 return Err(bad("a host-network pod cannot set network sysctls"))
             }
@@ -297,12 +304,7 @@ fn cgroup_parent(p: &str) -> Result<String, Status> {
         return Ok(String::new());
     }
     check_text("linux.cgroup_parent", p, MAX_PATH, false)?;
-    let bad = |why: &str| {
-        invalid(format!(
-            "linux.cgroup_parent {:?}: {why}",
-            truncate(p)
-        ))
-    };
+    let bad = |why: &str| invalid(format!("linux.cgroup_parent {:?}: {why}", truncate(p)));
     if p.split('/').any(|c| c == "..") {
         return Err(bad("must not contain \"..\""));
     }
@@ -310,7 +312,9 @@ fn cgroup_parent(p: &str) -> Result<String, Status> {
         return Ok(p.to_string());
     }
     if !p.starts_with('/') {
-        return Err(bad("must be an absolute cgroupfs path or a systemd slice name"));
+        return Err(bad(
+            "must be an absolute cgroupfs path or a systemd slice name",
+        ));
     }
     Ok(p.to_string())
 }
@@ -326,13 +330,19 @@ fn port_mappings(pms: &[cri::PortMapping]) -> Result<Vec<Value>, Status> {
             Err(_) => return Err(bad(format!("unknown protocol {}", pm.protocol))),
         };
         if !(1..=65535).contains(&pm.container_port) {
-            return Err(bad(format!("container_port {} out of range", pm.container_port)));
+            return Err(bad(format!(
+                "container_port {} out of range",
+                pm.container_port
+            )));
         }
         if !(0..=65535).contains(&pm.host_port) {
             return Err(bad(format!("host_port {} out of range", pm.host_port)));
         }
         if !pm.host_ip.is_empty() && pm.host_ip.parse::<IpAddr>().is_err() {
-            return Err(bad(format!("host_ip {:?} is not an IP", truncate(&pm.host_ip))));
+            return Err(bad(format!(
+                "host_ip {:?} is not an IP",
+                truncate(&pm.host_ip)
+            )));
         }
         // As kubelet does: a mapping without a host port publishes nothing.
         if pm.host_port == 0 {
@@ -412,7 +422,10 @@ mod tests {
 
     #[test]
     fn sysctl_names() {
-        assert_eq!(sysctl_path("net.ipv4.ip_forward").unwrap(), "net/ipv4/ip_forward");
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            "net/ipv4/ip_forward"
+        );
         assert_eq!(
             sysctl_path("net/ipv4/conf/eth0.100/forwarding").unwrap(),
             "net/ipv4/conf/eth0.100/forwarding"
@@ -432,6 +445,9 @@ mod tests {
             host_ip: String::new(),
         };
         let v = port_mappings(&[pm(0), pm(5353)]).unwrap();
-        assert_eq!(v, vec![json!({"hostPort": 5353, "containerPort": 53, "protocol": "udp"})]);
+        assert_eq!(
+            v,
+            vec![json!({"hostPort": 5353, "containerPort": 53, "protocol": "udp"})]
+        );
     }
 }
