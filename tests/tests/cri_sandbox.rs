@@ -751,3 +751,53 @@ async fn update_pod_sandbox_resources_is_recorded() {
     assert_eq!(info["resources"]["memoryLimitInBytes"], 128 << 20);
     rmp(&mut d, &id).await.unwrap();
 }
+
+#[tokio::test]
+async fn restart_after_kill9_releases_orphans_and_flags_broken_pods() {
+    let net = Net::new(17);
+    let mut d = Skiffd::start_with(net.options()).await;
+    let log = d.log_dir();
+    let orphan = runp(&mut d, pod_config("orphan", &log)).await.unwrap();
+    let broken = runp(&mut d, pod_config("broken", &log)).await.unwrap();
+    let broken_ip = status(&mut d, &broken)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    assert_eq!(net.allocated().len(), 2);
+
+    // A crash right after CNI ADD, before the record was saved, leaves an attachment and pins of a pod
+    // skiffd does not know; a pin unmounted behind skiffd's back breaks a pod it knows.
+    d.kill9();
+    std::fs::remove_file(d.dir.join(format!("state/sandboxes/{orphan}.json"))).unwrap();
+    let pin = pods_dir(&d).join(&broken).join("ns/net");
+    let c = std::ffi::CString::new(pin.to_string_lossy().into_owned()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path under the test's own directory.
+    assert_eq!(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) }, 0);
+    d.restart().await;
+
+    assert_eq!(
+        status(&mut d, &orphan).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(!pods_dir(&d).join(&orphan).exists());
+    let orphan_infra = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(&orphan));
+    assert!(!orphan_infra, "the unknown pod's infra process still runs");
+    assert!(mounts_below(&pods_dir(&d).join(&orphan)).is_empty());
+    assert_eq!(net.allocated(), vec![broken_ip]);
+    let s = status(&mut d, &broken).await.unwrap();
+    assert_eq!(state(&s), cri::PodSandboxState::SandboxNotready);
+
+    stopp(&mut d, &broken).await.unwrap();
+    assert!(net.allocated().is_empty());
+    rmp(&mut d, &broken).await.unwrap();
+    assert!(pod_dirs(&d).is_empty());
+    assert!(mounts_below(&d.dir).is_empty());
+}

@@ -364,6 +364,7 @@ fn recover_blocking(d: &Daemon) {
         }
     }
     let known: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+    setup::kill_stray_infras(&setup::pods_dir(d), &known);
     if let Ok(entries) = std::fs::read_dir(setup::pods_dir(d)) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -93,11 +93,12 @@ pub fn detach(d: &Daemon, rec: &SandboxRecord, network: &str) -> Result<(), Stat
         tracing::warn!(sandbox = %rec.id, network, "no CNI config left for DEL");
         return Ok(());
     };
+    // A pin that lost its mount is a plain file: DEL then runs without a netns, as the spec allows.
     let netns = rec
         .netns
         .as_ref()
-        .filter(|p| p.exists())
         .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| skiff_cni::netns::Netns::open(p).is_ok())
         .unwrap_or_default();
     c.del(&list, &attachment(rec, &netns, &[]))
         .map_err(|e| internal(format!("CNI DEL on network {network:?}: {e}")))

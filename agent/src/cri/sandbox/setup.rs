@@ -210,10 +210,7 @@ fn kill_infra(rec: &SandboxRecord) {
     }
     // SAFETY: kill takes plain integers; the start time check above makes the pid ours.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while start_time(pid) == Some(rec.infra_start) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_gone(pid, Some(rec.infra_start));
 }
 
 /// Stops what runs for the pod: CNI DEL (releasing its IP) and the infra process. Idempotent: each
@@ -232,6 +229,45 @@ pub fn release(d: &Daemon, rec: &mut SandboxRecord) -> Result<(), Status> {
     rec.infra_start = 0;
     rec.pidns = None;
     result
+}
+
+/// Kills infra processes of pods under `pods_dir` that have no record (a crash between starting one and
+/// saving the record); their command line names the pod directory.
+pub fn kill_stray_infras(pods_dir: &Path, known: &std::collections::HashSet<String>) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let [_, b"infra", b"--dir", dir, ..] = args.as_slice() else {
+            continue;
+        };
+        let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        let stray = dir.parent() == Some(pods_dir)
+            && dir
+                .file_name()
+                .is_some_and(|id| !known.contains(&*id.to_string_lossy()));
+        if stray {
+            tracing::info!(pid, dir = %dir.display(), "killing the infra process of an unknown pod");
+            let start = start_time(pid);
+            // SAFETY: kill takes plain integers; the command line shows the process is a stray infra.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_gone(pid, start);
+        }
+    }
+}
+
+fn wait_gone(pid: i32, start: Option<u64>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while start.is_some() && start_time(pid) == start && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Unmounts everything at or below `dir` (pins, shm), deepest first, then deletes it.
