@@ -801,3 +801,71 @@ async fn restart_after_kill9_releases_orphans_and_flags_broken_pods() {
     assert!(pod_dirs(&d).is_empty());
     assert!(mounts_below(&d.dir).is_empty());
 }
+
+#[tokio::test]
+async fn cni_gets_kubelet_args_and_port_mappings() {
+    let net = Net::new(18);
+    let conflist = net.conflist().replacen(
+        r#""type":"skiff-bridge","#,
+        r#""type":"skiff-bridge","capabilities":{"portMappings":true},"#,
+        1,
+    );
+    let mut d = Skiffd::start_with(Options {
+        cni_conflist: Some(conflist),
+        ..Default::default()
+    })
+    .await;
+    let log = d.log_dir();
+    let mut c = pod_config("ports", &log);
+    c.port_mappings = vec![
+        cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 80,
+            host_port: 18080,
+            host_ip: "127.0.0.1".into(),
+        },
+        // No host port: nothing to publish, as kubelet leaves it out.
+        cri::PortMapping {
+            protocol: cri::Protocol::Udp as i32,
+            container_port: 53,
+            host_port: 0,
+            host_ip: String::new(),
+        },
+    ];
+    let id = runp(&mut d, c).await.unwrap();
+    let cached = d
+        .dir
+        .join(format!("cni-cache/results/{}-{id}-eth0", net.name()));
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cached).unwrap()).unwrap();
+    assert_eq!(
+        entry["capabilityArgs"]["portMappings"],
+        serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}])
+    );
+    let args: Vec<(String, String)> = entry["cniArgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| {
+            (
+                kv[0].as_str().unwrap().into(),
+                kv[1].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for (k, v) in [
+        ("IgnoreUnknown", "1"),
+        ("K8S_POD_NAMESPACE", "default"),
+        ("K8S_POD_NAME", "ports"),
+        ("K8S_POD_INFRA_CONTAINER_ID", id.as_str()),
+        ("K8S_POD_UID", "uid-ports"),
+    ] {
+        assert!(
+            args.contains(&(k.to_string(), v.to_string())),
+            "{k} in {args:?}"
+        );
+    }
+    rmp(&mut d, &id).await.unwrap();
+    assert!(!cached.exists());
+    assert!(net.allocated().is_empty());
+}
