@@ -82,13 +82,29 @@ pub fn pin_path(dir: &Path, ns: &str) -> PathBuf {
     dir.join("ns").join(ns)
 }
 
+/// The exit code of `pinns` when the kernel refused a sysctl value: the request was wrong, not the node.
+pub const EXIT_BAD_SYSCTL: i32 = 3;
+
+/// A sysctl the kernel refused, told apart from other failures by its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("sysctl {key}={value}: {source}")]
+struct SysctlError {
+    key: String,
+    value: String,
+    source: std::io::Error,
+}
+
 /// `skiff-monitor pinns ...`: creates and pins a pod's namespaces.
 pub fn main(args: &[String]) -> i32 {
     match PinOptions::parse(args).and_then(|o| pin(&o)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("skiff-monitor pinns: {e:#}");
-            1
+            if e.is::<SysctlError>() {
+                EXIT_BAD_SYSCTL
+            } else {
+                1
+            }
         }
     }
 }
@@ -109,8 +125,11 @@ fn pin(o: &PinOptions) -> Result<()> {
         loopback_up()?;
     }
     for (k, v) in &o.sysctls {
-        std::fs::write(Path::new("/proc/sys").join(k), v)
-            .with_context(|| format!("sysctl {k}={v}"))?;
+        std::fs::write(Path::new("/proc/sys").join(k), v).map_err(|source| SysctlError {
+            key: k.clone(),
+            value: v.clone(),
+            source,
+        })?;
     }
     std::fs::create_dir_all(o.dir.join("ns")).context("create ns dir")?;
     for ns in &o.namespaces {

@@ -377,14 +377,16 @@ async fn sysctls_apply_inside_the_pod_only() {
     assert_eq!(nsenter(&[&format!("--ipc={ipcns}"), "cat", shmmni]), "4000");
     assert_ne!(std::fs::read_to_string(shmmni).unwrap().trim(), "4000");
 
-    for key in [
-        "kernel.hostname",
-        "vm.swappiness",
-        "net.ipv4.no_such_knob",
-        "net/../../etc",
-    ] {
+    let refused = [
+        ("kernel.hostname", "1"),
+        ("vm.swappiness", "1"),
+        ("net.ipv4.no_such_knob", "1"),
+        ("net/../../etc", "1"),
+        ("net.ipv4.ip_unprivileged_port_start", "not-a-number"),
+    ];
+    for (key, value) in refused {
         let mut c = pod_config("badsysctl", &log);
-        c.linux.as_mut().unwrap().sysctls = [(key.to_string(), "1".to_string())].into();
+        c.linux.as_mut().unwrap().sysctls = [(key.to_string(), value.to_string())].into();
         let err = runp(&mut d, c).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{key}: {err:?}");
         assert!(err.message().contains("sysctls"), "{}", err.message());

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use super::validate::Plan;
 use super::{files, network, SandboxRecord};
-use crate::cri::error::internal;
+use crate::cri::error::{internal, invalid};
 use crate::cri::Daemon;
 use crate::pinns::{pin_path, PinOptions};
 
@@ -132,11 +132,12 @@ fn pin_namespaces(d: &Daemon, rec: &mut SandboxRecord, plan: &Plan) -> Result<()
         .stdin(Stdio::null())
         .output()
         .map_err(|e| internal(format!("start {}: {e}", d.config.monitor_path().display())))?;
-    if !out.status.success() {
-        return Err(internal(format!(
-            "pin namespaces: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let msg = stderr.trim().trim_start_matches("skiff-monitor pinns: ");
+    match out.status.code() {
+        Some(0) => {}
+        Some(crate::pinns::EXIT_BAD_SYSCTL) => return Err(invalid(format!("sysctls: {msg}"))),
+        _ => return Err(internal(format!("pin namespaces: {msg}"))),
     }
     Ok(())
 }
