@@ -190,7 +190,7 @@ fn path_of(v: &serde_json::Value) -> String {
 
 #[tokio::test]
 async fn pod_on_a_bridge_network_gets_an_ip_and_releases_it() {
-    let net = Net::new(11);
+    let net = Net::new(211);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let id = runp(&mut d, pod_config("web", &log)).await.unwrap();
@@ -204,7 +204,7 @@ async fn pod_on_a_bridge_network_gets_an_ip_and_releases_it() {
     assert_eq!(st.labels["app"], "web");
     assert!(st.created_at > 0);
     let ip = st.network.as_ref().unwrap().ip.clone();
-    assert!(ip.starts_with("10.88.11."), "pod IP {ip:?}");
+    assert!(ip.starts_with("10.88.211."), "pod IP {ip:?}");
     assert_eq!(net.allocated(), vec![ip.clone()]);
 
     let info = verbose(&s);
@@ -294,7 +294,7 @@ async fn host_network_pod_needs_no_cni_but_others_do() {
 
 #[tokio::test]
 async fn pod_files_hostname_and_shm() {
-    let net = Net::new(12);
+    let net = Net::new(212);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let mut c = pod_config("files", &log);
@@ -351,7 +351,7 @@ async fn pod_files_hostname_and_shm() {
 
 #[tokio::test]
 async fn sysctls_apply_inside_the_pod_only() {
-    let net = Net::new(13);
+    let net = Net::new(213);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let mut c = pod_config("sysctl", &log);
@@ -397,7 +397,7 @@ async fn sysctls_apply_inside_the_pod_only() {
 
 #[tokio::test]
 async fn shared_pid_namespace_is_held_by_an_infra_process() {
-    let net = Net::new(14);
+    let net = Net::new(214);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let pod = cri::NamespaceMode::Pod as i32;
@@ -548,7 +548,7 @@ async fn stop_and_remove_are_idempotent_and_check_ids() {
 
 #[tokio::test]
 async fn hostile_requests_are_refused_and_leave_nothing() {
-    let net = Net::new(15);
+    let net = Net::new(215);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let mut cases: Vec<(&str, cri::PodSandboxConfig, String)> = Vec::new();
@@ -669,7 +669,7 @@ async fn failed_network_setup_undoes_everything() {
 
 #[tokio::test]
 async fn restart_keeps_running_pods_and_cleans_leftovers() {
-    let net = Net::new(16);
+    let net = Net::new(216);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let pod = cri::NamespaceMode::Pod as i32;
@@ -756,7 +756,7 @@ async fn update_pod_sandbox_resources_is_recorded() {
 
 #[tokio::test]
 async fn restart_after_kill9_releases_orphans_and_flags_broken_pods() {
-    let net = Net::new(17);
+    let net = Net::new(217);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let orphan = runp(&mut d, pod_config("orphan", &log)).await.unwrap();
@@ -806,7 +806,7 @@ async fn restart_after_kill9_releases_orphans_and_flags_broken_pods() {
 
 #[tokio::test]
 async fn cni_gets_kubelet_args_and_port_mappings() {
-    let net = Net::new(18);
+    let net = Net::new(218);
     let conflist = net.conflist().replacen(
         r#""type":"skiff-bridge","#,
         r#""type":"skiff-bridge","capabilities":{"portMappings":true},"#,
