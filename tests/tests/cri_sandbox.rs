@@ -871,3 +871,42 @@ async fn cni_gets_kubelet_args_and_port_mappings() {
     assert!(!cached.exists());
     assert!(net.allocated().is_empty());
 }
+
+#[tokio::test]
+async fn sandbox_lifecycle_is_published_as_container_events() {
+    use cri::ContainerEventType as E;
+    let mut d = Skiffd::start().await;
+    let log = d.log_dir();
+    let mut events =
+        d.rt.get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    let id = runp(&mut d, host_pod("events", &log)).await.unwrap();
+    stopp(&mut d, &id).await.unwrap();
+    stopp(&mut d, &id).await.unwrap();
+    rmp(&mut d, &id).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.container_id, id);
+        let pod = ev.pod_sandbox_status.expect("the pod's status");
+        assert_eq!(pod.id, id);
+        seen.push((E::try_from(ev.container_event_type).unwrap(), pod.state));
+    }
+    let ready = cri::PodSandboxState::SandboxReady as i32;
+    let not_ready = cri::PodSandboxState::SandboxNotready as i32;
+    assert_eq!(
+        seen,
+        vec![
+            (E::ContainerCreatedEvent, ready),
+            (E::ContainerStartedEvent, ready),
+            (E::ContainerStoppedEvent, not_ready),
+            (E::ContainerDeletedEvent, not_ready),
+        ]
+    );
+}
