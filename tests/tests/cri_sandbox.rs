@@ -710,10 +710,15 @@ async fn restart_keeps_running_pods_and_cleans_leftovers() {
 }
 
 #[tokio::test]
-async fn update_pod_sandbox_resources_is_recorded() {
+async fn update_pod_sandbox_resources_is_recorded_and_applied() {
     let mut d = Skiffd::start().await;
     let log = d.log_dir();
-    let id = runp(&mut d, host_pod("res", &log)).await.unwrap();
+    // The pod cgroup, made beforehand as kubelet makes it.
+    let parent = format!("/skiff-sbtest-{}", std::process::id());
+    let cg = PodCgroup::new(&parent);
+    let mut c = host_pod("res", &log);
+    c.linux.as_mut().unwrap().cgroup_parent = parent.clone();
+    let id = runp(&mut d, c).await.unwrap();
     let res = cri::LinuxContainerResources {
         cpu_shares: 512,
         memory_limit_in_bytes: 128 << 20,
@@ -751,6 +756,12 @@ async fn update_pod_sandbox_resources_is_recorded() {
     assert!(info["record"]["config"].is_string());
     assert_eq!(info["resources"]["cpuShares"], 512);
     assert_eq!(info["resources"]["memoryLimitInBytes"], 128 << 20);
+    assert_eq!(info["cgroupParent"], parent.as_str());
+    assert_eq!(cg.read("cpu", "cpu.shares"), "512");
+    assert_eq!(
+        cg.read("memory", "memory.limit_in_bytes"),
+        (128u64 << 20).to_string()
+    );
     rmp(&mut d, &id).await.unwrap();
 }
 
@@ -909,4 +920,42 @@ async fn sandbox_lifecycle_is_published_as_container_events() {
             (E::ContainerDeletedEvent, not_ready),
         ]
     );
+}
+
+/// A v1 cpu + memory cgroup at `/sys/fs/cgroup/<ctrl><path>`, removed on drop.
+struct PodCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl PodCgroup {
+    fn new(path: &str) -> PodCgroup {
+        let dirs: Vec<PathBuf> = ["cpu", "memory"]
+            .iter()
+            .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}{path}")))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        PodCgroup { dirs }
+    }
+
+    fn read(&self, ctrl: &str, file: &str) -> String {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.starts_with(format!("/sys/fs/cgroup/{ctrl}")))
+            .unwrap();
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
