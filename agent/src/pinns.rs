@@ -218,35 +218,54 @@ fn mount_shm(target: &Path, size: u64) -> Result<()> {
 }
 
 /// `skiff-monitor infra --dir <pod dir>`: forks PID 1 of a new PID namespace, prints its pid (as seen
-/// from here) on stdout and exits; the infra process outlives skiffd and reaps the pod's orphans.
+/// from here) on stdout and exits; the infra process outlives skiffd and reaps the pod's orphans. It
+/// first joins whichever of the pod's pinned namespaces exist, so it sits in all of the pod's namespaces.
 pub fn infra_main(args: &[String]) -> i32 {
-    if args.first().map(String::as_str) != Some("--dir") || args.len() != 2 {
-        eprintln!("skiff-monitor infra: usage: infra --dir <pod dir>");
-        return 2;
-    }
-    // SAFETY: unshare(CLONE_NEWPID) only affects children forked after it by this process.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        eprintln!(
-            "skiff-monitor infra: unshare pid: {}",
-            std::io::Error::last_os_error()
-        );
-        return 1;
-    }
-    // SAFETY: this helper is single-threaded, so the child may run arbitrary code after fork.
-    match unsafe { libc::fork() } {
-        -1 => {
-            eprintln!(
-                "skiff-monitor infra: fork: {}",
-                std::io::Error::last_os_error()
-            );
-            1
-        }
-        0 => infra_loop(),
-        pid => {
+    match infra(args) {
+        Ok(pid) => {
             println!("{pid}");
             0
         }
+        Err(e) => {
+            eprintln!("skiff-monitor infra: {e:#}");
+            1
+        }
     }
+}
+
+fn infra(args: &[String]) -> Result<i32> {
+    let [flag, dir] = args else {
+        bail!("usage: infra --dir <pod dir>");
+    };
+    if flag != "--dir" || !Path::new(dir).is_absolute() {
+        bail!("usage: infra --dir <pod dir>");
+    }
+    for ns in PINNABLE {
+        let pin = pin_path(Path::new(dir), ns);
+        if pin.exists() {
+            join(&pin, clone_flag(ns))?;
+        }
+    }
+    // SAFETY: unshare(CLONE_NEWPID) only affects children forked after it by this process.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unshare pid");
+    }
+    // SAFETY: this helper is single-threaded, so the child may run arbitrary code after fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => infra_loop(),
+        pid => Ok(pid),
+    }
+}
+
+fn join(pin: &Path, flag: i32) -> Result<()> {
+    let f = std::fs::File::open(pin).with_context(|| format!("open {}", pin.display()))?;
+    // SAFETY: setns on an open namespace fd, in this single-threaded helper.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), flag) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("join {}", pin.display()));
+    }
+    Ok(())
 }
 
 /// PID 1 of the pod: detached from skiffd's session and stdio, reaping every child it inherits.
@@ -254,6 +273,8 @@ fn infra_loop() -> ! {
     // SAFETY: plain syscalls on this process; the sigset is initialised by sigemptyset before use.
     unsafe {
         libc::setsid();
+        // Holds no directory of the host busy.
+        libc::chdir(c"/".as_ptr());
         let null = c"/dev/null".as_ptr();
         let fd = libc::open(null, libc::O_RDWR);
         if fd >= 0 {

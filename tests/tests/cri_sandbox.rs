@@ -422,6 +422,13 @@ async fn shared_pid_namespace_is_held_by_an_infra_process() {
         std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
         std::fs::read_link("/proc/self/ns/pid").unwrap()
     );
+    let netns = path_of(&info["pinnedNamespaces"]["network"]);
+    let pod_net = nsenter(&[&format!("--net={netns}"), "readlink", "/proc/self/ns/net"]);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        PathBuf::from(pod_net),
+        "the infra process is not in the pod's network namespace"
+    );
     // A process in the pod's PID namespace sees the infra as PID 1.
     let seen = nsenter(&["--pid", &format!("--target={pid}"), "sh", "-c", "echo $$"]);
     assert!(seen.parse::<i32>().unwrap() > 1);
