@@ -966,3 +966,53 @@ impl Drop for PodCgroup {
         }
     }
 }
+
+#[tokio::test]
+async fn concurrent_pods_get_distinct_ips_and_concurrent_removal_is_safe() {
+    let net = Net::new(219);
+    let d = Skiffd::start_with(net.options()).await;
+    let log = d.log_dir();
+    let runs = (0..8).map(|i| {
+        let mut rt = d.rt.clone();
+        let config = pod_config(&format!("par{i}"), &log);
+        tokio::spawn(async move {
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+        })
+    });
+    let mut ids = Vec::new();
+    for r in runs.collect::<Vec<_>>() {
+        ids.push(r.await.unwrap().unwrap());
+    }
+    let mut ips = net.allocated();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "{ips:?}");
+
+    // Each pod stopped and removed by two callers at once, as kubelet's workers may do.
+    let mut tasks = Vec::new();
+    for id in &ids {
+        for _ in 0..2 {
+            let mut rt = d.rt.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await?;
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert!(net.allocated().is_empty());
+    assert!(pod_dirs(&d).is_empty());
+    assert!(mounts_below(&d.dir).is_empty());
+}

@@ -194,6 +194,10 @@ pub async fn remove(
         return Ok(cri::RemovePodSandboxResponse {});
     };
     let _guard = d.sandboxes.lock(&rec.id).await;
+    if d.sandboxes.get(&rec.id).is_none() {
+        // Removed by a concurrent call while this one waited for the lock.
+        return Ok(cri::RemovePodSandboxResponse {});
+    }
     container::remove_in_sandbox(d, &rec.id).await?;
     stop_locked(d, &rec.id).await?;
     let dir = rec.dir.clone();
