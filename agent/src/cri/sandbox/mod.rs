@@ -115,7 +115,6 @@ pub async fn run(
         )));
     }
     let id = new_id()?;
-    let _guard = d.sandboxes.lock(&id).await;
     let dd = d.clone();
     let handler = r.runtime_handler;
     let rec = blocking(move || {
