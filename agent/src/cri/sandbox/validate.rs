@@ -201,25 +201,19 @@ fn namespaces(ns: &cri::NamespaceOption) -> Result<Plan, Status> {
     })
 }
 
-/// The configured hostname, or the pod's name when none is given, as an RFC 1123 name the kernel takes.
+/// The configured hostname, or the node's when none is given (as containerd does), as an RFC 1123 name
+/// the kernel takes.
 fn hostname(cfg: &cri::PodSandboxConfig) -> Result<String, Status> {
-    let (field, h) = if cfg.hostname.is_empty() {
-        let name = cfg.metadata.as_ref().map(|m| m.name.as_str());
-        ("metadata.name (as hostname)", name.unwrap_or_default())
-    } else {
-        ("hostname", cfg.hostname.as_str())
-    };
+    if cfg.hostname.is_empty() {
+        return Ok(super::files::host_hostname());
+    }
+    let h = cfg.hostname.as_str();
     let ok_chars = h
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if h.is_empty()
-        || h.len() > MAX_HOSTNAME
-        || !ok_chars
-        || h.starts_with(['-', '.'])
-        || h.contains("..")
-    {
+    if h.len() > MAX_HOSTNAME || !ok_chars || h.starts_with(['-', '.']) || h.contains("..") {
         return Err(invalid(format!(
-            "{field} {:?} is not a valid hostname (letters, digits, '-' and '.', at most {MAX_HOSTNAME})",
+            "hostname {:?} is not a valid hostname (letters, digits, '-' and '.', at most {MAX_HOSTNAME})",
             truncate(h)
         )));
     }
@@ -380,10 +374,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_give_pod_namespaces_and_the_name_as_hostname() {
+    fn defaults_give_pod_namespaces_and_the_node_hostname() {
         let p = check(&cfg(), "").unwrap();
         assert!(!p.host_network && !p.host_ipc && p.shared_pid);
-        assert_eq!(p.hostname, "web");
+        assert_eq!(p.hostname, super::super::files::host_hostname());
+        let mut c = cfg();
+        c.hostname = "web-0.web".into();
+        assert_eq!(check(&c, "").unwrap().hostname, "web-0.web");
     }
 
     #[test]
