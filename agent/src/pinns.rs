@@ -1,14 +1,326 @@
 //! Pinned namespaces: a pod's network, IPC and UTS namespaces kept alive by bind mounts of their nsfs
-//! files, so no process has to hold them.
+//! files, so no process has to hold them; and the infra process that is PID 1 of a pod's shared PID
+//! namespace.
+//!
+//! Both run as `skiff-monitor` subcommands: unsharing changes the calling process, and skiffd is
+//! multi-threaded, so it starts a fresh single-threaded helper for it.
 
-/// `skiff-monitor pinns ...`: creates and pins a pod's namespaces.
-pub fn main(_args: &[String]) -> i32 {
-    eprintln!("skiff-monitor pinns: not built yet");
-    2
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// The namespaces a pod may pin, by their `/proc/self/ns` names.
+pub const PINNABLE: [&str; 3] = ["net", "ipc", "uts"];
+
+/// What `skiff-monitor pinns` is asked to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct PinOptions {
+    /// The pod directory: namespaces go to `<dir>/ns/<name>`, the shm tmpfs to `<dir>/shm`.
+    pub dir: PathBuf,
+    pub namespaces: Vec<String>,
+    pub hostname: Option<String>,
+    /// `/proc/sys`-relative keys (slash-separated) and their values.
+    pub sysctls: Vec<(String, String)>,
+    /// Size in bytes of the pod's /dev/shm tmpfs; none when 0.
+    pub shm_size: u64,
 }
 
-/// `skiff-monitor infra ...`: PID 1 of a pod's shared PID namespace.
-pub fn infra_main(_args: &[String]) -> i32 {
-    eprintln!("skiff-monitor infra: not built yet");
-    2
+impl PinOptions {
+    /// The command line skiffd passes (after `pinns`).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec!["--dir".to_string(), self.dir.to_string_lossy().into_owned()];
+        for ns in &self.namespaces {
+            a.push(format!("--{ns}"));
+        }
+        if let Some(h) = &self.hostname {
+            a.extend(["--hostname".into(), h.clone()]);
+        }
+        for (k, v) in &self.sysctls {
+            a.extend(["--sysctl".into(), format!("{k}={v}")]);
+        }
+        if self.shm_size > 0 {
+            a.extend(["--shm-size".into(), self.shm_size.to_string()]);
+        }
+        a
+    }
+
+    pub fn parse(args: &[String]) -> Result<PinOptions> {
+        let mut o = PinOptions::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{name} needs a value"))
+            };
+            match a.as_str() {
+                "--dir" => o.dir = value("--dir")?.into(),
+                "--hostname" => o.hostname = Some(value("--hostname")?),
+                "--sysctl" => {
+                    let kv = value("--sysctl")?;
+                    let (k, v) = kv.split_once('=').context("--sysctl wants key=value")?;
+                    o.sysctls.push((k.into(), v.into()));
+                }
+                "--shm-size" => o.shm_size = value("--shm-size")?.parse()?,
+                flag => match flag.strip_prefix("--") {
+                    Some(ns) if PINNABLE.contains(&ns) => o.namespaces.push(ns.into()),
+                    _ => bail!("unknown argument {flag:?}"),
+                },
+            }
+        }
+        if !o.dir.is_absolute() {
+            bail!("--dir must be an absolute path");
+        }
+        Ok(o)
+    }
+}
+
+/// `<dir>/ns/<name>`: where a pod's pinned namespace lives.
+pub fn pin_path(dir: &Path, ns: &str) -> PathBuf {
+    dir.join("ns").join(ns)
+}
+
+/// The exit code of `pinns` when the kernel refused a sysctl value: the request was wrong, not the node.
+pub const EXIT_BAD_SYSCTL: i32 = 3;
+
+/// A sysctl the kernel refused, told apart from other failures by its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("sysctl {key}={value}: {source}")]
+struct SysctlError {
+    key: String,
+    value: String,
+    source: std::io::Error,
+}
+
+/// `skiff-monitor pinns ...`: creates and pins a pod's namespaces.
+pub fn main(args: &[String]) -> i32 {
+    match PinOptions::parse(args).and_then(|o| pin(&o)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skiff-monitor pinns: {e:#}");
+            if e.is::<SysctlError>() {
+                EXIT_BAD_SYSCTL
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn pin(o: &PinOptions) -> Result<()> {
+    let flags = o.namespaces.iter().fold(0, |f, ns| f | clone_flag(ns));
+    if flags != 0 {
+        // SAFETY: unshare changes only this single-threaded helper process.
+        if unsafe { libc::unshare(flags) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("unshare");
+        }
+    }
+    let has = |ns: &str| o.namespaces.iter().any(|n| n == ns);
+    if let (true, Some(h)) = (has("uts"), &o.hostname) {
+        set_hostname(h)?;
+    }
+    if has("net") {
+        loopback_up()?;
+    }
+    for (k, v) in &o.sysctls {
+        std::fs::write(Path::new("/proc/sys").join(k), v).map_err(|source| SysctlError {
+            key: k.clone(),
+            value: v.clone(),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(o.dir.join("ns")).context("create ns dir")?;
+    for ns in &o.namespaces {
+        let target = pin_path(&o.dir, ns);
+        std::fs::File::create(&target).with_context(|| format!("create {}", target.display()))?;
+        bind(Path::new("/proc/self/ns").join(ns).as_path(), &target)?;
+    }
+    if o.shm_size > 0 {
+        mount_shm(&o.dir.join("shm"), o.shm_size)?;
+    }
+    Ok(())
+}
+
+fn clone_flag(ns: &str) -> i32 {
+    match ns {
+        "net" => libc::CLONE_NEWNET,
+        "ipc" => libc::CLONE_NEWIPC,
+        "uts" => libc::CLONE_NEWUTS,
+        _ => 0,
+    }
+}
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("NUL in {}", p.display()))
+}
+
+fn set_hostname(h: &str) -> Result<()> {
+    // SAFETY: the pointer and length describe `h`'s bytes, which outlive the call.
+    if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sethostname");
+    }
+    Ok(())
+}
+
+fn loopback_up() -> Result<()> {
+    use skiff_cni::netlink::{link, Socket};
+    let mut s = Socket::route().context("netlink socket")?;
+    let lo = link::by_name(&mut s, "lo")
+        .context("find lo")?
+        .context("no lo in the new network namespace")?;
+    link::set_up(&mut s, lo.index).context("set lo up")?;
+    Ok(())
+}
+
+fn bind(src: &Path, target: &Path) -> Result<()> {
+    let (s, t) = (cstr(src)?, cstr(target)?);
+    // SAFETY: both are valid NUL-terminated paths; fstype and data are null for a bind mount.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("bind {} on {}", src.display(), target.display()));
+    }
+    Ok(())
+}
+
+fn mount_shm(target: &Path, size: u64) -> Result<()> {
+    std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
+    let t = cstr(target)?;
+    let src = CString::new("shm")?;
+    let fstype = CString::new("tmpfs")?;
+    let data = CString::new(format!("mode=1777,size={size}"))?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            t.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mount shm tmpfs on {}", target.display()));
+    }
+    Ok(())
+}
+
+/// `skiff-monitor infra --dir <pod dir>`: forks PID 1 of a new PID namespace, prints its pid (as seen
+/// from here) on stdout and exits; the infra process outlives skiffd and reaps the pod's orphans. It
+/// first joins whichever of the pod's pinned namespaces exist, so it sits in all of the pod's namespaces.
+pub fn infra_main(args: &[String]) -> i32 {
+    match infra(args) {
+        Ok(pid) => {
+            println!("{pid}");
+            0
+        }
+        Err(e) => {
+            eprintln!("skiff-monitor infra: {e:#}");
+            1
+        }
+    }
+}
+
+fn infra(args: &[String]) -> Result<i32> {
+    let [flag, dir] = args else {
+        bail!("usage: infra --dir <pod dir>");
+    };
+    if flag != "--dir" || !Path::new(dir).is_absolute() {
+        bail!("usage: infra --dir <pod dir>");
+    }
+    for ns in PINNABLE {
+        let pin = pin_path(Path::new(dir), ns);
+        if pin.exists() {
+            join(&pin, clone_flag(ns))?;
+        }
+    }
+    // SAFETY: unshare(CLONE_NEWPID) only affects children forked after it by this process.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unshare pid");
+    }
+    // SAFETY: this helper is single-threaded, so the child may run arbitrary code after fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()).context("fork"),
+        0 => infra_loop(),
+        pid => Ok(pid),
+    }
+}
+
+fn join(pin: &Path, flag: i32) -> Result<()> {
+    let f = std::fs::File::open(pin).with_context(|| format!("open {}", pin.display()))?;
+    // SAFETY: setns on an open namespace fd, in this single-threaded helper.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), flag) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("join {}", pin.display()));
+    }
+    Ok(())
+}
+
+/// PID 1 of the pod: detached from skiffd's session and stdio, reaping every child it inherits.
+fn infra_loop() -> ! {
+    // SAFETY: plain syscalls on this process; the sigset is initialised by sigemptyset before use.
+    unsafe {
+        libc::setsid();
+        // Holds no directory of the host busy.
+        libc::chdir(c"/".as_ptr());
+        let null = c"/dev/null".as_ptr();
+        let fd = libc::open(null, libc::O_RDWR);
+        if fd >= 0 {
+            for n in 0..3 {
+                libc::dup2(fd, n);
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let timeout = libc::timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        };
+        loop {
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip() {
+        let o = PinOptions {
+            dir: "/run/x".into(),
+            namespaces: vec!["net".into(), "uts".into()],
+            hostname: Some("web".into()),
+            sysctls: vec![("net/ipv4/ip_forward".into(), "1".into())],
+            shm_size: 64 << 20,
+        };
+        assert_eq!(PinOptions::parse(&o.to_args()).unwrap(), o);
+        let bad = |a: &[&str]| {
+            let v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            PinOptions::parse(&v).is_err()
+        };
+        assert!(bad(&["--dir", "rel"]));
+        assert!(bad(&["--dir", "/x", "--pid"]));
+        assert!(bad(&["--dir", "/x", "--sysctl", "novalue"]));
+        assert!(bad(&["--dir"]));
+    }
 }
