@@ -40,19 +40,24 @@ pub fn target_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// The plain busybox OCI layout, built once per test binary.
+/// The plain busybox OCI layout, built once and kept for later runs (built beside, then renamed).
 pub fn busybox_layout() -> &'static Path {
     static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
     LAYOUT.get_or_init(|| {
-        let dir = PathBuf::from(format!(
-            "/var/tmp/skiff-test/cri-layout-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = PathBuf::from("/var/tmp/skiff-test/cri-layout");
+        if dir.join("index.json").is_file() {
+            return dir;
+        }
+        let tmp = PathBuf::from(format!("{}.{}", dir.display(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         let script = workspace_dir().join("tests/images/busybox-plain.sh");
-        crate::registry::run(Command::new(script).arg(&dir).arg("latest"))
+        crate::registry::run(Command::new(script).arg(&tmp).arg("latest"))
             .expect("build the busybox layout");
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another test binary won the race; its layout is the same.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
         dir
     })
 }
