@@ -321,4 +321,60 @@ mod tests {
         assert_eq!(d.unified.as_deref(), Some(Path::new("/u/x")));
         assert!(d.has_accounting());
     }
+
+    /// A real process in real v1/v2 cgroups made for the test, found through a runtime state
+    /// file as skiffd finds a container's: its CPU time and its shared memory show up.
+    #[test]
+    fn real_cgroup_through_a_state_file() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating cgroups needs root");
+            return;
+        }
+        let name = format!("skiff-stats-test-{}", std::process::id());
+        let mut paths = BTreeMap::new();
+        for h in hierarchies() {
+            let wanted = h.name.split(',').any(|c| c == "cpuacct" || c == "memory");
+            if wanted || (h.v2 && h.mountpoint == Path::new("/sys/fs/cgroup")) {
+                let dir = h.mountpoint.join(&name);
+                std::fs::create_dir_all(&dir).unwrap();
+                paths.insert(h.name.clone(), dir);
+            }
+        }
+        assert!(!paths.is_empty(), "no cpu or memory hierarchy");
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("c1")).unwrap();
+        let state = serde_json::json!({"cgroup": {"paths": paths}, "other": 1});
+        std::fs::write(root.path().join("c1/state.json"), state.to_string()).unwrap();
+
+        let shm = format!("/dev/shm/{name}");
+        let script = format!(
+            "read go; dd if=/dev/zero of={shm} bs=1M count=24 2>/dev/null; \
+             i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for dir in paths.values() {
+            std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        }
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let status = child.wait().unwrap();
+
+        let dirs = CgroupDirs::of_container(root.path(), "c1").expect("found");
+        let s = dirs.sample();
+        let _ = std::fs::remove_file(&shm);
+        for dir in paths.values() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        assert!(status.success());
+        assert!(s.cpu_nanos > 10_000_000, "{s:?}");
+        assert!(s.working_set >= 20 << 20, "{s:?}");
+        assert!(s.memory_usage >= s.working_set, "{s:?}");
+        assert!(CgroupDirs::of_container(root.path(), "c2").is_none());
+    }
 }
