@@ -2,8 +2,9 @@
 //! keep the requested name, every name kubelet resolves images by, status/list/remove semantics,
 //! credentials from kubelet's AuthConfig, bad references, and the image file system's usage.
 
-use skiff_tests::cri::{busybox_layout, v1 as cri, Skiffd, BUSYBOX};
+use skiff_tests::cri::{busybox_layout, v1 as cri, Options, Skiffd, BUSYBOX};
 use skiff_tests::registry::auth::{htpasswd_line, make_certs};
+use skiff_tests::registry::build::{Compression, Image, Layer, LayerBuilder, Layout};
 use skiff_tests::registry::{Registry, RegistryOptions};
 use tonic::Code;
 
@@ -158,7 +159,10 @@ async fn verbose_status_describes_the_image() {
         .unwrap()
         .starts_with("sha256:"));
     assert!(!info["layers"].as_array().unwrap().is_empty());
-    assert!(info["imageConfig"]["rootfs"]["diff_ids"].is_array(), "{info}");
+    assert!(
+        info["imageConfig"]["rootfs"]["diff_ids"].is_array(),
+        "{info}"
+    );
 }
 
 #[tokio::test]
@@ -396,6 +400,117 @@ async fn image_fs_info_counts_the_store() {
     let b = &before.image_filesystems[0];
     // busybox unpacked is a few hundred applet links and about a megabyte.
     assert!(used(fs) > used(b) + 500_000, "{} vs {}", used(fs), used(b));
-    assert!(inodes(fs) > inodes(b) + 5, "{} vs {}", inodes(fs), inodes(b));
+    assert!(
+        inodes(fs) > inodes(b) + 5,
+        "{} vs {}",
+        inodes(fs),
+        inodes(b)
+    );
     assert_eq!(after.container_filesystems.len(), 1);
+}
+
+#[tokio::test]
+async fn the_configured_pause_image_is_pinned() {
+    let mut d = Skiffd::start_with(Options {
+        extra_config: "pause_image = \"registry.skiff.test/library/pause:3.10\"".into(),
+        ..Default::default()
+    })
+    .await;
+    d.registry
+        .push(busybox_layout(), "latest", "library/pause:3.10", &[])
+        .unwrap();
+    let pause = "registry.skiff.test/library/pause:3.10";
+    pull(&mut d, pause).await.unwrap();
+    let img = status(&mut d, pause, false).await.image.unwrap();
+    assert!(img.pinned);
+    // Another image stays unpinned.
+    let work = tempfile::tempdir().unwrap();
+    let mut layer = LayerBuilder::new();
+    layer.file("hello", 0o644, b"not the pause image");
+    let other = Image::new(
+        vec![Layer::new(layer.finish(), Compression::Gzip)],
+        "amd64",
+        serde_json::json!({"User": "1000:1000"}),
+    );
+    let mut layout = Layout::create(&work.path().join("layout")).unwrap();
+    layout.add_image("v1", &other).unwrap();
+    d.registry
+        .push(&layout.dir, "v1", "library/other:1", &[])
+        .unwrap();
+    let other = "registry.skiff.test/library/other:1";
+    pull(&mut d, other).await.unwrap();
+    let img = status(&mut d, other, false).await.image.unwrap();
+    assert!(!img.pinned);
+    // Its numeric User is reported as a uid.
+    assert_eq!(img.uid.map(|u| u.value), Some(1000));
+}
+
+#[tokio::test]
+async fn an_image_in_use_is_not_removed() {
+    let mut d = Skiffd::start().await;
+    let id = d.pull_busybox().await;
+    let mut pod = skiff_tests::cri::pod_config("inuse", &d.log_dir());
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let sandbox = match d
+        .rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().pod_sandbox_id,
+        Err(e) if e.code() == Code::Unimplemented => {
+            eprintln!("skipped: this skiffd cannot run sandboxes yet ({e})");
+            return;
+        }
+        Err(e) => panic!("RunPodSandbox: {e}"),
+    };
+    let created =
+        d.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox,
+            config: Some(skiff_tests::cri::container_config("user", "true")),
+            sandbox_config: Some(pod),
+        })
+        .await;
+    let container = match created {
+        Ok(r) => r.into_inner().container_id,
+        Err(e) if e.code() == Code::Unimplemented => {
+            eprintln!("skipped: this skiffd cannot create containers yet ({e})");
+            return;
+        }
+        Err(e) => panic!("CreateContainer: {e}\n{}", d.daemon_log()),
+    };
+    let e = remove(&mut d, &id).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains(&container), "{e}");
+    assert!(status(&mut d, BUSYBOX, false).await.image.is_some());
+    // The writable layer is counted once a container exists.
+    let fs = d
+        .img
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let used = fs.container_filesystems[0]
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(used > 0);
+    d.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: container,
+    })
+    .await
+    .unwrap();
+    remove(&mut d, &id).await.unwrap();
+    assert!(list(&mut d, None).await.is_empty());
 }

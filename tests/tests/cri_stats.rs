@@ -11,14 +11,29 @@ use std::time::Duration;
 use skiff_tests::cri::{container_config, pod_config, v1 as cri, Options, Skiffd};
 use tonic::Code;
 
+/// A container to run: its name, its labels and the shell script it runs.
+type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 /// Runs a pod with one container per `(name, labels, script)`; `None` when this daemon has no
-/// sandboxes or containers to run them with.
+/// sandboxes or containers to run them with. Pods use the node's network unless the daemon was
+/// given a CNI config.
 async fn running_pod(
     d: &mut Skiffd,
     pod: &str,
-    containers: &[(&str, &[(&str, &str)], &str)],
+    containers: &[Spec<'_>],
 ) -> Option<(String, Vec<String>)> {
-    let config = pod_config(pod, &d.log_dir());
+    let mut config = pod_config(pod, &d.log_dir());
+    let has_cni = std::fs::read_dir(d.dir.join("net.d")).is_ok_and(|mut e| e.next().is_some());
+    if !has_cni {
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let sandbox = match d
         .rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {

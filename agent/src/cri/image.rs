@@ -120,9 +120,8 @@ pub async fn pull(
     let credentials = r.auth.as_ref().map(credentials).transpose()?.flatten();
     let d = d.clone();
     blocking(move || {
-        let hosts = HostsConfig::load(&d.config.registries).map_err(|e| {
-            Status::failed_precondition(format!("registries file: {e}"))
-        })?;
+        let hosts = HostsConfig::load(&d.config.registries)
+            .map_err(|e| Status::failed_precondition(format!("registries file: {e}")))?;
         let opts = PullOptions {
             credentials,
             hosts,
@@ -176,9 +175,7 @@ fn pull_error(name: &str, e: img::Error) -> Status {
         E::Registry { status: 404, .. } | E::ImageNotFound(_) | E::NoMatchingPlatform { .. } => {
             Status::not_found(msg)
         }
-        E::Registry { status: 401, .. } | E::Unauthorized { .. } => {
-            Status::permission_denied(msg)
-        }
+        E::Registry { status: 401, .. } | E::Unauthorized { .. } => Status::permission_denied(msg),
         E::Registry { .. } | E::Transport { .. } => Status::unavailable(msg),
         E::Config { .. } | E::Credentials { .. } => Status::failed_precondition(msg),
         _ => Status::internal(msg),
@@ -197,19 +194,17 @@ pub async fn remove(
             return Ok(cri::RemoveImageResponse {});
         };
         let id = found.config_digest.to_string();
-        if let Some(c) = d
-            .containers
-            .list()
-            .into_iter()
-            .find(|c| c.image_id == id)
-        {
+        if let Some(c) = d.containers.list().into_iter().find(|c| c.image_id == id) {
             return Err(Status::failed_precondition(format!(
                 "image {id} is in use by container {}",
                 c.id
             )));
         }
         // Removing an image removes every name it was pulled as, as the CRI expects of an id.
-        for rec in records.iter().filter(|x| x.config_digest == found.config_digest) {
+        for rec in records
+            .iter()
+            .filter(|x| x.config_digest == found.config_digest)
+        {
             match d.images.remove(&rec.name) {
                 Ok(_) | Err(img::Error::ImageNotFound(_)) => {}
                 Err(e) => return Err(internal(e)),
@@ -236,7 +231,7 @@ pub async fn fs_info(
             containers.add(&usage(&c.bundle));
             mount = mount.or_else(|| c.bundle.parent().map(|p| p.to_path_buf()));
         }
-        let mount = mount.unwrap_or_else(|| d.config.state_dir.clone());
+        let mount = mount.unwrap_or_else(|| d.config.state_dir.join("containers"));
         Ok(cri::ImageFsInfoResponse {
             image_filesystems: vec![fs_usage(now, &root, &images)],
             container_filesystems: vec![fs_usage(now, &mount, &containers)],
@@ -273,10 +268,7 @@ fn group(records: &[ImageRecord]) -> Vec<Vec<&ImageRecord>> {
         }
         by_id.entry(key).or_default().push(r);
     }
-    order
-        .into_iter()
-        .filter_map(|k| by_id.remove(&k))
-        .collect()
+    order.into_iter().filter_map(|k| by_id.remove(&k)).collect()
 }
 
 /// `repo:tag` names and `repo@digest` digests of an image's records.
@@ -321,8 +313,20 @@ fn to_cri(d: &Daemon, recs: &[&ImageRecord]) -> cri::Image {
         size: first.size,
         uid: uid.map(|value| cri::Int64Value { value }),
         username,
-        pinned: false,
+        pinned: is_pinned(d, recs),
     }
+}
+
+/// Whether the image is the configured pause image, under any of its names.
+fn is_pinned(d: &Daemon, recs: &[&ImageRecord]) -> bool {
+    let Some(pause) = d.config.pause_image.as_deref() else {
+        return false;
+    };
+    let Ok(pause) = Reference::parse(pause) else {
+        return false;
+    };
+    let pause = pause.to_string();
+    recs.iter().any(|r| r.name == pause)
 }
 
 /// The image's `User` as the CRI reports it: a numeric user is a uid, anything else a name; the

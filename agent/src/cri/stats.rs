@@ -37,10 +37,7 @@ fn id_matches(filter: &str, full: &str) -> bool {
     filter.is_empty() || full.starts_with(filter)
 }
 
-fn labels_match(
-    selector: &HashMap<String, String>,
-    labels: &HashMap<String, String>,
-) -> bool {
+fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 

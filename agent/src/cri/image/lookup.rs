@@ -43,7 +43,8 @@ pub fn find<'a>(records: &'a [ImageRecord], name: &str) -> Result<Option<&'a Ima
 }
 
 fn is_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// By image id prefix (the config digest), or by a full manifest or index digest.

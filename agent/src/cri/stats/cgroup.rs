@@ -64,7 +64,10 @@ impl CgroupDirs {
     }
 
     fn exists(&self) -> bool {
-        self.v1.values().chain(self.unified.iter()).any(|d| d.is_dir())
+        self.v1
+            .values()
+            .chain(self.unified.iter())
+            .any(|d| d.is_dir())
     }
 
     /// Whether CPU or memory usage can be read here.
@@ -167,11 +170,7 @@ impl Sample {
             let swap_limit = limit(memsw.limit)
                 .zip(limit(s.memory.usage.limit))
                 .map(|(sw, mem)| sw.saturating_sub(mem));
-            (
-                get("rss"),
-                memsw.usage.saturating_sub(usage),
-                swap_limit,
-            )
+            (get("rss"), memsw.usage.saturating_sub(usage), swap_limit)
         } else {
             (get("anon"), s.memory.swap.usage, limit(s.memory.swap.limit))
         };
@@ -274,7 +273,11 @@ mod tests {
         };
         s.memory.swap.usage = 300;
         s.memory.swap.limit = u64::MAX;
-        s.memory.raw = [("inactive_file".to_string(), 1000), ("anon".to_string(), 3000)].into();
+        s.memory.raw = [
+            ("inactive_file".to_string(), 1000),
+            ("anon".to_string(), 3000),
+        ]
+        .into();
         let x = Sample::from_stats(&s, false);
         assert_eq!(x.working_set, 4000);
         assert_eq!(x.rss, 3000);

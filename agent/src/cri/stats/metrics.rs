@@ -154,7 +154,9 @@ pub fn container_metrics(now: i64, who: &Subject, s: &Sample) -> Vec<cri::Metric
             timestamp: now,
             metric_type: d.kind as i32,
             label_values: vec![who.id.into(), who.name.into(), who.image.into()],
-            value: Some(cri::UInt64Value { value: (d.value)(s) }),
+            value: Some(cri::UInt64Value {
+                value: (d.value)(s),
+            }),
         })
         .collect()
 }
@@ -232,12 +234,27 @@ mod tests {
             assert!(!d.help.is_empty());
         }
         let get = |n: &str| all.iter().find(|m| m.name == n).unwrap();
-        assert_eq!(get("container_cpu_usage_seconds_total").value.unwrap().value, 3);
+        assert_eq!(
+            get("container_cpu_usage_seconds_total")
+                .value
+                .unwrap()
+                .value,
+            3
+        );
         assert_eq!(
             get("container_cpu_usage_seconds_total").metric_type,
             Counter as i32
         );
-        assert_eq!(get("container_memory_working_set_bytes").value.unwrap().value, 77);
-        assert_eq!(get("container_network_receive_bytes_total").label_values[3], "eth0");
+        assert_eq!(
+            get("container_memory_working_set_bytes")
+                .value
+                .unwrap()
+                .value,
+            77
+        );
+        assert_eq!(
+            get("container_network_receive_bytes_total").label_values[3],
+            "eth0"
+        );
     }
 }
