@@ -34,16 +34,33 @@ pub struct ResolvedImage {
 /// Finds a pulled image by any name kubelet may use for it: the name it was pulled as, an image id
 /// (`sha256:...` or its hex prefix), or a repo digest. `NotFound` when it is not present.
 pub fn resolve(d: &Daemon, image: &str) -> Result<ResolvedImage, Status> {
-    let records = d.images.list().map_err(internal)?;
-    let record = find(&records, image)?
-        .ok_or_else(|| super::error::not_found("image", &truncate(image)))?
-        .clone();
+    let record = match by_name(d, image) {
+        Some(r) => r,
+        None => {
+            let records = d.images.list().map_err(internal)?;
+            find(&records, image)?
+                .ok_or_else(|| super::error::not_found("image", &truncate(image)))?
+                .clone()
+        }
+    };
     let run = run_config(&d.images, &record).map_err(internal)?;
     Ok(ResolvedImage {
         id: record.config_digest.to_string(),
         record,
         run,
     })
+}
+
+/// The common case on the container-creation path: a tagged name, found with one record read
+/// instead of a scan of every image. Ids and digests take the scan.
+fn by_name(d: &Daemon, image: &str) -> Option<ImageRecord> {
+    let looks_like_id = image.starts_with("sha256:")
+        || image.bytes().all(|b| b.is_ascii_hexdigit())
+        || image.contains('@');
+    if looks_like_id {
+        return None;
+    }
+    d.images.inspect(image).ok()
 }
 
 fn spec_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
