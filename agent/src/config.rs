@@ -61,6 +61,9 @@ pub struct Config {
     /// The `skiff-monitor` binary; beside `skiffd` when unset.
     pub monitor: Option<PathBuf>,
     pub cni: CniConfig,
+    /// An image reported as pinned (kubelet's image GC never removes it), e.g. the pause image
+    /// kubelet is configured with.
+    pub pause_image: Option<String>,
     /// `tracing` filter, e.g. `info` or `skiff_agent=debug`.
     pub log_level: String,
 }
@@ -96,6 +99,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::default(),
             monitor: None,
             cni: CniConfig::default(),
+            pause_image: None,
             log_level: "info".into(),
         }
     }

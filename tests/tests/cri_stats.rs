@@ -1,0 +1,393 @@
+//! Container and pod stats over the real socket, from the cgroups of real running containers:
+//! memory a container allocates shows in its working set, CPU time grows, filters select, pod
+//! stats hold their containers, and the metrics agree with their descriptors.
+//!
+//! The tests that need running containers start with `running_pod`, which gives up (and says so)
+//! only when the daemon answers `Unimplemented` for sandboxes or containers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use skiff_tests::cri::{container_config, pod_config, v1 as cri, Options, Skiffd};
+use tonic::Code;
+
+/// A container to run: its name, its labels and the shell script it runs.
+type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+/// Runs a pod with one container per `(name, labels, script)`; `None` when this daemon has no
+/// sandboxes or containers to run them with. Pods use the node's network unless the daemon was
+/// given a CNI config.
+async fn running_pod(
+    d: &mut Skiffd,
+    pod: &str,
+    containers: &[Spec<'_>],
+) -> Option<(String, Vec<String>)> {
+    let mut config = pod_config(pod, &d.log_dir());
+    let has_cni = std::fs::read_dir(d.dir.join("net.d")).is_ok_and(|mut e| e.next().is_some());
+    if !has_cni {
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let sandbox = match d
+        .rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().pod_sandbox_id,
+        Err(e) if e.code() == Code::Unimplemented => {
+            eprintln!("skipped: this skiffd cannot run sandboxes yet ({e})");
+            return None;
+        }
+        Err(e) => panic!("RunPodSandbox: {e}\n{}", d.daemon_log()),
+    };
+    d.pull_busybox().await;
+    let mut ids = Vec::new();
+    for (name, labels, script) in containers {
+        let mut c = container_config(name, script);
+        c.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let created =
+            d.rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(c),
+                sandbox_config: Some(config.clone()),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(e) if e.code() == Code::Unimplemented => {
+                eprintln!("skipped: this skiffd cannot run containers yet ({e})");
+                return None;
+            }
+            Err(e) => panic!("CreateContainer: {e}\n{}", d.daemon_log()),
+        };
+        d.rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", d.daemon_log()));
+        ids.push(id);
+    }
+    Some((sandbox, ids))
+}
+
+async fn container_stats(d: &mut Skiffd, id: &str) -> cri::ContainerStats {
+    d.rt.container_stats(cri::ContainerStatsRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .stats
+    .unwrap()
+}
+
+fn value(v: &Option<cri::UInt64Value>) -> u64 {
+    v.as_ref().map_or(0, |v| v.value)
+}
+
+fn working_set(s: &cri::ContainerStats) -> u64 {
+    value(&s.memory.as_ref().unwrap().working_set_bytes)
+}
+
+fn cpu_total(s: &cri::ContainerStats) -> u64 {
+    value(&s.cpu.as_ref().unwrap().usage_core_nano_seconds)
+}
+
+/// Polls until `ok` holds for the container's stats, or panics with the last ones.
+async fn wait_stats(
+    d: &mut Skiffd,
+    id: &str,
+    ok: impl Fn(&cri::ContainerStats) -> bool,
+) -> cri::ContainerStats {
+    let mut last = None;
+    for _ in 0..100 {
+        let s = container_stats(d, id).await;
+        if s.memory.is_some() && s.cpu.is_some() && ok(&s) {
+            return s;
+        }
+        last = Some(s);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stats never matched: {last:?}");
+}
+
+#[tokio::test]
+async fn unknown_and_bad_ids() {
+    let mut d = Skiffd::start().await;
+    let e =
+        d.rt.container_stats(cri::ContainerStatsRequest {
+            container_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    let e =
+        d.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    for bad in ["", "../etc", "x".repeat(5000).as_str()] {
+        let e =
+            d.rt.container_stats(cri::ContainerStatsRequest {
+                container_id: bad.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e}");
+    }
+    let list =
+        d.rt.list_container_stats(cri::ListContainerStatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(list.stats.is_empty());
+    let pods =
+        d.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(pods.stats.is_empty());
+}
+
+#[tokio::test]
+async fn metric_descriptors_name_cadvisor_metrics() {
+    let mut d = Skiffd::start().await;
+    let descs =
+        d.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors;
+    let names: Vec<&str> = descs.iter().map(|d| d.name.as_str()).collect();
+    for n in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert!(descs
+        .iter()
+        .all(|d| !d.help.is_empty() && !d.label_keys.is_empty()));
+    let m =
+        d.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(m.pod_metrics.is_empty());
+}
+
+#[tokio::test]
+async fn memory_a_container_allocates_is_in_its_working_set() {
+    let mut d = Skiffd::start().await;
+    // About 40 MB held in a shell variable.
+    let script = "x=$(head -c 40000000 /dev/zero | tr '\\0' a); echo ready; sleep 1000";
+    let Some((_, ids)) = running_pod(&mut d, "mem", &[("hog", &[], script)]).await else {
+        return;
+    };
+    let s = wait_stats(&mut d, &ids[0], |s| working_set(s) > 35_000_000).await;
+    let m = s.memory.as_ref().unwrap();
+    assert!(value(&m.usage_bytes) >= working_set(&s), "{m:?}");
+    assert!(value(&m.rss_bytes) > 30_000_000, "{m:?}");
+    assert!(value(&m.page_faults) > 0, "{m:?}");
+    assert!(m.timestamp > 0);
+    let attrs = s.attributes.as_ref().unwrap();
+    assert_eq!(attrs.id, ids[0]);
+    assert_eq!(attrs.metadata.as_ref().unwrap().name, "hog");
+    assert!(s.writable_layer.is_some());
+}
+
+#[tokio::test]
+async fn cpu_usage_grows_and_has_a_rate() {
+    let mut d = Skiffd::start().await;
+    let Some((_, ids)) = running_pod(&mut d, "cpu", &[("spin", &[], "while :; do :; done")]).await
+    else {
+        return;
+    };
+    let first = wait_stats(&mut d, &ids[0], |s| cpu_total(s) > 0).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = container_stats(&mut d, &ids[0]).await;
+    let spent = cpu_total(&second) - cpu_total(&first);
+    // A busy loop on a shared 2-core machine gets at least a tenth of a core.
+    assert!(spent > 150_000_000, "{spent} ns in 1.5 s");
+    let rate = value(&second.cpu.as_ref().unwrap().usage_nano_cores);
+    assert!(
+        rate > 100_000_000 && rate < 2_100_000_000,
+        "{rate} nano cores"
+    );
+}
+
+#[tokio::test]
+async fn list_filters_and_pod_stats() {
+    let mut d = Skiffd::start().await;
+    let web: &[(&str, &str)] = &[("role", "web")];
+    let db: &[(&str, &str)] = &[("role", "db")];
+    let Some((pod, ids)) = running_pod(
+        &mut d,
+        "two",
+        &[("web", web, "sleep 1000"), ("db", db, "sleep 1000")],
+    )
+    .await
+    else {
+        return;
+    };
+    let list = |f: cri::ContainerStatsFilter| {
+        let mut rt = d.rt.clone();
+        async move {
+            let mut ids: Vec<String> = rt
+                .list_container_stats(cri::ListContainerStatsRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats
+                .into_iter()
+                .map(|s| s.attributes.unwrap().id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(list(Default::default()).await, all);
+    assert_eq!(
+        list(cri::ContainerStatsFilter {
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
+        })
+        .await,
+        all
+    );
+    assert_eq!(
+        list(cri::ContainerStatsFilter {
+            id: ids[1].clone(),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[1].clone()]
+    );
+    let selector: HashMap<String, String> = [("role".to_string(), "web".to_string())].into();
+    assert_eq!(
+        list(cri::ContainerStatsFilter {
+            label_selector: selector,
+            ..Default::default()
+        })
+        .await,
+        vec![ids[0].clone()]
+    );
+    assert!(list(cri::ContainerStatsFilter {
+        pod_sandbox_id: "ffffffffffff".into(),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+
+    let s =
+        d.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(s.attributes.as_ref().unwrap().id, pod);
+    let linux = s.linux.unwrap();
+    assert_eq!(linux.containers.len(), 2);
+    assert!(value(&linux.memory.unwrap().working_set_bytes) > 0);
+    assert!(linux.cpu.is_some());
+    assert!(value(&linux.process.unwrap().process_count) >= 2);
+
+    let pods =
+        d.rt.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                label_selector: [("app".to_string(), "two".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(pods.len(), 1);
+
+    // Metrics: every reported metric has a descriptor with as many label keys.
+    let descs: HashMap<String, usize> =
+        d.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors
+            .into_iter()
+            .map(|d| (d.name, d.label_keys.len()))
+            .collect();
+    let m =
+        d.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].pod_sandbox_id, pod);
+    assert_eq!(m[0].container_metrics.len(), 2);
+    let metrics = m[0]
+        .metrics
+        .iter()
+        .chain(m[0].container_metrics.iter().flat_map(|c| c.metrics.iter()));
+    let mut working_sets = 0;
+    for metric in metrics {
+        assert_eq!(
+            descs.get(&metric.name),
+            Some(&metric.label_values.len()),
+            "{metric:?}"
+        );
+        if metric.name == "container_memory_working_set_bytes" {
+            working_sets += 1;
+            assert!(value(&metric.value) > 0);
+        }
+    }
+    assert_eq!(working_sets, 2);
+}
+
+#[tokio::test]
+async fn pod_network_counters_come_from_its_namespace() {
+    let mut d = Skiffd::start_with(Options {
+        cni_conflist: Some(
+            r#"{"cniVersion":"1.1.0","name":"pods","plugins":[{"type":"skiff-bridge","bridge":"skst0","ipam":{"type":"host-local","subnet":"10.98.7.0/24"}}]}"#
+                .into(),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let Some((pod, _)) = running_pod(&mut d, "net", &[("idle", &[], "sleep 1000")]).await else {
+        return;
+    };
+    let s =
+        d.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let net = s.linux.unwrap().network.expect("network stats");
+    let eth0 = net.default_interface.expect("default interface");
+    assert_eq!(eth0.name, "eth0");
+    assert!(net.interfaces.iter().all(|i| i.name != "lo"));
+}
