@@ -35,13 +35,19 @@ pub enum Outcome {
 }
 
 /// `ExecSync`: the command's exit code and (truncated) output.
-pub async fn run(d: &Arc<Daemon>, r: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse, Status> {
+pub async fn run(
+    d: &Arc<Daemon>,
+    r: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse, Status> {
     check_id("container", &r.container_id)?;
     if r.cmd.is_empty() || r.cmd[0].is_empty() {
         return Err(invalid("cmd: no command given"));
     }
     if r.timeout < 0 {
-        return Err(invalid(format!("timeout {}: must not be negative", r.timeout)));
+        return Err(invalid(format!(
+            "timeout {}: must not be negative",
+            r.timeout
+        )));
     }
     if d.containers.get(&r.container_id).is_none() {
         return Err(not_found("container", &r.container_id));
@@ -59,11 +65,11 @@ pub async fn run(d: &Arc<Daemon>, r: cri::ExecSyncRequest) -> Result<cri::ExecSy
     let job = Job {
         monitor: d.config.monitor_path(),
         root: d.config.runtime_root(),
-        result: d
-            .config
-            .run_dir
-            .join("exec")
-            .join(format!("{}-{}.json", r.container_id, crate::now_ns())),
+        result: d.config.run_dir.join("exec").join(format!(
+            "{}-{}.json",
+            r.container_id,
+            crate::now_ns()
+        )),
         id: r.container_id,
         timeout: r.timeout,
         cmd: r.cmd,
@@ -312,7 +318,17 @@ mod tests {
     #[test]
     fn parses_helper_arguments() {
         let a = parse_args(&s(&[
-            "--root", "/r", "--id", "c1", "--timeout", "5", "--result", "/x.json", "--", "sh", "-c",
+            "--root",
+            "/r",
+            "--id",
+            "c1",
+            "--timeout",
+            "5",
+            "--result",
+            "/x.json",
+            "--",
+            "sh",
+            "-c",
             "echo --id",
         ]))
         .unwrap();
@@ -335,6 +351,8 @@ mod tests {
     }
 
     #[test]
+    // `wait` reaps each child through waitpid.
+    #[allow(clippy::zombie_processes)]
     fn helper_timeout_kills_and_reports() {
         let child = Command::new("sleep").arg("30").spawn().unwrap();
         let t = std::time::Instant::now();
@@ -342,7 +360,10 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(20));
         let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
         assert_eq!(wait(child.id() as i32, 0), Outcome::Exited(7));
-        let child = Command::new("sh").args(["-c", "kill -9 $$"]).spawn().unwrap();
+        let child = Command::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .spawn()
+            .unwrap();
         assert_eq!(wait(child.id() as i32, 0), Outcome::Exited(137));
     }
 }

@@ -51,7 +51,10 @@ impl SpecInput<'_> {
     }
 
     fn resources(&self) -> Option<&cri::LinuxContainerResources> {
-        self.config.linux.as_ref().and_then(|l| l.resources.as_ref())
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
     }
 }
 

@@ -93,7 +93,12 @@ fn defaults(input: &SpecInput) -> Vec<Mount> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_ro]),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_ro],
+        ),
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -132,7 +137,11 @@ fn bind_mount(m: &cri::Mount) -> Result<Mount, Status> {
         return Err(bad("mounts.host_path", &m.host_path, "is empty"));
     }
     if !m.host_path.starts_with('/') {
-        return Err(bad("mounts.host_path", &m.host_path, "must be an absolute path"));
+        return Err(bad(
+            "mounts.host_path",
+            &m.host_path,
+            "must be an absolute path",
+        ));
     }
     let host = std::fs::canonicalize(&m.host_path)
         .map_err(|e| bad("mounts.host_path", &m.host_path, &e.to_string()))?;
@@ -224,13 +233,15 @@ fn volumes(input: &SpecInput, cri_mounts: &[Mount]) -> Result<(), Status> {
     if input.image.volumes.is_empty() {
         return Ok(());
     }
-    let root = RootDir::open(&input.rootfs).map_err(|e| {
-        Status::internal(format!("open rootfs {}: {e}", input.rootfs.display()))
-    })?;
+    let root = RootDir::open(&input.rootfs)
+        .map_err(|e| Status::internal(format!("open rootfs {}: {e}", input.rootfs.display())))?;
     for v in &input.image.volumes {
         check_container_path("image volume", v)?;
         let clean: PathBuf = Path::new(v).components().collect();
-        if cri_mounts.iter().any(|m| Path::new(&m.destination) == clean) {
+        if cri_mounts
+            .iter()
+            .any(|m| Path::new(&m.destination) == clean)
+        {
             continue;
         }
         root.create(&clean.to_string_lossy(), Kind::Dir)

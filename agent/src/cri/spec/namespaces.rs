@@ -49,8 +49,13 @@ fn pid(input: &SpecInput) -> Result<Option<Namespace>, Status> {
         .security()
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    let mode = M::try_from(opts.pid)
-        .map_err(|_| bad("namespace_options.pid", &opts.pid.to_string(), "unknown mode"))?;
+    let mode = M::try_from(opts.pid).map_err(|_| {
+        bad(
+            "namespace_options.pid",
+            &opts.pid.to_string(),
+            "unknown mode",
+        )
+    })?;
     Ok(match mode {
         M::Container => Some(new(NamespaceKind::Pid)),
         M::Node => None,
@@ -59,7 +64,10 @@ fn pid(input: &SpecInput) -> Result<Option<Namespace>, Status> {
             Some(p) => joined(NamespaceKind::Pid, p),
             None => new(NamespaceKind::Pid),
         }),
-        M::Target => Some(joined(NamespaceKind::Pid, &target_pidns(input, &opts.target_id)?)),
+        M::Target => Some(joined(
+            NamespaceKind::Pid,
+            &target_pidns(input, &opts.target_id)?,
+        )),
     })
 }
 

@@ -132,7 +132,11 @@ pub fn user(input: &SpecInput) -> Result<User, Status> {
     let (uid, mut gid, name) = if let Some(u) = sc.run_as_user {
         let uid = id_from("run_as_user", u.value)?;
         let entry = accounts.user_by_uid(uid);
-        (uid, entry.map_or(0, |e| e.gid), entry.map(|e| e.name.clone()))
+        (
+            uid,
+            entry.map_or(0, |e| e.gid),
+            entry.map(|e| e.name.clone()),
+        )
     } else if !sc.run_as_username.is_empty() {
         let e = accounts.user_by_name(&sc.run_as_username).ok_or_else(|| {
             bad(

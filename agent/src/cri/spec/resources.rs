@@ -87,7 +87,11 @@ fn check_page_size(s: &str) -> Result<(), Status> {
         .or_else(|| s.strip_suffix("GB"));
     match num.and_then(|n| n.parse::<u64>().ok()) {
         Some(n) if n > 0 => Ok(()),
-        _ => Err(bad("hugepage_limits.page_size", s, "expected e.g. 2MB or 1GB")),
+        _ => Err(bad(
+            "hugepage_limits.page_size",
+            s,
+            "expected e.g. 2MB or 1GB",
+        )),
     }
 }
 
@@ -172,7 +176,10 @@ fn merge_cri(old: &mut cri::LinuxContainerResources, new: &cri::LinuxContainerRe
     pick(&mut old.cpu_quota, new.cpu_quota);
     pick(&mut old.cpu_shares, new.cpu_shares);
     pick(&mut old.memory_limit_in_bytes, new.memory_limit_in_bytes);
-    pick(&mut old.memory_swap_limit_in_bytes, new.memory_swap_limit_in_bytes);
+    pick(
+        &mut old.memory_swap_limit_in_bytes,
+        new.memory_swap_limit_in_bytes,
+    );
     pick(&mut old.oom_score_adj, new.oom_score_adj);
     if !new.cpuset_cpus.is_empty() {
         old.cpuset_cpus = new.cpuset_cpus.clone();
