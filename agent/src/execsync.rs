@@ -19,8 +19,9 @@ use tonic::Status;
 use crate::cri::error::{check_id, invalid, not_found};
 use crate::cri::{blocking, Daemon};
 
-/// Output kept per stream, as kubelet's own limit: the rest is read and dropped.
-pub const MAX_OUTPUT: usize = 16 << 20;
+/// Output kept in all: the response must fit in one CRI message, which kubelet (and skiffd)
+/// cap at 16 MiB; the rest is read and dropped.
+pub const MAX_OUTPUT: usize = (16 << 20) - (16 << 10);
 
 /// How long output may keep arriving after the process ended (from children it left behind).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -113,7 +114,7 @@ impl Job {
             .map_err(|e| Status::internal(format!("wait for exec helper: {e}")))?;
         let outcome = read_outcome(&self.result);
         let _ = std::fs::remove_file(&self.result);
-        let (stdout, stderr) = (out.finish(), err.finish());
+        let (stdout, stderr) = fit(out.finish(), err.finish());
         match outcome {
             Some(Outcome::Exited(code)) => Ok(cri::ExecSyncResponse {
                 stdout,
@@ -132,6 +133,14 @@ impl Job {
             ))),
         }
     }
+}
+
+/// Both streams within [`MAX_OUTPUT`]: stderr keeps at least half of it when it has that much.
+fn fit(mut stdout: Vec<u8>, mut stderr: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let keep_err = stderr.len().min(MAX_OUTPUT / 2);
+    stdout.truncate(MAX_OUTPUT - keep_err);
+    stderr.truncate(MAX_OUTPUT - stdout.len());
+    (stdout, stderr)
 }
 
 fn read_outcome(path: &Path) -> Option<Outcome> {
@@ -348,6 +357,13 @@ mod tests {
         let buf = Mutex::new(Vec::new());
         read_limited(&data[..], &buf);
         assert_eq!(buf.lock().unwrap().len(), MAX_OUTPUT);
+        let big = || vec![b'x'; MAX_OUTPUT];
+        let (o, e) = fit(big(), big());
+        assert_eq!((o.len(), e.len()), (MAX_OUTPUT / 2, MAX_OUTPUT / 2));
+        let (o, e) = fit(big(), b"err".to_vec());
+        assert_eq!((o.len(), e.len()), (MAX_OUTPUT - 3, 3));
+        let (o, e) = fit(b"out".to_vec(), big());
+        assert_eq!((o.len(), e.len()), (3, MAX_OUTPUT - 3));
     }
 
     #[test]

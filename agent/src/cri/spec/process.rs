@@ -21,11 +21,7 @@ pub fn build(input: &SpecInput) -> Result<Process, Status> {
         args: args(input.config, input.image)?,
         env: env(input),
         cwd: cwd(input.config, input.image)?,
-        rlimits: vec![Rlimit {
-            kind: "RLIMIT_NOFILE".into(),
-            soft: NOFILE,
-            hard: NOFILE,
-        }],
+        rlimits: vec![nofile()],
         no_new_privileges: sc.is_some_and(|s| s.no_new_privs),
         oom_score_adj: input
             .resources()
@@ -35,6 +31,27 @@ pub fn build(input: &SpecInput) -> Result<Process, Status> {
         apparmor_profile: apparmor(sc),
         ..Default::default()
     })
+}
+
+/// RLIMIT_NOFILE at [`NOFILE`], or at the daemon's own hard limit when that is lower: raising a
+/// hard limit takes CAP_SYS_RESOURCE, which a node's root may not have.
+fn nofile() -> Rlimit {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we own.
+    let hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } == 0 {
+        cur.rlim_max
+    } else {
+        NOFILE
+    };
+    let n = NOFILE.min(hard);
+    Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: n,
+        hard: n,
+    }
 }
 
 /// Kubernetes' rules: `command` replaces the Entrypoint and drops the Cmd; `args` replace the Cmd.
