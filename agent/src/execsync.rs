@@ -23,6 +23,9 @@ use crate::cri::{blocking, Daemon};
 /// cap at 16 MiB; the rest is read and dropped.
 pub const MAX_OUTPUT: usize = (16 << 20) - (16 << 10);
 
+/// Tells concurrent execs' result files apart.
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long output may keep arriving after the process ended (from children it left behind).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 

@@ -517,3 +517,104 @@ async fn update_container_resources_changes_the_memory_limit() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
 }
+
+#[tokio::test]
+async fn target_pid_namespace_sees_the_target_container() {
+    let mut d = Skiffd::start().await;
+    let Some(pod) = pod(&mut d, "target").await else {
+        return;
+    };
+    d.pull_busybox().await;
+    let mut a = container_config("app", "sleep 4242");
+    security(&mut a).namespace_options = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        ..Default::default()
+    });
+    let Some(app) = started(&mut d, &pod, a).await else {
+        return;
+    };
+    let mut b = sleeper("debug");
+    security(&mut b).namespace_options = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Target as i32,
+        target_id: app.clone(),
+        ..Default::default()
+    });
+    let debug = started(&mut d, &pod, b).await.expect("debug container");
+    let (out, _, _) = sh(&mut d, &debug, "ps -o pid,args").await;
+    assert!(out.contains("sleep 4242"), "{out}");
+    // The target's own namespace starts at its init.
+    let (out, _, _) = sh(&mut d, &app, "cat /proc/1/cmdline | tr '\\0' ' '").await;
+    assert_eq!(out.trim(), "sleep 4242");
+    let mut c = sleeper("orphan");
+    security(&mut c).namespace_options = Some(cri::NamespaceOption {
+        pid: cri::NamespaceMode::Target as i32,
+        target_id: "no-such-container".into(),
+        ..Default::default()
+    });
+    let e =
+        d.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod.config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("no-such-container"), "{e}");
+}
+
+#[tokio::test]
+async fn localhost_seccomp_profile_is_enforced() {
+    let profile = PathBuf::from(format!(
+        "/var/tmp/skiff-test/seccomp-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut c = sleeper("seccomp");
+    security(&mut c).seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: profile.to_string_lossy().into_owned(),
+    });
+    let setup = setup("seccomp", c).await;
+    let _ = std::fs::remove_file(&profile);
+    let Some((mut d, id)) = setup else {
+        return;
+    };
+    let (_, err, code) = sh(&mut d, &id, "mkdir /tmp/blocked").await;
+    assert_ne!(code, 0, "mkdir was allowed");
+    assert!(err.contains("not permitted"), "{err}");
+    let (_, err, code) = sh(&mut d, &id, "touch /tmp/allowed").await;
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn privileged_containers_see_host_devices_and_writable_sys() {
+    let mut c = sleeper("priv");
+    security(&mut c).privileged = true;
+    let Some((mut d, id)) = setup("priv", c).await else {
+        return;
+    };
+    let (out, _, _) = sh(&mut d, &id, "grep CapBnd /proc/self/status").await;
+    let caps = bounding(&out);
+    assert_ne!(caps & (1 << 21), 0, "no CAP_SYS_ADMIN: {caps:x}");
+    let (_, err, code) = sh(&mut d, &id, "test -c /dev/kmsg || test -c /dev/tty0").await;
+    assert_eq!(code, 0, "host devices missing {err}");
+    let (out, _, _) = sh(&mut d, &id, "grep ' /sys ' /proc/self/mounts").await;
+    assert!(out.contains(" rw,"), "{out}");
+}
+
+#[tokio::test]
+async fn image_defaults_and_pod_hostname_reach_the_process() {
+    let Some((mut d, id)) = setup("envs", sleeper("envs")).await else {
+        return;
+    };
+    let (out, _, _) = sh(&mut d, &id, "echo $HOSTNAME; echo $PATH; pwd; id -u").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "envs");
+    assert!(lines[1].contains("/bin"), "{out}");
+    assert_eq!(&lines[2..], ["/", "0"]);
+}
