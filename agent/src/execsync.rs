@@ -70,9 +70,10 @@ pub async fn run(
         monitor: d.config.monitor_path(),
         root: d.config.runtime_root(),
         result: d.config.run_dir.join("exec").join(format!(
-            "{}-{}.json",
+            "{}-{}-{}.json",
             r.container_id,
-            crate::now_ns()
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         )),
         id: r.container_id,
         timeout: r.timeout,

@@ -59,9 +59,28 @@ fn cap_name(field: &str, name: &str) -> Result<String, Status> {
     Ok(caps::known()[n as usize].to_string())
 }
 
+/// What "all capabilities" means for a container: those the daemon itself holds (as containerd
+/// does), since no process can grant more; a node's root may lack some (here CAP_SYS_RESOURCE).
+pub fn current_capabilities() -> Vec<String> {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    caps::known()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| *n < 64 && eff & (1u64 << n) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// The default set, ALL or nothing as asked, then the named additions, then the named drops.
 pub fn capabilities(input: &SpecInput) -> Result<Capabilities, Status> {
-    let all: Vec<String> = caps::known().into_iter().map(String::from).collect();
+    let all = current_capabilities();
     let sc = input.security().cloned().unwrap_or_default();
     let c = sc.capabilities.unwrap_or_default();
     let is_all = |s: &String| s.eq_ignore_ascii_case("ALL");
