@@ -114,6 +114,9 @@ fn check_container_path(field: &str, p: &str) -> Result<(), Status> {
     if !p.starts_with('/') {
         return Err(bad(field, p, "must be an absolute path"));
     }
+    if p.contains('\0') {
+        return Err(bad(field, p, "must not contain NUL"));
+    }
     if Path::new(p).components().any(|c| c == Component::ParentDir) {
         return Err(bad(field, p, "must not contain .."));
     }
@@ -136,11 +139,11 @@ fn bind_mount(m: &cri::Mount) -> Result<Mount, Status> {
     if m.host_path.is_empty() {
         return Err(bad("mounts.host_path", &m.host_path, "is empty"));
     }
-    if !m.host_path.starts_with('/') {
+    if !m.host_path.starts_with('/') || m.host_path.contains('\0') {
         return Err(bad(
             "mounts.host_path",
             &m.host_path,
-            "must be an absolute path",
+            "must be an absolute path without NUL",
         ));
     }
     let host = std::fs::canonicalize(&m.host_path)

@@ -467,6 +467,18 @@ fn mounts_are_validated() {
         &mount_cfg(vec![bind(&fx.dir.join("missing-dir"), "/data")]),
         "missing-dir",
     );
+    fx.invalid(&mount_cfg(vec![bind(&host, "/da\0ta")]), "NUL");
+    fx.invalid(
+        &mount_cfg(vec![bind(Path::new("/tmp/\0x"), "/data")]),
+        "host_path",
+    );
+    let long = format!("relative{}", "x".repeat(10000));
+    let e = fx.build(&mount_cfg(vec![bind(&host, &long)])).unwrap_err();
+    assert!(
+        e.message().len() < 300,
+        "error not truncated: {}",
+        e.message().len()
+    );
     let mut rro = bind(&host, "/data");
     rro.recursive_read_only = true;
     fx.invalid(&mount_cfg(vec![rro.clone()]), "needs readonly");
