@@ -96,12 +96,12 @@ fn target_pidns(input: &SpecInput, target: &str) -> Result<std::path::PathBuf, S
 
 /// True on a unified (cgroup v2 only) host, where containers get their own cgroup namespace.
 pub fn cgroup2_only() -> bool {
-    nix_statfs_magic("/sys/fs/cgroup") == Some(CGROUP2_SUPER_MAGIC)
+    statfs_magic("/sys/fs/cgroup") == Some(CGROUP2_SUPER_MAGIC)
 }
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-fn nix_statfs_magic(path: &str) -> Option<i64> {
+fn statfs_magic(path: &str) -> Option<i64> {
     let c = std::ffi::CString::new(path).ok()?;
     // SAFETY: statfs only writes into the zeroed struct we own; the path is NUL-terminated.
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
