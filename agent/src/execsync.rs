@@ -1,8 +1,389 @@
 //! `ExecSync`'s process: `skiff-monitor exec` runs a command in a container through the runtime
 //! library with its output on pipes, so skiffd's threads never fork.
+//!
+//! skiffd starts `skiff-monitor exec --root R --id ID --timeout S --result FILE -- CMD...` with its
+//! stdout and stderr on pipes that the exec'd process inherits. The helper waits for the process
+//! (killing it at the timeout) and writes the outcome to FILE; skiffd reads at most
+//! [`MAX_OUTPUT`] bytes of each stream.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cri_api::v1 as cri;
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use crate::cri::error::{check_id, invalid, not_found};
+use crate::cri::{blocking, Daemon};
+
+/// Output kept in all: the response must fit in one CRI message, which kubelet (and skiffd)
+/// cap at 16 MiB; the rest is read and dropped.
+pub const MAX_OUTPUT: usize = (16 << 20) - (16 << 10);
+
+/// Tells concurrent execs' result files apart.
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long output may keep arriving after the process ended (from children it left behind).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// What the helper reports in its result file.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Exited(i32),
+    TimedOut,
+    Failed(String),
+}
+
+/// `ExecSync`: the command's exit code and (truncated) output.
+pub async fn run(
+    d: &Arc<Daemon>,
+    r: cri::ExecSyncRequest,
+) -> Result<cri::ExecSyncResponse, Status> {
+    check_id("container", &r.container_id)?;
+    if r.cmd.is_empty() || r.cmd[0].is_empty() {
+        return Err(invalid("cmd: no command given"));
+    }
+    if r.timeout < 0 {
+        return Err(invalid(format!(
+            "timeout {}: must not be negative",
+            r.timeout
+        )));
+    }
+    if d.containers.get(&r.container_id).is_none() {
+        return Err(not_found("container", &r.container_id));
+    }
+    let running = d
+        .runtime
+        .state(&r.container_id)
+        .is_ok_and(|s| s.status == skiff_runtime::state::Status::Running);
+    if !running {
+        return Err(Status::failed_precondition(format!(
+            "container {:?} is not running",
+            r.container_id
+        )));
+    }
+    let job = Job {
+        monitor: d.config.monitor_path(),
+        root: d.config.runtime_root(),
+        result: d.config.run_dir.join("exec").join(format!(
+            "{}-{}-{}.json",
+            r.container_id,
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )),
+        id: r.container_id,
+        timeout: r.timeout,
+        cmd: r.cmd,
+    };
+    blocking(move || job.run()).await
+}
+
+struct Job {
+    monitor: PathBuf,
+    root: PathBuf,
+    result: PathBuf,
+    id: String,
+    timeout: i64,
+    cmd: Vec<String>,
+}
+
+impl Job {
+    fn run(self) -> Result<cri::ExecSyncResponse, Status> {
+        if let Some(dir) = self.result.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut child = Command::new(&self.monitor)
+            .arg("exec")
+            .arg("--root")
+            .arg(&self.root)
+            .args(["--id", &self.id, "--timeout", &self.timeout.to_string()])
+            .arg("--result")
+            .arg(&self.result)
+            .arg("--")
+            .args(&self.cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Status::internal(format!("start {}: {e}", self.monitor.display())))?;
+        let out = Capture::start(child.stdout.take());
+        let err = Capture::start(child.stderr.take());
+        let status = child
+            .wait()
+            .map_err(|e| Status::internal(format!("wait for exec helper: {e}")))?;
+        let outcome = read_outcome(&self.result);
+        let _ = std::fs::remove_file(&self.result);
+        let (stdout, stderr) = fit(out.finish(), err.finish());
+        match outcome {
+            Some(Outcome::Exited(code)) => Ok(cri::ExecSyncResponse {
+                stdout,
+                stderr,
+                exit_code: code,
+            }),
+            Some(Outcome::TimedOut) => Err(Status::deadline_exceeded(format!(
+                "command {:?} timed out after {}s",
+                crate::cri::error::truncate(&self.cmd.join(" ")),
+                self.timeout
+            ))),
+            Some(Outcome::Failed(e)) => Err(Status::internal(format!("exec in {}: {e}", self.id))),
+            None => Err(Status::internal(format!(
+                "exec helper ended ({status}) without a result: {}",
+                String::from_utf8_lossy(&stderr)
+            ))),
+        }
+    }
+}
+
+/// Both streams within [`MAX_OUTPUT`]: stderr keeps at least half of it when it has that much.
+fn fit(mut stdout: Vec<u8>, mut stderr: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let keep_err = stderr.len().min(MAX_OUTPUT / 2);
+    stdout.truncate(MAX_OUTPUT - keep_err);
+    stderr.truncate(MAX_OUTPUT - stdout.len());
+    (stdout, stderr)
+}
+
+fn read_outcome(path: &Path) -> Option<Outcome> {
+    let data = std::fs::read(path).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// One output pipe, read on its own thread up to [`MAX_OUTPUT`] bytes.
+struct Capture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Capture {
+    fn start(pipe: Option<impl Read + Send + 'static>) -> Capture {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = std::sync::mpsc::channel();
+        if let Some(pipe) = pipe {
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                read_limited(pipe, &b);
+                let _ = tx.send(());
+            });
+        }
+        Capture { buf, done }
+    }
+
+    /// What was read; a pipe still held open by a left-behind child is given up on after a grace.
+    fn finish(self) -> Vec<u8> {
+        let _ = self.done.recv_timeout(DRAIN_GRACE);
+        let mut b = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *b)
+    }
+}
+
+fn read_limited(mut pipe: impl Read, buf: &Mutex<Vec<u8>>) {
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+                let room = MAX_OUTPUT.saturating_sub(b.len());
+                b.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The helper's arguments.
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    root: PathBuf,
+    id: String,
+    timeout: u64,
+    result: PathBuf,
+    cmd: Vec<String>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let (mut root, mut id, mut timeout, mut result) = (None, None, 0u64, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--root" => root = Some(PathBuf::from(value()?)),
+            "--id" => id = Some(value()?),
+            "--timeout" => {
+                let v = value()?;
+                timeout = v.parse().map_err(|_| format!("--timeout {v:?}"))?
+            }
+            "--result" => result = Some(PathBuf::from(value()?)),
+            "--" => break,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let cmd: Vec<String> = it.cloned().collect();
+    if cmd.is_empty() {
+        return Err("no command after --".into());
+    }
+    Ok(Args {
+        root: root.ok_or("--root is required")?,
+        id: id.ok_or("--id is required")?,
+        timeout,
+        result: result.ok_or("--result is required")?,
+        cmd,
+    })
+}
 
 /// `skiff-monitor exec ...`
-pub fn main(_args: &[String]) -> i32 {
-    eprintln!("skiff-monitor exec: not built yet");
-    2
+pub fn main(args: &[String]) -> i32 {
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("skiff-monitor exec: {e}");
+            return 2;
+        }
+    };
+    let outcome = exec(&args).unwrap_or_else(Outcome::Failed);
+    let data = serde_json::to_vec(&outcome).unwrap_or_default();
+    if let Err(e) = skiff_runtime::state::write_atomic(&args.result, &data, 0o600) {
+        eprintln!("skiff-monitor exec: write {}: {e}", args.result.display());
+        return 1;
+    }
+    0
+}
+
+/// Starts the command with the container's own process settings (user, environment, working
+/// directory, capabilities, LSM labels, no_new_privs) and waits for it.
+fn exec(args: &Args) -> Result<Outcome, String> {
+    use skiff_runtime::container::{ExecOptions, Runtime};
+    let rt = Runtime::new(&args.root);
+    let mut process = rt.exec_base(&args.id).map_err(|e| e.to_string())?;
+    process.args = args.cmd.clone();
+    process.terminal = false;
+    process.console_size = None;
+    process.command_line = None;
+    let pid_file = args.result.with_extension("pid");
+    let opts = ExecOptions {
+        process,
+        console_socket: None,
+        pid_file: Some(pid_file.clone()),
+        detach: true,
+        preserve_fds: 0,
+    };
+    rt.exec(&args.id, &opts).map_err(|e| e.to_string())?;
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or("the exec'd process's pid was not recorded")?;
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(wait(pid, args.timeout))
+}
+
+/// Waits for our child `pid`; at the timeout (0: none) kills it.
+fn wait(pid: i32, timeout: u64) -> Outcome {
+    let deadline = (timeout > 0).then(|| std::time::Instant::now() + Duration::from_secs(timeout));
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with WNOHANG; status is a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Outcome::Exited(exit_code(status));
+        }
+        if r < 0 {
+            return Outcome::Failed(format!(
+                "wait for {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            // SAFETY: kill and reap our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Outcome::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A shell-style exit code: the status, or 128 + the signal that ended it.
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_helper_arguments() {
+        let a = parse_args(&s(&[
+            "--root",
+            "/r",
+            "--id",
+            "c1",
+            "--timeout",
+            "5",
+            "--result",
+            "/x.json",
+            "--",
+            "sh",
+            "-c",
+            "echo --id",
+        ]))
+        .unwrap();
+        assert_eq!(a.root, PathBuf::from("/r"));
+        assert_eq!(a.id, "c1");
+        assert_eq!(a.timeout, 5);
+        assert_eq!(a.cmd, s(&["sh", "-c", "echo --id"]));
+        assert!(parse_args(&s(&["--root", "/r", "--id", "c", "--result", "/x"])).is_err());
+        assert!(parse_args(&s(&["--id"])).is_err());
+        assert!(parse_args(&s(&["--timeout", "-1"])).is_err());
+        assert!(parse_args(&s(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn output_is_truncated_at_the_limit() {
+        let data = vec![b'x'; MAX_OUTPUT + 12345];
+        let buf = Mutex::new(Vec::new());
+        read_limited(&data[..], &buf);
+        assert_eq!(buf.lock().unwrap().len(), MAX_OUTPUT);
+        let big = || vec![b'x'; MAX_OUTPUT];
+        let (o, e) = fit(big(), big());
+        assert_eq!((o.len(), e.len()), (MAX_OUTPUT / 2, MAX_OUTPUT / 2));
+        let (o, e) = fit(big(), b"err".to_vec());
+        assert_eq!((o.len(), e.len()), (MAX_OUTPUT - 3, 3));
+        let (o, e) = fit(b"out".to_vec(), big());
+        assert_eq!((o.len(), e.len()), (3, MAX_OUTPUT - 3));
+    }
+
+    #[test]
+    // `wait` reaps each child through waitpid.
+    #[allow(clippy::zombie_processes)]
+    fn helper_timeout_kills_and_reports() {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(wait(child.id() as i32, 1), Outcome::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(20));
+        let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        assert_eq!(wait(child.id() as i32, 0), Outcome::Exited(7));
+        let child = Command::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .spawn()
+            .unwrap();
+        assert_eq!(wait(child.id() as i32, 0), Outcome::Exited(137));
+    }
 }

@@ -81,10 +81,10 @@ pub async fn status(
 }
 
 pub async fn update_resources(
-    _d: &Arc<Daemon>,
-    _r: cri::UpdateContainerResourcesRequest,
+    d: &Arc<Daemon>,
+    r: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    Err(Status::unimplemented("UpdateContainerResources"))
+    super::spec::resources::update(d, r).await
 }
 
 pub async fn reopen_log(
@@ -95,10 +95,10 @@ pub async fn reopen_log(
 }
 
 pub async fn exec_sync(
-    _d: &Arc<Daemon>,
-    _r: cri::ExecSyncRequest,
+    d: &Arc<Daemon>,
+    r: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, Status> {
-    Err(Status::unimplemented("ExecSync"))
+    crate::execsync::run(d, r).await
 }
 
 /// Stops every container of a sandbox (for `StopPodSandbox`); stopping stopped ones is not an error.
