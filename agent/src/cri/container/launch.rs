@@ -1,0 +1,283 @@
+//! CreateContainer: checks the request, lays out the bundle (overlay root over the image's layers and
+//! config.json), and has a monitor create the container.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cri_api::v1 as cri;
+use tonic::Status;
+
+use super::super::error::{check_id, internal, invalid, not_found, truncate};
+use super::super::sandbox::SandboxRecord;
+use super::super::{blocking, events, image, spec, Daemon};
+use super::{container_dir, exit_file, reopen_file, watch, ContainerRecord};
+use crate::monitor::Report;
+
+/// How long the monitor may take to create the container.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn create(
+    d: &Arc<Daemon>,
+    r: cri::CreateContainerRequest,
+) -> Result<cri::CreateContainerResponse, Status> {
+    check_id("sandbox", &r.pod_sandbox_id)?;
+    let config = r
+        .config
+        .ok_or_else(|| invalid("config is required"))?;
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err(invalid("config.metadata.name is required"));
+    }
+    let sb = d
+        .sandboxes
+        .get(&r.pod_sandbox_id)
+        .ok_or_else(|| not_found("sandbox", &r.pod_sandbox_id))?;
+    if !sb.ready {
+        return Err(Status::failed_precondition(format!(
+            "sandbox {} is not ready",
+            sb.id
+        )));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(invalid("config.image.image is required"));
+    }
+    let log_path = log_path(&sb, &config.log_path)?;
+    let img = image::resolve(d, &image_name)?;
+    // One create per sandbox at a time, so the name check and the new record cannot interleave.
+    let _guard = d.sandboxes.lock(&format!("{}/containers", sb.id)).await;
+    check_unique(d, &sb.id, &config)?;
+    let id = new_id()?;
+    let dir = container_dir(d, &id);
+    let rec = ContainerRecord {
+        id: id.clone(),
+        sandbox_id: sb.id.clone(),
+        config,
+        image_name,
+        image_id: img.id.clone(),
+        created_at: crate::now_ns(),
+        started_at: 0,
+        bundle: dir.clone(),
+        log_path,
+        monitor_pid: 0,
+        pid: 0,
+        monitor_start: 0,
+        exit_seen: false,
+        image_stop_signal: img.run.stop_signal.clone(),
+    };
+    let dd = d.clone();
+    let rec = {
+        let rec = rec.clone();
+        blocking(move || {
+            let out = build_and_launch(&dd, &sb, &img, rec);
+            if out.is_err() {
+                undo(&dd, &id, &dir);
+            }
+            out
+        })
+        .await?
+    };
+    if let Err(e) = d.containers.put(&rec) {
+        let (dd, id, dir) = (d.clone(), rec.id.clone(), rec.bundle.clone());
+        let _ = blocking(move || {
+            undo(&dd, &id, &dir);
+            Ok(())
+        })
+        .await;
+        return Err(e.into());
+    }
+    watch::arm(d, &rec);
+    events::emit(
+        d,
+        &rec.id,
+        &rec.sandbox_id,
+        cri::ContainerEventType::ContainerCreatedEvent,
+    );
+    Ok(cri::CreateContainerResponse {
+        container_id: rec.id,
+    })
+}
+
+/// The log file: `log_path` is relative to the sandbox's log directory and may not leave it.
+fn log_path(sb: &SandboxRecord, rel: &str) -> Result<Option<PathBuf>, Status> {
+    if rel.is_empty() {
+        return Ok(None);
+    }
+    let p = Path::new(rel);
+    let bad = p
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if bad || rel.contains('\0') || rel.len() > 4096 {
+        return Err(invalid(format!(
+            "config.log_path {:?} must be a relative path inside the sandbox's log directory",
+            truncate(rel)
+        )));
+    }
+    if sb.config.log_directory.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Path::new(&sb.config.log_directory).join(p)))
+}
+
+fn check_unique(d: &Daemon, sandbox_id: &str, config: &cri::ContainerConfig) -> Result<(), Status> {
+    let key = |c: &cri::ContainerConfig| c.metadata.as_ref().map(|m| (m.name.clone(), m.attempt));
+    let want = key(config);
+    let taken = d
+        .containers
+        .list()
+        .into_iter()
+        .find(|c| c.sandbox_id == sandbox_id && key(&c.config) == want);
+    match taken {
+        Some(c) => Err(Status::already_exists(format!(
+            "container name {:?} attempt {} is taken in sandbox {sandbox_id} by {}",
+            want.as_ref().map(|w| w.0.as_str()).unwrap_or(""),
+            want.as_ref().map(|w| w.1).unwrap_or(0),
+            c.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// 64 random hex digits.
+fn new_id() -> Result<String, Status> {
+    let mut buf = [0u8; 32];
+    let f = std::fs::File::open("/dev/urandom").map_err(internal)?;
+    std::io::Read::read_exact(&mut &f, &mut buf).map_err(internal)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn build_and_launch(
+    d: &Daemon,
+    sb: &SandboxRecord,
+    img: &image::ResolvedImage,
+    mut rec: ContainerRecord,
+) -> Result<ContainerRecord, Status> {
+    let dir = &rec.bundle;
+    let lowers = skiff_runtime::image::rootfs::layer_dirs(&d.images, &img.record).map_err(internal)?;
+    for sub in ["", "upper", "work", "rootfs"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;
+    }
+    skiff_runtime::image::bundle::mount_overlay(dir, &lowers).map_err(internal)?;
+    let spec = spec::build(&spec::SpecInput {
+        daemon: d,
+        id: &rec.id,
+        config: &rec.config,
+        sandbox: sb,
+        image: &img.run,
+        rootfs: dir.join("rootfs"),
+    })?;
+    let data = serde_json::to_vec_pretty(&spec).map_err(internal)?;
+    skiff_runtime::state::write_atomic(&dir.join("config.json"), &data, 0o600)
+        .map_err(internal)?;
+    let report = spawn_monitor(d, &rec)?;
+    if let Some(e) = report.error {
+        return Err(Status::unknown(format!("create container {}: {e}", rec.id)));
+    }
+    rec.pid = report.pid.unwrap_or(0);
+    rec.monitor_pid = report.monitor_pid.unwrap_or(0);
+    rec.monitor_start = skiff_runtime::state::process_start_time(rec.monitor_pid).unwrap_or(0);
+    Ok(rec)
+}
+
+/// Starts `skiff-monitor container` and waits for its report: the container exists, or why not.
+fn spawn_monitor(d: &Daemon, rec: &ContainerRecord) -> Result<Report, Status> {
+    let (r, w) = pipe()?;
+    let diag = std::fs::File::create(rec.bundle.join("monitor.log")).map_err(internal)?;
+    let mut cmd = Command::new(d.config.monitor_path());
+    cmd.arg("container")
+        .args(["--id", &rec.id, "--status-fd", "3"])
+        .arg("--bundle")
+        .arg(&rec.bundle)
+        .arg("--root")
+        .arg(d.config.runtime_root())
+        .arg("--exit-file")
+        .arg(exit_file(&rec.bundle))
+        .arg("--reopen-file")
+        .arg(reopen_file(&rec.bundle));
+    if let Some(l) = &rec.log_path {
+        cmd.arg("--log").arg(l);
+    }
+    if rec.config.tty {
+        cmd.arg("--tty");
+    }
+    if rec.config.stdin {
+        cmd.arg("--stdin");
+    }
+    if d.cgroup_driver == crate::config::CgroupDriver::Systemd {
+        cmd.arg("--systemd-cgroup");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(diag);
+    let wfd = w.as_raw_fd();
+    // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec: it puts the status
+    // pipe on descriptor 3, without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| internal(format!("start {}: {e}", d.config.monitor_path().display())))?;
+    drop(w);
+    // The monitor detaches at once; its first process only forks.
+    let _ = child.wait();
+    read_report(r)
+}
+
+fn read_report(r: OwnedFd) -> Result<Report, Status> {
+    let mut pfd = libc::pollfd {
+        fd: r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, CREATE_TIMEOUT.as_millis() as i32) };
+    if n <= 0 {
+        return Err(Status::deadline_exceeded(
+            "the container monitor did not report within the create timeout",
+        ));
+    }
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(r))
+        .read_line(&mut line)
+        .map_err(internal)?;
+    if line.trim().is_empty() {
+        return Err(internal("the container monitor exited without a report"));
+    }
+    serde_json::from_str(&line).map_err(|e| internal(format!("monitor report {line:?}: {e}")))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(internal(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Removes whatever a failed create left: the runtime's container, the mount, the directory.
+pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
+    if let Err(e) = d.runtime.delete(id, true) {
+        tracing::warn!(container = id, "undo create: {e}");
+    }
+    skiff_runtime::image::bundle::remove_bundle(dir);
+}

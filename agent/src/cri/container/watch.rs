@@ -1,0 +1,152 @@
+//! Exit watching: one task per live monitor waits on the monitor's pidfd and publishes
+//! ContainerStopped when it is gone; at start-up, the same for monitors that outlived a previous
+//! skiffd, and cleanup of what no record owns.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use cri_api::v1 as cri;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::super::{events, Daemon};
+use super::ContainerRecord;
+use crate::monitor::ExitRecord;
+
+/// Serialises "publish ContainerStopped once" between the watcher and StopContainer.
+static EXIT_MARK: Mutex<()> = Mutex::new(());
+
+/// Whether the record's monitor is still the process it was.
+pub fn monitor_alive(c: &ContainerRecord) -> bool {
+    c.monitor_pid > 0
+        && skiff_runtime::state::process_start_time(c.monitor_pid)
+            .is_some_and(|t| c.monitor_start == 0 || t == c.monitor_start)
+        && !is_zombie(c.monitor_pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3).map(str::to_owned)))
+        .is_some_and(|st| st == "Z" || st == "X")
+}
+
+/// Watches the container's monitor and publishes the exit when it ends.
+pub fn arm(d: &Arc<Daemon>, c: &ContainerRecord) {
+    let d = d.clone();
+    let c = c.clone();
+    tokio::spawn(async move {
+        wait_monitor(&c).await;
+        mark_exited(&d, &c.id);
+    });
+}
+
+async fn wait_monitor(c: &ContainerRecord) {
+    let Some(fd) = pidfd_open(c.monitor_pid) else {
+        return;
+    };
+    // The pidfd names the process now; if that is not our monitor, ours is already gone.
+    if !monitor_alive(c) {
+        return;
+    }
+    // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it drops.
+    match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            let e = e.to_string();
+            tracing::warn!(container = c.id, "watch monitor: {e}; polling");
+            while monitor_alive(c) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    if pid <= 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Records that the container's exit is known and publishes ContainerStopped, once.
+pub fn mark_exited(d: &Daemon, id: &str) {
+    let first = {
+        let _g = EXIT_MARK.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = d.containers.get(id) else {
+            return;
+        };
+        if c.exit_seen || ExitRecord::read(&c.exit_file()).is_none() && monitor_alive(&c) {
+            false
+        } else {
+            match d.containers.update(id, |c| c.exit_seen = true) {
+                Ok(Some(_)) => true,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(container = id, "record exit: {e}");
+                    false
+                }
+            }
+        }
+    };
+    if first {
+        if let Some(c) = d.containers.get(id) {
+            events::emit(
+                d,
+                id,
+                &c.sandbox_id,
+                cri::ContainerEventType::ContainerStoppedEvent,
+            );
+        }
+    }
+}
+
+/// Re-arms watchers of live monitors, notes exits that happened while skiffd was down, and removes
+/// runtime containers and directories that belong to no record.
+pub async fn recover(d: &Arc<Daemon>) {
+    for c in d.containers.list() {
+        if monitor_alive(&c) {
+            arm(d, &c);
+        } else {
+            mark_exited(d, &c.id);
+        }
+    }
+    let dd = d.clone();
+    let _ = tokio::task::spawn_blocking(move || collect_garbage(&dd)).await;
+}
+
+fn collect_garbage(d: &Daemon) {
+    // Sandbox-level objects (infra processes) share the runtime root only if they are containers
+    // with records of their own kind; only ids that look like ours are touched.
+    let ours = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(list) = d.runtime.list() {
+        for st in list {
+            if ours(&st.id) && d.containers.get(&st.id).is_none() && d.sandboxes.get(&st.id).is_none()
+            {
+                tracing::info!(container = st.id, "removing a container without a record");
+                if let Err(e) = d.runtime.delete(&st.id, true) {
+                    tracing::warn!(container = st.id, "{e}");
+                }
+            }
+        }
+    }
+    let dir = d.config.state_dir.join("containers");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && ours(&name) && d.containers.get(&name).is_none() {
+            tracing::info!(container = name, "removing a directory without a record");
+            skiff_runtime::image::bundle::remove_bundle(&e.path());
+        }
+    }
+}
