@@ -107,7 +107,10 @@ fn parse_cri_line(line: &str) -> (String, String, String) {
     let mut parts = line.splitn(4, ' ');
     let ts = parts.next().unwrap();
     assert!(
-        ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        ts.len() == 30
+            && ts.ends_with('Z')
+            && ts.as_bytes()[10] == b'T'
+            && ts.as_bytes()[19] == b'.',
         "timestamp {ts:?} in {line:?}"
     );
     let stream = parts.next().unwrap().to_string();
@@ -200,7 +203,10 @@ fn monitor_reopens_the_log_on_sigusr1_and_records_signals() {
     let rt = skiff_runtime::container::Runtime::new(s.root());
     rt.start(&s.id).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("one") {
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("one")
+    {
         assert!(Instant::now() < deadline, "no first line");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -210,7 +216,10 @@ fn monitor_reopens_the_log_on_sigusr1_and_records_signals() {
     assert_eq!(wait_for(&gen, Duration::from_secs(10)), "1");
     std::fs::write(b.rootfs().join("tmp/go"), "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("two") {
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("two")
+    {
         assert!(Instant::now() < deadline, "no second line in the new log");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -311,7 +320,11 @@ mod cri_tests {
         .unwrap()
     }
 
-    async fn wait_state(d: &mut Skiffd, id: &str, state: cri::ContainerState) -> cri::ContainerStatus {
+    async fn wait_state(
+        d: &mut Skiffd,
+        id: &str,
+        state: cri::ContainerState,
+    ) -> cri::ContainerStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = status(d, id).await;
@@ -367,7 +380,10 @@ mod cri_tests {
 
     /// Nothing of any container is left: records, bundles, runtime states.
     fn assert_no_container_state(d: &Skiffd) {
-        assert_eq!(dir_entries(d.dir.join("state/containers")), Vec::<String>::new());
+        assert_eq!(
+            dir_entries(d.dir.join("state/containers")),
+            Vec::<String>::new()
+        );
         let rt = skiff_runtime::container::Runtime::new(d.dir.join("run/runtime"));
         let left: Vec<_> = rt.list().unwrap().into_iter().map(|c| c.id).collect();
         assert!(left.is_empty(), "runtime containers left: {left:?}");
@@ -378,12 +394,11 @@ mod cri_tests {
         let Some((mut d, sb)) = setup("seq").await else {
             return;
         };
-        let mut events = d
-            .rt
-            .get_container_events(cri::GetEventsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let mut events =
+            d.rt.get_container_events(cri::GetEventsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
         let mut cfg = container_config(
             "web",
             "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
@@ -405,9 +420,8 @@ mod cri_tests {
         assert_eq!(s.annotations.get("note").map(String::as_str), Some("n1"));
         let log = log_file(&d, "seq", "web");
         assert_eq!(PathBuf::from(&s.log_path), log);
-        let verbose = d
-            .rt
-            .container_status(cri::ContainerStatusRequest {
+        let verbose =
+            d.rt.container_status(cri::ContainerStatusRequest {
                 container_id: id.clone(),
                 verbose: true,
             })
@@ -419,7 +433,10 @@ mod cri_tests {
         assert!(info["runtimeSpec"]["process"].is_object(), "{info}");
         // The stop signal (SIGTERM) is handled: the container exits by itself, with status 0.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("ready") {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+        {
             assert!(Instant::now() < deadline, "no output in {}", log.display());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -428,7 +445,9 @@ mod cri_tests {
         assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
         assert!(s.finished_at >= s.started_at);
-        assert!(std::fs::read_to_string(&log).unwrap().contains(" stdout F bye\n"));
+        assert!(std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(" stdout F bye\n"));
         remove(&mut d, &id).await.unwrap();
         assert!(list(&mut d, None).await.is_empty());
         d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -502,9 +521,14 @@ mod cri_tests {
         let Some((mut d, sb)) = setup("crash").await else {
             return;
         };
-        let first = create(&mut d, &sb, "crash", container_config("c", "echo boom; exit 1"))
-            .await
-            .unwrap();
+        let first = create(
+            &mut d,
+            &sb,
+            "crash",
+            container_config("c", "echo boom; exit 1"),
+        )
+        .await
+        .unwrap();
         start(&mut d, &first).await;
         let s = wait_state(&mut d, &first, cri::ContainerState::ContainerExited).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
@@ -523,9 +547,8 @@ mod cri_tests {
         assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
         assert_eq!(s.metadata.unwrap().attempt, 1);
         // A started container cannot be started again.
-        let e = d
-            .rt
-            .start_container(cri::StartContainerRequest {
+        let e =
+            d.rt.start_container(cri::StartContainerRequest {
                 container_id: second.clone(),
             })
             .await
@@ -542,11 +565,12 @@ mod cri_tests {
             return;
         };
         let mut cfg = container_config("hog", "tail /dev/zero");
-        cfg.linux.get_or_insert_with(Default::default).resources = Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            memory_swap_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        });
+        cfg.linux.get_or_insert_with(Default::default).resources =
+            Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                memory_swap_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            });
         let id = create(&mut d, &sb, "oom", cfg).await.unwrap();
         start(&mut d, &id).await;
         let s = wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
@@ -571,11 +595,16 @@ mod cri_tests {
         stop(&mut d, &id, 5).await.unwrap();
         wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
         stop(&mut d, &id, 5).await.unwrap();
-        let id2 = create(&mut d, &sb, "idem", container_config("t", "sleep 1000"))
-            .await
-            .unwrap();
+        let id2 = create(
+            &mut d,
+            &sb,
+            "idem",
+            container_config("t", "trap '' TERM; sleep 1000"),
+        )
+        .await
+        .unwrap();
         start(&mut d, &id2).await;
-        // sh as PID 1 ignores SIGTERM: the timeout leads to SIGKILL.
+        // SIGTERM is ignored: the timeout leads to SIGKILL.
         stop(&mut d, &id2, 1).await.unwrap();
         let s = status(&mut d, &id2).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
@@ -591,7 +620,10 @@ mod cri_tests {
         }
         assert_no_container_state(&d);
         let unknown = "0".repeat(64);
-        assert_eq!(stop(&mut d, &unknown, 1).await.unwrap_err().code(), Code::NotFound);
+        assert_eq!(
+            stop(&mut d, &unknown, 1).await.unwrap_err().code(),
+            Code::NotFound
+        );
         remove(&mut d, &unknown).await.unwrap();
         for bad in ["", "../../etc", "a/b"] {
             assert_eq!(
@@ -604,18 +636,16 @@ mod cri_tests {
                 Code::InvalidArgument
             );
         }
-        let e = d
-            .rt
-            .container_status(cri::ContainerStatusRequest {
+        let e =
+            d.rt.container_status(cri::ContainerStatusRequest {
                 container_id: unknown.clone(),
                 verbose: false,
             })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
-        let e = d
-            .rt
-            .start_container(cri::StartContainerRequest {
+        let e =
+            d.rt.start_container(cri::StartContainerRequest {
                 container_id: unknown,
             })
             .await
@@ -706,9 +736,8 @@ mod cri_tests {
         let id = create(&mut d, &sb, "rot", container_config("r", script))
             .await
             .unwrap();
-        let e = d
-            .rt
-            .reopen_container_log(cri::ReopenContainerLogRequest {
+        let e =
+            d.rt.reopen_container_log(cri::ReopenContainerLogRequest {
                 container_id: id.clone(),
             })
             .await
@@ -717,7 +746,10 @@ mod cri_tests {
         start(&mut d, &id).await;
         let log = log_file(&d, "rot", "r");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("line1") {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("line1")
+        {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -728,9 +760,15 @@ mod cri_tests {
         })
         .await
         .unwrap();
-        assert!(log.exists(), "the new log file exists when the call returns");
+        assert!(
+            log.exists(),
+            "the new log file exists when the call returns"
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("line") {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("line")
+        {
             assert!(Instant::now() < deadline, "nothing written to the new log");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -742,9 +780,14 @@ mod cri_tests {
         let Some((mut d, sb)) = setup("crash9").await else {
             return;
         };
-        let quick = create(&mut d, &sb, "crash9", container_config("q", "sleep 2; exit 7"))
-            .await
-            .unwrap();
+        let quick = create(
+            &mut d,
+            &sb,
+            "crash9",
+            container_config("q", "sleep 2; exit 7"),
+        )
+        .await
+        .unwrap();
         let long = create(&mut d, &sb, "crash9", container_config("l", "sleep 1000"))
             .await
             .unwrap();
@@ -756,14 +799,17 @@ mod cri_tests {
         let s = wait_state(&mut d, &quick, cri::ContainerState::ContainerExited).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
         let s = status(&mut d, &long).await;
-        assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32, "{s:?}");
+        assert_eq!(
+            s.state,
+            cri::ContainerState::ContainerRunning as i32,
+            "{s:?}"
+        );
         // The watcher of the surviving monitor is armed again.
-        let mut events = d
-            .rt
-            .get_container_events(cri::GetEventsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let mut events =
+            d.rt.get_container_events(cri::GetEventsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
         stop(&mut d, &long, 0).await.unwrap();
         let ev = loop {
             let ev = next_event(&mut events).await;
@@ -793,7 +839,9 @@ mod cri_tests {
             c
         };
         for p in ["../x.log", "a/../../x.log", "/etc/x.log"] {
-            let e = create(&mut d, &sb, "hostile", with_log(p)).await.unwrap_err();
+            let e = create(&mut d, &sb, "hostile", with_log(p))
+                .await
+                .unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{p}: {e:?}");
             assert!(e.message().contains("log_path"), "{e:?}");
         }
@@ -801,21 +849,27 @@ mod cri_tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        let e = create(&mut d, &"f".repeat(64), "hostile", container_config("h", "true"))
-            .await
-            .unwrap_err();
+        let e = create(
+            &mut d,
+            &"f".repeat(64),
+            "hostile",
+            container_config("h", "true"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
         let mut unknown_image = container_config("h", "true");
         unknown_image.image.as_mut().unwrap().image = "registry.skiff.test/none:latest".into();
-        let e = create(&mut d, &sb, "hostile", unknown_image).await.unwrap_err();
+        let e = create(&mut d, &sb, "hostile", unknown_image)
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         let mut nameless = container_config("", "true");
         nameless.metadata = None;
         let e = create(&mut d, &sb, "hostile", nameless).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        let e = d
-            .rt
-            .create_container(cri::CreateContainerRequest {
+        let e =
+            d.rt.create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: sb.clone(),
                 config: None,
                 sandbox_config: None,

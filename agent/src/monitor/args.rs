@@ -41,11 +41,10 @@ impl ContainerArgs {
                 "--reopen-file" => a.reopen_file = Some(value()?.into()),
                 "--status-fd" => {
                     let v = value()?;
-                    let fd = v
-                        .parse::<i32>()
-                        .ok()
-                        .filter(|fd| *fd > 2)
-                        .ok_or_else(|| format!("--status-fd {v:?} is not a descriptor above 2"))?;
+                    let fd =
+                        v.parse::<i32>().ok().filter(|fd| *fd > 2).ok_or_else(|| {
+                            format!("--status-fd {v:?} is not a descriptor above 2")
+                        })?;
                     a.status_fd = Some(fd);
                 }
                 "--tty" => a.tty = true,
@@ -80,8 +79,17 @@ mod tests {
     #[test]
     fn parses_and_names_problems() {
         let a = ContainerArgs::parse(&s(&[
-            "--id", "c", "--bundle", "/b", "--root", "/r", "--exit-file", "/e", "--tty",
-            "--status-fd", "3",
+            "--id",
+            "c",
+            "--bundle",
+            "/b",
+            "--root",
+            "/r",
+            "--exit-file",
+            "/e",
+            "--tty",
+            "--status-fd",
+            "3",
         ]))
         .unwrap();
         assert!(a.tty && !a.stdin);

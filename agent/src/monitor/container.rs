@@ -119,7 +119,8 @@ fn create(a: &ContainerArgs) -> Result<(Streams, i32, CgroupState), String> {
     let null = sys::dev_null().map_err(|e| format!("/dev/null: {e}"))?;
     let (child, streams, console) = if a.tty {
         // The socket is named relative to the bundle: absolute paths there can exceed sun_path.
-        std::env::set_current_dir(&bundle).map_err(|e| format!("chdir {}: {e}", bundle.display()))?;
+        std::env::set_current_dir(&bundle)
+            .map_err(|e| format!("chdir {}: {e}", bundle.display()))?;
         let _ = std::fs::remove_file(CONSOLE_SOCKET);
         let l = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("console socket: {e}"))?;
         let n = || null.try_clone().map_err(|e| e.to_string());

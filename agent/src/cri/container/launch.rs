@@ -26,9 +26,7 @@ pub async fn create(
     r: cri::CreateContainerRequest,
 ) -> Result<cri::CreateContainerResponse, Status> {
     check_id("sandbox", &r.pod_sandbox_id)?;
-    let config = r
-        .config
-        .ok_or_else(|| invalid("config is required"))?;
+    let config = r.config.ok_or_else(|| invalid("config is required"))?;
     let name = config
         .metadata
         .as_ref()
@@ -166,7 +164,8 @@ fn build_and_launch(
     mut rec: ContainerRecord,
 ) -> Result<ContainerRecord, Status> {
     let dir = &rec.bundle;
-    let lowers = skiff_runtime::image::rootfs::layer_dirs(&d.images, &img.record).map_err(internal)?;
+    let lowers =
+        skiff_runtime::image::rootfs::layer_dirs(&d.images, &img.record).map_err(internal)?;
     for sub in ["", "upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))
             .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;
@@ -181,8 +180,7 @@ fn build_and_launch(
         rootfs: dir.join("rootfs"),
     })?;
     let data = serde_json::to_vec_pretty(&spec).map_err(internal)?;
-    skiff_runtime::state::write_atomic(&dir.join("config.json"), &data, 0o600)
-        .map_err(internal)?;
+    skiff_runtime::state::write_atomic(&dir.join("config.json"), &data, 0o600).map_err(internal)?;
     let report = spawn_monitor(d, &rec)?;
     if let Some(e) = report.error {
         return Err(Status::unknown(format!("create container {}: {e}", rec.id)));

@@ -27,7 +27,10 @@ pub fn monitor_alive(c: &ContainerRecord) -> bool {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3).map(str::to_owned)))
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3).map(str::to_owned))
+        })
         .is_some_and(|st| st == "Z" || st == "X")
 }
 
@@ -129,7 +132,9 @@ fn collect_garbage(d: &Daemon) {
     let ours = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
     if let Ok(list) = d.runtime.list() {
         for st in list {
-            if ours(&st.id) && d.containers.get(&st.id).is_none() && d.sandboxes.get(&st.id).is_none()
+            if ours(&st.id)
+                && d.containers.get(&st.id).is_none()
+                && d.sandboxes.get(&st.id).is_none()
             {
                 tracing::info!(container = st.id, "removing a container without a record");
                 if let Err(e) = d.runtime.delete(&st.id, true) {
