@@ -162,6 +162,37 @@ fn monitor_writes_the_cri_log_and_the_exit_record() {
 }
 
 #[test]
+fn monitor_relays_a_terminal() {
+    let s = Scratch::new("tty");
+    let mut b = Bundle::new(&s.dir.join("bundle"));
+    b.remove_mount("/sys/fs/cgroup");
+    b.set("/process/terminal", serde_json::json!(true));
+    b.sh("[ -t 1 ] && echo on-a-tty; exit 5");
+    b.save();
+    let log = s.dir.join("c.log");
+    let exit = s.dir.join("exit.json");
+    let st = spawn_monitor(&s, &b.dir, &log, &exit, &["--tty"]);
+    assert!(st["pid"].as_i64().is_some(), "{st}");
+    assert!(!b.dir.join("console.sock").exists());
+    skiff_runtime::container::Runtime::new(s.root())
+        .start(&s.id)
+        .unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&wait_for(&exit, Duration::from_secs(20))).unwrap();
+    assert_eq!(rec["exit_code"], 5, "{rec}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<_> = text.lines().map(parse_cri_line).collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l.0.as_str(), l.1.as_str(), l.2.as_str()))
+            .collect::<Vec<_>>(),
+        [("stdout", "F", "on-a-tty")],
+        "{text:?}"
+    );
+}
+
+#[test]
 fn monitor_reports_a_failed_create_and_leaves_nothing() {
     let s = Scratch::new("fail");
     let mut b = Bundle::new(&s.dir.join("bundle"));
@@ -418,6 +449,8 @@ mod cri_tests {
         assert!(s.image_ref.starts_with("sha256:"), "{}", s.image_ref);
         assert_eq!(s.labels.get("tier").map(String::as_str), Some("front"));
         assert_eq!(s.annotations.get("note").map(String::as_str), Some("n1"));
+        let user = s.user.as_ref().and_then(|u| u.linux.as_ref()).unwrap();
+        assert_eq!((user.uid, user.gid), (0, 0));
         let log = log_file(&d, "seq", "web");
         assert_eq!(PathBuf::from(&s.log_path), log);
         let verbose =
@@ -514,6 +547,27 @@ mod cri_tests {
             ]
         );
         assert!(text.ends_with('\n'));
+    }
+
+    #[tokio::test]
+    async fn tty_container_logs_its_terminal() {
+        let Some((mut d, sb)) = setup("tty").await else {
+            return;
+        };
+        let mut cfg = container_config("t", "[ -t 1 ] && echo on-a-tty; echo more");
+        cfg.tty = true;
+        let id = create(&mut d, &sb, "tty", cfg).await.unwrap();
+        start(&mut d, &id).await;
+        let s = wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
+        assert_eq!(s.exit_code, 0, "{s:?}");
+        let text = std::fs::read_to_string(log_file(&d, "tty", "t")).unwrap();
+        let msgs: Vec<_> = text
+            .lines()
+            .map(parse_cri_line)
+            .map(|l| format!("{} {} {}", l.0, l.1, l.2))
+            .collect();
+        assert_eq!(msgs, ["stdout F on-a-tty", "stdout F more"], "{text:?}");
+        remove(&mut d, &id).await.unwrap();
     }
 
     #[tokio::test]

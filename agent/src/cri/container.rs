@@ -51,6 +51,9 @@ pub struct ContainerRecord {
     /// The stop signal the image asks for (`StopSignal`), when it names one.
     #[serde(default)]
     pub image_stop_signal: Option<String>,
+    /// The identity the container's process runs as, from its spec.
+    #[serde(default)]
+    pub user: Option<skiff_runtime::spec::User>,
 }
 
 impl Record for ContainerRecord {

@@ -26,7 +26,9 @@ impl LineBuf {
             let nl = rest.iter().take(MAX_LINE + 1).position(|&b| b == b'\n');
             match nl {
                 Some(i) => {
-                    emit(&rest[..i], false);
+                    // A terminal ends lines with CRLF; the record holds the line without either.
+                    let line = &rest[..i];
+                    emit(line.strip_suffix(b"\r").unwrap_or(line), false);
                     start += i + 1;
                 }
                 None if rest.len() > MAX_LINE => {
@@ -131,7 +133,7 @@ mod tests {
 
     #[test]
     fn lines_across_reads() {
-        let out = split(&[b"he", b"llo\nwor", b"ld\n\nlast"]);
+        let out = split(&[b"he", b"llo\nwor", b"ld\r\n\nlast"]);
         let want: Vec<(Vec<u8>, bool)> = vec![
             (b"hello".to_vec(), false),
             (b"world".to_vec(), false),

@@ -75,6 +75,7 @@ pub async fn create(
         monitor_start: 0,
         exit_seen: false,
         image_stop_signal: img.run.stop_signal.clone(),
+        user: None,
     };
     let dd = d.clone();
     let rec = {
@@ -179,6 +180,7 @@ fn build_and_launch(
         image: &img.run,
         rootfs: dir.join("rootfs"),
     })?;
+    rec.user = spec.process().map(|p| p.user.clone());
     let data = serde_json::to_vec_pretty(&spec).map_err(internal)?;
     skiff_runtime::state::write_atomic(&dir.join("config.json"), &data, 0o600).map_err(internal)?;
     let report = spawn_monitor(d, &rec)?;

@@ -119,7 +119,13 @@ pub fn container_status(d: &Daemon, c: &ContainerRecord) -> cri::ContainerStatus
                 ..Default::default()
             }),
         stop_signal: c.config.stop_signal,
-        ..Default::default()
+        user: c.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.additional_gids.iter().map(|g| (*g).into()).collect(),
+            }),
+        }),
     }
 }
 

@@ -40,6 +40,11 @@ pub fn arm(d: &Arc<Daemon>, c: &ContainerRecord) {
     let c = c.clone();
     tokio::spawn(async move {
         wait_monitor(&c).await;
+        if d.containers.get(&c.id).is_none() {
+            return;
+        }
+        // Behind a running start or stop of the same container, so events keep their order.
+        let _g = d.containers.lock(&c.id).await;
         mark_exited(&d, &c.id);
     });
 }
