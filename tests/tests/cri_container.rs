@@ -571,6 +571,38 @@ mod cri_tests {
     }
 
     #[tokio::test]
+    async fn concurrent_creates_of_one_name_make_one_container() {
+        let Some((mut d, sb)) = setup("race").await else {
+            return;
+        };
+        let attempt = |mut rt: cri::runtime_service_client::RuntimeServiceClient<_>| {
+            let sb = sb.clone();
+            async move {
+                rt.create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sb,
+                    config: Some(container_config("same", "true")),
+                    sandbox_config: None,
+                })
+                .await
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            attempt(d.rt.clone()),
+            attempt(d.rt.clone()),
+            attempt(d.rt.clone())
+        );
+        let results = [a, b, c];
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "{results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+            }
+        }
+        assert_eq!(list(&mut d, None).await.len(), 1);
+    }
+
+    #[tokio::test]
     async fn crash_looping_container_gets_a_new_attempt() {
         let Some((mut d, sb)) = setup("crash").await else {
             return;

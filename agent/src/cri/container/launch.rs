@@ -1,12 +1,13 @@
 //! CreateContainer: checks the request, lays out the bundle (overlay root over the image's layers and
 //! config.json), and has a monitor create the container.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cri_api::v1 as cri;
@@ -17,6 +18,12 @@ use super::super::sandbox::SandboxRecord;
 use super::super::{blocking, events, image, spec, Daemon};
 use super::{container_dir, exit_file, reopen_file, watch, ContainerRecord};
 use crate::monitor::Report;
+
+/// The longest container name accepted (Kubernetes allows 63).
+const MAX_NAME: usize = 1024;
+
+/// Names (sandbox, name, attempt) of containers being created right now.
+static CREATING: Mutex<BTreeSet<(String, String, u32)>> = Mutex::new(BTreeSet::new());
 
 /// How long the monitor may take to create the container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,6 +41,12 @@ pub async fn create(
         .unwrap_or_default();
     if name.is_empty() {
         return Err(invalid("config.metadata.name is required"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(invalid(format!(
+            "config.metadata.name {:?}... is longer than {MAX_NAME} bytes",
+            truncate(&name)
+        )));
     }
     let sb = d
         .sandboxes
@@ -55,9 +68,7 @@ pub async fn create(
     }
     let log_path = log_path(&sb, &config.log_path)?;
     let img = image::resolve(d, &image_name)?;
-    // One create per sandbox at a time, so the name check and the new record cannot interleave.
-    let _guard = d.sandboxes.lock(&format!("{}/containers", sb.id)).await;
-    check_unique(d, &sb.id, &config)?;
+    let _name = reserve_name(d, &sb.id, &config)?;
     let id = new_id()?;
     let dir = container_dir(d, &id);
     let rec = ContainerRecord {
@@ -131,23 +142,54 @@ fn log_path(sb: &SandboxRecord, rel: &str) -> Result<Option<PathBuf>, Status> {
     Ok(Some(Path::new(&sb.config.log_directory).join(p)))
 }
 
-fn check_unique(d: &Daemon, sandbox_id: &str, config: &cri::ContainerConfig) -> Result<(), Status> {
-    let key = |c: &cri::ContainerConfig| c.metadata.as_ref().map(|m| (m.name.clone(), m.attempt));
-    let want = key(config);
+/// Holds a container name in a sandbox while the container is being created.
+struct NameReservation(String, String, u32);
+
+impl Drop for NameReservation {
+    fn drop(&mut self) {
+        let key = (self.0.clone(), self.1.clone(), self.2);
+        CREATING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+}
+
+/// Names are unique per sandbox and attempt, among existing containers and those being created.
+fn reserve_name(
+    d: &Daemon,
+    sandbox_id: &str,
+    config: &cri::ContainerConfig,
+) -> Result<NameReservation, Status> {
+    let meta = config.metadata.clone().unwrap_or_default();
+    let key = (sandbox_id.to_owned(), meta.name.clone(), meta.attempt);
+    let mut creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
     let taken = d
         .containers
         .list()
         .into_iter()
-        .find(|c| c.sandbox_id == sandbox_id && key(&c.config) == want);
-    match taken {
-        Some(c) => Err(Status::already_exists(format!(
-            "container name {:?} attempt {} is taken in sandbox {sandbox_id} by {}",
-            want.as_ref().map(|w| w.0.as_str()).unwrap_or(""),
-            want.as_ref().map(|w| w.1).unwrap_or(0),
-            c.id
-        ))),
-        None => Ok(()),
+        .find(|c| {
+            c.sandbox_id == sandbox_id
+                && c.config
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
+        })
+        .map(|c| c.id);
+    if taken.is_some() || creating.contains(&key) {
+        return Err(Status::already_exists(format!(
+            "container name {:?} attempt {} is taken in sandbox {sandbox_id}{}",
+            truncate(&meta.name),
+            meta.attempt,
+            taken.map(|t| format!(" by {t}")).unwrap_or_default()
+        )));
     }
+    creating.insert(key);
+    Ok(NameReservation(
+        sandbox_id.to_owned(),
+        meta.name,
+        meta.attempt,
+    ))
 }
 
 /// 64 random hex digits.
