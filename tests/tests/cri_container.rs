@@ -418,6 +418,20 @@ mod cri_tests {
         let rt = skiff_runtime::container::Runtime::new(d.dir.join("run/runtime"));
         let left: Vec<_> = rt.list().unwrap().into_iter().map(|c| c.id).collect();
         assert!(left.is_empty(), "runtime containers left: {left:?}");
+        let dir = d.dir.to_string_lossy().into_owned();
+        let monitors: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| {
+                c.contains("skiff-monitor") && c.contains(" container ") && c.contains(&dir)
+            })
+            .collect();
+        assert!(monitors.is_empty(), "monitors left: {monitors:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let state = format!("{dir}/state/containers");
+        assert!(!mounts.contains(&state), "container mounts left:\n{mounts}");
     }
 
     #[tokio::test]
