@@ -66,7 +66,7 @@ pub async fn create(
     if image_name.is_empty() {
         return Err(invalid("config.image.image is required"));
     }
-    let log_path = log_path(&sb, &config.log_path)?;
+    let log_path = log_path(&sb.config.log_directory, &config.log_path)?;
     let img = image::resolve(d, &image_name)?;
     let _name = reserve_name(d, &sb.id, &config)?;
     let id = new_id()?;
@@ -122,7 +122,7 @@ pub async fn create(
 }
 
 /// The log file: `log_path` is relative to the sandbox's log directory and may not leave it.
-fn log_path(sb: &SandboxRecord, rel: &str) -> Result<Option<PathBuf>, Status> {
+fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>, Status> {
     if rel.is_empty() {
         return Ok(None);
     }
@@ -136,10 +136,10 @@ fn log_path(sb: &SandboxRecord, rel: &str) -> Result<Option<PathBuf>, Status> {
             truncate(rel)
         )));
     }
-    if sb.config.log_directory.is_empty() {
+    if log_directory.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Path::new(&sb.config.log_directory).join(p)))
+    Ok(Some(Path::new(log_directory).join(p)))
 }
 
 /// Holds a container name in a sandbox while the container is being created.
@@ -322,4 +322,32 @@ pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
         tracing::warn!(container = id, "undo create: {e}");
     }
     skiff_runtime::image::bundle::remove_bundle(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_log_directory() {
+        let ok = |rel| log_path("/logs/pod", rel).unwrap();
+        assert_eq!(ok("c/0.log"), Some(PathBuf::from("/logs/pod/c/0.log")));
+        assert_eq!(ok("./c.log"), Some(PathBuf::from("/logs/pod/c.log")));
+        assert_eq!(ok(""), None);
+        assert_eq!(log_path("", "c.log").unwrap(), None);
+        for bad in ["../x", "c/../../x", "/etc/passwd", "a\0b"] {
+            let e = log_path("/logs/pod", bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert!(e.message().contains("log_path"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_64_hex_digits_and_differ() {
+        let a = new_id().unwrap();
+        let b = new_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
 }
