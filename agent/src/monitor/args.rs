@@ -54,6 +54,16 @@ impl ContainerArgs {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        // The monitor leaves the caller's working directory; relative paths are resolved first.
+        for p in [&mut a.bundle, &mut a.root, &mut a.exit_file] {
+            absolutize(p);
+        }
+        for p in [a.log.as_mut(), a.reopen_file.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            absolutize(p);
+        }
         for (name, missing) in [
             ("--id", a.id.is_empty()),
             ("--bundle", a.bundle.as_os_str().is_empty()),
@@ -65,6 +75,14 @@ impl ContainerArgs {
             }
         }
         Ok(a)
+    }
+}
+
+fn absolutize(p: &mut PathBuf) {
+    if !p.as_os_str().is_empty() {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub fn run(a: &ContainerArgs) -> i32 {
             return 1;
         }
     }
+    // Holding skiffd's working directory could keep a file system busy for as long as we live.
+    let _ = std::env::set_current_dir("/");
     // Inits forked by a first stage are reparented to us, so we can reap them.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
