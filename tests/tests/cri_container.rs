@@ -193,6 +193,27 @@ fn monitor_relays_a_terminal() {
 }
 
 #[test]
+fn monitor_notices_an_oom_kill() {
+    let s = Scratch::new("oom");
+    let mut b = Bundle::new(&s.dir.join("bundle"));
+    b.remove_mount("/sys/fs/cgroup");
+    b.set("/linux/resources/memory/limit", serde_json::json!(32 << 20));
+    b.set("/linux/resources/memory/swap", serde_json::json!(32 << 20));
+    b.sh("tail /dev/zero");
+    b.save();
+    let exit = s.dir.join("exit.json");
+    let st = spawn_monitor(&s, &b.dir, &s.dir.join("c.log"), &exit, &[]);
+    assert!(st["pid"].as_i64().is_some(), "{st}");
+    skiff_runtime::container::Runtime::new(s.root())
+        .start(&s.id)
+        .unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&wait_for(&exit, Duration::from_secs(60))).unwrap();
+    assert_eq!(rec["oom_killed"], true, "{rec}");
+    assert_eq!(rec["exit_code"], 137, "{rec}");
+}
+
+#[test]
 fn monitor_reports_a_failed_create_and_leaves_nothing() {
     let s = Scratch::new("fail");
     let mut b = Bundle::new(&s.dir.join("bundle"));
