@@ -68,7 +68,7 @@ pub async fn create(
     }
     let log_path = log_path(&sb.config.log_directory, &config.log_path)?;
     let img = image::resolve(d, &image_name)?;
-    let _name = reserve_name(d, &sb.id, &config)?;
+    let name = reserve_name(d, &sb.id, &config)?;
     let id = new_id()?;
     let dir = container_dir(d, &id);
     let rec = ContainerRecord {
@@ -89,26 +89,20 @@ pub async fn create(
         user: None,
     };
     let dd = d.clone();
-    let rec = {
-        let rec = rec.clone();
-        blocking(move || {
-            let out = build_and_launch(&dd, &sb, &img, rec);
-            if out.is_err() {
-                undo(&dd, &id, &dir);
-            }
-            out
-        })
-        .await?
-    };
-    if let Err(e) = d.containers.put(&rec) {
-        let (dd, id, dir) = (d.clone(), rec.id.clone(), rec.bundle.clone());
-        let _ = blocking(move || {
+    // All of the work, the record included, runs to its end even if the client goes away meanwhile,
+    // and the name stays reserved until the record holds it.
+    let rec = blocking(move || {
+        let _name = name;
+        let out = build_and_launch(&dd, &sb, &img, rec).and_then(|rec| {
+            dd.containers.put(&rec)?;
+            Ok(rec)
+        });
+        if out.is_err() {
             undo(&dd, &id, &dir);
-            Ok(())
-        })
-        .await;
-        return Err(e.into());
-    }
+        }
+        out
+    })
+    .await?;
     watch::arm(d, &rec);
     events::emit(
         d,
