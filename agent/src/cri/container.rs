@@ -42,18 +42,6 @@ pub struct ContainerRecord {
     /// The monitor that owns the container's stdio and records its exit.
     pub monitor_pid: i32,
     pub pid: i32,
-    /// The monitor's start time (clock ticks since boot), so a reused pid is not taken for it.
-    #[serde(default)]
-    pub monitor_start: u64,
-    /// ContainerStopped has been published for this container's exit.
-    #[serde(default)]
-    pub exit_seen: bool,
-    /// The stop signal the image asks for (`StopSignal`), when it names one.
-    #[serde(default)]
-    pub image_stop_signal: Option<String>,
-    /// The identity the container's process runs as, from its spec.
-    #[serde(default)]
-    pub user: Option<skiff_runtime::spec::User>,
 }
 
 impl Record for ContainerRecord {

@@ -83,10 +83,6 @@ pub async fn create(
         log_path,
         monitor_pid: 0,
         pid: 0,
-        monitor_start: 0,
-        exit_seen: false,
-        image_stop_signal: img.run.stop_signal.clone(),
-        user: None,
     };
     let dd = d.clone();
     // All of the work, the record included, runs to its end even if the client goes away meanwhile,
@@ -216,7 +212,6 @@ fn build_and_launch(
         image: &img.run,
         rootfs: dir.join("rootfs"),
     })?;
-    rec.user = spec.process().map(|p| p.user.clone());
     let data = serde_json::to_vec_pretty(&spec).map_err(internal)?;
     skiff_runtime::state::write_atomic(&dir.join("config.json"), &data, 0o600).map_err(internal)?;
     let report = spawn_monitor(d, &rec)?;
@@ -225,7 +220,6 @@ fn build_and_launch(
     }
     rec.pid = report.pid.unwrap_or(0);
     rec.monitor_pid = report.monitor_pid.unwrap_or(0);
-    rec.monitor_start = skiff_runtime::state::process_start_time(rec.monitor_pid).unwrap_or(0);
     Ok(rec)
 }
 

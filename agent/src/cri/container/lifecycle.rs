@@ -46,13 +46,17 @@ pub async fn start(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
 }
 
 /// The signal that asks the container to stop: the config's, the image's, or SIGTERM.
-fn stop_signal(c: &ContainerRecord) -> i32 {
+fn stop_signal(d: &Daemon, c: &ContainerRecord) -> i32 {
     let from_config = cri::Signal::try_from(c.config.stop_signal)
         .ok()
         .filter(|s| *s != cri::Signal::RuntimeDefault)
         .map(|s| s.as_str_name().to_owned());
     from_config
-        .or_else(|| c.image_stop_signal.clone())
+        .or_else(|| {
+            super::super::image::resolve(d, &c.image_id)
+                .ok()
+                .and_then(|i| i.run.stop_signal)
+        })
         .and_then(|s| skiff_runtime::container::parse_signal(&s).ok())
         .unwrap_or(libc::SIGTERM)
 }
@@ -68,7 +72,7 @@ pub async fn stop(d: &Arc<Daemon>, c: &ContainerRecord, timeout: i64) -> Result<
     }
     // A created init waits on its exec fifo; only SIGKILL ends it.
     if timeout > 0 && p.state == cri::ContainerState::ContainerRunning {
-        kill(d, &c.id, stop_signal(c), false).await;
+        kill(d, &c.id, stop_signal(d, c), false).await;
         let limit = Duration::from_secs(timeout.clamp(0, 24 * 3600) as u64);
         if wait_exit(c, limit).await {
             finish_exit(d, c).await;
@@ -158,6 +162,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &ContainerRecord) -> Result<(), Status> 
     })
     .await?;
     d.containers.remove(&c.id)?;
+    super::watch::forget(&c.id);
     events::emit(
         d,
         &c.id,

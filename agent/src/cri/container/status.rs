@@ -87,16 +87,7 @@ pub fn container_status(d: &Daemon, c: &ContainerRecord) -> cri::ContainerStatus
         started_at: c.started_at,
         finished_at,
         exit_code,
-        image: Some(cri::ImageSpec {
-            image: c.image_name.clone(),
-            annotations: c
-                .config
-                .image
-                .as_ref()
-                .map(|i| i.annotations.clone())
-                .unwrap_or_default(),
-            ..Default::default()
-        }),
+        image: Some(image_spec(c)),
         image_ref: c.image_id.clone(),
         image_id: c.image_id.clone(),
         reason: p.reason,
@@ -119,7 +110,7 @@ pub fn container_status(d: &Daemon, c: &ContainerRecord) -> cri::ContainerStatus
                 ..Default::default()
             }),
         stop_signal: c.config.stop_signal,
-        user: c.user.as_ref().map(|u| cri::ContainerUser {
+        user: spec_user(c).map(|u| cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
                 uid: u.uid.into(),
                 gid: u.gid.into(),
@@ -127,6 +118,12 @@ pub fn container_status(d: &Daemon, c: &ContainerRecord) -> cri::ContainerStatus
             }),
         }),
     }
+}
+
+/// The identity the container's process runs as, from its spec.
+fn spec_user(c: &ContainerRecord) -> Option<skiff_runtime::spec::User> {
+    let spec = skiff_runtime::spec::Spec::load(&c.bundle).ok()?;
+    spec.process().map(|p| p.user.clone())
 }
 
 /// `verbose` ContainerStatus: `info["info"]` is a JSON document for debugging.
@@ -156,21 +153,35 @@ pub fn list(d: &Daemon, f: Option<&cri::ContainerFilter>) -> Vec<cri::Container>
         .list()
         .into_iter()
         .filter(|c| matches_ids(c, f))
-        .map(|c| (container_status(d, &c), c))
-        .filter(|(s, c)| matches_rest(s, c, f))
-        .map(|(s, c)| cri::Container {
-            id: s.id,
-            pod_sandbox_id: c.sandbox_id,
-            metadata: s.metadata,
-            image: s.image,
-            image_ref: s.image_ref,
-            state: s.state,
-            created_at: s.created_at,
-            labels: s.labels,
-            annotations: s.annotations,
-            image_id: s.image_id,
+        .map(|c| (phase(d, &c).state as i32, c))
+        .filter(|(state, c)| matches_rest(*state, c, f))
+        .map(|(state, c)| cri::Container {
+            id: c.id.clone(),
+            pod_sandbox_id: c.sandbox_id.clone(),
+            metadata: c.config.metadata.clone(),
+            image: Some(image_spec(&c)),
+            image_ref: c.image_id.clone(),
+            state,
+            created_at: c.created_at,
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            image_id: c.image_id,
         })
         .collect()
+}
+
+/// The image as the client asked for it.
+fn image_spec(c: &ContainerRecord) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: c.image_name.clone(),
+        annotations: c
+            .config
+            .image
+            .as_ref()
+            .map(|i| i.annotations.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 fn matches_ids(c: &ContainerRecord, f: Option<&cri::ContainerFilter>) -> bool {
@@ -181,15 +192,11 @@ fn matches_ids(c: &ContainerRecord, f: Option<&cri::ContainerFilter>) -> bool {
         && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
 }
 
-fn matches_rest(
-    s: &cri::ContainerStatus,
-    c: &ContainerRecord,
-    f: Option<&cri::ContainerFilter>,
-) -> bool {
+fn matches_rest(state: i32, c: &ContainerRecord, f: Option<&cri::ContainerFilter>) -> bool {
     let Some(f) = f else {
         return true;
     };
-    let state_ok = f.state.as_ref().is_none_or(|v| v.state == s.state);
+    let state_ok = f.state.as_ref().is_none_or(|v| v.state == state);
     let labels_ok = f
         .label_selector
         .iter()

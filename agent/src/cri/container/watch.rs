@@ -2,6 +2,7 @@
 //! ContainerStopped when it is gone; at start-up, the same for monitors that outlived a previous
 //! skiffd, and cleanup of what no record owns.
 
+use std::collections::HashSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -13,15 +14,28 @@ use super::super::{events, Daemon};
 use super::ContainerRecord;
 use crate::monitor::ExitRecord;
 
-/// Serialises "publish ContainerStopped once" between the watcher and StopContainer.
-static EXIT_MARK: Mutex<()> = Mutex::new(());
+/// Containers whose exit has been published (ContainerStopped), so it is published once. After a
+/// restart of skiffd every exit known at recovery counts as published.
+static EXIT_SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-/// Whether the record's monitor is still the process it was.
+/// Whether the record's monitor is still running: the pid is alive and is the monitor of this
+/// container (its command line names the id), so a reused pid is not taken for it.
 pub fn monitor_alive(c: &ContainerRecord) -> bool {
-    c.monitor_pid > 0
-        && skiff_runtime::state::process_start_time(c.monitor_pid)
-            .is_some_and(|t| c.monitor_start == 0 || t == c.monitor_start)
-        && !is_zombie(c.monitor_pid)
+    if c.monitor_pid <= 0 || is_zombie(c.monitor_pid) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", c.monitor_pid)) else {
+        return false;
+    };
+    let want = format!("\0--id\0{}\0", c.id);
+    cmdline.windows(want.len()).any(|w| w == want.as_bytes())
+}
+
+/// Forgets a removed container.
+pub fn forget(id: &str) {
+    if let Some(seen) = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        seen.remove(id);
+    }
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -88,22 +102,13 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 /// Records that the container's exit is known and publishes ContainerStopped, once.
 pub fn mark_exited(d: &Daemon, id: &str) {
     let first = {
-        let _g = EXIT_MARK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen.get_or_insert_with(HashSet::new);
         let Some(c) = d.containers.get(id) else {
             return;
         };
-        if c.exit_seen || ExitRecord::read(&c.exit_file()).is_none() && monitor_alive(&c) {
-            false
-        } else {
-            match d.containers.update(id, |c| c.exit_seen = true) {
-                Ok(Some(_)) => true,
-                Ok(None) => false,
-                Err(e) => {
-                    tracing::warn!(container = id, "record exit: {e}");
-                    false
-                }
-            }
-        }
+        let known = ExitRecord::read(&c.exit_file()).is_some() || !monitor_alive(&c);
+        known && seen.insert(id.to_owned())
     };
     if first {
         if let Some(c) = d.containers.get(id) {
