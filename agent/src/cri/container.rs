@@ -1,15 +1,27 @@
 //! Containers: from a CRI `ContainerConfig` and its image to a container run by the library runtime under
 //! a monitor process, and back to CRI statuses.
+//!
+//! Each container has a directory under `state_dir/containers/<id>/` beside its record: the OCI bundle
+//! (config.json, the overlay root and its upper/work dirs) and the monitor's files (exit record, log
+//! reopen count, the monitor's own diagnostics).
 
-use std::path::PathBuf;
+mod launch;
+mod lifecycle;
+mod status;
+mod watch;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use super::error::{check_id, not_found};
 use super::Daemon;
 use crate::store::{proto_b64, Record};
+
+pub use status::container_status;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
@@ -38,46 +50,92 @@ impl Record for ContainerRecord {
     }
 }
 
+impl ContainerRecord {
+    /// Where the monitor records how the container ended.
+    pub fn exit_file(&self) -> PathBuf {
+        exit_file(&self.bundle)
+    }
+}
+
+fn exit_file(bundle: &Path) -> PathBuf {
+    bundle.join("exit.json")
+}
+
+fn reopen_file(bundle: &Path) -> PathBuf {
+    bundle.join("log-reopens")
+}
+
+/// The directory of container `id`: bundle and monitor files.
+fn container_dir(d: &Daemon, id: &str) -> PathBuf {
+    d.config.state_dir.join("containers").join(id)
+}
+
+/// The record of a container the client named, checking the id first.
+fn lookup(d: &Daemon, id: &str) -> Result<ContainerRecord, Status> {
+    check_id("container", id)?;
+    d.containers
+        .get(id)
+        .ok_or_else(|| not_found("container", id))
+}
+
 pub async fn create(
-    _d: &Arc<Daemon>,
-    _r: cri::CreateContainerRequest,
+    d: &Arc<Daemon>,
+    r: cri::CreateContainerRequest,
 ) -> Result<cri::CreateContainerResponse, Status> {
-    Err(Status::unimplemented("CreateContainer"))
+    launch::create(d, r).await
 }
 
 pub async fn start(
-    _d: &Arc<Daemon>,
-    _r: cri::StartContainerRequest,
+    d: &Arc<Daemon>,
+    r: cri::StartContainerRequest,
 ) -> Result<cri::StartContainerResponse, Status> {
-    Err(Status::unimplemented("StartContainer"))
+    lifecycle::start(d, &r.container_id).await?;
+    Ok(cri::StartContainerResponse {})
 }
 
 pub async fn stop(
-    _d: &Arc<Daemon>,
-    _r: cri::StopContainerRequest,
+    d: &Arc<Daemon>,
+    r: cri::StopContainerRequest,
 ) -> Result<cri::StopContainerResponse, Status> {
-    Err(Status::unimplemented("StopContainer"))
+    let c = lookup(d, &r.container_id)?;
+    lifecycle::stop(d, &c, r.timeout).await?;
+    Ok(cri::StopContainerResponse {})
 }
 
 pub async fn remove(
-    _d: &Arc<Daemon>,
-    _r: cri::RemoveContainerRequest,
+    d: &Arc<Daemon>,
+    r: cri::RemoveContainerRequest,
 ) -> Result<cri::RemoveContainerResponse, Status> {
-    Err(Status::unimplemented("RemoveContainer"))
+    check_id("container", &r.container_id)?;
+    if let Some(c) = d.containers.get(&r.container_id) {
+        lifecycle::remove(d, &c).await?;
+    }
+    Ok(cri::RemoveContainerResponse {})
 }
 
 pub async fn list(
-    _d: &Arc<Daemon>,
-    _r: cri::ListContainersRequest,
+    d: &Arc<Daemon>,
+    r: cri::ListContainersRequest,
 ) -> Result<cri::ListContainersResponse, Status> {
-    Err(Status::unimplemented("ListContainers"))
+    Ok(cri::ListContainersResponse {
+        containers: status::list(d, r.filter.as_ref()),
+    })
 }
 
 pub async fn status(
-    _d: &Arc<Daemon>,
-    _r: cri::ContainerStatusRequest,
+    d: &Arc<Daemon>,
+    r: cri::ContainerStatusRequest,
 ) -> Result<cri::ContainerStatusResponse, Status> {
-    Err(Status::unimplemented("ContainerStatus"))
+    let c = lookup(d, &r.container_id)?;
+    let info = if r.verbose {
+        status::verbose_info(d, &c)
+    } else {
+        Default::default()
+    };
+    Ok(cri::ContainerStatusResponse {
+        status: Some(container_status(d, &c)),
+        info,
+    })
 }
 
 pub async fn update_resources(
@@ -88,10 +146,12 @@ pub async fn update_resources(
 }
 
 pub async fn reopen_log(
-    _d: &Arc<Daemon>,
-    _r: cri::ReopenContainerLogRequest,
+    d: &Arc<Daemon>,
+    r: cri::ReopenContainerLogRequest,
 ) -> Result<cri::ReopenContainerLogResponse, Status> {
-    Err(Status::unimplemented("ReopenContainerLog"))
+    let c = lookup(d, &r.container_id)?;
+    lifecycle::reopen_log(d, &c).await?;
+    Ok(cri::ReopenContainerLogResponse {})
 }
 
 pub async fn exec_sync(
@@ -102,29 +162,27 @@ pub async fn exec_sync(
 }
 
 /// Stops every container of a sandbox (for `StopPodSandbox`); stopping stopped ones is not an error.
-pub async fn stop_in_sandbox(_d: &Arc<Daemon>, _sandbox_id: &str) -> Result<(), Status> {
+pub async fn stop_in_sandbox(d: &Arc<Daemon>, sandbox_id: &str) -> Result<(), Status> {
+    for c in d.containers.list() {
+        if c.sandbox_id == sandbox_id {
+            lifecycle::stop(d, &c, 0).await?;
+        }
+    }
     Ok(())
 }
 
 /// Removes every container of a sandbox (for `RemovePodSandbox`).
-pub async fn remove_in_sandbox(_d: &Arc<Daemon>, _sandbox_id: &str) -> Result<(), Status> {
+pub async fn remove_in_sandbox(d: &Arc<Daemon>, sandbox_id: &str) -> Result<(), Status> {
+    for c in d.containers.list() {
+        if c.sandbox_id == sandbox_id {
+            lifecycle::remove(d, &c).await?;
+        }
+    }
     Ok(())
 }
 
 /// At start-up: picks up exits that happened while skiffd was down, re-arms exit watchers, and cleans
 /// up what belongs to no record.
-pub async fn recover(_d: &Arc<Daemon>) {}
-
-/// The CRI status of a container, as `ContainerStatus` and container events report it.
-pub fn container_status(_d: &Daemon, c: &ContainerRecord) -> cri::ContainerStatus {
-    cri::ContainerStatus {
-        id: c.id.clone(),
-        metadata: c.config.metadata.clone(),
-        created_at: c.created_at,
-        started_at: c.started_at,
-        image_ref: c.image_id.clone(),
-        labels: c.config.labels.clone(),
-        annotations: c.config.annotations.clone(),
-        ..Default::default()
-    }
+pub async fn recover(d: &Arc<Daemon>) {
+    watch::recover(d).await;
 }

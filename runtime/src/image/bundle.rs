@@ -95,7 +95,9 @@ fn build(store: &Store, image: &ImageRecord, dir: &Path, o: &Overrides) -> Resul
     })
 }
 
-fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), BundleError> {
+/// Mounts `dir/rootfs` as an overlay of `lowers` (lowest first) with `dir/upper` and `dir/work`,
+/// which must exist, as its writable layer.
+pub fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), BundleError> {
     let rootfs = dir.join("rootfs");
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",

@@ -1,0 +1,341 @@
+//! CreateContainer: checks the request, lays out the bundle (overlay root over the image's layers and
+//! config.json), and has a monitor create the container.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cri_api::v1 as cri;
+use tonic::Status;
+
+use super::super::error::{check_id, internal, invalid, not_found, truncate};
+use super::super::sandbox::SandboxRecord;
+use super::super::{blocking, events, image, spec, Daemon};
+use super::{container_dir, exit_file, reopen_file, watch, ContainerRecord};
+use crate::monitor::Report;
+
+/// The longest container name accepted (Kubernetes allows 63).
+const MAX_NAME: usize = 1024;
+
+/// Names (sandbox, name, attempt) of containers being created right now.
+static CREATING: Mutex<BTreeSet<(String, String, u32)>> = Mutex::new(BTreeSet::new());
+
+/// How long the monitor may take to create the container.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn create(
+    d: &Arc<Daemon>,
+    r: cri::CreateContainerRequest,
+) -> Result<cri::CreateContainerResponse, Status> {
+    check_id("sandbox", &r.pod_sandbox_id)?;
+    let config = r.config.ok_or_else(|| invalid("config is required"))?;
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err(invalid("config.metadata.name is required"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(invalid(format!(
+            "config.metadata.name {:?}... is longer than {MAX_NAME} bytes",
+            truncate(&name)
+        )));
+    }
+    let sb = d
+        .sandboxes
+        .get(&r.pod_sandbox_id)
+        .ok_or_else(|| not_found("sandbox", &r.pod_sandbox_id))?;
+    if !sb.ready {
+        return Err(Status::failed_precondition(format!(
+            "sandbox {} is not ready",
+            sb.id
+        )));
+    }
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_default();
+    if image_name.is_empty() {
+        return Err(invalid("config.image.image is required"));
+    }
+    let log_path = log_path(&sb.config.log_directory, &config.log_path)?;
+    let img = image::resolve(d, &image_name)?;
+    let name = reserve_name(d, &sb.id, &config)?;
+    let id = new_id()?;
+    let dir = container_dir(d, &id);
+    let rec = ContainerRecord {
+        id: id.clone(),
+        sandbox_id: sb.id.clone(),
+        config,
+        image_name,
+        image_id: img.id.clone(),
+        created_at: crate::now_ns(),
+        started_at: 0,
+        bundle: dir.clone(),
+        log_path,
+        monitor_pid: 0,
+        pid: 0,
+    };
+    let dd = d.clone();
+    // All of the work, the record included, runs to its end even if the client goes away meanwhile,
+    // and the name stays reserved until the record holds it.
+    let rec = blocking(move || {
+        let _name = name;
+        let out = build_and_launch(&dd, &sb, &img, rec).and_then(|rec| {
+            dd.containers.put(&rec)?;
+            Ok(rec)
+        });
+        if out.is_err() {
+            undo(&dd, &id, &dir);
+        }
+        out
+    })
+    .await?;
+    watch::arm(d, &rec);
+    events::emit(
+        d,
+        &rec.id,
+        &rec.sandbox_id,
+        cri::ContainerEventType::ContainerCreatedEvent,
+    );
+    Ok(cri::CreateContainerResponse {
+        container_id: rec.id,
+    })
+}
+
+/// The log file: `log_path` is relative to the sandbox's log directory and may not leave it.
+fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>, Status> {
+    if rel.is_empty() {
+        return Ok(None);
+    }
+    let p = Path::new(rel);
+    let bad = p
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if bad || rel.contains('\0') || rel.len() > 4096 {
+        return Err(invalid(format!(
+            "config.log_path {:?} must be a relative path inside the sandbox's log directory",
+            truncate(rel)
+        )));
+    }
+    if log_directory.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Path::new(log_directory).join(p)))
+}
+
+/// Holds a container name in a sandbox while the container is being created.
+struct NameReservation(String, String, u32);
+
+impl Drop for NameReservation {
+    fn drop(&mut self) {
+        let key = (self.0.clone(), self.1.clone(), self.2);
+        CREATING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+}
+
+/// Names are unique per sandbox and attempt, among existing containers and those being created.
+fn reserve_name(
+    d: &Daemon,
+    sandbox_id: &str,
+    config: &cri::ContainerConfig,
+) -> Result<NameReservation, Status> {
+    let meta = config.metadata.clone().unwrap_or_default();
+    let key = (sandbox_id.to_owned(), meta.name.clone(), meta.attempt);
+    let mut creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    let taken = d
+        .containers
+        .list()
+        .into_iter()
+        .find(|c| {
+            c.sandbox_id == sandbox_id
+                && c.config
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
+        })
+        .map(|c| c.id);
+    if taken.is_some() || creating.contains(&key) {
+        return Err(Status::already_exists(format!(
+            "container name {:?} attempt {} is taken in sandbox {sandbox_id}{}",
+            truncate(&meta.name),
+            meta.attempt,
+            taken.map(|t| format!(" by {t}")).unwrap_or_default()
+        )));
+    }
+    creating.insert(key);
+    Ok(NameReservation(
+        sandbox_id.to_owned(),
+        meta.name,
+        meta.attempt,
+    ))
+}
+
+/// 64 random hex digits.
+fn new_id() -> Result<String, Status> {
+    let mut buf = [0u8; 32];
+    let f = std::fs::File::open("/dev/urandom").map_err(internal)?;
+    std::io::Read::read_exact(&mut &f, &mut buf).map_err(internal)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn build_and_launch(
+    d: &Daemon,
+    sb: &SandboxRecord,
+    img: &image::ResolvedImage,
+    mut rec: ContainerRecord,
+) -> Result<ContainerRecord, Status> {
+    let dir = &rec.bundle;
+    let lowers =
+        skiff_runtime::image::rootfs::layer_dirs(&d.images, &img.record).map_err(internal)?;
+    for sub in ["", "upper", "work", "rootfs"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;
+    }
+    skiff_runtime::image::bundle::mount_overlay(dir, &lowers).map_err(internal)?;
+    let spec = spec::build(&spec::SpecInput {
+        daemon: d,
+        id: &rec.id,
+        config: &rec.config,
+        sandbox: sb,
+        image: &img.run,
+        rootfs: dir.join("rootfs"),
+    })?;
+    let data = serde_json::to_vec_pretty(&spec).map_err(internal)?;
+    skiff_runtime::state::write_atomic(&dir.join("config.json"), &data, 0o600).map_err(internal)?;
+    let report = spawn_monitor(d, &rec)?;
+    if let Some(e) = report.error {
+        return Err(Status::unknown(format!("create container {}: {e}", rec.id)));
+    }
+    rec.pid = report.pid.unwrap_or(0);
+    rec.monitor_pid = report.monitor_pid.unwrap_or(0);
+    Ok(rec)
+}
+
+/// Starts `skiff-monitor container` and waits for its report: the container exists, or why not.
+fn spawn_monitor(d: &Daemon, rec: &ContainerRecord) -> Result<Report, Status> {
+    let (r, w) = pipe()?;
+    let diag = std::fs::File::create(rec.bundle.join("monitor.log")).map_err(internal)?;
+    let mut cmd = Command::new(d.config.monitor_path());
+    cmd.arg("container")
+        .args(["--id", &rec.id, "--status-fd", "3"])
+        .arg("--bundle")
+        .arg(&rec.bundle)
+        .arg("--root")
+        .arg(d.config.runtime_root())
+        .arg("--exit-file")
+        .arg(exit_file(&rec.bundle))
+        .arg("--reopen-file")
+        .arg(reopen_file(&rec.bundle));
+    if let Some(l) = &rec.log_path {
+        cmd.arg("--log").arg(l);
+    }
+    if rec.config.tty {
+        cmd.arg("--tty");
+    }
+    if rec.config.stdin {
+        cmd.arg("--stdin");
+    }
+    if d.cgroup_driver == crate::config::CgroupDriver::Systemd {
+        cmd.arg("--systemd-cgroup");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(diag);
+    let wfd = w.as_raw_fd();
+    // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec: it puts the status
+    // pipe on descriptor 3, without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| internal(format!("start {}: {e}", d.config.monitor_path().display())))?;
+    drop(w);
+    // The monitor detaches at once; its first process only forks.
+    let _ = child.wait();
+    read_report(r)
+}
+
+fn read_report(r: OwnedFd) -> Result<Report, Status> {
+    let mut pfd = libc::pollfd {
+        fd: r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, CREATE_TIMEOUT.as_millis() as i32) };
+    if n <= 0 {
+        return Err(Status::deadline_exceeded(
+            "the container monitor did not report within the create timeout",
+        ));
+    }
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(r))
+        .read_line(&mut line)
+        .map_err(internal)?;
+    if line.trim().is_empty() {
+        return Err(internal("the container monitor exited without a report"));
+    }
+    serde_json::from_str(&line).map_err(|e| internal(format!("monitor report {line:?}: {e}")))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(internal(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Removes whatever a failed create left: the runtime's container, the mount, the directory.
+pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
+    if let Err(e) = d.runtime.delete(id, true) {
+        tracing::warn!(container = id, "undo create: {e}");
+    }
+    skiff_runtime::image::bundle::remove_bundle(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_log_directory() {
+        let ok = |rel| log_path("/logs/pod", rel).unwrap();
+        assert_eq!(ok("c/0.log"), Some(PathBuf::from("/logs/pod/c/0.log")));
+        assert_eq!(ok("./c.log"), Some(PathBuf::from("/logs/pod/c.log")));
+        assert_eq!(ok(""), None);
+        assert_eq!(log_path("", "c.log").unwrap(), None);
+        for bad in ["../x", "c/../../x", "/etc/passwd", "a\0b"] {
+            let e = log_path("/logs/pod", bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert!(e.message().contains("log_path"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_64_hex_digits_and_differ() {
+        let a = new_id().unwrap();
+        let b = new_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

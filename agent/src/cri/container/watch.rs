@@ -1,0 +1,167 @@
+//! Exit watching: one task per live monitor waits on the monitor's pidfd and publishes
+//! ContainerStopped when it is gone; at start-up, the same for monitors that outlived a previous
+//! skiffd, and cleanup of what no record owns.
+
+use std::collections::HashSet;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use cri_api::v1 as cri;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::super::{events, Daemon};
+use super::ContainerRecord;
+use crate::monitor::ExitRecord;
+
+/// Containers whose exit has been published (ContainerStopped), so it is published once. After a
+/// restart of skiffd every exit known at recovery counts as published.
+static EXIT_SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+/// Whether the record's monitor is still running: the pid is alive and is the monitor of this
+/// container (its command line names the id), so a reused pid is not taken for it.
+pub fn monitor_alive(c: &ContainerRecord) -> bool {
+    if c.monitor_pid <= 0 || is_zombie(c.monitor_pid) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", c.monitor_pid)) else {
+        return false;
+    };
+    let want = format!("\0--id\0{}\0", c.id);
+    cmdline.windows(want.len()).any(|w| w == want.as_bytes())
+}
+
+/// Forgets a removed container.
+pub fn forget(id: &str) {
+    if let Some(seen) = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        seen.remove(id);
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3).map(str::to_owned))
+        })
+        .is_some_and(|st| st == "Z" || st == "X")
+}
+
+/// Watches the container's monitor and publishes the exit when it ends.
+pub fn arm(d: &Arc<Daemon>, c: &ContainerRecord) {
+    let d = d.clone();
+    let c = c.clone();
+    tokio::spawn(async move {
+        wait_monitor(&c).await;
+        if d.containers.get(&c.id).is_none() {
+            return;
+        }
+        // Behind a running start or stop of the same container, so events keep their order.
+        let _g = d.containers.lock(&c.id).await;
+        mark_exited(&d, &c.id);
+    });
+}
+
+async fn wait_monitor(c: &ContainerRecord) {
+    let Some(fd) = pidfd_open(c.monitor_pid) else {
+        return;
+    };
+    // The pidfd names the process now; if that is not our monitor, ours is already gone.
+    if !monitor_alive(c) {
+        return;
+    }
+    // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it drops.
+    match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            let e = e.to_string();
+            tracing::warn!(container = c.id, "watch monitor: {e}; polling");
+            while monitor_alive(c) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    if pid <= 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Records that the container's exit is known and publishes ContainerStopped, once.
+pub fn mark_exited(d: &Daemon, id: &str) {
+    let first = {
+        let mut seen = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = seen.get_or_insert_with(HashSet::new);
+        let Some(c) = d.containers.get(id) else {
+            return;
+        };
+        let known = ExitRecord::read(&c.exit_file()).is_some() || !monitor_alive(&c);
+        known && seen.insert(id.to_owned())
+    };
+    if first {
+        if let Some(c) = d.containers.get(id) {
+            events::emit(
+                d,
+                id,
+                &c.sandbox_id,
+                cri::ContainerEventType::ContainerStoppedEvent,
+            );
+        }
+    }
+}
+
+/// Re-arms watchers of live monitors, notes exits that happened while skiffd was down, and removes
+/// runtime containers and directories that belong to no record.
+pub async fn recover(d: &Arc<Daemon>) {
+    for c in d.containers.list() {
+        if monitor_alive(&c) {
+            arm(d, &c);
+        } else {
+            mark_exited(d, &c.id);
+        }
+    }
+    let dd = d.clone();
+    let _ = tokio::task::spawn_blocking(move || collect_garbage(&dd)).await;
+}
+
+fn collect_garbage(d: &Daemon) {
+    // Sandbox-level objects (infra processes) share the runtime root only if they are containers
+    // with records of their own kind; only ids that look like ours are touched.
+    let ours = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Ok(list) = d.runtime.list() {
+        for st in list {
+            if ours(&st.id)
+                && d.containers.get(&st.id).is_none()
+                && d.sandboxes.get(&st.id).is_none()
+            {
+                tracing::info!(container = st.id, "removing a container without a record");
+                if let Err(e) = d.runtime.delete(&st.id, true) {
+                    tracing::warn!(container = st.id, "{e}");
+                }
+            }
+        }
+    }
+    let dir = d.config.state_dir.join("containers");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && ours(&name) && d.containers.get(&name).is_none() {
+            tracing::info!(container = name, "removing a directory without a record");
+            skiff_runtime::image::bundle::remove_bundle(&e.path());
+        }
+    }
+}
