@@ -120,7 +120,7 @@ async fn two_pods_reach_each_other_over_skiff_bridge() {
         container_config(
             "fetch",
             &format!(
-                "for i in $(seq 50); do wget -q -T 2 -O - http://{server_ip}:8080/ && exit 0; sleep 0.1; done; exit 1"
+                "for i in $(seq 50); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {server_ip} 8080 | grep hello && exit 0; sleep 0.1; done; exit 1"
             ),
         ),
     )

@@ -19,7 +19,7 @@ pub fn build(input: &SpecInput) -> Result<Process, Status> {
         terminal: input.config.tty,
         user: user(input)?,
         args: args(input.config, input.image)?,
-        env: env(input),
+        env: env(input)?,
         cwd: cwd(input.config, input.image)?,
         rlimits: vec![nofile()],
         no_new_privileges: sc.is_some_and(|s| s.no_new_privs),
@@ -78,8 +78,9 @@ pub fn args(
 }
 
 /// The image's environment, the config's on top (same key: the config wins), PATH when neither has
-/// one, and HOSTNAME as the pod sees it.
-pub fn env(input: &SpecInput) -> Vec<String> {
+/// one, and HOSTNAME as the pod sees it. A key with `=` or NUL could not round-trip through
+/// `KEY=VALUE` and is refused.
+pub fn env(input: &SpecInput) -> Result<Vec<String>, Status> {
     let mut out: Vec<String> = Vec::new();
     let mut set = |kv: String| {
         let key = kv.split('=').next().unwrap_or("").to_string();
@@ -103,11 +104,18 @@ pub fn env(input: &SpecInput) -> Vec<String> {
         set(e.clone());
     }
     for kv in &input.config.envs {
+        if kv.key.contains(['=', '\0']) {
+            return Err(bad("envs key", &kv.key, "must not contain '=' or NUL"));
+        }
+        let value = String::from_utf8_lossy(&kv.value);
+        if value.contains('\0') {
+            return Err(bad("envs value", &kv.key, "must not contain NUL"));
+        }
         if !kv.key.is_empty() {
-            set(format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)));
+            set(format!("{}={value}", kv.key));
         }
     }
-    out
+    Ok(out)
 }
 
 pub fn cwd(
