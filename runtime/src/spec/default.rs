@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-const CAPS: [&str; 14] = [
+/// The default capability set of runc, containerd and Docker.
+pub const DEFAULT_CAPS: [&str; 14] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -19,8 +20,31 @@ const CAPS: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
+/// Paths hidden from containers by default (runc's list).
+pub const DEFAULT_MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+/// Paths made read-only in containers by default.
+pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 pub fn default_spec(rootless: bool) -> Value {
-    let caps = json!(CAPS);
+    let caps = json!(DEFAULT_CAPS);
     let mut spec = json!({
         "ociVersion": crate::state::OCI_VERSION,
         "process": {
@@ -58,14 +82,8 @@ pub fn default_spec(rootless: bool) -> Value {
                 { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
                 { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" }
             ],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
+            "maskedPaths": DEFAULT_MASKED_PATHS,
+            "readonlyPaths": DEFAULT_READONLY_PATHS
         }
     });
     if rootless {

@@ -5,7 +5,7 @@
 //! Capability names stay strings: the spec asks runtimes to warn about and skip names the kernel does not
 //! know, which an enum would turn into a parse failure.
 
-mod default;
+pub mod default;
 mod resources;
 mod shape;
 mod validate;

@@ -10,45 +10,14 @@ use tonic::Status;
 
 use super::{bad, SpecInput};
 
-/// containerd's (and Docker's) default set.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use skiff_runtime::spec::default::{DEFAULT_CAPS, DEFAULT_READONLY_PATHS as DEFAULT_READONLY};
 
-pub const DEFAULT_MASKED: [&str; 11] = [
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-pub const DEFAULT_READONLY: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+/// runc's masked paths plus the power-capping interface, as containerd masks it.
+fn default_masked() -> Vec<&'static str> {
+    let mut v = skiff_runtime::spec::default::DEFAULT_MASKED_PATHS.to_vec();
+    v.push("/sys/devices/virtual/powercap");
+    v
+}
 
 /// Larger seccomp profiles than this are refused.
 const MAX_PROFILE: u64 = 4 << 20;
@@ -196,7 +165,7 @@ pub fn paths(input: &SpecInput) -> (Vec<String>, Vec<String>) {
         }
     };
     (
-        or_default(sc.masked_paths, &DEFAULT_MASKED),
+        or_default(sc.masked_paths, &default_masked()),
         or_default(sc.readonly_paths, &DEFAULT_READONLY),
     )
 }
