@@ -147,7 +147,7 @@ pub fn container_path(spec: &Spec, id: &str) -> Result<PathBuf, CgroupError> {
 }
 
 /// `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`.
-fn slice_path(slice: &str) -> String {
+pub fn slice_path(slice: &str) -> String {
     let name = slice.trim_end_matches(".slice");
     let mut out = Vec::new();
     let mut acc = String::new();

@@ -122,50 +122,6 @@ fn read_resources(path: &Path) -> Result<Resources> {
         .with_context(|| format!("{}: not a linux.resources object", path.display()))
 }
 
-/// Sets in `base` whatever `new` sets, field by field.
-fn merge(base: &mut Resources, new: Resources) {
-    if let Some(mut m) = new.memory {
-        let b = base.memory.get_or_insert_with(Memory::default);
-        // A container without swap (memory+swap == memory) keeps none when only its limit changes,
-        // as with runc; otherwise the new limit could exceed the old memory+swap.
-        if m.limit.is_some() && m.swap.is_none() && b.swap.is_some() && b.swap == b.limit {
-            m.swap = m.limit;
-        }
-        b.limit = m.limit.or(b.limit);
-        b.reservation = m.reservation.or(b.reservation);
-        b.swap = m.swap.or(b.swap);
-        b.kernel = m.kernel.or(b.kernel);
-        b.kernel_tcp = m.kernel_tcp.or(b.kernel_tcp);
-        b.swappiness = m.swappiness.or(b.swappiness);
-        b.disable_oom_killer = m.disable_oom_killer.or(b.disable_oom_killer);
-    }
-    if let Some(c) = new.cpu {
-        let b = base.cpu.get_or_insert_with(Cpu::default);
-        b.shares = c.shares.or(b.shares);
-        b.quota = c.quota.or(b.quota);
-        b.period = c.period.or(b.period);
-        b.burst = c.burst.or(b.burst);
-        b.realtime_runtime = c.realtime_runtime.or(b.realtime_runtime);
-        b.realtime_period = c.realtime_period.or(b.realtime_period);
-        b.cpus = c.cpus.or(b.cpus.take());
-        b.mems = c.mems.or(b.mems.take());
-        b.idle = c.idle.or(b.idle);
-    }
-    if new.pids.is_some() {
-        base.pids = new.pids;
-    }
-    if let Some(io) = new.block_io {
-        base.block_io = Some(io);
-    }
-    if !new.hugepage_limits.is_empty() {
-        base.hugepage_limits = new.hugepage_limits;
-    }
-    if new.network.is_some() {
-        base.network = new.network;
-    }
-    base.unified.extend(new.unified);
-}
-
 impl UpdateArgs {
     fn flags(&self) -> Resources {
         let mut r = Resources::default();
@@ -233,11 +189,11 @@ pub fn update(root: &Path, args: UpdateArgs) -> Result<i32> {
         Some(p) => read_resources(p)?,
         None => Resources::default(),
     };
-    merge(&mut new, args.flags());
+    new.merge(args.flags());
     let (dir, mut st) = live_state(root, &args.id)?;
     let linux = st.config.linux.get_or_insert_with(Default::default);
     let res = linux.resources.get_or_insert_with(Resources::default);
-    merge(res, new);
+    res.merge(new);
     let res = res.clone();
     // Device rules stay as they are: rewriting them would briefly cut the container off.
     cgroups::from_state(&st.cgroup).apply(&res, &[])?;

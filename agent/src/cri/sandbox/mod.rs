@@ -7,7 +7,7 @@
 
 mod files;
 mod network;
-mod resources;
+pub mod resources;
 mod setup;
 mod validate;
 

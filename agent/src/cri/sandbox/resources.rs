@@ -43,36 +43,29 @@ pub fn check(field: &str, r: &cri::LinuxContainerResources) -> Result<(), Status
     Ok(())
 }
 
-/// `kubepods-burstable-pod1.slice` → `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice`.
-pub fn slice_path(slice: &str) -> PathBuf {
-    let name = slice.trim_end_matches(".slice");
-    let mut path = PathBuf::from("/");
-    let mut prefix = String::new();
-    for part in name.split('-').filter(|p| !p.is_empty()) {
-        if !prefix.is_empty() {
-            prefix.push('-');
-        }
-        prefix.push_str(part);
-        path.push(format!("{prefix}.slice"));
-    }
-    path
-}
-
-fn pod_cgroup(driver: CgroupDriver, parent: &str) -> Option<PathBuf> {
-    if parent.is_empty() {
+/// `/kubepods/burstable/pod1` (cgroupfs) or `kubepods-burstable-pod1.slice` (systemd) as a path
+/// below each hierarchy's mount point; `None` for no parent or one that is not a plain path.
+pub fn pod_relative_path(parent: &str, driver: CgroupDriver) -> Option<PathBuf> {
+    let parent = parent.trim();
+    if parent.is_empty() || parent == "/" {
         return None;
     }
-    if parent.ends_with(".slice") && !parent.contains('/') {
-        return Some(slice_path(parent));
-    }
-    match driver {
-        CgroupDriver::Cgroupfs | CgroupDriver::Systemd => Some(PathBuf::from(parent)),
-    }
+    let rel = match driver {
+        CgroupDriver::Systemd if parent.ends_with(".slice") && !parent.contains('/') => {
+            skiff_runtime::cgroups::slice_path(parent)
+        }
+        _ => parent.trim_start_matches('/').to_string(),
+    };
+    let path = PathBuf::from(rel);
+    let clean = path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    clean.then_some(path)
 }
 
 /// Writes what applies to the existing pod cgroup (v1 per-controller or unified); never fails the RPC.
 pub fn apply(driver: CgroupDriver, rec: &SandboxRecord) {
-    let Some(rel) = pod_cgroup(driver, &rec.cgroup_parent) else {
+    let Some(rel) = pod_relative_path(&rec.cgroup_parent, driver) else {
         return;
     };
     let Some(res) = rec.config.linux.as_ref().and_then(|l| l.resources.clone()) else {
@@ -84,7 +77,6 @@ pub fn apply(driver: CgroupDriver, rec: &SandboxRecord) {
         .as_ref()
         .and_then(|l| l.overhead.clone())
         .unwrap_or_default();
-    let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
     let root = Path::new(CGROUP_ROOT);
     let mut writes: Vec<(PathBuf, String)> = Vec::new();
     if res.memory_limit_in_bytes > 0 {
@@ -119,11 +111,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn systemd_slices_expand() {
+    fn pod_cgroups_of_both_drivers() {
         assert_eq!(
-            slice_path("kubepods-burstable-pod1.slice"),
-            Path::new("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice")
+            pod_relative_path("kubepods-burstable-pod1.slice", CgroupDriver::Systemd).unwrap(),
+            Path::new("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice")
         );
+        assert_eq!(
+            pod_relative_path("/kubepods/burstable/pod1", CgroupDriver::Cgroupfs).unwrap(),
+            Path::new("kubepods/burstable/pod1")
+        );
+        assert_eq!(
+            pod_relative_path("/kubepods/../etc", CgroupDriver::Cgroupfs),
+            None
+        );
+        assert_eq!(pod_relative_path("", CgroupDriver::Cgroupfs), None);
     }
 
     #[test]

@@ -95,27 +95,6 @@ fn check_page_size(s: &str) -> Result<(), Status> {
     }
 }
 
-/// Sets in `base` whatever `new` sets.
-pub fn merge(base: &mut Resources, new: Resources) {
-    if let Some(m) = new.memory {
-        let b = base.memory.get_or_insert_with(Memory::default);
-        b.limit = m.limit.or(b.limit);
-        b.swap = m.swap.or(b.swap);
-    }
-    if let Some(c) = new.cpu {
-        let b = base.cpu.get_or_insert_with(Cpu::default);
-        b.period = c.period.or(b.period);
-        b.quota = c.quota.or(b.quota);
-        b.shares = c.shares.or(b.shares);
-        b.cpus = c.cpus.or(b.cpus.take());
-        b.mems = c.mems.or(b.mems.take());
-    }
-    if !new.hugepage_limits.is_empty() {
-        base.hugepage_limits = new.hugepage_limits;
-    }
-    base.unified.extend(new.unified);
-}
-
 /// `UpdateContainerResources`: validated, written to the container's cgroup when it runs, and kept
 /// in the runtime's state and the container's record for restarts and later updates.
 pub async fn update(
@@ -156,7 +135,7 @@ fn apply(root: &std::path::Path, id: &str, new: Resources) -> Result<(), Status>
     }
     let linux = st.config.linux.get_or_insert_with(Default::default);
     let res = linux.resources.get_or_insert_with(Resources::default);
-    merge(res, new);
+    res.merge(new);
     let res = res.clone();
     // Device rules stay as they are: rewriting them would briefly cut the container off.
     skiff_runtime::cgroups::from_state(&st.cgroup)

@@ -843,7 +843,7 @@ fn resource_updates_merge() {
         ..Default::default()
     }))
     .unwrap();
-    resources::merge(&mut base, new);
+    base.merge(new);
     assert_eq!(base.memory.unwrap().limit, Some(200));
     assert_eq!(base.cpu.unwrap().shares, Some(2));
 }

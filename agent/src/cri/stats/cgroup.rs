@@ -94,40 +94,7 @@ impl CgroupDirs {
     }
 }
 
-/// `/kubepods/burstable/pod1` (cgroupfs) or `kubepods-burstable-pod1.slice` (systemd) as a path
-/// below each hierarchy's mount point.
-pub fn pod_relative_path(parent: &str, driver: CgroupDriver) -> Option<PathBuf> {
-    let parent = parent.trim();
-    if parent.is_empty() || parent == "/" {
-        return None;
-    }
-    let rel = match driver {
-        CgroupDriver::Systemd if parent.ends_with(".slice") && !parent.contains('/') => {
-            expand_slice(parent)
-        }
-        _ => parent.trim_start_matches('/').to_string(),
-    };
-    let path = PathBuf::from(rel);
-    let clean = path
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    clean.then_some(path)
-}
-
-/// systemd nests `a-b-c.slice` as `a.slice/a-b.slice/a-b-c.slice`.
-fn expand_slice(slice: &str) -> String {
-    let name = slice.trim_end_matches(".slice");
-    let mut acc = String::new();
-    let mut parts = Vec::new();
-    for p in name.split('-') {
-        if !acc.is_empty() {
-            acc.push('-');
-        }
-        acc.push_str(p);
-        parts.push(format!("{acc}.slice"));
-    }
-    parts.join("/")
-}
+pub use crate::cri::sandbox::resources::pod_relative_path;
 
 /// Usage at one instant, in bytes and nanoseconds, whichever cgroup version it came from.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
