@@ -388,6 +388,18 @@ impl Skiffd {
             .unwrap_or_else(|| panic!("ContainerStatus {id} without a status"))
     }
 
+    /// The verbose ContainerStatus, with the runtime's `info`.
+    pub async fn verbose_container_status(&mut self, id: &str) -> cri::ContainerStatusResponse {
+        self.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+            .into_inner()
+    }
+
     /// Polls the container's status until it is in `state`, for up to 30 s.
     pub async fn wait_container_state(
         &mut self,

@@ -383,14 +383,7 @@ mod cri_tests {
         assert_eq!((user.uid, user.gid), (0, 0));
         let log = log_file(&d, "seq", "web");
         assert_eq!(PathBuf::from(&s.log_path), log);
-        let verbose =
-            d.rt.container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let verbose = d.verbose_container_status(&id).await;
         let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
         assert!(info["pid"].as_i64().unwrap() > 0, "{info}");
         assert!(info["runtimeSpec"]["process"].is_object(), "{info}");
@@ -439,14 +432,8 @@ mod cri_tests {
         let (mut d, sb) = setup("logs").await;
         let script = "echo first; echo to-stderr >&2; head -c 20480 /dev/zero | tr '\\0' y; echo; \
                       printf 'no newline'";
-        let id = d
-            .create_container(&sb, container_config("out", script))
-            .await
-            .unwrap();
-        d.start_container(&id).await;
-        let s = d
-            .wait_container_state(&id, cri::ContainerState::ContainerExited)
-            .await;
+        let id = d.run_container(&sb, container_config("out", script)).await;
+        let s = d.wait_exited(&id).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
         let text = std::fs::read_to_string(log_file(&d, "logs", "out")).unwrap();
         let lines: Vec<_> = text.lines().map(parse_cri_line).collect();
@@ -476,11 +463,8 @@ mod cri_tests {
         let (mut d, sb) = setup("tty").await;
         let mut cfg = container_config("t", "[ -t 1 ] && echo on-a-tty; echo more");
         cfg.tty = true;
-        let id = d.create_container(&sb, cfg).await.unwrap();
-        d.start_container(&id).await;
-        let s = d
-            .wait_container_state(&id, cri::ContainerState::ContainerExited)
-            .await;
+        let id = d.run_container(&sb, cfg).await;
+        let s = d.wait_exited(&id).await;
         assert_eq!(s.exit_code, 0, "{s:?}");
         let text = std::fs::read_to_string(log_file(&d, "tty", "t")).unwrap();
         let msgs: Vec<_> = text
@@ -526,13 +510,9 @@ mod cri_tests {
     async fn crash_looping_container_gets_a_new_attempt() {
         let (mut d, sb) = setup("crash").await;
         let first = d
-            .create_container(&sb, container_config("c", "echo boom; exit 1"))
-            .await
-            .unwrap();
-        d.start_container(&first).await;
-        let s = d
-            .wait_container_state(&first, cri::ContainerState::ContainerExited)
+            .run_container(&sb, container_config("c", "echo boom; exit 1"))
             .await;
+        let s = d.wait_exited(&first).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
         // The same name and attempt again is refused; attempt 1 is a new container.
         let e = d
@@ -546,9 +526,7 @@ mod cri_tests {
         let second = d.create_container(&sb, again).await.unwrap();
         assert_ne!(first, second);
         d.start_container(&second).await;
-        let s = d
-            .wait_container_state(&second, cri::ContainerState::ContainerExited)
-            .await;
+        let s = d.wait_exited(&second).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
         assert_eq!(s.metadata.unwrap().attempt, 1);
         // A started container cannot be started again.
@@ -574,11 +552,8 @@ mod cri_tests {
                 memory_swap_limit_in_bytes: 32 << 20,
                 ..Default::default()
             });
-        let id = d.create_container(&sb, cfg).await.unwrap();
-        d.start_container(&id).await;
-        let s = d
-            .wait_container_state(&id, cri::ContainerState::ContainerExited)
-            .await;
+        let id = d.run_container(&sb, cfg).await;
+        let s = d.wait_exited(&id).await;
         assert_eq!(s.reason, "OOMKilled", "{s:?}");
         assert_eq!(s.exit_code, 137);
         assert_eq!(
@@ -597,14 +572,11 @@ mod cri_tests {
             .unwrap();
         // Stopping a created (never started) container ends it.
         d.stop_container(&id, 5).await.unwrap();
-        d.wait_container_state(&id, cri::ContainerState::ContainerExited)
-            .await;
+        d.wait_exited(&id).await;
         d.stop_container(&id, 5).await.unwrap();
         let id2 = d
-            .create_container(&sb, container_config("t", "trap '' TERM; sleep 1000"))
-            .await
-            .unwrap();
-        d.start_container(&id2).await;
+            .run_container(&sb, container_config("t", "trap '' TERM; sleep 1000"))
+            .await;
         // SIGTERM is ignored: the timeout leads to SIGKILL.
         d.stop_container(&id2, 1).await.unwrap();
         let s = d.container_status(&id2).await;
@@ -612,10 +584,8 @@ mod cri_tests {
         d.stop_container(&id2, 1).await.unwrap();
         // Removing a running container kills it.
         let id3 = d
-            .create_container(&sb, container_config("u", "sleep 1000"))
-            .await
-            .unwrap();
-        d.start_container(&id3).await;
+            .run_container(&sb, container_config("u", "sleep 1000"))
+            .await;
         for c in [&id, &id2, &id3] {
             d.remove_container(c).await.unwrap();
             d.remove_container(c).await.unwrap();
@@ -666,8 +636,7 @@ mod cri_tests {
         let a = d.create_container(&sb1, a).await.unwrap();
         let mut b = container_config("b", "sleep 1000");
         b.labels.insert("role".into(), "y".into());
-        let b = d.create_container(&sb2, b).await.unwrap();
-        d.start_container(&b).await;
+        let b = d.run_container(&sb2, b).await;
         let ids = |v: Vec<cri::Container>| -> Vec<String> {
             let mut v: Vec<String> = v.into_iter().map(|c| c.id).collect();
             v.sort();
@@ -780,9 +749,7 @@ mod cri_tests {
         d.kill9();
         tokio::time::sleep(Duration::from_secs(3)).await;
         d.restart().await;
-        let s = d
-            .wait_container_state(&quick, cri::ContainerState::ContainerExited)
-            .await;
+        let s = d.wait_exited(&quick).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
         let s = d.container_status(&long).await;
         assert_eq!(

@@ -49,12 +49,7 @@ async fn ids_empty_unknown_and_malformed() {
         })
         .await;
     assert_eq!(code(r), Code::NotFound);
-    let r =
-        d.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: unknown.clone(),
-            verbose: true,
-        })
-        .await;
+    let r = d.pod_status(&unknown).await;
     assert_eq!(code(r), Code::NotFound);
     let r =
         d.rt.start_container(cri::StartContainerRequest {

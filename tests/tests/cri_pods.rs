@@ -83,14 +83,7 @@ async fn kubelet_sequence_leaves_nothing_behind() {
             container_config("main", "echo started; exec sleep 300"),
         )
         .await;
-    let st =
-        d.rt.container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = d.verbose_container_status(&id).await;
     let status = st.status.unwrap();
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(status.image_ref, image_ref);
