@@ -15,6 +15,7 @@ use cri::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1 as cri;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
 
 use crate::binary::workspace_dir;
 use crate::registry::Registry;
@@ -192,19 +193,296 @@ impl Skiffd {
 
     /// Pulls the test busybox image.
     pub async fn pull_busybox(&mut self) -> String {
+        self.pull_image(BUSYBOX, None).await.expect("pull busybox")
+    }
+}
+
+/// The CRI calls as the tests make them. Those whose failure a test checks return the status;
+/// the others panic with the daemon's log, since a failure there is a failure of the test.
+impl Skiffd {
+    /// PullImage of `name` with optional credentials; the image reference.
+    pub async fn pull_image(
+        &mut self,
+        name: &str,
+        auth: Option<cri::AuthConfig>,
+    ) -> Result<String, Status> {
         self.img
             .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: BUSYBOX.into(),
-                    ..Default::default()
-                }),
+                image: image_spec(name),
+                auth,
                 ..Default::default()
             })
             .await
-            .expect("pull busybox")
-            .into_inner()
-            .image_ref
+            .map(|r| r.into_inner().image_ref)
     }
+
+    pub async fn image_status(&mut self, name: &str, verbose: bool) -> cri::ImageStatusResponse {
+        self.img
+            .image_status(cri::ImageStatusRequest {
+                image: image_spec(name),
+                verbose,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ImageStatus {name}: {e}"))
+            .into_inner()
+    }
+
+    /// ListImages, filtered by an image name when `filter` is given.
+    pub async fn list_images(&mut self, filter: Option<&str>) -> Vec<cri::Image> {
+        self.img
+            .list_images(cri::ListImagesRequest {
+                filter: filter.map(|f| cri::ImageFilter {
+                    image: image_spec(f),
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ListImages: {e}"))
+            .into_inner()
+            .images
+    }
+
+    pub async fn remove_image(&mut self, name: &str) -> Result<(), Status> {
+        self.img
+            .remove_image(cri::RemoveImageRequest {
+                image: image_spec(name),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// RunPodSandbox; the new sandbox's id.
+    pub async fn run_pod_sandbox(
+        &mut self,
+        config: cri::PodSandboxConfig,
+    ) -> Result<String, Status> {
+        self.rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+    }
+
+    /// A running pod, kept with the config its containers are created with.
+    pub async fn run_pod(&mut self, config: cri::PodSandboxConfig) -> Pod {
+        match self.run_pod_sandbox(config.clone()).await {
+            Ok(id) => Pod { id, config },
+            Err(e) => panic!("RunPodSandbox: {e}\n{}", self.daemon_log()),
+        }
+    }
+
+    /// Verbose PodSandboxStatus, as kubelet asks for it.
+    pub async fn pod_status(&mut self, id: &str) -> Result<cri::PodSandboxStatusResponse, Status> {
+        self.rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The pod's IP, from its status.
+    pub async fn pod_ip(&mut self, id: &str) -> String {
+        let status = match self.pod_status(id).await {
+            Ok(s) => s.status,
+            Err(e) => panic!("PodSandboxStatus {id}: {e}"),
+        };
+        status
+            .and_then(|s| s.network)
+            .unwrap_or_else(|| panic!("no network status for pod {id}"))
+            .ip
+    }
+
+    pub async fn stop_pod(&mut self, id: &str) -> Result<(), Status> {
+        self.rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// RemovePodSandbox alone (skiffd stops a pod it removes).
+    pub async fn remove_pod(&mut self, id: &str) -> Result<(), Status> {
+        self.rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// StopPodSandbox then RemovePodSandbox, as kubelet ends a pod.
+    pub async fn stop_and_remove_pod(&mut self, id: &str) {
+        if let Err(e) = self.stop_pod(id).await {
+            panic!("StopPodSandbox {id}: {e}\n{}", self.daemon_log());
+        }
+        if let Err(e) = self.remove_pod(id).await {
+            panic!("RemovePodSandbox {id}: {e}\n{}", self.daemon_log());
+        }
+    }
+
+    pub async fn list_pods(
+        &mut self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Vec<cri::PodSandbox> {
+        self.rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
+            .await
+            .unwrap_or_else(|e| panic!("ListPodSandbox: {e}"))
+            .into_inner()
+            .items
+    }
+
+    /// CreateContainer of `config` in `pod`; the new container's id.
+    pub async fn create_container(
+        &mut self,
+        pod: &Pod,
+        config: cri::ContainerConfig,
+    ) -> Result<String, Status> {
+        self.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    pub async fn start_container(&mut self, id: &str) {
+        let r = self
+            .rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await;
+        if let Err(e) = r {
+            panic!("StartContainer {id}: {e}\n{}", self.daemon_log());
+        }
+    }
+
+    /// A created and started container; its id.
+    pub async fn run_container(&mut self, pod: &Pod, config: cri::ContainerConfig) -> String {
+        let id = match self.create_container(pod, config).await {
+            Ok(id) => id,
+            Err(e) => panic!("CreateContainer: {e}\n{}", self.daemon_log()),
+        };
+        self.start_container(&id).await;
+        id
+    }
+
+    /// The (not verbose) status of a container that exists.
+    pub async fn container_status(&mut self, id: &str) -> cri::ContainerStatus {
+        self.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+            .into_inner()
+            .status
+            .unwrap_or_else(|| panic!("ContainerStatus {id} without a status"))
+    }
+
+    /// The verbose ContainerStatus, with the runtime's `info`.
+    pub async fn verbose_container_status(&mut self, id: &str) -> cri::ContainerStatusResponse {
+        self.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+            .into_inner()
+    }
+
+    /// Polls the container's status until it is in `state`, for up to 30 s.
+    pub async fn wait_container_state(
+        &mut self,
+        id: &str,
+        state: cri::ContainerState,
+    ) -> cri::ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.container_status(id).await;
+            if s.state == state as i32 {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} never became {state:?}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
+        self.wait_container_state(id, cri::ContainerState::ContainerExited)
+            .await
+    }
+
+    pub async fn stop_container(&mut self, id: &str, timeout: i64) -> Result<(), Status> {
+        self.rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn remove_container(&mut self, id: &str) -> Result<(), Status> {
+        self.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_containers(
+        &mut self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Vec<cri::Container> {
+        self.rt
+            .list_containers(cri::ListContainersRequest { filter })
+            .await
+            .unwrap_or_else(|e| panic!("ListContainers: {e}"))
+            .into_inner()
+            .containers
+    }
+
+    /// A GetContainerEvents stream, subscribed from now on.
+    pub async fn container_events(&mut self) -> Streaming<cri::ContainerEventResponse> {
+        self.rt
+            .get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("GetContainerEvents: {e}"))
+            .into_inner()
+    }
+}
+
+/// A pod sandbox the daemon runs: its id and the config it was run with.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub id: String,
+    pub config: cri::PodSandboxConfig,
+}
+
+/// The next event of a GetContainerEvents stream, or a panic once `within` has passed.
+pub async fn next_event(
+    events: &mut Streaming<cri::ContainerEventResponse>,
+    within: Duration,
+) -> cri::ContainerEventResponse {
+    tokio::time::timeout(within, events.message())
+        .await
+        .unwrap_or_else(|_| panic!("no container event within {within:?}"))
+        .expect("event stream failed")
+        .expect("event stream ended")
 }
 
 fn spawn(config: &Path, dir: &Path) -> Result<Child> {
@@ -272,21 +550,32 @@ pub fn cleanup(dir: &Path) {
 /// Monitors and infra processes of this daemon carry its directory in their command line.
 fn kill_processes_mentioning(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmd).contains(&needle) {
+    for (pid, cmd) in processes() {
+        if cmd.contains(&needle) {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// Every process's pid and command line, NULs shown as spaces.
+fn processes() -> Vec<(i32, String)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")))
+        })
+        .collect()
+}
+
+/// The command lines of all processes, NULs shown as spaces.
+pub fn command_lines() -> Vec<String> {
+    processes().into_iter().map(|(_, cmd)| cmd).collect()
 }
 
 /// A sandbox config for a pod named `name` with logs under `log_dir`.
@@ -306,6 +595,25 @@ pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
     }
 }
 
+/// `config` on the node's network: no CNI config needed.
+pub fn host_network(mut config: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    let linux = config.linux.get_or_insert_with(Default::default);
+    let security = linux.security_context.get_or_insert_with(Default::default);
+    security.namespace_options = Some(cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        ..Default::default()
+    });
+    config
+}
+
+/// The image spec naming `name`.
+pub fn image_spec(name: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: name.into(),
+        ..Default::default()
+    })
+}
+
 /// A container config running `sh -c script` in the test busybox image.
 pub fn container_config(name: &str, script: &str) -> cri::ContainerConfig {
     cri::ContainerConfig {
@@ -313,10 +621,7 @@ pub fn container_config(name: &str, script: &str) -> cri::ContainerConfig {
             name: name.into(),
             attempt: 0,
         }),
-        image: Some(cri::ImageSpec {
-            image: BUSYBOX.into(),
-            ..Default::default()
-        }),
+        image: image_spec(BUSYBOX),
         command: vec!["sh".into(), "-c".into(), script.into()],
         log_path: format!("{name}.log"),
         linux: Some(cri::LinuxContainerConfig::default()),

@@ -293,127 +293,29 @@ mod cri_tests {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    use skiff_tests::cri::{container_config, pod_config, v1 as cri, Skiffd};
+    use skiff_tests::cri::{
+        command_lines, container_config, host_network, next_event, pod_config, v1 as cri, Pod,
+        Skiffd,
+    };
     use tonic::Code;
 
-    use super::{next_event, parse_cri_line};
+    use super::parse_cri_line;
 
-    /// A host-network pod (no CNI config needed); `None` when sandboxes are not available in this
-    /// build, in which case the test says so and stops.
-    async fn pod(d: &mut Skiffd, name: &str) -> Option<String> {
-        let mut config = pod_config(name, &d.log_dir());
-        let linux = config.linux.get_or_insert_with(Default::default);
-        let sc = linux.security_context.get_or_insert_with(Default::default);
-        sc.namespace_options = Some(cri::NamespaceOption {
-            network: cri::NamespaceMode::Node as i32,
-            ..Default::default()
-        });
-        match d
-            .rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
-        {
-            Ok(r) => Some(r.into_inner().pod_sandbox_id),
-            Err(s) if s.code() == Code::Unimplemented => {
-                eprintln!("SKIPPED: RunPodSandbox is not implemented in this build ({s:?})");
-                None
-            }
-            Err(s) => panic!("RunPodSandbox: {s:?}"),
-        }
+    /// How long a test waits for an event it expects.
+    const EVENT_WAIT: Duration = Duration::from_secs(30);
+
+    /// A host-network pod (no CNI config needed).
+    async fn pod(d: &mut Skiffd, name: &str) -> Pod {
+        let config = host_network(pod_config(name, &d.log_dir()));
+        d.run_pod(config).await
     }
 
-    /// A started daemon with busybox pulled and one pod, or `None` (skipped) as for [`pod`].
-    async fn setup(name: &str) -> Option<(Skiffd, String)> {
+    /// A started daemon with busybox pulled and one pod.
+    async fn setup(name: &str) -> (Skiffd, Pod) {
         let mut d = Skiffd::start().await;
-        let sb = pod(&mut d, name).await?;
+        let sb = pod(&mut d, name).await;
         d.pull_busybox().await;
-        Some((d, sb))
-    }
-
-    fn pod_config_of(d: &Skiffd, name: &str) -> cri::PodSandboxConfig {
-        pod_config(name, &d.log_dir())
-    }
-
-    async fn create(
-        d: &mut Skiffd,
-        sb: &str,
-        pod_name: &str,
-        config: cri::ContainerConfig,
-    ) -> Result<String, tonic::Status> {
-        d.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sb.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config_of(d, pod_name)),
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-    }
-
-    async fn start(d: &mut Skiffd, id: &str) {
-        d.rt.start_container(cri::StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("start {id}: {e:?}\n{}", d.daemon_log()));
-    }
-
-    async fn status(d: &mut Skiffd, id: &str) -> cri::ContainerStatus {
-        d.rt.container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("status {id}: {e:?}"))
-        .into_inner()
-        .status
-        .unwrap()
-    }
-
-    async fn wait_state(
-        d: &mut Skiffd,
-        id: &str,
-        state: cri::ContainerState,
-    ) -> cri::ContainerStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let s = status(d, id).await;
-            if s.state == state as i32 {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container {id} never became {state:?}: {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(d: &mut Skiffd, id: &str, timeout: i64) -> Result<(), tonic::Status> {
-        d.rt.stop_container(cri::StopContainerRequest {
-            container_id: id.into(),
-            timeout,
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn remove(d: &mut Skiffd, id: &str) -> Result<(), tonic::Status> {
-        d.rt.remove_container(cri::RemoveContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn list(d: &mut Skiffd, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
-        d.rt.list_containers(cri::ListContainersRequest { filter })
-            .await
-            .unwrap()
-            .into_inner()
-            .containers
+        (d, sb)
     }
 
     fn log_file(d: &Skiffd, pod_name: &str, name: &str) -> PathBuf {
@@ -440,11 +342,8 @@ mod cri_tests {
         let left: Vec<_> = rt.list().unwrap().into_iter().map(|c| c.id).collect();
         assert!(left.is_empty(), "runtime containers left: {left:?}");
         let dir = d.dir.to_string_lossy().into_owned();
-        let monitors: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        let monitors: Vec<String> = command_lines()
+            .into_iter()
             .filter(|c| {
                 c.contains("skiff-monitor") && c.contains(" container ") && c.contains(&dir)
             })
@@ -457,27 +356,23 @@ mod cri_tests {
 
     #[tokio::test]
     async fn kubelet_sequence_with_events() {
-        let Some((mut d, sb)) = setup("seq").await else {
-            return;
-        };
-        let mut events =
-            d.rt.get_container_events(cri::GetEventsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
+        let (mut d, sb) = setup("seq").await;
+        let mut events = d.container_events().await;
         let mut cfg = container_config(
             "web",
             "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
         );
         cfg.labels.insert("tier".into(), "front".into());
         cfg.annotations.insert("note".into(), "n1".into());
-        let id = create(&mut d, &sb, "seq", cfg).await.unwrap();
+        let id = d.create_container(&sb, cfg).await.unwrap();
         assert_eq!(id.len(), 64);
-        let s = status(&mut d, &id).await;
+        let s = d.container_status(&id).await;
         assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
         assert!(s.created_at > 0 && s.started_at == 0);
-        start(&mut d, &id).await;
-        let s = wait_state(&mut d, &id, cri::ContainerState::ContainerRunning).await;
+        d.start_container(&id).await;
+        let s = d
+            .wait_container_state(&id, cri::ContainerState::ContainerRunning)
+            .await;
         assert!(s.started_at >= s.created_at);
         assert_eq!(s.metadata.as_ref().unwrap().name, "web");
         assert_eq!(s.image.as_ref().unwrap().image, skiff_tests::cri::BUSYBOX);
@@ -488,14 +383,7 @@ mod cri_tests {
         assert_eq!((user.uid, user.gid), (0, 0));
         let log = log_file(&d, "seq", "web");
         assert_eq!(PathBuf::from(&s.log_path), log);
-        let verbose =
-            d.rt.container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let verbose = d.verbose_container_status(&id).await;
         let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
         assert!(info["pid"].as_i64().unwrap() > 0, "{info}");
         assert!(info["runtimeSpec"]["process"].is_object(), "{info}");
@@ -508,30 +396,21 @@ mod cri_tests {
             assert!(Instant::now() < deadline, "no output in {}", log.display());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop(&mut d, &id, 10).await.unwrap();
-        let s = status(&mut d, &id).await;
+        d.stop_container(&id, 10).await.unwrap();
+        let s = d.container_status(&id).await;
         assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
         assert!(s.finished_at >= s.started_at);
         assert!(std::fs::read_to_string(&log)
             .unwrap()
             .contains(" stdout F bye\n"));
-        remove(&mut d, &id).await.unwrap();
-        assert!(list(&mut d, None).await.is_empty());
-        d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: sb.clone(),
-        })
-        .await
-        .unwrap();
-        d.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: sb.clone(),
-        })
-        .await
-        .unwrap();
+        d.remove_container(&id).await.unwrap();
+        assert!(d.list_containers(None).await.is_empty());
+        d.stop_and_remove_pod(&sb.id).await;
         assert_no_container_state(&d);
         let mut seen = Vec::new();
         while seen.len() < 4 {
-            let ev = next_event(&mut events).await;
+            let ev = next_event(&mut events, EVENT_WAIT).await;
             if ev.container_id == id {
                 seen.push(ev.container_event_type);
             }
@@ -550,16 +429,11 @@ mod cri_tests {
 
     #[tokio::test]
     async fn log_file_is_in_the_cri_format() {
-        let Some((mut d, sb)) = setup("logs").await else {
-            return;
-        };
+        let (mut d, sb) = setup("logs").await;
         let script = "echo first; echo to-stderr >&2; head -c 20480 /dev/zero | tr '\\0' y; echo; \
                       printf 'no newline'";
-        let id = create(&mut d, &sb, "logs", container_config("out", script))
-            .await
-            .unwrap();
-        start(&mut d, &id).await;
-        let s = wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
+        let id = d.run_container(&sb, container_config("out", script)).await;
+        let s = d.wait_exited(&id).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
         let text = std::fs::read_to_string(log_file(&d, "logs", "out")).unwrap();
         let lines: Vec<_> = text.lines().map(parse_cri_line).collect();
@@ -586,14 +460,11 @@ mod cri_tests {
 
     #[tokio::test]
     async fn tty_container_logs_its_terminal() {
-        let Some((mut d, sb)) = setup("tty").await else {
-            return;
-        };
+        let (mut d, sb) = setup("tty").await;
         let mut cfg = container_config("t", "[ -t 1 ] && echo on-a-tty; echo more");
         cfg.tty = true;
-        let id = create(&mut d, &sb, "tty", cfg).await.unwrap();
-        start(&mut d, &id).await;
-        let s = wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
+        let id = d.run_container(&sb, cfg).await;
+        let s = d.wait_exited(&id).await;
         assert_eq!(s.exit_code, 0, "{s:?}");
         let text = std::fs::read_to_string(log_file(&d, "tty", "t")).unwrap();
         let msgs: Vec<_> = text
@@ -602,16 +473,14 @@ mod cri_tests {
             .map(|l| format!("{} {} {}", l.0, l.1, l.2))
             .collect();
         assert_eq!(msgs, ["stdout F on-a-tty", "stdout F more"], "{text:?}");
-        remove(&mut d, &id).await.unwrap();
+        d.remove_container(&id).await.unwrap();
     }
 
     #[tokio::test]
     async fn concurrent_creates_of_one_name_make_one_container() {
-        let Some((mut d, sb)) = setup("race").await else {
-            return;
-        };
+        let (mut d, sb) = setup("race").await;
         let attempt = |mut rt: cri::runtime_service_client::RuntimeServiceClient<_>| {
-            let sb = sb.clone();
+            let sb = sb.id.clone();
             async move {
                 rt.create_container(cri::CreateContainerRequest {
                     pod_sandbox_id: sb,
@@ -634,37 +503,30 @@ mod cri_tests {
                 assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
             }
         }
-        assert_eq!(list(&mut d, None).await.len(), 1);
+        assert_eq!(d.list_containers(None).await.len(), 1);
     }
 
     #[tokio::test]
     async fn crash_looping_container_gets_a_new_attempt() {
-        let Some((mut d, sb)) = setup("crash").await else {
-            return;
-        };
-        let first = create(
-            &mut d,
-            &sb,
-            "crash",
-            container_config("c", "echo boom; exit 1"),
-        )
-        .await
-        .unwrap();
-        start(&mut d, &first).await;
-        let s = wait_state(&mut d, &first, cri::ContainerState::ContainerExited).await;
+        let (mut d, sb) = setup("crash").await;
+        let first = d
+            .run_container(&sb, container_config("c", "echo boom; exit 1"))
+            .await;
+        let s = d.wait_exited(&first).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
         // The same name and attempt again is refused; attempt 1 is a new container.
-        let e = create(&mut d, &sb, "crash", container_config("c", "exit 1"))
+        let e = d
+            .create_container(&sb, container_config("c", "exit 1"))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
         let mut again = container_config("c", "echo boom; exit 1");
         again.metadata.as_mut().unwrap().attempt = 1;
         again.log_path = "c-1.log".into();
-        let second = create(&mut d, &sb, "crash", again).await.unwrap();
+        let second = d.create_container(&sb, again).await.unwrap();
         assert_ne!(first, second);
-        start(&mut d, &second).await;
-        let s = wait_state(&mut d, &second, cri::ContainerState::ContainerExited).await;
+        d.start_container(&second).await;
+        let s = d.wait_exited(&second).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (1, "Error"));
         assert_eq!(s.metadata.unwrap().attempt, 1);
         // A started container cannot be started again.
@@ -675,16 +537,14 @@ mod cri_tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-        remove(&mut d, &first).await.unwrap();
-        remove(&mut d, &second).await.unwrap();
-        assert!(list(&mut d, None).await.is_empty());
+        d.remove_container(&first).await.unwrap();
+        d.remove_container(&second).await.unwrap();
+        assert!(d.list_containers(None).await.is_empty());
     }
 
     #[tokio::test]
     async fn oom_killed_container_says_so() {
-        let Some((mut d, sb)) = setup("oom").await else {
-            return;
-        };
+        let (mut d, sb) = setup("oom").await;
         let mut cfg = container_config("hog", "tail /dev/zero");
         cfg.linux.get_or_insert_with(Default::default).resources =
             Some(cri::LinuxContainerResources {
@@ -692,68 +552,59 @@ mod cri_tests {
                 memory_swap_limit_in_bytes: 32 << 20,
                 ..Default::default()
             });
-        let id = create(&mut d, &sb, "oom", cfg).await.unwrap();
-        start(&mut d, &id).await;
-        let s = wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
+        let id = d.run_container(&sb, cfg).await;
+        let s = d.wait_exited(&id).await;
         assert_eq!(s.reason, "OOMKilled", "{s:?}");
         assert_eq!(s.exit_code, 137);
         assert_eq!(
             s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
             32 << 20
         );
-        remove(&mut d, &id).await.unwrap();
+        d.remove_container(&id).await.unwrap();
     }
 
     #[tokio::test]
     async fn stop_and_remove_are_idempotent_and_unknown_ids_are_named() {
-        let Some((mut d, sb)) = setup("idem").await else {
-            return;
-        };
-        let id = create(&mut d, &sb, "idem", container_config("s", "sleep 1000"))
+        let (mut d, sb) = setup("idem").await;
+        let id = d
+            .create_container(&sb, container_config("s", "sleep 1000"))
             .await
             .unwrap();
         // Stopping a created (never started) container ends it.
-        stop(&mut d, &id, 5).await.unwrap();
-        wait_state(&mut d, &id, cri::ContainerState::ContainerExited).await;
-        stop(&mut d, &id, 5).await.unwrap();
-        let id2 = create(
-            &mut d,
-            &sb,
-            "idem",
-            container_config("t", "trap '' TERM; sleep 1000"),
-        )
-        .await
-        .unwrap();
-        start(&mut d, &id2).await;
+        d.stop_container(&id, 5).await.unwrap();
+        d.wait_exited(&id).await;
+        d.stop_container(&id, 5).await.unwrap();
+        let id2 = d
+            .run_container(&sb, container_config("t", "trap '' TERM; sleep 1000"))
+            .await;
         // SIGTERM is ignored: the timeout leads to SIGKILL.
-        stop(&mut d, &id2, 1).await.unwrap();
-        let s = status(&mut d, &id2).await;
+        d.stop_container(&id2, 1).await.unwrap();
+        let s = d.container_status(&id2).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
-        stop(&mut d, &id2, 1).await.unwrap();
+        d.stop_container(&id2, 1).await.unwrap();
         // Removing a running container kills it.
-        let id3 = create(&mut d, &sb, "idem", container_config("u", "sleep 1000"))
-            .await
-            .unwrap();
-        start(&mut d, &id3).await;
+        let id3 = d
+            .run_container(&sb, container_config("u", "sleep 1000"))
+            .await;
         for c in [&id, &id2, &id3] {
-            remove(&mut d, c).await.unwrap();
-            remove(&mut d, c).await.unwrap();
+            d.remove_container(c).await.unwrap();
+            d.remove_container(c).await.unwrap();
         }
         assert_no_container_state(&d);
         let unknown = "0".repeat(64);
         assert_eq!(
-            stop(&mut d, &unknown, 1).await.unwrap_err().code(),
+            d.stop_container(&unknown, 1).await.unwrap_err().code(),
             Code::NotFound
         );
-        remove(&mut d, &unknown).await.unwrap();
+        d.remove_container(&unknown).await.unwrap();
         for bad in ["", "../../etc", "a/b"] {
             assert_eq!(
-                stop(&mut d, bad, 1).await.unwrap_err().code(),
+                d.stop_container(bad, 1).await.unwrap_err().code(),
                 Code::InvalidArgument,
                 "{bad:?}"
             );
             assert_eq!(
-                remove(&mut d, bad).await.unwrap_err().code(),
+                d.remove_container(bad).await.unwrap_err().code(),
                 Code::InvalidArgument
             );
         }
@@ -777,18 +628,15 @@ mod cri_tests {
     #[tokio::test]
     async fn list_filters() {
         let mut d = Skiffd::start().await;
-        let Some(sb1) = pod(&mut d, "fa").await else {
-            return;
-        };
-        let sb2 = pod(&mut d, "fb").await.unwrap();
+        let sb1 = pod(&mut d, "fa").await;
+        let sb2 = pod(&mut d, "fb").await;
         d.pull_busybox().await;
         let mut a = container_config("a", "sleep 1000");
         a.labels.insert("role".into(), "x".into());
-        let a = create(&mut d, &sb1, "fa", a).await.unwrap();
+        let a = d.create_container(&sb1, a).await.unwrap();
         let mut b = container_config("b", "sleep 1000");
         b.labels.insert("role".into(), "y".into());
-        let b = create(&mut d, &sb2, "fb", b).await.unwrap();
-        start(&mut d, &b).await;
+        let b = d.run_container(&sb2, b).await;
         let ids = |v: Vec<cri::Container>| -> Vec<String> {
             let mut v: Vec<String> = v.into_iter().map(|c| c.id).collect();
             v.sort();
@@ -796,65 +644,54 @@ mod cri_tests {
         };
         let mut both = vec![a.clone(), b.clone()];
         both.sort();
-        assert_eq!(ids(list(&mut d, None).await), both);
+        assert_eq!(ids(d.list_containers(None).await), both);
         let f = |f: cri::ContainerFilter| Some(f);
-        let by_id = list(
-            &mut d,
-            f(cri::ContainerFilter {
+        let by_id = d
+            .list_containers(f(cri::ContainerFilter {
                 id: a[..12].to_string(),
                 ..Default::default()
-            }),
-        )
-        .await;
+            }))
+            .await;
         assert_eq!(ids(by_id.clone()), vec![a.clone()]);
-        assert_eq!(by_id[0].pod_sandbox_id, sb1);
-        let running = list(
-            &mut d,
-            f(cri::ContainerFilter {
+        assert_eq!(by_id[0].pod_sandbox_id, sb1.id);
+        let running = d
+            .list_containers(f(cri::ContainerFilter {
                 state: Some(cri::ContainerStateValue {
                     state: cri::ContainerState::ContainerRunning as i32,
                 }),
                 ..Default::default()
-            }),
-        )
-        .await;
+            }))
+            .await;
         assert_eq!(ids(running), vec![b.clone()]);
-        let in_pod = list(
-            &mut d,
-            f(cri::ContainerFilter {
-                pod_sandbox_id: sb1.clone(),
+        let in_pod = d
+            .list_containers(f(cri::ContainerFilter {
+                pod_sandbox_id: sb1.id.clone(),
                 ..Default::default()
-            }),
-        )
-        .await;
+            }))
+            .await;
         assert_eq!(ids(in_pod), vec![a.clone()]);
-        let labelled = list(
-            &mut d,
-            f(cri::ContainerFilter {
+        let labelled = d
+            .list_containers(f(cri::ContainerFilter {
                 label_selector: [("role".to_string(), "y".to_string())].into(),
                 ..Default::default()
-            }),
-        )
-        .await;
+            }))
+            .await;
         assert_eq!(ids(labelled), vec![b.clone()]);
-        let none = list(
-            &mut d,
-            f(cri::ContainerFilter {
+        let none = d
+            .list_containers(f(cri::ContainerFilter {
                 label_selector: [("role".to_string(), "z".to_string())].into(),
                 ..Default::default()
-            }),
-        )
-        .await;
+            }))
+            .await;
         assert!(none.is_empty());
     }
 
     #[tokio::test]
     async fn reopen_log_after_rotation() {
-        let Some((mut d, sb)) = setup("rot").await else {
-            return;
-        };
+        let (mut d, sb) = setup("rot").await;
         let script = "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done";
-        let id = create(&mut d, &sb, "rot", container_config("r", script))
+        let id = d
+            .create_container(&sb, container_config("r", script))
             .await
             .unwrap();
         let e =
@@ -864,7 +701,7 @@ mod cri_tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition);
-        start(&mut d, &id).await;
+        d.start_container(&id).await;
         let log = log_file(&d, "rot", "r");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !std::fs::read_to_string(&log)
@@ -893,47 +730,38 @@ mod cri_tests {
             assert!(Instant::now() < deadline, "nothing written to the new log");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        stop(&mut d, &id, 0).await.unwrap();
+        d.stop_container(&id, 0).await.unwrap();
     }
 
     #[tokio::test]
     async fn exits_while_the_daemon_is_down_are_picked_up() {
-        let Some((mut d, sb)) = setup("crash9").await else {
-            return;
-        };
-        let quick = create(
-            &mut d,
-            &sb,
-            "crash9",
-            container_config("q", "sleep 2; exit 7"),
-        )
-        .await
-        .unwrap();
-        let long = create(&mut d, &sb, "crash9", container_config("l", "sleep 1000"))
+        let (mut d, sb) = setup("crash9").await;
+        let quick = d
+            .create_container(&sb, container_config("q", "sleep 2; exit 7"))
             .await
             .unwrap();
-        start(&mut d, &quick).await;
-        start(&mut d, &long).await;
+        let long = d
+            .create_container(&sb, container_config("l", "sleep 1000"))
+            .await
+            .unwrap();
+        d.start_container(&quick).await;
+        d.start_container(&long).await;
         d.kill9();
         tokio::time::sleep(Duration::from_secs(3)).await;
         d.restart().await;
-        let s = wait_state(&mut d, &quick, cri::ContainerState::ContainerExited).await;
+        let s = d.wait_exited(&quick).await;
         assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
-        let s = status(&mut d, &long).await;
+        let s = d.container_status(&long).await;
         assert_eq!(
             s.state,
             cri::ContainerState::ContainerRunning as i32,
             "{s:?}"
         );
         // The watcher of the surviving monitor is armed again.
-        let mut events =
-            d.rt.get_container_events(cri::GetEventsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-        stop(&mut d, &long, 0).await.unwrap();
+        let mut events = d.container_events().await;
+        d.stop_container(&long, 0).await.unwrap();
         let ev = loop {
-            let ev = next_event(&mut events).await;
+            let ev = next_event(&mut events, EVENT_WAIT).await;
             if ev.container_id == long {
                 break ev;
             }
@@ -942,75 +770,56 @@ mod cri_tests {
             ev.container_event_type,
             cri::ContainerEventType::ContainerStoppedEvent as i32
         );
-        let s = status(&mut d, &long).await;
+        let s = d.container_status(&long).await;
         assert_eq!(s.exit_code, 137);
-        remove(&mut d, &quick).await.unwrap();
-        remove(&mut d, &long).await.unwrap();
+        d.remove_container(&quick).await.unwrap();
+        d.remove_container(&long).await.unwrap();
         assert_no_container_state(&d);
     }
 
     #[tokio::test]
     async fn hostile_requests_change_nothing() {
-        let Some((mut d, sb)) = setup("hostile").await else {
-            return;
-        };
+        let (mut d, sb) = setup("hostile").await;
         let with_log = |p: &str| {
             let mut c = container_config("h", "true");
             c.log_path = p.into();
             c
         };
         for p in ["../x.log", "a/../../x.log", "/etc/x.log"] {
-            let e = create(&mut d, &sb, "hostile", with_log(p))
-                .await
-                .unwrap_err();
+            let e = d.create_container(&sb, with_log(p)).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{p}: {e:?}");
             assert!(e.message().contains("log_path"), "{e:?}");
         }
-        let e = create(&mut d, "", "hostile", container_config("h", "true"))
+        let in_sandbox = |id: String| Pod { id, ..sb.clone() };
+        let e = d
+            .create_container(&in_sandbox(String::new()), container_config("h", "true"))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        let e = create(
-            &mut d,
-            &"f".repeat(64),
-            "hostile",
-            container_config("h", "true"),
-        )
-        .await
-        .unwrap_err();
+        let e = d
+            .create_container(&in_sandbox("f".repeat(64)), container_config("h", "true"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
         let mut unknown_image = container_config("h", "true");
         unknown_image.image.as_mut().unwrap().image = "registry.skiff.test/none:latest".into();
-        let e = create(&mut d, &sb, "hostile", unknown_image)
-            .await
-            .unwrap_err();
+        let e = d.create_container(&sb, unknown_image).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         let mut nameless = container_config("", "true");
         nameless.metadata = None;
-        let e = create(&mut d, &sb, "hostile", nameless).await.unwrap_err();
+        let e = d.create_container(&sb, nameless).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         let e =
             d.rt.create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sb.clone(),
+                pod_sandbox_id: sb.id.clone(),
                 config: None,
                 sandbox_config: None,
             })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(list(&mut d, None).await.is_empty());
+        assert!(d.list_containers(None).await.is_empty());
         assert_no_container_state(&d);
         assert!(!d.log_dir().join("x.log").exists());
     }
-}
-
-/// The next container event, within a deadline.
-async fn next_event(
-    s: &mut tonic::Streaming<skiff_tests::cri::v1::ContainerEventResponse>,
-) -> skiff_tests::cri::v1::ContainerEventResponse {
-    tokio::time::timeout(Duration::from_secs(30), s.message())
-        .await
-        .expect("no container event within 30 s")
-        .expect("event stream failed")
-        .expect("event stream ended")
 }

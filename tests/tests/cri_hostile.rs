@@ -2,7 +2,7 @@
 //! values. Each gets a gRPC error with the right code (or the idempotent OK kubelet relies on), the
 //! daemon stays up, and nothing is left behind.
 
-use skiff_tests::cri::{container_config, pod_config, v1 as cri, Skiffd};
+use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Pod, Skiffd};
 use tonic::Code;
 
 fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
@@ -16,19 +16,9 @@ fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> Code {
 }
 
 async fn assert_empty(d: &mut Skiffd) {
-    let pods =
-        d.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .expect("daemon still answers")
-            .into_inner()
-            .items;
+    let pods = d.list_pods(None).await;
     assert!(pods.is_empty(), "left pods: {pods:?}");
-    let cs =
-        d.rt.list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+    let cs = d.list_containers(None).await;
     assert!(cs.is_empty(), "left containers: {cs:?}");
 }
 
@@ -59,12 +49,7 @@ async fn ids_empty_unknown_and_malformed() {
         })
         .await;
     assert_eq!(code(r), Code::NotFound);
-    let r =
-        d.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: unknown.clone(),
-            verbose: true,
-        })
-        .await;
+    let r = d.pod_status(&unknown).await;
     assert_eq!(code(r), Code::NotFound);
     let r =
         d.rt.start_container(cri::StartContainerRequest {
@@ -73,21 +58,15 @@ async fn ids_empty_unknown_and_malformed() {
         .await;
     assert_eq!(code(r), Code::NotFound);
     // kubelet retries these after a crash: they must succeed on what is already gone.
-    d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: unknown.clone(),
-    })
-    .await
-    .expect("StopPodSandbox of an unknown pod is OK");
-    d.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: unknown.clone(),
-    })
-    .await
-    .expect("RemovePodSandbox of an unknown pod is OK");
-    d.rt.remove_container(cri::RemoveContainerRequest {
-        container_id: unknown.clone(),
-    })
-    .await
-    .expect("RemoveContainer of an unknown container is OK");
+    d.stop_pod(&unknown)
+        .await
+        .expect("StopPodSandbox of an unknown pod is OK");
+    d.remove_pod(&unknown)
+        .await
+        .expect("RemovePodSandbox of an unknown pod is OK");
+    d.remove_container(&unknown)
+        .await
+        .expect("RemoveContainer of an unknown container is OK");
     assert_empty(&mut d).await;
 }
 
@@ -100,21 +79,11 @@ async fn sandbox_configs_that_are_missing_or_malformed() {
     assert_eq!(code(r), Code::InvalidArgument, "no config");
     let mut no_meta = pod_config("p", &d.log_dir());
     no_meta.metadata = None;
-    let r =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(no_meta),
-            runtime_handler: String::new(),
-        })
-        .await;
+    let r = d.run_pod_sandbox(no_meta).await;
     assert_eq!(code(r), Code::InvalidArgument, "no metadata");
     let mut huge = pod_config("p", &d.log_dir());
     huge.hostname = "h".repeat(1 << 20);
-    let r =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(huge),
-            runtime_handler: String::new(),
-        })
-        .await;
+    let r = d.run_pod_sandbox(huge).await;
     assert_eq!(code(r), Code::InvalidArgument, "1 MiB hostname");
     let mut bad_ns = pod_config("p", &d.log_dir());
     bad_ns.linux = Some(cri::LinuxPodSandboxConfig {
@@ -127,12 +96,7 @@ async fn sandbox_configs_that_are_missing_or_malformed() {
         }),
         ..Default::default()
     });
-    let r =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(bad_ns),
-            runtime_handler: String::new(),
-        })
-        .await;
+    let r = d.run_pod_sandbox(bad_ns).await;
     assert_eq!(code(r), Code::InvalidArgument, "namespace mode 42");
     let r =
         d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -151,31 +115,9 @@ async fn sandbox_configs_that_are_missing_or_malformed() {
 async fn container_configs_that_escape_or_lie() {
     let mut d = Skiffd::start().await;
     d.pull_busybox().await;
-    let mut host = pod_config("hostile", &d.log_dir());
-    host.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let sid =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(host.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("host-network pod")
-        .into_inner()
-        .pod_sandbox_id;
-    let create = |cfg: cri::ContainerConfig| cri::CreateContainerRequest {
-        pod_sandbox_id: sid.clone(),
-        config: Some(cfg),
-        sandbox_config: Some(host.clone()),
-    };
+    let pod = d
+        .run_pod(host_network(pod_config("hostile", &d.log_dir())))
+        .await;
     let mut cases: Vec<(&str, cri::ContainerConfig)> = Vec::new();
     let mut c = container_config("c", "true");
     c.log_path = "../../../../etc/evil.log".into();
@@ -215,7 +157,7 @@ async fn container_configs_that_escape_or_lie() {
     }];
     cases.push(("env key with =", c));
     for (what, cfg) in cases {
-        let r = d.rt.create_container(create(cfg)).await;
+        let r = d.create_container(&pod, cfg).await;
         assert_eq!(code(r), Code::InvalidArgument, "{what}");
     }
     let mut c = container_config("c", "true");
@@ -223,34 +165,20 @@ async fn container_configs_that_escape_or_lie() {
         image: "registry.skiff.test/library/never-pulled:1".into(),
         ..Default::default()
     });
-    let r = d.rt.create_container(create(c)).await;
+    let r = d.create_container(&pod, c).await;
     assert_eq!(code(r), Code::NotFound, "image not present");
-    let r =
-        d.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: "e".repeat(64),
-            config: Some(container_config("c", "true")),
-            sandbox_config: Some(host.clone()),
-        })
+    let unknown = Pod {
+        id: "e".repeat(64),
+        ..pod.clone()
+    };
+    let r = d
+        .create_container(&unknown, container_config("c", "true"))
         .await;
     assert_eq!(code(r), Code::NotFound, "unknown sandbox");
     assert!(!std::path::Path::new("/etc/evil.log").exists());
-    let cs =
-        d.rt.list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+    let cs = d.list_containers(None).await;
     assert!(cs.is_empty(), "refused creates left containers: {cs:?}");
-    d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: sid.clone(),
-    })
-    .await
-    .unwrap();
-    d.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: sid,
-    })
-    .await
-    .unwrap();
+    d.stop_and_remove_pod(&pod.id).await;
     assert_empty(&mut d).await;
 }
 
@@ -264,40 +192,16 @@ async fn image_requests_that_are_malformed() {
         "busybox@sha256:xyz",
         &"n".repeat(10_000),
     ] {
-        let r = d
-            .img
-            .pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: bad.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
+        let r = d.pull_image(bad, None).await;
         assert_eq!(code(r), Code::InvalidArgument, "pull {:.20}", bad);
     }
     let r = d.img.pull_image(cri::PullImageRequest::default()).await;
     assert_eq!(code(r), Code::InvalidArgument, "pull without an image");
-    let st = d
-        .img
-        .image_status(cri::ImageStatusRequest {
-            image: Some(cri::ImageSpec {
-                image: "registry.skiff.test/library/absent:1".into(),
-                ..Default::default()
-            }),
-            verbose: false,
-        })
-        .await
-        .expect("status of an absent image is not an error")
-        .into_inner();
+    let absent = "registry.skiff.test/library/absent:1";
+    // ImageStatus panics on an error: an absent image is not one.
+    let st = d.image_status(absent, false).await;
     assert!(st.image.is_none());
-    d.img
-        .remove_image(cri::RemoveImageRequest {
-            image: Some(cri::ImageSpec {
-                image: "registry.skiff.test/library/absent:1".into(),
-                ..Default::default()
-            }),
-        })
+    d.remove_image(absent)
         .await
         .expect("removing an absent image is OK");
 }

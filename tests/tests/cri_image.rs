@@ -2,74 +2,16 @@
 //! keep the requested name, every name kubelet resolves images by, status/list/remove semantics,
 //! credentials from kubelet's AuthConfig, bad references, and the image file system's usage.
 
-use skiff_tests::cri::{busybox_layout, v1 as cri, Options, Skiffd, BUSYBOX};
+use skiff_tests::cri::{
+    busybox_layout, container_config, host_network, image_spec, pod_config, v1 as cri, Options,
+    Skiffd, BUSYBOX,
+};
 use skiff_tests::registry::auth::{htpasswd_line, make_certs};
 use skiff_tests::registry::build::{Compression, Image, Layer, LayerBuilder, Layout};
 use skiff_tests::registry::{Registry, RegistryOptions};
 use tonic::Code;
 
 const REPO: &str = "registry.skiff.test/library/busybox";
-
-fn spec(name: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec {
-        image: name.into(),
-        ..Default::default()
-    })
-}
-
-async fn pull(d: &mut Skiffd, name: &str) -> Result<String, tonic::Status> {
-    d.img
-        .pull_image(cri::PullImageRequest {
-            image: spec(name),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
-async fn pull_with(
-    d: &mut Skiffd,
-    name: &str,
-    auth: cri::AuthConfig,
-) -> Result<String, tonic::Status> {
-    d.img
-        .pull_image(cri::PullImageRequest {
-            image: spec(name),
-            auth: Some(auth),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
-async fn status(d: &mut Skiffd, name: &str, verbose: bool) -> cri::ImageStatusResponse {
-    d.img
-        .image_status(cri::ImageStatusRequest {
-            image: spec(name),
-            verbose,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ImageStatus {name}: {e}"))
-        .into_inner()
-}
-
-async fn list(d: &mut Skiffd, filter: Option<&str>) -> Vec<cri::Image> {
-    d.img
-        .list_images(cri::ListImagesRequest {
-            filter: filter.map(|f| cri::ImageFilter { image: spec(f) }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-}
-
-async fn remove(d: &mut Skiffd, name: &str) -> Result<(), tonic::Status> {
-    d.img
-        .remove_image(cri::RemoveImageRequest { image: spec(name) })
-        .await
-        .map(|_| ())
-}
 
 /// Adds `[registries."<host>"]` entries to the daemon's registries file (read at every pull).
 fn add_registry_entry(d: &Skiffd, entry: &str) {
@@ -85,7 +27,7 @@ async fn pull_through_the_mirror_keeps_the_requested_name() {
     let id = d.pull_busybox().await;
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
 
-    let images = list(&mut d, None).await;
+    let images = d.list_images(None).await;
     assert_eq!(images.len(), 1, "{images:?}");
     let img = &images[0];
     assert_eq!(img.id, id);
@@ -108,7 +50,7 @@ async fn status_resolves_every_name_kubelet_uses() {
     let mut d = Skiffd::start().await;
     let id = d.pull_busybox().await;
     let hex = id.trim_start_matches("sha256:").to_string();
-    let repo_digest = list(&mut d, None).await[0].repo_digests[0].clone();
+    let repo_digest = d.list_images(None).await[0].repo_digests[0].clone();
     for name in [
         BUSYBOX.to_string(),
         REPO.to_string(), // no tag: latest
@@ -118,15 +60,16 @@ async fn status_resolves_every_name_kubelet_uses() {
         format!("sha256:{}", &hex[..12]),
         repo_digest.clone(),
     ] {
-        let s = status(&mut d, &name, false).await;
+        let s = d.image_status(&name, false).await;
         let img = s.image.unwrap_or_else(|| panic!("{name} not found"));
         assert_eq!(img.id, id, "{name}");
         assert_eq!(img.repo_tags, vec![BUSYBOX.to_string()], "{name}");
     }
     // A filter finds it by any of those names too, and nothing by another.
-    assert_eq!(list(&mut d, Some(&hex[..12])).await.len(), 1);
-    assert_eq!(list(&mut d, Some(REPO)).await.len(), 1);
-    assert!(list(&mut d, Some("registry.skiff.test/other:1"))
+    assert_eq!(d.list_images(Some(&hex[..12])).await.len(), 1);
+    assert_eq!(d.list_images(Some(REPO)).await.len(), 1);
+    assert!(d
+        .list_images(Some("registry.skiff.test/other:1"))
         .await
         .is_empty());
 }
@@ -139,18 +82,18 @@ async fn status_of_an_absent_image_is_empty_not_an_error() {
         "registry.skiff.test/library/nothing:1",
         "sha256:0123456789ab",
     ] {
-        let s = status(&mut d, name, true).await;
+        let s = d.image_status(name, true).await;
         assert!(s.image.is_none(), "{name}: {s:?}");
         assert!(s.info.is_empty());
     }
-    assert!(list(&mut d, None).await.is_empty());
+    assert!(d.list_images(None).await.is_empty());
 }
 
 #[tokio::test]
 async fn verbose_status_describes_the_image() {
     let mut d = Skiffd::start().await;
     let id = d.pull_busybox().await;
-    let s = status(&mut d, BUSYBOX, true).await;
+    let s = d.image_status(BUSYBOX, true).await;
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(info["id"], id.as_str());
     assert_eq!(info["names"][0], BUSYBOX);
@@ -173,14 +116,14 @@ async fn two_names_one_image_and_removal_by_id_removes_both() {
         .unwrap();
     let id = d.pull_busybox().await;
     let v2 = format!("{REPO}:v2");
-    assert_eq!(pull(&mut d, &v2).await.unwrap(), id);
-    let images = list(&mut d, None).await;
+    assert_eq!(d.pull_image(&v2, None).await.unwrap(), id);
+    let images = d.list_images(None).await;
     assert_eq!(images.len(), 1, "{images:?}");
     assert_eq!(images[0].repo_tags, vec![BUSYBOX.to_string(), v2.clone()]);
 
-    remove(&mut d, &id).await.unwrap();
-    assert!(list(&mut d, None).await.is_empty());
-    assert!(status(&mut d, &v2, false).await.image.is_none());
+    d.remove_image(&id).await.unwrap();
+    assert!(d.list_images(None).await.is_empty());
+    assert!(d.image_status(&v2, false).await.image.is_none());
     // Everything the image held on disk went with it.
     let blobs = std::fs::read_dir(d.dir.join("images/blobs/sha256"))
         .unwrap()
@@ -192,15 +135,15 @@ async fn two_names_one_image_and_removal_by_id_removes_both() {
 async fn remove_is_idempotent() {
     let mut d = Skiffd::start().await;
     d.pull_busybox().await;
-    remove(&mut d, BUSYBOX).await.unwrap();
-    assert!(status(&mut d, BUSYBOX, false).await.image.is_none());
-    remove(&mut d, BUSYBOX).await.unwrap();
-    remove(&mut d, "registry.skiff.test/never/pulled:1")
+    d.remove_image(BUSYBOX).await.unwrap();
+    assert!(d.image_status(BUSYBOX, false).await.image.is_none());
+    d.remove_image(BUSYBOX).await.unwrap();
+    d.remove_image("registry.skiff.test/never/pulled:1")
         .await
         .unwrap();
     // Pulling again after a removal works.
     d.pull_busybox().await;
-    assert_eq!(list(&mut d, None).await.len(), 1);
+    assert_eq!(d.list_images(None).await.len(), 1);
 }
 
 #[tokio::test]
@@ -214,8 +157,8 @@ async fn short_names_are_normalised() {
         &d,
         &format!("[registries.\"docker.io\"]\nmirrors = [\"http://{host}\"]\n"),
     );
-    let id = pull(&mut d, "shortbox").await.unwrap();
-    let images = list(&mut d, None).await;
+    let id = d.pull_image("shortbox", None).await.unwrap();
+    let images = d.list_images(None).await;
     assert_eq!(
         images[0].repo_tags,
         vec!["docker.io/library/shortbox:latest"]
@@ -227,10 +170,11 @@ async fn short_names_are_normalised() {
         "docker.io/shortbox",
         "docker.io/library/shortbox:latest",
     ] {
-        let img = status(&mut d, name, false).await.image;
+        let img = d.image_status(name, false).await.image;
         assert_eq!(img.map(|i| i.id).as_deref(), Some(id.as_str()), "{name}");
     }
-    assert!(status(&mut d, "shortbox:other", false)
+    assert!(d
+        .image_status("shortbox:other", false)
         .await
         .image
         .is_none());
@@ -244,7 +188,7 @@ async fn concurrent_pulls_of_one_image_agree() {
         let mut img = d.img.clone();
         tasks.push(tokio::spawn(async move {
             img.pull_image(cri::PullImageRequest {
-                image: spec(BUSYBOX),
+                image: image_spec(BUSYBOX),
                 ..Default::default()
             })
             .await
@@ -270,7 +214,7 @@ async fn bad_references_are_invalid_arguments() {
         "busybox@sha256:xyz",
         "registry.skiff.test/a/../b:1",
     ] {
-        let e = pull(&mut d, name).await.unwrap_err();
+        let e = d.pull_image(name, None).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{name:?}: {e}");
     }
     let e = d
@@ -285,13 +229,14 @@ async fn bad_references_are_invalid_arguments() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(list(&mut d, None).await.is_empty());
+    assert!(d.list_images(None).await.is_empty());
 }
 
 #[tokio::test]
 async fn missing_images_and_registries_say_why() {
     let mut d = Skiffd::start().await;
-    let e = pull(&mut d, "registry.skiff.test/library/nothing:1")
+    let e = d
+        .pull_image("registry.skiff.test/library/nothing:1", None)
         .await
         .unwrap_err();
     assert!(
@@ -301,11 +246,12 @@ async fn missing_images_and_registries_say_why() {
     assert!(e.message().contains("nothing"), "{e}");
     // A loopback port nobody listens on.
     let port = skiff_tests::registry::free_port();
-    let e = pull(&mut d, &format!("127.0.0.1:{port}/x/y:1"))
+    let e = d
+        .pull_image(&format!("127.0.0.1:{port}/x/y:1"), None)
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
-    assert!(list(&mut d, None).await.is_empty());
+    assert!(d.list_images(None).await.is_empty());
 }
 
 #[tokio::test]
@@ -338,16 +284,16 @@ async fn credentials_come_from_the_auth_config() {
     );
     let name = format!("{}/private/box:1", reg.host());
 
-    let e = pull(&mut d, &name).await.unwrap_err();
+    let e = d.pull_image(&name, None).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     let wrong = cri::AuthConfig {
         username: "alice".into(),
         password: "wrong".into(),
         ..Default::default()
     };
-    let e = pull_with(&mut d, &name, wrong).await.unwrap_err();
+    let e = d.pull_image(&name, Some(wrong)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
-    assert!(status(&mut d, &name, false).await.image.is_none());
+    assert!(d.image_status(&name, false).await.image.is_none());
 
     let good = cri::AuthConfig {
         username: "alice".into(),
@@ -355,21 +301,21 @@ async fn credentials_come_from_the_auth_config() {
         server_address: reg.host(),
         ..Default::default()
     };
-    let id = pull_with(&mut d, &name, good).await.unwrap();
-    assert_eq!(status(&mut d, &name, false).await.image.unwrap().id, id);
+    let id = d.pull_image(&name, Some(good)).await.unwrap();
+    assert_eq!(d.image_status(&name, false).await.image.unwrap().id, id);
 
     // Docker's `auth` form: base64 of user:password.
-    remove(&mut d, &name).await.unwrap();
+    d.remove_image(&name).await.unwrap();
     let auth = cri::AuthConfig {
         auth: "YWxpY2U6czNjcmV0".into(),
         ..Default::default()
     };
-    assert_eq!(pull_with(&mut d, &name, auth).await.unwrap(), id);
+    assert_eq!(d.pull_image(&name, Some(auth)).await.unwrap(), id);
     let junk = cri::AuthConfig {
         auth: "not base64!".into(),
         ..Default::default()
     };
-    let e = pull_with(&mut d, &name, junk).await.unwrap_err();
+    let e = d.pull_image(&name, Some(junk)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
 }
 
@@ -420,8 +366,8 @@ async fn the_configured_pause_image_is_pinned() {
         .push(busybox_layout(), "latest", "library/pause:3.10", &[])
         .unwrap();
     let pause = "registry.skiff.test/library/pause:3.10";
-    pull(&mut d, pause).await.unwrap();
-    let img = status(&mut d, pause, false).await.image.unwrap();
+    d.pull_image(pause, None).await.unwrap();
+    let img = d.image_status(pause, false).await.image.unwrap();
     assert!(img.pinned);
     // Another image stays unpinned.
     let work = tempfile::tempdir().unwrap();
@@ -438,8 +384,8 @@ async fn the_configured_pause_image_is_pinned() {
         .push(&layout.dir, "v1", "library/other:1", &[])
         .unwrap();
     let other = "registry.skiff.test/library/other:1";
-    pull(&mut d, other).await.unwrap();
-    let img = status(&mut d, other, false).await.image.unwrap();
+    d.pull_image(other, None).await.unwrap();
+    let img = d.image_status(other, false).await.image.unwrap();
     assert!(!img.pinned);
     // Its numeric User is reported as a uid.
     assert_eq!(img.uid.map(|u| u.value), Some(1000));
@@ -449,50 +395,17 @@ async fn the_configured_pause_image_is_pinned() {
 async fn an_image_in_use_is_not_removed() {
     let mut d = Skiffd::start().await;
     let id = d.pull_busybox().await;
-    let mut pod = skiff_tests::cri::pod_config("inuse", &d.log_dir());
-    pod.linux
-        .get_or_insert_with(Default::default)
-        .security_context = Some(cri::LinuxSandboxSecurityContext {
-        namespace_options: Some(cri::NamespaceOption {
-            network: cri::NamespaceMode::Node as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let sandbox = match d
-        .rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-    {
-        Ok(r) => r.into_inner().pod_sandbox_id,
-        Err(e) if e.code() == Code::Unimplemented => {
-            eprintln!("skipped: this skiffd cannot run sandboxes yet ({e})");
-            return;
-        }
-        Err(e) => panic!("RunPodSandbox: {e}"),
-    };
-    let created =
-        d.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox,
-            config: Some(skiff_tests::cri::container_config("user", "true")),
-            sandbox_config: Some(pod),
-        })
+    let pod = d
+        .run_pod(host_network(pod_config("inuse", &d.log_dir())))
         .await;
-    let container = match created {
-        Ok(r) => r.into_inner().container_id,
-        Err(e) if e.code() == Code::Unimplemented => {
-            eprintln!("skipped: this skiffd cannot create containers yet ({e})");
-            return;
-        }
-        Err(e) => panic!("CreateContainer: {e}\n{}", d.daemon_log()),
-    };
-    let e = remove(&mut d, &id).await.unwrap_err();
+    let container = d
+        .create_container(&pod, container_config("user", "true"))
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", d.daemon_log()));
+    let e = d.remove_image(&id).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert!(e.message().contains(&container), "{e}");
-    assert!(status(&mut d, BUSYBOX, false).await.image.is_some());
+    assert!(d.image_status(BUSYBOX, false).await.image.is_some());
     // The writable layer is counted once a container exists.
     let fs = d
         .img
@@ -506,11 +419,7 @@ async fn an_image_in_use_is_not_removed() {
         .unwrap()
         .value;
     assert!(used > 0);
-    d.rt.remove_container(cri::RemoveContainerRequest {
-        container_id: container,
-    })
-    .await
-    .unwrap();
-    remove(&mut d, &id).await.unwrap();
-    assert!(list(&mut d, None).await.is_empty());
+    d.remove_container(&container).await.unwrap();
+    d.remove_image(&id).await.unwrap();
+    assert!(d.list_images(None).await.is_empty());
 }

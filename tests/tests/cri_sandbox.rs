@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use skiff_tests::cri::{pod_config, v1 as cri, Options, Skiffd};
+use skiff_tests::cri::{command_lines, next_event, pod_config, v1 as cri, Options, Skiffd};
 use tonic::Code;
 
 /// A private pod network for test `n`: bridge `sksb<n>`, subnet 10.88.<n>.0/24, IPAM files in its own
@@ -67,52 +68,19 @@ impl Drop for Net {
     }
 }
 
-async fn runp(d: &mut Skiffd, config: cri::PodSandboxConfig) -> Result<String, tonic::Status> {
-    d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: String::new(),
-    })
-    .await
-    .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn status(d: &mut Skiffd, id: &str) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
-    d.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
-        pod_sandbox_id: id.into(),
-        verbose: true,
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
 fn verbose(s: &cri::PodSandboxStatusResponse) -> serde_json::Value {
     serde_json::from_str(&s.info["info"]).expect("verbose info is JSON")
 }
 
-async fn stopp(d: &mut Skiffd, id: &str) -> Result<(), tonic::Status> {
-    d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .map(|_| ())
-}
-
-async fn rmp(d: &mut Skiffd, id: &str) -> Result<(), tonic::Status> {
-    d.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .map(|_| ())
-}
-
-async fn list(d: &mut Skiffd, filter: cri::PodSandboxFilter) -> Vec<cri::PodSandbox> {
-    d.rt.list_pod_sandbox(cri::ListPodSandboxRequest {
-        filter: Some(filter),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .items
+fn ip(s: &cri::PodSandboxStatusResponse) -> String {
+    s.status
+        .as_ref()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .clone()
 }
 
 fn state(s: &cri::PodSandboxStatusResponse) -> cri::PodSandboxState {
@@ -193,17 +161,17 @@ async fn pod_on_a_bridge_network_gets_an_ip_and_releases_it() {
     let net = Net::new(211);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
-    let id = runp(&mut d, pod_config("web", &log)).await.unwrap();
+    let id = d.run_pod_sandbox(pod_config("web", &log)).await.unwrap();
     assert_eq!(id.len(), 64);
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
 
-    let s = status(&mut d, &id).await.unwrap();
+    let s = d.pod_status(&id).await.unwrap();
     assert_eq!(state(&s), cri::PodSandboxState::SandboxReady);
     let st = s.status.as_ref().unwrap();
     assert_eq!(st.metadata.as_ref().unwrap().name, "web");
     assert_eq!(st.labels["app"], "web");
     assert!(st.created_at > 0);
-    let ip = st.network.as_ref().unwrap().ip.clone();
+    let ip = ip(&s);
     assert!(ip.starts_with("10.88.211."), "pod IP {ip:?}");
     assert_eq!(net.allocated(), vec![ip.clone()]);
 
@@ -220,18 +188,15 @@ async fn pod_on_a_bridge_network_gets_an_ip_and_releases_it() {
     assert!(lo.contains("UP") || lo.contains("LOOPBACK,UP"), "{lo}");
     assert!(std::path::Path::new(&log.join("web")).is_dir());
 
-    stopp(&mut d, &id).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
     assert!(net.allocated().is_empty(), "IP still allocated after stopp");
-    let s = status(&mut d, &id).await.unwrap();
+    let s = d.pod_status(&id).await.unwrap();
     assert_eq!(state(&s), cri::PodSandboxState::SandboxNotready);
-    stopp(&mut d, &id).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
 
-    rmp(&mut d, &id).await.unwrap();
-    rmp(&mut d, &id).await.unwrap();
-    assert_eq!(
-        status(&mut d, &id).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    d.remove_pod(&id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
+    assert_eq!(d.pod_status(&id).await.unwrap_err().code(), Code::NotFound);
     assert!(
         mounts_below(&d.dir).is_empty(),
         "{:?}",
@@ -248,16 +213,17 @@ async fn pod_on_a_bridge_network_gets_an_ip_and_releases_it() {
 async fn host_network_pod_needs_no_cni_but_others_do() {
     let mut d = Skiffd::start().await;
     let log = d.log_dir();
-    let err = runp(&mut d, pod_config("needsnet", &log))
+    let err = d
+        .run_pod_sandbox(pod_config("needsnet", &log))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("CNI"), "{}", err.message());
     assert!(pod_dirs(&d).is_empty());
-    assert!(list(&mut d, Default::default()).await.is_empty());
+    assert!(d.list_pods(None).await.is_empty());
 
-    let id = runp(&mut d, host_pod("hostnet", &log)).await.unwrap();
-    let s = status(&mut d, &id).await.unwrap();
+    let id = d.run_pod_sandbox(host_pod("hostnet", &log)).await.unwrap();
+    let s = d.pod_status(&id).await.unwrap();
     assert_eq!(state(&s), cri::PodSandboxState::SandboxReady);
     let st = s.status.as_ref().unwrap();
     assert_eq!(st.network.as_ref().unwrap().ip, "");
@@ -287,8 +253,8 @@ async fn host_network_pod_needs_no_cni_but_others_do() {
         std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     );
     assert!(mounts_below(&d.dir).is_empty());
-    stopp(&mut d, &id).await.unwrap();
-    rmp(&mut d, &id).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
     assert!(pod_dirs(&d).is_empty());
 }
 
@@ -304,17 +270,9 @@ async fn pod_files_hostname_and_shm() {
         searches: vec!["default.svc.cluster.local".into(), "cluster.local".into()],
         options: vec!["ndots:5".into(), "edns0".into()],
     });
-    let id = runp(&mut d, c).await.unwrap();
-    let s = status(&mut d, &id).await.unwrap();
-    let ip = s
-        .status
-        .as_ref()
-        .unwrap()
-        .network
-        .as_ref()
-        .unwrap()
-        .ip
-        .clone();
+    let id = d.run_pod_sandbox(c).await.unwrap();
+    let s = d.pod_status(&id).await.unwrap();
+    let ip = ip(&s);
     let dir = pods_dir(&d).join(&id);
     assert_eq!(
         std::fs::read_to_string(dir.join("resolv.conf")).unwrap(),
@@ -344,7 +302,7 @@ async fn pod_files_hostname_and_shm() {
     assert!(line.contains(" - tmpfs shm "), "{line}");
     assert!(line.contains("size=65536k"), "{line}");
 
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
     assert!(mounts_below(&d.dir).is_empty());
     assert!(net.allocated().is_empty());
 }
@@ -363,8 +321,8 @@ async fn sysctls_apply_inside_the_pod_only() {
         ("kernel.shmmni".to_string(), "4000".to_string()),
     ]
     .into();
-    let id = runp(&mut d, c).await.unwrap();
-    let info = verbose(&status(&mut d, &id).await.unwrap());
+    let id = d.run_pod_sandbox(c).await.unwrap();
+    let info = verbose(&d.pod_status(&id).await.unwrap());
     let netns = path_of(&info["pinnedNamespaces"]["network"]);
     let ipcns = path_of(&info["pinnedNamespaces"]["ipc"]);
     let port_start = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
@@ -387,12 +345,12 @@ async fn sysctls_apply_inside_the_pod_only() {
     for (key, value) in refused {
         let mut c = pod_config("badsysctl", &log);
         c.linux.as_mut().unwrap().sysctls = [(key.to_string(), value.to_string())].into();
-        let err = runp(&mut d, c).await.unwrap_err();
+        let err = d.run_pod_sandbox(c).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{key}: {err:?}");
         assert!(err.message().contains("sysctls"), "{}", err.message());
     }
     assert_eq!(pod_dirs(&d), vec![id.clone()]);
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
 }
 
 #[tokio::test]
@@ -402,8 +360,8 @@ async fn shared_pid_namespace_is_held_by_an_infra_process() {
     let log = d.log_dir();
     let pod = cri::NamespaceMode::Pod as i32;
     let c = with_ns(pod_config("sharedpid", &log), pod, pod, pod);
-    let id = runp(&mut d, c).await.unwrap();
-    let info = verbose(&status(&mut d, &id).await.unwrap());
+    let id = d.run_pod_sandbox(c).await.unwrap();
+    let info = verbose(&d.pod_status(&id).await.unwrap());
     let pid = info["infraPid"].as_i64().expect("an infra pid");
     assert_eq!(
         path_of(&info["pinnedNamespaces"]["pid"]),
@@ -433,20 +391,20 @@ async fn shared_pid_namespace_is_held_by_an_infra_process() {
     let seen = nsenter(&["--pid", &format!("--target={pid}"), "sh", "-c", "echo $$"]);
     assert!(seen.parse::<i32>().unwrap() > 1);
 
-    stopp(&mut d, &id).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
     let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.contains(") Z "))
         .unwrap_or(true);
     assert!(gone, "infra {pid} still runs after stopp");
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
 
     let container = cri::NamespaceMode::Container as i32;
     let c = with_ns(pod_config("ownpid", &log), pod, container, pod);
-    let id = runp(&mut d, c).await.unwrap();
-    let info = verbose(&status(&mut d, &id).await.unwrap());
+    let id = d.run_pod_sandbox(c).await.unwrap();
+    let info = verbose(&d.pod_status(&id).await.unwrap());
     assert!(info["infraPid"].is_null());
     assert!(info["pinnedNamespaces"]["pid"].is_null());
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
 }
 
 #[tokio::test]
@@ -457,19 +415,17 @@ async fn list_pod_sandbox_filters() {
     for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
         let mut c = host_pod(name, &log);
         c.labels.insert("tier".into(), tier.into());
-        ids.push(runp(&mut d, c).await.unwrap());
+        ids.push(d.run_pod_sandbox(c).await.unwrap());
     }
-    stopp(&mut d, &ids[2]).await.unwrap();
-    assert_eq!(list(&mut d, Default::default()).await.len(), 3);
+    d.stop_pod(&ids[2]).await.unwrap();
+    assert_eq!(d.list_pods(None).await.len(), 3);
 
-    let by_id = list(
-        &mut d,
-        cri::PodSandboxFilter {
+    let by_id = d
+        .list_pods(Some(cri::PodSandboxFilter {
             id: ids[1].clone(),
             ..Default::default()
-        },
-    )
-    .await;
+        }))
+        .await;
     assert_eq!(by_id.len(), 1);
     assert_eq!(by_id[0].id, ids[1]);
     assert_eq!(by_id[0].metadata.as_ref().unwrap().name, "b");
@@ -478,9 +434,13 @@ async fn list_pod_sandbox_filters() {
         state: Some(cri::PodSandboxStateValue { state: s as i32 }),
         ..Default::default()
     };
-    let ready = list(&mut d, state(cri::PodSandboxState::SandboxReady)).await;
+    let ready = d
+        .list_pods(Some(state(cri::PodSandboxState::SandboxReady)))
+        .await;
     assert_eq!(ready.len(), 2);
-    let not_ready = list(&mut d, state(cri::PodSandboxState::SandboxNotready)).await;
+    let not_ready = d
+        .list_pods(Some(state(cri::PodSandboxState::SandboxNotready)))
+        .await;
     assert_eq!(not_ready.len(), 1);
     assert_eq!(not_ready[0].id, ids[2]);
 
@@ -491,23 +451,28 @@ async fn list_pod_sandbox_filters() {
             .collect(),
         ..Default::default()
     };
-    assert_eq!(list(&mut d, labels(&[("tier", "web")])).await.len(), 2);
-    let one = list(&mut d, labels(&[("tier", "web"), ("app", "b")])).await;
+    assert_eq!(d.list_pods(Some(labels(&[("tier", "web")]))).await.len(), 2);
+    let one = d
+        .list_pods(Some(labels(&[("tier", "web"), ("app", "b")])))
+        .await;
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].id, ids[1]);
-    assert!(list(&mut d, labels(&[("tier", "cache")])).await.is_empty());
+    assert!(d
+        .list_pods(Some(labels(&[("tier", "cache")])))
+        .await
+        .is_empty());
     let mut both = state(cri::PodSandboxState::SandboxReady);
     both.label_selector = labels(&[("tier", "db")]).label_selector;
-    assert!(list(&mut d, both).await.is_empty());
+    assert!(d.list_pods(Some(both)).await.is_empty());
     let unknown = cri::PodSandboxFilter {
         id: "f".repeat(64),
         ..Default::default()
     };
-    assert!(list(&mut d, unknown).await.is_empty());
+    assert!(d.list_pods(Some(unknown)).await.is_empty());
     for id in &ids {
-        rmp(&mut d, id).await.unwrap();
+        d.remove_pod(id).await.unwrap();
     }
-    assert!(list(&mut d, Default::default()).await.is_empty());
+    assert!(d.list_pods(None).await.is_empty());
 }
 
 #[tokio::test]
@@ -515,42 +480,45 @@ async fn stop_and_remove_are_idempotent_and_check_ids() {
     let mut d = Skiffd::start().await;
     let log = d.log_dir();
     let unknown = "0123456789abcdef".repeat(4);
-    stopp(&mut d, &unknown).await.unwrap();
-    rmp(&mut d, &unknown).await.unwrap();
+    d.stop_pod(&unknown).await.unwrap();
+    d.remove_pod(&unknown).await.unwrap();
     assert_eq!(
-        status(&mut d, &unknown).await.unwrap_err().code(),
+        d.pod_status(&unknown).await.unwrap_err().code(),
         Code::NotFound
     );
     for bad in ["", "../../etc", "a/b", &"x".repeat(300)] {
         assert_eq!(
-            stopp(&mut d, bad).await.unwrap_err().code(),
+            d.stop_pod(bad).await.unwrap_err().code(),
             Code::InvalidArgument,
             "{bad:?}"
         );
         assert_eq!(
-            rmp(&mut d, bad).await.unwrap_err().code(),
+            d.remove_pod(bad).await.unwrap_err().code(),
             Code::InvalidArgument,
             "{bad:?}"
         );
         assert_eq!(
-            status(&mut d, bad).await.unwrap_err().code(),
+            d.pod_status(bad).await.unwrap_err().code(),
             Code::InvalidArgument,
             "{bad:?}"
         );
     }
 
-    let id = runp(&mut d, host_pod("twice", &log)).await.unwrap();
-    let dup = runp(&mut d, host_pod("twice", &log)).await.unwrap_err();
+    let id = d.run_pod_sandbox(host_pod("twice", &log)).await.unwrap();
+    let dup = d
+        .run_pod_sandbox(host_pod("twice", &log))
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     // Remove without stop stops first.
-    rmp(&mut d, &id).await.unwrap();
-    rmp(&mut d, &id).await.unwrap();
-    stopp(&mut d, &id).await.unwrap();
-    assert!(list(&mut d, Default::default()).await.is_empty());
+    d.remove_pod(&id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
+    assert!(d.list_pods(None).await.is_empty());
     // The same pod can be made again once the old sandbox is gone.
-    let again = runp(&mut d, host_pod("twice", &log)).await.unwrap();
+    let again = d.run_pod_sandbox(host_pod("twice", &log)).await.unwrap();
     assert_ne!(again, id);
-    rmp(&mut d, &again).await.unwrap();
+    d.remove_pod(&again).await.unwrap();
 }
 
 #[tokio::test]
@@ -631,7 +599,7 @@ async fn hostile_requests_are_refused_and_leave_nothing() {
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(list(&mut d, Default::default()).await.is_empty());
+    assert!(d.list_pods(None).await.is_empty());
     assert!(pod_dirs(&d).is_empty());
     assert!(mounts_below(&d.dir).is_empty());
     assert!(net.allocated().is_empty());
@@ -651,21 +619,18 @@ async fn failed_network_setup_undoes_everything() {
     let log = d.log_dir();
     let pod = cri::NamespaceMode::Pod as i32;
     let c = with_ns(pod_config("broken", &log), pod, pod, pod);
-    let err = runp(&mut d, c).await.unwrap_err();
+    let err = d.run_pod_sandbox(c).await.unwrap_err();
     assert_ne!(err.code(), Code::Ok);
     assert!(err.message().contains("CNI ADD"), "{}", err.message());
-    assert!(list(&mut d, Default::default()).await.is_empty());
+    assert!(d.list_pods(None).await.is_empty());
     assert!(pod_dirs(&d).is_empty(), "{:?}", pod_dirs(&d));
     assert!(
         mounts_below(&d.dir).is_empty(),
         "{:?}",
         mounts_below(&d.dir)
     );
-    let infra_left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+    let infra_left: Vec<String> = command_lines()
+        .into_iter()
         .filter(|c| c.contains(" infra ") && c.contains(&*d.dir.to_string_lossy()))
         .collect();
     assert!(
@@ -680,19 +645,12 @@ async fn restart_keeps_running_pods_and_cleans_leftovers() {
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
     let pod = cri::NamespaceMode::Pod as i32;
-    let id = runp(&mut d, with_ns(pod_config("survivor", &log), pod, pod, pod))
+    let id = d
+        .run_pod_sandbox(with_ns(pod_config("survivor", &log), pod, pod, pod))
         .await
         .unwrap();
-    let before = status(&mut d, &id).await.unwrap();
-    let ip = before
-        .status
-        .as_ref()
-        .unwrap()
-        .network
-        .as_ref()
-        .unwrap()
-        .ip
-        .clone();
+    let before = d.pod_status(&id).await.unwrap();
+    let ip = ip(&before);
     let infra = verbose(&before)["infraPid"].as_i64().unwrap();
 
     // A pod directory with a mount and no record, as a crash in the middle of RunPodSandbox leaves.
@@ -700,18 +658,15 @@ async fn restart_keeps_running_pods_and_cleans_leftovers() {
     skiff_tests::host::mount_tmpfs(&stray.join("shm"));
     d.restart().await;
 
-    let after = status(&mut d, &id).await.unwrap();
+    let after = d.pod_status(&id).await.unwrap();
     assert_eq!(state(&after), cri::PodSandboxState::SandboxReady);
-    assert_eq!(
-        after.status.as_ref().unwrap().network.as_ref().unwrap().ip,
-        ip
-    );
+    assert_eq!(self::ip(&after), ip);
     assert_eq!(verbose(&after)["infraPid"].as_i64(), Some(infra));
     assert!(!stray.exists(), "leftover pod directory kept");
     assert!(mounts_below(&stray).is_empty());
     assert_eq!(net.allocated(), vec![ip]);
 
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
     assert!(net.allocated().is_empty());
     assert!(mounts_below(&d.dir).is_empty());
 }
@@ -725,7 +680,7 @@ async fn update_pod_sandbox_resources_is_recorded_and_applied() {
     let cg = PodCgroup::new(&parent);
     let mut c = host_pod("res", &log);
     c.linux.as_mut().unwrap().cgroup_parent = parent.clone();
-    let id = runp(&mut d, c).await.unwrap();
+    let id = d.run_pod_sandbox(c).await.unwrap();
     let res = cri::LinuxContainerResources {
         cpu_shares: 512,
         memory_limit_in_bytes: 128 << 20,
@@ -759,7 +714,7 @@ async fn update_pod_sandbox_resources_is_recorded_and_applied() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let info = verbose(&status(&mut d, &id).await.unwrap());
+    let info = verbose(&d.pod_status(&id).await.unwrap());
     assert!(info["record"]["config"].is_string());
     assert_eq!(info["resources"]["cpuShares"], 512);
     assert_eq!(info["resources"]["memoryLimitInBytes"], 128 << 20);
@@ -769,7 +724,7 @@ async fn update_pod_sandbox_resources_is_recorded_and_applied() {
         cg.read("memory", "memory.limit_in_bytes"),
         (128u64 << 20).to_string()
     );
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
 }
 
 #[tokio::test]
@@ -777,16 +732,9 @@ async fn restart_after_kill9_releases_orphans_and_flags_broken_pods() {
     let net = Net::new(217);
     let mut d = Skiffd::start_with(net.options()).await;
     let log = d.log_dir();
-    let orphan = runp(&mut d, pod_config("orphan", &log)).await.unwrap();
-    let broken = runp(&mut d, pod_config("broken", &log)).await.unwrap();
-    let broken_ip = status(&mut d, &broken)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .network
-        .unwrap()
-        .ip;
+    let orphan = d.run_pod_sandbox(pod_config("orphan", &log)).await.unwrap();
+    let broken = d.run_pod_sandbox(pod_config("broken", &log)).await.unwrap();
+    let broken_ip = d.pod_ip(&broken).await;
     assert_eq!(net.allocated().len(), 2);
 
     // A crash right after CNI ADD, before the record was saved, leaves an attachment and pins of a pod
@@ -800,24 +748,20 @@ async fn restart_after_kill9_releases_orphans_and_flags_broken_pods() {
     d.restart().await;
 
     assert_eq!(
-        status(&mut d, &orphan).await.unwrap_err().code(),
+        d.pod_status(&orphan).await.unwrap_err().code(),
         Code::NotFound
     );
     assert!(!pods_dir(&d).join(&orphan).exists());
-    let orphan_infra = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .any(|c| String::from_utf8_lossy(&c).contains(&orphan));
+    let orphan_infra = command_lines().iter().any(|c| c.contains(&orphan));
     assert!(!orphan_infra, "the unknown pod's infra process still runs");
     assert!(mounts_below(&pods_dir(&d).join(&orphan)).is_empty());
     assert_eq!(net.allocated(), vec![broken_ip]);
-    let s = status(&mut d, &broken).await.unwrap();
+    let s = d.pod_status(&broken).await.unwrap();
     assert_eq!(state(&s), cri::PodSandboxState::SandboxNotready);
 
-    stopp(&mut d, &broken).await.unwrap();
+    d.stop_pod(&broken).await.unwrap();
     assert!(net.allocated().is_empty());
-    rmp(&mut d, &broken).await.unwrap();
+    d.remove_pod(&broken).await.unwrap();
     assert!(pod_dirs(&d).is_empty());
     assert!(mounts_below(&d.dir).is_empty());
 }
@@ -852,7 +796,7 @@ async fn cni_gets_kubelet_args_and_port_mappings() {
             host_ip: String::new(),
         },
     ];
-    let id = runp(&mut d, c).await.unwrap();
+    let id = d.run_pod_sandbox(c).await.unwrap();
     let cached = d
         .dir
         .join(format!("cni-cache/results/{}-{id}-eth0", net.name()));
@@ -885,7 +829,7 @@ async fn cni_gets_kubelet_args_and_port_mappings() {
             "{k} in {args:?}"
         );
     }
-    rmp(&mut d, &id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
     assert!(!cached.exists());
     assert!(net.allocated().is_empty());
 }
@@ -895,22 +839,14 @@ async fn sandbox_lifecycle_is_published_as_container_events() {
     use cri::ContainerEventType as E;
     let mut d = Skiffd::start().await;
     let log = d.log_dir();
-    let mut events =
-        d.rt.get_container_events(cri::GetEventsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    let id = runp(&mut d, host_pod("events", &log)).await.unwrap();
-    stopp(&mut d, &id).await.unwrap();
-    stopp(&mut d, &id).await.unwrap();
-    rmp(&mut d, &id).await.unwrap();
+    let mut events = d.container_events().await;
+    let id = d.run_pod_sandbox(host_pod("events", &log)).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
+    d.stop_pod(&id).await.unwrap();
+    d.remove_pod(&id).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.message())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-            .unwrap();
+        let ev = next_event(&mut events, Duration::from_secs(10)).await;
         assert_eq!(ev.container_id, id);
         let pod = ev.pod_sandbox_status.expect("the pod's status");
         assert_eq!(pod.id, id);

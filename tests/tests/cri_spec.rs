@@ -2,14 +2,15 @@
 //!
 //! The `skiff-monitor exec` tests drive the exec helper against containers made by the `skiff` CLI.
 //! The CRI tests go through the real socket: pod, image, container, then what the container's spec
-//! made of it, seen from inside with `ExecSync`. They need RunPodSandbox and CreateContainer; where
-//! the daemon answers those with Unimplemented they say so and stop.
+//! made of it, seen from inside with `ExecSync`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_tests::cri::{container_config, pod_config, target_bin, v1 as cri, Skiffd};
+use skiff_tests::cri::{
+    container_config, host_network, pod_config, target_bin, v1 as cri, Pod, Skiffd,
+};
 use skiff_tests::TestEnv;
 use tonic::Code;
 
@@ -102,73 +103,19 @@ fn exec_helper_reports_a_missing_container() {
 
 // ---- the CRI, over the socket ----
 
-struct Pod {
-    id: String,
-    config: cri::PodSandboxConfig,
+/// A pod on the host's network (these tests need no CNI).
+async fn pod(d: &mut Skiffd, name: &str) -> Pod {
+    let config = host_network(pod_config(name, &d.log_dir()));
+    d.run_pod(config).await
 }
 
-/// A pod on the host's network (these tests need no CNI), or `None` (after saying why) when this
-/// daemon has no sandboxes yet.
-async fn pod(d: &mut Skiffd, name: &str) -> Option<Pod> {
-    let mut config = pod_config(name, &d.log_dir());
-    let linux = config.linux.get_or_insert_with(Default::default);
-    linux
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(cri::NamespaceOption {
-        network: cri::NamespaceMode::Node as i32,
-        ..Default::default()
-    });
-    let r =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await;
-    match r {
-        Ok(r) => Some(Pod {
-            id: r.into_inner().pod_sandbox_id,
-            config,
-        }),
-        Err(e) if e.code() == Code::Unimplemented => {
-            eprintln!("skipped: this skiffd has no RunPodSandbox yet ({e})");
-            None
-        }
-        Err(e) => panic!("RunPodSandbox: {e}"),
-    }
-}
-
-async fn started(d: &mut Skiffd, pod: &Pod, config: cri::ContainerConfig) -> Option<String> {
-    let r =
-        d.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(config),
-            sandbox_config: Some(pod.config.clone()),
-        })
-        .await;
-    let id = match r {
-        Ok(r) => r.into_inner().container_id,
-        Err(e) if e.code() == Code::Unimplemented => {
-            eprintln!("skipped: this skiffd has no CreateContainer yet ({e})");
-            return None;
-        }
-        Err(e) => panic!("CreateContainer: {e}\n{}", d.daemon_log()),
-    };
-    d.rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("StartContainer: {e}"));
-    Some(id)
-}
-
-/// A daemon with busybox pulled and one pod running `config`, or `None` when it cannot have one.
-async fn setup(name: &str, config: cri::ContainerConfig) -> Option<(Skiffd, String)> {
+/// A daemon with busybox pulled and one pod running `config`.
+async fn setup(name: &str, config: cri::ContainerConfig) -> (Skiffd, String) {
     let mut d = Skiffd::start().await;
-    let pod = pod(&mut d, name).await?;
+    let pod = pod(&mut d, name).await;
     d.pull_busybox().await;
-    let id = started(&mut d, &pod, config).await?;
-    Some((d, id))
+    let id = d.run_container(&pod, config).await;
+    (d, id)
 }
 
 fn sleeper(name: &str) -> cri::ContainerConfig {
@@ -216,9 +163,7 @@ async fn exec_sync_output_and_exit_codes() {
         value: "hello".into(),
     }];
     c.working_dir = "/tmp".into();
-    let Some((mut d, id)) = setup("exec", c).await else {
-        return;
-    };
+    let (mut d, id) = setup("exec", c).await;
     let (out, err, code) = sh(&mut d, &id, "echo $GREETING; pwd; echo oops >&2; exit 3").await;
     assert_eq!(
         (out.as_str(), err.as_str(), code),
@@ -236,9 +181,7 @@ async fn exec_sync_output_and_exit_codes() {
 
 #[tokio::test]
 async fn exec_sync_timeout_is_deadline_exceeded() {
-    let Some((mut d, id)) = setup("exec-timeout", sleeper("t")).await else {
-        return;
-    };
+    let (mut d, id) = setup("exec-timeout", sleeper("t")).await;
     let t = Instant::now();
     let e = exec(&mut d, &id, &["sleep", "60"], 1).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
@@ -249,9 +192,7 @@ async fn exec_sync_timeout_is_deadline_exceeded() {
 
 #[tokio::test]
 async fn exec_sync_truncates_output_at_16_mib() {
-    let Some((mut d, id)) = setup("exec-big", sleeper("big")).await else {
-        return;
-    };
+    let (mut d, id) = setup("exec-big", sleeper("big")).await;
     // As kubelet's client: 16 MiB messages.
     d.rt = d.rt.clone().max_decoding_message_size(16 << 20);
     let r = exec(&mut d, &id, &["sh", "-c", "head -c 20000000 /dev/zero"], 60)
@@ -270,27 +211,8 @@ async fn exec_sync_truncates_output_at_16_mib() {
 
 #[tokio::test]
 async fn exec_sync_in_a_stopped_container_is_a_failed_precondition() {
-    let Some((mut d, id)) = setup("exec-stopped", container_config("done", "true")).await else {
-        return;
-    };
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st =
-            d.rt.container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        if st.state == cri::ContainerState::ContainerExited as i32 {
-            break;
-        }
-        assert!(Instant::now() < end, "container never exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut d, id) = setup("exec-stopped", container_config("done", "true")).await;
+    d.wait_exited(&id).await;
     let e = exec(&mut d, &id, &["true"], 5).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
 }
@@ -302,9 +224,7 @@ async fn run_as_user_group_and_supplemental_groups() {
     sc.run_as_user = Some(cri::Int64Value { value: 1000 });
     sc.run_as_group = Some(cri::Int64Value { value: 2000 });
     sc.supplemental_groups = vec![3000];
-    let Some((mut d, id)) = setup("user", c).await else {
-        return;
-    };
+    let (mut d, id) = setup("user", c).await;
     let (out, _, code) = sh(&mut d, &id, "id -u; id -g; id -G").await;
     assert_eq!(code, 0);
     assert_eq!(out, "1000\n2000\n2000 3000\n");
@@ -314,9 +234,7 @@ async fn run_as_user_group_and_supplemental_groups() {
 async fn readonly_rootfs_refuses_writes() {
     let mut c = sleeper("ro");
     security(&mut c).readonly_rootfs = true;
-    let Some((mut d, id)) = setup("ro", c).await else {
-        return;
-    };
+    let (mut d, id) = setup("ro", c).await;
     let (_, err, code) = sh(&mut d, &id, "touch /new-file").await;
     assert_ne!(code, 0);
     assert!(err.contains("Read-only file system"), "{err}");
@@ -349,9 +267,7 @@ async fn dropped_and_added_capabilities_show_in_proc_status() {
         drop_capabilities: vec!["CAP_NET_RAW".into(), "chown".into()],
         add_ambient_capabilities: vec![],
     });
-    let Some((mut d, id)) = setup("caps", c).await else {
-        return;
-    };
+    let (mut d, id) = setup("caps", c).await;
     let (out, _, _) = sh(&mut d, &id, "cat /proc/self/status").await;
     let caps = bounding(&out);
     assert_eq!(
@@ -391,13 +307,9 @@ async fn bind_mounts_readonly_and_writable() {
     std::fs::write(ro.join("greeting"), "from the host\n").unwrap();
     let mut c = sleeper("mounts");
     c.mounts = vec![bind(&ro, "/data", true), bind(&rw, "/out", false)];
-    let Some(pod) = pod(&mut d, "mounts").await else {
-        return;
-    };
+    let pod = pod(&mut d, "mounts").await;
     d.pull_busybox().await;
-    let Some(id) = started(&mut d, &pod, c).await else {
-        return;
-    };
+    let id = d.run_container(&pod, c).await;
     let (out, _, _) = sh(&mut d, &id, "cat /data/greeting").await;
     assert_eq!(out, "from the host\n");
     let (_, err, code) = sh(&mut d, &id, "touch /data/nope").await;
@@ -414,9 +326,7 @@ async fn bind_mounts_readonly_and_writable() {
 #[tokio::test]
 async fn hostile_mounts_are_invalid_arguments() {
     let mut d = Skiffd::start().await;
-    let Some(pod) = pod(&mut d, "hostile").await else {
-        return;
-    };
+    let pod = pod(&mut d, "hostile").await;
     d.pull_busybox().await;
     let host = host_dir(&d, "h");
     for (m, needle) in [
@@ -429,15 +339,7 @@ async fn hostile_mounts_are_invalid_arguments() {
     ] {
         let mut c = sleeper("bad");
         c.mounts = vec![m];
-        let r =
-            d.rt.create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.id.clone(),
-                config: Some(c),
-                sandbox_config: Some(pod.config.clone()),
-            })
-            .await;
-        match r {
-            Err(e) if e.code() == Code::Unimplemented => return,
+        match d.create_container(&pod, c).await {
             Err(e) => {
                 assert_eq!(e.code(), Code::InvalidArgument, "{e}");
                 assert!(e.message().contains(needle), "{needle:?} not in {e}");
@@ -471,9 +373,7 @@ async fn update_container_resources_changes_the_memory_limit() {
         memory_limit_in_bytes: 64 << 20,
         ..Default::default()
     });
-    let Some((mut d, id)) = setup("update", c).await else {
-        return;
-    };
+    let (mut d, id) = setup("update", c).await;
     let cg = memory_cgroup(&mut d, &id).await;
     let limit = || {
         std::fs::read_to_string(cg.join("memory.limit_in_bytes"))
@@ -521,25 +421,21 @@ async fn update_container_resources_changes_the_memory_limit() {
 #[tokio::test]
 async fn target_pid_namespace_sees_the_target_container() {
     let mut d = Skiffd::start().await;
-    let Some(pod) = pod(&mut d, "target").await else {
-        return;
-    };
+    let pod = pod(&mut d, "target").await;
     d.pull_busybox().await;
     let mut a = container_config("app", "sleep 4242");
     security(&mut a).namespace_options = Some(cri::NamespaceOption {
         pid: cri::NamespaceMode::Container as i32,
         ..Default::default()
     });
-    let Some(app) = started(&mut d, &pod, a).await else {
-        return;
-    };
+    let app = d.run_container(&pod, a).await;
     let mut b = sleeper("debug");
     security(&mut b).namespace_options = Some(cri::NamespaceOption {
         pid: cri::NamespaceMode::Target as i32,
         target_id: app.clone(),
         ..Default::default()
     });
-    let debug = started(&mut d, &pod, b).await.expect("debug container");
+    let debug = d.run_container(&pod, b).await;
     let (out, _, _) = sh(&mut d, &debug, "ps -o pid,args").await;
     assert!(out.contains("sleep 4242"), "{out}");
     // The target's own namespace starts at its init.
@@ -551,14 +447,7 @@ async fn target_pid_namespace_sees_the_target_container() {
         target_id: "no-such-container".into(),
         ..Default::default()
     });
-    let e =
-        d.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = d.create_container(&pod, c).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert!(e.message().contains("no-such-container"), "{e}");
 }
@@ -581,9 +470,7 @@ async fn localhost_seccomp_profile_is_enforced() {
     });
     let setup = setup("seccomp", c).await;
     let _ = std::fs::remove_file(&profile);
-    let Some((mut d, id)) = setup else {
-        return;
-    };
+    let (mut d, id) = setup;
     let (_, err, code) = sh(&mut d, &id, "mkdir /tmp/blocked").await;
     assert_ne!(code, 0, "mkdir was allowed");
     assert!(err.contains("not permitted"), "{err}");
@@ -595,9 +482,7 @@ async fn localhost_seccomp_profile_is_enforced() {
 async fn privileged_containers_see_host_devices_and_writable_sys() {
     let mut c = sleeper("priv");
     security(&mut c).privileged = true;
-    let Some((mut d, id)) = setup("priv", c).await else {
-        return;
-    };
+    let (mut d, id) = setup("priv", c).await;
     let (out, _, _) = sh(&mut d, &id, "grep CapBnd /proc/self/status").await;
     let caps = bounding(&out);
     assert_ne!(caps & (1 << 21), 0, "no CAP_SYS_ADMIN: {caps:x}");
@@ -609,9 +494,7 @@ async fn privileged_containers_see_host_devices_and_writable_sys() {
 
 #[tokio::test]
 async fn image_defaults_and_pod_hostname_reach_the_process() {
-    let Some((mut d, id)) = setup("envs", sleeper("envs")).await else {
-        return;
-    };
+    let (mut d, id) = setup("envs", sleeper("envs")).await;
     let (out, _, _) = sh(&mut d, &id, "echo $HOSTNAME; echo $PATH; pwd; id -u").await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "envs");

@@ -1,54 +1,25 @@
 //! Container and pod stats over the real socket, from the cgroups of real running containers:
 //! memory a container allocates shows in its working set, CPU time grows, filters select, pod
 //! stats hold their containers, and the metrics agree with their descriptors.
-//!
-//! The tests that need running containers start with `running_pod`, which gives up (and says so)
-//! only when the daemon answers `Unimplemented` for sandboxes or containers.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use skiff_tests::cri::{container_config, pod_config, v1 as cri, Options, Skiffd};
+use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Options, Skiffd};
 use tonic::Code;
 
 /// A container to run: its name, its labels and the shell script it runs.
 type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
-/// Runs a pod with one container per `(name, labels, script)`; `None` when this daemon has no
-/// sandboxes or containers to run them with. Pods use the node's network unless the daemon was
-/// given a CNI config.
-async fn running_pod(
-    d: &mut Skiffd,
-    pod: &str,
-    containers: &[Spec<'_>],
-) -> Option<(String, Vec<String>)> {
+/// Runs a pod with one container per `(name, labels, script)`; the pod's id and the containers'.
+/// Pods use the node's network unless the daemon was given a CNI config.
+async fn running_pod(d: &mut Skiffd, pod: &str, containers: &[Spec<'_>]) -> (String, Vec<String>) {
     let mut config = pod_config(pod, &d.log_dir());
     let has_cni = std::fs::read_dir(d.dir.join("net.d")).is_ok_and(|mut e| e.next().is_some());
     if !has_cni {
-        let linux = config.linux.get_or_insert_with(Default::default);
-        linux.security_context = Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        config = host_network(config);
     }
-    let sandbox = match d
-        .rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-    {
-        Ok(r) => r.into_inner().pod_sandbox_id,
-        Err(e) if e.code() == Code::Unimplemented => {
-            eprintln!("skipped: this skiffd cannot run sandboxes yet ({e})");
-            return None;
-        }
-        Err(e) => panic!("RunPodSandbox: {e}\n{}", d.daemon_log()),
-    };
+    let sandbox = d.run_pod(config).await;
     d.pull_busybox().await;
     let mut ids = Vec::new();
     for (name, labels, script) in containers {
@@ -57,29 +28,9 @@ async fn running_pod(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let created =
-            d.rt.create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(c),
-                sandbox_config: Some(config.clone()),
-            })
-            .await;
-        let id = match created {
-            Ok(r) => r.into_inner().container_id,
-            Err(e) if e.code() == Code::Unimplemented => {
-                eprintln!("skipped: this skiffd cannot run containers yet ({e})");
-                return None;
-            }
-            Err(e) => panic!("CreateContainer: {e}\n{}", d.daemon_log()),
-        };
-        d.rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", d.daemon_log()));
-        ids.push(id);
+        ids.push(d.run_container(&sandbox, c).await);
     }
-    Some((sandbox, ids))
+    (sandbox.id, ids)
 }
 
 async fn container_stats(d: &mut Skiffd, id: &str) -> cri::ContainerStats {
@@ -197,9 +148,7 @@ async fn memory_a_container_allocates_is_in_its_working_set() {
     let mut d = Skiffd::start().await;
     // About 40 MB held in a shell variable.
     let script = "x=$(head -c 40000000 /dev/zero | tr '\\0' a); echo ready; sleep 1000";
-    let Some((_, ids)) = running_pod(&mut d, "mem", &[("hog", &[], script)]).await else {
-        return;
-    };
+    let (_, ids) = running_pod(&mut d, "mem", &[("hog", &[], script)]).await;
     let s = wait_stats(&mut d, &ids[0], |s| working_set(s) > 35_000_000).await;
     let m = s.memory.as_ref().unwrap();
     assert!(value(&m.usage_bytes) >= working_set(&s), "{m:?}");
@@ -215,10 +164,7 @@ async fn memory_a_container_allocates_is_in_its_working_set() {
 #[tokio::test]
 async fn cpu_usage_grows_and_has_a_rate() {
     let mut d = Skiffd::start().await;
-    let Some((_, ids)) = running_pod(&mut d, "cpu", &[("spin", &[], "while :; do :; done")]).await
-    else {
-        return;
-    };
+    let (_, ids) = running_pod(&mut d, "cpu", &[("spin", &[], "while :; do :; done")]).await;
     let first = wait_stats(&mut d, &ids[0], |s| cpu_total(s) > 0).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = container_stats(&mut d, &ids[0]).await;
@@ -237,15 +183,12 @@ async fn list_filters_and_pod_stats() {
     let mut d = Skiffd::start().await;
     let web: &[(&str, &str)] = &[("role", "web")];
     let db: &[(&str, &str)] = &[("role", "db")];
-    let Some((pod, ids)) = running_pod(
+    let (pod, ids) = running_pod(
         &mut d,
         "two",
         &[("web", web, "sleep 1000"), ("db", db, "sleep 1000")],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let list = |f: cri::ContainerStatsFilter| {
         let mut rt = d.rt.clone();
         async move {
@@ -374,9 +317,7 @@ async fn pod_network_counters_come_from_its_namespace() {
         ..Default::default()
     })
     .await;
-    let Some((pod, _)) = running_pod(&mut d, "net", &[("idle", &[], "sleep 1000")]).await else {
-        return;
-    };
+    let (pod, _) = running_pod(&mut d, "net", &[("idle", &[], "sleep 1000")]).await;
     let s =
         d.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
             pod_sandbox_id: pod,
