@@ -449,7 +449,9 @@ mod tests {
     // Byte layouts drawn from the frame diagrams of draft-mbelshe-httpbis-spdy-00 §2.6.
     #[test]
     fn ping_vector() {
-        let wire = [0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01];
+        let wire = [
+            0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01,
+        ];
         assert_eq!(one(&wire), Ok(Frame::Ping { id: 1 }));
         assert_eq!(Frame::Ping { id: 1 }.to_bytes().as_ref(), wire);
     }
@@ -566,7 +568,10 @@ mod tests {
     fn malformed_frames_are_typed_errors() {
         let max = DEFAULT_MAX_FRAME;
         let err = |b: &[u8]| parse(b, max).unwrap_err();
-        assert_eq!(err(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]), FrameError::BadVersion(2));
+        assert_eq!(
+            err(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]),
+            FrameError::BadVersion(2)
+        );
         assert!(matches!(
             err(&[0x80, 3, 0, 6, 0, 0, 0, 3, 0, 0, 0]),
             FrameError::BadLength { frame: "PING", .. }
@@ -585,7 +590,10 @@ mod tests {
         ));
         assert!(matches!(
             err(&[0x80, 3, 0, 4, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 0]),
-            FrameError::BadLength { frame: "SETTINGS", .. }
+            FrameError::BadLength {
+                frame: "SETTINGS",
+                ..
+            }
         ));
         assert!(matches!(
             err(&[0x80, 3, 0, 3, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]),
@@ -593,7 +601,10 @@ mod tests {
         ));
         assert!(matches!(
             err(&[0x80, 3, 0, 1, 0, 0, 0, 4, 0, 0, 0, 1]),
-            FrameError::BadLength { frame: "SYN_STREAM", .. }
+            FrameError::BadLength {
+                frame: "SYN_STREAM",
+                ..
+            }
         ));
         // The declared length alone condemns an oversized frame, before its body arrives.
         assert_eq!(

@@ -45,7 +45,8 @@ impl Headers {
 
     /// Adds a single-valued header.
     pub fn with(mut self, name: &str, value: &str) -> Self {
-        self.0.push((name.to_ascii_lowercase(), vec![value.to_string()]));
+        self.0
+            .push((name.to_ascii_lowercase(), vec![value.to_string()]));
         self
     }
 
@@ -76,8 +77,8 @@ impl Headers {
                 .ok_or_else(|| HeaderError::BadName(String::from_utf8_lossy(name).into()))?
                 .to_string();
             let value = take_str(block, &mut at)?;
-            let value = std::str::from_utf8(value)
-                .map_err(|_| HeaderError::BadValue(name.clone()))?;
+            let value =
+                std::str::from_utf8(value).map_err(|_| HeaderError::BadValue(name.clone()))?;
             let values: Vec<String> = value.split('\0').map(str::to_string).collect();
             if values.len() > 1 && values.iter().any(String::is_empty) {
                 return Err(HeaderError::BadValue(name));
@@ -95,9 +96,7 @@ impl Headers {
 }
 
 fn take_u32(block: &[u8], at: &mut usize) -> Result<u32, HeaderError> {
-    let bytes = block
-        .get(*at..*at + 4)
-        .ok_or(HeaderError::Truncated(*at))?;
+    let bytes = block.get(*at..*at + 4).ok_or(HeaderError::Truncated(*at))?;
     *at += 4;
     Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
@@ -246,7 +245,10 @@ mod tests {
     #[test]
     fn uncompressed_block_vector() {
         let h = Headers::default().with("a", "bc");
-        assert_eq!(h.to_block(), [0, 0, 0, 1, 0, 0, 0, 1, b'a', 0, 0, 0, 2, b'b', b'c']);
+        assert_eq!(
+            h.to_block(),
+            [0, 0, 0, 1, 0, 0, 0, 1, b'a', 0, 0, 0, 2, b'b', b'c']
+        );
         let multi = Headers::from_block(&[0, 0, 0, 1, 0, 0, 0, 1, b'x', 0, 0, 0, 3, b'1', 0, b'2']);
         assert_eq!(
             multi.unwrap().0,
@@ -314,7 +316,9 @@ mod tests {
             Err(HeaderError::BadName(_))
         ));
         assert!(matches!(
-            Headers::from_block(&[0, 0, 0, 2, 0, 0, 0, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 0, 0]),
+            Headers::from_block(&[
+                0, 0, 0, 2, 0, 0, 0, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 0, 0
+            ]),
             Err(HeaderError::Duplicate(_))
         ));
         assert!(matches!(

@@ -3,3 +3,4 @@
 mod dictionary;
 pub mod frame;
 pub mod headers;
+pub mod session;
