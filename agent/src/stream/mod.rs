@@ -1,4 +1,5 @@
 //! The streaming server behind the CRI `Exec`/`Attach`/`PortForward` URLs: SPDY/3.1 and WebSocket
 //! transports carrying the Kubernetes remotecommand and portforward sub-protocols.
 
+pub mod channel;
 pub mod spdy;
