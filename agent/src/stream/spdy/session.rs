@@ -94,12 +94,33 @@ pub struct Stream {
 /// New streams, in the order the peer opened them.
 pub struct Incoming {
     rx: mpsc::Receiver<Stream>,
+    shared: Arc<Shared>,
 }
 
 impl Incoming {
+    /// Ends the session: frames already queued go out, then GOAWAY, then the socket is shut down.
+    pub fn close(&self) {
+        self.shared.shutdown.notify_one();
+    }
+
+    /// A handle that can end the session later.
+    pub fn closer(&self) -> Closer {
+        Closer(self.shared.clone())
+    }
+
     /// The next stream; `None` once the session has ended.
     pub async fn accept(&mut self) -> Option<Stream> {
         self.rx.recv().await
+    }
+}
+
+/// Ends a session from elsewhere (see [`Incoming::close`]).
+#[derive(Clone)]
+pub struct Closer(Arc<Shared>);
+
+impl Closer {
+    pub fn close(&self) {
+        self.0.shutdown.notify_one();
     }
 }
 
@@ -138,6 +159,7 @@ enum Out {
 struct Shared {
     state: Mutex<State>,
     changed: Notify,
+    shutdown: Notify,
     out: mpsc::Sender<Out>,
     cfg: Config,
 }
@@ -175,6 +197,7 @@ where
             closed: false,
         }),
         changed: Notify::new(),
+        shutdown: Notify::new(),
         out: out_tx,
         cfg,
     });
@@ -186,7 +209,11 @@ where
         last_id: 0,
     };
     let handle = tokio::spawn(reader.run(read, writer));
-    (Incoming { rx: in_rx }, handle)
+    let incoming = Incoming {
+        rx: in_rx,
+        shared: shared.clone(),
+    };
+    (incoming, handle)
 }
 
 async fn write_loop<W: AsyncWrite>(
@@ -293,8 +320,14 @@ impl Reader {
                 buf.advance(used);
                 self.handle(f).await?;
             }
-            if read.read_buf(&mut buf).await? == 0 {
-                return Ok(());
+            let shared = self.shared.clone();
+            tokio::select! {
+                n = read.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                }
+                _ = shared.shutdown.notified() => return Ok(()),
             }
         }
     }
