@@ -331,7 +331,8 @@ mod tests {
             status_json(&Outcome::Success),
             br#"{"metadata":{},"status":"Success"}"#
         );
-        let v: serde_json::Value = serde_json::from_slice(&status_json(&Outcome::Exited(3))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&status_json(&Outcome::Exited(3))).unwrap();
         assert_eq!(v["status"], "Failure");
         assert_eq!(v["reason"], "NonZeroExitCode");
         assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
@@ -345,13 +346,22 @@ mod tests {
             WsMessage::decode(&[0, b'x'], true),
             Ok(WsMessage::Data(Channel::Stdin, b"x"))
         );
-        assert_eq!(WsMessage::decode(&[255, 0], true), Ok(WsMessage::Close(Channel::Stdin)));
+        assert_eq!(
+            WsMessage::decode(&[255, 0], true),
+            Ok(WsMessage::Close(Channel::Stdin))
+        );
         assert_eq!(
             WsMessage::decode(&[255, 0], false),
             Err(ChannelError::UnknownChannel(255))
         );
-        assert_eq!(WsMessage::decode(&[], true), Err(ChannelError::EmptyMessage));
-        assert_eq!(WsMessage::decode(&[9], true), Err(ChannelError::UnknownChannel(9)));
+        assert_eq!(
+            WsMessage::decode(&[], true),
+            Err(ChannelError::EmptyMessage)
+        );
+        assert_eq!(
+            WsMessage::decode(&[9], true),
+            Err(ChannelError::UnknownChannel(9))
+        );
     }
 
     #[test]
@@ -361,21 +371,39 @@ mod tests {
         assert_eq!(
             d.feed(br#""Height":24}{"Width":100,"Height":50}"#).unwrap(),
             vec![
-                Resize { width: 80, height: 24 },
-                Resize { width: 100, height: 50 }
+                Resize {
+                    width: 80,
+                    height: 24
+                },
+                Resize {
+                    width: 100,
+                    height: 50
+                }
             ]
         );
         assert!(d.feed(b"nonsense").is_err());
         assert_eq!(
             Resize::parse(br#"{"Width":1,"Height":2}"#),
-            Ok(Resize { width: 1, height: 2 })
+            Ok(Resize {
+                width: 1,
+                height: 2
+            })
         );
     }
 
     #[test]
     fn negotiation_follows_client_preference() {
-        assert_eq!(negotiate(&["v5.channel.k8s.io, v4.channel.k8s.io"], WEBSOCKET_PROTOCOLS), Some(V5));
-        assert_eq!(negotiate(&["v3.channel.k8s.io", "v4.channel.k8s.io"], SPDY_PROTOCOLS), Some(V4));
+        assert_eq!(
+            negotiate(
+                &["v5.channel.k8s.io, v4.channel.k8s.io"],
+                WEBSOCKET_PROTOCOLS
+            ),
+            Some(V5)
+        );
+        assert_eq!(
+            negotiate(&["v3.channel.k8s.io", "v4.channel.k8s.io"], SPDY_PROTOCOLS),
+            Some(V4)
+        );
         assert_eq!(negotiate(&["v1.channel.k8s.io"], SPDY_PROTOCOLS), None);
     }
 
@@ -399,6 +427,9 @@ mod tests {
             .with("streamtype", "data")
             .with("port", "0")
             .with("requestid", "0");
-        assert!(matches!(PortForwardStream::from_headers(&bad), Err(ChannelError::BadPort(_))));
+        assert!(matches!(
+            PortForwardStream::from_headers(&bad),
+            Err(ChannelError::BadPort(_))
+        ));
     }
 }

@@ -2,5 +2,8 @@
 //! transports carrying the Kubernetes remotecommand and portforward sub-protocols.
 
 pub mod channel;
+pub mod exec;
+pub mod portforward;
+pub mod server;
 pub mod spdy;
 pub mod token;
