@@ -136,9 +136,16 @@ const SPDY_UPGRADE: [(&str, &str); 3] = [
     ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
 ];
 
+/// What carries the client's SPDY bytes: TCP, or WebSocket binary messages (the tunnel).
+enum Transport {
+    Tcp(TcpStream),
+    Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
 /// A SPDY/3 client built from the draft's frame layouts.
 struct Spdy {
-    tcp: TcpStream,
+    io: Transport,
+    rbuf: Vec<u8>,
     z: Compress,
     next_id: u32,
 }
@@ -151,9 +158,51 @@ enum In {
 
 impl Spdy {
     fn new(tcp: TcpStream) -> Self {
+        Self::over(Transport::Tcp(tcp))
+    }
+
+    fn over(io: Transport) -> Self {
         let mut z = Compress::new(Compression::default(), true);
         z.set_dictionary(&DICTIONARY).unwrap();
-        Self { tcp, z, next_id: 1 }
+        Self {
+            io,
+            rbuf: Vec::new(),
+            z,
+            next_id: 1,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        match &mut self.io {
+            Transport::Tcp(t) => t.write_all(bytes).await.unwrap(),
+            Transport::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).await.unwrap(),
+        }
+    }
+
+    /// Reads more bytes; false at the end of the connection.
+    async fn fill(&mut self) -> bool {
+        match &mut self.io {
+            Transport::Tcp(t) => {
+                let mut chunk = vec![0u8; 64 * 1024];
+                match t.read(&mut chunk).await {
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => {
+                        self.rbuf.extend_from_slice(&chunk[..n]);
+                        true
+                    }
+                }
+            }
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        self.rbuf.extend_from_slice(&b);
+                        return true;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                    Some(Ok(_)) => {}
+                }
+            },
+        }
     }
 
     fn block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
@@ -180,7 +229,7 @@ impl Spdy {
         f.extend_from_slice(&id.to_be_bytes());
         f.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         f.extend_from_slice(&block);
-        self.tcp.write_all(&f).await.unwrap();
+        self.write(&f).await;
         id
     }
 
@@ -188,28 +237,35 @@ impl Spdy {
         let mut f = id.to_be_bytes().to_vec();
         f.extend_from_slice(&(((fin as u32) << 24) | data.len() as u32).to_be_bytes());
         f.extend_from_slice(data);
-        self.tcp.write_all(&f).await.unwrap();
+        self.write(&f).await;
     }
 
     async fn next(&mut self) -> Option<In> {
-        let mut head = [0u8; 8];
-        tokio::time::timeout(Duration::from_secs(20), self.tcp.read_exact(&mut head))
-            .await
-            .expect("a frame within 20 s")
-            .ok()?;
-        let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-        let mut body = vec![0u8; len];
-        self.tcp.read_exact(&mut body).await.ok()?;
-        if head[0] & 0x80 != 0 {
-            return Some(In::Control {
-                kind: u16::from_be_bytes([head[2], head[3]]),
-            });
+        loop {
+            if self.rbuf.len() >= 8 {
+                let h = &self.rbuf[..8];
+                let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+                if self.rbuf.len() >= 8 + len {
+                    let frame: Vec<u8> = self.rbuf.drain(..8 + len).collect();
+                    if frame[0] & 0x80 != 0 {
+                        return Some(In::Control {
+                            kind: u16::from_be_bytes([frame[2], frame[3]]),
+                        });
+                    }
+                    return Some(In::Data {
+                        id: u32::from_be_bytes([frame[0] & 0x7f, frame[1], frame[2], frame[3]]),
+                        fin: frame[4] & 1 != 0,
+                        data: frame[8..].to_vec(),
+                    });
+                }
+            }
+            let more = tokio::time::timeout(Duration::from_secs(20), self.fill())
+                .await
+                .expect("a frame within 20 s");
+            if !more {
+                return None;
+            }
         }
-        Some(In::Data {
-            id: u32::from_be_bytes([head[0] & 0x7f, head[1], head[2], head[3]]),
-            fin: head[4] & 1 != 0,
-            data: body,
-        })
     }
 
     /// Collects data per stream until every stream in `ids` has finished.
@@ -394,7 +450,11 @@ async fn port_forward_over_spdy() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut c = Spdy::new(tcp);
+    forward_twenty(Spdy::new(tcp)).await;
+}
+
+/// Opens 20 concurrent port-forward connections (one to a port nobody serves) and checks each.
+async fn forward_twenty(mut c: Spdy) {
     let mut pairs = Vec::new();
     for req in 0..20 {
         let rid = req.to_string();
@@ -423,4 +483,30 @@ async fn port_forward_over_spdy() {
             assert!(err.is_empty(), "{}", String::from_utf8_lossy(err));
         }
     }
+}
+
+#[tokio::test]
+async fn port_forward_tunnelled_over_websocket() {
+    let srv = server(Duration::from_secs(60)).await;
+    let url = srv
+        .url(Request::PortForward(PortForwardRequest {
+            pod_sandbox_id: "p1".into(),
+            ports: vec![],
+        }))
+        .unwrap();
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "SPDY/3.1+portforward.k8s.io".parse().unwrap(),
+    );
+    let tcp = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "SPDY/3.1+portforward.k8s.io"
+    );
+    forward_twenty(Spdy::over(Transport::Ws(Box::new(ws)))).await;
 }

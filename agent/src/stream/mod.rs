@@ -7,3 +7,4 @@ pub mod portforward;
 pub mod server;
 pub mod spdy;
 pub mod token;
+pub mod tunnel;

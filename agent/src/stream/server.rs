@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::channel::{self, Outcome, Resize};
 use super::spdy::session;
 use super::token::{self, AttachRequest, ExecRequest, TokenError, Tokens};
-use super::{exec, portforward};
+use super::{exec, portforward, tunnel};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -262,20 +262,15 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
-    if let token::Request::PortForward(_) = pending {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "port-forward over WebSocket is not served yet; use SPDY/3.1",
-        );
-    }
     let offered = header_values(req.headers(), "sec-websocket-protocol");
-    let Some(protocol) = channel::negotiate(&offered, channel::WEBSOCKET_PROTOCOLS) else {
+    let supported = match pending {
+        token::Request::PortForward(_) => &[tunnel::SPDY_PORT_FORWARD][..],
+        _ => channel::WEBSOCKET_PROTOCOLS,
+    };
+    let Some(protocol) = channel::negotiate(&offered, supported) else {
         return plain(
             StatusCode::BAD_REQUEST,
-            &format!(
-                "no WebSocket protocol of {offered:?} is one of {:?}",
-                channel::WEBSOCKET_PROTOCOLS
-            ),
+            &format!("no WebSocket protocol of {offered:?} is one of {supported:?}"),
         );
     };
     let v5 = protocol == channel::V5;
@@ -299,7 +294,12 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
                 let opts = exec::Options::attach(&r);
                 exec::websocket(ws, v5, opts, move |io| handler.attach(r, io)).await
             }
-            token::Request::PortForward(_) => {}
+            token::Request::PortForward(r) => {
+                let io = tunnel::WsTunnel::new(ws);
+                let (incoming, session) = session::serve(io, server.cfg.spdy.clone());
+                portforward::spdy(incoming, r, handler).await;
+                let _ = session.await;
+            }
         }
     });
     let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");

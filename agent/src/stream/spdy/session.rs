@@ -248,6 +248,8 @@ async fn write_loop<W: AsyncWrite>(
             }
         }
         write.write_all(&buf).await?;
+        // Transports that buffer (a WebSocket tunnel) must see every batch out.
+        write.flush().await?;
         buf.clear();
         if close {
             break;
