@@ -2,6 +2,7 @@
 //! documents: SPDY/3 frames and header blocks (draft-mbelshe-httpbis-spdy-00), the HTTP upgrade and
 //! the Kubernetes remotecommand/portforward conventions, and RFC 6455 WebSocket (tungstenite).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+/// Bytes the `emit-tracked` command has handed to stdout so far.
+static TRACKED: AtomicUsize = AtomicUsize::new(0);
 
 /// `cat-exit N`: stderr gets a line, stdin is copied to stdout, the exit code is N.
 /// `emit N`: N bytes of a pattern on stdout. With a TTY the first resize is echoed first.
@@ -33,7 +37,8 @@ async fn run(cmd: Vec<String>, mut io: Io) -> Outcome {
     }
     let arg: usize = cmd.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     match cmd.first().map(String::as_str) {
-        Some("emit") => {
+        Some(cmd @ ("emit" | "emit-tracked")) => {
+            let tracked = cmd == "emit-tracked";
             let block: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
             let out = io.stdout.as_mut().expect("stdout");
             let mut left = arg;
@@ -43,6 +48,9 @@ async fn run(cmd: Vec<String>, mut io: Io) -> Outcome {
                     return Outcome::Failed("stdout closed".into());
                 }
                 left -= n;
+                if tracked {
+                    TRACKED.fetch_add(n, Ordering::SeqCst);
+                }
             }
             Outcome::Success
         }
@@ -336,7 +344,7 @@ async fn exec_over_spdy() {
 #[tokio::test]
 async fn exec_over_spdy_with_tty_and_large_output() {
     let srv = server(Duration::from_secs(60)).await;
-    let total = 24 * 1024 * 1024;
+    let total = 64 * 1024 * 1024;
     let url = srv
         .url(exec_req(&["emit", &total.to_string()], false, true))
         .unwrap();
@@ -509,4 +517,152 @@ async fn port_forward_tunnelled_over_websocket() {
         "SPDY/3.1+portforward.k8s.io"
     );
     forward_twenty(Spdy::over(Transport::Ws(Box::new(ws)))).await;
+}
+
+fn ws_request(
+    url: &str,
+    protocol: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn large_output_over_websocket_v4() {
+    let srv = server(Duration::from_secs(60)).await;
+    let total = 64 * 1024 * 1024;
+    let url = srv
+        .url(exec_req(&["emit", &total.to_string()], false, false))
+        .unwrap();
+    let tcp = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(ws_request(&url, "v4.channel.k8s.io"), tcp)
+            .await
+            .unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+    let (mut got, mut status) = (0usize, Vec::new());
+    let mut ok = true;
+    while let Some(msg) = ws.next().await {
+        match msg.unwrap() {
+            Message::Binary(b) if !b.is_empty() => match b[0] {
+                1 => {
+                    ok &= b[1..]
+                        .iter()
+                        .enumerate()
+                        .all(|(i, x)| *x == (((got + i) % 65536) % 251) as u8);
+                    got += b.len() - 1;
+                }
+                3 => status.extend_from_slice(&b[1..]),
+                _ => {}
+            },
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(got, total);
+    assert!(ok, "stdout bytes differ from what was sent");
+    assert_eq!(exit_code(&status), None);
+}
+
+#[tokio::test]
+async fn non_reading_client_holds_the_command_back() {
+    let srv = server(Duration::from_secs(60)).await;
+    let url = srv
+        .url(exec_req(&["emit-tracked", "1073741824"], false, false))
+        .unwrap();
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut c = Spdy::new(tcp);
+    c.open(&[("streamtype", "error")]).await;
+    c.open(&[("streamtype", "stdout")]).await;
+    c.open(&[("streamtype", "stderr")]).await;
+    // Read nothing; the command may only get as far as the buffers along the way allow.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = TRACKED.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = TRACKED.load(Ordering::SeqCst);
+    assert_eq!(
+        first, second,
+        "output kept flowing to a client that reads nothing"
+    );
+    assert!(
+        second < 16 * 1024 * 1024,
+        "{second} bytes buffered for a non-reading client"
+    );
+    assert!(second > 0);
+    drop(c);
+    // The server is still serving.
+    let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
+    let (_tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+#[tokio::test]
+async fn hostile_spdy_clients_do_not_take_the_server_down() {
+    let srv = server(Duration::from_secs(60)).await;
+    // Garbage where frames belong: GOAWAY and close.
+    let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut c = Spdy::new(tcp);
+    c.write(&[0x80, 0x07, 0x00, 0x01, 0, 0, 0, 0]).await;
+    let mut kinds = Vec::new();
+    while let Some(In::Control { kind }) = c.next().await {
+        kinds.push(kind);
+    }
+    assert!(kinds.contains(&7), "{kinds:?}");
+
+    // A frame claiming 16 MiB: refused on its header.
+    let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut c = Spdy::new(tcp);
+    c.write(&[0, 0, 0, 1, 0, 0xff, 0xff, 0xff]).await;
+    while c.next().await.is_some() {}
+
+    // A header block that inflates past the limit.
+    let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut c = Spdy::new(tcp);
+    let big = "x".repeat(1 << 20);
+    c.open(&[("streamtype", &big)]).await;
+    while c.next().await.is_some() {}
+
+    // Data for a stream nobody opened: RST_STREAM, the session lives on.
+    let url = srv.url(exec_req(&["cat-exit", "4"], false, false)).unwrap();
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut c = Spdy::new(tcp);
+    c.data(99, false, b"who?").await;
+    assert!(matches!(c.next().await, Some(In::Control { kind: 3 })));
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let got = c.collect(&[error, stdout, stderr]).await;
+    assert_eq!(exit_code(&got[0]).as_deref(), Some("4"));
+}
+
+#[tokio::test]
+async fn client_that_never_opens_its_streams_is_dropped() {
+    let cfg = Config {
+        stream_creation_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let srv = Server::start(cfg, Arc::new(TestHandler)).await.unwrap();
+    let url = srv.url(exec_req(&["cat-exit", "0"], true, false)).unwrap();
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut c = Spdy::new(tcp);
+    c.open(&[("streamtype", "error")]).await;
+    let mut kinds = Vec::new();
+    while let Some(f) = c.next().await {
+        if let In::Control { kind } = f {
+            kinds.push(kind);
+        }
+    }
+    assert!(kinds.contains(&7), "no GOAWAY: {kinds:?}");
 }
