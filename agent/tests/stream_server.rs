@@ -600,6 +600,7 @@ async fn non_reading_client_holds_the_command_back() {
         last, second,
         "output kept flowing to a client that reads nothing"
     );
+    eprintln!("non-reading client: the command stopped after {second} bytes");
     assert!(
         second < 16 * 1024 * 1024,
         "{second} bytes buffered for a non-reading client"
