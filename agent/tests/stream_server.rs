@@ -674,3 +674,33 @@ async fn client_that_never_opens_its_streams_is_dropped() {
     }
     assert!(kinds.contains(&7), "no GOAWAY: {kinds:?}");
 }
+
+#[tokio::test]
+async fn exec_over_spdy_v3_reports_failure_as_text() {
+    let srv = server(Duration::from_secs(60)).await;
+    let url = srv.url(exec_req(&["cat-exit", "5"], false, false)).unwrap();
+    let (tcp, head) = upgrade(
+        &url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v3.channel.k8s.io"),
+            ("X-Stream-Protocol-Version", "v2.channel.k8s.io"),
+        ],
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-stream-protocol-version: v3.channel.k8s.io"),
+        "{head}"
+    );
+    let mut c = Spdy::new(tcp);
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let got = c.collect(&[error, stdout, stderr]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got[0]),
+        "command terminated with non-zero exit code: exit status 5"
+    );
+}

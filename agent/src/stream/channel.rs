@@ -12,9 +12,12 @@ use super::spdy::headers::Headers;
 
 pub const V4: &str = "v4.channel.k8s.io";
 pub const V5: &str = "v5.channel.k8s.io";
+/// Older SPDY remote-command versions: v3 adds resize to v2; both report failures as plain text.
+pub const V3: &str = "v3.channel.k8s.io";
+pub const V2: &str = "v2.channel.k8s.io";
 pub const PORT_FORWARD: &str = "portforward.k8s.io";
 /// Remote-command protocols offered over SPDY, most preferred first (v5's stdin close is WebSocket-only).
-pub const SPDY_PROTOCOLS: &[&str] = &[V4];
+pub const SPDY_PROTOCOLS: &[&str] = &[V4, V3, V2];
 /// Remote-command protocols offered over WebSocket, most preferred first.
 pub const WEBSOCKET_PROTOCOLS: &[&str] = &[V5, V4];
 
@@ -269,6 +272,22 @@ pub fn status_json(outcome: &Outcome) -> Vec<u8> {
     serde_json::to_vec(&status).unwrap_or_default()
 }
 
+/// The error-stream bytes for `outcome` under `protocol`: the `metav1.Status` JSON from v4 on, the
+/// bare failure message before (nothing on success).
+pub fn error_stream_bytes(protocol: &str, outcome: &Outcome) -> Vec<u8> {
+    if protocol == V2 || protocol == V3 {
+        return match outcome {
+            Outcome::Success => Vec::new(),
+            Outcome::Exited(code) => {
+                format!("command terminated with non-zero exit code: exit status {code}")
+                    .into_bytes()
+            }
+            Outcome::Failed(message) => message.clone().into_bytes(),
+        };
+    }
+    status_json(outcome)
+}
+
 /// Picks the first of the client's protocols (in its order of preference) that the server speaks.
 pub fn negotiate<'a, S: AsRef<str>>(client: &[S], server: &[&'a str]) -> Option<&'a str> {
     client
@@ -405,6 +424,13 @@ mod tests {
             Some(V4)
         );
         assert_eq!(negotiate(&["v1.channel.k8s.io"], SPDY_PROTOCOLS), None);
+        assert_eq!(negotiate(&["v3.channel.k8s.io"], SPDY_PROTOCOLS), Some(V3));
+        assert!(error_stream_bytes(V3, &Outcome::Success).is_empty());
+        assert!(
+            String::from_utf8(error_stream_bytes(V2, &Outcome::Exited(2)))
+                .unwrap()
+                .contains("exit status 2")
+        );
     }
 
     #[test]

@@ -48,14 +48,15 @@ impl Options {
         }
     }
 
-    /// The SPDY streams a client opens for these options.
-    fn expected(&self) -> Vec<Channel> {
+    /// The SPDY streams a client opens for these options under `protocol` (v2 has no resize).
+    fn expected(&self, protocol: &str) -> Vec<Channel> {
+        let resize = self.tty && protocol != channel::V2;
         let mut want = vec![Channel::Error];
         for (on, ch) in [
             (self.stdin, Channel::Stdin),
             (self.stdout, Channel::Stdout),
             (self.stderr, Channel::Stderr),
-            (self.tty, Channel::Resize),
+            (resize, Channel::Resize),
         ] {
             if on {
                 want.push(ch);
@@ -67,11 +68,17 @@ impl Options {
 
 /// Serves one exec/attach over a SPDY session: waits for the client's streams, runs `run`, reports
 /// the outcome on the error stream and ends the session.
-pub async fn spdy<F>(mut incoming: Incoming, opts: Options, timeout: Duration, run: F)
-where
+pub async fn spdy<F>(
+    mut incoming: Incoming,
+    protocol: &str,
+    opts: Options,
+    timeout: Duration,
+    run: F,
+) where
     F: FnOnce(Io) -> BoxFuture<Outcome>,
 {
-    let Some(mut streams) = gather(&mut incoming, &opts, timeout).await else {
+    let expected = opts.expected(protocol);
+    let Some(mut streams) = gather(&mut incoming, expected, timeout).await else {
         incoming.close();
         return;
     };
@@ -113,7 +120,10 @@ where
         let _ = p.await;
     }
     if let Some(e) = error {
-        let _ = e.writer.write(&channel::status_json(&outcome)).await;
+        let _ = e
+            .writer
+            .write(&channel::error_stream_bytes(protocol, &outcome))
+            .await;
         let _ = e.writer.close().await;
     }
     incoming.close();
@@ -121,10 +131,9 @@ where
 
 async fn gather(
     incoming: &mut Incoming,
-    opts: &Options,
+    expected: Vec<Channel>,
     timeout: Duration,
 ) -> Option<HashMap<Channel, Stream>> {
-    let expected = opts.expected();
     let mut streams = HashMap::new();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);

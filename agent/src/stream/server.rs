@@ -233,11 +233,17 @@ fn spdy(server: &Arc<Server>, req: Request<Incoming>, pending: token::Request) -
                 match pending {
                     token::Request::Exec(r) => {
                         let opts = exec::Options::exec(&r);
-                        exec::spdy(incoming, opts, timeout, move |io| handler.exec(r, io)).await
+                        exec::spdy(incoming, protocol, opts, timeout, move |io| {
+                            handler.exec(r, io)
+                        })
+                        .await
                     }
                     token::Request::Attach(r) => {
                         let opts = exec::Options::attach(&r);
-                        exec::spdy(incoming, opts, timeout, move |io| handler.attach(r, io)).await
+                        exec::spdy(incoming, protocol, opts, timeout, move |io| {
+                            handler.attach(r, io)
+                        })
+                        .await
                     }
                     token::Request::PortForward(r) => portforward::spdy(incoming, r, handler).await,
                 }
