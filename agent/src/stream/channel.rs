@@ -420,7 +420,7 @@ mod tests {
             Some(V5)
         );
         assert_eq!(
-            negotiate(&["v3.channel.k8s.io", "v4.channel.k8s.io"], SPDY_PROTOCOLS),
+            negotiate(&["v4.channel.k8s.io", "v3.channel.k8s.io"], SPDY_PROTOCOLS),
             Some(V4)
         );
         assert_eq!(negotiate(&["v1.channel.k8s.io"], SPDY_PROTOCOLS), None);
