@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{self, Outcome, Resize};
@@ -59,6 +59,9 @@ pub trait Handler: Send + Sync + 'static {
         conn: DuplexStream,
     ) -> BoxFuture<Result<(), String>>;
 }
+
+/// Largest WebSocket message accepted from a client.
+const WS_MAX_MESSAGE: usize = 2 << 20;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -289,7 +292,14 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        // Client messages are small (stdin chunks, resizes, tunnelled SPDY frames): cap what one
+        // message may make us buffer.
+        let limits = WebSocketConfig::default()
+            .max_message_size(Some(WS_MAX_MESSAGE))
+            .max_frame_size(Some(WS_MAX_MESSAGE));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits))
+                .await;
         let handler = server.handler.clone();
         match pending {
             token::Request::Exec(r) => {
