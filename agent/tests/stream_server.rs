@@ -704,3 +704,35 @@ async fn exec_over_spdy_v3_reports_failure_as_text() {
         "command terminated with non-zero exit code: exit status 5"
     );
 }
+
+#[tokio::test]
+async fn websocket_pings_are_answered_while_the_command_is_silent() {
+    let srv = server(Duration::from_secs(60)).await;
+    let url = srv.url(exec_req(&["cat-exit", "0"], true, false)).unwrap();
+    let tcp = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_request(&url, "v5.channel.k8s.io"), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::Ping(b"hb".to_vec().into())).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Pong(p) = msg.unwrap() {
+                return Some(p);
+            }
+        }
+        None
+    })
+    .await
+    .expect("a pong within 5 s");
+    assert_eq!(pong.as_deref(), Some(&b"hb"[..]));
+    ws.send(Message::binary(vec![255, 0])).await.unwrap();
+    let mut status = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Binary(b) if b.first() == Some(&3) => status.extend_from_slice(&b[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(exit_code(&status), None);
+}

@@ -213,10 +213,23 @@ where
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
     let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let last = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || last {
-                break;
+        // Pongs to the client's pings are queued by the reading half and go out on a flush: flush
+        // now and then even when the command is silent, or heartbeat-checking clients give up.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                m = out_rx.recv() => {
+                    let Some(m) = m else { break };
+                    let last = matches!(m, Message::Close(_));
+                    if sink.send(m).await.is_err() || last {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    if sink.flush().await.is_err() {
+                        break;
+                    }
+                }
             }
         }
         let _ = sink.close().await;
