@@ -1043,4 +1043,40 @@ mod tests {
         pusher.await.unwrap();
         drain.abort();
     }
+
+    #[tokio::test]
+    async fn random_input_never_panics() {
+        let mut x: u32 = 0x9e37_79b9;
+        for round in 0..200 {
+            let (mut c, _incoming, handle) = pair(Config::default());
+            let mut bytes = Vec::new();
+            if round % 2 == 0 {
+                // Start with a valid stream so later garbage reaches the stateful paths.
+                let block = Encoder::new().encode(&Headers::default()).unwrap();
+                bytes.extend_from_slice(
+                    &Frame::SynStream {
+                        stream_id: 1,
+                        associated_id: 0,
+                        priority: 0,
+                        slot: 0,
+                        flags: 0,
+                        header_block: block.into(),
+                    }
+                    .to_bytes(),
+                );
+            }
+            for _ in 0..256 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                bytes.push(x as u8);
+            }
+            let _ = c.io.write_all(&bytes).await;
+            drop(c);
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .expect("session ends")
+                .expect("no panic");
+        }
+    }
 }
