@@ -156,6 +156,8 @@ struct Spdy {
     rbuf: Vec<u8>,
     z: Compress,
     next_id: u32,
+    /// Types of every control frame received.
+    seen: Vec<u16>,
 }
 
 #[derive(Debug)]
@@ -177,6 +179,7 @@ impl Spdy {
             rbuf: Vec::new(),
             z,
             next_id: 1,
+            seen: Vec::new(),
         }
     }
 
@@ -256,9 +259,9 @@ impl Spdy {
                 if self.rbuf.len() >= 8 + len {
                     let frame: Vec<u8> = self.rbuf.drain(..8 + len).collect();
                     if frame[0] & 0x80 != 0 {
-                        return Some(In::Control {
-                            kind: u16::from_be_bytes([frame[2], frame[3]]),
-                        });
+                        let kind = u16::from_be_bytes([frame[2], frame[3]]);
+                        self.seen.push(kind);
+                        return Some(In::Control { kind });
                     }
                     return Some(In::Data {
                         id: u32::from_be_bytes([frame[0] & 0x7f, frame[1], frame[2], frame[3]]),
@@ -325,6 +328,8 @@ async fn exec_over_spdy() {
     let stdin = c.open(&[("streamtype", "stdin")]).await;
     let stdout = c.open(&[("streamtype", "stdout")]).await;
     let stderr = c.open(&[("streamtype", "stderr")]).await;
+    // A stream nobody asked for is refused without disturbing the others.
+    c.open(&[("streamtype", "resize")]).await;
     c.data(stdin, false, b"hello ").await;
     c.data(stdin, true, b"spdy").await;
     let got = c.collect(&[stdout, stderr, error]).await;
@@ -339,6 +344,11 @@ async fn exec_over_spdy() {
         }
     }
     assert!(kinds.contains(&7), "no GOAWAY: {kinds:?}");
+    assert!(
+        c.seen.contains(&3),
+        "the extra stream was not reset: {:?}",
+        c.seen
+    );
 }
 
 #[tokio::test]

@@ -82,6 +82,13 @@ pub async fn spdy<F>(
         incoming.close();
         return;
     };
+    // Streams beyond the expected ones are refused, so they never hold up the session.
+    let closer = incoming.closer();
+    tokio::spawn(async move {
+        while let Some(extra) = incoming.accept().await {
+            let _ = extra.writer.reset(rst::REFUSED_STREAM).await;
+        }
+    });
     let error = streams.remove(&Channel::Error);
     let mut io = Io {
         stdin: None,
@@ -126,7 +133,7 @@ pub async fn spdy<F>(
             .await;
         let _ = e.writer.close().await;
     }
-    incoming.close();
+    closer.close();
 }
 
 async fn gather(

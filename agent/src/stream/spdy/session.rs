@@ -207,6 +207,7 @@ where
         decoder: Decoder::new(shared.cfg.max_header_bytes),
         incoming: in_tx,
         last_id: 0,
+        peer_gone: false,
     };
     let handle = tokio::spawn(reader.run(read, writer));
     let incoming = Incoming {
@@ -264,6 +265,8 @@ struct Reader {
     decoder: Decoder,
     incoming: mpsc::Sender<Stream>,
     last_id: u32,
+    /// The peer sent GOAWAY: it opens no more streams, and any it tries are refused.
+    peer_gone: bool,
 }
 
 impl Reader {
@@ -380,7 +383,11 @@ impl Reader {
             }
             // Odd ids are the client's pings: echo them. Even ids would answer ours; we send none.
             Frame::Ping { id } if id % 2 == 1 => self.send(Frame::Ping { id }).await,
-            Frame::Ping { .. } | Frame::Unknown { .. } | Frame::GoAway { .. } => Ok(()),
+            Frame::GoAway { .. } => {
+                self.peer_gone = true;
+                Ok(())
+            }
+            Frame::Ping { .. } | Frame::Unknown { .. } => Ok(()),
             Frame::WindowUpdate { stream_id, delta } => self.window_update(stream_id, delta).await,
         }
     }
@@ -407,7 +414,7 @@ impl Reader {
         }
         self.last_id = id;
         let (tx, rx) = mpsc::unbounded_channel();
-        if !self.admit(id, flags, tx) {
+        if self.peer_gone || !self.admit(id, flags, tx) {
             return self.rst(id, rst::REFUSED_STREAM).await;
         }
         self.shared
