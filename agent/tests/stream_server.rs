@@ -746,3 +746,68 @@ async fn websocket_pings_are_answered_while_the_command_is_silent() {
     }
     assert_eq!(exit_code(&status), None);
 }
+
+#[tokio::test]
+async fn attach_over_websocket_and_port_outside_the_request() {
+    let srv = server(Duration::from_secs(60)).await;
+    let url = srv
+        .url(Request::Attach(skiff_agent::stream::token::AttachRequest {
+            container_id: "c1".into(),
+            tty: false,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        }))
+        .unwrap();
+    assert!(url.contains("/attach/"), "{url}");
+    let tcp = TcpStream::connect(srv.local_addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_request(&url, "v5.channel.k8s.io"), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::binary(b"\x00attached".to_vec()))
+        .await
+        .unwrap();
+    ws.send(Message::binary(vec![255, 0])).await.unwrap();
+    let mut stdout = Vec::new();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Binary(b) if b.first() == Some(&1) => stdout.extend_from_slice(&b[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, b"attached");
+
+    // A port-forward limited to 8080 refuses 8081 on the error stream.
+    let url = srv
+        .url(Request::PortForward(PortForwardRequest {
+            pod_sandbox_id: "p1".into(),
+            ports: vec![8080],
+        }))
+        .unwrap();
+    let (tcp, _) = upgrade(
+        &url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "portforward.k8s.io"),
+        ],
+    )
+    .await;
+    let mut c = Spdy::new(tcp);
+    let e = c
+        .open(&[
+            ("streamtype", "error"),
+            ("port", "8081"),
+            ("requestid", "1"),
+        ])
+        .await;
+    c.open(&[("streamtype", "data"), ("port", "8081"), ("requestid", "1")])
+        .await;
+    let got = c.collect(&[e]).await;
+    assert!(
+        String::from_utf8_lossy(&got[0]).contains("port 8081 was not requested"),
+        "{:?}",
+        String::from_utf8_lossy(&got[0])
+    );
+}
