@@ -8,6 +8,7 @@ pub mod monitor;
 pub mod pinns;
 pub mod server;
 pub mod store;
+pub mod stream;
 
 /// Nanoseconds since the Unix epoch, the CRI's timestamp unit.
 pub fn now_ns() -> i64 {

@@ -1,0 +1,130 @@
+//! Port-forward sessions over SPDY (`portforward.k8s.io`): the client opens an error stream and a
+//! data stream per connection, paired by the `requestid` header; each pair becomes one connection
+//! handed to the [`Handler`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::channel::{PortForwardStream, PortStream};
+use super::server::Handler;
+use super::spdy::frame::rst;
+use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};
+use super::token::PortForwardRequest;
+
+const PIPE: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Pair {
+    data: Option<Stream>,
+    error: Option<Stream>,
+    port: u16,
+}
+
+/// Serves the session until the client closes it.
+pub async fn spdy(mut incoming: Incoming, req: PortForwardRequest, handler: Arc<dyn Handler>) {
+    let mut pending: HashMap<String, Pair> = HashMap::new();
+    while let Some(s) = incoming.accept().await {
+        let id = match PortForwardStream::from_headers(&s.headers) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::debug!(error = %e, "port-forward stream refused");
+                let _ = s.writer.reset(rst::PROTOCOL_ERROR).await;
+                continue;
+            }
+        };
+        let pair = pending.entry(id.request_id.clone()).or_default();
+        pair.port = id.port;
+        let slot = match id.kind {
+            PortStream::Data => &mut pair.data,
+            PortStream::Error => &mut pair.error,
+        };
+        if slot.is_some() {
+            let _ = s.writer.reset(rst::PROTOCOL_ERROR).await;
+            continue;
+        }
+        *slot = Some(s);
+        if pair.data.is_some() && pair.error.is_some() {
+            if let Some(Pair {
+                data: Some(data),
+                error: Some(error),
+                port,
+            }) = pending.remove(&id.request_id)
+            {
+                tokio::spawn(forward(data, error, port, req.clone(), handler.clone()));
+            }
+        }
+    }
+}
+
+async fn forward(
+    data: Stream,
+    error: Stream,
+    port: u16,
+    req: PortForwardRequest,
+    handler: Arc<dyn Handler>,
+) {
+    let result = if !req.ports.is_empty() && !req.ports.contains(&port) {
+        let _ = data.writer.reset(rst::REFUSED_STREAM).await;
+        Err(format!(
+            "port {port} was not requested for pod {}",
+            req.pod_sandbox_id
+        ))
+    } else {
+        connect(data, port, &req, handler).await
+    };
+    if let Err(msg) = result {
+        let text = format!("an error occurred forwarding {port}: {msg}");
+        let _ = error.writer.write(text.as_bytes()).await;
+    }
+    let _ = error.writer.close().await;
+}
+
+async fn connect(
+    data: Stream,
+    port: u16,
+    req: &PortForwardRequest,
+    handler: Arc<dyn Handler>,
+) -> Result<(), String> {
+    let (ours, theirs) = tokio::io::duplex(PIPE);
+    let (rd, wr) = tokio::io::split(ours);
+    let up = tokio::spawn(client_to_pipe(data.reader, wr));
+    let down = tokio::spawn(pipe_to_client(rd, data.writer));
+    let result = handler
+        .port_forward(req.pod_sandbox_id.clone(), port, theirs)
+        .await;
+    let _ = down.await;
+    up.abort();
+    result
+}
+
+async fn client_to_pipe(
+    mut reader: StreamReader,
+    mut pipe: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+) {
+    while let Some(data) = reader.read().await {
+        if pipe.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+    let _ = pipe.shutdown().await;
+}
+
+async fn pipe_to_client(
+    mut pipe: tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    writer: StreamWriter,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if writer.write(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = writer.close().await;
+}
