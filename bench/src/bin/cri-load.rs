@@ -86,12 +86,24 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// (count, summed RSS KiB) of the processes whose `comm` is `name`.
-fn rss_of(name: &str) -> (u64, u64) {
+/// Proportional set size in KiB: shared pages (the binary, libc) divided among their users, which is
+/// what one more process of a kind really costs.
+fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// (count, summed RSS KiB, summed PSS KiB) of the processes whose `comm` is `name`.
+fn rss_of(name: &str) -> (u64, u64, u64) {
     // comm is cut at 15 bytes.
     let want: String = name.chars().take(15).collect();
-    let mut n = 0;
-    let mut total = 0;
+    let (mut n, mut total, mut pss) = (0, 0, 0);
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -100,9 +112,10 @@ fn rss_of(name: &str) -> (u64, u64) {
         if comm.trim_end() == want {
             n += 1;
             total += rss_kib(pid);
+            pss += pss_kib(pid);
         }
     }
-    (n, total)
+    (n, total, pss)
 }
 
 fn pod(i: usize, a: &Args) -> cri::PodSandboxConfig {
@@ -165,7 +178,11 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("pull {image}"))?;
     }
-    let before = a.per_pod_process.as_deref().map(rss_of).unwrap_or((0, 0));
+    let before = a
+        .per_pod_process
+        .as_deref()
+        .map(rss_of)
+        .unwrap_or((0, 0, 0));
     let mut lat = Vec::with_capacity(a.pods);
     let mut ids = Vec::with_capacity(a.pods);
     let mut failure = None;
@@ -181,7 +198,11 @@ async fn main() -> Result<()> {
         }
     }
     let busy_rss = a.daemon_pid.map(rss_kib).unwrap_or(0);
-    let after = a.per_pod_process.as_deref().map(rss_of).unwrap_or((0, 0));
+    let after = a
+        .per_pod_process
+        .as_deref()
+        .map(rss_of)
+        .unwrap_or((0, 0, 0));
     for sid in &ids {
         let pod_sandbox_id = sid.clone();
         let _ = rt
@@ -205,6 +226,11 @@ async fn main() -> Result<()> {
         .saturating_sub(before.1)
         .checked_div(procs)
         .unwrap_or(0);
+    let per_proc_pss = after
+        .2
+        .saturating_sub(before.2)
+        .checked_div(procs)
+        .unwrap_or(0);
     let out = serde_json::json!({
         "runtime": a.label,
         "pods": a.pods,
@@ -215,6 +241,7 @@ async fn main() -> Result<()> {
         "daemon_busy_rss_kib": busy_rss,
         "per_pod_processes": procs,
         "per_pod_process_rss_kib": per_proc,
+        "per_pod_process_pss_kib": per_proc_pss,
         "latencies_ms": lat,
     });
     println!("{out}");
