@@ -66,6 +66,9 @@ pub struct Config {
     pub pause_image: Option<String>,
     /// `tracing` filter, e.g. `info` or `skiff_agent=debug`.
     pub log_level: String,
+    /// Where the exec/attach/port-forward streaming server listens (`host:port`; port 0 picks a
+    /// free one). Loopback by default: kubelet proxies the URLs it is given.
+    pub stream_address: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +104,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             pause_image: None,
             log_level: "info".into(),
+            stream_address: "127.0.0.1:0".into(),
         }
     }
 }
@@ -134,6 +138,10 @@ impl Config {
             field,
             message: message.into(),
         };
+        if cfg.stream_address.parse::<std::net::SocketAddr>().is_err() {
+            let msg = format!("{:?} is not an ip:port address", cfg.stream_address);
+            return Err(invalid("stream_address", &msg));
+        }
         if cfg.socket_mode > 0o777 {
             return Err(invalid("socket_mode", "must be at most 0o777"));
         }
@@ -148,6 +156,13 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+
+    /// The streaming server's address, checked by [`Config::parse`].
+    pub fn stream_addr(&self) -> std::net::SocketAddr {
+        self.stream_address
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// The runtime state root (`skiff --root`) of containers made by skiffd.
@@ -205,5 +220,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cgroupv3"), "{e}");
+        let e = Config::parse(p, "stream_address = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream_address"), "{e}");
+        let c = Config::parse(p, "stream_address = \"[::1]:10010\"").unwrap();
+        assert_eq!(c.stream_addr().port(), 10010);
     }
 }

@@ -4,7 +4,9 @@
 //! skiffd starts `skiff-monitor exec --root R --id ID --timeout S --result FILE -- CMD...` with its
 //! stdout and stderr on pipes that the exec'd process inherits. The helper waits for the process
 //! (killing it at the timeout) and writes the outcome to FILE; skiffd reads at most
-//! [`MAX_OUTPUT`] bytes of each stream.
+//! [`MAX_OUTPUT`] bytes of each stream. Streaming exec (`cri::streaming`) runs the same helper with
+//! its stdin on a pipe too, or with `--console-socket PATH` to get the process a TTY whose master
+//! is sent to PATH.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -69,17 +71,21 @@ pub async fn run(
     let job = Job {
         monitor: d.config.monitor_path(),
         root: d.config.runtime_root(),
-        result: d.config.run_dir.join("exec").join(format!(
-            "{}-{}-{}.json",
-            r.container_id,
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        )),
+        result: result_path(&d.config.run_dir, &r.container_id),
         id: r.container_id,
         timeout: r.timeout,
         cmd: r.cmd,
     };
     blocking(move || job.run()).await
+}
+
+/// A fresh result file for one exec in container `id`.
+pub(crate) fn result_path(run_dir: &Path, id: &str) -> PathBuf {
+    run_dir.join("exec").join(format!(
+        "{id}-{}-{}.json",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
 }
 
 struct Job {
@@ -147,7 +153,7 @@ fn fit(mut stdout: Vec<u8>, mut stderr: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
     (stdout, stderr)
 }
 
-fn read_outcome(path: &Path) -> Option<Outcome> {
+pub(crate) fn read_outcome(path: &Path) -> Option<Outcome> {
     let data = std::fs::read(path).ok()?;
     serde_json::from_slice(&data).ok()
 }
@@ -203,11 +209,14 @@ struct Args {
     id: String,
     timeout: u64,
     result: PathBuf,
+    /// With a TTY: where the pty master is sent (streaming exec).
+    console_socket: Option<PathBuf>,
     cmd: Vec<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let (mut root, mut id, mut timeout, mut result) = (None, None, 0u64, None);
+    let mut console_socket = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -219,6 +228,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 timeout = v.parse().map_err(|_| format!("--timeout {v:?}"))?
             }
             "--result" => result = Some(PathBuf::from(value()?)),
+            "--console-socket" => console_socket = Some(PathBuf::from(value()?)),
             "--" => break,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -232,6 +242,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         id: id.ok_or("--id is required")?,
         timeout,
         result: result.ok_or("--result is required")?,
+        console_socket,
         cmd,
     })
 }
@@ -261,13 +272,13 @@ fn exec(args: &Args) -> Result<Outcome, String> {
     let rt = Runtime::new(&args.root);
     let mut process = rt.exec_base(&args.id).map_err(|e| e.to_string())?;
     process.args = args.cmd.clone();
-    process.terminal = false;
+    process.terminal = args.console_socket.is_some();
     process.console_size = None;
     process.command_line = None;
     let pid_file = args.result.with_extension("pid");
     let opts = ExecOptions {
         process,
-        console_socket: None,
+        console_socket: args.console_socket.clone(),
         pid_file: Some(pid_file.clone()),
         detach: true,
         preserve_fds: 0,
@@ -349,6 +360,21 @@ mod tests {
         assert_eq!(a.id, "c1");
         assert_eq!(a.timeout, 5);
         assert_eq!(a.cmd, s(&["sh", "-c", "echo --id"]));
+        assert_eq!(a.console_socket, None);
+        let a = parse_args(&s(&[
+            "--root",
+            "/r",
+            "--id",
+            "c1",
+            "--result",
+            "/x.json",
+            "--console-socket",
+            "/c.sock",
+            "--",
+            "sh",
+        ]))
+        .unwrap();
+        assert_eq!(a.console_socket, Some(PathBuf::from("/c.sock")));
         assert!(parse_args(&s(&["--root", "/r", "--id", "c", "--result", "/x"])).is_err());
         assert!(parse_args(&s(&["--id"])).is_err());
         assert!(parse_args(&s(&["--timeout", "-1"])).is_err());

@@ -25,7 +25,8 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
         daemon.config.socket_mode,
         daemon.config.socket_group.as_deref(),
     )?;
-    tracing::info!(socket = %socket.display(), "serving the CRI");
+    let streams = crate::cri::streaming::start(&daemon).await?;
+    tracing::info!(socket = %socket.display(), stream = %streams.local_addr(), "serving the CRI");
     let cri = Cri { daemon };
     let runtime = RuntimeServiceServer::new(cri.clone())
         .max_decoding_message_size(MAX_MESSAGE)

@@ -9,8 +9,9 @@ pub mod sandbox;
 pub mod service;
 pub mod spec;
 pub mod stats;
+pub mod streaming;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use tonic::Status;
 
@@ -32,6 +33,8 @@ pub struct Daemon {
     pub events: events::Events,
     /// The pod CIDR kubelet last gave through `UpdateRuntimeConfig`.
     pub pod_cidr: RwLock<String>,
+    /// The exec/attach/port-forward server, once started.
+    pub stream: OnceLock<Arc<crate::stream::server::Server>>,
 }
 
 impl Daemon {
@@ -55,6 +58,7 @@ impl Daemon {
             cgroup_driver,
             events: events::Events::new(),
             pod_cidr: RwLock::new(String::new()),
+            stream: OnceLock::new(),
             config,
         }))
     }

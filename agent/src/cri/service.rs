@@ -9,7 +9,7 @@ use cri_api::v1 as cri;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{container, events, image, runtime, sandbox, stats, Daemon};
+use super::{container, events, image, runtime, sandbox, stats, streaming, Daemon};
 
 /// The tonic service object; cheap to clone.
 #[derive(Clone)]
@@ -210,28 +210,19 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn exec(
-        &self,
-        _r: Request<cri::ExecRequest>,
-    ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(Status::unimplemented("Exec streaming is not served yet"))
-    }
-
-    async fn attach(
-        &self,
-        _r: Request<cri::AttachRequest>,
-    ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(Status::unimplemented("Attach streaming is not served yet"))
-    }
-
-    async fn port_forward(
-        &self,
-        _r: Request<cri::PortForwardRequest>,
-    ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(Status::unimplemented(
-            "PortForward streaming is not served yet",
-        ))
-    }
+    delegate!(exec, cri::ExecRequest, cri::ExecResponse, streaming::exec);
+    delegate!(
+        attach,
+        cri::AttachRequest,
+        cri::AttachResponse,
+        streaming::attach
+    );
+    delegate!(
+        port_forward,
+        cri::PortForwardRequest,
+        cri::PortForwardResponse,
+        streaming::port_forward
+    );
 
     async fn checkpoint_container(
         &self,
