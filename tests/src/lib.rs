@@ -14,6 +14,7 @@ pub mod env;
 pub mod host;
 pub mod registry;
 pub mod rootfs;
+pub mod stream;
 
 pub use assert::{assert_failed_mentioning, assert_ok, mentions};
 pub use binary::{is_runc, runtime_bin, skip_on_runc};

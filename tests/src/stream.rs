@@ -1,0 +1,280 @@
+//! A client of the Kubernetes streaming protocols, written from the SPDY/3 draft and the
+//! remotecommand/portforward documents: the upgrade request, SPDY/3.1 frames with zlib-compressed
+//! headers (over TCP or tunnelled in WebSocket binary messages), WebSocket channel framing, and the
+//! `metav1.Status` on the error stream.
+
+use std::time::Duration;
+
+use flate2::{Compress, Compression, FlushCompress};
+use futures_util::{SinkExt, StreamExt};
+use skiff_agent::stream::spdy::headers::DICTIONARY;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Sends the upgrade request for `url` with `headers`; returns the socket and the response head.
+pub async fn upgrade(url: &str, headers: &[(&str, &str)]) -> (TcpStream, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut tcp = TcpStream::connect(host).await.unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    let mut byte = [0u8; 1];
+    while !resp.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        resp.push(byte[0]);
+    }
+    (tcp, String::from_utf8_lossy(&resp).into_owned())
+}
+
+pub const SPDY_UPGRADE: [(&str, &str); 3] = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "SPDY/3.1"),
+    ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+];
+
+/// What carries the client's SPDY bytes: TCP, or WebSocket binary messages (the tunnel).
+pub enum Transport {
+    Tcp(TcpStream),
+    Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
+/// A SPDY/3 client built from the draft's frame layouts.
+pub struct Spdy {
+    io: Transport,
+    rbuf: Vec<u8>,
+    z: Compress,
+    next_id: u32,
+    /// Types of every control frame received.
+    pub seen: Vec<u16>,
+}
+
+#[derive(Debug)]
+pub enum In {
+    Data { id: u32, fin: bool, data: Vec<u8> },
+    Control { kind: u16 },
+}
+
+impl Spdy {
+    pub fn new(tcp: TcpStream) -> Self {
+        Self::over(Transport::Tcp(tcp))
+    }
+
+    pub fn over(io: Transport) -> Self {
+        let mut z = Compress::new(Compression::default(), true);
+        z.set_dictionary(&DICTIONARY).unwrap();
+        Self {
+            io,
+            rbuf: Vec::new(),
+            z,
+            next_id: 1,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        match &mut self.io {
+            Transport::Tcp(t) => t.write_all(bytes).await.unwrap(),
+            Transport::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).await.unwrap(),
+        }
+    }
+
+    /// Reads more bytes; false at the end of the connection.
+    async fn fill(&mut self) -> bool {
+        match &mut self.io {
+            Transport::Tcp(t) => {
+                let mut chunk = vec![0u8; 64 * 1024];
+                match t.read(&mut chunk).await {
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => {
+                        self.rbuf.extend_from_slice(&chunk[..n]);
+                        true
+                    }
+                }
+            }
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        self.rbuf.extend_from_slice(&b);
+                        return true;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                    Some(Ok(_)) => {}
+                }
+            },
+        }
+    }
+
+    fn block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
+        let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
+        for (k, v) in headers {
+            raw.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            raw.extend_from_slice(k.as_bytes());
+            raw.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            raw.extend_from_slice(v.as_bytes());
+        }
+        let mut out = Vec::with_capacity(raw.len() + 128);
+        self.z
+            .compress_vec(&raw, &mut out, FlushCompress::Sync)
+            .unwrap();
+        out
+    }
+
+    pub async fn open(&mut self, headers: &[(&str, &str)]) -> u32 {
+        let id = self.next_id;
+        self.next_id += 2;
+        let block = self.block(headers);
+        let mut f = vec![0x80, 3, 0, 1];
+        f.extend_from_slice(&((10 + block.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&block);
+        self.write(&f).await;
+        id
+    }
+
+    pub async fn data(&mut self, id: u32, fin: bool, data: &[u8]) {
+        let mut f = id.to_be_bytes().to_vec();
+        f.extend_from_slice(&(((fin as u32) << 24) | data.len() as u32).to_be_bytes());
+        f.extend_from_slice(data);
+        self.write(&f).await;
+    }
+
+    pub async fn next(&mut self) -> Option<In> {
+        loop {
+            if self.rbuf.len() >= 8 {
+                let h = &self.rbuf[..8];
+                let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+                if self.rbuf.len() >= 8 + len {
+                    let frame: Vec<u8> = self.rbuf.drain(..8 + len).collect();
+                    if frame[0] & 0x80 != 0 {
+                        let kind = u16::from_be_bytes([frame[2], frame[3]]);
+                        self.seen.push(kind);
+                        return Some(In::Control { kind });
+                    }
+                    return Some(In::Data {
+                        id: u32::from_be_bytes([frame[0] & 0x7f, frame[1], frame[2], frame[3]]),
+                        fin: frame[4] & 1 != 0,
+                        data: frame[8..].to_vec(),
+                    });
+                }
+            }
+            let more = tokio::time::timeout(Duration::from_secs(20), self.fill())
+                .await
+                .expect("a frame within 20 s");
+            if !more {
+                return None;
+            }
+        }
+    }
+
+    /// Collects data per stream until every stream in `ids` has finished.
+    pub async fn collect(&mut self, ids: &[u32]) -> Vec<Vec<u8>> {
+        let mut out = vec![Vec::new(); ids.len()];
+        let mut open: Vec<u32> = ids.to_vec();
+        while !open.is_empty() {
+            match self.next().await.expect("session ended early") {
+                In::Data { id, fin, data } => {
+                    if let Some(i) = ids.iter().position(|x| *x == id) {
+                        out[i].extend_from_slice(&data);
+                    }
+                    if fin {
+                        open.retain(|x| *x != id);
+                    }
+                }
+                In::Control { .. } => {}
+            }
+        }
+        out
+    }
+}
+
+pub fn exit_code(status: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(status).unwrap();
+    if v["status"] == "Success" {
+        return None;
+    }
+    assert_eq!(v["reason"], "NonZeroExitCode");
+    Some(
+        v["details"]["causes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+
+/// Opens a WebSocket to the streaming `url` offering `protocols`; returns it and the protocol the
+/// server chose.
+pub async fn websocket(url: &str, protocols: &str) -> (WebSocketStream<TcpStream>, String) {
+    let mut req = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let tcp = TcpStream::connect(host).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    let chosen = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (ws, chosen)
+}
+
+/// What a `v5.channel.k8s.io` WebSocket session delivered: stdout, stderr and the status.
+#[derive(Debug, Default)]
+pub struct Channels {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: Vec<u8>,
+}
+
+/// Reads channel messages until the server closes the session.
+pub async fn ws_collect(ws: &mut WebSocketStream<TcpStream>) -> Channels {
+    let mut c = Channels::default();
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("a message within 30 s")
+    {
+        match msg {
+            Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                1 => c.stdout.extend_from_slice(&b[1..]),
+                2 => c.stderr.extend_from_slice(&b[1..]),
+                3 => c.status.extend_from_slice(&b[1..]),
+                other => panic!("unexpected channel {other}"),
+            },
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    c
+}
+
+/// Sends `data` on channel `ch` of a channel-protocol WebSocket.
+pub async fn ws_send(ws: &mut WebSocketStream<TcpStream>, ch: u8, data: &[u8]) {
+    let mut m = vec![ch];
+    m.extend_from_slice(data);
+    ws.send(Message::binary(m)).await.unwrap();
+}
+
+/// Closes stdin the `v5.channel.k8s.io` way.
+pub async fn ws_close_stdin(ws: &mut WebSocketStream<TcpStream>) {
+    ws.send(Message::binary(vec![255, 0])).await.unwrap();
+}

@@ -1,0 +1,261 @@
+//! Exec and port-forward through a real skiffd: the CRI call returns a URL on the streaming server,
+//! and a client speaking the Kubernetes protocols (SPDY/3.1, WebSocket v5, port-forward tunnelled
+//! over WebSocket) runs commands in a container and reaches a server in a pod.
+
+use std::time::{Duration, Instant};
+
+use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Options, Skiffd};
+use skiff_tests::stream::{
+    exit_code, upgrade, websocket, ws_close_stdin, ws_collect, ws_send, Spdy, Transport,
+    SPDY_UPGRADE,
+};
+use tonic::Code;
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// A daemon with a running host-network pod and a `sleep` container in it.
+async fn running() -> (Skiffd, String) {
+    let mut d = Skiffd::start().await;
+    d.pull_busybox().await;
+    let pod = d.run_pod(host_network(pod_config("exec", &d.log_dir()))).await;
+    let c = d
+        .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
+        .await;
+    (d, c)
+}
+
+fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: s(cmd),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+async fn exec_url(d: &mut Skiffd, r: cri::ExecRequest) -> String {
+    d.rt.exec(r).await.unwrap().into_inner().url
+}
+
+#[tokio::test]
+async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
+    let (mut d, c) = running().await;
+    let script = "cat; echo to-stderr >&2; exit 3";
+
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (mut ws, proto) = websocket(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await;
+    assert_eq!(proto, "v5.channel.k8s.io");
+    ws_send(&mut ws, 0, b"hello over ").await;
+    ws_send(&mut ws, 0, b"websocket").await;
+    ws_close_stdin(&mut ws).await;
+    let got = ws_collect(&mut ws).await;
+    assert_eq!(got.stdout, b"hello over websocket");
+    assert_eq!(got.stderr, b"to-stderr\n");
+    assert_eq!(exit_code(&got.status).as_deref(), Some("3"));
+
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::new(tcp);
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let stdin = sp.open(&[("streamtype", "stdin")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let stderr = sp.open(&[("streamtype", "stderr")]).await;
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    for chunk in big.chunks(32 * 1024) {
+        sp.data(stdin, false, chunk).await;
+    }
+    sp.data(stdin, true, b"").await;
+    let got = sp.collect(&[stdout, stderr, error]).await;
+    assert!(got[0] == big, "stdout: {} bytes back", got[0].len());
+    assert_eq!(got[1], b"to-stderr\n");
+    assert_eq!(exit_code(&got[2]).as_deref(), Some("3"));
+
+    // Success reports no exit code; echo needs no stdin.
+    let url = exec_url(&mut d, exec_req(&c, &["echo", "hi", "there"], false, false)).await;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    let got = ws_collect(&mut ws).await;
+    assert_eq!(got.stdout, b"hi there\n");
+    assert_eq!(exit_code(&got.status), None);
+
+    // The URL was spent by the first connection.
+    let (_tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "reused token: {head}");
+}
+
+#[tokio::test]
+async fn exec_with_a_tty_follows_resizes() {
+    let (mut d, c) = running().await;
+    let script = "read line; stty size; [ -t 0 ] && echo is-a-tty; exit 4";
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, true)).await;
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::new(tcp);
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let stdin = sp.open(&[("streamtype", "stdin")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let resize = sp.open(&[("streamtype", "resize")]).await;
+    sp.data(resize, false, br#"{"Width":123,"Height":45}"#).await;
+    // The size is applied before the line that lets the shell go on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sp.data(stdin, false, b"go\n").await;
+    let got = sp.collect(&[stdout, error]).await;
+    let out = String::from_utf8_lossy(&got[0]);
+    assert!(out.contains("45 123"), "{out:?}");
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert_eq!(exit_code(&got[1]).as_deref(), Some("4"));
+}
+
+#[tokio::test]
+async fn exec_requests_are_checked_as_kubelet_does() {
+    let (mut d, c) = running().await;
+    let code = |r: Result<tonic::Response<cri::ExecResponse>, tonic::Status>| {
+        r.map(|_| ()).unwrap_err().code()
+    };
+    let r = d.rt.exec(exec_req("nosuch", &["true"], false, false)).await;
+    assert_eq!(code(r), Code::NotFound);
+    let r = d.rt.exec(exec_req(&c, &[], false, false)).await;
+    assert_eq!(code(r), Code::InvalidArgument);
+    let mut bad = exec_req(&c, &["true"], false, true);
+    bad.stderr = true;
+    assert_eq!(code(d.rt.exec(bad).await), Code::InvalidArgument);
+    let mut none = exec_req(&c, &["true"], false, false);
+    none.stdout = false;
+    none.stderr = false;
+    assert_eq!(code(d.rt.exec(none).await), Code::InvalidArgument);
+    let attach = d
+        .rt
+        .attach(cri::AttachRequest {
+            container_id: c.clone(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await;
+    assert_eq!(attach.unwrap_err().code(), Code::Unimplemented);
+
+    d.stop_container(&c, 0).await.unwrap();
+    let r = d.rt.exec(exec_req(&c, &["true"], false, false)).await;
+    assert_eq!(code(r), Code::FailedPrecondition);
+}
+
+fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &std::path::Path) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"skiff-bridge","bridge":"{bridge}",
+        "isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],
+        "dataDir":"{}"}}}}]}}"#,
+        ipam_dir.display()
+    )
+}
+
+/// Opens `n` concurrent forwarded connections to `port`, each sending an HTTP request and
+/// half-closing; returns each connection's response and error-stream text.
+async fn fetch_concurrently(sp: &mut Spdy, port: u16, n: usize) -> Vec<(String, String)> {
+    let port = port.to_string();
+    let mut pairs = Vec::new();
+    for i in 0..n {
+        let rid = i.to_string();
+        let h = |t| [("streamtype", t), ("port", port.as_str()), ("requestid", rid.as_str())];
+        let e = sp.open(&h("error")).await;
+        let dt = sp.open(&h("data")).await;
+        pairs.push((e, dt));
+    }
+    for (i, (_, dt)) in pairs.iter().enumerate() {
+        let req = format!("GET /index.html?conn={i} HTTP/1.0\r\n\r\n");
+        sp.data(*dt, true, req.as_bytes()).await;
+    }
+    let ids: Vec<u32> = pairs.iter().flat_map(|(e, dt)| [*dt, *e]).collect();
+    let got = sp.collect(&ids).await;
+    got.chunks(2)
+        .map(|c| {
+            (
+                String::from_utf8_lossy(&c[0]).into_owned(),
+                String::from_utf8_lossy(&c[1]).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
+    let ipam = tempfile::tempdir().unwrap();
+    let mut d = Skiffd::start_with(Options {
+        cni_conflist: Some(bridge_conflist("skfwd0", "10.211.9.0/24", ipam.path())),
+        ..Default::default()
+    })
+    .await;
+    d.pull_busybox().await;
+    let pod = d.run_pod(pod_config("web", &d.log_dir())).await;
+    // Listening on the pod's loopback only: reachable solely from inside its network namespace.
+    let serve = "mkdir -p /www && echo hello-through-port-forward > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let web = d.run_container(&pod, container_config("httpd", serve)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r =
+            d.rt.exec_sync(cri::ExecSyncRequest {
+                container_id: web.clone(),
+                cmd: s(&["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"]),
+                timeout: 5,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.exit_code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "httpd never answered in the pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let forward = |d: &mut Skiffd| {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![8080, 9],
+        };
+        let mut rt = d.rt.clone();
+        async move { rt.port_forward(req).await.unwrap().into_inner().url }
+    };
+
+    let url = forward(&mut d).await;
+    let mut headers = SPDY_UPGRADE.to_vec();
+    headers[2] = ("X-Stream-Protocol-Version", "portforward.k8s.io");
+    let (tcp, head) = upgrade(&url, &headers).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::new(tcp);
+    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10).await.iter().enumerate() {
+        assert!(err.is_empty(), "connection {i}: {err}");
+        assert!(body.contains("hello-through-port-forward"), "connection {i}: {body:?}");
+    }
+    // Nothing listens on 9 in the pod: the error stream says so, the session goes on.
+    let got = fetch_concurrently(&mut sp, 9, 1).await;
+    assert!(got[0].1.contains("localhost:9"), "{:?}", got[0]);
+    drop(sp);
+
+    // The same through the WebSocket tunnel current clients use.
+    let url = forward(&mut d).await;
+    let (ws, proto) = websocket(&url, "SPDY/3.1+portforward.k8s.io").await;
+    assert_eq!(proto, "SPDY/3.1+portforward.k8s.io");
+    let mut sp = Spdy::over(Transport::Ws(Box::new(ws)));
+    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10).await.iter().enumerate() {
+        assert!(err.is_empty(), "tunnelled connection {i}: {err}");
+        assert!(body.contains("hello-through-port-forward"), "tunnelled {i}: {body:?}");
+    }
+    drop(sp);
+
+    let r = d
+        .rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: "nosuchpod".into(),
+            port: vec![80],
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::NotFound);
+    d.stop_container(&web, 2).await.unwrap();
+    d.remove_container(&web).await.unwrap();
+    d.stop_and_remove_pod(&pod.id).await;
+}
