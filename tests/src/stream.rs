@@ -212,7 +212,6 @@ pub fn exit_code(status: &[u8]) -> Option<String> {
     )
 }
 
-
 /// Opens a WebSocket to the streaming `url` offering `protocols`; returns it and the protocol the
 /// server chose.
 pub async fn websocket(url: &str, protocols: &str) -> (WebSocketStream<TcpStream>, String) {

@@ -19,7 +19,9 @@ fn s(v: &[&str]) -> Vec<String> {
 async fn running() -> (Skiffd, String) {
     let mut d = Skiffd::start().await;
     d.pull_busybox().await;
-    let pod = d.run_pod(host_network(pod_config("exec", &d.log_dir()))).await;
+    let pod = d
+        .run_pod(host_network(pod_config("exec", &d.log_dir())))
+        .await;
     let c = d
         .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
         .await;
@@ -100,13 +102,19 @@ async fn exec_with_a_tty_follows_resizes() {
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
     let resize = sp.open(&[("streamtype", "resize")]).await;
-    sp.data(resize, false, br#"{"Width":123,"Height":45}"#).await;
+    sp.data(resize, false, br#"{"Width":123,"Height":45}"#)
+        .await;
     // The size is applied before the line that lets the shell go on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     sp.data(stdin, false, b"go\n").await;
     let got = sp.collect(&[stdout, error]).await;
     let out = String::from_utf8_lossy(&got[0]);
-    assert!(out.contains("45 123"), "{out:?}");
+    let status = String::from_utf8_lossy(&got[1]);
+    assert!(
+        out.contains("45 123"),
+        "{out:?} {status}\n{}",
+        d.daemon_log()
+    );
     assert!(out.contains("is-a-tty"), "{out:?}");
     assert_eq!(exit_code(&got[1]).as_deref(), Some("4"));
 }
@@ -128,9 +136,8 @@ async fn exec_requests_are_checked_as_kubelet_does() {
     none.stdout = false;
     none.stderr = false;
     assert_eq!(code(d.rt.exec(none).await), Code::InvalidArgument);
-    let attach = d
-        .rt
-        .attach(cri::AttachRequest {
+    let attach =
+        d.rt.attach(cri::AttachRequest {
             container_id: c.clone(),
             stdin: false,
             tty: false,
@@ -161,7 +168,13 @@ async fn fetch_concurrently(sp: &mut Spdy, port: u16, n: usize) -> Vec<(String, 
     let mut pairs = Vec::new();
     for i in 0..n {
         let rid = i.to_string();
-        let h = |t| [("streamtype", t), ("port", port.as_str()), ("requestid", rid.as_str())];
+        let h = |t| {
+            [
+                ("streamtype", t),
+                ("port", port.as_str()),
+                ("requestid", rid.as_str()),
+            ]
+        };
         let e = sp.open(&h("error")).await;
         let dt = sp.open(&h("data")).await;
         pairs.push((e, dt));
@@ -194,7 +207,9 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let pod = d.run_pod(pod_config("web", &d.log_dir())).await;
     // Listening on the pod's loopback only: reachable solely from inside its network namespace.
     let serve = "mkdir -p /www && echo hello-through-port-forward > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
-    let web = d.run_container(&pod, container_config("httpd", serve)).await;
+    let web = d
+        .run_container(&pod, container_config("httpd", serve))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r =
@@ -227,9 +242,16 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let (tcp, head) = upgrade(&url, &headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut sp = Spdy::new(tcp);
-    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10).await.iter().enumerate() {
+    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10)
+        .await
+        .iter()
+        .enumerate()
+    {
         assert!(err.is_empty(), "connection {i}: {err}");
-        assert!(body.contains("hello-through-port-forward"), "connection {i}: {body:?}");
+        assert!(
+            body.contains("hello-through-port-forward"),
+            "connection {i}: {body:?}"
+        );
     }
     // Nothing listens on 9 in the pod: the error stream says so, the session goes on.
     let got = fetch_concurrently(&mut sp, 9, 1).await;
@@ -241,15 +263,21 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let (ws, proto) = websocket(&url, "SPDY/3.1+portforward.k8s.io").await;
     assert_eq!(proto, "SPDY/3.1+portforward.k8s.io");
     let mut sp = Spdy::over(Transport::Ws(Box::new(ws)));
-    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10).await.iter().enumerate() {
+    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10)
+        .await
+        .iter()
+        .enumerate()
+    {
         assert!(err.is_empty(), "tunnelled connection {i}: {err}");
-        assert!(body.contains("hello-through-port-forward"), "tunnelled {i}: {body:?}");
+        assert!(
+            body.contains("hello-through-port-forward"),
+            "tunnelled {i}: {body:?}"
+        );
     }
     drop(sp);
 
-    let r = d
-        .rt
-        .port_forward(cri::PortForwardRequest {
+    let r =
+        d.rt.port_forward(cri::PortForwardRequest {
             pod_sandbox_id: "nosuchpod".into(),
             port: vec![80],
         })

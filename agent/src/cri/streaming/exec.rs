@@ -24,6 +24,9 @@ use crate::stream::token::ExecRequest;
 /// pipe or the terminal open).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// Names concurrent TTY execs' console sockets.
+static CONSOLE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Runs `req` with `io`; the outcome carries the command's exit code.
 pub async fn run(d: &Arc<Daemon>, req: ExecRequest, io: Io) -> Outcome {
     if let Err(e) = super::check_running(d, &req.container_id) {
@@ -47,8 +50,10 @@ pub async fn run(d: &Arc<Daemon>, req: ExecRequest, io: Io) -> Outcome {
 struct Job {
     monitor: PathBuf,
     root: PathBuf,
-    /// Where the helper writes the exit code; the console socket sits beside it.
+    /// Where the helper writes the exit code.
     result: PathBuf,
+    /// Where a TTY exec's pty master is sent: short, as socket paths must be.
+    console: PathBuf,
     id: String,
     cmd: Vec<String>,
 }
@@ -59,6 +64,10 @@ impl Job {
             monitor: d.config.monitor_path(),
             root: d.config.runtime_root(),
             result: execsync::result_path(&d.config.run_dir, &req.container_id),
+            console: d.config.run_dir.join("tty").join(format!(
+                "{}.sock",
+                CONSOLE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )),
             id: req.container_id.clone(),
             cmd: req.cmd.clone(),
         }
@@ -124,25 +133,30 @@ impl Job {
 
     /// With a TTY: the pty master arrives on a console socket; resizes go to it.
     async fn run_tty(&self, io: Io) -> Result<Outcome, String> {
-        let sock = self.result.with_extension("sock");
-        let _ = std::fs::remove_file(&sock);
+        let sock = &self.console;
+        if let Some(dir) = sock.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let _ = std::fs::remove_file(sock);
         let listener =
-            UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
-        let child = self.spawn(self.command(Some(&sock)));
+            UnixListener::bind(sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
+        let child = self.spawn(self.command(Some(sock)));
         let child = match child {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_file(&sock);
+                let _ = std::fs::remove_file(sock);
                 return Err(e);
             }
         };
         let master = receive_master(&listener, child).await;
-        let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(sock);
         let (master, child) = match master {
             Ok(m) => m,
             Err(child) => return self.finish(child).await,
         };
-        let resize = io.resize.map(|r| tokio::spawn(apply_resizes(r, master.clone())));
+        let resize = io
+            .resize
+            .map(|r| tokio::spawn(apply_resizes(r, master.clone())));
         let reader = master_file(&master)?;
         let writer = master_file(&master)?;
         let stdin = pump(io.stdin, Some(writer));

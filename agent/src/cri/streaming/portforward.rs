@@ -31,9 +31,9 @@ pub async fn run(
         return Err(format!("pod sandbox {sandbox_id:?} is not ready"));
     }
     let netns = sb.netns.clone();
-    let std_conn = connect(netns, port).await.map_err(|e| {
-        format!("connect to localhost:{port} in pod sandbox {sandbox_id:?}: {e}")
-    })?;
+    let std_conn = connect(netns, port)
+        .await
+        .map_err(|e| format!("connect to localhost:{port} in pod sandbox {sandbox_id:?}: {e}"))?;
     let mut tcp = TcpStream::from_std(std_conn).map_err(|e| format!("register socket: {e}"))?;
     // Each direction is shut down as its source ends, so half-closes pass through.
     match tokio::io::copy_bidirectional(&mut conn, &mut tcp).await {
