@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Options, Skiffd};
 use skiff_tests::stream::{
-    exit_code, upgrade, websocket, ws_close_stdin, ws_collect, ws_send, Spdy, Transport,
+    exit_code, upgrade, websocket, ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport,
     SPDY_UPGRADE,
 };
 use tonic::Code;
@@ -139,17 +139,129 @@ async fn exec_requests_are_checked_as_kubelet_does() {
     let attach =
         d.rt.attach(cri::AttachRequest {
             container_id: c.clone(),
-            stdin: false,
+            stdin: true,
             tty: false,
             stdout: true,
             stderr: true,
         })
         .await;
-    assert_eq!(attach.unwrap_err().code(), Code::Unimplemented);
+    // The container was created without stdin.
+    assert_eq!(attach.unwrap_err().code(), Code::InvalidArgument);
 
     d.stop_container(&c, 0).await.unwrap();
     let r = d.rt.exec(exec_req(&c, &["true"], false, false)).await;
     assert_eq!(code(r), Code::FailedPrecondition);
+}
+
+/// A pod with a container created with stdin (and a TTY if asked) running `script`.
+async fn interactive(d: &mut Skiffd, script: &str, tty: bool) -> String {
+    d.pull_busybox().await;
+    let pod = d
+        .run_pod(host_network(pod_config("attach", &d.log_dir())))
+        .await;
+    let mut config = container_config("interactive", script);
+    config.stdin = true;
+    config.tty = tty;
+    d.run_container(&pod, config).await
+}
+
+fn attach_req(id: &str, tty: bool) -> cri::AttachRequest {
+    cri::AttachRequest {
+        container_id: id.into(),
+        stdin: true,
+        tty,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+/// The next binary message of a WebSocket, whatever its channel.
+async fn next_binary(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    loop {
+        match ws.next().await? {
+            Ok(tokio_tungstenite::tungstenite::Message::Binary(b)) => return Some(b.to_vec()),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn attach_over_websocket_feeds_stdin_and_ends_with_the_container() {
+    let mut d = Skiffd::start().await;
+    let script = "while read line; do [ \"$line\" = quit ] && exit 0; echo out:$line; echo err:$line >&2; done";
+    let c = interactive(&mut d, script, false).await;
+    let url =
+        d.rt.attach(attach_req(&c, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    assert!(url.contains("/attach/"), "{url}");
+    let (mut ws, proto) = websocket(&url, "v5.channel.k8s.io").await;
+    assert_eq!(proto, "v5.channel.k8s.io");
+    // Lines go in until one comes back: the attachment is live once the monitor accepted it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let mut n = 0;
+    while !String::from_utf8_lossy(&seen).contains("out:") {
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        assert!(Instant::now() < deadline, "no output: {text:?}");
+        ws_send(&mut ws, 0, format!("line{n}\n").as_bytes()).await;
+        n += 1;
+        if let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(300), next_binary(&mut ws)).await
+        {
+            seen.extend_from_slice(&m);
+        }
+    }
+    ws_send(&mut ws, 0, b"last\n").await;
+    ws_send(&mut ws, 0, b"quit\n").await;
+    let got = ws_collect(&mut ws).await;
+    let out = String::from_utf8_lossy(&got.stdout);
+    assert!(out.contains("out:last"), "{out:?}");
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(err.contains("err:last"), "{err:?}");
+    assert_eq!(exit_code(&got.status), None);
+    let st = d.wait_exited(&c).await;
+    assert_eq!(st.exit_code, 0);
+}
+
+#[tokio::test]
+async fn attach_with_a_tty_over_spdy_follows_resizes() {
+    let mut d = Skiffd::start().await;
+    let c = interactive(&mut d, "while read line; do stty size; done", true).await;
+    let url =
+        d.rt.attach(attach_req(&c, true))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::new(tcp);
+    let _error = sp.open(&[("streamtype", "error")]).await;
+    let stdin = sp.open(&[("streamtype", "stdin")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let resize = sp.open(&[("streamtype", "resize")]).await;
+    sp.data(resize, false, br#"{"Width":77,"Height":22}"#).await;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&out).contains("22 77") {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(Instant::now() < deadline, "{text:?}");
+        sp.data(stdin, false, b"x\n").await;
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            match tokio::time::timeout(Duration::from_millis(100), sp.next()).await {
+                Ok(Some(In::Data { id, data, .. })) if id == stdout => out.extend_from_slice(&data),
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
 }
 
 fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &std::path::Path) -> String {

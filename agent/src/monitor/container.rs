@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use skiff_runtime::cgroups::{self, CgroupState};
 use skiff_runtime::container::{CreateOptions, Runtime};
 
+use super::attach;
 use super::log::{CriLog, LineBuf};
 use super::{sys, ContainerArgs, ExitRecord, Report};
 
@@ -233,19 +234,42 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
         eprintln!("skiff-monitor: open log: {e}");
         CriLog::discard()
     });
-    let (mut outputs, _stdin): (Vec<(OwnedFd, &'static str, LineBuf)>, _) = match streams {
+    let (mut outputs, stdin, tty): (Vec<(OwnedFd, &'static str, LineBuf)>, _, _) = match streams {
         Streams::Pipes { out, err, _stdin } => (
             vec![
                 (out, "stdout", LineBuf::default()),
                 (err, "stderr", LineBuf::default()),
             ],
             _stdin,
+            None,
         ),
-        Streams::Tty(m) => (vec![(m, "stdout", LineBuf::default())], None),
+        Streams::Tty(m) => {
+            // Kept apart from the output, which is dropped once the terminal hangs up.
+            let keep = sys::dup_cloexec(m.as_raw_fd()).ok();
+            (vec![(m, "stdout", LineBuf::default())], None, keep)
+        }
     };
     for (fd, _, _) in &outputs {
         sys::set_nonblock(fd.as_raw_fd());
     }
+    if let Some(fd) = &stdin {
+        sys::set_nonblock(fd.as_raw_fd());
+    }
+    let targets = attach::Targets {
+        stdin: match (&stdin, &tty) {
+            (Some(p), _) => Some(p.as_raw_fd()),
+            (None, Some(t)) if a.stdin => Some(t.as_raw_fd()),
+            _ => None,
+        },
+        tty: tty.as_ref().map(|t| t.as_raw_fd()),
+    };
+    let mut attach = match attach::Attach::bind(&a.bundle) {
+        Ok(at) => Some(at),
+        Err(e) => {
+            eprintln!("skiff-monitor: attach socket: {e}");
+            None
+        }
+    };
     let mut status = None;
     let mut exited_at: Option<Instant> = None;
     let mut reopens = 0u64;
@@ -260,6 +284,10 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
         }
         let mut fds = vec![sfd.as_raw_fd()];
         fds.extend(outputs.iter().map(|(fd, _, _)| fd.as_raw_fd()));
+        let attach_at = fds.len();
+        if let Some(at) = &attach {
+            fds.extend(at.fds());
+        }
         let timeout = match exited_at {
             Some(t) => DRAIN_GRACE.saturating_sub(t.elapsed()).as_millis() as i32 + 1,
             None => -1,
@@ -277,6 +305,10 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
                 }
             }
         }
+        // Before any broadcast, which may drop clients and shift their positions.
+        if let Some(at) = attach.as_mut() {
+            at.handle(&revents[attach_at..], &targets);
+        }
         let mut closed = Vec::new();
         for (i, (fd, stream, lines)) in outputs.iter_mut().enumerate() {
             if revents[i + 1] == 0 {
@@ -284,7 +316,16 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
             }
             match sys::read(fd.as_raw_fd(), &mut buf) {
                 Ok(0) => closed.push(i),
-                Ok(n) => lines.feed(&buf[..n], &mut |m, p| log.record(stream, m, p)),
+                Ok(n) => {
+                    lines.feed(&buf[..n], &mut |m, p| log.record(stream, m, p));
+                    if let Some(at) = attach.as_mut() {
+                        let kind = match *stream {
+                            "stderr" => attach::STDERR,
+                            _ => attach::STDOUT,
+                        };
+                        at.broadcast(kind, &buf[..n]);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => closed.push(i),
             }
@@ -297,6 +338,9 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
     for (_, stream, lines) in outputs.iter_mut() {
         lines.finish(&mut |m, p| log.record(stream, m, p));
     }
+    // Attached clients see the end of the stream; nobody can attach any more.
+    drop(attach);
+    let _ = std::fs::remove_file(a.bundle.join(attach::SOCKET));
     status
 }
 

@@ -6,6 +6,7 @@
 //! changes namespaces cannot run inside skiffd's multi-threaded process.
 
 mod args;
+pub mod attach;
 mod container;
 pub mod log;
 mod sys;

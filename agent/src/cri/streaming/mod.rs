@@ -2,6 +2,7 @@
 //! streaming server, returning the server's single-use URL; [`CriHandler`] then serves the client
 //! that connects to it, over skiffd's containers and pods.
 
+pub mod attach;
 pub mod exec;
 pub mod portforward;
 
@@ -38,13 +39,14 @@ impl Handler for CriHandler {
         })
     }
 
-    fn attach(&self, req: AttachRequest, _io: Io) -> BoxFuture<Outcome> {
-        // The Attach call refuses before a token is issued; this answers a token filed otherwise.
-        let msg = format!(
-            "attach to container {:?} is not supported by skiffd",
-            req.container_id
-        );
-        Box::pin(async move { Outcome::Failed(msg) })
+    fn attach(&self, req: AttachRequest, io: Io) -> BoxFuture<Outcome> {
+        let d = self.daemon.upgrade();
+        Box::pin(async move {
+            match d {
+                Some(d) => attach::run(&d, req, io).await,
+                None => Outcome::Failed(stopping()),
+            }
+        })
     }
 
     fn port_forward(
@@ -145,14 +147,37 @@ pub async fn exec(d: &Arc<Daemon>, r: cri::ExecRequest) -> Result<cri::ExecRespo
     Ok(cri::ExecResponse { url })
 }
 
-/// `Attach`: checked like `Exec`, then refused: containers' main processes have no attach socket.
+/// `Attach`: a URL where the client joins the container's own stdio.
 pub async fn attach(d: &Arc<Daemon>, r: cri::AttachRequest) -> Result<cri::AttachResponse, Status> {
     check_streams(r.tty, r.stdin, r.stdout, r.stderr)?;
     check_running(d, &r.container_id)?;
-    Err(Status::unimplemented(format!(
-        "attach to container {:?}: skiffd does not support attach yet; use exec",
-        r.container_id
-    )))
+    let rec = d
+        .containers
+        .get(&r.container_id)
+        .ok_or_else(|| not_found("container", &r.container_id))?;
+    if r.stdin && !rec.config.stdin {
+        return Err(invalid(format!(
+            "stdin: container {:?} was not created with stdin",
+            r.container_id
+        )));
+    }
+    if r.tty && !rec.config.tty {
+        return Err(invalid(format!(
+            "tty: container {:?} was not created with a tty",
+            r.container_id
+        )));
+    }
+    let url = url(
+        d,
+        token::Request::Attach(AttachRequest {
+            container_id: r.container_id,
+            tty: r.tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        }),
+    )?;
+    Ok(cri::AttachResponse { url })
 }
 
 /// `PortForward`: a URL where connections reach the pod's `localhost`.
