@@ -283,6 +283,10 @@ fn exec(args: &Args) -> Result<Outcome, String> {
         detach: true,
         preserve_fds: 0,
     };
+    // Rust ignores SIGPIPE and an ignored signal stays ignored across exec: the command must get
+    // it as usual (`yes | head` ends only through it).
+    // SAFETY: setting a standard disposition; this helper has no handler of its own for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     rt.exec(&args.id, &opts).map_err(|e| e.to_string())?;
     let pid = std::fs::read_to_string(&pid_file)
         .ok()

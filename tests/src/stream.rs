@@ -81,7 +81,8 @@ impl Spdy {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) {
+    /// Sends raw bytes, for frames the helpers do not build.
+    pub async fn write(&mut self, bytes: &[u8]) {
         match &mut self.io {
             Transport::Tcp(t) => t.write_all(bytes).await.unwrap(),
             Transport::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).await.unwrap(),
@@ -114,7 +115,7 @@ impl Spdy {
         }
     }
 
-    fn block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
+    pub fn block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
         let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
         for (k, v) in headers {
             raw.extend_from_slice(&(k.len() as u32).to_be_bytes());

@@ -85,6 +85,39 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     assert_eq!(got.stdout, b"hi there\n");
     assert_eq!(exit_code(&got.status), None);
 
+    // 50 MiB of output arrive whole.
+    let total = 50usize << 20;
+    let cmd = format!("yes 0123456789abcdef | head -c {total}");
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    let got = ws_collect(&mut ws).await;
+    assert_eq!(got.stdout.len(), total);
+    let line = b"0123456789abcdef\n";
+    assert!(got
+        .stdout
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == line[i % line.len()]));
+    assert_eq!(
+        exit_code(&got.status),
+        None,
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+
+    // The command gets SIGPIPE as usual (it is not left ignored by the helper that started it), in
+    // ExecSync too.
+    let r =
+        d.rt.exec_sync(cri::ExecSyncRequest {
+            container_id: c.clone(),
+            cmd: s(&["sh", "-c", "yes | head -c 4"]),
+            timeout: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.exit_code, &r.stdout[..]), (0, &b"y\ny\n"[..]));
+
     // The URL was spent by the first connection.
     let (_tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 404"), "reused token: {head}");
