@@ -387,7 +387,7 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let (tcp, head) = upgrade(&url, &headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut sp = Spdy::new(tcp);
-    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10)
+    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 20)
         .await
         .iter()
         .enumerate()
@@ -408,7 +408,7 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let (ws, proto) = websocket(&url, "SPDY/3.1+portforward.k8s.io").await;
     assert_eq!(proto, "SPDY/3.1+portforward.k8s.io");
     let mut sp = Spdy::over(Transport::Ws(Box::new(ws)));
-    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 10)
+    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 20)
         .await
         .iter()
         .enumerate()
