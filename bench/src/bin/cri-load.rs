@@ -25,10 +25,12 @@ struct Args {
     label: String,
     /// Images pulled before timing (a runtime's pause image).
     pull_first: Vec<String>,
+    /// ExecSync calls of `true` to time once every pod runs.
+    exec_sync: usize,
 }
 
 const USAGE: &str = "cri-load --socket PATH --image REF [--pods N] [--log-dir DIR] \
-                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]...";
+                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]... [--exec-sync N]";
 
 fn parse() -> Result<Args> {
     let mut a = Args {
@@ -40,6 +42,7 @@ fn parse() -> Result<Args> {
         per_pod_process: None,
         label: "runtime".into(),
         pull_first: Vec::new(),
+        exec_sync: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +56,7 @@ fn parse() -> Result<Args> {
             "--per-pod-process" => a.per_pod_process = Some(val()?),
             "--label" => a.label = val()?,
             "--pull-first" => a.pull_first.push(val()?),
+            "--exec-sync" => a.exec_sync = val()?.parse().context("--exec-sync")?,
             other => bail!("unknown argument {other:?}\nusage: {USAGE}"),
         }
     }
@@ -185,12 +189,16 @@ async fn main() -> Result<()> {
         .unwrap_or((0, 0, 0));
     let mut lat = Vec::with_capacity(a.pods);
     let mut ids = Vec::with_capacity(a.pods);
+    let mut containers = Vec::with_capacity(a.pods);
     let mut failure = None;
     for i in 0..a.pods {
         let cfg = pod(i, &a);
         let t0 = Instant::now();
         match start_pod(&mut rt, &a, cfg, &mut ids).await {
-            Ok(()) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+            Ok(cid) => {
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                containers.push(cid);
+            }
             Err(e) => {
                 failure = Some(format!("pod {i}: {e:#}"));
                 break;
@@ -198,6 +206,28 @@ async fn main() -> Result<()> {
         }
     }
     let busy_rss = a.daemon_pid.map(rss_kib).unwrap_or(0);
+    let mut exec_lat = Vec::with_capacity(a.exec_sync);
+    if failure.is_none() {
+        for (i, cid) in containers.iter().cycle().take(a.exec_sync).enumerate() {
+            let t0 = Instant::now();
+            let r = rt
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: cid.clone(),
+                    cmd: vec!["true".into()],
+                    timeout: 10,
+                })
+                .await;
+            match r.map(|r| r.into_inner().exit_code) {
+                Ok(0) => exec_lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+                Ok(code) => failure = Some(format!("ExecSync {i}: exit code {code}")),
+                Err(e) => failure = Some(format!("ExecSync {i}: {e}")),
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+    }
+    exec_lat.sort_by(f64::total_cmp);
     let after = a
         .per_pod_process
         .as_deref()
@@ -242,6 +272,8 @@ async fn main() -> Result<()> {
         "per_pod_processes": procs,
         "per_pod_process_rss_kib": per_proc,
         "per_pod_process_pss_kib": per_proc_pss,
+        "exec_sync_p50_ms": percentile(&exec_lat, 50.0),
+        "exec_sync_p99_ms": percentile(&exec_lat, 99.0),
         "latencies_ms": lat,
     });
     println!("{out}");
@@ -253,7 +285,7 @@ async fn start_pod(
     a: &Args,
     cfg: cri::PodSandboxConfig,
     ids: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<String> {
     let sid = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(cfg.clone()),
@@ -274,8 +306,10 @@ async fn start_pod(
         .context("CreateContainer")?
         .into_inner()
         .container_id;
-    rt.start_container(cri::StartContainerRequest { container_id: cid })
-        .await
-        .context("StartContainer")?;
-    Ok(())
+    rt.start_container(cri::StartContainerRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .context("StartContainer")?;
+    Ok(cid)
 }
