@@ -628,3 +628,14 @@ pub fn container_config(name: &str, script: &str) -> cri::ContainerConfig {
         ..Default::default()
     }
 }
+
+/// A CNI network config list for skiff-bridge on `bridge` with host-local addresses from `subnet`,
+/// kept in `ipam_dir`: each test gets its own bridge, subnet and allocation store.
+pub fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &Path) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"skiff-bridge","bridge":"{bridge}",
+        "isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],
+        "dataDir":"{}"}}}}]}}"#,
+        ipam_dir.display()
+    )
+}

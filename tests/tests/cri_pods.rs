@@ -4,17 +4,9 @@
 use std::time::{Duration, Instant};
 
 use skiff_tests::cri::{
-    command_lines, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
+    bridge_conflist, command_lines, container_config, host_network, pod_config, v1 as cri, Options,
+    Skiffd,
 };
-
-fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &std::path::Path) -> String {
-    format!(
-        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"skiff-bridge","bridge":"{bridge}",
-        "isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],
-        "dataDir":"{}"}}}}]}}"#,
-        ipam_dir.display()
-    )
-}
 
 #[tokio::test]
 async fn two_pods_reach_each_other_over_skiff_bridge() {

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Options, Skiffd};
+use skiff_tests::cri::{
+    bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
+};
 use skiff_tests::stream::{
     exit_code, upgrade, websocket, ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport,
     SPDY_UPGRADE,
@@ -295,15 +297,6 @@ async fn attach_with_a_tty_over_spdy_follows_resizes() {
             }
         }
     }
-}
-
-fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &std::path::Path) -> String {
-    format!(
-        r#"{{"cniVersion":"1.0.0","name":"pods","plugins":[{{"type":"skiff-bridge","bridge":"{bridge}",
-        "isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],
-        "dataDir":"{}"}}}}]}}"#,
-        ipam_dir.display()
-    )
 }
 
 /// Opens `n` concurrent forwarded connections to `port`, each sending an HTTP request and

@@ -180,7 +180,8 @@ async fn spdy_to_pipe(mut reader: StreamReader, mut pipe: DuplexStream) {
     let _ = pipe.shutdown().await;
 }
 
-async fn pipe_to_spdy(mut pipe: DuplexStream, writer: StreamWriter) {
+/// Copies `pipe` into a SPDY stream until EOF, then half-closes the stream.
+pub(super) async fn pipe_to_spdy<R: AsyncRead + Unpin>(mut pipe: R, writer: StreamWriter) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match pipe.read(&mut buf).await {

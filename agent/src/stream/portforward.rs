@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::channel::{PortForwardStream, PortStream};
+use super::exec::pipe_to_spdy;
 use super::server::Handler;
 use super::spdy::frame::rst;
-use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};
+use super::spdy::session::{Incoming, Stream, StreamReader};
 use super::token::PortForwardRequest;
 
 const PIPE: usize = 256 * 1024;
@@ -90,7 +91,7 @@ async fn connect(
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (rd, wr) = tokio::io::split(ours);
     let up = tokio::spawn(client_to_pipe(data.reader, wr));
-    let down = tokio::spawn(pipe_to_client(rd, data.writer));
+    let down = tokio::spawn(pipe_to_spdy(rd, data.writer));
     let result = handler
         .port_forward(req.pod_sandbox_id.clone(), port, theirs)
         .await;
@@ -109,22 +110,4 @@ async fn client_to_pipe(
         }
     }
     let _ = pipe.shutdown().await;
-}
-
-async fn pipe_to_client(
-    mut pipe: tokio::io::ReadHalf<tokio::io::DuplexStream>,
-    writer: StreamWriter,
-) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if writer.write(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = writer.close().await;
 }
