@@ -27,10 +27,12 @@ struct Args {
     pull_first: Vec<String>,
     /// ExecSync calls of `true` to time once every pod runs.
     exec_sync: usize,
+    /// MiB streamed out of `head -c` through a WebSocket exec, against a local pipe.
+    exec_stream_mib: u64,
 }
 
 const USAGE: &str = "cri-load --socket PATH --image REF [--pods N] [--log-dir DIR] \
-                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]... [--exec-sync N]";
+                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]... [--exec-sync N] [--exec-stream-mib N]";
 
 fn parse() -> Result<Args> {
     let mut a = Args {
@@ -43,6 +45,7 @@ fn parse() -> Result<Args> {
         label: "runtime".into(),
         pull_first: Vec::new(),
         exec_sync: 0,
+        exec_stream_mib: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +60,9 @@ fn parse() -> Result<Args> {
             "--label" => a.label = val()?,
             "--pull-first" => a.pull_first.push(val()?),
             "--exec-sync" => a.exec_sync = val()?.parse().context("--exec-sync")?,
+            "--exec-stream-mib" => {
+                a.exec_stream_mib = val()?.parse().context("--exec-stream-mib")?
+            }
             other => bail!("unknown argument {other:?}\nusage: {USAGE}"),
         }
     }
@@ -228,6 +234,15 @@ async fn main() -> Result<()> {
         }
     }
     exec_lat.sort_by(f64::total_cmp);
+    let mut stream = None;
+    if failure.is_none() && a.exec_stream_mib > 0 {
+        if let Some(cid) = containers.first() {
+            match exec_stream(&mut rt, cid, a.exec_stream_mib << 20).await {
+                Ok(mib_s) => stream = Some((mib_s, pipe_floor(a.exec_stream_mib << 20).await?)),
+                Err(e) => failure = Some(format!("exec stream: {e:#}")),
+            }
+        }
+    }
     let after = a
         .per_pod_process
         .as_deref()
@@ -274,6 +289,8 @@ async fn main() -> Result<()> {
         "per_pod_process_pss_kib": per_proc_pss,
         "exec_sync_p50_ms": percentile(&exec_lat, 50.0),
         "exec_sync_p99_ms": percentile(&exec_lat, 99.0),
+        "exec_stream_mib_s": stream.map(|s| s.0),
+        "pipe_floor_mib_s": stream.map(|s| s.1),
         "latencies_ms": lat,
     });
     println!("{out}");
@@ -312,4 +329,96 @@ async fn start_pod(
     .await
     .context("StartContainer")?;
     Ok(cid)
+}
+
+/// Streams `bytes` of zeros (a multiple of 64 KiB) out of the container through `Exec` over WebSocket
+/// (`v5.channel.k8s.io`); returns MiB/s.
+async fn exec_stream(rt: &mut RuntimeServiceClient<Channel>, cid: &str, bytes: u64) -> Result<f64> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = rt
+        .exec(cri::ExecRequest {
+            container_id: cid.into(),
+            cmd: vec![
+                "head".into(),
+                "-c".into(),
+                bytes.to_string(),
+                "/dev/zero".into(),
+            ],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .context("Exec")?
+        .into_inner()
+        .url;
+    let mut req = url.replacen("http://", "ws://", 1).into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse()?);
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .context("exec URL without a host")?
+        .to_string();
+    let t0 = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(host).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
+    let mut got = 0u64;
+    while let Some(msg) = ws.next().await {
+        match msg? {
+            Message::Binary(b) if b.first() == Some(&1) => got += b.len() as u64 - 1,
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if got != bytes {
+        bail!("exec stream delivered {got} of {bytes} bytes");
+    }
+    Ok(bytes as f64 / 1048576.0 / secs)
+}
+
+/// `dd` writing `bytes` of zeros in 64 KiB blocks, a pipe's size (busybox `head -c` writes small
+/// chunks and tops out near 130 MiB/s on its own, which would measure the producer, not the path).
+fn dd_zeros(bytes: u64) -> Vec<String> {
+    let count = bytes.div_ceil(DD_BLOCK);
+    [
+        "dd",
+        "if=/dev/zero",
+        &format!("bs={DD_BLOCK}"),
+        &format!("count={count}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+const DD_BLOCK: u64 = 64 << 10;
+
+/// The floor: the same program (the host's busybox, which the test image carries) read straight
+/// through a pipe; MiB/s.
+async fn pipe_floor(bytes: u64) -> Result<f64> {
+    use tokio::io::AsyncReadExt;
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new("busybox")
+        .args(dd_zeros(bytes))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn busybox dd")?;
+    let mut out = child.stdout.take().context("dd stdout")?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0u64;
+    loop {
+        let n = out.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    child.wait().await?;
+    if got != bytes {
+        bail!("pipe delivered {got} of {bytes} bytes");
+    }
+    Ok(bytes as f64 / 1048576.0 / t0.elapsed().as_secs_f64())
 }

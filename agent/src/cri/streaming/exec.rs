@@ -226,6 +226,9 @@ async fn apply_resizes(mut sizes: mpsc::Receiver<Resize>, master: Arc<OwnedFd>) 
     }
 }
 
+/// How much one copy step of an exec stream moves at most.
+const COPY_CHUNK: usize = 64 << 10;
+
 /// Copies `from` into `to` until EOF (or an error, which ends a pty's output), then closes `to`.
 fn pump<R, W>(from: Option<R>, to: Option<W>) -> JoinHandle<()>
 where
@@ -233,10 +236,13 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     tokio::spawn(async move {
-        let (Some(mut from), Some(mut to)) = (from, to) else {
+        let (Some(from), Some(mut to)) = (from, to) else {
             return;
         };
-        if let Err(e) = tokio::io::copy(&mut from, &mut to).await {
+        // tokio's plain copy moves 8 KiB at a time; a pipe holds 64 KiB, and every chunk costs a
+        // wake-up and a frame downstream.
+        let mut from = tokio::io::BufReader::with_capacity(COPY_CHUNK, from);
+        if let Err(e) = tokio::io::copy_buf(&mut from, &mut to).await {
             tracing::trace!(error = %e, "exec stream ended");
         }
         let _ = to.shutdown().await;
