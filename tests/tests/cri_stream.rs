@@ -299,6 +299,17 @@ async fn attach_with_a_tty_over_spdy_follows_resizes() {
     }
 }
 
+/// Twenty concurrent forwarded fetches of the pod's page, each whole and without an error.
+async fn expect_twenty_pages(sp: &mut Spdy, transport: &str) {
+    for (i, (body, err)) in fetch_concurrently(sp, 8080, 20).await.iter().enumerate() {
+        assert!(err.is_empty(), "{transport} connection {i}: {err}");
+        assert!(
+            body.contains("hello-through-port-forward"),
+            "{transport} connection {i}: {body:?}"
+        );
+    }
+}
+
 /// Opens `n` concurrent forwarded connections to `port`, each sending an HTTP request and
 /// half-closing; returns each connection's response and error-stream text.
 async fn fetch_concurrently(sp: &mut Spdy, port: u16, n: usize) -> Vec<(String, String)> {
@@ -380,17 +391,7 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let (tcp, head) = upgrade(&url, &headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let mut sp = Spdy::new(tcp);
-    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 20)
-        .await
-        .iter()
-        .enumerate()
-    {
-        assert!(err.is_empty(), "connection {i}: {err}");
-        assert!(
-            body.contains("hello-through-port-forward"),
-            "connection {i}: {body:?}"
-        );
-    }
+    expect_twenty_pages(&mut sp, "spdy").await;
     // Nothing listens on 9 in the pod: the error stream says so, the session goes on.
     let got = fetch_concurrently(&mut sp, 9, 1).await;
     assert!(got[0].1.contains("localhost:9"), "{:?}", got[0]);
@@ -401,17 +402,7 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let (ws, proto) = websocket(&url, "SPDY/3.1+portforward.k8s.io").await;
     assert_eq!(proto, "SPDY/3.1+portforward.k8s.io");
     let mut sp = Spdy::over(Transport::Ws(Box::new(ws)));
-    for (i, (body, err)) in fetch_concurrently(&mut sp, 8080, 20)
-        .await
-        .iter()
-        .enumerate()
-    {
-        assert!(err.is_empty(), "tunnelled connection {i}: {err}");
-        assert!(
-            body.contains("hello-through-port-forward"),
-            "tunnelled {i}: {body:?}"
-        );
-    }
+    expect_twenty_pages(&mut sp, "websocket tunnel").await;
     drop(sp);
 
     let r =
