@@ -276,6 +276,7 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
     let mut buf = vec![0u8; 32 * 1024];
     // The init may have died before the signalfd existed.
     reap_all(init_pid, &mut status, &mut exited_at);
+    super::memory::shed();
     loop {
         if let Some(t) = exited_at {
             if outputs.is_empty() || t.elapsed() >= DRAIN_GRACE {

@@ -9,6 +9,7 @@ mod args;
 pub mod attach;
 mod container;
 pub mod log;
+mod memory;
 mod sys;
 
 use std::path::Path;
