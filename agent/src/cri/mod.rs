@@ -99,6 +99,25 @@ pub mod error {
         Ok(())
     }
 
+    /// The full id of the object a client named by its id or by a prefix of exactly one id, as crictl
+    /// users type the 13 characters `crictl ps` and `crictl pods` show. An id that names nothing
+    /// comes back as given: the caller decides between `NotFound` and an idempotent success.
+    pub fn full_id<T: crate::store::Record>(
+        table: &Table<T>,
+        kind: &str,
+        id: &str,
+    ) -> Result<String, Status> {
+        check_id(kind, id)?;
+        match table.full_id(id) {
+            Ok(Some(full)) => Ok(full),
+            Ok(None) => Ok(id.to_owned()),
+            Err(n) => Err(invalid(format!(
+                "{kind} id prefix {:?} is ambiguous: {n} ids start with it",
+                truncate(id)
+            ))),
+        }
+    }
+
     /// At most 64 characters of untrusted text, for error messages.
     pub fn truncate(s: &str) -> String {
         s.chars().take(64).collect()

@@ -18,6 +18,7 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn start(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
     let c = lookup(d, id)?;
+    let id = c.id.as_str();
     let _g = d.containers.lock(id).await;
     let p = phase(d, &c);
     if p.state != cri::ContainerState::ContainerCreated {
