@@ -1011,7 +1011,7 @@ async fn critest_idempotence_and_ambiguous_prefixes() {
     let e = d.stop_pod(&twins).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     for id in &pods {
-        d.stop_and_remove_pod(&shown(id).to_owned()).await;
+        d.stop_and_remove_pod(shown(id)).await;
     }
     assert!(d.list_pods(None).await.is_empty());
 }
