@@ -1015,3 +1015,123 @@ async fn critest_idempotence_and_ambiguous_prefixes() {
     }
     assert!(d.list_pods(None).await.is_empty());
 }
+
+/// The host processes whose command line is exactly `cmd` (NULs as spaces, trailing one dropped).
+fn processes_running(cmd: &str) -> usize {
+    skiff_tests::cri::command_lines()
+        .iter()
+        .filter(|c| c.trim_end() == cmd)
+        .count()
+}
+
+// critest "Container": a hostPath volume whose host path is a symlink, mounted with
+// `selinux_relabel` (critest always sets it; a host without SELinux ignores it), seen through
+// ExecSync; ExecSync past its timeout fails and leaves no process behind; stats of created and
+// started containers with a nil filter and a label selector.
+#[tokio::test]
+async fn critest_volume_exec_timeout_and_stats() {
+    let mut d = daemon().await;
+    pull(&mut d, "busybox").await;
+    let pod = runp_named(&mut d, "critest").await;
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("testVolume.file"), b"").unwrap();
+    let link = host.path().with_extension("symlink");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(host.path(), &link).unwrap();
+    let target = link.to_string_lossy().into_owned();
+    let mut config = crictl_container_config("volume", "busybox", "sleep 1000");
+    config.labels = [("foo".to_string(), "bar".to_string())].into();
+    config.mounts = vec![cri::Mount {
+        host_path: target.clone(),
+        container_path: target.clone(),
+        selinux_relabel: true,
+        ..Default::default()
+    }];
+    let id = create(&mut d, &pod, config).await;
+    let idle = create(
+        &mut d,
+        &pod,
+        crictl_container_config("idle", "busybox", "sleep 1000"),
+    )
+    .await;
+    start(&mut d, &id).await;
+    let ls =
+        d.rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["ls".into(), target.clone()],
+            timeout: 30,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ls.exit_code, 0, "{}", String::from_utf8_lossy(&ls.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).trim(),
+        "testVolume.file"
+    );
+    let slow =
+        d.rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "4321".into()],
+            timeout: 1,
+        })
+        .await;
+    assert!(slow.is_err(), "{slow:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_running("sleep 4321") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out exec lives on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all =
+        d.rt.list_container_stats(cri::ListContainerStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    let ids: Vec<&str> = all
+        .iter()
+        .filter_map(|s| s.attributes.as_ref().map(|a| a.id.as_str()))
+        .collect();
+    assert!(
+        ids.contains(&id.as_str()) && ids.contains(&idle.as_str()),
+        "{ids:?}"
+    );
+    let started = all
+        .iter()
+        .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == id))
+        .unwrap();
+    assert!(started.cpu.as_ref().is_some_and(|c| c.timestamp > 0));
+    assert!(started.memory.as_ref().is_some_and(|m| m.timestamp > 0));
+    for (value, found) in [("bar", true), ("baz", false)] {
+        let stats =
+            d.rt.list_container_stats(cri::ListContainerStatsRequest {
+                filter: Some(cri::ContainerStatsFilter {
+                    label_selector: [("foo".to_string(), value.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+        let hit = stats
+            .iter()
+            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id));
+        assert_eq!(hit, found, "foo={value}");
+    }
+    let one =
+        d.rt.container_stats(cri::ContainerStatsRequest {
+            container_id: shown(&id).into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .expect("stats");
+    assert_eq!(one.attributes.map(|a| a.id), Some(id.clone()));
+    d.stop_and_remove_pod(&pod.id).await;
+    let _ = std::fs::remove_file(&link);
+}
