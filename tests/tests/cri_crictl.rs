@@ -1135,3 +1135,70 @@ async fn critest_volume_exec_timeout_and_stats() {
     d.stop_and_remove_pod(&pod.id).await;
     let _ = std::fs::remove_file(&link);
 }
+
+// critest "Image Manager": an image pulled by digest has no repo tag and that digest as its only repo
+// digest; ImageStatus answers the same image for its id, each repo tag and each repo digest; one
+// image pulled under three tags is one image with three repo tags; RemoveImage by id leaves
+// ImageStatus empty.
+#[tokio::test]
+async fn critest_image_references() {
+    let mut d = daemon().await;
+    for tag in ["1.0", "2.0"] {
+        d.registry
+            .push(
+                skiff_tests::cri::busybox_layout(),
+                "latest",
+                &format!("library/busybox:{tag}"),
+                &[],
+            )
+            .expect("push another tag");
+    }
+    let id = pull(&mut d, "busybox").await;
+    let digest = image_status(&mut d, "busybox").await.unwrap().repo_digests[0].clone();
+    let by_digest_name = digest.replace("docker.io/library/busybox@", "busybox@");
+    d.remove_image(&id).await.unwrap();
+    assert!(image_status(&mut d, "busybox").await.is_none());
+    // By digest only.
+    assert_eq!(pull(&mut d, &by_digest_name).await, id);
+    let img = image_status(&mut d, &by_digest_name).await.unwrap();
+    assert!(img.repo_tags.is_empty(), "{img:?}");
+    assert_eq!(img.repo_digests, [digest.clone()]);
+    // Every reference answers the same status.
+    for tag in ["busybox", "busybox:1.0", "busybox:2.0"] {
+        assert_eq!(pull(&mut d, tag).await, id);
+    }
+    let status = image_status(&mut d, "busybox").await.unwrap();
+    let mut tags = status.repo_tags.clone();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            "docker.io/library/busybox:1.0",
+            "docker.io/library/busybox:2.0",
+            "docker.io/library/busybox:latest"
+        ]
+    );
+    let mut names = vec![status.id.clone()];
+    names.extend(status.repo_tags.iter().cloned());
+    names.extend(status.repo_digests.iter().cloned());
+    for name in names {
+        assert_eq!(
+            image_status(&mut d, &name).await.as_ref(),
+            Some(&status),
+            "{name}"
+        );
+    }
+    let listed = d
+        .img
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter::default()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(listed, [status.clone()]);
+    d.remove_image(&status.id).await.unwrap();
+    assert!(image_status(&mut d, "busybox:1.0").await.is_none());
+    assert!(list_images(&mut d, "").await.is_empty());
+}
