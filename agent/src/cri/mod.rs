@@ -35,6 +35,8 @@ pub struct Daemon {
     pub pod_cidr: RwLock<String>,
     /// The exec/attach/port-forward server, once started.
     pub stream: OnceLock<Arc<crate::stream::server::Server>>,
+    /// The last `ImageFsInfo` measurement.
+    pub fs_info: image::FsInfoCache,
 }
 
 impl Daemon {
@@ -59,6 +61,7 @@ impl Daemon {
             events: events::Events::new(),
             pod_cidr: RwLock::new(String::new()),
             stream: OnceLock::new(),
+            fs_info: image::FsInfoCache::default(),
             config,
         }))
     }
@@ -134,6 +137,8 @@ pub mod error {
 pub async fn recover(d: &Arc<Daemon>) {
     sandbox::recover(d).await;
     container::recover(d).await;
+    // Measured ahead, so that the first `crictl images` need not wait for the walk.
+    image::refresh_fs_info(d);
 }
 
 /// Runs blocking work (the runtime library, registry I/O, the file system) off the async threads.

@@ -102,6 +102,7 @@ pub async fn create(
         out
     })
     .await?;
+    d.fs_info.invalidate();
     watch::arm(d, &rec);
     events::emit(
         d,
