@@ -583,6 +583,28 @@ async fn crictl_start() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+    // crictl exec and attach take the id as shown too: Exec/Attach answer with a streaming URL.
+    let exec =
+        d.rt.exec(cri::ExecRequest {
+            container_id: shown(&id).into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Exec: {e}"))
+        .into_inner();
+    assert!(exec.url.starts_with("http"), "{}", exec.url);
+    let attach =
+        d.rt.attach(cri::AttachRequest {
+            container_id: shown(&id).into(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Attach: {e}"))
+        .into_inner();
+    assert!(attach.url.starts_with("http"), "{}", attach.url);
     d.stop_and_remove_pod(&pod.id).await;
 }
 

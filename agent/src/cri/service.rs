@@ -211,6 +211,7 @@ impl RuntimeService for Cri {
         }))
     }
 
+    // The streaming handlers take full ids; crictl users type the prefixes `crictl ps` shows.
     async fn exec(
         &self,
         r: Request<cri::ExecRequest>,
