@@ -470,6 +470,27 @@ async fn crictl_runp() {
     assert_eq!(st.metadata.as_ref().map(|m| m.attempt), Some(1));
     let ip = st.network.map(|n| n.ip).unwrap_or_default();
     assert!(ip.starts_with("10.211.11."), "{ip}");
+    // The least a pod.json can say: metadata (crictl adds a random uid when none is given), no
+    // `linux` section, no log directory.
+    let bare = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "bare".into(),
+            namespace: "default".into(),
+            uid: "6f1d1f5e-3c52-4b0a-9d7e-2a8f5c1b9e40".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    let bare = runp(&mut d, bare).await;
+    let st = pod_status(&mut d, shown(&bare.id), true).await.unwrap();
+    crictl_status_info(&st.info);
+    let ip = st
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    assert!(ip.starts_with("10.211.11."), "{ip}");
+    d.stop_and_remove_pod(&bare.id).await;
     let e =
         d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(crictl_pod_config("other", &d.log_dir(), false)),
