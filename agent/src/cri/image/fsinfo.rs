@@ -64,13 +64,20 @@ pub fn refresh(d: &Arc<Daemon>) {
     }
     let d = d.clone();
     tokio::task::spawn_blocking(move || {
+        let walk = Walk(&d.fs_info);
         let resp = super::measure_fs(&d);
-        let mut inner = d.fs_info.lock();
-        inner.last = Some((Instant::now(), resp));
-        inner.running = false;
-        drop(inner);
-        d.fs_info.done.send_modify(|n| *n += 1);
+        walk.0.lock().last = Some((Instant::now(), resp));
     });
+}
+
+/// A walk in progress; its end (even by a panic) lets the next one start and wakes the waiters.
+struct Walk<'a>(&'a FsInfoCache);
+
+impl Drop for Walk<'_> {
+    fn drop(&mut self) {
+        self.0.lock().running = false;
+        self.0.done.send_modify(|n| *n += 1);
+    }
 }
 
 /// The answer: the last walk if fresh, else a new one if it ends within `WAIT`, else the last one.
@@ -102,4 +109,37 @@ pub async fn get(d: &Arc<Daemon>) -> cri::ImageFsInfoResponse {
         .as_ref()
         .map(|(_, resp)| resp.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn used(r: &cri::ImageFsInfoResponse) -> (u64, i64) {
+        let fs = &r.image_filesystems[0];
+        (fs.used_bytes.as_ref().map_or(0, |u| u.value), fs.timestamp)
+    }
+
+    #[tokio::test]
+    async fn served_from_memory_until_stale() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            state_dir: tmp.path().join("state"),
+            run_dir: tmp.path().join("run"),
+            image_root: tmp.path().join("images"),
+            ..Config::default()
+        };
+        let d = Daemon::open(config).unwrap();
+        let first = get(&d).await;
+        assert!(used(&first).1 > 0);
+        std::fs::write(tmp.path().join("images/blob"), vec![1u8; 256 * 1024]).unwrap();
+        // Fresh: the same measurement, although the store grew.
+        assert_eq!(get(&d).await, first);
+        // Stale: walked again.
+        d.fs_info.invalidate();
+        let second = get(&d).await;
+        assert!(used(&second).0 >= used(&first).0 + 256 * 1024, "{second:?}");
+        assert!(used(&second).1 > used(&first).1);
+    }
 }
