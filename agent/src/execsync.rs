@@ -18,7 +18,7 @@ use cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::cri::error::{check_id, invalid, not_found};
+use crate::cri::error::{full_id, invalid, not_found};
 use crate::cri::{blocking, Daemon};
 
 /// Output kept in all: the response must fit in one CRI message, which kubelet (and skiffd)
@@ -43,9 +43,9 @@ pub enum Outcome {
 /// `ExecSync`: the command's exit code and (truncated) output.
 pub async fn run(
     d: &Arc<Daemon>,
-    r: cri::ExecSyncRequest,
+    mut r: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, Status> {
-    check_id("container", &r.container_id)?;
+    r.container_id = full_id(&d.containers, "container", &r.container_id)?;
     if r.cmd.is_empty() || r.cmd[0].is_empty() {
         return Err(invalid("cmd: no command given"));
     }

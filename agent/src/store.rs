@@ -74,6 +74,25 @@ impl<T: Record> Table<T> {
         self.read().get(id).cloned()
     }
 
+    /// The full id that `id` names: itself when a record has that id, else the only id it is a
+    /// prefix of (crictl shows ids cut to 13 characters, and its users type them so). `Ok(None)` when
+    /// it names nothing, `Err(n)` when it is a prefix of `n` > 1 ids.
+    pub fn full_id(&self, id: &str) -> Result<Option<String>, usize> {
+        let rows = self.read();
+        if rows.contains_key(id) {
+            return Ok(Some(id.to_owned()));
+        }
+        let mut hits = rows
+            .range::<str, _>((std::ops::Bound::Excluded(id), std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(id));
+        match (hits.next(), hits.next()) {
+            (None, _) => Ok(None),
+            (Some(k), None) => Ok(Some(k.clone())),
+            (Some(_), Some(_)) => Err(2 + hits.count()),
+        }
+    }
+
     pub fn list(&self) -> Vec<T> {
         self.read().values().cloned().collect()
     }
@@ -246,5 +265,26 @@ mod tests {
                 cfg
             }]
         );
+    }
+
+    #[test]
+    fn ids_by_unique_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let t: Table<Row> = Table::open(dir.path()).unwrap();
+        for id in ["abc1", "abc2", "abd", "b"] {
+            t.put(&Row {
+                id: id.into(),
+                n: 0,
+                cfg: Default::default(),
+            })
+            .unwrap();
+        }
+        assert_eq!(t.full_id("b"), Ok(Some("b".into())));
+        assert_eq!(t.full_id("abd"), Ok(Some("abd".into())));
+        assert_eq!(t.full_id("abc2"), Ok(Some("abc2".into())));
+        assert_eq!(t.full_id("abd0"), Ok(None));
+        assert_eq!(t.full_id("c"), Ok(None));
+        assert_eq!(t.full_id("abc"), Err(2));
+        assert_eq!(t.full_id("a"), Err(3));
     }
 }

@@ -591,11 +591,9 @@ mod cri_tests {
             d.remove_container(c).await.unwrap();
         }
         assert_no_container_state(&d);
+        // A container that is gone is stopped already (the CRI's idempotence, as critest checks).
         let unknown = "0".repeat(64);
-        assert_eq!(
-            d.stop_container(&unknown, 1).await.unwrap_err().code(),
-            Code::NotFound
-        );
+        d.stop_container(&unknown, 1).await.unwrap();
         d.remove_container(&unknown).await.unwrap();
         for bad in ["", "../../etc", "a/b"] {
             assert_eq!(

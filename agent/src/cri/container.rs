@@ -17,7 +17,7 @@ use cri_api::v1 as cri;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use super::error::{check_id, not_found};
+use super::error::{full_id, not_found};
 use super::Daemon;
 use crate::store::{proto_b64, Record};
 
@@ -70,11 +70,11 @@ fn container_dir(d: &Daemon, id: &str) -> PathBuf {
     d.config.state_dir.join("containers").join(id)
 }
 
-/// The record of a container the client named, checking the id first.
+/// The record of a container the client named by its id or a unique prefix of it.
 fn lookup(d: &Daemon, id: &str) -> Result<ContainerRecord, Status> {
-    check_id("container", id)?;
+    let full = full_id(&d.containers, "container", id)?;
     d.containers
-        .get(id)
+        .get(&full)
         .ok_or_else(|| not_found("container", id))
 }
 
@@ -97,8 +97,11 @@ pub async fn stop(
     d: &Arc<Daemon>,
     r: cri::StopContainerRequest,
 ) -> Result<cri::StopContainerResponse, Status> {
-    let c = lookup(d, &r.container_id)?;
-    lifecycle::stop(d, &c, r.timeout).await?;
+    // As for sandboxes, and as critest checks: a container that is gone is stopped already.
+    let id = full_id(&d.containers, "container", &r.container_id)?;
+    if let Some(c) = d.containers.get(&id) {
+        lifecycle::stop(d, &c, r.timeout).await?;
+    }
     Ok(cri::StopContainerResponse {})
 }
 
@@ -106,8 +109,8 @@ pub async fn remove(
     d: &Arc<Daemon>,
     r: cri::RemoveContainerRequest,
 ) -> Result<cri::RemoveContainerResponse, Status> {
-    check_id("container", &r.container_id)?;
-    if let Some(c) = d.containers.get(&r.container_id) {
+    let id = full_id(&d.containers, "container", &r.container_id)?;
+    if let Some(c) = d.containers.get(&id) {
         lifecycle::remove(d, &c).await?;
     }
     Ok(cri::RemoveContainerResponse {})

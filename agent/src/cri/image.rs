@@ -4,6 +4,7 @@
 //! The store keeps one record per name; the CRI's `Image` is one per image id (the config digest), so
 //! records sharing a config digest are folded into one `Image` with every name as a repo tag.
 
+mod fsinfo;
 mod fsusage;
 mod lookup;
 
@@ -19,6 +20,7 @@ use skiff_runtime::image::rootfs::{run_config, RunConfig};
 use skiff_runtime::image::store::ImageRecord;
 use skiff_runtime::image::{self as img, Credentials, HostsConfig, PullOptions, Reference};
 
+pub use fsinfo::{refresh as refresh_fs_info, FsInfoCache};
 pub use fsusage::{usage, Usage};
 pub use lookup::find;
 
@@ -146,6 +148,7 @@ pub async fn pull(
         };
         let started = std::time::Instant::now();
         let rec = img::pull(&d.images, &reference, &opts).map_err(|e| pull_error(&name, e))?;
+        d.fs_info.invalidate();
         tracing::info!(
             image = %rec.name,
             id = %rec.config_digest,
@@ -227,6 +230,7 @@ pub async fn remove(
                 Err(e) => return Err(internal(e)),
             }
         }
+        d.fs_info.invalidate();
         tracing::info!(image = %id, "image removed");
         Ok(cri::RemoveImageResponse {})
     })
@@ -237,24 +241,26 @@ pub async fn fs_info(
     d: &Arc<Daemon>,
     _r: cri::ImageFsInfoRequest,
 ) -> Result<cri::ImageFsInfoResponse, Status> {
-    let d = d.clone();
-    blocking(move || {
-        let now = now_nanos();
-        let root = d.images.root().to_path_buf();
-        let images = usage(&root);
-        let mut containers = Usage::default();
-        let mut mount = None;
-        for c in d.containers.list() {
-            containers.add(&usage(&c.bundle));
-            mount = mount.or_else(|| c.bundle.parent().map(|p| p.to_path_buf()));
-        }
-        let mount = mount.unwrap_or_else(|| d.config.state_dir.join("containers"));
-        Ok(cri::ImageFsInfoResponse {
-            image_filesystems: vec![fs_usage(now, &root, &images)],
-            container_filesystems: vec![fs_usage(now, &mount, &containers)],
-        })
-    })
-    .await
+    Ok(fsinfo::get(d).await)
+}
+
+/// The usage of the image store and of every container's writable layer, walked now.
+fn measure_fs(d: &Daemon) -> cri::ImageFsInfoResponse {
+    let root = d.images.root().to_path_buf();
+    let images = usage(&root);
+    let mut containers = Usage::default();
+    let mut mount = None;
+    for c in d.containers.list() {
+        containers.add(&usage(&c.bundle));
+        mount = mount.or_else(|| c.bundle.parent().map(|p| p.to_path_buf()));
+    }
+    let mount = mount.unwrap_or_else(|| d.config.state_dir.join("containers"));
+    // Stamped when the walk ends, which is when its figures were true.
+    let now = now_nanos();
+    cri::ImageFsInfoResponse {
+        image_filesystems: vec![fs_usage(now, &root, &images)],
+        container_filesystems: vec![fs_usage(now, &mount, &containers)],
+    }
 }
 
 fn fs_usage(now: i64, mount: &std::path::Path, u: &Usage) -> cri::FilesystemUsage {

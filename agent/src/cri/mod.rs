@@ -35,6 +35,8 @@ pub struct Daemon {
     pub pod_cidr: RwLock<String>,
     /// The exec/attach/port-forward server, once started.
     pub stream: OnceLock<Arc<crate::stream::server::Server>>,
+    /// The last `ImageFsInfo` measurement.
+    pub fs_info: image::FsInfoCache,
 }
 
 impl Daemon {
@@ -59,6 +61,7 @@ impl Daemon {
             events: events::Events::new(),
             pod_cidr: RwLock::new(String::new()),
             stream: OnceLock::new(),
+            fs_info: image::FsInfoCache::default(),
             config,
         }))
     }
@@ -99,6 +102,25 @@ pub mod error {
         Ok(())
     }
 
+    /// The full id of the object a client named by its id or by a prefix of exactly one id, as crictl
+    /// users type the 13 characters `crictl ps` and `crictl pods` show. An id that names nothing
+    /// comes back as given: the caller decides between `NotFound` and an idempotent success.
+    pub fn full_id<T: crate::store::Record>(
+        table: &Table<T>,
+        kind: &str,
+        id: &str,
+    ) -> Result<String, Status> {
+        check_id(kind, id)?;
+        match table.full_id(id) {
+            Ok(Some(full)) => Ok(full),
+            Ok(None) => Ok(id.to_owned()),
+            Err(n) => Err(invalid(format!(
+                "{kind} id prefix {:?} is ambiguous: {n} ids start with it",
+                truncate(id)
+            ))),
+        }
+    }
+
     /// At most 64 characters of untrusted text, for error messages.
     pub fn truncate(s: &str) -> String {
         s.chars().take(64).collect()
@@ -115,6 +137,8 @@ pub mod error {
 pub async fn recover(d: &Arc<Daemon>) {
     sandbox::recover(d).await;
     container::recover(d).await;
+    // Measured ahead, so that the first `crictl images` need not wait for the walk.
+    image::refresh_fs_info(d);
 }
 
 /// Runs blocking work (the runtime library, registry I/O, the file system) off the async threads.

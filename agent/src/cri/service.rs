@@ -9,6 +9,7 @@ use cri_api::v1 as cri;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::error::full_id;
 use super::{container, events, image, runtime, sandbox, stats, streaming, Daemon};
 
 /// The tonic service object; cheap to clone.
@@ -210,19 +211,35 @@ impl RuntimeService for Cri {
         }))
     }
 
-    delegate!(exec, cri::ExecRequest, cri::ExecResponse, streaming::exec);
-    delegate!(
-        attach,
-        cri::AttachRequest,
-        cri::AttachResponse,
-        streaming::attach
-    );
-    delegate!(
-        port_forward,
-        cri::PortForwardRequest,
-        cri::PortForwardResponse,
-        streaming::port_forward
-    );
+    // The streaming handlers take full ids; crictl users type the prefixes `crictl ps` shows.
+    async fn exec(
+        &self,
+        r: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let mut r = r.into_inner();
+        r.container_id = full_id(&self.daemon.containers, "container", &r.container_id)?;
+        streaming::exec(&self.daemon, r).await.map(Response::new)
+    }
+
+    async fn attach(
+        &self,
+        r: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let mut r = r.into_inner();
+        r.container_id = full_id(&self.daemon.containers, "container", &r.container_id)?;
+        streaming::attach(&self.daemon, r).await.map(Response::new)
+    }
+
+    async fn port_forward(
+        &self,
+        r: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let mut r = r.into_inner();
+        r.pod_sandbox_id = full_id(&self.daemon.sandboxes, "pod sandbox", &r.pod_sandbox_id)?;
+        streaming::port_forward(&self.daemon, r)
+            .await
+            .map(Response::new)
+    }
 
     async fn checkpoint_container(
         &self,

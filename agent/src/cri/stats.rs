@@ -16,7 +16,7 @@ use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::container::ContainerRecord;
-use super::error::{check_id, not_found};
+use super::error::{full_id, not_found};
 use super::image::{now_nanos, usage};
 use super::sandbox::SandboxRecord;
 use super::{blocking, Daemon};
@@ -123,10 +123,10 @@ pub async fn container(
     d: &Arc<Daemon>,
     r: cri::ContainerStatsRequest,
 ) -> Result<cri::ContainerStatsResponse, Status> {
-    check_id("container", &r.container_id)?;
+    let id = full_id(&d.containers, "container", &r.container_id)?;
     let c = d
         .containers
-        .get(&r.container_id)
+        .get(&id)
         .ok_or_else(|| not_found("container", &r.container_id))?;
     let d = d.clone();
     blocking(move || {
@@ -220,10 +220,10 @@ pub async fn sandbox(
     d: &Arc<Daemon>,
     r: cri::PodSandboxStatsRequest,
 ) -> Result<cri::PodSandboxStatsResponse, Status> {
-    check_id("sandbox", &r.pod_sandbox_id)?;
+    let id = full_id(&d.sandboxes, "sandbox", &r.pod_sandbox_id)?;
     let sb = d
         .sandboxes
-        .get(&r.pod_sandbox_id)
+        .get(&id)
         .ok_or_else(|| not_found("sandbox", &r.pod_sandbox_id))?;
     let d = d.clone();
     blocking(move || {

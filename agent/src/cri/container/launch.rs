@@ -13,7 +13,7 @@ use std::time::Duration;
 use cri_api::v1 as cri;
 use tonic::Status;
 
-use super::super::error::{check_id, internal, invalid, not_found, truncate};
+use super::super::error::{full_id, internal, invalid, not_found, truncate};
 use super::super::sandbox::SandboxRecord;
 use super::super::{blocking, events, image, spec, Daemon};
 use super::{container_dir, exit_file, reopen_file, watch, ContainerRecord};
@@ -32,7 +32,7 @@ pub async fn create(
     d: &Arc<Daemon>,
     r: cri::CreateContainerRequest,
 ) -> Result<cri::CreateContainerResponse, Status> {
-    check_id("sandbox", &r.pod_sandbox_id)?;
+    let sandbox_id = full_id(&d.sandboxes, "sandbox", &r.pod_sandbox_id)?;
     let config = r.config.ok_or_else(|| invalid("config is required"))?;
     let name = config
         .metadata
@@ -50,7 +50,7 @@ pub async fn create(
     }
     let sb = d
         .sandboxes
-        .get(&r.pod_sandbox_id)
+        .get(&sandbox_id)
         .ok_or_else(|| not_found("sandbox", &r.pod_sandbox_id))?;
     if !sb.ready {
         return Err(Status::failed_precondition(format!(
@@ -66,7 +66,10 @@ pub async fn create(
     if image_name.is_empty() {
         return Err(invalid("config.image.image is required"));
     }
-    let log_path = log_path(&sb.config.log_directory, &config.log_path)?;
+    let log_path = log_path(
+        log_directory(&sb, r.sandbox_config.as_ref())?,
+        &config.log_path,
+    )?;
     let img = image::resolve(d, &image_name)?;
     let name = reserve_name(d, &sb.id, &config)?;
     let id = new_id()?;
@@ -99,6 +102,7 @@ pub async fn create(
         out
     })
     .await?;
+    d.fs_info.invalidate();
     watch::arm(d, &rec);
     events::emit(
         d,
@@ -109,6 +113,20 @@ pub async fn create(
     Ok(cri::CreateContainerResponse {
         container_id: rec.id,
     })
+}
+
+/// The pod's log directory: the sandbox's own, else the one in the request's copy of the pod config
+/// (where containerd takes it from; a `crictl runp` config without one still gets logs that way).
+fn log_directory<'a>(
+    sb: &'a SandboxRecord,
+    request: Option<&'a cri::PodSandboxConfig>,
+) -> Result<&'a str, Status> {
+    if !sb.config.log_directory.is_empty() {
+        return Ok(&sb.config.log_directory);
+    }
+    let dir = request.map_or("", |c| c.log_directory.as_str());
+    super::super::sandbox::check_log_directory(dir)?;
+    Ok(dir)
 }
 
 /// The log file: `log_path` is relative to the sandbox's log directory and may not leave it.

@@ -18,6 +18,7 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn start(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
     let c = lookup(d, id)?;
+    let id = c.id.as_str();
     let _g = d.containers.lock(id).await;
     let p = phase(d, &c);
     if p.state != cri::ContainerState::ContainerCreated {
@@ -162,6 +163,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &ContainerRecord) -> Result<(), Status> 
     })
     .await?;
     d.containers.remove(&c.id)?;
+    d.fs_info.invalidate();
     super::watch::forget(&c.id);
     events::emit(
         d,

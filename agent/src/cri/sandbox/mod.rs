@@ -20,11 +20,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::Status;
 
-use super::error::{check_id, internal, invalid, not_found};
+use super::error::{full_id, internal, invalid, not_found};
 use super::{blocking, container, events, Daemon};
 use crate::store::{proto_b64, Record};
 
 pub use setup::SHM_SIZE;
+pub use validate::check_log_directory;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRecord {
@@ -68,20 +69,11 @@ impl Record for SandboxRecord {
     }
 }
 
-/// A full id, or a prefix that names exactly one sandbox (as crictl users type them).
-fn find(d: &Daemon, id: &str) -> Option<SandboxRecord> {
-    if let Some(rec) = d.sandboxes.get(id) {
-        return Some(rec);
-    }
-    let mut matches = d
-        .sandboxes
-        .list()
-        .into_iter()
-        .filter(|s| s.id.starts_with(id));
-    match (matches.next(), matches.next()) {
-        (Some(rec), None) => Some(rec),
-        _ => None,
-    }
+/// The sandbox named by its full id or a prefix of exactly one id (as crictl users type them);
+/// `InvalidArgument` for a malformed id or a prefix of several.
+pub fn find(d: &Daemon, id: &str) -> Result<Option<SandboxRecord>, Status> {
+    let full = full_id(&d.sandboxes, "pod sandbox", id)?;
+    Ok(d.sandboxes.get(&full))
 }
 
 fn new_id() -> Result<String, Status> {
@@ -150,9 +142,8 @@ pub async fn stop(
     d: &Arc<Daemon>,
     r: cri::StopPodSandboxRequest,
 ) -> Result<cri::StopPodSandboxResponse, Status> {
-    check_id("pod sandbox", &r.pod_sandbox_id)?;
     // kubelet stops sandboxes it only believes exist: an unknown one is stopped already.
-    let Some(rec) = find(d, &r.pod_sandbox_id) else {
+    let Some(rec) = find(d, &r.pod_sandbox_id)? else {
         return Ok(cri::StopPodSandboxResponse {});
     };
     let _guard = d.sandboxes.lock(&rec.id).await;
@@ -188,8 +179,7 @@ pub async fn remove(
     d: &Arc<Daemon>,
     r: cri::RemovePodSandboxRequest,
 ) -> Result<cri::RemovePodSandboxResponse, Status> {
-    check_id("pod sandbox", &r.pod_sandbox_id)?;
-    let Some(rec) = find(d, &r.pod_sandbox_id) else {
+    let Some(rec) = find(d, &r.pod_sandbox_id)? else {
         return Ok(cri::RemovePodSandboxResponse {});
     };
     let _guard = d.sandboxes.lock(&rec.id).await;
@@ -220,9 +210,8 @@ pub async fn status(
     d: &Arc<Daemon>,
     r: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse, Status> {
-    check_id("pod sandbox", &r.pod_sandbox_id)?;
     let rec =
-        find(d, &r.pod_sandbox_id).ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
+        find(d, &r.pod_sandbox_id)?.ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
     let mut info = HashMap::new();
     if r.verbose {
         info.insert("info".to_string(), verbose_info(&rec).to_string());
@@ -312,9 +301,8 @@ pub async fn update_resources(
     d: &Arc<Daemon>,
     r: cri::UpdatePodSandboxResourcesRequest,
 ) -> Result<cri::UpdatePodSandboxResourcesResponse, Status> {
-    check_id("pod sandbox", &r.pod_sandbox_id)?;
     let rec =
-        find(d, &r.pod_sandbox_id).ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
+        find(d, &r.pod_sandbox_id)?.ok_or_else(|| not_found("pod sandbox", &r.pod_sandbox_id))?;
     for (field, res) in [("overhead", &r.overhead), ("resources", &r.resources)] {
         if let Some(res) = res {
             resources::check(field, res)?;

@@ -8,7 +8,7 @@ use skiff_runtime::spec::{Cpu, HugepageLimit, Memory, Resources};
 use tonic::Status;
 
 use super::bad;
-use crate::cri::error::{check_id, internal, not_found};
+use crate::cri::error::{full_id, internal, not_found};
 use crate::cri::{blocking, Daemon};
 
 /// The CRI limits as OCI resources; zero means "not set", negative values are refused.
@@ -99,9 +99,9 @@ fn check_page_size(s: &str) -> Result<(), Status> {
 /// in the runtime's state and the container's record for restarts and later updates.
 pub async fn update(
     d: &Arc<Daemon>,
-    r: cri::UpdateContainerResourcesRequest,
+    mut r: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    check_id("container", &r.container_id)?;
+    r.container_id = full_id(&d.containers, "container", &r.container_id)?;
     let Some(linux) = r.linux else {
         return Ok(cri::UpdateContainerResourcesResponse {});
     };
