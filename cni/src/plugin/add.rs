@@ -11,6 +11,12 @@ use crate::spec::{CniError, CniResult, ErrorCode, Interface, Route};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Runs one step of a command inside a span, so `SKIFF_CNI_LOG=debug` shows
+/// where the time goes.
+pub fn phase<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    tracing::debug_span!("phase", name).in_scope(f)
+}
+
 pub fn open_netns(path: &str) -> Result<Netns, CniError> {
     Netns::open(path).map_err(|e| match e {
         NetnsError::Missing { .. } => CniError::new(ErrorCode::UnknownContainer, e.to_string()),
@@ -19,11 +25,11 @@ pub fn open_netns(path: &str) -> Result<Netns, CniError> {
     })
 }
 
+/// A netlink socket bound inside the container's netns (a socket keeps the
+/// namespace it was created in).
 pub fn container_socket(netns: &Netns) -> Result<Socket, CniError> {
-    netns
-        .run(Socket::route)
-        .map_err(|e| CniError::io("enter netns", e))?
-        .map_err(nl("open netlink in netns"))
+    let _inside = netns.enter().map_err(|e| CniError::io("enter netns", e))?;
+    Socket::route().map_err(nl("open netlink in netns"))
 }
 
 pub fn add(req: &Request) -> Result<Value, CniError> {
@@ -31,11 +37,16 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
     let ipam_type = ipam::ipam_type(req)?;
     // Validate the whole config before touching the system.
     ipam::validate(req)?;
-    let netns = open_netns(&req.env.netns)?;
-    let mut host = Socket::route().map_err(nl("open netlink"))?;
-    let mut ctr = container_socket(&netns)?;
-    let br = ensure_bridge(&mut host, &conf)?;
-    let (hv, cv) = create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)?;
+    let (netns, mut host, mut ctr) = phase("sockets", || {
+        let netns = open_netns(&req.env.netns)?;
+        let host = Socket::route().map_err(nl("open netlink"))?;
+        let ctr = container_socket(&netns)?;
+        Ok::<_, CniError>((netns, host, ctr))
+    })?;
+    let br = phase("bridge", || ensure_bridge(&mut host, &conf))?;
+    let (hv, cv) = phase("veth", || {
+        create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)
+    })?;
     // The bridge takes its MAC from its ports, so read it after attaching.
     let br = link::by_index(&mut host, br.index)
         .ok()
@@ -62,7 +73,7 @@ fn finish(
     ctr: &mut Socket,
     [br, hv, cv]: [&link::Link; 3],
 ) -> Result<Value, CniError> {
-    let mut result = ipam::add(req, conf)?;
+    let mut result = phase("ipam", || ipam::add(req, conf))?;
     if result.ips.is_empty() {
         return Err(CniError::new(
             ErrorCode::Internal,
@@ -93,25 +104,27 @@ fn finish(
     if conf.is_default_gateway {
         add_default_routes(&mut result);
     }
-    let cv2 = cv.clone();
-    let r2 = result.clone();
-    netns
-        .run(move || configure_container(ctr, &cv2, &r2))
-        .map_err(|e| CniError::io("enter netns", e))??;
+    phase("container", || configure_container(ctr, netns, cv, &result))?;
     if conf.is_gateway {
-        ensure_gateway_addrs(host, br, &result, conf.force_address)?;
+        phase("gateway", || {
+            ensure_gateway_addrs(host, br, &result, conf.force_address)
+        })?;
     }
     let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     if conf.ip_masq {
-        nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)?;
+        phase("masquerade", || {
+            nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)
+        })?;
     }
     if !conf.runtime_config.port_mappings.is_empty() {
-        nat::port_mappings(
-            &req.env.container_id,
-            &req.env.ifname,
-            &pod_ips,
-            &conf.runtime_config.port_mappings,
-        )?;
+        phase("portmap", || {
+            nat::port_mappings(
+                &req.env.container_id,
+                &req.env.ifname,
+                &pod_ips,
+                &conf.runtime_config.port_mappings,
+            )
+        })?;
     }
     Ok(result.to_version(&req.conf.cni_version))
 }
