@@ -272,35 +272,128 @@ pub fn port_mappings(
     b.commit().map_err(nlerr("install port mapping rules"))
 }
 
-fn delete_where(keep: impl Fn(&RuleInfo) -> bool) -> Result<(), CniError> {
+/// Deletes the rules of `table` that `keep` rejects, and the table itself
+/// once nothing is left in it. The batch is tied to the ruleset generation
+/// it was computed from, so a concurrent ADD adding a rule in between makes
+/// it fail (ERESTART) and it is recomputed, instead of deleting the table
+/// under the new rule.
+fn delete_where(family: u8, table: &str, keep: impl Fn(&RuleInfo) -> bool) -> Result<(), CniError> {
     let mut s = open()?;
-    let rules = nft::list_rules(&mut s, TABLE).map_err(nlerr("list nftables rules"))?;
-    let doomed: Vec<RuleInfo> = rules.into_iter().filter(|r| !keep(r)).collect();
-    let mut b = Batch::new(&mut s, TABLE);
-    for r in &doomed {
-        b.delete_rule(r);
+    for _ in 0..16 {
+        let genid = nft::generation(&mut s).map_err(nlerr("read nftables generation"))?;
+        let rules = nft::list_rules(&mut s, family, table)
+            .map_err(nlerr("list nftables rules"))?
+            .unwrap_or_default();
+        let (doomed, kept): (Vec<RuleInfo>, Vec<RuleInfo>) =
+            rules.into_iter().partition(|r| !keep(r));
+        let drop_table = kept.is_empty()
+            && (!doomed.is_empty()
+                || nft::table_exists(&mut s, family, table)
+                    .map_err(nlerr("look up nftables table"))?);
+        let mut b = Batch::for_family(&mut s, family, table);
+        b.if_generation(genid);
+        if drop_table {
+            b.delete_table();
+        } else {
+            for r in &doomed {
+                b.delete_rule(r);
+            }
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        match b.commit() {
+            // The ruleset moved on (ERESTART), or a concurrent DEL removed
+            // the same rules or table first (ENOENT): look again.
+            Err(e) if matches!(e.errno(), Some(libc::ERESTART) | Some(libc::ENOENT)) => {}
+            r => return r.map_err(nlerr("delete nftables rules")),
+        }
     }
-    if b.is_empty() {
-        return Ok(());
-    }
-    match b.commit() {
-        // A concurrent DEL may have removed them first.
-        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-        r => r.map_err(nlerr("delete nftables rules")),
-    }
+    Err(CniError::internal(
+        "delete nftables rules",
+        "the ruleset kept changing underneath",
+    ))
 }
 
-/// Removes every rule of the attachment (DEL).
+fn teardown_in(family: u8, table: &str, t: &str) -> Result<(), CniError> {
+    delete_where(family, table, |r| r.comment != t)
+}
+
+/// Removes every rule of the attachment (DEL), and a table left empty.
 pub fn teardown(id: &str, ifname: &str) -> Result<(), CniError> {
     let t = tag(id, ifname);
-    delete_where(|r| r.comment != t)
+    teardown_in(nft::NFPROTO_INET, TABLE, &t)?;
+    teardown_in(nft::NFPROTO_BRIDGE, TABLE, &t)
 }
 
-/// Removes rules of attachments not in `valid` (GC).
+/// Removes rules of attachments not in `valid` (GC), and tables left empty.
 pub fn gc(valid: &[ValidAttachment]) -> Result<(), CniError> {
     let keep: HashSet<(&str, &str)> = valid
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    delete_where(|r| parse_tag(&r.comment).is_none_or(|k| keep.contains(&k)))
+    let keep = |r: &RuleInfo| parse_tag(&r.comment).is_none_or(|k| keep.contains(&k));
+    delete_where(nft::NFPROTO_INET, TABLE, keep)?;
+    delete_where(nft::NFPROTO_BRIDGE, TABLE, keep)
+}
+
+/// The bridge-family chain that sees every frame a port receives, before
+/// the bridge forwards it.
+const SPOOF_PREROUTING: ChainSpec = ChainSpec {
+    name: "prerouting",
+    hook: nft::HOOK_PREROUTING,
+    priority: -300,
+};
+
+/// `iifname == host veth && ether saddr != container MAC -> drop`
+fn spoof_rule(host_veth: &str, mac: &[u8]) -> Vec<Expr> {
+    let mut name = host_veth.as_bytes().to_vec();
+    name.resize(nft::IFNAMSIZ, 0);
+    vec![
+        Expr::Meta {
+            key: nft::META_IIFNAME,
+            dreg: nft::REG1,
+        },
+        Expr::Cmp {
+            op: nft::CMP_EQ,
+            data: name,
+        },
+        Expr::Payload {
+            base: nft::BASE_LL,
+            offset: 6,
+            len: 6,
+            dreg: nft::REG1,
+        },
+        Expr::Cmp {
+            op: nft::CMP_NEQ,
+            data: mac.to_vec(),
+        },
+        Expr::Verdict(nft::NF_DROP),
+    ]
+}
+
+/// macspoofchk: frames entering the bridge from `host_veth` must carry the
+/// container interface's MAC as their source, in table `bridge skiff-bridge`.
+pub fn mac_spoof_check(
+    id: &str,
+    ifname: &str,
+    host_veth: &str,
+    mac: &[u8],
+) -> Result<(), CniError> {
+    if mac.len() != 6 {
+        return Err(CniError::internal(
+            "macspoofchk",
+            format!("container interface has a {}-byte address", mac.len()),
+        ));
+    }
+    let mut s = open()?;
+    let mut b = Batch::for_family(&mut s, nft::NFPROTO_BRIDGE, TABLE);
+    b.table();
+    b.filter_chain(&SPOOF_PREROUTING);
+    b.rule(
+        SPOOF_PREROUTING.name,
+        &spoof_rule(host_veth, mac),
+        &tag(id, ifname),
+    );
+    b.commit().map_err(nlerr("install macspoofchk rule"))
 }

@@ -110,6 +110,11 @@ fn finish(
             ensure_gateway_addrs(host, br, &result, conf.force_address)
         })?;
     }
+    if conf.macspoofchk {
+        phase("macspoofchk", || {
+            nat::mac_spoof_check(&req.env.container_id, &req.env.ifname, &hv.name, &cv.mac)
+        })?;
+    }
     let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     if conf.ip_masq {
         phase("masquerade", || {
