@@ -224,6 +224,47 @@ fn hairpin_rule(pod: &IpNet) -> Vec<Expr> {
     e
 }
 
+/// A hostPort reached from the node itself through 127.0.0.1: the DNATed
+/// connection keeps its loopback source, which the pod could not answer,
+/// so it is masqueraded to the bridge's address on the way out.
+fn localhost_rule(pod: &IpNet) -> Vec<Expr> {
+    const IPS_DST_NAT: u32 = 0x20;
+    let (s, d, len) = addr_layout(&pod.addr);
+    let loopback = IpNet {
+        addr: [127, 0, 0, 0].into(),
+        prefix: 8,
+    };
+    let mut e = family_match(&pod.addr).to_vec();
+    e.push(Expr::Ct {
+        key: nft::CT_STATUS,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_NEQ,
+        data: vec![0; 4],
+    });
+    e.push(load(d, len));
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&pod.addr),
+    });
+    e.push(load(s, len));
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: loopback.mask_bytes(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&loopback.addr),
+    });
+    e.push(Expr::Masq);
+    e
+}
+
 fn open() -> Result<Socket, CniError> {
     nft::open().map_err(nlerr("open nftables netlink"))
 }
@@ -268,6 +309,9 @@ pub fn port_mappings(
             b.rule(OUTPUT.name, &rule, &t);
         }
         b.rule(POSTROUTING.name, &hairpin_rule(pod), &t);
+        if pod.is_ipv4() {
+            b.rule(POSTROUTING.name, &localhost_rule(pod), &t);
+        }
     }
     b.commit().map_err(nlerr("install port mapping rules"))
 }

@@ -108,3 +108,43 @@ fn host_port_from_host_remote_and_hairpin() {
     let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
     assert!(!rules.contains(&web_ip), "DNAT rules removed: {rules}");
 }
+
+#[test]
+fn host_port_on_localhost_from_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let web = Ns::new("w");
+    let mut c = conf(dir.path(), false);
+    c["ipam"]["ranges"] = json!([[{"subnet": "10.89.0.0/24"}]]);
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]});
+    add(&node, &web, "web-lo", &c);
+    let localnet = node.output(&["sysctl", "-n", "net.ipv4.conf.cni0.route_localnet"]);
+    assert_eq!(localnet.trim(), "1", "route_localnet on the bridge");
+
+    let srv = web.serve_once("0.0.0.0:80");
+    let seen = node
+        .connect("127.0.0.1:8081")
+        .expect("node -> 127.0.0.1:hostPort");
+    // The loopback source is masqueraded to the bridge (gateway) address.
+    assert!(seen.starts_with("10.89.0.1:"), "pod saw {seen}");
+    srv.join().unwrap();
+
+    // Control: without route_localnet the same connection is dropped.
+    node.output(&["sysctl", "-qw", "net.ipv4.conf.cni0.route_localnet=0"]);
+    let srv = web.serve_once("0.0.0.0:80");
+    assert!(
+        node.connect("127.0.0.1:8081").is_err(),
+        "a loopback source is martian on the bridge without route_localnet"
+    );
+    node.output(&["sysctl", "-qw", "net.ipv4.conf.cni0.route_localnet=1"]);
+    node.connect("127.0.0.1:8081")
+        .expect("works again with route_localnet");
+    srv.join().unwrap();
+
+    del(&node, &web, "web-lo", &c);
+    assert!(
+        node.connect("127.0.0.1:8081").is_err(),
+        "nothing answers on 127.0.0.1:8081 after DEL"
+    );
+}

@@ -6,7 +6,7 @@ use super::{ipam, Request};
 use crate::ipnet::IpNet;
 use crate::nat;
 use crate::netlink::{link, Socket};
-use crate::netns::{Netns, NetnsError};
+use crate::netns::{sysctl, Netns, NetnsError};
 use crate::spec::{CniError, CniResult, ErrorCode, Interface, Route};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -122,6 +122,9 @@ fn finish(
         })?;
     }
     if !conf.runtime_config.port_mappings.is_empty() {
+        if pod_ips.iter().any(IpNet::is_ipv4) {
+            route_localnet(&br.name)?;
+        }
         phase("portmap", || {
             nat::port_mappings(
                 &req.env.container_id,
@@ -132,6 +135,17 @@ fn finish(
         })?;
     }
     Ok(result.to_version(&req.conf.cni_version))
+}
+
+/// Lets connections to 127.0.0.1:<hostPort>, DNATed to a pod, leave through
+/// the bridge: without it the kernel drops a loopback source routed out of a
+/// non-loopback interface as martian.
+fn route_localnet(bridge: &str) -> Result<(), CniError> {
+    let key = format!("net/ipv4/conf/{bridge}/route_localnet");
+    if std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    sysctl(&key, "1").map_err(|e| CniError::io(format!("enable {key}"), e))
 }
 
 fn add_default_routes(result: &mut CniResult) {
