@@ -156,3 +156,44 @@ fn last_del_and_gc_leave_no_empty_table() {
     let t = tables(&node);
     assert!(!t.contains("skiff-bridge"), "GC left an empty table: {t}");
 }
+
+/// A DEL that empties the table races ADDs that put rules into it: every
+/// attachment still present afterwards keeps its rules, and the DELs of
+/// all of them, concurrent again, leave no table.
+#[test]
+fn concurrent_del_and_add_keep_every_live_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let mut c = conf(dir.path(), "10.93.0.0/24");
+    c["ipMasq"] = json!(true);
+    for round in 0..3 {
+        let first = Ns::new("p");
+        let first_id = format!("r{round}-first");
+        add(&node, &first, &first_id, &c);
+        let pods: Vec<Ns> = (0..6).map(|_| Ns::new("p")).collect();
+        let ids: Vec<String> = (0..pods.len()).map(|i| format!("r{round}-{i}")).collect();
+        std::thread::scope(|s| {
+            s.spawn(|| del(&node, &first, &first_id, &c));
+            for (p, id) in pods.iter().zip(&ids) {
+                let (node, c) = (&node, &c);
+                s.spawn(move || add(node, p, id, c));
+            }
+        });
+        let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
+        for id in &ids {
+            assert!(
+                rules.contains(&format!("skiff:{id}/eth0")),
+                "round {round}: {id} lost its rule: {rules}"
+            );
+        }
+        assert!(!rules.contains(&format!("skiff:{first_id}/")), "{rules}");
+        std::thread::scope(|s| {
+            for (p, id) in pods.iter().zip(&ids) {
+                let (node, c) = (&node, &c);
+                s.spawn(move || del(node, p, id, c));
+            }
+        });
+        let t = tables(&node);
+        assert!(!t.contains("skiff-bridge"), "round {round}: {t}");
+    }
+}
