@@ -73,6 +73,12 @@ fn finish(
     ctr: &mut Socket,
     [br, hv, cv]: [&link::Link; 3],
 ) -> Result<Value, CniError> {
+    // Before the pod has an address, so no spoofed frame gets a chance.
+    if conf.macspoofchk {
+        phase("macspoofchk", || {
+            nat::mac_spoof_check(&req.env.container_id, &req.env.ifname, &hv.name, &cv.mac)
+        })?;
+    }
     let mut result = phase("ipam", || ipam::add(req, conf))?;
     if result.ips.is_empty() {
         return Err(CniError::new(
@@ -108,11 +114,6 @@ fn finish(
     if conf.is_gateway {
         phase("gateway", || {
             ensure_gateway_addrs(host, br, &result, conf.force_address)
-        })?;
-    }
-    if conf.macspoofchk {
-        phase("macspoofchk", || {
-            nat::mac_spoof_check(&req.env.container_id, &req.env.ifname, &hv.name, &cv.mac)
         })?;
     }
     let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();

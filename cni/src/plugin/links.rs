@@ -59,8 +59,9 @@ fn random_veth_name() -> String {
 }
 
 /// Creates the veth pair (peer named `ifname` inside the netns) with the host
-/// end already on the bridge and both ends up, in one request; then applies
-/// the rarer port options. Returns (host, container).
+/// end already on the bridge and up, in one request; then applies the rarer
+/// port options (hairpin, vlan) and, once the port is set, brings the
+/// container end up. Returns (host, container).
 pub fn create_veth(
     host: &mut Socket,
     ctr: &mut Socket,
@@ -98,6 +99,7 @@ pub fn create_veth(
     }
     let result = lookup_pair(host, ctr, &host_name, ifname).and_then(|(hv, cv)| {
         port_options(host, &hv, conf)?;
+        link::set_up(ctr, cv.index).map_err(nl("set container veth up"))?;
         Ok((hv, cv))
     });
     if result.is_err() {
@@ -118,7 +120,6 @@ fn lookup_pair(
     let cv = link::by_name(ctr, ifname)
         .map_err(nl("look up container veth"))?
         .ok_or_else(|| CniError::internal("container veth missing", ifname))?;
-    link::set_up(ctr, cv.index).map_err(nl("set container veth up"))?;
     Ok((hv, cv))
 }
 
