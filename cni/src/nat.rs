@@ -15,16 +15,19 @@ const POSTROUTING: ChainSpec = ChainSpec {
     name: "postrouting",
     hook: nft::HOOK_POSTROUTING,
     priority: 100,
+    kind: "nat",
 };
 const PREROUTING: ChainSpec = ChainSpec {
     name: "prerouting",
     hook: nft::HOOK_PREROUTING,
     priority: -100,
+    kind: "nat",
 };
 const OUTPUT: ChainSpec = ChainSpec {
     name: "output",
     hook: nft::HOOK_OUTPUT,
     priority: -100,
+    kind: "nat",
 };
 
 fn nlerr(what: &'static str) -> impl FnOnce(NlError) -> CniError {
@@ -269,15 +272,48 @@ fn open() -> Result<Socket, CniError> {
     nft::open().map_err(nlerr("open nftables netlink"))
 }
 
-pub fn masquerade(id: &str, ifname: &str, pods: &[IpNet]) -> Result<(), CniError> {
+/// Adds `rules` (chain, expressions), tagged `tag`, to `table`, creating the
+/// table and those of `chains` that are missing. Existing chains are left
+/// out of the batch (see [`Batch::chain`]); the batch is tied to the
+/// generation the chains were listed in, so a concurrent DEL deleting the
+/// table in between makes it fail and it is rebuilt.
+fn install(
+    family: u8,
+    chains: &[&ChainSpec],
+    rules: &[(&str, Vec<Expr>)],
+    tag: &str,
+) -> Result<(), CniError> {
     let mut s = open()?;
-    let mut b = Batch::new(&mut s, TABLE);
-    b.table();
-    b.nat_chain(&POSTROUTING);
-    for pod in pods {
-        b.rule(POSTROUTING.name, &masq_rule(pod), &tag(id, ifname));
+    for _ in 0..16 {
+        let genid = nft::generation(&mut s).map_err(nlerr("read nftables generation"))?;
+        let have =
+            nft::list_chains(&mut s, family, TABLE).map_err(nlerr("list nftables chains"))?;
+        let mut b = Batch::for_family(&mut s, family, TABLE);
+        b.if_generation(genid);
+        b.table();
+        for c in chains.iter().filter(|c| !have.iter().any(|h| h == c.name)) {
+            b.chain(c);
+        }
+        for (chain, exprs) in rules {
+            b.rule(chain, exprs, tag);
+        }
+        match b.commit() {
+            Err(e) if matches!(e.errno(), Some(libc::ERESTART) | Some(libc::ENOENT)) => {}
+            r => return r.map_err(nlerr("install nftables rules")),
+        }
     }
-    b.commit().map_err(nlerr("install masquerade rules"))
+    Err(CniError::internal(
+        "install nftables rules",
+        "the ruleset kept changing underneath",
+    ))
+}
+
+pub fn masquerade(id: &str, ifname: &str, pods: &[IpNet]) -> Result<(), CniError> {
+    let rules: Vec<_> = pods
+        .iter()
+        .map(|pod| (POSTROUTING.name, masq_rule(pod)))
+        .collect();
+    install(nft::NFPROTO_INET, &[&POSTROUTING], &rules, &tag(id, ifname))
 }
 
 pub fn port_mappings(
@@ -286,13 +322,7 @@ pub fn port_mappings(
     pods: &[IpNet],
     maps: &[PortMapping],
 ) -> Result<(), CniError> {
-    let mut s = open()?;
-    let mut b = Batch::new(&mut s, TABLE);
-    b.table();
-    for c in [&PREROUTING, &OUTPUT, &POSTROUTING] {
-        b.nat_chain(c);
-    }
-    let t = tag(id, ifname);
+    let mut rules = Vec::new();
     for pod in pods {
         for pm in maps {
             let host_ip = match pm.host_ip.as_deref().filter(|h| !h.is_empty()) {
@@ -305,15 +335,20 @@ pub fn port_mappings(
                 continue;
             }
             let rule = dnat_rule(pod, pm, host_ip);
-            b.rule(PREROUTING.name, &rule, &t);
-            b.rule(OUTPUT.name, &rule, &t);
+            rules.push((PREROUTING.name, rule.clone()));
+            rules.push((OUTPUT.name, rule));
         }
-        b.rule(POSTROUTING.name, &hairpin_rule(pod), &t);
+        rules.push((POSTROUTING.name, hairpin_rule(pod)));
         if pod.is_ipv4() {
-            b.rule(POSTROUTING.name, &localhost_rule(pod), &t);
+            rules.push((POSTROUTING.name, localhost_rule(pod)));
         }
     }
-    b.commit().map_err(nlerr("install port mapping rules"))
+    install(
+        nft::NFPROTO_INET,
+        &[&PREROUTING, &OUTPUT, &POSTROUTING],
+        &rules,
+        &tag(id, ifname),
+    )
 }
 
 /// Deletes the rules of `table` that `keep` rejects, and the table itself
@@ -321,20 +356,23 @@ pub fn port_mappings(
 /// it was computed from, so a concurrent ADD adding a rule in between makes
 /// it fail (ERESTART) and it is recomputed, instead of deleting the table
 /// under the new rule.
-fn delete_where(family: u8, table: &str, keep: impl Fn(&RuleInfo) -> bool) -> Result<(), CniError> {
-    let mut s = open()?;
+fn delete_where(
+    s: &mut Socket,
+    family: u8,
+    table: &str,
+    keep: impl Fn(&RuleInfo) -> bool,
+) -> Result<(), CniError> {
     for _ in 0..16 {
-        let genid = nft::generation(&mut s).map_err(nlerr("read nftables generation"))?;
-        let rules = nft::list_rules(&mut s, family, table)
+        let genid = nft::generation(s).map_err(nlerr("read nftables generation"))?;
+        let rules = nft::list_rules(s, family, table)
             .map_err(nlerr("list nftables rules"))?
             .unwrap_or_default();
         let (doomed, kept): (Vec<RuleInfo>, Vec<RuleInfo>) =
             rules.into_iter().partition(|r| !keep(r));
         let drop_table = kept.is_empty()
             && (!doomed.is_empty()
-                || nft::table_exists(&mut s, family, table)
-                    .map_err(nlerr("look up nftables table"))?);
-        let mut b = Batch::for_family(&mut s, family, table);
+                || nft::table_exists(s, family, table).map_err(nlerr("look up nftables table"))?);
+        let mut b = Batch::for_family(s, family, table);
         b.if_generation(genid);
         if drop_table {
             b.delete_table();
@@ -359,15 +397,22 @@ fn delete_where(family: u8, table: &str, keep: impl Fn(&RuleInfo) -> bool) -> Re
     ))
 }
 
-fn teardown_in(family: u8, table: &str, t: &str) -> Result<(), CniError> {
-    delete_where(family, table, |r| r.comment != t)
+/// The nf_tables socket a DEL used. Deleted rules and tables are freed by
+/// the kernel after an RCU grace period, and closing an nf_tables socket
+/// waits for pending frees: holding the socket until the veth is gone lets
+/// that wait overlap the one the link deletion makes anyway.
+pub struct Teardown {
+    _sock: Socket,
 }
 
 /// Removes every rule of the attachment (DEL), and a table left empty.
-pub fn teardown(id: &str, ifname: &str) -> Result<(), CniError> {
+pub fn teardown(id: &str, ifname: &str) -> Result<Teardown, CniError> {
     let t = tag(id, ifname);
-    teardown_in(nft::NFPROTO_INET, TABLE, &t)?;
-    teardown_in(nft::NFPROTO_BRIDGE, TABLE, &t)
+    let mut s = open()?;
+    for family in [nft::NFPROTO_INET, nft::NFPROTO_BRIDGE] {
+        delete_where(&mut s, family, TABLE, |r| r.comment != t)?;
+    }
+    Ok(Teardown { _sock: s })
 }
 
 /// Removes rules of attachments not in `valid` (GC), and tables left empty.
@@ -377,8 +422,9 @@ pub fn gc(valid: &[ValidAttachment]) -> Result<(), CniError> {
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
     let keep = |r: &RuleInfo| parse_tag(&r.comment).is_none_or(|k| keep.contains(&k));
-    delete_where(nft::NFPROTO_INET, TABLE, keep)?;
-    delete_where(nft::NFPROTO_BRIDGE, TABLE, keep)
+    let mut s = open()?;
+    delete_where(&mut s, nft::NFPROTO_INET, TABLE, keep)?;
+    delete_where(&mut s, nft::NFPROTO_BRIDGE, TABLE, keep)
 }
 
 /// The bridge-family chain that sees every frame a port receives, before
@@ -387,6 +433,7 @@ const SPOOF_PREROUTING: ChainSpec = ChainSpec {
     name: "prerouting",
     hook: nft::HOOK_PREROUTING,
     priority: -300,
+    kind: "filter",
 };
 
 /// `iifname == host veth && ether saddr != container MAC -> drop`
@@ -430,14 +477,10 @@ pub fn mac_spoof_check(
             format!("container interface has a {}-byte address", mac.len()),
         ));
     }
-    let mut s = open()?;
-    let mut b = Batch::for_family(&mut s, nft::NFPROTO_BRIDGE, TABLE);
-    b.table();
-    b.filter_chain(&SPOOF_PREROUTING);
-    b.rule(
-        SPOOF_PREROUTING.name,
-        &spoof_rule(host_veth, mac),
+    install(
+        nft::NFPROTO_BRIDGE,
+        &[&SPOOF_PREROUTING],
+        &[(SPOOF_PREROUTING.name, spoof_rule(host_veth, mac))],
         &tag(id, ifname),
-    );
-    b.commit().map_err(nlerr("install macspoofchk rule"))
+    )
 }

@@ -15,6 +15,7 @@ const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
 const NFNL_BATCH_GENID: u16 = 1;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
@@ -193,6 +194,8 @@ pub struct ChainSpec {
     pub name: &'static str,
     pub hook: u32,
     pub priority: i32,
+    /// "nat" or "filter".
+    pub kind: &'static str,
 }
 
 /// A rule as read back from the kernel.
@@ -284,15 +287,12 @@ impl<'a> Batch<'a> {
         });
     }
 
-    pub fn nat_chain(&mut self, c: &ChainSpec) {
-        self.chain(c, "nat");
-    }
-
-    pub fn filter_chain(&mut self, c: &ChainSpec) {
-        self.chain(c, "filter");
-    }
-
-    fn chain(&mut self, c: &ChainSpec, kind: &'static str) {
+    /// Creates a base chain. Only for a chain that does not exist yet: on an
+    /// existing one the kernel records an update, frees it only after an RCU
+    /// grace period, and makes whoever closes an nf_tables socket next wait
+    /// for that.
+    pub fn chain(&mut self, c: &ChainSpec) {
+        let kind = c.kind;
         let (t, f) = (self.table, self.family);
         self.push(|seq| {
             Msg::new(msg_type(NFT_MSG_NEWCHAIN), ACK | NLM_F_CREATE)
@@ -366,6 +366,30 @@ impl<'a> Batch<'a> {
         self.sock
             .wait_acks_or_fail("nftables batch", &self.seqs, Some(begin_seq))
     }
+}
+
+/// The names of the chains of `table` in `family` (empty when the table
+/// does not exist).
+pub fn list_chains(sock: &mut Socket, family: u8, table: &str) -> Result<Vec<String>, NlError> {
+    let replies = sock.dump("list nftables chains", |seq| {
+        Msg::new(msg_type(NFT_MSG_GETCHAIN), NLM_F_DUMP)
+            .raw(&nfgen(family, 0))
+            .finish(seq)
+    });
+    let replies = match replies {
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        r => r?,
+    };
+    Ok(replies
+        .iter()
+        .filter_map(|r| {
+            let list = attrs(r.payload.get(4..)?);
+            if find_attr(&list, NFTA_CHAIN_TABLE).map(attr_str).as_deref() != Some(table) {
+                return None;
+            }
+            find_attr(&list, NFTA_CHAIN_NAME).map(attr_str)
+        })
+        .collect())
 }
 
 /// Whether `table` exists in `family`.

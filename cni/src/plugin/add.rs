@@ -58,7 +58,7 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
         Err(e) => {
             // Leave nothing behind: undo IPAM, NAT and the veth pair.
             let _ = ipam::del(req);
-            let _ = nat::teardown(&req.env.container_id, &req.env.ifname);
+            let _ = nat::teardown(&req.env.container_id, &req.env.ifname).map(drop);
             let _ = link::delete(&mut host, hv.index);
             Err(e)
         }

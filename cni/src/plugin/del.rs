@@ -10,13 +10,14 @@ use crate::spec::{CniError, ErrorCode};
 pub fn del(req: &Request) -> Result<(), CniError> {
     // IPAM first: even if the netns is gone the address must be freed.
     phase("ipam", || ipam::del(req))?;
-    phase("nat", || {
+    let nft = phase("nat", || {
         nat::teardown(&req.env.container_id, &req.env.ifname)
     })?;
-    if req.env.netns.is_empty() {
-        return Ok(());
+    if !req.env.netns.is_empty() {
+        phase("link", || delete_container_link(req))?;
     }
-    phase("link", || delete_container_link(req))
+    phase("nft close", || drop(nft));
+    Ok(())
 }
 
 fn delete_container_link(req: &Request) -> Result<(), CniError> {
