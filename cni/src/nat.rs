@@ -268,6 +268,74 @@ fn localhost_rule(pod: &IpNet) -> Vec<Expr> {
     e
 }
 
+/// The table holding the guard that goes with `route_localnet`. It is not
+/// per attachment and outlives them, as `route_localnet` does.
+pub const LOCALNET_TABLE: &str = "skiff-bridge-localnet";
+const LOCALNET_PREROUTING: ChainSpec = ChainSpec {
+    name: "prerouting",
+    hook: nft::HOOK_PREROUTING,
+    priority: -300,
+    kind: "filter",
+};
+
+/// `meta nfproto ipv4 && iiftype != loopback && ip daddr 127.0.0.0/8 -> drop`
+fn localnet_guard_rule() -> Vec<Expr> {
+    let v4 = IpAddr::from([127, 0, 0, 1]);
+    let loopback = IpNet {
+        addr: [127, 0, 0, 0].into(),
+        prefix: 8,
+    };
+    let (_, d, len) = addr_layout(&v4);
+    let mut e = family_match(&v4).to_vec();
+    e.push(Expr::Meta {
+        key: nft::META_IIFTYPE,
+        dreg: nft::REG1,
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_NEQ,
+        data: nft::ARPHRD_LOOPBACK.to_ne_bytes().to_vec(),
+    });
+    e.push(load(d, len));
+    e.push(Expr::Bitwise {
+        reg: nft::REG1,
+        mask: loopback.mask_bytes(),
+    });
+    e.push(Expr::Cmp {
+        op: nft::CMP_EQ,
+        data: ip_bytes(&loopback.addr),
+    });
+    e.push(Expr::Verdict(nft::NF_DROP));
+    e
+}
+
+/// With `route_localnet` on the bridge the kernel would also accept packets
+/// a pod addresses to 127.0.0.0/8 through it, reaching services the node
+/// binds to loopback only (CVE-2020-8558). Before conntrack and routing,
+/// drop every IPv4 packet to 127.0.0.0/8 that did not arrive on a loopback
+/// device: without `route_localnet` the kernel drops those as martian
+/// anyway, so the guard costs nothing legitimate. Created once per node
+/// netns; concurrent ADDs race harmlessly (EEXIST).
+pub fn localnet_guard() -> Result<(), CniError> {
+    let mut s = open()?;
+    let exists = nft::table_exists(&mut s, nft::NFPROTO_INET, LOCALNET_TABLE)
+        .map_err(nlerr("look up nftables table"))?;
+    if exists {
+        return Ok(());
+    }
+    let mut b = Batch::new(&mut s, LOCALNET_TABLE);
+    b.new_table();
+    b.chain(&LOCALNET_PREROUTING);
+    b.rule(
+        LOCALNET_PREROUTING.name,
+        &localnet_guard_rule(),
+        "route_localnet guard",
+    );
+    match b.commit() {
+        Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+        r => r.map_err(nlerr("install the route_localnet guard")),
+    }
+}
+
 fn open() -> Result<Socket, CniError> {
     nft::open().map_err(nlerr("open nftables netlink"))
 }

@@ -4,7 +4,7 @@
 
 use super::socket::ACK;
 use super::{attr_str, attrs, find_attr, Msg, NlError, Socket};
-use super::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP};
+use super::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -51,6 +51,9 @@ pub const REG1: u32 = 1;
 pub const REG2: u32 = 2;
 
 pub const META_IIFNAME: u32 = 6;
+pub const META_IIFTYPE: u32 = 8;
+/// ARPHRD_LOOPBACK, the `iiftype` of lo.
+pub const ARPHRD_LOOPBACK: u16 = 772;
 pub const META_NFPROTO: u32 = 15;
 pub const META_L4PROTO: u32 = 16;
 pub const BASE_LL: u32 = 0;
@@ -267,9 +270,18 @@ impl<'a> Batch<'a> {
     }
 
     pub fn table(&mut self) {
+        self.table_flags(NLM_F_CREATE);
+    }
+
+    /// Creates the table, failing with EEXIST if it is already there.
+    pub fn new_table(&mut self) {
+        self.table_flags(NLM_F_CREATE | NLM_F_EXCL);
+    }
+
+    fn table_flags(&mut self, flags: u16) {
         let (t, f) = (self.table, self.family);
         self.push(|seq| {
-            Msg::new(msg_type(NFT_MSG_NEWTABLE), ACK | NLM_F_CREATE)
+            Msg::new(msg_type(NFT_MSG_NEWTABLE), ACK | flags)
                 .raw(&nfgen(f, 0))
                 .str(NFTA_TABLE_NAME, t)
                 .finish(seq)

@@ -142,6 +142,8 @@ fn finish(
 /// the bridge: without it the kernel drops a loopback source routed out of a
 /// non-loopback interface as martian.
 fn route_localnet(bridge: &str) -> Result<(), CniError> {
+    // The guard first: route_localnet is never on without it.
+    nat::localnet_guard()?;
     let key = format!("net/ipv4/conf/{bridge}/route_localnet");
     if std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() == "1") {
         return Ok(());
