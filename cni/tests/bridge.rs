@@ -109,6 +109,21 @@ fn host_port_from_host_remote_and_hairpin() {
     assert!(!rules.contains(&web_ip), "DNAT rules removed: {rules}");
 }
 
+/// Net sysctls are per netns and resolved by the opening thread's netns.
+fn get_sysctl(ns: &Ns, key: &str) -> String {
+    let path = format!("/proc/sys/{key}");
+    ns.run(move || std::fs::read_to_string(path).expect("read sysctl"))
+        .join()
+        .expect("sysctl thread")
+}
+
+fn set_sysctl(ns: &Ns, key: &str, value: &'static str) {
+    let path = format!("/proc/sys/{key}");
+    ns.run(move || std::fs::write(path, value).expect("write sysctl"))
+        .join()
+        .expect("sysctl thread");
+}
+
 #[test]
 fn host_port_on_localhost_from_the_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,7 +134,7 @@ fn host_port_on_localhost_from_the_node() {
     c["runtimeConfig"] =
         json!({"portMappings": [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]});
     add(&node, &web, "web-lo", &c);
-    let localnet = node.output(&["sysctl", "-n", "net.ipv4.conf.cni0.route_localnet"]);
+    let localnet = get_sysctl(&node, "net/ipv4/conf/cni0/route_localnet");
     assert_eq!(localnet.trim(), "1", "route_localnet on the bridge");
 
     let srv = web.serve_once("0.0.0.0:80");
@@ -131,13 +146,13 @@ fn host_port_on_localhost_from_the_node() {
     srv.join().unwrap();
 
     // Control: without route_localnet the same connection is dropped.
-    node.output(&["sysctl", "-qw", "net.ipv4.conf.cni0.route_localnet=0"]);
+    set_sysctl(&node, "net/ipv4/conf/cni0/route_localnet", "0");
     let srv = web.serve_once("0.0.0.0:80");
     assert!(
         node.connect("127.0.0.1:8081").is_err(),
         "a loopback source is martian on the bridge without route_localnet"
     );
-    node.output(&["sysctl", "-qw", "net.ipv4.conf.cni0.route_localnet=1"]);
+    set_sysctl(&node, "net/ipv4/conf/cni0/route_localnet", "1");
     node.connect("127.0.0.1:8081")
         .expect("works again with route_localnet");
     srv.join().unwrap();
@@ -226,7 +241,7 @@ fn pods_cannot_reach_node_loopback_through_route_localnet() {
         "dev",
         "eth0",
     ]);
-    evil.output(&["sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1"]);
+    set_sysctl(&evil, "net/ipv4/conf/eth0/route_localnet", "1");
 
     node.output(&["nft", "delete", "table", "inet", "skiff-bridge-localnet"]);
     assert!(
