@@ -108,3 +108,158 @@ fn host_port_from_host_remote_and_hairpin() {
     let rules = node.output(&["nft", "list", "table", "inet", "skiff-bridge"]);
     assert!(!rules.contains(&web_ip), "DNAT rules removed: {rules}");
 }
+
+/// Net sysctls are per netns and resolved by the opening thread's netns.
+fn get_sysctl(ns: &Ns, key: &str) -> String {
+    let path = format!("/proc/sys/{key}");
+    ns.run(move || std::fs::read_to_string(path).expect("read sysctl"))
+        .join()
+        .expect("sysctl thread")
+}
+
+fn set_sysctl(ns: &Ns, key: &str, value: &'static str) {
+    let path = format!("/proc/sys/{key}");
+    ns.run(move || std::fs::write(path, value).expect("write sysctl"))
+        .join()
+        .expect("sysctl thread");
+}
+
+#[test]
+fn host_port_on_localhost_from_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let web = Ns::new("w");
+    let mut c = conf(dir.path(), false);
+    c["ipam"]["ranges"] = json!([[{"subnet": "10.89.0.0/24"}]]);
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]});
+    add(&node, &web, "web-lo", &c);
+    let localnet = get_sysctl(&node, "net/ipv4/conf/cni0/route_localnet");
+    assert_eq!(localnet.trim(), "1", "route_localnet on the bridge");
+
+    let srv = web.serve_once("0.0.0.0:80");
+    let seen = node
+        .connect("127.0.0.1:8081")
+        .expect("node -> 127.0.0.1:hostPort");
+    // The loopback source is masqueraded to the bridge (gateway) address.
+    assert!(seen.starts_with("10.89.0.1:"), "pod saw {seen}");
+    srv.join().unwrap();
+
+    // Control: without route_localnet the same connection is dropped.
+    set_sysctl(&node, "net/ipv4/conf/cni0/route_localnet", "0");
+    let srv = web.serve_once("0.0.0.0:80");
+    assert!(
+        node.connect("127.0.0.1:8081").is_err(),
+        "a loopback source is martian on the bridge without route_localnet"
+    );
+    set_sysctl(&node, "net/ipv4/conf/cni0/route_localnet", "1");
+    node.connect("127.0.0.1:8081")
+        .expect("works again with route_localnet");
+    srv.join().unwrap();
+
+    del(&node, &web, "web-lo", &c);
+    assert!(
+        node.connect("127.0.0.1:8081").is_err(),
+        "nothing answers on 127.0.0.1:8081 after DEL"
+    );
+}
+
+/// Whether a UDP datagram the pod `from` sends to 127.0.0.1:`port` through
+/// its gateway reaches a socket the node bound to 127.0.0.1 only.
+fn udp_to_node_loopback(node: &Ns, from: &Ns, port: u16) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = node.run(move || {
+        let s = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .ok();
+        tx.send(()).ok();
+        let mut buf = [0u8; 16];
+        s.recv(&mut buf).is_ok()
+    });
+    rx.recv().expect("listener up");
+    from.run(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for _ in 0..3 {
+            let _ = s.send_to(b"hello", ("127.0.0.1", port));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })
+    .join()
+    .expect("sender");
+    listener.join().expect("listener")
+}
+
+/// route_localnet on the bridge must not let a pod reach what the node
+/// binds to 127.0.0.1 (CVE-2020-8558): the guard skiff-bridge installs with
+/// it drops such packets; without the guard the same packets get through.
+#[test]
+fn pods_cannot_reach_node_loopback_through_route_localnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let (web, evil) = (Ns::new("w"), Ns::new("e"));
+    let mut c = conf(dir.path(), false);
+    c["ipam"]["ranges"] = json!([[{"subnet": "10.87.0.0/24"}]]);
+    let plain = c.clone();
+    c["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8082, "containerPort": 80, "protocol": "tcp"}]});
+    add(&node, &web, "web-g", &c);
+    add(&node, &evil, "evil", &plain);
+    let guard = node.output(&["nft", "list", "table", "inet", "skiff-bridge-localnet"]);
+    assert!(
+        guard.contains("127.0.0.0/8") && guard.contains("drop"),
+        "{guard}"
+    );
+
+    // The pod sends to 127.0.0.1 through its gateway, as a pod with raw
+    // sockets could.
+    evil.ip(&[
+        "route",
+        "del",
+        "local",
+        "127.0.0.0/8",
+        "dev",
+        "lo",
+        "table",
+        "local",
+    ]);
+    evil.ip(&[
+        "route",
+        "del",
+        "local",
+        "127.0.0.1",
+        "dev",
+        "lo",
+        "table",
+        "local",
+    ]);
+    evil.ip(&[
+        "route",
+        "add",
+        "127.0.0.1/32",
+        "via",
+        "10.87.0.1",
+        "dev",
+        "eth0",
+    ]);
+    set_sysctl(&evil, "net/ipv4/conf/eth0/route_localnet", "1");
+
+    node.output(&["nft", "delete", "table", "inet", "skiff-bridge-localnet"]);
+    assert!(
+        udp_to_node_loopback(&node, &evil, 9099),
+        "control: without the guard the pod reaches the node's loopback"
+    );
+    // Another ADD with a portMapping puts the guard back.
+    let web2 = Ns::new("w");
+    add(&node, &web2, "web-g2", &c);
+    assert!(
+        !udp_to_node_loopback(&node, &evil, 9098),
+        "with the guard the pod's packets to 127.0.0.1 are dropped"
+    );
+    // The node's own traffic to 127.0.0.1 is not affected.
+    let srv = node.serve_once("127.0.0.1:9097");
+    node.connect("127.0.0.1:9097").expect("node loopback");
+    srv.join().unwrap();
+    del(&node, &web, "web-g", &c);
+    del(&node, &web2, "web-g2", &c);
+    del(&node, &evil, "evil", &plain);
+}

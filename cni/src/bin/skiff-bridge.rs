@@ -9,6 +9,8 @@ fn main() {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("SKIFF_CNI_LOG"))
+            // Span close events carry each phase's wall time (`time.busy`).
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .init();
     }
     let code = match run() {

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
 
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+/// Under /run, not /var/lib as the reference host-local: a reservation names a
+/// network namespace, and no namespace survives a reboot (see README).
+pub const DEFAULT_DATA_DIR: &str = "/run/cni/networks";
 
 #[derive(Debug, Clone, Deserialize)]
 struct RawRange {

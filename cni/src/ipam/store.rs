@@ -29,6 +29,24 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct Store {
     dir: PathBuf,
     _lock: File,
+    /// The store lives on a disk (not tmpfs): reservations are fsynced.
+    durable: bool,
+}
+
+/// Whether `f` lives on a filesystem that survives a reboot. On tmpfs and
+/// ramfs an fsync buys nothing (and the state vanishes with the netns it
+/// names, which is the point of keeping it there).
+fn on_disk(f: &File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    // SAFETY: statfs is plain data; zeroed is valid and fstatfs fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: f is an open file for the whole call and st is writable.
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
+        return true;
+    }
+    let magic = st.f_type as i64;
+    magic != TMPFS_MAGIC && magic != RAMFS_MAGIC
 }
 
 impl Store {
@@ -53,7 +71,12 @@ impl Store {
                 return Err(at(&lock_path)(err));
             }
         }
-        Ok(Store { dir, _lock: lock })
+        let durable = on_disk(&lock);
+        Ok(Store {
+            dir,
+            _lock: lock,
+            durable,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -69,8 +92,9 @@ impl Store {
     }
 
     /// Reserves `ip` for the attachment. Returns false if it was taken.
-    /// The file appears atomically with its full content (link of a synced
-    /// temp file), so a crash never leaves a half-written reservation.
+    /// The file appears atomically with its full content (link of a temp
+    /// file, synced first when the store is on disk), so a crash never
+    /// leaves a half-written reservation.
     pub fn reserve(
         &self,
         ip: &IpAddr,
@@ -80,7 +104,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let target = self.ip_path(ip);
         let tmp = self.dir.join(format!(".tmp-{}-{}", std::process::id(), ip));
-        write_synced(&tmp, format!("{id}{LINE_BREAK}{ifname}").as_bytes())?;
+        write_file(
+            &tmp,
+            format!("{id}{LINE_BREAK}{ifname}").as_bytes(),
+            self.durable,
+        )?;
         let linked = fs::hard_link(&tmp, &target);
         let _ = fs::remove_file(&tmp);
         match linked {
@@ -140,14 +168,35 @@ impl Store {
     }
 }
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+fn write_file(path: &Path, data: &[u8], sync: bool) -> Result<(), StoreError> {
     let mut f = File::create(path).map_err(at(path))?;
     f.write_all(data).map_err(at(path))?;
-    f.sync_all().map_err(at(path))
+    if sync {
+        f.sync_all().map_err(at(path))?;
+    }
+    Ok(())
 }
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    write_synced(&tmp, data)?;
+    write_file(&tmp, data, true)?;
     fs::rename(&tmp, path).map_err(at(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_store_is_not_durable_disk_store_is() {
+        let shm = tempfile::tempdir_in("/dev/shm").expect("tmpdir in /dev/shm");
+        let s = Store::open(shm.path().to_str().expect("utf8"), "net").expect("open");
+        assert!(!s.durable, "/dev/shm is tmpfs");
+        assert!(s
+            .reserve(&"10.0.0.2".parse().expect("ip"), "id", "eth0", 0)
+            .expect("reserve"));
+        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tmpdir on disk");
+        let s = Store::open(disk.path().to_str().expect("utf8"), "net").expect("open");
+        assert!(s.durable, "the source tree is on disk");
+    }
 }

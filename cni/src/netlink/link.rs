@@ -17,6 +17,8 @@ const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -150,30 +152,49 @@ pub struct VethSpec<'a> {
     pub peer_name: &'a str,
     pub peer_netns_fd: i32,
     pub mtu: Option<u32>,
+    /// Bridge to enslave the host end to (0: none).
+    pub master: u32,
 }
 
-/// Creates a veth pair whose host end stays here and whose peer is created
-/// directly inside the container's netns.
+/// The per-end part of a veth request: name, mtu and one queue each way.
+/// Asking for one queue up front matters: left to its default (one per CPU)
+/// the kernel trims each end to one real queue after registering it, and
+/// every trim waits for an RCU grace period.
+fn veth_end(m: Msg, name: &str, mtu: Option<u32>) -> Msg {
+    let mut m = m
+        .str(IFLA_IFNAME, name)
+        .u32(IFLA_NUM_TX_QUEUES, 1)
+        .u32(IFLA_NUM_RX_QUEUES, 1);
+    if let Some(mtu) = mtu {
+        m = m.u32(IFLA_MTU, mtu);
+    }
+    m
+}
+
+/// Creates a veth pair in one request: the host end stays here, enslaved to
+/// `master` and up; the peer is created directly inside the container's
+/// netns (never moved there), down: the kernel refuses to open a veth end
+/// before its pair is complete, so the caller brings it up afterwards.
 pub fn add_veth(s: &mut Socket, v: &VethSpec<'_>) -> Result<(), NlError> {
     s.request("create veth", |seq| {
-        let mut m = Msg::new(RTM_NEWLINK, ACK | NLM_F_CREATE | NLM_F_EXCL)
-            .raw(&ifinfo(0, 0, 0, 0))
-            .str(IFLA_IFNAME, v.host_name);
-        if let Some(mtu) = v.mtu {
-            m = m.u32(IFLA_MTU, mtu);
+        let m = Msg::new(RTM_NEWLINK, ACK | NLM_F_CREATE | NLM_F_EXCL)
+            .raw(&ifinfo(0, 0, IFF_UP, IFF_UP));
+        let mut m = veth_end(m, v.host_name, v.mtu);
+        if v.master != 0 {
+            m = m.u32(IFLA_MASTER, v.master);
         }
-        m = m
+        let m = m
             .begin(IFLA_LINKINFO)
             .str(IFLA_INFO_KIND, "veth")
             .begin(IFLA_INFO_DATA)
             .begin(VETH_INFO_PEER)
-            .raw(&ifinfo(0, 0, 0, 0))
-            .str(IFLA_IFNAME, v.peer_name)
-            .u32(IFLA_NET_NS_FD, v.peer_netns_fd as u32);
-        if let Some(mtu) = v.mtu {
-            m = m.u32(IFLA_MTU, mtu);
-        }
-        m.end().end().end().finish(seq)
+            .raw(&ifinfo(0, 0, 0, 0));
+        veth_end(m, v.peer_name, v.mtu)
+            .u32(IFLA_NET_NS_FD, v.peer_netns_fd as u32)
+            .end()
+            .end()
+            .end()
+            .finish(seq)
     })
 }
 
@@ -234,6 +255,16 @@ pub fn add_port_vlan(s: &mut Socket, index: u32, vid: u16, is_self: bool) -> Res
             m = m.attr(IFLA_BRIDGE_FLAGS, &BRIDGE_FLAGS_SELF.to_ne_bytes());
         }
         m.attr(IFLA_BRIDGE_VLAN_INFO, &info).end().finish(seq)
+    })
+}
+
+/// Deletes a link by name; deleting either end of a veth removes both.
+pub fn delete_by_name(s: &mut Socket, name: &str) -> Result<(), NlError> {
+    s.request("delete link", |seq| {
+        Msg::new(RTM_DELLINK, ACK)
+            .raw(&ifinfo(0, 0, 0, 0))
+            .str(IFLA_IFNAME, name)
+            .finish(seq)
     })
 }
 

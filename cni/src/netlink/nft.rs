@@ -4,19 +4,25 @@
 
 use super::socket::ACK;
 use super::{attr_str, attrs, find_attr, Msg, NlError, Socket};
-use super::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP};
+use super::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
+const NFNL_BATCH_GENID: u16 = 1;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
+pub const NFPROTO_BRIDGE: u8 = 7;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -44,8 +50,13 @@ pub const HOOK_POSTROUTING: u32 = 4;
 pub const REG1: u32 = 1;
 pub const REG2: u32 = 2;
 
+pub const META_IIFNAME: u32 = 6;
+pub const META_IIFTYPE: u32 = 8;
+/// ARPHRD_LOOPBACK, the `iiftype` of lo.
+pub const ARPHRD_LOOPBACK: u16 = 772;
 pub const META_NFPROTO: u32 = 15;
 pub const META_L4PROTO: u32 = 16;
+pub const BASE_LL: u32 = 0;
 pub const BASE_NETWORK: u32 = 1;
 pub const BASE_TRANSPORT: u32 = 2;
 pub const CMP_EQ: u32 = 0;
@@ -54,6 +65,9 @@ pub const CT_STATUS: u32 = 2;
 pub const FIB_DADDR: u32 = 2;
 pub const FIB_RESULT_ADDRTYPE: u32 = 3;
 pub const NAT_DNAT: u32 = 1;
+pub const NF_DROP: u32 = 0;
+/// IFNAMSIZ: `meta iifname` loads the name zero-padded to this length.
+pub const IFNAMSIZ: usize = 16;
 
 /// One rule expression.
 #[derive(Debug, Clone)]
@@ -96,6 +110,8 @@ pub enum Expr {
         proto_reg: Option<u32>,
     },
     Masq,
+    /// A verdict (`drop`, ...) loaded into the verdict register.
+    Verdict(u32),
 }
 
 impl Expr {
@@ -155,6 +171,7 @@ impl Expr {
                 }
             }
             Expr::Masq => m,
+            Expr::Verdict(code) => m.be32(1, 0).begin(2).begin(2).be32(1, *code).end().end(),
         };
         m.end().end()
     }
@@ -170,15 +187,18 @@ impl Expr {
             Expr::Immediate { .. } => "immediate",
             Expr::Nat { .. } => "nat",
             Expr::Masq => "masq",
+            Expr::Verdict(_) => "immediate",
         }
     }
 }
 
-/// A base chain of type nat.
+/// A base chain.
 pub struct ChainSpec {
     pub name: &'static str,
     pub hook: u32,
     pub priority: i32,
+    /// "nat" or "filter".
+    pub kind: &'static str,
 }
 
 /// A rule as read back from the kernel.
@@ -213,7 +233,9 @@ fn decode_comment(data: &[u8]) -> String {
 }
 
 pub struct Batch<'a> {
+    family: u8,
     table: &'a str,
+    genid: Option<u32>,
     msgs: Vec<Vec<u8>>,
     seqs: Vec<u32>,
     sock: &'a mut Socket,
@@ -221,8 +243,14 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     pub fn new(sock: &'a mut Socket, table: &'a str) -> Batch<'a> {
+        Batch::for_family(sock, NFPROTO_INET, table)
+    }
+
+    pub fn for_family(sock: &'a mut Socket, family: u8, table: &'a str) -> Batch<'a> {
         Batch {
+            family,
             table,
+            genid: None,
             msgs: Vec::new(),
             seqs: Vec::new(),
             sock,
@@ -235,21 +263,52 @@ impl<'a> Batch<'a> {
         self.msgs.push(build(seq));
     }
 
+    /// Makes the commit fail with ERESTART if the ruleset changed since
+    /// generation `genid` (read before deciding what to delete).
+    pub fn if_generation(&mut self, genid: u32) {
+        self.genid = Some(genid);
+    }
+
     pub fn table(&mut self) {
-        let t = self.table;
+        self.table_flags(NLM_F_CREATE);
+    }
+
+    /// Creates the table, failing with EEXIST if it is already there.
+    pub fn new_table(&mut self) {
+        self.table_flags(NLM_F_CREATE | NLM_F_EXCL);
+    }
+
+    fn table_flags(&mut self, flags: u16) {
+        let (t, f) = (self.table, self.family);
         self.push(|seq| {
-            Msg::new(msg_type(NFT_MSG_NEWTABLE), ACK | NLM_F_CREATE)
-                .raw(&nfgen(NFPROTO_INET, 0))
+            Msg::new(msg_type(NFT_MSG_NEWTABLE), ACK | flags)
+                .raw(&nfgen(f, 0))
                 .str(NFTA_TABLE_NAME, t)
                 .finish(seq)
         });
     }
 
-    pub fn nat_chain(&mut self, c: &ChainSpec) {
-        let t = self.table;
+    /// Deletes the table with its chains and rules.
+    pub fn delete_table(&mut self) {
+        let (t, f) = (self.table, self.family);
+        self.push(|seq| {
+            Msg::new(msg_type(NFT_MSG_DELTABLE), ACK)
+                .raw(&nfgen(f, 0))
+                .str(NFTA_TABLE_NAME, t)
+                .finish(seq)
+        });
+    }
+
+    /// Creates a base chain. Only for a chain that does not exist yet: on an
+    /// existing one the kernel records an update, frees it only after an RCU
+    /// grace period, and makes whoever closes an nf_tables socket next wait
+    /// for that.
+    pub fn chain(&mut self, c: &ChainSpec) {
+        let kind = c.kind;
+        let (t, f) = (self.table, self.family);
         self.push(|seq| {
             Msg::new(msg_type(NFT_MSG_NEWCHAIN), ACK | NLM_F_CREATE)
-                .raw(&nfgen(NFPROTO_INET, 0))
+                .raw(&nfgen(f, 0))
                 .str(NFTA_CHAIN_TABLE, t)
                 .str(NFTA_CHAIN_NAME, c.name)
                 .begin(NFTA_CHAIN_HOOK)
@@ -257,16 +316,16 @@ impl<'a> Batch<'a> {
                 .be32(NFTA_HOOK_PRIORITY, c.priority as u32)
                 .end()
                 .be32(NFTA_CHAIN_POLICY, 1)
-                .str(NFTA_CHAIN_TYPE, "nat")
+                .str(NFTA_CHAIN_TYPE, kind)
                 .finish(seq)
         });
     }
 
     pub fn rule(&mut self, chain: &str, exprs: &[Expr], comment: &str) {
-        let t = self.table;
+        let (t, f) = (self.table, self.family);
         self.push(|seq| {
             let mut m = Msg::new(msg_type(NFT_MSG_NEWRULE), ACK | NLM_F_CREATE | NLM_F_APPEND)
-                .raw(&nfgen(NFPROTO_INET, 0))
+                .raw(&nfgen(f, 0))
                 .str(NFTA_RULE_TABLE, t)
                 .str(NFTA_RULE_CHAIN, chain)
                 .begin(NFTA_RULE_EXPRESSIONS);
@@ -280,10 +339,10 @@ impl<'a> Batch<'a> {
     }
 
     pub fn delete_rule(&mut self, r: &RuleInfo) {
-        let t = self.table;
+        let (t, f) = (self.table, self.family);
         self.push(|seq| {
             Msg::new(msg_type(NFT_MSG_DELRULE), ACK)
-                .raw(&nfgen(NFPROTO_INET, 0))
+                .raw(&nfgen(f, 0))
                 .str(NFTA_RULE_TABLE, t)
                 .str(NFTA_RULE_CHAIN, &r.chain)
                 .attr(NFTA_RULE_HANDLE, &r.handle.to_be_bytes())
@@ -301,9 +360,11 @@ impl<'a> Batch<'a> {
             return Ok(());
         }
         let begin_seq = self.sock.next_seq();
-        let mut buf = Msg::new(NFNL_MSG_BATCH_BEGIN, 0)
-            .raw(&nfgen(0, NFNL_SUBSYS_NFTABLES))
-            .finish(begin_seq);
+        let mut begin = Msg::new(NFNL_MSG_BATCH_BEGIN, 0).raw(&nfgen(0, NFNL_SUBSYS_NFTABLES));
+        if let Some(g) = self.genid {
+            begin = begin.be32(NFNL_BATCH_GENID, g);
+        }
+        let mut buf = begin.finish(begin_seq);
         for m in &self.msgs {
             buf.extend_from_slice(m);
         }
@@ -314,20 +375,82 @@ impl<'a> Batch<'a> {
                 .finish(end_seq),
         );
         self.sock.send(&buf)?;
-        self.sock.wait_acks("nftables batch", &self.seqs)
+        self.sock
+            .wait_acks_or_fail("nftables batch", &self.seqs, Some(begin_seq))
     }
 }
 
-/// Lists the rules of `table` (empty when the table does not exist).
-pub fn list_rules(sock: &mut Socket, table: &str) -> Result<Vec<RuleInfo>, NlError> {
-    let replies = sock.dump("list nftables rules", |seq| {
-        Msg::new(msg_type(NFT_MSG_GETRULE), NLM_F_DUMP)
-            .raw(&nfgen(NFPROTO_INET, 0))
-            .str(NFTA_RULE_TABLE, table)
+/// The names of the chains of `table` in `family` (empty when the table
+/// does not exist).
+pub fn list_chains(sock: &mut Socket, family: u8, table: &str) -> Result<Vec<String>, NlError> {
+    let replies = sock.dump("list nftables chains", |seq| {
+        Msg::new(msg_type(NFT_MSG_GETCHAIN), NLM_F_DUMP)
+            .raw(&nfgen(family, 0))
             .finish(seq)
     });
     let replies = match replies {
         Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        r => r?,
+    };
+    Ok(replies
+        .iter()
+        .filter_map(|r| {
+            let list = attrs(r.payload.get(4..)?);
+            if find_attr(&list, NFTA_CHAIN_TABLE).map(attr_str).as_deref() != Some(table) {
+                return None;
+            }
+            find_attr(&list, NFTA_CHAIN_NAME).map(attr_str)
+        })
+        .collect())
+}
+
+/// Whether `table` exists in `family`.
+pub fn table_exists(sock: &mut Socket, family: u8, table: &str) -> Result<bool, NlError> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    let r = sock.dump("get nftables table", |seq| {
+        Msg::new(msg_type(NFT_MSG_GETTABLE), 0)
+            .raw(&nfgen(family, 0))
+            .str(NFTA_TABLE_NAME, table)
+            .finish(seq)
+    });
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ruleset generation, for [`Batch::if_generation`].
+pub fn generation(sock: &mut Socket) -> Result<u32, NlError> {
+    let replies = sock.dump("get nftables generation", |seq| {
+        Msg::new(msg_type(NFT_MSG_GETGEN), 0)
+            .raw(&nfgen(0, 0))
+            .finish(seq)
+    })?;
+    replies
+        .first()
+        .and_then(|r| {
+            let list = attrs(r.payload.get(4..)?);
+            let d = find_attr(&list, NFTA_GEN_ID)?;
+            Some(u32::from_be_bytes(d.get(..4)?.try_into().ok()?))
+        })
+        .ok_or_else(|| NlError::Protocol("get nftables generation".into()))
+}
+
+/// Lists the rules of `table` in `family`; None when the table does not exist.
+pub fn list_rules(
+    sock: &mut Socket,
+    family: u8,
+    table: &str,
+) -> Result<Option<Vec<RuleInfo>>, NlError> {
+    let replies = sock.dump("list nftables rules", |seq| {
+        Msg::new(msg_type(NFT_MSG_GETRULE), NLM_F_DUMP)
+            .raw(&nfgen(family, 0))
+            .str(NFTA_RULE_TABLE, table)
+            .finish(seq)
+    });
+    let replies = match replies {
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
         r => r?,
     };
     let mut out = Vec::new();
@@ -355,7 +478,7 @@ pub fn list_rules(sock: &mut Socket, table: &str) -> Result<Vec<RuleInfo>, NlErr
             comment,
         });
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 pub fn open() -> Result<Socket, NlError> {

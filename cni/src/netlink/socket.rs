@@ -130,6 +130,18 @@ impl Socket {
     /// Waits until every sequence number in `seqs` has been acknowledged,
     /// returning the first error the kernel reported.
     pub fn wait_acks(&mut self, op: &str, seqs: &[u32]) -> Result<(), NlError> {
+        self.wait_acks_or_fail(op, seqs, None)
+    }
+
+    /// As [`Socket::wait_acks`]; an error acknowledging `fatal` (a message
+    /// the kernel only answers when it refuses it, such as an nf_tables
+    /// batch begin) ends the wait at once.
+    pub fn wait_acks_or_fail(
+        &mut self,
+        op: &str,
+        seqs: &[u32],
+        fatal: Option<u32>,
+    ) -> Result<(), NlError> {
         let mut pending: Vec<u32> = seqs.to_vec();
         let mut first_err = None;
         let mut buf = vec![0u8; 65536];
@@ -144,6 +156,14 @@ impl Socket {
                     .payload
                     .get(..4)
                     .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                if let (Some(c), true) = (code, fatal == Some(r.seq)) {
+                    if c != 0 {
+                        return Err(NlError::Kernel {
+                            op: op.to_string(),
+                            err: io::Error::from_raw_os_error(-c),
+                        });
+                    }
+                }
                 match code {
                     Some(0) => {}
                     Some(c) if first_err.is_none() => {

@@ -6,10 +6,16 @@ use super::{ipam, Request};
 use crate::ipnet::IpNet;
 use crate::nat;
 use crate::netlink::{link, Socket};
-use crate::netns::{Netns, NetnsError};
+use crate::netns::{sysctl, Netns, NetnsError};
 use crate::spec::{CniError, CniResult, ErrorCode, Interface, Route};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Runs one step of a command inside a span, so `SKIFF_CNI_LOG=debug` shows
+/// where the time goes.
+pub fn phase<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    tracing::debug_span!("phase", name).in_scope(f)
+}
 
 pub fn open_netns(path: &str) -> Result<Netns, CniError> {
     Netns::open(path).map_err(|e| match e {
@@ -19,11 +25,11 @@ pub fn open_netns(path: &str) -> Result<Netns, CniError> {
     })
 }
 
+/// A netlink socket bound inside the container's netns (a socket keeps the
+/// namespace it was created in).
 pub fn container_socket(netns: &Netns) -> Result<Socket, CniError> {
-    netns
-        .run(Socket::route)
-        .map_err(|e| CniError::io("enter netns", e))?
-        .map_err(nl("open netlink in netns"))
+    let _inside = netns.enter().map_err(|e| CniError::io("enter netns", e))?;
+    Socket::route().map_err(nl("open netlink in netns"))
 }
 
 pub fn add(req: &Request) -> Result<Value, CniError> {
@@ -31,11 +37,16 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
     let ipam_type = ipam::ipam_type(req)?;
     // Validate the whole config before touching the system.
     ipam::validate(req)?;
-    let netns = open_netns(&req.env.netns)?;
-    let mut host = Socket::route().map_err(nl("open netlink"))?;
-    let mut ctr = container_socket(&netns)?;
-    let br = ensure_bridge(&mut host, &conf)?;
-    let (hv, cv) = create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)?;
+    let (netns, mut host, mut ctr) = phase("sockets", || {
+        let netns = open_netns(&req.env.netns)?;
+        let host = Socket::route().map_err(nl("open netlink"))?;
+        let ctr = container_socket(&netns)?;
+        Ok::<_, CniError>((netns, host, ctr))
+    })?;
+    let br = phase("bridge", || ensure_bridge(&mut host, &conf))?;
+    let (hv, cv) = phase("veth", || {
+        create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)
+    })?;
     // The bridge takes its MAC from its ports, so read it after attaching.
     let br = link::by_index(&mut host, br.index)
         .ok()
@@ -47,7 +58,7 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
         Err(e) => {
             // Leave nothing behind: undo IPAM, NAT and the veth pair.
             let _ = ipam::del(req);
-            let _ = nat::teardown(&req.env.container_id, &req.env.ifname);
+            let _ = nat::teardown(&req.env.container_id, &req.env.ifname).map(drop);
             let _ = link::delete(&mut host, hv.index);
             Err(e)
         }
@@ -62,7 +73,13 @@ fn finish(
     ctr: &mut Socket,
     [br, hv, cv]: [&link::Link; 3],
 ) -> Result<Value, CniError> {
-    let mut result = ipam::add(req, conf)?;
+    // Before the pod has an address, so no spoofed frame gets a chance.
+    if conf.macspoofchk {
+        phase("macspoofchk", || {
+            nat::mac_spoof_check(&req.env.container_id, &req.env.ifname, &hv.name, &cv.mac)
+        })?;
+    }
+    let mut result = phase("ipam", || ipam::add(req, conf))?;
     if result.ips.is_empty() {
         return Err(CniError::new(
             ErrorCode::Internal,
@@ -93,27 +110,45 @@ fn finish(
     if conf.is_default_gateway {
         add_default_routes(&mut result);
     }
-    let cv2 = cv.clone();
-    let r2 = result.clone();
-    netns
-        .run(move || configure_container(ctr, &cv2, &r2))
-        .map_err(|e| CniError::io("enter netns", e))??;
+    phase("container", || configure_container(ctr, netns, cv, &result))?;
     if conf.is_gateway {
-        ensure_gateway_addrs(host, br, &result, conf.force_address)?;
+        phase("gateway", || {
+            ensure_gateway_addrs(host, br, &result, conf.force_address)
+        })?;
     }
     let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     if conf.ip_masq {
-        nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)?;
+        phase("masquerade", || {
+            nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)
+        })?;
     }
     if !conf.runtime_config.port_mappings.is_empty() {
-        nat::port_mappings(
-            &req.env.container_id,
-            &req.env.ifname,
-            &pod_ips,
-            &conf.runtime_config.port_mappings,
-        )?;
+        if pod_ips.iter().any(IpNet::is_ipv4) {
+            route_localnet(&br.name)?;
+        }
+        phase("portmap", || {
+            nat::port_mappings(
+                &req.env.container_id,
+                &req.env.ifname,
+                &pod_ips,
+                &conf.runtime_config.port_mappings,
+            )
+        })?;
     }
     Ok(result.to_version(&req.conf.cni_version))
+}
+
+/// Lets connections to 127.0.0.1:<hostPort>, DNATed to a pod, leave through
+/// the bridge: without it the kernel drops a loopback source routed out of a
+/// non-loopback interface as martian.
+fn route_localnet(bridge: &str) -> Result<(), CniError> {
+    // The guard first: route_localnet is never on without it.
+    nat::localnet_guard()?;
+    let key = format!("net/ipv4/conf/{bridge}/route_localnet");
+    if std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    sysctl(&key, "1").map_err(|e| CniError::io(format!("enable {key}"), e))
 }
 
 fn add_default_routes(result: &mut CniResult) {

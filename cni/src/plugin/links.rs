@@ -58,8 +58,10 @@ fn random_veth_name() -> String {
     format!("veth{:08x}", u32::from_ne_bytes(b))
 }
 
-/// Creates the veth pair (peer named `ifname` inside the netns), attaches the
-/// host end to the bridge and brings both ends up. Returns (host, container).
+/// Creates the veth pair (peer named `ifname` inside the netns) with the host
+/// end already on the bridge and up, in one request; then applies the rarer
+/// port options (hairpin, vlan) and, once the port is set, brings the
+/// container end up. Returns (host, container).
 pub fn create_veth(
     host: &mut Socket,
     ctr: &mut Socket,
@@ -85,6 +87,7 @@ pub fn create_veth(
             peer_name: ifname,
             peer_netns_fd: netns.fd.as_raw_fd(),
             mtu,
+            master: br.index,
         };
         match link::add_veth(host, &spec) {
             Ok(()) => break,
@@ -94,50 +97,67 @@ pub fn create_veth(
             Err(e) => return Err(nl("create veth")(e)),
         }
     }
-    let hv = link::by_name(host, &host_name)
-        .map_err(nl("look up host veth"))?
-        .ok_or_else(|| CniError::internal("host veth missing", &host_name))?;
-    let result = attach_host_end(host, &hv, br, conf).and_then(|()| {
-        let cv = link::by_name(ctr, ifname)
-            .map_err(nl("look up container veth"))?
-            .ok_or_else(|| CniError::internal("container veth missing", ifname))?;
+    let result = lookup_pair(host, ctr, &host_name, ifname).and_then(|(hv, cv)| {
+        port_options(host, &hv, conf)?;
         link::set_up(ctr, cv.index).map_err(nl("set container veth up"))?;
-        Ok(cv)
+        Ok((hv, cv))
     });
-    match result {
-        Ok(cv) => Ok((hv, cv)),
-        Err(e) => {
-            let _ = link::delete(host, hv.index);
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = link::delete_by_name(host, &host_name);
     }
+    result
 }
 
-fn attach_host_end(
-    s: &mut Socket,
-    hv: &Link,
-    br: &Link,
-    conf: &BridgeConf,
-) -> Result<(), CniError> {
-    link::set_master(s, hv.index, br.index).map_err(nl("attach veth to bridge"))?;
+fn lookup_pair(
+    host: &mut Socket,
+    ctr: &mut Socket,
+    host_name: &str,
+    ifname: &str,
+) -> Result<(Link, Link), CniError> {
+    let hv = link::by_name(host, host_name)
+        .map_err(nl("look up host veth"))?
+        .ok_or_else(|| CniError::internal("host veth missing", host_name))?;
+    let cv = link::by_name(ctr, ifname)
+        .map_err(nl("look up container veth"))?
+        .ok_or_else(|| CniError::internal("container veth missing", ifname))?;
+    Ok((hv, cv))
+}
+
+fn port_options(s: &mut Socket, hv: &Link, conf: &BridgeConf) -> Result<(), CniError> {
     if conf.hairpin_mode {
         link::set_hairpin(s, hv.index, true).map_err(nl("set hairpin mode"))?;
     }
     if let Some(vid) = conf.vlan {
         link::add_port_vlan(s, hv.index, vid, false).map_err(nl("set port vlan"))?;
     }
-    link::set_up(s, hv.index).map_err(nl("set host veth up"))
+    Ok(())
 }
 
-/// Adds the result's addresses and routes to the container interface; runs
-/// inside the container netns (sysctls are per netns).
-pub fn configure_container(s: &mut Socket, cv: &Link, result: &CniResult) -> Result<(), CniError> {
+/// Adds the result's addresses and routes to the container interface. The
+/// sysctls are per netns, so they are written from inside it.
+pub fn configure_container(
+    s: &mut Socket,
+    netns: &Netns,
+    cv: &Link,
+    result: &CniResult,
+) -> Result<(), CniError> {
+    {
+        let _inside = netns.enter().map_err(|e| CniError::io("enter netns", e))?;
+        container_sysctls(cv, result);
+    }
+    add_container_addrs(s, cv, result)
+}
+
+fn container_sysctls(cv: &Link, result: &CniResult) {
     let has_v6 = result.ips.iter().any(|i| !i.address.is_ipv4());
     if has_v6 {
         let _ = sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cv.name), "0");
         let _ = sysctl(&format!("net/ipv6/conf/{}/accept_dad", cv.name), "0");
     }
     let _ = sysctl(&format!("net/ipv4/conf/{}/arp_notify", cv.name), "1");
+}
+
+fn add_container_addrs(s: &mut Socket, cv: &Link, result: &CniResult) -> Result<(), CniError> {
     let mut gws: HashMap<bool, IpAddr> = HashMap::new();
     for ip in &result.ips {
         addr::add(s, cv.index, &ip.address).map_err(nl("add container address"))?;
