@@ -21,6 +21,12 @@ pub enum Error {
     Config { path: PathBuf, reason: String },
     #[error("credentials file {path}: {reason}")]
     Credentials { path: PathBuf, reason: String },
+    #[error("credential helper {helper} for {server}: {reason}")]
+    CredentialHelper {
+        helper: String,
+        server: String,
+        reason: String,
+    },
     #[error("{url}: {reason}")]
     Transport { url: String, reason: String },
     #[error("{url}: registry answered HTTP {status}: {message}")]
