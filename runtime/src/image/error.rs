@@ -65,6 +65,8 @@ pub enum Error {
     },
     #[error("layer {layer}: {reason}")]
     Tar { layer: String, reason: String },
+    #[error("image {image} is in use by container(s) {containers}: delete them first (or remove the name with --force; its layers stay while they are used)")]
+    ImageInUse { image: String, containers: String },
     #[error("image {0:?} not found in the store")]
     ImageNotFound(String),
     #[error("store {path}: {reason}")]
