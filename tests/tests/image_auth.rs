@@ -212,3 +212,209 @@ fn bearer_token_challenge() {
     let err = image::pull(&store, &reference, &o).unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
 }
+
+/// `docker-credential-<name>` helpers as shell scripts in their own PATH directory: each
+/// checks the server URL it is given on stdin and answers with the protocol's JSON, or says it
+/// has nothing, or fails.
+struct Helpers {
+    dir: tempfile::TempDir,
+}
+
+impl Helpers {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn answer(&self, name: &str, server: &str, username: &str, secret: &str) -> &Self {
+        let body = format!(
+            "[ \"$1\" = get ] || exit 3\nread -r url\n[ \"$url\" = '{server}' ] || {{ echo \"unexpected server $url\" >&2; exit 4; }}\nprintf '%s' '{}'\n",
+            json!({"ServerURL": server, "Username": username, "Secret": secret})
+        );
+        self.script(name, &body)
+    }
+
+    fn script(&self, name: &str, body: &str) -> &Self {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(format!("docker-credential-{name}"));
+        std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self
+    }
+
+    fn path_var(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+}
+
+/// `skiff pull` with `$DOCKER_CONFIG/config.json` set to `config` and the helpers on PATH.
+fn cli_pull(
+    work: &Path,
+    helpers: &Helpers,
+    config: serde_json::Value,
+    registries: &Path,
+    name: &str,
+) -> std::process::Output {
+    let docker = work.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::write(docker.join("config.json"), config.to_string()).unwrap();
+    let store = work.join("cli-store");
+    let _ = std::fs::remove_dir_all(&store);
+    std::process::Command::new(env!("CARGO_BIN_EXE_skiff-image"))
+        .args(["pull", "--quiet", name, "--image-root"])
+        .arg(&store)
+        .arg("--registries-config")
+        .arg(registries)
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", helpers.path_var())
+        .output()
+        .expect("run skiff-image")
+}
+
+fn assert_pulled(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_refused(out: &std::process::Output, what: &str, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: pulled");
+    for n in needles {
+        assert!(err.contains(n), "{what}: {n:?} not in {err}");
+    }
+}
+
+#[test]
+fn credential_helpers_over_creds_store_over_auths() {
+    let work = tempfile::tempdir().unwrap();
+    let certs = make_certs(work.path()).unwrap();
+    let htpasswd = work.path().join("htpasswd");
+    std::fs::write(&htpasswd, htpasswd_line("carol", "pa55")).unwrap();
+    let reg = Registry::start_with(RegistryOptions {
+        tls: Some((certs.cert.clone(), certs.key.clone())),
+        htpasswd: Some(htpasswd),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut layout = Layout::create(&work.path().join("layout")).unwrap();
+    layout.add_image("v1", &image()).unwrap();
+    reg.push(
+        &layout.dir,
+        "v1",
+        "helped:v1",
+        &["--dest-creds", "carol:pa55"],
+    )
+    .unwrap();
+    let registries = work.path().join("registries.toml");
+    std::fs::write(
+        &registries,
+        format!(
+            "[registries.\"{}\"]\nca_file = \"{}\"\n",
+            reg.host(),
+            certs.ca.display()
+        ),
+    )
+    .unwrap();
+    let host = reg.host();
+    let name = format!("{host}/helped:v1");
+    let wrong_auths = json!({host.clone(): {"auth": "Y2Fyb2w6d3Jvbmc="}}); // carol:wrong
+    let right_auths = json!({host.clone(): {"auth": "Y2Fyb2w6cGE1NQ=="}}); // carol:pa55
+    let h = Helpers::new();
+    h.answer("skiff-right", &host, "carol", "pa55")
+        .answer("skiff-wrong", &host, "carol", "nope")
+        .script(
+            "skiff-none",
+            "read -r url\necho 'credentials not found in native keychain'\nexit 1\n",
+        )
+        .script("skiff-broken", "echo 'keyring is locked' >&2\nexit 1\n");
+    let pull = |config: serde_json::Value| cli_pull(work.path(), &h, config, &registries, &name);
+
+    // The per-registry helper wins over the store and the file.
+    let out = pull(json!({
+        "credHelpers": {host.clone(): "skiff-right"},
+        "credsStore": "skiff-wrong",
+        "auths": wrong_auths,
+    }));
+    assert_pulled(&out, "credHelpers");
+    // The store wins over `auths`.
+    let out = pull(json!({"credsStore": "skiff-right", "auths": wrong_auths}));
+    assert_pulled(&out, "credsStore");
+    let out = pull(json!({"credsStore": "skiff-wrong", "auths": right_auths}));
+    assert_refused(
+        &out,
+        "credsStore with wrong credentials",
+        &["authentication failed"],
+    );
+    // A helper with nothing for the registry falls through to `auths`.
+    let out = pull(json!({"credsStore": "skiff-none", "auths": right_auths}));
+    assert_pulled(&out, "credsStore without an entry");
+    // A helper for another registry is not asked.
+    let out = pull(json!({"credHelpers": {"other.example": "skiff-broken"}, "auths": right_auths}));
+    assert_pulled(&out, "helper of another registry");
+    // A failing or missing helper is an error naming it.
+    let out = pull(json!({"credHelpers": {host.clone(): "skiff-broken"}, "auths": right_auths}));
+    assert_refused(
+        &out,
+        "failing helper",
+        &["docker-credential-skiff-broken", "keyring is locked"],
+    );
+    let out = pull(json!({"credsStore": "skiff-absent"}));
+    assert_refused(
+        &out,
+        "missing helper",
+        &["docker-credential-skiff-absent", "not found on PATH"],
+    );
+}
+
+#[test]
+fn credential_helper_identity_token_for_a_bearer_realm() {
+    let work = tempfile::tempdir().unwrap();
+    let certs = make_certs(work.path()).unwrap();
+    let tokens = TokenServer::start(
+        &certs,
+        "skiff-test-issuer",
+        "skiff-test-registry",
+        "bob",
+        "hunter2",
+    )
+    .unwrap();
+    let reg = Registry::start_with(RegistryOptions {
+        token: Some(TokenAuth {
+            realm: tokens.realm(),
+            service: "skiff-test-registry".into(),
+            issuer: "skiff-test-issuer".into(),
+            root_cert_bundle: certs.ca.clone(),
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut layout = Layout::create(&work.path().join("layout")).unwrap();
+    layout.add_image("v1", &image()).unwrap();
+    reg.push(
+        &layout.dir,
+        "v1",
+        "team/app:v1",
+        &["--dest-creds", "bob:hunter2"],
+    )
+    .unwrap();
+    let host = reg.host();
+    let h = Helpers::new();
+    // `<token>` as the username: the secret is an OAuth2 refresh token.
+    h.answer("skiff-oauth", &host, "<token>", REFRESH_TOKEN);
+    let out = cli_pull(
+        work.path(),
+        &h,
+        json!({"credHelpers": {host.clone(): "skiff-oauth"}}),
+        Path::new("/dev/null"),
+        &format!("{host}/team/app:v1"),
+    );
+    assert_pulled(&out, "identity token from a helper");
+}

@@ -222,13 +222,20 @@ impl ImagesArgs {
 pub struct RmiArgs {
     /// Image reference.
     pub reference: String,
+    /// Remove the name even while containers use the image (its layers stay until they
+    /// are deleted).
+    #[arg(short, long)]
+    pub force: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
 
 impl RmiArgs {
     pub fn run(self) -> Result<i32> {
-        let rec = self.store.open()?.remove(&self.reference)?;
+        let rec = self
+            .store
+            .open()?
+            .remove_image(&self.reference, self.force)?;
         println!("Removed {}", rec.name);
         Ok(0)
     }

@@ -1,10 +1,15 @@
-//! Registry credentials: from the caller, or from a `~/.docker/config.json`-style file.
+//! Registry credentials: from the caller, or from a `~/.docker/config.json`-style file:
+//! its per-registry `credHelpers`, then its `credsStore`, then its `auths`.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use serde::Deserialize;
+use tracing::debug;
 
 use super::error::{Error, IoContext, Result};
 
@@ -57,6 +62,10 @@ impl Credentials {
 struct DockerConfigFile {
     #[serde(default)]
     auths: HashMap<String, DockerAuth>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -73,10 +82,30 @@ struct DockerAuth {
     identity_token: Option<String>,
 }
 
-/// The `auths` of a Docker config file, keyed by registry host.
-#[derive(Clone, Debug, Default)]
+/// Credentials by registry host: the caller's, a Docker config file's `credHelpers` and
+/// `credsStore` (external `docker-credential-<name>` programs, run once per registry) and its
+/// `auths`, looked up in that order.
+#[derive(Debug, Default)]
 pub struct CredentialStore {
+    /// Given by the caller: win over everything in the file.
+    given: HashMap<String, Credentials>,
     by_host: HashMap<String, Credentials>,
+    helpers: HashMap<String, String>,
+    store: Option<String>,
+    /// Answers of helpers already run (`None`: the helper has none for that registry).
+    asked: Mutex<HashMap<String, Option<Credentials>>>,
+}
+
+impl Clone for CredentialStore {
+    fn clone(&self) -> Self {
+        Self {
+            given: self.given.clone(),
+            by_host: self.by_host.clone(),
+            helpers: self.helpers.clone(),
+            store: self.store.clone(),
+            asked: Mutex::new(self.asked.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        }
+    }
 }
 
 impl CredentialStore {
@@ -95,11 +124,11 @@ impl CredentialStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).at(path),
         };
-        let file: DockerConfigFile =
-            serde_json::from_str(&text).map_err(|e| Error::Credentials {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let bad = |reason: String| Error::Credentials {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: DockerConfigFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let mut by_host = HashMap::new();
         for (key, a) in file.auths {
             if let Some(t) = a.identity_token.as_ref().filter(|t| !t.is_empty()) {
@@ -114,10 +143,9 @@ impl CredentialStore {
                 (_, _, Some(auth), _) if !auth.is_empty() => {
                     let c = Credentials::from_auth_field(auth);
                     if c.is_none() {
-                        return Err(Error::Credentials {
-                            path: path.to_path_buf(),
-                            reason: format!("auths.{key:?}.auth is not base64 of user:password"),
-                        });
+                        return Err(bad(format!(
+                            "auths.{key:?}.auth is not base64 of user:password"
+                        )));
                     }
                     c
                 }
@@ -128,16 +156,143 @@ impl CredentialStore {
                 by_host.insert(normalise_key(&key), c);
             }
         }
-        Ok(Self { by_host })
+        let mut helpers = HashMap::new();
+        for (key, name) in file.cred_helpers {
+            check_helper_name(&name)
+                .map_err(|r| bad(format!("credHelpers.{key:?}: helper name {name:?} {r}")))?;
+            helpers.insert(normalise_key(&key), name);
+        }
+        let store = file.creds_store.filter(|s| !s.is_empty());
+        if let Some(name) = &store {
+            check_helper_name(name).map_err(|r| bad(format!("credsStore {name:?} {r}")))?;
+        }
+        Ok(Self {
+            by_host,
+            helpers,
+            store,
+            ..Self::default()
+        })
     }
 
+    /// Credentials for `host` given by the caller; they win over the file's.
     pub fn insert(&mut self, host: &str, creds: Credentials) {
-        self.by_host.insert(normalise_key(host), creds);
+        self.given.insert(normalise_key(host), creds);
     }
 
-    pub fn get(&self, registry: &str) -> Option<&Credentials> {
-        self.by_host.get(&normalise_key(registry))
+    /// The credentials for `registry`, running its helper the first time it is asked for.
+    /// A helper that has none for the registry falls through to the next source.
+    pub fn get(&self, registry: &str) -> Result<Option<Credentials>> {
+        let key = normalise_key(registry);
+        if let Some(c) = self.given.get(&key) {
+            return Ok(Some(c.clone()));
+        }
+        let helpers = self.helpers.get(&key).into_iter().chain(&self.store);
+        for helper in helpers {
+            if let Some(c) = self.ask_cached(helper, registry, &key)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(self.by_host.get(&key).cloned())
     }
+
+    fn ask_cached(&self, helper: &str, registry: &str, key: &str) -> Result<Option<Credentials>> {
+        let cache_key = format!("{helper}\0{key}");
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = asked.get(&cache_key) {
+            return Ok(c.clone());
+        }
+        let c = ask_helper(helper, &server_url(registry, key))?;
+        asked.insert(cache_key, c.clone());
+        Ok(c)
+    }
+}
+
+/// Helper names become part of a program name looked up on PATH: no paths.
+fn check_helper_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err("is not a plain program name suffix");
+    }
+    Ok(())
+}
+
+/// What Docker hands a helper as the server: Docker Hub's legacy URL, else the host.
+fn server_url(registry: &str, key: &str) -> String {
+    if key == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// Helpers answer this (Docker's credentials-helper protocol) when they have nothing.
+const NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// Run `docker-credential-<helper> get` with the server URL on stdin.
+fn ask_helper(helper: &str, server: &str) -> Result<Option<Credentials>> {
+    let program = format!("docker-credential-{helper}");
+    let fail = |reason: String| Error::CredentialHelper {
+        helper: program.clone(),
+        server: server.to_string(),
+        reason,
+    };
+    debug!(helper = %program, server, "asking credential helper");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => fail("not found on PATH".into()),
+            _ => fail(format!("cannot run it: {e}")),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is judged by its exit status.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("reading its answer: {e}")))?;
+    let (status, out, err) = (output.status, output.stdout, output.stderr);
+    let stdout = String::from_utf8_lossy(&out);
+    if !status.success() {
+        if stdout.trim() == NOT_FOUND {
+            return Ok(None);
+        }
+        let msg = [stdout.trim(), String::from_utf8_lossy(&err).trim()]
+            .iter()
+            .filter(|m| !m.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(fail(format!("{status}: {msg}")));
+    }
+    parse_helper_answer(&out).map(Some).map_err(fail)
+}
+
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+/// `{"ServerURL","Username","Secret"}`; the username `<token>` marks an identity token.
+fn parse_helper_answer(out: &[u8]) -> std::result::Result<Credentials, String> {
+    let a: HelperAnswer = serde_json::from_slice(out)
+        .map_err(|e| format!("answer is not the helper protocol's JSON: {e}"))?;
+    if a.username == "<token>" {
+        return Ok(Credentials::IdentityToken(a.secret));
+    }
+    Ok(Credentials::Basic {
+        username: a.username,
+        password: a.secret,
+    })
 }
 
 /// Keys may be URLs (`https://index.docker.io/v1/`) or hosts; Docker Hub has several names.
@@ -247,15 +402,51 @@ mod tests {
         .unwrap();
         let s = CredentialStore::load(&p).unwrap();
         assert_eq!(
-            s.get("docker.io"),
-            Some(&Credentials::Basic {
+            s.get("docker.io").unwrap(),
+            Some(Credentials::Basic {
                 username: "user".into(),
                 password: "pass".into()
             })
         );
-        assert!(s.get("127.0.0.1:5000").is_some());
-        assert!(s.get("other").is_none());
+        assert!(s.get("127.0.0.1:5000").unwrap().is_some());
+        assert!(s.get("other").unwrap().is_none());
         std::fs::write(&p, r#"{"auths":{"x":{"auth":"!!"}}}"#).unwrap();
         assert!(CredentialStore::load(&p).is_err());
+        std::fs::write(&p, r#"{"credHelpers":{"x":"../evil"}}"#).unwrap();
+        assert!(CredentialStore::load(&p).is_err());
+    }
+
+    #[test]
+    fn helper_answers() {
+        assert_eq!(
+            parse_helper_answer(br#"{"ServerURL":"r","Username":"u","Secret":"s"}"#),
+            Ok(Credentials::Basic {
+                username: "u".into(),
+                password: "s".into()
+            })
+        );
+        assert_eq!(
+            parse_helper_answer(br#"{"ServerURL":"r","Username":"<token>","Secret":"t"}"#),
+            Ok(Credentials::IdentityToken("t".into()))
+        );
+        assert!(parse_helper_answer(b"not json").is_err());
+        assert_eq!(
+            server_url("docker.io", "docker.io"),
+            "https://index.docker.io/v1/"
+        );
+        assert_eq!(
+            server_url("127.0.0.1:5000", "127.0.0.1:5000"),
+            "127.0.0.1:5000"
+        );
+    }
+
+    #[test]
+    fn missing_helper_is_named() {
+        let e = ask_helper("skiff-test-no-such-helper", "r.example").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("docker-credential-skiff-test-no-such-helper"),
+            "{e}"
+        );
     }
 }

@@ -77,10 +77,14 @@ fn io_err<'a>(
 }
 
 fn build(store: &Store, image: &ImageRecord, dir: &Path, o: &Overrides) -> Result<(), BundleError> {
+    // Shared with pulls, exclusive to rmi and prune: the layers found here stay until the
+    // use is recorded.
+    let _gc = store.lock("gc", false)?;
     let rc = run_config(store, image)?;
     let lowers = layer_dirs(store, image)?;
     std::fs::create_dir_all(dir.parent().unwrap_or(dir)).map_err(io_err("create", dir))?;
     std::fs::create_dir(dir).map_err(io_err("create", dir))?;
+    store.record_use(image, dir)?;
     for sub in ["upper", "work", "rootfs"] {
         std::fs::create_dir(dir.join(sub)).map_err(io_err("create", &dir.join(sub)))?;
     }

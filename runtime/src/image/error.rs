@@ -21,6 +21,12 @@ pub enum Error {
     Config { path: PathBuf, reason: String },
     #[error("credentials file {path}: {reason}")]
     Credentials { path: PathBuf, reason: String },
+    #[error("credential helper {helper} for {server}: {reason}")]
+    CredentialHelper {
+        helper: String,
+        server: String,
+        reason: String,
+    },
     #[error("{url}: {reason}")]
     Transport { url: String, reason: String },
     #[error("{url}: registry answered HTTP {status}: {message}")]
@@ -59,6 +65,8 @@ pub enum Error {
     },
     #[error("layer {layer}: {reason}")]
     Tar { layer: String, reason: String },
+    #[error("image {image} is in use by container(s) {containers}: delete them first (or remove the name with --force; its layers stay while they are used)")]
+    ImageInUse { image: String, containers: String },
     #[error("image {0:?} not found in the store")]
     ImageNotFound(String),
     #[error("store {path}: {reason}")]

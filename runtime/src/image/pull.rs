@@ -2,7 +2,7 @@
 //! verify and unpack the layers in parallel, each streaming straight into its directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -544,8 +544,11 @@ fn fetch_and_unpack(
         let decoder =
             decoder(compression, BufReader::with_capacity(128 << 10, &mut blob)).at(tmp)?;
         let mut diff = HashingReader::new(decoder, opts.max_layer_bytes);
-        let res = unpack::unpack(&mut diff, tmp, &label, unpack::Options::default())
-            .and_then(|(_, rest)| io::copy(rest, &mut io::sink()).at(tmp));
+        // Inflate and hash in large chunks, not a tar header's 512 bytes at a time. What the
+        // unpacker leaves in the buffer is drained through it, so the diffID sees every byte.
+        let buffered = BufReader::with_capacity(DECODE_CHUNK, &mut diff);
+        let res = unpack::unpack(buffered, tmp, &label, unpack::Options::default())
+            .and_then(|(_, mut rest)| io::copy(&mut rest, &mut io::sink()).at(tmp));
         let over = diff.count() > opts.max_layer_bytes;
         (res, diff.finish(), over)
     };
@@ -616,6 +619,12 @@ fn fetch_and_unpack(
     Ok(unpacked_bytes)
 }
 
+/// Downloaded bytes written to the ingest file per write.
+const INGEST_CHUNK: usize = 1 << 20;
+
+/// Decompressed bytes produced per call into the decoder.
+const DECODE_CHUNK: usize = 256 << 10;
+
 fn discard_ingest(store: &Store, digest: &Digest, why: &Error) {
     debug!(%digest, error = %why, "discarding partial download");
     let p = store.ingest_path(digest);
@@ -649,7 +658,10 @@ struct BlobSource<'a> {
     pos: u64,
     prefix: Option<File>,
     body: Option<Box<dyn Read + Send + Sync>>,
-    sink: File,
+    /// Buffered: the network hands over a few KiB per read. Flushed when the blob is
+    /// complete (before it is verified and committed); on failure whatever reached the file is
+    /// a prefix to resume from, verified with the rest.
+    sink: BufWriter<File>,
     attempts: u32,
     max_attempts: u32,
     error: Arc<Mutex<Option<Error>>>,
@@ -692,7 +704,7 @@ impl<'a> BlobSource<'a> {
             pos: 0,
             prefix,
             body: None,
-            sink,
+            sink: BufWriter::with_capacity(INGEST_CHUNK, sink),
             attempts: 0,
             max_attempts: opts.retries + 1,
             error,
@@ -701,7 +713,11 @@ impl<'a> BlobSource<'a> {
         })
     }
 
-    fn fail(&self, e: Error) -> io::Error {
+    fn fail(&mut self, e: Error) -> io::Error {
+        // What arrived stays on disk for the next pull to resume from.
+        if let Err(f) = self.sink.flush() {
+            warn!(digest = %self.digest, error = %f, "cannot keep the partial download");
+        }
         let msg = e.to_string();
         self.error
             .lock()
@@ -791,6 +807,9 @@ impl<'a> BlobSource<'a> {
                 Ok(n) if n > 0 => {
                     self.sink.write_all(&buf[..n])?;
                     self.pos += n as u64;
+                    if self.pos == self.size {
+                        self.sink.flush()?;
+                    }
                     self.report();
                     return Ok(n);
                 }

@@ -185,10 +185,13 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
-        let auth = cached.or_else(|| match self.creds.get(&ep.host) {
-            Some(Credentials::Token(t)) => Some(format!("Bearer {t}")),
-            _ => None,
-        });
+        let auth = match cached {
+            Some(a) => Some(a),
+            None => match self.creds.get(&ep.host)? {
+                Some(Credentials::Token(t)) => Some(format!("Bearer {t}")),
+                _ => None,
+            },
+        };
         match self
             .send(ep, url, accept, offset, auth.as_deref())
             .map_err(|e| *e)
@@ -251,7 +254,8 @@ impl Client {
             .ok_or_else(|| unauthorized("401 without a WWW-Authenticate challenge".into()))?;
         let challenge = Challenge::parse(header)
             .ok_or_else(|| unauthorized(format!("unsupported challenge {header:?}")))?;
-        let creds = self.creds.get(&ep.host);
+        let creds = self.creds.get(&ep.host)?;
+        let creds = creds.as_ref();
         match challenge {
             Challenge::Basic => match creds {
                 Some(Credentials::Basic { username, password }) => {

@@ -13,6 +13,10 @@
 //!
 //! Pulls hold the `gc` lock shared; `rmi` and `prune` hold it exclusively, so garbage
 //! collection never sees a half-finished pull.
+//!
+//! Containers made from images keep their bundles beside the store
+//! (`<root>/../containers/<id>`), each with an `image.json` naming the image and the chains it
+//! stacks. Those chains are in use: `rmi` refuses the image (unless forced) and `prune` keeps them.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -41,6 +45,35 @@ const DIRS: [&str; 7] = [
     "tmp",
     "locks",
 ];
+
+/// The file in a container's bundle that records the image it was made from.
+pub const IMAGE_USE_FILE: &str = "image.json";
+
+/// What a container made from an image records in its bundle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageUse {
+    pub image: String,
+    pub config_digest: Digest,
+    pub chain_ids: Vec<Digest>,
+}
+
+impl ImageUse {
+    pub fn of(rec: &ImageRecord) -> Self {
+        Self {
+            image: rec.name.clone(),
+            config_digest: rec.config_digest.clone(),
+            chain_ids: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
+        }
+    }
+}
+
+/// A container that uses an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageUser {
+    /// The container id (its bundle's directory name).
+    pub container: String,
+    pub uses: ImageUse,
+}
 
 /// One image: the name the user asked for, what it resolved to, and its layers lowest first.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -301,10 +334,54 @@ impl Store {
         Ok(out)
     }
 
-    /// Remove an image record, then everything no other image needs.
+    /// Where bundles of containers made from this store's images live.
+    pub fn containers_dir(&self) -> PathBuf {
+        super::bundle::bundles_root(&self.root)
+    }
+
+    /// Containers whose bundles record an image of this store. A record that cannot be read
+    /// is an error: which layers it protects would be unknown.
+    pub fn users(&self) -> Result<Vec<ImageUser>> {
+        let dir = self.containers_dir();
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).at(&dir),
+        };
+        for entry in entries {
+            let entry = entry.at(&dir)?;
+            if let Some(uses) = read_json::<ImageUse>(&entry.path().join(IMAGE_USE_FILE))? {
+                out.push(ImageUser {
+                    container: entry.file_name().to_string_lossy().into_owned(),
+                    uses,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.container.cmp(&b.container));
+        Ok(out)
+    }
+
+    /// Record in a new container's bundle that it uses `rec`; held under the `gc` lock so
+    /// that an `rmi` either sees the record or ran before the bundle's layers were looked up.
+    pub(crate) fn record_use(&self, rec: &ImageRecord, bundle: &Path) -> Result<()> {
+        write_json(&bundle.join(IMAGE_USE_FILE), &ImageUse::of(rec))
+    }
+
+    /// Remove an image record, then everything no other image needs. Refused while a container
+    /// uses the image and no other name refers to it.
     pub fn remove(&self, name: &str) -> Result<ImageRecord> {
+        self.remove_image(name, false)
+    }
+
+    /// Like [`Store::remove`]; `force` removes the name even while containers use the image
+    /// (its layers stay until they are no longer used).
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<ImageRecord> {
         let _gc = self.lock("gc", true)?;
         let rec = self.inspect(name)?;
+        if !force {
+            self.refuse_if_used(&rec)?;
+        }
         let p = self.image_path(&rec.name);
         fs::remove_file(&p).at(&p)?;
         sync_dir(&self.root.join("images"))?;
@@ -313,7 +390,30 @@ impl Store {
         Ok(rec)
     }
 
-    /// Delete blobs, layers, partial downloads and tmp dirs no image refers to.
+    fn refuse_if_used(&self, rec: &ImageRecord) -> Result<()> {
+        let other_name = self
+            .list()?
+            .iter()
+            .any(|i| i.name != rec.name && i.config_digest == rec.config_digest);
+        if other_name {
+            return Ok(());
+        }
+        let containers: Vec<String> = self
+            .users()?
+            .into_iter()
+            .filter(|u| u.uses.config_digest == rec.config_digest)
+            .map(|u| u.container)
+            .collect();
+        if containers.is_empty() {
+            return Ok(());
+        }
+        Err(Error::ImageInUse {
+            image: rec.name.clone(),
+            containers: containers.join(", "),
+        })
+    }
+
+    /// Delete blobs, layers, partial downloads and tmp dirs no image or container refers to.
     pub fn prune(&self) -> Result<PruneReport> {
         let _gc = self.lock("gc", true)?;
         self.collect()
@@ -332,6 +432,11 @@ impl Store {
             for l in &img.layers {
                 blobs.insert(l.digest.hex().to_string());
                 chains.insert(l.chain_id.hex().to_string());
+            }
+        }
+        for user in self.users()? {
+            for c in &user.uses.chain_ids {
+                chains.insert(c.hex().to_string());
             }
         }
         let mut layer_ids = HashSet::new();

@@ -1,11 +1,13 @@
 //! Unpack a layer tar stream into its own directory, safely: no entry may write outside it,
 //! and Docker/OCI whiteouts become overlayfs whiteouts.
 
+use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{lchown, symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{fchown, lchown, symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -15,6 +17,8 @@ use super::tar::{Header, Kind, Reader, TarError};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
+/// File data is copied in chunks this large (few write calls for large files).
+const COPY_CHUNK: usize = 256 << 10;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -32,6 +36,34 @@ impl Default for Options {
     }
 }
 
+/// Who new files belong to and which permission bits they keep, without asking per file.
+#[derive(Clone, Copy, Debug)]
+struct Ids {
+    uid: u32,
+    gid: u32,
+    umask: u32,
+}
+
+impl Ids {
+    fn current() -> Self {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Self {
+            uid,
+            gid,
+            umask: read_umask().unwrap_or(0o777),
+        }
+    }
+}
+
+/// The umask from /proc (setting it to read it would race with other threads). When it
+/// cannot be read every file gets an explicit chmod.
+fn read_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/thread-self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub entries: u64,
@@ -46,6 +78,10 @@ pub fn unpack<R: Read>(reader: R, root: &Path, layer: &str, opts: Options) -> Re
         layer,
         opts,
         dir_times: Vec::new(),
+        dirs: HashSet::new(),
+        setgid_dirs: HashSet::new(),
+        ids: Ids::current(),
+        buf: Vec::new(),
         stats: Stats::default(),
     };
     let mut tar = Reader::new(reader);
@@ -66,6 +102,13 @@ struct Unpacker<'a> {
     layer: &'a str,
     opts: Options,
     dir_times: Vec<(PathBuf, i64, u32)>,
+    /// Directories already checked to be real directories of this layer, so that entries
+    /// need no lstat of each parent. Cleared whenever an entry removes anything.
+    dirs: HashSet<PathBuf>,
+    /// Directories given the setgid bit: files created in them take the directory's group.
+    setgid_dirs: HashSet<PathBuf>,
+    ids: Ids,
+    buf: Vec<u8>,
     stats: Stats,
 }
 
@@ -103,13 +146,15 @@ impl Unpacker<'_> {
         }
         let dir = self.ensure_dirs(&h.path, parent, false)?;
         let target = dir.join(OsStr::from_bytes(name));
-        replace_existing(&target, h.kind == Kind::Dir).at(&target)?;
         match h.kind {
-            Kind::Regular => self.regular(&target, tar)?,
-            Kind::Dir => match fs::create_dir(&target) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                other => other.at(&target)?,
-            },
+            Kind::Regular => return self.regular(&target, h, tar),
+            Kind::Dir => {
+                match self.create_or_replace(&target, true, |t| fs::create_dir(t)) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    other => other.at(&target)?,
+                }
+                self.dirs.insert(target.clone());
+            }
             Kind::Symlink => {
                 if symlink_escapes(parent, &h.link) {
                     return Err(self.unsafe_entry(
@@ -120,7 +165,9 @@ impl Unpacker<'_> {
                         ),
                     ));
                 }
-                symlink(OsStr::from_bytes(&h.link), &target).at(&target)?;
+                let link = OsStr::from_bytes(&h.link);
+                self.create_or_replace(&target, false, |t| symlink(link, t))
+                    .at(&target)?;
             }
             Kind::HardLink => return self.hardlink(&target, h),
             Kind::Char | Kind::Block | Kind::Fifo => {
@@ -137,23 +184,111 @@ impl Unpacker<'_> {
         self.metadata(&target, h)
     }
 
-    fn regular<R: Read>(&mut self, target: &Path, tar: &mut Reader<R>) -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(target)
-            .at(target)?;
-        let n = io::copy(&mut tar.data(), &mut f).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => self.tar_err(TarError::Truncated("entry data")),
-            _ => Error::Io {
-                path: target.to_path_buf(),
-                source: e,
-            },
-        })?;
+    /// Create with `create`; when the name exists (an earlier entry of this layer), replace
+    /// that entry as tar does and try once more. Directories merge with directories.
+    fn create_or_replace<T>(
+        &mut self,
+        target: &Path,
+        is_dir: bool,
+        create: impl Fn(&Path) -> io::Result<T>,
+    ) -> io::Result<T> {
+        match create(target) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.dirs.clear();
+                replace_existing(target, is_dir)?;
+                create(target)
+            }
+            other => other,
+        }
+    }
+
+    /// A regular file: data and metadata through one descriptor (no path lookups after open).
+    fn regular<R: Read>(&mut self, target: &Path, h: &Header, tar: &mut Reader<R>) -> Result<()> {
+        // Created with its final permission bits when the umask keeps them all (no chmod
+        // then); setuid, setgid and sticky bits always come from a chmod after the chown.
+        let direct = h.mode & 0o7777 == h.mode & 0o777 & !self.ids.umask;
+        let create_mode = if direct { h.mode & 0o777 } else { 0o600 };
+        let open = |t: &Path| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(create_mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(t)
+        };
+        let mut f = self.create_or_replace(target, false, open).at(target)?;
+        let n = self.copy_data(tar, &mut f, target)?;
         self.stats.file_bytes += n;
-        Ok(())
+        let parent_setgid = target
+            .parent()
+            .is_some_and(|p| self.setgid_dirs.contains(p));
+        let owned = !self.opts.privileged
+            || (h.uid == u64::from(self.ids.uid)
+                && h.gid == u64::from(self.ids.gid)
+                && !parent_setgid);
+        self.file_metadata(&f, target, h, owned, direct)
+    }
+
+    fn copy_data<R: Read>(
+        &mut self,
+        tar: &mut Reader<R>,
+        f: &mut File,
+        target: &Path,
+    ) -> Result<u64> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; COPY_CHUNK];
+        }
+        let mut data = tar.data();
+        let mut total = 0u64;
+        loop {
+            let n = match data.read(&mut self.buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(self.tar_err(TarError::Truncated("entry data")))
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: target.to_path_buf(),
+                        source: e,
+                    })
+                }
+            };
+            f.write_all(&self.buf[..n]).at(target)?;
+            total += n as u64;
+        }
+    }
+
+    /// `owned`: the file already has the entry's owner; `mode_set`: and its mode.
+    fn file_metadata(
+        &self,
+        f: &File,
+        path: &Path,
+        h: &Header,
+        owned: bool,
+        mode_set: bool,
+    ) -> Result<()> {
+        if !owned {
+            let uid = u32::try_from(h.uid).ok();
+            let gid = u32::try_from(h.gid).ok();
+            fchown(f, uid, gid).at(path)?;
+        }
+        for (name, value) in &h.xattrs {
+            if let Err(e) = fset_xattr(f, name, value) {
+                if e.raw_os_error() == Some(libc::ENOTSUP) {
+                    warn!(path = %path.display(), xattr = name, error = %e, "xattr not kept");
+                } else {
+                    return Err(e).at(path);
+                }
+            }
+        }
+        if !mode_set || !owned {
+            // After chown, which clears setuid/setgid.
+            f.set_permissions(fs::Permissions::from_mode(h.mode))
+                .at(path)?;
+        }
+        set_file_mtime(f, h.mtime, h.mtime_nsec).at(path)
     }
 
     fn hardlink(&mut self, target: &Path, h: &Header) -> Result<()> {
@@ -166,7 +301,9 @@ impl Unpacker<'_> {
         let source = dir.join(OsStr::from_bytes(name));
         match fs::symlink_metadata(&source) {
             Ok(m) if m.is_dir() => Err(self.unsafe_entry(&h.path, "hardlink to a directory")),
-            Ok(_) => fs::hard_link(&source, target).at(target),
+            Ok(_) => self
+                .create_or_replace(target, false, |t| fs::hard_link(&source, t))
+                .at(target),
             Err(_) => Err(self.unsafe_entry(
                 &h.path,
                 format!(
@@ -178,7 +315,7 @@ impl Unpacker<'_> {
     }
 
     /// Returns false when the node was skipped (devices need privilege).
-    fn device(&self, target: &Path, h: &Header) -> Result<bool> {
+    fn device(&mut self, target: &Path, h: &Header) -> Result<bool> {
         let (kind, dev) = match h.kind {
             Kind::Char => (libc::S_IFCHR, libc::makedev(h.dev_major, h.dev_minor)),
             Kind::Block => (libc::S_IFBLK, libc::makedev(h.dev_major, h.dev_minor)),
@@ -188,7 +325,8 @@ impl Unpacker<'_> {
             warn!(path = %target.display(), "skipping device node: not privileged");
             return Ok(false);
         }
-        mknod(target, kind | 0o600, dev).at(target)?;
+        self.create_or_replace(target, false, |t| mknod(t, kind | 0o600, dev))
+            .at(target)?;
         Ok(true)
     }
 
@@ -202,16 +340,26 @@ impl Unpacker<'_> {
         }
         let dir = self.ensure_dirs(&h.path, parent, false)?;
         let target = dir.join(OsStr::from_bytes(hidden));
-        replace_existing(&target, false).at(&target)?;
         // overlayfs marks a deleted lower entry with a 0/0 character device.
-        mknod(&target, libc::S_IFCHR, 0).at(&target)
+        self.create_or_replace(&target, false, |t| mknod(t, libc::S_IFCHR, 0))
+            .at(&target)
     }
 
     /// Create missing parent directories, refusing symlinks and non-directories on the way.
-    fn ensure_dirs(&self, entry: &[u8], comps: &[&[u8]], _opaque: bool) -> Result<PathBuf> {
+    fn ensure_dirs(&mut self, entry: &[u8], comps: &[&[u8]], _opaque: bool) -> Result<PathBuf> {
         let mut cur = self.root.to_path_buf();
         for c in comps {
             cur.push(OsStr::from_bytes(c));
+        }
+        if comps.is_empty() || self.dirs.contains(&cur) {
+            return Ok(cur);
+        }
+        let mut cur = self.root.to_path_buf();
+        for c in comps {
+            cur.push(OsStr::from_bytes(c));
+            if self.dirs.contains(&cur) {
+                continue;
+            }
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(
@@ -231,6 +379,7 @@ impl Unpacker<'_> {
                 }
                 Err(e) => return Err(e).at(&cur),
             }
+            self.dirs.insert(cur.clone());
         }
         Ok(cur)
     }
@@ -282,6 +431,11 @@ impl Unpacker<'_> {
             fs::set_permissions(path, fs::Permissions::from_mode(h.mode)).at(path)?;
         }
         if h.kind == Kind::Dir {
+            if h.mode & libc::S_ISGID != 0 {
+                self.setgid_dirs.insert(path.to_path_buf());
+            } else {
+                self.setgid_dirs.remove(path);
+            }
             self.dir_times
                 .push((path.to_path_buf(), h.mtime, h.mtime_nsec));
         } else {
@@ -383,6 +537,40 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
+fn fset_xattr(f: &File, name: &str, value: &[u8]) -> io::Result<()> {
+    let n = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: the descriptor is open for the call; `n` is NUL-terminated and value/len describe a valid slice.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_file_mtime(f: &File, secs: i64, nsec: u32) -> io::Result<()> {
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    };
+    let times = [t, t];
+    // SAFETY: the descriptor is open for the call and `times` points at two initialised timespecs.
+    let rc = unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn set_mtime(path: &Path, secs: i64, nsec: u32) -> io::Result<()> {
     let c = cpath(path)?;
     let t = libc::timespec {
@@ -409,6 +597,7 @@ fn set_mtime(path: &Path, secs: i64, nsec: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn cleans_paths() {
@@ -419,12 +608,15 @@ mod tests {
         assert!(clean(b"/").unwrap().is_empty());
     }
 
-    /// A small archive with every entry kind, built by hand.
-    fn sample_archive() -> Vec<u8> {
-        fn header(name: &str, flag: u8, size: usize, link: &str) -> Vec<u8> {
+    fn header(name: &str, flag: u8, size: usize, link: &str) -> Vec<u8> {
+        header_mode(name, flag, size, link, 0o755)
+    }
+
+    fn header_mode(name: &str, flag: u8, size: usize, link: &str, mode: u32) -> Vec<u8> {
+        {
             let mut b = vec![0u8; 512];
             b[..name.len()].copy_from_slice(name.as_bytes());
-            b[100..107].copy_from_slice(b"0000755");
+            b[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
             b[108..115].copy_from_slice(b"0000000");
             b[116..123].copy_from_slice(b"0000000");
             b[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
@@ -437,6 +629,10 @@ mod tests {
             b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
             b
         }
+    }
+
+    /// A small archive with every entry kind, built by hand.
+    fn sample_archive() -> Vec<u8> {
         let mut v = Vec::new();
         v.extend(header("d/", b'5', 0, ""));
         v.extend(header("d/f", b'0', 5, ""));
@@ -460,6 +656,58 @@ mod tests {
         assert_eq!(stats.entries, 7);
         assert_eq!(fs::read(root.join("d/h")).unwrap(), b"hello");
         assert_eq!(fs::read_link(root.join("d/s")).unwrap(), Path::new("f"));
+    }
+
+    fn file_entry(v: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
+        v.extend(header_mode(name, b'0', data.len(), "", mode));
+        v.extend(data);
+        v.extend(std::iter::repeat_n(0, (512 - data.len() % 512) % 512));
+    }
+
+    /// Later entries replace earlier ones of the same name; a directory that became a
+    /// symlink is no longer a parent to write through; modes survive the umask.
+    #[test]
+    fn replacements_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("l");
+        fs::create_dir(&root).unwrap();
+        let mut v = Vec::new();
+        v.extend(header("a/", b'5', 0, ""));
+        file_entry(&mut v, "a/f", 0o644, b"one");
+        file_entry(&mut v, "a/f", 0o666, b"two");
+        file_entry(&mut v, "a/s", 0o4755, b"suid");
+        v.extend(header("a/f/", b'5', 0, ""));
+        v.extend(header("a/g", b'5', 0, ""));
+        file_entry(&mut v, "a/g", 0o600, b"file over dir");
+        v.extend(std::iter::repeat_n(0, 1024));
+        let opts = Options { privileged: false };
+        unpack(&v[..], &root, "test", opts).unwrap();
+        let mode = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
+        assert!(root.join("a/f").is_dir());
+        assert_eq!(mode("a/s"), 0o4755);
+        assert_eq!(fs::read(root.join("a/g")).unwrap(), b"file over dir");
+        assert_eq!(mode("a/g"), 0o600);
+
+        let root = dir.path().join("m");
+        fs::create_dir(&root).unwrap();
+        let mut v = Vec::new();
+        v.extend(header("d/", b'5', 0, ""));
+        file_entry(&mut v, "d/x", 0o666, b"x");
+        v.extend(header("d", b'2', 0, "/etc"));
+        file_entry(&mut v, "d/y", 0o644, b"y");
+        let err = unpack(&v[..], &root, "test", opts).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(!Path::new("/etc/y").exists());
+        let root = dir.path().join("n");
+        fs::create_dir(&root).unwrap();
+        let mut v = Vec::new();
+        file_entry(&mut v, "w", 0o666, b"w");
+        unpack(&v[..], &root, "test", opts).unwrap();
+        assert_eq!(mode_of(&root.join("w")), 0o666);
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o7777
     }
 
     /// Mutated archives give errors or partial trees, never a panic or a write outside.
