@@ -452,14 +452,23 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     parse_typed(path, data)
 }
 
-/// Parses a config.json: the raw document's shape first, then its types.
+/// Parses a config.json: the document's shape first (streamed, nothing built), then its types.
 fn parse_config(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
-    let raw: Value = parse_typed(path, data)?;
-    shape::check(&raw).map_err(|(field, message)| SpecError::Parse {
-        path: path.to_owned(),
-        field,
-        message,
-    })?;
+    match shape::check(data) {
+        Ok(()) => {}
+        Err(shape::Error::Shape(field, message)) => {
+            return Err(SpecError::Parse {
+                path: path.to_owned(),
+                field,
+                message,
+            })
+        }
+        // Parsed untyped only to describe the syntax error, by its path, as the typed parse would
+        // not (it may stop earlier, at a wrong type).
+        Err(shape::Error::Syntax) => {
+            parse_typed::<Value>(path, data)?;
+        }
+    }
     parse_typed(path, data)
 }
 
