@@ -62,8 +62,8 @@ const GLOBALS: &[Flag] = &[
     flag("criu", None, true),
 ];
 
-/// `create`'s flags; `run`'s are these plus [`RUN_ONLY`]. The order is fixed: [`launch`] reads them
-/// by position.
+/// `create`'s flags. `run` takes the same ones at the same positions, then its own: [`launch`]
+/// reads them by position.
 const CREATE: &[Flag] = &[
     flag("bundle", Some('b'), true),
     flag("pid-file", None, true),
