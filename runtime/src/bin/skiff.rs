@@ -3,10 +3,13 @@
 //! reports) is a sixth of the instructions a short command such as `skiff state` executes, and skiff
 //! runs it twice whenever it re-executes itself from a protected view of its binary. `std::env::args`
 //! works without it (glibc hands argv to std's initialiser).
-#![no_main]
+// The unit-test harness brings its own main.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     // What std's start-up does and skiff relies on: a closed pipe on stdout is an error, not a
