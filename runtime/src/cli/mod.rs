@@ -3,9 +3,11 @@
 mod cgroup;
 mod exec;
 pub mod image;
+mod lifecycle;
 mod log;
 mod run;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -30,7 +32,7 @@ pub struct Cli {
 }
 
 /// runc's global flags, given before the command.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq, Eq)]
 pub struct Globals {
     /// Directory for container state.
     #[arg(long, default_value = "/run/skiff")]
@@ -121,12 +123,12 @@ pub enum Command {
     Image(image::Command),
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq, Eq)]
 pub struct IdArgs {
     pub id: String,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq, Eq)]
 pub struct KillArgs {
     #[arg(short, long)]
     pub all: bool,
@@ -135,7 +137,7 @@ pub struct KillArgs {
     pub signal: String,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq, Eq)]
 pub struct DeleteArgs {
     #[arg(short, long)]
     pub force: bool,
@@ -143,7 +145,7 @@ pub struct DeleteArgs {
 }
 
 /// The flags `create` and `run` share with runc's.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct LaunchArgs {
     /// Write the container init's pid to this file.
     #[arg(long)]
@@ -176,7 +178,7 @@ impl LaunchArgs {
     }
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, PartialEq, Eq)]
 pub struct CreateArgs {
     /// The bundle directory, holding config.json.
     #[arg(short, long, default_value = ".")]
@@ -212,11 +214,18 @@ pub fn main() -> i32 {
             return 1;
         }
     }
-    let cli = Cli::parse();
-    let g = &cli.globals;
-    let _guard = log::init(g.log.as_deref(), g.log_format, g.debug);
-    let to_file = g.log.is_some();
-    match run(cli) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // The lifecycle commands skip clap, whose parsing costs more than the rest of their start.
+    let (globals, command) = match lifecycle::parse(&args) {
+        Some(inv) => (inv.globals, Parsed::Lifecycle(inv.command)),
+        None => {
+            let cli = Cli::parse();
+            (cli.globals, Parsed::Other(Box::new(cli.command)))
+        }
+    };
+    let _guard = log::init(globals.log.as_deref(), globals.log_format, globals.debug);
+    let to_file = globals.log.is_some();
+    match run(&globals, command) {
         Ok(code) => code,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -229,6 +238,11 @@ pub fn main() -> i32 {
     }
 }
 
+enum Parsed {
+    Lifecycle(lifecycle::Lifecycle),
+    Other(Box<Command>),
+}
+
 /// Whether this invocation may put a process into a container. Decided from the raw arguments so
 /// that it can run before anything else; it errs on the side of protecting (a container id that
 /// happens to be `run` costs one needless re-exec, never a missing one).
@@ -238,20 +252,22 @@ fn needs_protected_exe() -> bool {
         .any(|a| a == "create" || a == "run" || a == "exec")
 }
 
-fn run(cli: Cli) -> Result<i32> {
-    crate::cgroups::prefer_systemd(cli.globals.systemd_cgroup);
-    let rt = Runtime::new(&cli.globals.root);
-    match cli.command {
+fn run(globals: &Globals, command: Parsed) -> Result<i32> {
+    use lifecycle::Lifecycle;
+    crate::cgroups::prefer_systemd(globals.systemd_cgroup);
+    let rt = Runtime::new(&globals.root);
+    let command = match command {
+        Parsed::Lifecycle(cmd) => return run_lifecycle(&rt, cmd),
+        Parsed::Other(command) => command,
+    };
+    match *command {
         Command::Spec { bundle, rootless } => write_spec(&bundle, rootless),
-        Command::Create(args) => rt.create(&args.options()).map(|_| 0).map_err(Into::into),
-        Command::Start(a) => rt.start(&a.id).map(|_| 0).map_err(Into::into),
+        Command::Create(args) => run_lifecycle(&rt, Lifecycle::Create(args)),
+        Command::Start(a) => run_lifecycle(&rt, Lifecycle::Start(a)),
         Command::Run(args) => run::run(&rt, args),
-        Command::State(a) => print_json(&rt.state(&a.id)?),
-        Command::Kill(a) => {
-            rt.kill(&a.id, parse_signal(&a.signal)?, a.all)?;
-            Ok(0)
-        }
-        Command::Delete(a) => rt.delete(&a.id, a.force).map(|_| 0).map_err(Into::into),
+        Command::State(a) => run_lifecycle(&rt, Lifecycle::State(a)),
+        Command::Kill(a) => run_lifecycle(&rt, Lifecycle::Kill(a)),
+        Command::Delete(a) => run_lifecycle(&rt, Lifecycle::Delete(a)),
         Command::List { format, quiet } => list(&rt, format, quiet),
         Command::Ps {
             format,
@@ -262,9 +278,24 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
         Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
         Command::Features => print_json(&crate::features::features()),
-        Command::Update(args) => cgroup::update(&cli.globals.root, args),
-        Command::Events(args) => cgroup::events(&cli.globals.root, args),
+        Command::Update(args) => cgroup::update(&globals.root, args),
+        Command::Events(args) => cgroup::events(&globals.root, args),
         Command::Image(cmd) => image::run(cmd),
+    }
+}
+
+fn run_lifecycle(rt: &Runtime, command: lifecycle::Lifecycle) -> Result<i32> {
+    use lifecycle::Lifecycle;
+    match command {
+        Lifecycle::Create(args) => rt.create(&args.options()).map(|_| 0).map_err(Into::into),
+        Lifecycle::Start(a) => rt.start(&a.id).map(|_| 0).map_err(Into::into),
+        Lifecycle::Run(r) => run::run_bundle(rt, r),
+        Lifecycle::State(a) => print_json(&rt.state(&a.id)?),
+        Lifecycle::Kill(a) => {
+            rt.kill(&a.id, parse_signal(&a.signal)?, a.all)?;
+            Ok(0)
+        }
+        Lifecycle::Delete(a) => rt.delete(&a.id, a.force).map(|_| 0).map_err(Into::into),
     }
 }
 

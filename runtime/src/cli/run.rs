@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::image::{PullArgs, StoreArgs};
+use super::lifecycle::BundleRun;
 use super::LaunchArgs;
 use crate::container::Runtime;
 use crate::image::bundle::{self, Overrides};
@@ -51,7 +52,7 @@ pub struct RunArgs {
 
 pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
     let Some(reference) = a.image.clone() else {
-        return run_bundle(rt, a);
+        return run_image_less(rt, a);
     };
     if a.bundle.is_some() {
         bail!("--bundle and --image exclude each other");
@@ -105,7 +106,7 @@ pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
     }
 }
 
-fn run_bundle(rt: &Runtime, a: RunArgs) -> Result<i32> {
+fn run_image_less(rt: &Runtime, a: RunArgs) -> Result<i32> {
     let with_image_only = a.rm
         || !a.env.is_empty()
         || a.entrypoint.is_some()
@@ -115,12 +116,26 @@ fn run_bundle(rt: &Runtime, a: RunArgs) -> Result<i32> {
     if with_image_only {
         bail!("--rm, --env, --entrypoint, --user, --tty and trailing arguments go with --image");
     }
-    let Some(id) = a.id.clone() else {
+    let Some(id) = a.id else {
         bail!("a container id is required");
     };
-    let bundle = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
-    let opts = a.launch.options(id, bundle, false);
-    Ok(rt.run(&opts, a.detach, a.keep)?)
+    run_bundle(
+        rt,
+        BundleRun {
+            bundle: a.bundle,
+            launch: a.launch,
+            detach: a.detach,
+            keep: a.keep,
+            id,
+        },
+    )
+}
+
+/// `run` of a bundle directory (`.` when none is named).
+pub(super) fn run_bundle(rt: &Runtime, r: BundleRun) -> Result<i32> {
+    let bundle = r.bundle.unwrap_or_else(|| PathBuf::from("."));
+    let opts = r.launch.options(r.id, bundle, false);
+    Ok(rt.run(&opts, r.detach, r.keep)?)
 }
 
 /// 12 hex digits from the kernel's random pool, like the short ids users know from other tools.

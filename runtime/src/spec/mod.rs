@@ -432,7 +432,9 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, SpecError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut data = Vec::new();
+    // Sized from the file up front: one read instead of a doubling series of them.
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut data = Vec::with_capacity(size.min(MAX_CONFIG_BYTES) as usize + 1);
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(read_err)?;
@@ -452,18 +454,32 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     parse_typed(path, data)
 }
 
-/// Parses a config.json: the raw document's shape first, then its types.
+/// Parses a config.json: the document's shape first (streamed, nothing built), then its types.
 fn parse_config(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
-    let raw: Value = parse_typed(path, data)?;
-    shape::check(&raw).map_err(|(field, message)| SpecError::Parse {
-        path: path.to_owned(),
-        field,
-        message,
-    })?;
+    match shape::check(data) {
+        Ok(()) => {}
+        Err(shape::Error::Shape(field, message)) => {
+            return Err(SpecError::Parse {
+                path: path.to_owned(),
+                field,
+                message,
+            })
+        }
+        // Parsed untyped only to describe the syntax error, by its path, as the typed parse would
+        // not (it may stop earlier, at a wrong type).
+        Err(shape::Error::Syntax) => {
+            parse_typed::<Value>(path, data)?;
+        }
+    }
     parse_typed(path, data)
 }
 
 fn parse_typed<T: serde::de::DeserializeOwned>(path: &Path, data: &[u8]) -> Result<T, SpecError> {
+    // Tracking the path of every value doubles the deserialising code a start runs through; a valid
+    // document does not need it, so only a failed parse is repeated with it, to name the field.
+    if let Ok(value) = serde_json::from_slice(data) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
