@@ -20,6 +20,8 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let socket = daemon.config.socket.clone();
+    // Before the socket exists: a SIGTERM sent as soon as it appears must find the handler in place.
+    let signals = Signals::install()?;
     let listener = bind(
         &socket,
         daemon.config.socket_mode,
@@ -40,7 +42,7 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
         .add_service(runtime)
         .add_service(image)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown_signal().await;
+            signals.recv().await;
             stopping.notify_one();
         });
     // In-flight calls get a grace period; idle clients that ignore GOAWAY do not hold the exit.
@@ -93,16 +95,25 @@ fn group_id(name: &str) -> Result<u32> {
         .context("no such group")
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }

@@ -26,6 +26,20 @@ fn args_env_and_cwd() {
 }
 
 #[test]
+fn sigpipe_has_its_default_disposition() {
+    let env = TestEnv::new("proc-sigpipe");
+    let mut b = env.bundle();
+    let out = env.run_sh(&mut b, "grep SigIgn /proc/self/status");
+    let mask = out
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn line{out}"));
+    assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE ignored{out}");
+}
+
+#[test]
 fn missing_cwd_is_created() {
     let env = TestEnv::new("proc-newcwd");
     let mut b = env.bundle();

@@ -104,6 +104,10 @@ pub fn exec_program(p: &Process, prep: &Prepared, preserve_fds: u32) -> ProcessE
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = prep.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
+    // The runtime ignores SIGPIPE for itself; the container's programs expect the default, which an
+    // ignored disposition would override across execve (`yes | head` would never end).
+    // SAFETY: setting a signal's disposition to SIG_DFL involves no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if let Err(e) = security::install_last(prep.filter.as_ref()) {
         return e.into();
     }
