@@ -154,7 +154,10 @@ impl Config {
                 return Err(invalid("stream_tls_key", "stream_tls_cert needs a key"));
             }
             (None, Some(_)) => {
-                return Err(invalid("stream_tls_cert", "stream_tls_key needs a certificate"));
+                return Err(invalid(
+                    "stream_tls_cert",
+                    "stream_tls_key needs a certificate",
+                ));
             }
             _ => {}
         }
@@ -250,7 +253,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("stream_tls_cert"), "{e}");
-        let c = Config::parse(p, "stream_tls_cert = \"/c.pem\"\nstream_tls_key = \"/k.pem\"").unwrap();
+        let c = Config::parse(
+            p,
+            "stream_tls_cert = \"/c.pem\"\nstream_tls_key = \"/k.pem\"",
+        )
+        .unwrap();
         assert_eq!(c.stream_tls_key.as_deref(), Some(Path::new("/k.pem")));
     }
 }

@@ -266,7 +266,9 @@ pub struct Channels {
 }
 
 /// Reads channel messages until the server closes the session.
-pub async fn ws_collect<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Channels {
+pub async fn ws_collect<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Channels {
     let mut c = Channels::default();
     while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), ws.next())
         .await
@@ -326,7 +328,13 @@ pub fn tls_files(dir: &Path) -> TlsFiles {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=skiff test CA"];
     ca.extend(ec);
     ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
@@ -342,8 +350,21 @@ pub fn tls_files(dir: &Path) -> TlsFiles {
     )
     .unwrap();
     run(&[
-        "x509", "-req", "-days", "2", "-in", "server.csr", "-CA", "ca.pem", "-CAkey",
-        "ca-key.pem", "-CAcreateserial", "-extfile", "server.ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
     ]);
     TlsFiles {
         ca: dir.join("ca.pem"),

@@ -419,7 +419,11 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
 
 /// A `cat` container created with stdin (`stdin_once` as asked) in a host-network pod; returns it
 /// and the path of its log.
-async fn cat_container(d: &mut Skiffd, name: &str, stdin_once: bool) -> (String, std::path::PathBuf) {
+async fn cat_container(
+    d: &mut Skiffd,
+    name: &str,
+    stdin_once: bool,
+) -> (String, std::path::PathBuf) {
     d.pull_busybox().await;
     let pod = d
         .run_pod(host_network(pod_config(name, &d.log_dir())))
@@ -431,6 +435,28 @@ async fn cat_container(d: &mut Skiffd, name: &str, stdin_once: bool) -> (String,
     (c, d.log_dir().join(name).join("cat.log"))
 }
 
+/// Waits up to 30 s for the container to exit; on failure the daemon's log says why.
+async fn exited_or_log(d: &mut Skiffd, c: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = d.container_status(c).await;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let log = d.daemon_log();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("h2::") && !l.contains("tonic") && !l.contains("tower"))
+                .rev()
+                .take(40)
+                .collect();
+            panic!("container {c} still running: {st:?}\n{}", tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends stdin lines over an attach until the container's log shows one: the attachment is live.
 async fn attach_until_logged(ws: &mut skiff_tests::stream::Ws, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -439,7 +465,10 @@ async fn attach_until_logged(ws: &mut skiff_tests::stream::Ws, log: &std::path::
         .unwrap_or_default()
         .contains("hello-")
     {
-        assert!(Instant::now() < deadline, "attached stdin never reached cat");
+        assert!(
+            Instant::now() < deadline,
+            "attached stdin never reached cat"
+        );
         ws_send(ws, 0, format!("hello-{n}\n").as_bytes()).await;
         n += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -463,7 +492,7 @@ async fn attach_stdin_close_ends_a_stdin_once_container() {
     // cat reads EOF and exits 0, which ends the attachment.
     let got = ws_collect(&mut ws).await;
     assert_eq!(exit_code(&got.status), None);
-    let st = d.wait_exited(&c).await;
+    let st = exited_or_log(&mut d, &c).await;
     assert_eq!(st.exit_code, 0, "{st:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("stdout F the-last-line"), "{text}");
@@ -488,12 +517,15 @@ async fn attach_stdin_close_ends_a_stdin_once_container() {
         .unwrap_or_default()
         .contains("spdy-line")
     {
-        assert!(Instant::now() < deadline, "attached stdin never reached cat");
+        assert!(
+            Instant::now() < deadline,
+            "attached stdin never reached cat"
+        );
         sp.data(stdin, false, b"spdy-line\n").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     sp.data(stdin, true, b"").await;
-    let st = d.wait_exited(&c).await;
+    let st = exited_or_log(&mut d, &c).await;
     assert_eq!(st.exit_code, 0, "{st:?}");
 }
 
@@ -513,7 +545,11 @@ async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
     drop(ws);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let st = d.container_status(&c).await;
-    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "{st:?}");
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{st:?}"
+    );
     // A second attachment still reaches the same stdin.
     let url =
         d.rt.attach(attach_req(&c, false))
@@ -527,7 +563,10 @@ async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
         .unwrap_or_default()
         .contains("second-attach")
     {
-        assert!(Instant::now() < deadline, "the second attachment's stdin never reached cat");
+        assert!(
+            Instant::now() < deadline,
+            "the second attachment's stdin never reached cat"
+        );
         ws_send(&mut ws, 0, b"second-attach\n").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -595,7 +634,10 @@ async fn exec_is_killed_when_its_client_goes_away() {
         match how {
             "tcp" => drop(sp),
             // GOAWAY: control frame type 7, last good stream 0, status OK.
-            "goaway" => sp.write(&[0x80, 3, 0, 7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]).await,
+            "goaway" => {
+                sp.write(&[0x80, 3, 0, 7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0])
+                    .await
+            }
             // RST_STREAM of the error stream, status CANCEL (5).
             _ => {
                 let mut f = vec![0x80, 3, 0, 3, 0, 0, 0, 8];
@@ -604,7 +646,13 @@ async fn exec_is_killed_when_its_client_goes_away() {
                 sp.write(&f).await
             }
         }
-        wait_sleeps(&mut d, &c, false, &format!("exec outlived its SPDY client ({how})")).await;
+        wait_sleeps(
+            &mut d,
+            &c,
+            false,
+            &format!("exec outlived its SPDY client ({how})"),
+        )
+        .await;
     }
 }
 
@@ -629,7 +677,11 @@ async fn exec_over_tls_when_configured() {
         .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
         .await;
 
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", "cat; exit 2"], true, false)).await;
+    let url = exec_url(
+        &mut d,
+        exec_req(&c, &["sh", "-c", "cat; exit 2"], true, false),
+    )
+    .await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let (mut ws, proto) = websocket_tls(&url, "v5.channel.k8s.io", &f.ca).await;
     assert_eq!(proto, "v5.channel.k8s.io");
@@ -676,7 +728,12 @@ fn skiffd_once(dir: &std::path::Path, extra: &str) -> Option<(std::process::Exit
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return Some((status, err));
         }
         std::thread::sleep(Duration::from_millis(50));

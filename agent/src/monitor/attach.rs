@@ -125,9 +125,15 @@ impl Client {
     /// Reads and applies what the client sent; false once it is gone or misbehaved.
     fn read(&mut self, to: &Targets) -> bool {
         let mut buf = [0u8; 64 * 1024];
+        // Frames that arrived ahead of the client's end are still applied: a client's last
+        // words are often "close stdin", then goodbye.
+        let mut open = true;
         loop {
             match self.stream.read(&mut buf) {
-                Ok(0) => return false,
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
                 Ok(n) => self.input.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -151,7 +157,7 @@ impl Client {
             let payload: Vec<u8> = self.input.drain(..5 + len).skip(5).collect();
             apply(kind, &payload, to);
         }
-        true
+        open
     }
 }
 
@@ -220,10 +226,7 @@ fn close_pipe(fd: RawFd) {
     // SAFETY: dup3 onto a descriptor this process owns (the stdin pipe's write end); its owner
     // keeps a valid descriptor, now /dev/null, and closes it as before.
     if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
-        eprintln!(
-            "skiff-monitor: close stdin: {}",
-            io::Error::last_os_error()
-        );
+        eprintln!("skiff-monitor: close stdin: {}", io::Error::last_os_error());
     }
 }
 
@@ -268,10 +271,13 @@ mod tests {
         let mut f = [0u8; 8];
         c.read_exact(&mut f).unwrap();
         assert_eq!(f, [STDOUT, 0, 0, 0, 3, b'o', b'u', b't']);
-        // Closing stdin: the reader sees the write end hang up while `w` is still held.
+        // Closing stdin, then hanging up at once: the frame is still applied, and the reader sees
+        // the write end hang up while `w` is still held.
         c.write_all(&frame(CLOSE_STDIN, &[])).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         a.handle(&[0, libc::POLLIN], &to);
+        assert_eq!(a.fds().len(), 1, "the client that hung up is dropped");
         let mut p = libc::pollfd {
             fd: r.as_raw_fd(),
             events: libc::POLLIN,
@@ -285,6 +291,9 @@ mod tests {
         assert!(rest.is_empty());
         drop(w);
         // An oversized frame disconnects the client.
+        let mut c = UnixStream::connect(dir.path().join(SOCKET)).unwrap();
+        a.handle(&[libc::POLLIN], &to);
+        assert_eq!(a.fds().len(), 2);
         c.write_all(&[STDIN, 0xff, 0xff, 0xff, 0xff]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         a.handle(&[0, libc::POLLIN], &to);

@@ -97,6 +97,9 @@ mod tests {
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").unwrap();
         let e = server_config(&junk, &missing).unwrap_err().to_string();
-        assert!(e.contains("junk.pem") && e.contains("no PEM certificate"), "{e}");
+        assert!(
+            e.contains("junk.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 }

@@ -45,7 +45,9 @@ pub async fn run(d: &Arc<Daemon>, req: AttachRequest, io: Io) -> Outcome {
     let resize = io
         .resize
         .map(|r| tokio::spawn(forward_resizes(r, tx.clone())));
-    drop(tx);
+    // Held until the output ends: the end of the client's stdin is no hang-up towards the
+    // monitor, which would stop sending output to this client.
+    let _open = tx;
     receive_output(rd, io.stdout, io.stderr).await;
     for t in [stdin, resize].into_iter().flatten() {
         t.abort();
@@ -90,6 +92,7 @@ async fn forward_stdin(
         }
     }
     if close_after {
+        tracing::debug!("attached stdin ended: closing the container's stdin (stdin_once)");
         let _ = tx.send(wire::frame(wire::CLOSE_STDIN, &[])).await;
     }
 }

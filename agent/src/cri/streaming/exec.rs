@@ -96,7 +96,11 @@ impl Job {
 
     /// The exit code the helper recorded once it has ended. A client that goes away first has the
     /// command killed, as kubelet's runtimes do when an exec's context is cancelled.
-    async fn finish(&self, mut child: Child, client_gone: &CancellationToken) -> Result<Outcome, String> {
+    async fn finish(
+        &self,
+        mut child: Child,
+        client_gone: &CancellationToken,
+    ) -> Result<Outcome, String> {
         let status = tokio::select! {
             s = child.wait() => s,
             _ = client_gone.cancelled() => {

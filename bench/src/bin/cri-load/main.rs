@@ -75,9 +75,7 @@ fn parse() -> Result<Args> {
                 a.exec_stream_mib = val()?.parse().context("--exec-stream-mib")?
             }
             "--forward-mib" => a.forward_mib = val()?.parse().context("--forward-mib")?,
-            "--stream-rounds" => {
-                a.stream_rounds = val()?.parse().context("--stream-rounds")?
-            }
+            "--stream-rounds" => a.stream_rounds = val()?.parse().context("--stream-rounds")?,
             other => bail!("unknown argument {other:?}\nusage: {USAGE}"),
         }
     }
@@ -387,7 +385,10 @@ async fn stream_figures(
             let sp = stream::port_forward(rt, sid, fwd_bytes, false).await;
             push("forward_spdy_mib_s", sp.context("port-forward over SPDY")?);
             let ws = stream::port_forward(rt, sid, fwd_bytes, true).await;
-            push("forward_ws_mib_s", ws.context("port-forward over WebSocket")?);
+            push(
+                "forward_ws_mib_s",
+                ws.context("port-forward over WebSocket")?,
+            );
         }
     }
     Ok(samples

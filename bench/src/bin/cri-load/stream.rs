@@ -437,7 +437,10 @@ impl Spdy {
         let mut resp = Vec::new();
         let mut b = [0u8; 1];
         while !resp.ends_with(b"\r\n\r\n") {
-            ensure!(tcp.read(&mut b).await? == 1, "connection closed in the upgrade");
+            ensure!(
+                tcp.read(&mut b).await? == 1,
+                "connection closed in the upgrade"
+            );
             resp.push(b[0]);
         }
         let text = String::from_utf8_lossy(&resp);
