@@ -69,6 +69,11 @@ pub struct Config {
     /// Where the exec/attach/port-forward streaming server listens (`host:port`; port 0 picks a
     /// free one). Loopback by default: kubelet proxies the URLs it is given.
     pub stream_address: String,
+    /// PEM certificate chain (leaf first) of the streaming server: with `stream_tls_key`, it
+    /// serves TLS and its URLs are `https://`.
+    pub stream_tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `stream_tls_cert`.
+    pub stream_tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +110,8 @@ impl Default for Config {
             pause_image: None,
             log_level: "info".into(),
             stream_address: "127.0.0.1:0".into(),
+            stream_tls_cert: None,
+            stream_tls_key: None,
         }
     }
 }
@@ -141,6 +148,18 @@ impl Config {
         if cfg.stream_address.parse::<std::net::SocketAddr>().is_err() {
             let msg = format!("{:?} is not an ip:port address", cfg.stream_address);
             return Err(invalid("stream_address", &msg));
+        }
+        match (&cfg.stream_tls_cert, &cfg.stream_tls_key) {
+            (Some(_), None) => {
+                return Err(invalid("stream_tls_key", "stream_tls_cert needs a key"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "stream_tls_cert",
+                    "stream_tls_key needs a certificate",
+                ));
+            }
+            _ => {}
         }
         if cfg.socket_mode > 0o777 {
             return Err(invalid("socket_mode", "must be at most 0o777"));
@@ -226,5 +245,19 @@ mod tests {
         assert!(e.contains("stream_address"), "{e}");
         let c = Config::parse(p, "stream_address = \"[::1]:10010\"").unwrap();
         assert_eq!(c.stream_addr().port(), 10010);
+        let e = Config::parse(p, "stream_tls_cert = \"/c.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream_tls_key"), "{e}");
+        let e = Config::parse(p, "stream_tls_key = \"/k.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream_tls_cert"), "{e}");
+        let c = Config::parse(
+            p,
+            "stream_tls_cert = \"/c.pem\"\nstream_tls_key = \"/k.pem\"",
+        )
+        .unwrap();
+        assert_eq!(c.stream_tls_key.as_deref(), Some(Path::new("/k.pem")));
     }
 }

@@ -617,3 +617,45 @@ async fn attach_over_websocket_and_port_outside_the_request() {
         String::from_utf8_lossy(&got[0])
     );
 }
+
+#[tokio::test]
+async fn exec_over_tls_by_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = client::tls_files(dir.path());
+    let tls = skiff_agent::stream::tls::server_config(&files.cert, &files.key).unwrap();
+    let cfg = Config {
+        tls: Some(tls),
+        ..Config::default()
+    };
+    let srv = Server::start(cfg, Arc::new(TestHandler)).await.unwrap();
+
+    let url = srv.url(exec_req(&["cat-exit", "5"], true, false)).unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let (mut ws, proto) = client::websocket_tls(&url, "v5.channel.k8s.io", &files.ca).await;
+    assert_eq!(proto, "v5.channel.k8s.io");
+    client::ws_send(&mut ws, 0, b"over tls").await;
+    client::ws_close_stdin(&mut ws).await;
+    let got = client::ws_collect(&mut ws).await;
+    assert_eq!(got.stdout, b"over tls");
+    assert_eq!(exit_code(&got.status).as_deref(), Some("5"));
+
+    let url = srv.url(exec_req(&["cat-exit", "6"], true, false)).unwrap();
+    let tls = client::tls_connect(&url, &files.ca).await;
+    let (tls, head) = client::upgrade_on(tls, &url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut c = Spdy::over(Transport::Tls(Box::new(tls)));
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdin = c.open(&[("streamtype", "stdin")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    c.data(stdin, true, b"spdy over tls").await;
+    let got = c.collect(&[stdout, stderr, error]).await;
+    assert_eq!(got[0], b"spdy over tls");
+    assert_eq!(exit_code(&got[2]).as_deref(), Some("6"));
+
+    // A plain-text client gets no upgrade from a TLS server.
+    let url = srv.url(exec_req(&["cat-exit", "0"], true, false)).unwrap();
+    let plain = url.replacen("https://", "http://", 1);
+    let (_tcp, head) = upgrade(&plain, &SPDY_UPGRADE).await;
+    assert!(!head.starts_with("HTTP/1.1 101"), "{head}");
+}

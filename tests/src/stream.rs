@@ -8,7 +8,10 @@ use std::time::Duration;
 use flate2::{Compress, Compression, FlushCompress};
 use futures_util::{SinkExt, StreamExt};
 use skiff_agent::stream::spdy::headers::DICTIONARY;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,8 +20,19 @@ use tokio_tungstenite::WebSocketStream;
 /// Sends the upgrade request for `url` with `headers`; returns the socket and the response head.
 pub async fn upgrade(url: &str, headers: &[(&str, &str)]) -> (TcpStream, String) {
     let rest = url.strip_prefix("http://").unwrap();
+    let host = rest.split('/').next().unwrap();
+    let tcp = TcpStream::connect(host).await.unwrap();
+    upgrade_on(tcp, url, headers).await
+}
+
+/// The upgrade request for `url` (http or https) on an open connection.
+pub async fn upgrade_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (S, String) {
+    let rest = url.split_once("://").unwrap().1;
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut tcp = TcpStream::connect(host).await.unwrap();
     let mut head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -46,6 +60,7 @@ pub const SPDY_UPGRADE: [(&str, &str); 3] = [
 pub enum Transport {
     Tcp(TcpStream),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    Tls(Box<TlsConn>),
 }
 
 /// A SPDY/3 client built from the draft's frame layouts.
@@ -85,23 +100,17 @@ impl Spdy {
     pub async fn write(&mut self, bytes: &[u8]) {
         match &mut self.io {
             Transport::Tcp(t) => t.write_all(bytes).await.unwrap(),
+            Transport::Tls(t) => t.write_all(bytes).await.unwrap(),
             Transport::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).await.unwrap(),
         }
     }
 
     /// Reads more bytes; false at the end of the connection.
     async fn fill(&mut self) -> bool {
-        match &mut self.io {
-            Transport::Tcp(t) => {
-                let mut chunk = vec![0u8; 64 * 1024];
-                match t.read(&mut chunk).await {
-                    Ok(0) | Err(_) => false,
-                    Ok(n) => {
-                        self.rbuf.extend_from_slice(&chunk[..n]);
-                        true
-                    }
-                }
-            }
+        let mut chunk = vec![0u8; 64 * 1024];
+        let read = match &mut self.io {
+            Transport::Tcp(t) => t.read(&mut chunk).await,
+            Transport::Tls(t) => t.read(&mut chunk).await,
             Transport::Ws(ws) => loop {
                 match ws.next().await {
                     Some(Ok(Message::Binary(b))) => {
@@ -112,6 +121,13 @@ impl Spdy {
                     Some(Ok(_)) => {}
                 }
             },
+        };
+        match read {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.rbuf.extend_from_slice(&chunk[..n]);
+                true
+            }
         }
     }
 
@@ -238,6 +254,9 @@ pub async fn websocket(url: &str, protocols: &str) -> (WebSocketStream<TcpStream
     (ws, chosen)
 }
 
+/// A client WebSocket over plain TCP.
+pub type Ws = WebSocketStream<TcpStream>;
+
 /// What a `v5.channel.k8s.io` WebSocket session delivered: stdout, stderr and the status.
 #[derive(Debug, Default)]
 pub struct Channels {
@@ -247,7 +266,9 @@ pub struct Channels {
 }
 
 /// Reads channel messages until the server closes the session.
-pub async fn ws_collect(ws: &mut WebSocketStream<TcpStream>) -> Channels {
+pub async fn ws_collect<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Channels {
     let mut c = Channels::default();
     while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), ws.next())
         .await
@@ -268,13 +289,135 @@ pub async fn ws_collect(ws: &mut WebSocketStream<TcpStream>) -> Channels {
 }
 
 /// Sends `data` on channel `ch` of a channel-protocol WebSocket.
-pub async fn ws_send(ws: &mut WebSocketStream<TcpStream>, ch: u8, data: &[u8]) {
+pub async fn ws_send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    ch: u8,
+    data: &[u8],
+) {
     let mut m = vec![ch];
     m.extend_from_slice(data);
     ws.send(Message::binary(m)).await.unwrap();
 }
 
 /// Closes stdin the `v5.channel.k8s.io` way.
-pub async fn ws_close_stdin(ws: &mut WebSocketStream<TcpStream>) {
+pub async fn ws_close_stdin<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
     ws.send(Message::binary(vec![255, 0])).await.unwrap();
+}
+
+/// A client TLS connection.
+pub type TlsConn = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// PEM files made with `openssl`: a CA, and a server certificate for 127.0.0.1 it signed.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Makes [`TlsFiles`] in `dir`.
+pub fn tls_files(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (tests/apt-packages installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=skiff test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    run(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server-key.pem", "-out", "server.csr"]);
+    run(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+    }
+}
+
+/// A TLS connection to the host of `https://` `url`, trusting only the CA in `ca`.
+pub async fn tls_connect(url: &str, ca: &Path) -> TlsConn {
+    let host = url
+        .strip_prefix("https://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("not an https URL: {url}"));
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for c in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr: std::net::SocketAddr = host.parse().unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the streaming server")
+}
+
+/// [`websocket`] over TLS, trusting only the CA in `ca`.
+pub async fn websocket_tls(
+    url: &str,
+    protocols: &str,
+    ca: &Path,
+) -> (WebSocketStream<TlsConn>, String) {
+    let mut req = url
+        .replacen("https://", "wss://", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+    let tls = tls_connect(url, ca).await;
+    let (ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let chosen = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (ws, chosen)
 }

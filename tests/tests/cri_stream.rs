@@ -8,8 +8,8 @@ use skiff_tests::cri::{
     bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
 };
 use skiff_tests::stream::{
-    exit_code, upgrade, websocket, ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport,
-    SPDY_UPGRADE,
+    exit_code, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
+    ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport, SPDY_UPGRADE,
 };
 use tonic::Code;
 
@@ -415,4 +415,353 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     d.stop_container(&web, 2).await.unwrap();
     d.remove_container(&web).await.unwrap();
     d.stop_and_remove_pod(&pod.id).await;
+}
+
+/// A `cat` container created with stdin (`stdin_once` as asked) in a host-network pod; returns it
+/// and the path of its log.
+async fn cat_container(
+    d: &mut Skiffd,
+    name: &str,
+    stdin_once: bool,
+) -> (String, std::path::PathBuf) {
+    d.pull_busybox().await;
+    let pod = d
+        .run_pod(host_network(pod_config(name, &d.log_dir())))
+        .await;
+    let mut config = container_config("cat", "exec cat");
+    config.stdin = true;
+    config.stdin_once = stdin_once;
+    let c = d.run_container(&pod, config).await;
+    (c, d.log_dir().join(name).join("cat.log"))
+}
+
+/// Waits up to 30 s for the container to exit; on failure the daemon's log says why.
+async fn exited_or_log(d: &mut Skiffd, c: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = d.container_status(c).await;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let log = d.daemon_log();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("h2::") && !l.contains("tonic") && !l.contains("tower"))
+                .rev()
+                .take(40)
+                .collect();
+            panic!("container {c} still running: {st:?}\n{}", tail.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends stdin lines over an attach until the container's log shows one: the attachment is live.
+async fn attach_until_logged(ws: &mut skiff_tests::stream::Ws, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("hello-")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "attached stdin never reached cat"
+        );
+        ws_send(ws, 0, format!("hello-{n}\n").as_bytes()).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn attach_stdin_close_ends_a_stdin_once_container() {
+    let mut d = Skiffd::start().await;
+    let (c, log) = cat_container(&mut d, "once", true).await;
+    let url =
+        d.rt.attach(attach_req(&c, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    attach_until_logged(&mut ws, &log).await;
+    ws_send(&mut ws, 0, b"the-last-line\n").await;
+    ws_close_stdin(&mut ws).await;
+    // cat reads EOF and exits 0, which ends the attachment.
+    let got = ws_collect(&mut ws).await;
+    assert_eq!(exit_code(&got.status), None);
+    let st = exited_or_log(&mut d, &c).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("stdout F the-last-line"), "{text}");
+
+    // Over SPDY, a half-close of the stdin stream does the same.
+    let (c, log) = cat_container(&mut d, "once-spdy", true).await;
+    let url =
+        d.rt.attach(attach_req(&c, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::new(tcp);
+    let _error = sp.open(&[("streamtype", "error")]).await;
+    let stdin = sp.open(&[("streamtype", "stdin")]).await;
+    let _stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let _stderr = sp.open(&[("streamtype", "stderr")]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("spdy-line")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "attached stdin never reached cat"
+        );
+        sp.data(stdin, false, b"spdy-line\n").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sp.data(stdin, true, b"").await;
+    let st = exited_or_log(&mut d, &c).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+}
+
+#[tokio::test]
+async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
+    let mut d = Skiffd::start().await;
+    let (c, log) = cat_container(&mut d, "open", false).await;
+    let url =
+        d.rt.attach(attach_req(&c, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    attach_until_logged(&mut ws, &log).await;
+    ws_close_stdin(&mut ws).await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = d.container_status(&c).await;
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{st:?}"
+    );
+    // A second attachment still reaches the same stdin.
+    let url =
+        d.rt.attach(attach_req(&c, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("second-attach")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second attachment's stdin never reached cat"
+        );
+        ws_send(&mut ws, 0, b"second-attach\n").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.stop_container(&c, 0).await.unwrap();
+}
+
+/// Whether a `sleep 1000` runs in the container, seen by ExecSync of `ps`.
+async fn sleeps(d: &mut Skiffd, c: &str) -> bool {
+    let r =
+        d.rt.exec_sync(cri::ExecSyncRequest {
+            container_id: c.into(),
+            cmd: s(&["ps", "-o", "args"]),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .any(|l| l.trim() == "sleep 1000")
+}
+
+/// Waits up to 20 s for `sleep 1000` to be running (`true`) or gone (`false`) in the container.
+async fn wait_sleeps(d: &mut Skiffd, c: &str, want: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sleeps(d, c).await != want {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_is_killed_when_its_client_goes_away() {
+    let (mut d, c) = running().await;
+    let sleeper = |d: &mut Skiffd| {
+        let mut rt = d.rt.clone();
+        let req = exec_req(&c, &["sleep", "1000"], false, false);
+        async move { rt.exec(req).await.unwrap().into_inner().url }
+    };
+
+    // WebSocket: the connection simply dropped.
+    let url = sleeper(&mut d).await;
+    let (ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    wait_sleeps(&mut d, &c, true, "exec over WebSocket never started").await;
+    drop(ws);
+    wait_sleeps(&mut d, &c, false, "exec outlived its WebSocket client").await;
+
+    // WebSocket: a close handshake started by the client.
+    let url = sleeper(&mut d).await;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    wait_sleeps(&mut d, &c, true, "exec over WebSocket never started").await;
+    ws.close(None).await.unwrap();
+    wait_sleeps(&mut d, &c, false, "exec outlived a WebSocket close").await;
+
+    // SPDY: the TCP connection closed, then GOAWAY, then a reset stream.
+    for how in ["tcp", "goaway", "rst"] {
+        let url = sleeper(&mut d).await;
+        let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut sp = Spdy::new(tcp);
+        let error = sp.open(&[("streamtype", "error")]).await;
+        let _stdout = sp.open(&[("streamtype", "stdout")]).await;
+        let _stderr = sp.open(&[("streamtype", "stderr")]).await;
+        wait_sleeps(&mut d, &c, true, "exec over SPDY never started").await;
+        match how {
+            "tcp" => drop(sp),
+            // GOAWAY: control frame type 7, last good stream 0, status OK.
+            "goaway" => {
+                sp.write(&[0x80, 3, 0, 7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0])
+                    .await
+            }
+            // RST_STREAM of the error stream, status CANCEL (5).
+            _ => {
+                let mut f = vec![0x80, 3, 0, 3, 0, 0, 0, 8];
+                f.extend_from_slice(&error.to_be_bytes());
+                f.extend_from_slice(&5u32.to_be_bytes());
+                sp.write(&f).await
+            }
+        }
+        wait_sleeps(
+            &mut d,
+            &c,
+            false,
+            &format!("exec outlived its SPDY client ({how})"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn exec_over_tls_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = tls_files(dir.path());
+    let mut d = Skiffd::start_with(Options {
+        extra_config: format!(
+            "stream_tls_cert = \"{}\"\nstream_tls_key = \"{}\"",
+            f.cert.display(),
+            f.key.display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    d.pull_busybox().await;
+    let pod = d
+        .run_pod(host_network(pod_config("tls", &d.log_dir())))
+        .await;
+    let c = d
+        .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
+        .await;
+
+    let url = exec_url(
+        &mut d,
+        exec_req(&c, &["sh", "-c", "cat; exit 2"], true, false),
+    )
+    .await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let (mut ws, proto) = websocket_tls(&url, "v5.channel.k8s.io", &f.ca).await;
+    assert_eq!(proto, "v5.channel.k8s.io");
+    ws_send(&mut ws, 0, b"through tls").await;
+    ws_close_stdin(&mut ws).await;
+    let got = ws_collect(&mut ws).await;
+    assert_eq!(got.stdout, b"through tls");
+    assert_eq!(exit_code(&got.status).as_deref(), Some("2"));
+
+    let url = exec_url(&mut d, exec_req(&c, &["echo", "spdy-tls"], false, false)).await;
+    let tls = tls_connect(&url, &f.ca).await;
+    let (tls, head) = upgrade_on(tls, &url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::over(Transport::Tls(Box::new(tls)));
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let stderr = sp.open(&[("streamtype", "stderr")]).await;
+    let got = sp.collect(&[stdout, stderr, error]).await;
+    assert_eq!(got[0], b"spdy-tls\n");
+}
+
+/// skiffd with `extra` in a minimal config in `dir`: its exit status and stderr, or None if it is
+/// still running after 20 s (then killed).
+fn skiffd_once(dir: &std::path::Path, extra: &str) -> Option<(std::process::ExitStatus, String)> {
+    let d = dir.display();
+    let config = dir.join("skiffd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{d}/s.sock\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\n\
+             image_root = \"{d}/images\"\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(skiff_tests::cri::target_bin("skiffd"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return Some((status, err));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn skiffd_refuses_to_start_with_a_bad_tls_certificate_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = tls_files(dir.path());
+    let missing = dir.path().join("no-such-key.pem");
+    let cases = [
+        (f.cert.clone(), missing.clone(), "no-such-key.pem"),
+        (f.key.clone(), f.key.clone(), "server-key.pem"),
+        (f.cert.clone(), f.ca.clone(), "ca.pem"),
+    ];
+    for (cert, key, named) in cases {
+        let extra = format!(
+            "stream_tls_cert = \"{}\"\nstream_tls_key = \"{}\"",
+            cert.display(),
+            key.display()
+        );
+        let (status, err) = skiffd_once(dir.path(), &extra)
+            .unwrap_or_else(|| panic!("skiffd started with cert {cert:?} and key {key:?}"));
+        assert!(!status.success(), "{err}");
+        assert!(err.contains(named), "cert {cert:?} key {key:?}: {err}");
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! Frames both ways are one kind byte, a big-endian u32 length and the payload. Monitor to client:
 //! [`STDOUT`], [`STDERR`]. Client to monitor: [`STDIN`] data, [`RESIZE`] (u16 width, u16 height,
-//! big-endian). A client that falls behind the container's output is disconnected rather than
-//! allowed to hold the container back.
+//! big-endian), [`CLOSE_STDIN`] (no payload: the container's stdin pipe is closed for good, so it
+//! reads EOF; kubelet's `stdinOnce`). A client that falls behind the container's output is
+//! disconnected rather than allowed to hold the container back.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -16,6 +17,7 @@ pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const RESIZE: u8 = 4;
+pub const CLOSE_STDIN: u8 = 5;
 /// Largest frame a client may send.
 pub const MAX_FRAME: usize = 1 << 20;
 /// Clients attached at once at most.
@@ -25,7 +27,8 @@ const SEND_BUFFER: libc::c_int = 4 << 20;
 
 /// Where client input goes.
 pub struct Targets {
-    /// The container's stdin: the pipe's write end or the pty master.
+    /// The container's stdin: the pipe's write end or the pty master. [`CLOSE_STDIN`] puts
+    /// `/dev/null` on this descriptor number, so whoever owns it still closes a valid descriptor.
     pub stdin: Option<RawFd>,
     /// The pty master, for resizes.
     pub tty: Option<RawFd>,
@@ -122,9 +125,15 @@ impl Client {
     /// Reads and applies what the client sent; false once it is gone or misbehaved.
     fn read(&mut self, to: &Targets) -> bool {
         let mut buf = [0u8; 64 * 1024];
+        // Frames that arrived ahead of the client's end are still applied: a client's last
+        // words are often "close stdin", then goodbye.
+        let mut open = true;
         loop {
             match self.stream.read(&mut buf) {
-                Ok(0) => return false,
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
                 Ok(n) => self.input.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -148,7 +157,7 @@ impl Client {
             let payload: Vec<u8> = self.input.drain(..5 + len).skip(5).collect();
             apply(kind, &payload, to);
         }
-        true
+        open
     }
 }
 
@@ -157,6 +166,12 @@ fn apply(kind: u8, payload: &[u8], to: &Targets) {
         STDIN => {
             if let Some(fd) = to.stdin {
                 write_all(fd, payload);
+            }
+        }
+        CLOSE_STDIN => {
+            // A terminal is not closed: its master is also the container's output.
+            if let (Some(fd), None) = (to.stdin, to.tty) {
+                close_pipe(fd);
             }
         }
         RESIZE if payload.len() == 4 => {
@@ -198,6 +213,23 @@ fn write_all(fd: RawFd, mut data: &[u8]) {
     }
 }
 
+/// Closes the pipe end `fd` in place: `/dev/null` takes its descriptor number, which drops the
+/// monitor's only reference to the pipe's write end, and the container reads EOF.
+fn close_pipe(fd: RawFd) {
+    let null = match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("skiff-monitor: close stdin: /dev/null: {e}");
+            return;
+        }
+    };
+    // SAFETY: dup3 onto a descriptor this process owns (the stdin pipe's write end); its owner
+    // keeps a valid descriptor, now /dev/null, and closes it as before.
+    if unsafe { libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) } < 0 {
+        eprintln!("skiff-monitor: close stdin: {}", io::Error::last_os_error());
+    }
+}
+
 /// One frame: kind, big-endian length, payload.
 pub fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(5 + data.len());
@@ -229,13 +261,39 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         a.handle(&[0, libc::POLLIN], &to);
         let mut got = [0u8; 5];
-        std::fs::File::from(r).read_exact(&mut got).unwrap();
+        let r = {
+            let mut f = std::fs::File::from(r);
+            f.read_exact(&mut got).unwrap();
+            std::os::fd::OwnedFd::from(f)
+        };
         assert_eq!(&got, b"typed");
         a.broadcast(STDOUT, b"out");
         let mut f = [0u8; 8];
         c.read_exact(&mut f).unwrap();
         assert_eq!(f, [STDOUT, 0, 0, 0, 3, b'o', b'u', b't']);
+        // Closing stdin, then hanging up at once: the frame is still applied, and the reader sees
+        // the write end hang up while `w` is still held.
+        c.write_all(&frame(CLOSE_STDIN, &[])).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        a.handle(&[0, libc::POLLIN], &to);
+        assert_eq!(a.fds().len(), 1, "the client that hung up is dropped");
+        let mut p = libc::pollfd {
+            fd: r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
+        assert!(p.revents & libc::POLLHUP != 0, "revents {:#x}", p.revents);
+        let mut rest = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        drop(w);
         // An oversized frame disconnects the client.
+        let mut c = UnixStream::connect(dir.path().join(SOCKET)).unwrap();
+        a.handle(&[libc::POLLIN], &to);
+        assert_eq!(a.fds().len(), 2);
         c.write_all(&[STDIN, 0xff, 0xff, 0xff, 0xff]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         a.handle(&[0, libc::POLLIN], &to);

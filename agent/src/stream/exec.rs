@@ -2,23 +2,28 @@
 //! bridged to the [`Io`] a [`Handler`](super::server::Handler) works with.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::channel::{self, Channel, Outcome, ResizeDecoder, WsMessage};
-use super::server::{BoxFuture, Io};
+use super::server::{BoxFuture, Io, Output};
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};
 use super::token::{AttachRequest, ExecRequest};
 
 /// Bytes buffered between a transport and a handler per direction.
 const PIPE: usize = 64 * 1024;
+/// Bytes buffered between a handler's output and a SPDY stream: room for a few data frames per
+/// wake-up.
+const OUTPUT_PIPE: usize = 256 * 1024;
 
 /// The channels a client asked for.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +89,7 @@ pub async fn spdy<F>(
     };
     // Streams beyond the expected ones are refused, so they never hold up the session.
     let closer = incoming.closer();
+    let client_gone = incoming.client_gone();
     tokio::spawn(async move {
         while let Some(extra) = incoming.accept().await {
             let _ = extra.writer.reset(rst::REFUSED_STREAM).await;
@@ -96,6 +102,7 @@ pub async fn spdy<F>(
         stderr: None,
         resize: None,
         tty: opts.tty,
+        client_gone,
     };
     let mut pumps = Vec::new();
     if let Some(s) = streams.remove(&Channel::Stdin) {
@@ -106,7 +113,7 @@ pub async fn spdy<F>(
     }
     for ch in [Channel::Stdout, Channel::Stderr] {
         if let Some(s) = streams.remove(&ch) {
-            let (ours, theirs) = tokio::io::duplex(PIPE);
+            let (ours, theirs) = tokio::io::duplex(OUTPUT_PIPE);
             pumps.push(tokio::spawn(pipe_to_spdy(ours, s.writer)));
             let slot = if ch == Channel::Stdout {
                 &mut io.stdout
@@ -182,7 +189,7 @@ async fn spdy_to_pipe(mut reader: StreamReader, mut pipe: DuplexStream) {
 
 /// Copies `pipe` into a SPDY stream until EOF, then half-closes the stream.
 pub(super) async fn pipe_to_spdy<R: AsyncRead + Unpin>(mut pipe: R, writer: StreamWriter) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 128 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -218,36 +225,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(Io) -> BoxFuture<Outcome>,
 {
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        // Pongs to the client's pings are queued by the reading half and go out on a flush: flush
-        // now and then even when the command is silent, or heartbeat-checking clients give up.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                m = out_rx.recv() => {
-                    let Some(m) = m else { break };
-                    let last = matches!(m, Message::Close(_));
-                    if sink.send(m).await.is_err() || last {
-                        break;
-                    }
-                }
-                _ = tick.tick() => {
-                    if sink.flush().await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut source) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel::<Message>(WS_QUEUE);
+    let client_gone = CancellationToken::new();
+    let writer = tokio::spawn(ws_writer(sink, out_rx, client_gone.clone()));
     let mut io = Io {
         stdin: None,
         stdout: None,
         stderr: None,
         resize: None,
         tty: opts.tty,
+        client_gone: client_gone.clone(),
     };
     let mut stdin = None;
     if opts.stdin {
@@ -294,8 +282,9 @@ where
                 Err(e) => tracing::debug!(error = %e, "WebSocket message refused"),
             }
         }
+        // The client closed the WebSocket or the connection (after the command ended, harmless).
+        client_gone.cancel();
     });
-    let mut pumps: Vec<JoinHandle<()>> = Vec::new();
     for (on, ch) in [
         (opts.stdout, Channel::Stdout),
         (opts.stderr, Channel::Stderr),
@@ -303,19 +292,15 @@ where
         if !on {
             continue;
         }
-        let (ours, theirs) = tokio::io::duplex(PIPE);
-        pumps.push(tokio::spawn(pipe_to_ws(ours, ch, out_tx.clone())));
-        let slot = if ch == Channel::Stdout {
-            &mut io.stdout
+        let out: Output = Box::new(WsOutput::new(ch, out_tx.clone()));
+        if ch == Channel::Stdout {
+            io.stdout = Some(out);
         } else {
-            &mut io.stderr
-        };
-        *slot = Some(Box::new(theirs));
+            io.stderr = Some(out);
+        }
     }
+    // Everything the command wrote is queued ahead of the status: one queue, one writer.
     let outcome = run(io).await;
-    for p in pumps {
-        let _ = p.await;
-    }
     let status = channel::ws_frame(Channel::Error, &channel::status_json(&outcome));
     let _ = out_tx.send(Message::binary(status)).await;
     let _ = out_tx.send(Message::Close(None)).await;
@@ -324,20 +309,102 @@ where
     reader.abort();
 }
 
-async fn pipe_to_ws(mut pipe: DuplexStream, ch: Channel, out: mpsc::Sender<Message>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if out
-                    .send(Message::binary(channel::ws_frame(ch, &buf[..n])))
-                    .await
-                    .is_err()
-                {
-                    return;
+/// Messages queued for a WebSocket's writer; with [`WS_CHUNK`]-sized output messages this bounds
+/// what a client that stops reading makes us hold (2 MiB).
+const WS_QUEUE: usize = 8;
+/// Largest output message payload: large messages keep the per-message costs (a wake-up, an
+/// allocation, a frame header) small against the copying.
+const WS_CHUNK: usize = 256 * 1024;
+
+/// Sends queued messages, as many as are ready per flush: one write to the socket for a run of
+/// messages rather than one per message.
+async fn ws_writer<S>(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    client_gone: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Pongs to the client's pings are queued by the reading half and go out on a flush: flush now
+    // and then even when the command is silent, or heartbeat-checking clients give up.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    'run: loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(mut m) = m else { break };
+                loop {
+                    let last = matches!(m, Message::Close(_));
+                    if sink.feed(m).await.is_err() {
+                        client_gone.cancel();
+                        break 'run;
+                    }
+                    if last {
+                        break 'run;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => m = next,
+                        Err(_) => break,
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    client_gone.cancel();
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                if sink.flush().await.is_err() {
+                    client_gone.cancel();
+                    break;
                 }
             }
         }
+    }
+    let _ = sink.close().await;
+}
+
+/// One output channel of a WebSocket exec or attach as a byte sink: each write becomes one binary
+/// message with the channel byte in front, queued for the connection's writer.
+struct WsOutput {
+    ch: Channel,
+    tx: PollSender<Message>,
+}
+
+impl WsOutput {
+    fn new(ch: Channel, tx: mpsc::Sender<Message>) -> Self {
+        Self {
+            ch,
+            tx: PollSender::new(tx),
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the WebSocket connection is closed",
+    )
+}
+
+impl AsyncWrite for WsOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.tx.poll_reserve(cx)).map_err(|_| gone())?;
+        let n = buf.len().min(WS_CHUNK);
+        let msg = Message::binary(channel::ws_frame(this.ch, &buf[..n]));
+        this.tx.send_item(msg).map_err(|_| gone())?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().tx.close();
+        Poll::Ready(Ok(()))
     }
 }

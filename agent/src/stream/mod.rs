@@ -1,10 +1,12 @@
 //! The streaming server behind the CRI `Exec`/`Attach`/`PortForward` URLs: SPDY/3.1 and WebSocket
-//! transports carrying the Kubernetes remotecommand and portforward sub-protocols.
+//! transports carrying the Kubernetes remotecommand and portforward sub-protocols, over TLS when
+//! configured.
 
 pub mod channel;
 pub mod exec;
 pub mod portforward;
 pub mod server;
 pub mod spdy;
+pub mod tls;
 pub mod token;
 pub mod tunnel;

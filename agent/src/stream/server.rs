@@ -16,9 +16,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Outcome, Resize};
 use super::spdy::session;
@@ -41,6 +43,9 @@ pub struct Io {
     /// Terminal size changes; present with a TTY.
     pub resize: Option<mpsc::Receiver<Resize>>,
     pub tty: bool,
+    /// Cancelled when the client has gone before the command ended (connection closed, WebSocket
+    /// close, SPDY GOAWAY or RST_STREAM): an exec's command is then killed.
+    pub client_gone: CancellationToken,
 }
 
 /// What the streaming server runs once a client is connected. The CRI side implements it over the
@@ -73,6 +78,8 @@ pub struct Config {
     /// How long a SPDY client may take to open the streams it asked for.
     pub stream_creation_timeout: Duration,
     pub spdy: session::Config,
+    /// Serve TLS (and hand out `https://` URLs) with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -82,6 +89,7 @@ impl Default for Config {
             token_ttl: token::DEFAULT_TTL,
             stream_creation_timeout: Duration::from_secs(30),
             spdy: session::Config::default(),
+            tls: None,
         }
     }
 }
@@ -118,7 +126,12 @@ impl Server {
     pub fn url(&self, req: token::Request) -> Result<String, TokenError> {
         let kind = req.kind();
         let token = self.tokens.issue(req)?;
-        Ok(format!("http://{}/{kind}/{token}", self.addr))
+        let scheme = if self.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(format!("{scheme}://{}/{kind}/{token}", self.addr))
     }
 
     pub fn handler(&self) -> &Arc<dyn Handler> {
@@ -144,18 +157,37 @@ async fn accept_loop(listener: TcpListener, server: std::sync::Weak<Server>) {
             return;
         };
         let _ = tcp.set_nodelay(true);
+        let tls = server.cfg.tls.clone().map(TlsAcceptor::from);
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&server, req)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "streaming connection");
+            let Some(tls) = tls else {
+                return serve_http(server, tcp, peer).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(server, stream, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming TLS handshake"),
+                Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 requests, and the upgrades they ask for, on one connection.
+async fn serve_http<IO>(server: Arc<Server>, io: IO, peer: SocketAddr)
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let server = server.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&server, req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "streaming connection");
     }
 }
 

@@ -35,14 +35,19 @@ pub async fn run(d: &Arc<Daemon>, req: AttachRequest, io: Io) -> Outcome {
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let writer = tokio::spawn(send_frames(rx, wr));
+    // kubelet's StdinOnce, as containerd has it: without a terminal, the end of the first attached
+    // stdin (closed by the client, or the client gone) closes the container's stdin for good.
+    let close_after = rec.config.stdin_once && !rec.config.tty;
     let stdin = io
         .stdin
         .filter(|_| rec.config.stdin)
-        .map(|s| tokio::spawn(forward_stdin(s, tx.clone())));
+        .map(|s| tokio::spawn(forward_stdin(s, tx.clone(), close_after)));
     let resize = io
         .resize
         .map(|r| tokio::spawn(forward_resizes(r, tx.clone())));
-    drop(tx);
+    // Held until the output ends: the end of the client's stdin is no hang-up towards the
+    // monitor, which would stop sending output to this client.
+    let _open = tx;
     receive_output(rd, io.stdout, io.stderr).await;
     for t in [stdin, resize].into_iter().flatten() {
         t.abort();
@@ -69,17 +74,26 @@ async fn send_frames(mut rx: mpsc::Receiver<Vec<u8>>, mut wr: OwnedWriteHalf) {
     }
 }
 
-async fn forward_stdin(mut stdin: impl AsyncRead + Unpin, tx: mpsc::Sender<Vec<u8>>) {
+/// Relays the client's stdin; at its end, closes the container's stdin if `close_after`.
+async fn forward_stdin(
+    mut stdin: impl AsyncRead + Unpin,
+    tx: mpsc::Sender<Vec<u8>>,
+    close_after: bool,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(n) => {
                 if tx.send(wire::frame(wire::STDIN, &buf[..n])).await.is_err() {
                     return;
                 }
             }
         }
+    }
+    if close_after {
+        tracing::debug!("attached stdin ended: closing the container's stdin (stdin_once)");
+        let _ = tx.send(wire::frame(wire::CLOSE_STDIN, &[])).await;
     }
 }
 

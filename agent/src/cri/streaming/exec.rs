@@ -2,7 +2,7 @@
 //! threads must not), with its stdio on pipes to the client's streams or, with a TTY, on a pty
 //! whose master the runtime sends to a console socket skiffd listens on.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::cri::Daemon;
 use crate::execsync::{self, Outcome as Helper};
@@ -93,12 +94,22 @@ impl Job {
             .map_err(|e| format!("start {}: {e}", self.monitor.display()))
     }
 
-    /// The exit code the helper recorded once it has ended.
-    async fn finish(&self, mut child: Child) -> Result<Outcome, String> {
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| format!("wait for the exec helper: {e}"))?;
+    /// The exit code the helper recorded once it has ended. A client that goes away first has the
+    /// command killed, as kubelet's runtimes do when an exec's context is cancelled.
+    async fn finish(
+        &self,
+        mut child: Child,
+        client_gone: &CancellationToken,
+    ) -> Result<Outcome, String> {
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = client_gone.cancelled() => {
+                tracing::debug!(container = %self.id, cmd = ?self.cmd, "exec client gone: killing the command");
+                kill_command(&mut child).await;
+                child.wait().await
+            }
+        };
+        let status = status.map_err(|e| format!("wait for the exec helper: {e}"))?;
         match execsync::read_outcome(&self.result) {
             Some(Helper::Exited(code)) => Ok(Outcome::from_code(code)),
             Some(Helper::Failed(e)) => Err(format!("exec in {}: {e}", self.id)),
@@ -120,12 +131,21 @@ impl Job {
             c.stderr(Stdio::piped());
         }
         let mut child = self.spawn(c)?;
+        for fd in [
+            child.stdout.as_ref().map(|p| p.as_raw_fd()),
+            child.stderr.as_ref().map(|p| p.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            grow_pipe(fd);
+        }
         let stdin = pump(io.stdin, child.stdin.take());
         let outputs = [
             pump(child.stdout.take(), io.stdout),
             pump(child.stderr.take(), io.stderr),
         ];
-        let outcome = self.finish(child).await;
+        let outcome = self.finish(child, &io.client_gone).await;
         drain(outputs).await;
         stdin.abort();
         outcome
@@ -152,7 +172,7 @@ impl Job {
         let _ = std::fs::remove_file(sock);
         let (master, child) = match master {
             Ok(m) => m,
-            Err(child) => return self.finish(child).await,
+            Err(child) => return self.finish(child, &io.client_gone).await,
         };
         let resize = io
             .resize
@@ -161,7 +181,7 @@ impl Job {
         let writer = master_file(&master)?;
         let stdin = pump(io.stdin, Some(writer));
         let output = pump(Some(reader), io.stdout);
-        let outcome = self.finish(child).await;
+        let outcome = self.finish(child, &io.client_gone).await;
         drain([output]).await;
         stdin.abort();
         if let Some(r) = resize {
@@ -169,6 +189,70 @@ impl Job {
         }
         outcome
     }
+}
+
+/// How long to look for the command among the helper's children (it may still be being set up).
+const KILL_PATIENCE: Duration = Duration::from_secs(10);
+
+/// SIGKILLs the command the helper started, which then records its end and exits; the helper
+/// itself if the command cannot be found in time.
+async fn kill_command(helper: &mut Child) {
+    let Some(pid) = helper.id() else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + KILL_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        match kill_children(pid) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(helper = pid, error = %e, "kill the exec'd command"),
+        }
+        tokio::select! {
+            _ = helper.wait() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    let _ = helper.start_kill();
+}
+
+/// The pids `/proc` lists as children of `pid` (a single-threaded process: its main thread's).
+fn children(pid: u32) -> std::io::Result<Vec<i32>> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
+    Ok(list
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+/// SIGKILLs every child of `helper` (our own unreaped child, so its pid is stable); true if one
+/// was signalled. Each child is pinned with a pidfd, then confirmed to still be the helper's child:
+/// a pid the helper reaped in between and the system reused is not the helper's child.
+fn kill_children(helper: u32) -> std::io::Result<bool> {
+    let mut killed = false;
+    for pid in children(helper)? {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if !children(helper)?.contains(&pid) {
+            continue;
+        }
+        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        killed |= r == 0;
+    }
+    Ok(killed)
 }
 
 /// Waits for the runtime to send the pty master; gives the child back if it ends first.
@@ -227,7 +311,19 @@ async fn apply_resizes(mut sizes: mpsc::Receiver<Resize>, master: Arc<OwnedFd>) 
 }
 
 /// How much one copy step of an exec stream moves at most.
-const COPY_CHUNK: usize = 64 << 10;
+const COPY_CHUNK: usize = 256 << 10;
+/// The capacity asked for the command's output pipes (the default is 64 KiB, and
+/// `/proc/sys/fs/pipe-max-size` is 1 MiB unless raised).
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Lets a fast writer run ahead of the reader by [`PIPE_SIZE`]: each side then sleeps and wakes
+/// far less often than with a 64 KiB pipe, and each read takes more at once. Best effort.
+fn grow_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor we hold; it only changes the pipe's capacity.
+    if unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE) } < 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "grow the exec output pipe");
+    }
+}
 
 /// Copies `from` into `to` until EOF (or an error, which ends a pty's output), then closes `to`.
 fn pump<R, W>(from: Option<R>, to: Option<W>) -> JoinHandle<()>
@@ -239,8 +335,8 @@ where
         let (Some(from), Some(mut to)) = (from, to) else {
             return;
         };
-        // tokio's plain copy moves 8 KiB at a time; a pipe holds 64 KiB, and every chunk costs a
-        // wake-up and a frame downstream.
+        // tokio's plain copy moves 8 KiB at a time; the output pipe holds up to 1 MiB, and every
+        // chunk costs a wake-up and a frame downstream.
         let mut from = tokio::io::BufReader::with_capacity(COPY_CHUNK, from);
         if let Err(e) = tokio::io::copy_buf(&mut from, &mut to).await {
             tracing::trace!(error = %e, "exec stream ended");

@@ -68,8 +68,15 @@ impl Handler for CriHandler {
 /// Starts the streaming server on `stream_address` and records it in the daemon.
 pub async fn start(d: &Arc<Daemon>) -> anyhow::Result<Arc<Server>> {
     use anyhow::Context;
+    let tls = match (&d.config.stream_tls_cert, &d.config.stream_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::stream::tls::server_config(cert, key).context("the streaming server's TLS")?,
+        ),
+        _ => None,
+    };
     let cfg = Config {
         addr: d.config.stream_addr(),
+        tls,
         ..Config::default()
     };
     let handler = Arc::new(CriHandler {

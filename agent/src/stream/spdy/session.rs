@@ -17,6 +17,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, goaway, rst, setting, Frame, FrameError, FLAG_FIN, FLAG_UNIDIRECTIONAL};
 use super::headers::{Decoder, Encoder, HeaderError, Headers};
@@ -103,6 +104,12 @@ impl Incoming {
         self.shared.shutdown.notify_one();
     }
 
+    /// Cancelled once the client has given up: it sent GOAWAY or reset a stream, or the session
+    /// ended (the connection closed). Exec and attach end their command then.
+    pub fn client_gone(&self) -> CancellationToken {
+        self.shared.client_gone.clone()
+    }
+
     /// A handle that can end the session later.
     pub fn closer(&self) -> Closer {
         Closer(self.shared.clone())
@@ -160,6 +167,7 @@ struct Shared {
     state: Mutex<State>,
     changed: Notify,
     shutdown: Notify,
+    client_gone: CancellationToken,
     out: mpsc::Sender<Out>,
     cfg: Config,
 }
@@ -198,6 +206,7 @@ where
         }),
         changed: Notify::new(),
         shutdown: Notify::new(),
+        client_gone: CancellationToken::new(),
         out: out_tx,
         cfg,
     });
@@ -217,13 +226,16 @@ where
     (incoming, handle)
 }
 
+/// Frames gathered into one write to the socket at most (about; the last frame may overshoot).
+const WRITE_BATCH: usize = 256 * 1024;
+
 async fn write_loop<W: AsyncWrite>(
     write: W,
     mut rx: mpsc::Receiver<Out>,
 ) -> Result<(), std::io::Error> {
     tokio::pin!(write);
     let mut encoder = Encoder::new();
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut close = false;
@@ -244,7 +256,7 @@ async fn write_loop<W: AsyncWrite>(
                 }
                 Out::Close => close = true,
             }
-            if buf.len() < 64 * 1024 && !close {
+            if buf.len() < WRITE_BATCH && !close {
                 next = rx.try_recv().ok();
             }
         }
@@ -277,6 +289,7 @@ impl Reader {
     ) -> Result<(), SessionError> {
         tokio::pin!(read);
         let result = self.read_frames(&mut read).await;
+        self.shared.client_gone.cancel();
         let status = match &result {
             Ok(()) => goaway::OK,
             Err(SessionError::Io(_)) => goaway::OK,
@@ -371,6 +384,7 @@ impl Reader {
             } => self.data(stream_id, flags, data).await,
             Frame::RstStream { stream_id, .. } => {
                 self.forget(stream_id, true);
+                self.shared.client_gone.cancel();
                 Ok(())
             }
             Frame::Settings { entries, .. } => {
@@ -385,6 +399,7 @@ impl Reader {
             Frame::Ping { id } if id % 2 == 1 => self.send(Frame::Ping { id }).await,
             Frame::GoAway { .. } => {
                 self.peer_gone = true;
+                self.shared.client_gone.cancel();
                 Ok(())
             }
             Frame::Ping { .. } | Frame::Unknown { .. } => Ok(()),

@@ -2,7 +2,10 @@
 //!
 //! For each pod: RunPodSandbox + CreateContainer + StartContainer of a cached image, timed as one.
 //! Memory: the daemon's RSS before any pod (idle) and the summed RSS of the per-container processes
-//! (monitors or shims) while every pod runs. Prints one JSON object.
+//! (monitors or shims) while every pod runs. Optionally, the throughput of the streaming server
+//! (`stream`): exec and port-forward, each against its floor. Prints one JSON object.
+
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,12 +30,18 @@ struct Args {
     pull_first: Vec<String>,
     /// ExecSync calls of `true` to time once every pod runs.
     exec_sync: usize,
-    /// MiB streamed out of `head -c` through a WebSocket exec, against a local pipe.
+    /// MiB streamed out of `dd` through exec over WebSocket and over SPDY, against a local pipe.
     exec_stream_mib: u64,
+    /// MiB downloaded from `httpd` in the first pod through port-forward over SPDY and through the
+    /// WebSocket tunnel, against the same `httpd` over loopback TCP.
+    forward_mib: u64,
+    /// Rounds of the streaming measurements; the median of each path is reported.
+    stream_rounds: usize,
 }
 
 const USAGE: &str = "cri-load --socket PATH --image REF [--pods N] [--log-dir DIR] \
-                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]... [--exec-sync N] [--exec-stream-mib N]";
+                     [--daemon-pid PID] [--per-pod-process COMM] [--label NAME] [--pull-first REF]... [--exec-sync N] \
+                     [--exec-stream-mib N] [--forward-mib N] [--stream-rounds N]";
 
 fn parse() -> Result<Args> {
     let mut a = Args {
@@ -46,6 +55,8 @@ fn parse() -> Result<Args> {
         pull_first: Vec::new(),
         exec_sync: 0,
         exec_stream_mib: 0,
+        forward_mib: 0,
+        stream_rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +74,8 @@ fn parse() -> Result<Args> {
             "--exec-stream-mib" => {
                 a.exec_stream_mib = val()?.parse().context("--exec-stream-mib")?
             }
+            "--forward-mib" => a.forward_mib = val()?.parse().context("--forward-mib")?,
+            "--stream-rounds" => a.stream_rounds = val()?.parse().context("--stream-rounds")?,
             other => bail!("unknown argument {other:?}\nusage: {USAGE}"),
         }
     }
@@ -234,12 +247,12 @@ async fn main() -> Result<()> {
         }
     }
     exec_lat.sort_by(f64::total_cmp);
-    let mut stream = None;
-    if failure.is_none() && a.exec_stream_mib > 0 {
-        if let Some(cid) = containers.first() {
-            match exec_stream(&mut rt, cid, a.exec_stream_mib << 20).await {
-                Ok(mib_s) => stream = Some((mib_s, pipe_floor(a.exec_stream_mib << 20).await?)),
-                Err(e) => failure = Some(format!("exec stream: {e:#}")),
+    let mut streaming = serde_json::Map::new();
+    if failure.is_none() && (a.exec_stream_mib > 0 || a.forward_mib > 0) {
+        if let (Some(cid), Some(sid)) = (containers.first(), ids.first()) {
+            match stream_figures(&mut rt, &a, sid, cid).await {
+                Ok(m) => streaming = m,
+                Err(e) => failure = Some(format!("streaming: {e:#}")),
             }
         }
     }
@@ -276,7 +289,7 @@ async fn main() -> Result<()> {
         .saturating_sub(before.2)
         .checked_div(procs)
         .unwrap_or(0);
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "runtime": a.label,
         "pods": a.pods,
         "p50_ms": percentile(&sorted, 50.0),
@@ -289,10 +302,11 @@ async fn main() -> Result<()> {
         "per_pod_process_pss_kib": per_proc_pss,
         "exec_sync_p50_ms": percentile(&exec_lat, 50.0),
         "exec_sync_p99_ms": percentile(&exec_lat, 99.0),
-        "exec_stream_mib_s": stream.map(|s| s.0),
-        "pipe_floor_mib_s": stream.map(|s| s.1),
         "latencies_ms": lat,
     });
+    if let Some(o) = out.as_object_mut() {
+        o.extend(streaming);
+    }
     println!("{out}");
     Ok(())
 }
@@ -331,94 +345,87 @@ async fn start_pod(
     Ok(cid)
 }
 
-/// Streams `bytes` of zeros (a multiple of 64 KiB) out of the container through `Exec` over WebSocket
-/// (`v5.channel.k8s.io`); returns MiB/s.
-async fn exec_stream(rt: &mut RuntimeServiceClient<Channel>, cid: &str, bytes: u64) -> Result<f64> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
-    let url = rt
-        .exec(cri::ExecRequest {
-            container_id: cid.into(),
-            cmd: vec![
-                "head".into(),
-                "-c".into(),
-                bytes.to_string(),
-                "/dev/zero".into(),
-            ],
-            stdout: true,
-            ..Default::default()
+/// Median of samples.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The streaming figures (MiB/s, medians over `--stream-rounds`), paths and floors interleaved in
+/// each round. Port-forward reaches an `httpd` started in pod `sid` next to container `cid`.
+async fn stream_figures(
+    rt: &mut RuntimeServiceClient<Channel>,
+    a: &Args,
+    sid: &str,
+    cid: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let exec_bytes = a.exec_stream_mib << 20;
+    let fwd_bytes = a.forward_mib << 20;
+    let mut floor_dir = None;
+    if fwd_bytes > 0 {
+        let server = bulk_server(rt, a, sid, fwd_bytes).await?;
+        stream::wait_pod_server(rt, &server).await?;
+        floor_dir = Some(stream::floor_file(fwd_bytes)?);
+    }
+    let mut samples: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mut push = |name, v| match samples.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, xs)) => xs.push(v),
+        None => samples.push((name, vec![v])),
+    };
+    for _ in 0..a.stream_rounds.max(1) {
+        if exec_bytes > 0 {
+            push("pipe_floor_mib_s", stream::pipe_floor(exec_bytes).await?);
+            let ws = stream::exec_websocket(rt, cid, exec_bytes).await;
+            push("exec_stream_mib_s", ws.context("exec over WebSocket")?);
+            let sp = stream::exec_spdy(rt, cid, exec_bytes).await;
+            push("exec_spdy_mib_s", sp.context("exec over SPDY")?);
+        }
+        if let Some(dir) = &floor_dir {
+            push("tcp_floor_mib_s", stream::tcp_floor(dir, fwd_bytes).await?);
+            let sp = stream::port_forward(rt, sid, fwd_bytes, false).await;
+            push("forward_spdy_mib_s", sp.context("port-forward over SPDY")?);
+            let ws = stream::port_forward(rt, sid, fwd_bytes, true).await;
+            push(
+                "forward_ws_mib_s",
+                ws.context("port-forward over WebSocket")?,
+            );
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|(k, xs)| (k.to_string(), serde_json::json!(median(xs))))
+        .collect())
+}
+
+/// Starts the bulk `httpd` container in pod `sid`; returns its id.
+async fn bulk_server(
+    rt: &mut RuntimeServiceClient<Channel>,
+    a: &Args,
+    sid: &str,
+    bytes: u64,
+) -> Result<String> {
+    let mut cfg = container(a);
+    cfg.metadata = Some(cri::ContainerMetadata {
+        name: "bulk".into(),
+        attempt: 0,
+    });
+    cfg.command = vec!["sh".into(), "-c".into(), stream::pod_server_script(bytes)];
+    cfg.log_path = "bulk.log".into();
+    let sandbox_config = pod(0, a);
+    let cid = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sid.into(),
+            config: Some(cfg),
+            sandbox_config: Some(sandbox_config),
         })
         .await
-        .context("Exec")?
+        .context("CreateContainer bulk")?
         .into_inner()
-        .url;
-    let mut req = url.replacen("http://", "ws://", 1).into_client_request()?;
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse()?);
-    let host = url
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .context("exec URL without a host")?
-        .to_string();
-    let t0 = Instant::now();
-    let tcp = tokio::net::TcpStream::connect(host).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
-    let mut got = 0u64;
-    while let Some(msg) = ws.next().await {
-        match msg? {
-            Message::Binary(b) if b.first() == Some(&1) => got += b.len() as u64 - 1,
-            Message::Close(_) => break,
-            _ => {}
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    if got != bytes {
-        bail!("exec stream delivered {got} of {bytes} bytes");
-    }
-    Ok(bytes as f64 / 1048576.0 / secs)
-}
-
-/// `dd` writing `bytes` of zeros in 64 KiB blocks, a pipe's size (busybox `head -c` writes small
-/// chunks and tops out near 130 MiB/s on its own, which would measure the producer, not the path).
-fn dd_zeros(bytes: u64) -> Vec<String> {
-    let count = bytes.div_ceil(DD_BLOCK);
-    [
-        "dd",
-        "if=/dev/zero",
-        &format!("bs={DD_BLOCK}"),
-        &format!("count={count}"),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-const DD_BLOCK: u64 = 64 << 10;
-
-/// The floor: the same program (the host's busybox, which the test image carries) read straight
-/// through a pipe; MiB/s.
-async fn pipe_floor(bytes: u64) -> Result<f64> {
-    use tokio::io::AsyncReadExt;
-    let t0 = Instant::now();
-    let mut child = tokio::process::Command::new("busybox")
-        .args(dd_zeros(bytes))
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("spawn busybox dd")?;
-    let mut out = child.stdout.take().context("dd stdout")?;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut got = 0u64;
-    loop {
-        let n = out.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-    }
-    child.wait().await?;
-    if got != bytes {
-        bail!("pipe delivered {got} of {bytes} bytes");
-    }
-    Ok(bytes as f64 / 1048576.0 / t0.elapsed().as_secs_f64())
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .context("StartContainer bulk")?;
+    Ok(cid)
 }
