@@ -71,6 +71,8 @@ pub struct Spdy {
     next_id: u32,
     /// Types of every control frame received.
     pub seen: Vec<u16>,
+    /// The streams the server finished, in the order their FINs arrived.
+    pub fins: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -93,6 +95,7 @@ impl Spdy {
             z,
             next_id: 1,
             seen: Vec::new(),
+            fins: Vec::new(),
         }
     }
 
@@ -178,11 +181,13 @@ impl Spdy {
                         self.seen.push(kind);
                         return Some(In::Control { kind });
                     }
-                    return Some(In::Data {
-                        id: u32::from_be_bytes([frame[0] & 0x7f, frame[1], frame[2], frame[3]]),
-                        fin: frame[4] & 1 != 0,
-                        data: frame[8..].to_vec(),
-                    });
+                    let id = u32::from_be_bytes([frame[0] & 0x7f, frame[1], frame[2], frame[3]]);
+                    let fin = frame[4] & 1 != 0;
+                    if fin {
+                        self.fins.push(id);
+                    }
+                    let data = frame[8..].to_vec();
+                    return Some(In::Data { id, fin, data });
                 }
             }
             let more = tokio::time::timeout(Duration::from_secs(20), self.fill())
@@ -263,6 +268,8 @@ pub struct Channels {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub status: Vec<u8>,
+    /// The status code of the server's close frame, if it sent one with a code.
+    pub close: Option<u16>,
 }
 
 /// Reads channel messages until the server closes the session.
@@ -281,7 +288,11 @@ pub async fn ws_collect<S: AsyncRead + AsyncWrite + Unpin>(
                 3 => c.status.extend_from_slice(&b[1..]),
                 other => panic!("unexpected channel {other}"),
             },
-            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Close(frame)) => {
+                c.close = frame.map(|f| f.code.into());
+                break;
+            }
+            Err(_) => break,
             Ok(_) => {}
         }
     }

@@ -61,6 +61,12 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     assert_eq!(got.stdout, b"hello over websocket");
     assert_eq!(got.stderr, b"to-stderr\n");
     assert_eq!(exit_code(&got.status).as_deref(), Some("3"));
+    // client-go takes a close without a status code (1005) for a failed stream.
+    assert_eq!(
+        got.close,
+        Some(1000),
+        "the session must end with a normal closure"
+    );
 
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
     let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
@@ -79,6 +85,14 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     assert!(got[0] == big, "stdout: {} bytes back", got[0].len());
     assert_eq!(got[1], b"to-stderr\n");
     assert_eq!(exit_code(&got[2]).as_deref(), Some("3"));
+    // The server keeps its half of stdin open while the command runs: client-go closes its stdin as
+    // soon as the server's FIN arrives, cutting off input it has not sent yet.
+    let order = |id| sp.fins.iter().position(|x| *x == id);
+    assert!(
+        order(stdin) > order(stdout),
+        "stdin finished early: {:?}",
+        sp.fins
+    );
 
     // Success reports no exit code; echo needs no stdin.
     let url = exec_url(&mut d, exec_req(&c, &["echo", "hi", "there"], false, false)).await;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
@@ -105,10 +107,14 @@ pub async fn spdy<F>(
         client_gone,
     };
     let mut pumps = Vec::new();
+    // The server's halves of the stdin and resize streams stay open until the command ends:
+    // client-go takes a FIN on stdin for the end of the session and closes its own stdin at once,
+    // cutting off whatever it had not sent yet.
+    let mut quiet = Vec::new();
     if let Some(s) = streams.remove(&Channel::Stdin) {
         let (ours, theirs) = tokio::io::duplex(PIPE);
         tokio::spawn(spdy_to_pipe(s.reader, ours));
-        let _ = s.writer.close().await;
+        quiet.push(s.writer);
         io.stdin = Some(Box::new(theirs));
     }
     for ch in [Channel::Stdout, Channel::Stderr] {
@@ -126,12 +132,15 @@ pub async fn spdy<F>(
     if let Some(s) = streams.remove(&Channel::Resize) {
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(spdy_resize(s.reader, tx));
-        let _ = s.writer.close().await;
+        quiet.push(s.writer);
         io.resize = Some(rx);
     }
     let outcome = run(io).await;
     for p in pumps {
         let _ = p.await;
+    }
+    for w in quiet {
+        let _ = w.close().await;
     }
     if let Some(e) = error {
         let _ = e
@@ -303,7 +312,13 @@ where
     let outcome = run(io).await;
     let status = channel::ws_frame(Channel::Error, &channel::status_json(&outcome));
     let _ = out_tx.send(Message::binary(status)).await;
-    let _ = out_tx.send(Message::Close(None)).await;
+    // A close frame without a status code reads as an abnormal end (1005) to client-go, which
+    // then reports the stream as failed however the command ended.
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = out_tx.send(Message::Close(Some(normal))).await;
     drop(out_tx);
     let _ = writer.await;
     reader.abort();
