@@ -420,6 +420,28 @@ impl Skiffd {
         }
     }
 
+    /// Runs `cmd` in the container with ExecSync until it exits 0, for up to `within`.
+    pub async fn wait_exec_ok(&mut self, id: &str, cmd: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self
+                .rt
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id.into(),
+                    cmd: cmd.iter().map(|c| c.to_string()).collect(),
+                    timeout: 5,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {id}: {e}"))
+                .into_inner();
+            if r.exit_code == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{cmd:?} never succeeded in {id}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
         self.wait_container_state(id, cri::ContainerState::ContainerExited)
             .await

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use skiff_tests::console::Pty;
 use skiff_tests::cri::{
-    bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Pod, Skiffd,
+    bridge_conflist, container_config, host_network, pod_config, Options, Pod, Skiffd,
 };
 use skiff_tests::kube::{kubectl_path, Apiserver, Container};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -26,14 +26,20 @@ fn need_kubectl() {
     );
 }
 
-/// A daemon, a host-network pod `web` with a `sleep` container `app`, and the stand-in serving it.
-async fn exec_pod() -> (Skiffd, Pod, Apiserver) {
+/// A daemon with the busybox image and a host-network pod `web`.
+async fn host_pod() -> (Skiffd, Pod) {
     need_kubectl();
     let mut d = Skiffd::start().await;
     d.pull_busybox().await;
     let pod = d
         .run_pod(host_network(pod_config("web", &d.log_dir())))
         .await;
+    (d, pod)
+}
+
+/// A daemon, a host-network pod `web` with a `sleep` container `app`, and the stand-in serving it.
+async fn exec_pod() -> (Skiffd, Pod, Apiserver) {
+    let (mut d, pod) = host_pod().await;
     let app = d
         .run_container(&pod, container_config("app", "exec sleep 3600"))
         .await;
@@ -277,12 +283,7 @@ async fn reader(d: &mut Skiffd, pod: &Pod, name: &str) -> Container {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_attach_feeds_stdin_and_ends_with_the_container() {
-    need_kubectl();
-    let mut d = Skiffd::start().await;
-    d.pull_busybox().await;
-    let pod = d
-        .run_pod(host_network(pod_config("web", &d.log_dir())))
-        .await;
+    let (mut d, pod) = host_pod().await;
     let readers = [
         reader(&mut d, &pod, "ws").await,
         reader(&mut d, &pod, "spdy").await,
@@ -364,7 +365,9 @@ async fn kubectl_port_forward_reaches_httpd_in_a_bridge_pod() {
     let web = d
         .run_container(&pod, container_config("httpd", serve))
         .await;
-    wait_for_httpd(&mut d, &web).await;
+    let index = "http://127.0.0.1:8080/index.html";
+    d.wait_exec_ok(&web, &["wget", "-q", "-O", "/dev/null", index], LIMIT)
+        .await;
     let api = Apiserver::start(d.rt.clone()).await;
     api.add_pod("web", &pod.id, vec![Container::new("httpd", &web)]);
     for (ws, transport) in TRANSPORTS {
@@ -396,32 +399,4 @@ async fn kubectl_port_forward_reaches_httpd_in_a_bridge_pod() {
     );
     d.stop_container(&web, 2).await.unwrap();
     d.stop_and_remove_pod(&pod.id).await;
-}
-
-async fn wait_for_httpd(d: &mut Skiffd, web: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r =
-            d.rt.exec_sync(cri::ExecSyncRequest {
-                container_id: web.into(),
-                cmd: [
-                    "wget",
-                    "-q",
-                    "-O",
-                    "/dev/null",
-                    "http://127.0.0.1:8080/index.html",
-                ]
-                .map(String::from)
-                .to_vec(),
-                timeout: 5,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.exit_code == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "httpd never answered in the pod");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

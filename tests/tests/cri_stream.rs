@@ -373,23 +373,13 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let web = d
         .run_container(&pod, container_config("httpd", serve))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r =
-            d.rt.exec_sync(cri::ExecSyncRequest {
-                container_id: web.clone(),
-                cmd: s(&["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"]),
-                timeout: 5,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if r.exit_code == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "httpd never answered in the pod");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let index = "http://127.0.0.1:8080/index.html";
+    d.wait_exec_ok(
+        &web,
+        &["wget", "-q", "-O", "-", index],
+        Duration::from_secs(20),
+    )
+    .await;
     let forward = |d: &mut Skiffd| {
         let req = cri::PortForwardRequest {
             pod_sandbox_id: pod.id.clone(),
