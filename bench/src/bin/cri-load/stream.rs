@@ -1,6 +1,6 @@
 //! Throughput through the CRI streaming server, each against its floor measured in the same run:
 //! `Exec` of `dd` over WebSocket (`v5.channel.k8s.io`) and over SPDY/3.1 (`v4.channel.k8s.io`)
-//! against the same busybox `dd` read through a pipe, and `PortForward` of a bulk HTTP download
+//! against the same busybox `dd` read through a pipe and through a loopback TCP socket, and `PortForward` of a bulk HTTP download
 //! from busybox `httpd` inside a pod over SPDY (`portforward.k8s.io`) and through the WebSocket
 //! tunnel (`SPDY/3.1+portforward.k8s.io`) against the same `httpd` read over loopback TCP.
 //!
@@ -184,6 +184,37 @@ pub async fn pipe_floor(bytes: u64) -> Result<f64> {
     child.wait().await?;
     let rate = mib_s(bytes, t0);
     ensure!(got == bytes, "pipe delivered {got} of {bytes} bytes");
+    Ok(rate)
+}
+
+/// The second floor of both exec paths: the same busybox `dd` with its stdout a loopback TCP
+/// socket that `cri-load` reads, the least an exec's output delivered over the network costs (one
+/// copy into the socket, one out of it); MiB/s.
+pub async fn exec_tcp_floor(bytes: u64) -> Result<f64> {
+    let t0 = Instant::now();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind the floor's socket")?;
+    let theirs = std::net::TcpStream::connect(listener.local_addr()?).context("connect")?;
+    let (ours, _) = listener.accept().context("accept")?;
+    let mut child = tokio::process::Command::new("busybox")
+        .args(dd_zeros(bytes))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .context("spawn busybox dd")?;
+    ours.set_nonblocking(true)?;
+    let mut ours = TcpStream::from_std(ours)?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = ours.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    child.wait().await?;
+    let rate = mib_s(bytes, t0);
+    ensure!(got == bytes, "TCP delivered {got} of {bytes} bytes");
     Ok(rate)
 }
 
