@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,11 +18,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::channel::{self, Channel, Outcome, ResizeDecoder, WsMessage};
-use super::server::{ws_limits, BoxFuture, Conn, Input, Io, Output, OutputSink};
+use super::server::{ws_limits, BoxFuture, Conn, Io, Output, OutputSink};
 use super::sink::{self, Pipe, Socket, PIPE_READ};
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};
 use super::token::{AttachRequest, ExecRequest};
+use super::tunnel::Control;
 
 /// Bytes buffered between a transport and a handler per direction.
 const PIPE: usize = 64 * 1024;
@@ -312,10 +313,7 @@ where
     let client_gone = CancellationToken::new();
     let splice = conn.write.can_splice();
     let writer = tokio::spawn(ws_writer(conn.write, out_rx, client_gone.clone()));
-    let control = WsControl {
-        read: conn.read,
-        tx: PollSender::new(out_tx.clone()),
-    };
+    let control = Control::new(conn.read, out_tx.clone(), WsOut::Raw);
     let mut source =
         WebSocketStream::from_raw_socket(control, Role::Server, Some(ws_limits())).await;
     let mut io = Io {
@@ -505,46 +503,6 @@ async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io:
         }
     }
     Ok(())
-}
-
-/// The socket as tungstenite sees it: it reads the client's messages, and what it writes (control
-/// replies, already framed) is queued for the connection's writer.
-struct WsControl {
-    read: Input,
-    tx: PollSender<WsOut>,
-}
-
-impl AsyncRead for WsControl {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WsControl {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.tx.poll_reserve(cx)).map_err(|_| gone())?;
-        this.tx
-            .send_item(WsOut::Raw(Bytes::copy_from_slice(buf)))
-            .map_err(|_| gone())?;
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// One output channel of a WebSocket exec or attach as a byte sink: each write becomes one binary

@@ -76,14 +76,14 @@ impl Conn {
                 let read = std::io::Cursor::new(parts.read_buf).chain(rd);
                 Conn {
                     read: Box::new(read),
-                    write: Socket::Tcp(wr),
+                    write: Socket::tcp(wr),
                 }
             }
             Err(upgraded) => {
                 let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
                 Conn {
                     read: Box::new(rd),
-                    write: Socket::Stream(Box::new(wr)),
+                    write: Socket::stream(wr),
                 }
             }
         }
@@ -119,6 +119,17 @@ pub trait Handler: Send + Sync + 'static {
         port: u16,
         conn: DuplexStream,
     ) -> BoxFuture<Result<(), String>>;
+
+    /// Connects to `port` inside the pod's network namespace and hands the socket over, so that
+    /// the forward can move the bytes itself (without [`Handler::port_forward`]'s in-memory pipe).
+    /// `None`: this handler only relays through `port_forward`.
+    fn connect(
+        &self,
+        _pod_sandbox_id: String,
+        _port: u16,
+    ) -> BoxFuture<Option<Result<TcpStream, String>>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Largest WebSocket message accepted from a client.
@@ -402,14 +413,17 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
                 exec::websocket(conn, v5, opts, move |io| handler.attach(r, io)).await
             }
             token::Request::PortForward(r) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_limits()),
-                )
-                .await;
-                let io = tunnel::WsTunnel::new(ws);
-                let (incoming, session) = session::serve(io, server.cfg.spdy.clone());
+                // The session writes the tunnel's messages itself; tungstenite only reads.
+                let conn = Conn::new(upgraded);
+                let (control, replies) = mpsc::channel(8);
+                let read = tunnel::Control::new(conn.read, control, |b| b);
+                let ws =
+                    WebSocketStream::from_raw_socket(read, Role::Server, Some(ws_limits())).await;
+                let (incoming, session) = session::serve_split(
+                    tunnel::WsTunnel::new(ws),
+                    conn.write.ws_tunnel(replies),
+                    server.cfg.spdy.clone(),
+                );
                 portforward::spdy(incoming, r, handler).await;
                 let _ = session.await;
             }

@@ -9,12 +9,14 @@
 //! bytes must be encrypted in user space, so the gathered write is the best there is.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// How much one read from a pipe takes at most: the whole of a grown pipe.
 pub const PIPE_READ: usize = 1 << 20;
@@ -82,6 +84,54 @@ impl Pipe {
     }
 }
 
+/// A pipe to carry a socket's bytes on their way to another socket (splice needs a pipe on one
+/// side): the read end, and the write end for [`splice_in`].
+pub fn relay_pipe() -> io::Result<(Pipe, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and are owned by nothing else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // As large as an exec's output pipe, so each splice moves as much. Best effort.
+    // SAFETY: F_SETPIPE_SZ on the pipe we just made; it only changes its capacity.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_READ as libc::c_int) };
+    Ok((Pipe::new(r)?, w))
+}
+
+/// Moves what `tcp` has received (up to [`PIPE_READ`] bytes) into the pipe whose write end is
+/// `pipe`, waiting for some; 0 at the end of the peer's data. The pipe must have been emptied.
+pub async fn splice_in(tcp: &TcpStream, pipe: &OwnedFd) -> io::Result<usize> {
+    loop {
+        tcp.readable().await?;
+        let moved = tcp.try_io(Interest::READABLE, || {
+            // SAFETY: splice(2) between a socket and a pipe we hold, no offsets.
+            let n = unsafe {
+                libc::splice(
+                    tcp.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    pipe.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    PIPE_READ,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match moved {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on a descriptor we own only change its status flags.
     unsafe {
@@ -93,8 +143,18 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// The write half of a streaming connection.
-pub enum Socket {
+/// The write half of a streaming connection: plain TCP or another stream, carried bare or, for
+/// SPDY tunnelled through WebSocket, in binary messages framed here.
+pub struct Socket {
+    raw: Raw,
+    /// Every write becomes one WebSocket binary message.
+    tunnel: bool,
+    /// Messages the tunnel's reading side framed itself (pongs, the close reply), which go out as
+    /// they are.
+    control: Option<mpsc::Receiver<Bytes>>,
+}
+
+enum Raw {
     /// Plain TCP: pipes can be spliced into it.
     Tcp(OwnedWriteHalf),
     /// Anything else (TLS, a test's stream).
@@ -102,23 +162,114 @@ pub enum Socket {
 }
 
 impl Socket {
-    /// Whether [`Socket::splice`] moves bytes without copying them through skiffd.
-    pub fn can_splice(&self) -> bool {
-        matches!(self, Socket::Tcp(_))
+    pub fn tcp(w: OwnedWriteHalf) -> Self {
+        Self {
+            raw: Raw::Tcp(w),
+            tunnel: false,
+            control: None,
+        }
     }
 
-    /// Writes `bufs` in order, gathered into as few system calls as the transport allows, and
-    /// leaves `bufs` empty.
+    pub fn stream(w: impl AsyncWrite + Send + Unpin + 'static) -> Self {
+        Self {
+            raw: Raw::Stream(Box::new(w)),
+            tunnel: false,
+            control: None,
+        }
+    }
+
+    /// The same socket carrying a byte stream in WebSocket binary messages; `control` brings the
+    /// reading side's own messages.
+    pub fn ws_tunnel(self, control: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            tunnel: true,
+            control: Some(control),
+            ..self
+        }
+    }
+
+    /// Whether [`Socket::splice`] moves bytes without copying them through skiffd.
+    pub fn can_splice(&self) -> bool {
+        matches!(self.raw, Raw::Tcp(_))
+    }
+
+    /// The next message the tunnel's reading side wants sent; never resolves when there is none
+    /// to wait for.
+    pub async fn control(&mut self) -> Bytes {
+        if let Some(rx) = self.control.as_mut() {
+            if let Some(b) = rx.recv().await {
+                return b;
+            }
+            self.control = None;
+        }
+        std::future::pending().await
+    }
+
+    /// Sends a message that is already framed, as it is.
+    pub async fn write_framed(&mut self, msg: Bytes) -> io::Result<()> {
+        self.raw.write_all(&mut vec![msg]).await
+    }
+
+    /// Writes `bufs` in order, gathered into as few system calls as the transport allows (and in
+    /// one message through a tunnel), and leaves `bufs` empty.
     pub async fn write_all(&mut self, bufs: &mut Vec<Bytes>) -> io::Result<()> {
         bufs.retain(|b| !b.is_empty());
-        if let Socket::Stream(w) = self {
+        if bufs.is_empty() {
+            return Ok(());
+        }
+        if self.tunnel {
+            let mut header = BytesMut::with_capacity(10);
+            ws_binary_header(bufs.iter().map(Bytes::len).sum(), &mut header);
+            bufs.insert(0, header.freeze());
+        }
+        self.raw.write_all(bufs).await
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match &mut self.raw {
+            Raw::Tcp(w) => w.flush().await,
+            Raw::Stream(w) => w.flush().await,
+        }
+    }
+
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        if self.tunnel {
+            let _ = self.write_framed(Bytes::from_static(WS_CLOSE)).await;
+        }
+        match &mut self.raw {
+            Raw::Tcp(w) => w.shutdown().await,
+            Raw::Stream(w) => w.shutdown().await,
+        }
+    }
+
+    /// Sends `header`, then `len` bytes that are queued in `pipe`, spliced from the pipe into the
+    /// socket (in one message through a tunnel). Only on plain TCP; the caller must have seen
+    /// `len` bytes queued and be the pipe's only reader, as the header already announced them.
+    pub async fn splice(&mut self, header: &[u8], pipe: &Pipe, len: usize) -> io::Result<()> {
+        let Raw::Tcp(w) = &mut self.raw else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "splice needs a plain TCP socket",
+            ));
+        };
+        if self.tunnel {
+            let mut framed = BytesMut::with_capacity(10 + header.len());
+            ws_binary_header(header.len() + len, &mut framed);
+            framed.extend_from_slice(header);
+            return splice_tcp(w, &framed, pipe, len).await;
+        }
+        splice_tcp(w, header, pipe, len).await
+    }
+}
+
+impl Raw {
+    async fn write_all(&mut self, bufs: &mut Vec<Bytes>) -> io::Result<()> {
+        if let Raw::Stream(w) = self {
             if !w.is_write_vectored() && bufs.len() > 1 {
-                // A stream that takes one slice per write (a WebSocket tunnel makes a message of
-                // each) gets the batch whole.
+                // A stream that takes one slice per write gets the batch whole.
                 let mut whole = BytesMut::with_capacity(bufs.iter().map(Bytes::len).sum());
                 bufs.drain(..).for_each(|b| whole.extend_from_slice(&b));
-                w.write_all(&whole).await?;
-                return Ok(());
+                return w.write_all(&whole).await;
             }
         }
         let mut first = 0;
@@ -129,8 +280,8 @@ impl Socket {
                 .map(|b| IoSlice::new(b))
                 .collect();
             let mut n = match self {
-                Socket::Tcp(w) => w.write_vectored(&slices).await?,
-                Socket::Stream(w) => w.write_vectored(&slices).await?,
+                Raw::Tcp(w) => w.write_vectored(&slices).await?,
+                Raw::Stream(w) => w.write_vectored(&slices).await?,
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -149,98 +300,80 @@ impl Socket {
         bufs.clear();
         Ok(())
     }
+}
 
-    pub async fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(w) => w.flush().await,
-            Socket::Stream(w) => w.flush().await,
-        }
-    }
-
-    pub async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(w) => w.shutdown().await,
-            Socket::Stream(w) => w.shutdown().await,
-        }
-    }
-
-    /// Sends `header`, then `len` bytes that are queued in `pipe`, spliced from the pipe into the
-    /// socket. Only for [`Socket::Tcp`]; the caller must have seen `len` bytes queued and be the
-    /// pipe's only reader, as the header already announced them.
-    pub async fn splice(&mut self, header: &[u8], pipe: &Pipe, mut len: usize) -> io::Result<()> {
-        let Socket::Tcp(w) = self else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "splice needs a plain TCP socket",
-            ));
-        };
-        let tcp = w.as_ref();
-        let sock = tcp.as_raw_fd();
-        let mut header = header;
-        while !header.is_empty() {
-            tcp.writable().await?;
-            let sent = tcp.try_io(Interest::WRITABLE, || {
-                // SAFETY: send(2) reads `header.len()` bytes from a valid slice; MSG_MORE holds
-                // them back to go out with the payload that follows.
-                let n = unsafe {
-                    libc::send(
-                        sock,
-                        header.as_ptr().cast(),
-                        header.len(),
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match sent {
-                Ok(n) => header = &header[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+async fn splice_tcp(
+    w: &OwnedWriteHalf,
+    header: &[u8],
+    pipe: &Pipe,
+    mut len: usize,
+) -> io::Result<()> {
+    let tcp = w.as_ref();
+    let sock = tcp.as_raw_fd();
+    let mut header = header;
+    while !header.is_empty() {
+        tcp.writable().await?;
+        let sent = tcp.try_io(Interest::WRITABLE, || {
+            // SAFETY: send(2) reads `header.len()` bytes from a valid slice; MSG_MORE holds them
+            // back to go out with the payload that follows.
+            let n = unsafe {
+                libc::send(
+                    sock,
+                    header.as_ptr().cast(),
+                    header.len(),
+                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
             }
+        });
+        match sent {
+            Ok(n) => header = &header[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let src = pipe.fd.as_raw_fd();
-        while len > 0 {
-            tcp.writable().await?;
-            let moved = tcp.try_io(Interest::WRITABLE, || {
-                // SAFETY: splice(2) between two descriptors we hold, no offsets (a pipe and a
-                // socket have none). The pipe holds at least `len` bytes, so EAGAIN can only
-                // mean a full socket buffer.
-                let n = unsafe {
-                    libc::splice(
-                        src,
-                        std::ptr::null_mut(),
-                        sock,
-                        std::ptr::null_mut(),
-                        len,
-                        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match moved {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the pipe ran dry before the announced bytes",
-                    ))
-                }
-                Ok(n) => len -= n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
+    let src = pipe.fd.as_raw_fd();
+    while len > 0 {
+        tcp.writable().await?;
+        let moved = tcp.try_io(Interest::WRITABLE, || {
+            // SAFETY: splice(2) between two descriptors we hold, no offsets (a pipe and a socket
+            // have none). The pipe holds at least `len` bytes, so EAGAIN can only mean a full
+            // socket buffer.
+            let n = unsafe {
+                libc::splice(
+                    src,
+                    std::ptr::null_mut(),
+                    sock,
+                    std::ptr::null_mut(),
+                    len,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match moved {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the pipe ran dry before the announced bytes",
+                ))
+            }
+            Ok(n) => len -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The header of a server-to-client (unmasked) WebSocket binary message of `len` bytes.
@@ -285,7 +418,7 @@ mod tests {
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
         let (_rd, wr) = server.into_split();
-        let mut sock = Socket::Tcp(wr);
+        let mut sock = Socket::tcp(wr);
         assert!(sock.can_splice());
 
         let (r, w) = std::io::pipe().unwrap();

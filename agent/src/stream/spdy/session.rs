@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, goaway, rst, setting, Frame, FrameError, FLAG_FIN, FLAG_UNIDIRECTIONAL};
 use super::headers::{Decoder, Encoder, HeaderError, Headers};
-use crate::stream::sink::{Pipe, Socket, PIPE_READ};
+use crate::stream::sink::{relay_pipe, splice_in, Pipe, Socket, PIPE_READ};
 
 /// The window every SPDY/3 stream and session starts with.
 pub const INITIAL_WINDOW: u32 = 64 * 1024;
@@ -203,7 +204,7 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read, write) = tokio::io::split(io);
-    serve_split(read, Socket::Stream(Box::new(write)), cfg)
+    serve_split(read, Socket::stream(write), cfg)
 }
 
 /// Starts serving a session that reads from `read` and writes to `write`.
@@ -251,6 +252,9 @@ where
     (incoming, handle)
 }
 
+/// What one read from a forwarded socket takes at most.
+const SOCKET_READ: usize = 256 * 1024;
+
 /// Frames gathered into one write to the socket at most (about; the last frame may overshoot).
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -263,7 +267,20 @@ async fn write_loop(mut sock: Socket, mut rx: mpsc::Receiver<Out>) -> Result<(),
     // Frames are encoded here; DATA payloads join the batch as the buffers they arrived in.
     let mut small = BytesMut::with_capacity(16 * 1024);
     let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            out = rx.recv() => Ok(out),
+            reply = sock.control() => Err(reply),
+        };
+        let first = match first {
+            Ok(Some(out)) => out,
+            Ok(None) => break,
+            Err(reply) => {
+                sock.write_framed(reply).await?;
+                sock.flush().await?;
+                continue;
+            }
+        };
         let mut next = Some(first);
         let mut close = false;
         let mut size = 0;
@@ -757,46 +774,88 @@ impl StreamWriter {
         let mut buf = BytesMut::new();
         loop {
             if self.shared.splice {
-                let queued = pipe.ready().await?;
+                let mut queued = pipe.ready().await?;
                 if queued > 0 {
-                    let len = self
-                        .reserve(queued, PIPE_READ)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    let (done, out) = oneshot::channel();
-                    let splice = Out::Splice {
-                        stream_id: self.id,
-                        pipe: pipe.clone(),
-                        len,
-                        done,
-                    };
-                    if self.shared.out.send(splice).await.is_err() {
-                        return Err(StreamError::SessionClosed).map_err(std::io::Error::other);
+                    while queued > 0 {
+                        queued -= self.splice(&pipe, queued).await?;
                     }
-                    out.await
-                        .map_err(|_| std::io::Error::other(StreamError::SessionClosed))??;
                     continue;
                 }
             }
             if pipe.read_buf(&mut buf, PIPE_READ).await? == 0 {
                 return Ok(());
             }
-            let mut data = buf.split().freeze();
-            while !data.is_empty() {
-                let n = self
-                    .reserve(data.len(), PIPE_READ)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                self.shared
-                    .send(Frame::Data {
-                        stream_id: self.id,
-                        flags: 0,
-                        data: data.split_to(n),
-                    })
-                    .await
-                    .map_err(std::io::Error::other)?;
+            self.send_payload(buf.split().freeze()).await?;
+        }
+    }
+
+    /// Copies what `tcp` receives into the stream until the peer's end of data (the stream stays
+    /// open), as [`StreamWriter::copy_pipe`] does a pipe's: on plain TCP through a pipe, spliced
+    /// in and out, else read into buffers that become DATA payloads.
+    pub async fn copy_socket(&self, tcp: OwnedReadHalf) -> std::io::Result<()> {
+        if !self.shared.splice {
+            let mut tcp = tcp;
+            let mut buf = BytesMut::new();
+            loop {
+                buf.reserve(SOCKET_READ);
+                if tcp.read_buf(&mut buf).await? == 0 {
+                    return Ok(());
+                }
+                self.send_payload(buf.split().freeze()).await?;
             }
         }
+        let (pipe, pipe_in) = relay_pipe()?;
+        let pipe = Arc::new(pipe);
+        loop {
+            let mut queued = splice_in(tcp.as_ref(), &pipe_in).await?;
+            if queued == 0 {
+                return Ok(());
+            }
+            while queued > 0 {
+                queued -= self.splice(&pipe, queued).await?;
+            }
+        }
+    }
+
+    /// Sends up to `queued` bytes of `pipe` as one DATA frame spliced into the socket, as the
+    /// windows allow; how many.
+    async fn splice(&self, pipe: &Arc<Pipe>, queued: usize) -> std::io::Result<usize> {
+        let len = self
+            .reserve(queued, PIPE_READ)
+            .await
+            .map_err(std::io::Error::other)?;
+        let (done, out) = oneshot::channel();
+        let splice = Out::Splice {
+            stream_id: self.id,
+            pipe: pipe.clone(),
+            len,
+            done,
+        };
+        if self.shared.out.send(splice).await.is_err() {
+            return Err(std::io::Error::other(StreamError::SessionClosed));
+        }
+        out.await
+            .map_err(|_| std::io::Error::other(StreamError::SessionClosed))??;
+        Ok(len)
+    }
+
+    /// Sends `data` as DATA frames of its own buffer, as the windows allow.
+    async fn send_payload(&self, mut data: Bytes) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let n = self
+                .reserve(data.len(), PIPE_READ)
+                .await
+                .map_err(std::io::Error::other)?;
+            self.shared
+                .send(Frame::Data {
+                    stream_id: self.id,
+                    flags: 0,
+                    data: data.split_to(n),
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(())
     }
 
     /// Takes up to `want` bytes (at most `max`) of the windows for one DATA frame.
@@ -883,7 +942,7 @@ impl StreamWriter {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::DuplexStream;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
 
     /// A bare client: frames and header blocks by hand.
     struct Client {

@@ -198,7 +198,9 @@ pub async fn exec_tcp_floor(bytes: u64) -> Result<f64> {
     let mut child = tokio::process::Command::new("busybox")
         .args(dd_zeros(bytes))
         .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
         .spawn()
         .context("spawn busybox dd")?;
     ours.set_nonblocking(true)?;
