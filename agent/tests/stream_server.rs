@@ -131,6 +131,48 @@ impl Handler for TestHandler {
             conn.shutdown().await.map_err(|e| e.to_string())
         })
     }
+
+    /// Port 8081 is served by a socket the forward relays itself, port 9 refused; other ports go
+    /// to `port_forward`.
+    fn connect(&self, _pod: String, port: u16) -> BoxFuture<Option<Result<TcpStream, String>>> {
+        Box::pin(async move {
+            if port == 9 {
+                return Some(Err("nothing listens on port 9".into()));
+            }
+            if port != 8081 {
+                return None;
+            }
+            Some(
+                TcpStream::connect(reverser())
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        })
+    }
+}
+
+/// A TCP server on 127.0.0.1 that answers each connection with what it received, reversed, once
+/// the client has half-closed (as the test handler's `port_forward` does).
+fn reverser() -> std::net::SocketAddr {
+    static ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut got = Vec::new();
+                    if conn.read_to_end(&mut got).is_ok() {
+                        got.reverse();
+                        let _ = conn.write_all(&got);
+                    }
+                });
+            }
+        });
+        addr
+    })
 }
 
 async fn server(ttl: Duration) -> Arc<Server> {
@@ -315,12 +357,17 @@ async fn port_forward_over_spdy() {
     forward_twenty(Spdy::new(tcp)).await;
 }
 
-/// Opens 20 concurrent port-forward connections (one to a port nobody serves) and checks each.
+/// Opens 20 concurrent port-forward connections (one to a port nobody serves; half of them to a
+/// socket the forward relays itself) and checks each.
 async fn forward_twenty(mut c: Spdy) {
     let mut pairs = Vec::new();
     for req in 0..20 {
         let rid = req.to_string();
-        let port = if req == 5 { "9" } else { "8080" };
+        let port = match req {
+            5 => "9",
+            r if r % 2 == 1 => "8081",
+            _ => "8080",
+        };
         let e = c
             .open(&[("streamtype", "error"), ("port", port), ("requestid", &rid)])
             .await;

@@ -89,9 +89,17 @@ async fn connect(
     req: &PortForwardRequest,
     handler: Arc<dyn Handler>,
 ) -> Result<(), String> {
-    if let Some(tcp) = handler.connect(req.pod_sandbox_id.clone(), port).await {
-        relay(data, tcp?).await;
-        return Ok(());
+    match handler.connect(req.pod_sandbox_id.clone(), port).await {
+        Some(Ok(tcp)) => {
+            relay(data, tcp).await;
+            return Ok(());
+        }
+        Some(Err(e)) => {
+            // The client waits for the data stream's end as well as the error's.
+            let _ = data.writer.close().await;
+            return Err(e);
+        }
+        None => {}
     }
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (rd, wr) = tokio::io::split(ours);
