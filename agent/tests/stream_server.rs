@@ -25,6 +25,21 @@ static TRACKED: AtomicUsize = AtomicUsize::new(0);
 /// output pipe is (so that the transports move them their own way: spliced, on plain TCP).
 struct TestHandler;
 
+/// A pipe, both ends blocking: (read end, write end).
+fn os_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just made and are owned by nothing else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
 /// The bytes `emit` and `emit-pipe` write: a 64 KiB block of `i % 251`, repeated.
 fn pattern_block() -> Vec<u8> {
     (0..65536u32).map(|i| (i % 251) as u8).collect()
@@ -51,10 +66,10 @@ async fn run(cmd: Vec<String>, mut io: Io) -> Outcome {
     let arg: usize = cmd.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     match cmd.first().map(String::as_str) {
         Some("emit-pipe") => {
-            let (r, w) = std::io::pipe().expect("pipe");
+            let (r, w) = os_pipe();
             let writer = std::thread::spawn(move || {
                 let block = pattern_block();
-                let mut w = w;
+                let mut w = std::fs::File::from(w);
                 let mut left = arg;
                 while left > 0 {
                     let n = left.min(block.len());
@@ -64,7 +79,7 @@ async fn run(cmd: Vec<String>, mut io: Io) -> Outcome {
                     left -= n;
                 }
             });
-            let pipe = Pipe::new(std::os::fd::OwnedFd::from(r)).expect("register the pipe");
+            let pipe = Pipe::new(r).expect("register the pipe");
             let out = io.stdout.take().expect("stdout");
             let copied = out.copy_pipe(pipe).await;
             let _ = writer.join();

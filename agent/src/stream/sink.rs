@@ -421,9 +421,8 @@ mod tests {
         let mut sock = Socket::tcp(wr);
         assert!(sock.can_splice());
 
-        let (r, w) = std::io::pipe().unwrap();
-        let pipe = Pipe::new(OwnedFd::from(r)).unwrap();
-        let mut w = std::fs::File::from(OwnedFd::from(w));
+        let (pipe, w) = relay_pipe().unwrap();
+        let mut w = std::fs::File::from(w);
         let data: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
         std::io::Write::write_all(&mut w, &data).unwrap();
         let n = pipe.ready().await.unwrap();
