@@ -395,10 +395,13 @@ async fn stream_figures(
             );
         }
     }
-    Ok(samples
-        .into_iter()
-        .map(|(k, xs)| (k.to_string(), serde_json::json!(median(xs))))
-        .collect())
+    // The medians, and every round's figure beside each (`<name>_rounds`) to show the spread.
+    let mut out = serde_json::Map::new();
+    for (k, xs) in samples {
+        out.insert(format!("{k}_rounds"), serde_json::json!(xs));
+        out.insert(k.to_string(), serde_json::json!(median(xs)));
+    }
+    Ok(out)
 }
 
 /// Starts the bulk `httpd` container in pod `sid`; returns its id.
