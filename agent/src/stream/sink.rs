@@ -37,19 +37,37 @@ impl Pipe {
         Ok(Self { fd })
     }
 
-    /// Waits until the pipe has something to say; the bytes queued in it then. Zero means the
-    /// writers are gone or the wake-up was spurious: [`Pipe::read_buf`] tells which.
+    /// Waits until the pipe holds bytes; how many. Zero means the writers are gone:
+    /// [`Pipe::read_buf`] then returns what is left and the end.
     pub async fn ready(&self) -> io::Result<usize> {
-        let guard = self.fd.readable().await?;
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int, the bytes queued in the pipe, to a valid pointer.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut queued) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut queued: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int, the bytes queued in the pipe, to a valid pointer.
+            if unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if queued > 0 {
+                return Ok(usize::try_from(queued).unwrap_or(0));
+            }
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd, without waiting.
+            if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if p.revents & libc::POLLHUP != 0 {
+                return Ok(0);
+            }
+            if p.revents & libc::POLLIN == 0 {
+                // Empty, and the readiness was left from bytes spliced away: wait for the next
+                // write (tokio keeps a readiness that arrived since this one).
+                guard.clear_ready();
+            }
         }
-        // The readiness stays set: a read then tells an end from a spurious wake-up.
-        drop(guard);
-        Ok(usize::try_from(queued).unwrap_or(0))
     }
 
     /// Reads what the pipe holds, up to `max` bytes, into `buf`'s spare capacity (grown as needed);
