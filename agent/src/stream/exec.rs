@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::channel::{self, Channel, Outcome, ResizeDecoder, WsMessage};
 use super::server::{ws_limits, BoxFuture, Conn, Io, Output, OutputSink};
-use super::sink::{self, Pipe, Socket, PIPE_READ};
+use super::sink::{self, Pipe, Socket, PIPE_SIZE};
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};
 use super::token::{AttachRequest, ExecRequest};
@@ -414,10 +414,12 @@ enum WsOut {
     Close,
 }
 
-/// Messages queued for a WebSocket's writer; with output messages of up to [`PIPE_READ`] this
-/// bounds what a client that stops reading makes us hold.
+/// Messages queued for a WebSocket's writer; with output messages of up to [`WS_CHUNK`] this
+/// bounds what a client that stops reading makes us hold (2 MiB; spliced messages hold nothing,
+/// their bytes wait in the pipe).
 const WS_QUEUE: usize = 8;
-/// Largest output message payload written through [`WsOutput`]'s `AsyncWrite`.
+/// Largest output message payload read into memory: large messages keep the per-message costs
+/// small against the bytes.
 const WS_CHUNK: usize = 256 * 1024;
 /// Frames gathered into one write at most (about; the last one may overshoot).
 const WS_BATCH: usize = 256 * 1024;
@@ -572,7 +574,7 @@ impl OutputSink for WsOutput {
                         let m = WsOut::Splice {
                             ch,
                             pipe: pipe.clone(),
-                            len: queued.min(PIPE_READ),
+                            len: queued.min(PIPE_SIZE),
                             done,
                         };
                         tx.send(m).await.map_err(|_| gone())?;
@@ -580,7 +582,7 @@ impl OutputSink for WsOutput {
                         continue;
                     }
                 }
-                if pipe.read_buf(&mut buf, PIPE_READ).await? == 0 {
+                if pipe.read_buf(&mut buf, WS_CHUNK).await? == 0 {
                     return Ok(());
                 }
                 let data = buf.split().freeze();

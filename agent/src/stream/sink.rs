@@ -18,8 +18,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// How much one read from a pipe takes at most: the whole of a grown pipe.
-pub const PIPE_READ: usize = 1 << 20;
+/// The capacity of the pipes skiffd makes, and the most one spliced frame carries: a whole pipe.
+pub const PIPE_SIZE: usize = 1 << 20;
 /// Slices handed to one `writev`.
 const MAX_IOV: usize = 64;
 
@@ -114,11 +114,11 @@ pub fn relay_pipe() -> io::Result<(Pipe, OwnedFd)> {
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // As large as an exec's output pipe, so each splice moves as much. Best effort.
     // SAFETY: F_SETPIPE_SZ on the pipe we just made; it only changes its capacity.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_READ as libc::c_int) };
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
     Ok((Pipe::new(r)?, w))
 }
 
-/// Moves what `tcp` has received (up to [`PIPE_READ`] bytes) into the pipe whose write end is
+/// Moves what `tcp` has received (up to [`PIPE_SIZE`] bytes) into the pipe whose write end is
 /// `pipe`, waiting for some; 0 at the end of the peer's data. The pipe must have been emptied.
 pub async fn splice_in(tcp: &TcpStream, pipe: &OwnedFd) -> io::Result<usize> {
     loop {
@@ -131,7 +131,7 @@ pub async fn splice_in(tcp: &TcpStream, pipe: &OwnedFd) -> io::Result<usize> {
                     std::ptr::null_mut(),
                     pipe.as_raw_fd(),
                     std::ptr::null_mut(),
-                    PIPE_READ,
+                    PIPE_SIZE,
                     libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
                 )
             };
@@ -447,12 +447,12 @@ mod tests {
         assert_eq!(n, data.len());
         sock.splice(b"head", &pipe, 40_000).await.unwrap();
         let mut buf = BytesMut::new();
-        let got = pipe.read_buf(&mut buf, PIPE_READ).await.unwrap();
+        let got = pipe.read_buf(&mut buf, PIPE_SIZE).await.unwrap();
         assert_eq!(got, 20_000);
         let mut bufs = vec![Bytes::from_static(b"tail"), buf.split().freeze()];
         sock.write_all(&mut bufs).await.unwrap();
         drop(w);
-        assert_eq!(pipe.read_buf(&mut buf, PIPE_READ).await.unwrap(), 0);
+        assert_eq!(pipe.read_buf(&mut buf, PIPE_SIZE).await.unwrap(), 0);
         sock.shutdown().await.unwrap();
         let mut all = Vec::new();
         client.read_to_end(&mut all).await.unwrap();

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, goaway, rst, setting, Frame, FrameError, FLAG_FIN, FLAG_UNIDIRECTIONAL};
 use super::headers::{Decoder, Encoder, HeaderError, Headers};
-use crate::stream::sink::{relay_pipe, splice_in, Pipe, Socket, PIPE_READ};
+use crate::stream::sink::{relay_pipe, splice_in, Pipe, Socket, PIPE_SIZE};
 
 /// The window every SPDY/3 stream and session starts with.
 pub const INITIAL_WINDOW: u32 = 64 * 1024;
@@ -251,9 +251,6 @@ where
     };
     (incoming, handle)
 }
-
-/// What one read from a forwarded socket takes at most.
-const SOCKET_READ: usize = 256 * 1024;
 
 /// Frames gathered into one write to the socket at most (about; the last frame may overshoot).
 const WRITE_BATCH: usize = 256 * 1024;
@@ -782,7 +779,13 @@ impl StreamWriter {
                     continue;
                 }
             }
-            if pipe.read_buf(&mut buf, PIPE_READ).await? == 0 {
+            // Frames read into memory stay as small as the session's own, so that the out queue
+            // bounds what a client that stops reading makes us hold.
+            if pipe
+                .read_buf(&mut buf, self.shared.cfg.max_data_frame)
+                .await?
+                == 0
+            {
                 return Ok(());
             }
             self.send_payload(buf.split().freeze()).await?;
@@ -796,9 +799,11 @@ impl StreamWriter {
         if !self.shared.splice {
             let mut tcp = tcp;
             let mut buf = BytesMut::new();
+            let max = self.shared.cfg.max_data_frame;
             loop {
-                buf.reserve(SOCKET_READ);
-                if tcp.read_buf(&mut buf).await? == 0 {
+                // As in `copy_pipe`: frames in memory stay small, the out queue bounded.
+                buf.reserve(max);
+                if tcp.read_buf(&mut (&mut buf).limit(max)).await? == 0 {
                     return Ok(());
                 }
                 self.send_payload(buf.split().freeze()).await?;
@@ -821,7 +826,7 @@ impl StreamWriter {
     /// windows allow; how many.
     async fn splice(&self, pipe: &Arc<Pipe>, queued: usize) -> std::io::Result<usize> {
         let len = self
-            .reserve(queued, PIPE_READ)
+            .reserve(queued, PIPE_SIZE)
             .await
             .map_err(std::io::Error::other)?;
         let (done, out) = oneshot::channel();
@@ -843,7 +848,7 @@ impl StreamWriter {
     async fn send_payload(&self, mut data: Bytes) -> std::io::Result<()> {
         while !data.is_empty() {
             let n = self
-                .reserve(data.len(), PIPE_READ)
+                .reserve(data.len(), PIPE_SIZE)
                 .await
                 .map_err(std::io::Error::other)?;
             self.shared
