@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use skiff_agent::stream::channel::{Outcome, Resize};
 use skiff_agent::stream::server::{BoxFuture, Config, Handler, Io, Server};
+use skiff_agent::stream::sink::Pipe;
 use skiff_agent::stream::token::{ExecRequest, PortForwardRequest, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
@@ -20,7 +21,36 @@ static TRACKED: AtomicUsize = AtomicUsize::new(0);
 
 /// `cat-exit N`: stderr gets a line, stdin is copied to stdout, the exit code is N.
 /// `emit N`: N bytes of a pattern on stdout. With a TTY the first resize is echoed first.
+/// `emit-pipe N`: the same bytes written into a pipe, which is handed to stdout as an exec's
+/// output pipe is (so that the transports move them their own way: spliced, on plain TCP).
 struct TestHandler;
+
+/// A pipe, both ends blocking: (read end, write end).
+fn os_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just made and are owned by nothing else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// The bytes `emit` and `emit-pipe` write: a 64 KiB block of `i % 251`, repeated.
+fn pattern_block() -> Vec<u8> {
+    (0..65536u32).map(|i| (i % 251) as u8).collect()
+}
+
+fn is_pattern(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == ((i % 65536) % 251) as u8)
+}
 
 async fn run(cmd: Vec<String>, mut io: Io) -> Outcome {
     if let (Some(resize), Some(out)) = (io.resize.as_mut(), io.stdout.as_mut()) {
@@ -35,9 +65,32 @@ async fn run(cmd: Vec<String>, mut io: Io) -> Outcome {
     }
     let arg: usize = cmd.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     match cmd.first().map(String::as_str) {
+        Some("emit-pipe") => {
+            let (r, w) = os_pipe();
+            let writer = std::thread::spawn(move || {
+                let block = pattern_block();
+                let mut w = std::fs::File::from(w);
+                let mut left = arg;
+                while left > 0 {
+                    let n = left.min(block.len());
+                    if std::io::Write::write_all(&mut w, &block[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+            let pipe = Pipe::new(r).expect("register the pipe");
+            let out = io.stdout.take().expect("stdout");
+            let copied = out.copy_pipe(pipe).await;
+            let _ = writer.join();
+            match copied {
+                Ok(()) => Outcome::Success,
+                Err(e) => Outcome::Failed(format!("stdout: {e}")),
+            }
+        }
         Some(cmd @ ("emit" | "emit-tracked")) => {
             let tracked = cmd == "emit-tracked";
-            let block: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            let block = pattern_block();
             let out = io.stdout.as_mut().expect("stdout");
             let mut left = arg;
             while left > 0 {
@@ -93,6 +146,48 @@ impl Handler for TestHandler {
             conn.shutdown().await.map_err(|e| e.to_string())
         })
     }
+
+    /// Port 8081 is served by a socket the forward relays itself, port 9 refused; other ports go
+    /// to `port_forward`.
+    fn connect(&self, _pod: String, port: u16) -> BoxFuture<Option<Result<TcpStream, String>>> {
+        Box::pin(async move {
+            if port == 9 {
+                return Some(Err("nothing listens on port 9".into()));
+            }
+            if port != 8081 {
+                return None;
+            }
+            Some(
+                TcpStream::connect(reverser())
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        })
+    }
+}
+
+/// A TCP server on 127.0.0.1 that answers each connection with what it received, reversed, once
+/// the client has half-closed (as the test handler's `port_forward` does).
+fn reverser() -> std::net::SocketAddr {
+    static ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut got = Vec::new();
+                    if conn.read_to_end(&mut got).is_ok() {
+                        got.reverse();
+                        let _ = conn.write_all(&got);
+                    }
+                });
+            }
+        });
+        addr
+    })
 }
 
 async fn server(ttl: Duration) -> Arc<Server> {
@@ -277,12 +372,17 @@ async fn port_forward_over_spdy() {
     forward_twenty(Spdy::new(tcp)).await;
 }
 
-/// Opens 20 concurrent port-forward connections (one to a port nobody serves) and checks each.
+/// Opens 20 concurrent port-forward connections (one to a port nobody serves; half of them to a
+/// socket the forward relays itself) and checks each.
 async fn forward_twenty(mut c: Spdy) {
     let mut pairs = Vec::new();
     for req in 0..20 {
         let rid = req.to_string();
-        let port = if req == 5 { "9" } else { "8080" };
+        let port = match req {
+            5 => "9",
+            r if r % 2 == 1 => "8081",
+            _ => "8080",
+        };
         let e = c
             .open(&[("streamtype", "error"), ("port", port), ("requestid", &rid)])
             .await;
@@ -618,6 +718,60 @@ async fn attach_over_websocket_and_port_outside_the_request() {
     );
 }
 
+/// `emit-pipe N` over SPDY: the stdout and stderr bytes and the status.
+async fn spdy_pipe_output(mut c: Spdy, total: usize) {
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let got = c.collect(&[stdout, stderr, error]).await;
+    assert_eq!(got[0].len(), total);
+    assert!(
+        is_pattern(&got[0]),
+        "stdout bytes differ from what was sent"
+    );
+    assert_eq!(got[1], b"to stderr\n");
+    assert_eq!(
+        exit_code(&got[2]),
+        None,
+        "{:?}",
+        String::from_utf8_lossy(&got[2])
+    );
+}
+
+/// `emit-pipe N` over WebSocket: the same checks.
+async fn ws_pipe_output<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, total: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let got = client::ws_collect(ws).await;
+    assert_eq!(got.stdout.len(), total);
+    assert!(
+        is_pattern(&got.stdout),
+        "stdout bytes differ from what was sent"
+    );
+    assert_eq!(got.stderr, b"to stderr\n");
+    assert_eq!(exit_code(&got.status), None);
+}
+
+#[tokio::test]
+async fn pipe_output_is_spliced_whole_over_both_transports() {
+    let srv = server(Duration::from_secs(60)).await;
+    let total = 64 * 1024 * 1024 + 12345;
+    let url = srv
+        .url(exec_req(&["emit-pipe", &total.to_string()], false, false))
+        .unwrap();
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    spdy_pipe_output(Spdy::new(tcp), total).await;
+
+    let url = srv
+        .url(exec_req(&["emit-pipe", &total.to_string()], false, false))
+        .unwrap();
+    let (mut ws, proto) = client::websocket(&url, "v5.channel.k8s.io").await;
+    assert_eq!(proto, "v5.channel.k8s.io");
+    ws_pipe_output(&mut ws, total).await;
+}
+
 #[tokio::test]
 async fn exec_over_tls_by_both_transports() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,6 +806,21 @@ async fn exec_over_tls_by_both_transports() {
     let got = c.collect(&[stdout, stderr, error]).await;
     assert_eq!(got[0], b"spdy over tls");
     assert_eq!(exit_code(&got[2]).as_deref(), Some("6"));
+
+    // A pipe's output cannot be spliced into TLS: it is read and written in frames.
+    let total = 8 * 1024 * 1024 + 7;
+    let url = srv
+        .url(exec_req(&["emit-pipe", &total.to_string()], false, false))
+        .unwrap();
+    let tls = client::tls_connect(&url, &files.ca).await;
+    let (tls, head) = client::upgrade_on(tls, &url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    spdy_pipe_output(Spdy::over(Transport::Tls(Box::new(tls))), total).await;
+    let url = srv
+        .url(exec_req(&["emit-pipe", &total.to_string()], false, false))
+        .unwrap();
+    let (mut ws, _) = client::websocket_tls(&url, "v5.channel.k8s.io", &files.ca).await;
+    ws_pipe_output(&mut ws, total).await;
 
     // A plain-text client gets no upgrade from a TLS server.
     let url = srv.url(exec_req(&["cat-exit", "0"], true, false)).unwrap();

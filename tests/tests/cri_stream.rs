@@ -41,6 +41,14 @@ fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest 
     }
 }
 
+/// `yes 0123456789abcdef` output.
+fn is_lines(out: &[u8]) -> bool {
+    let line = b"0123456789abcdef\n";
+    out.iter()
+        .enumerate()
+        .all(|(i, b)| *b == line[i % line.len()])
+}
+
 async fn exec_url(d: &mut Skiffd, r: cri::ExecRequest) -> String {
     d.rt.exec(r).await.unwrap().into_inner().url
 }
@@ -101,24 +109,35 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     assert_eq!(got.stdout, b"hi there\n");
     assert_eq!(exit_code(&got.status), None);
 
-    // 50 MiB of output arrive whole.
+    // 50 MiB of output arrive whole, spliced from the command's pipe into the socket, over both
+    // transports.
     let total = 50usize << 20;
     let cmd = format!("yes 0123456789abcdef | head -c {total}");
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     let got = ws_collect(&mut ws).await;
     assert_eq!(got.stdout.len(), total);
-    let line = b"0123456789abcdef\n";
-    assert!(got
-        .stdout
-        .iter()
-        .enumerate()
-        .all(|(i, b)| *b == line[i % line.len()]));
+    assert!(is_lines(&got.stdout));
     assert_eq!(
         exit_code(&got.status),
         None,
         "{}",
         String::from_utf8_lossy(&got.stderr)
+    );
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut sp = Spdy::new(tcp);
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let stderr = sp.open(&[("streamtype", "stderr")]).await;
+    let got = sp.collect(&[stdout, stderr, error]).await;
+    assert_eq!(got[0].len(), total);
+    assert!(is_lines(&got[0]));
+    assert_eq!(
+        exit_code(&got[2]),
+        None,
+        "{}",
+        String::from_utf8_lossy(&got[1])
     );
 
     // The command gets SIGPIPE as usual (it is not left ignored by the helper that started it), in
@@ -705,6 +724,27 @@ async fn exec_over_tls_when_configured() {
     let stderr = sp.open(&[("streamtype", "stderr")]).await;
     let got = sp.collect(&[stdout, stderr, error]).await;
     assert_eq!(got[0], b"spdy-tls\n");
+
+    // Output too large for one read goes through TLS whole, on both transports.
+    let total = 8usize << 20;
+    let cmd = format!("yes 0123456789abcdef | head -c {total}");
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let (mut ws, _) = websocket_tls(&url, "v5.channel.k8s.io", &f.ca).await;
+    let got = ws_collect(&mut ws).await;
+    assert_eq!(got.stdout.len(), total);
+    assert!(is_lines(&got.stdout));
+    assert_eq!(exit_code(&got.status), None);
+    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let tls = tls_connect(&url, &f.ca).await;
+    let (tls, _) = upgrade_on(tls, &url, &SPDY_UPGRADE).await;
+    let mut sp = Spdy::over(Transport::Tls(Box::new(tls)));
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let stderr = sp.open(&[("streamtype", "stderr")]).await;
+    let got = sp.collect(&[stdout, stderr, error]).await;
+    assert_eq!(got[0].len(), total);
+    assert!(is_lines(&got[0]));
+    assert_eq!(exit_code(&got[2]), None);
 }
 
 /// skiffd with `extra` in a minimal config in `dir`: its exit status and stderr, or None if it is

@@ -3,23 +3,27 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::channel::{self, Channel, Outcome, ResizeDecoder, WsMessage};
-use super::server::{BoxFuture, Io, Output};
+use super::server::{ws_limits, BoxFuture, Conn, Io, Output, OutputSink};
+use super::sink::{self, Pipe, Socket, PIPE_SIZE};
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};
 use super::token::{AttachRequest, ExecRequest};
+use super::tunnel::Control;
 
 /// Bytes buffered between a transport and a handler per direction.
 const PIPE: usize = 64 * 1024;
@@ -111,6 +115,7 @@ pub async fn spdy<F>(
     // client-go takes a FIN on stdin for the end of the session and closes its own stdin at once,
     // cutting off whatever it had not sent yet.
     let mut quiet = Vec::new();
+    let mut outputs = Vec::new();
     if let Some(s) = streams.remove(&Channel::Stdin) {
         let (ours, theirs) = tokio::io::duplex(PIPE);
         tokio::spawn(spdy_to_pipe(s.reader, ours));
@@ -120,13 +125,23 @@ pub async fn spdy<F>(
     for ch in [Channel::Stdout, Channel::Stderr] {
         if let Some(s) = streams.remove(&ch) {
             let (ours, theirs) = tokio::io::duplex(OUTPUT_PIPE);
-            pumps.push(tokio::spawn(pipe_to_spdy(ours, s.writer)));
+            let taken = Arc::new(AtomicBool::new(false));
+            pumps.push(tokio::spawn(output_to_spdy(
+                ours,
+                s.writer.clone(),
+                taken.clone(),
+            )));
+            outputs.push(s.writer.clone());
             let slot = if ch == Channel::Stdout {
                 &mut io.stdout
             } else {
                 &mut io.stderr
             };
-            *slot = Some(Box::new(theirs));
+            *slot = Some(Box::new(SpdyOutput {
+                pipe: theirs,
+                writer: s.writer,
+                taken,
+            }));
         }
     }
     if let Some(s) = streams.remove(&Channel::Resize) {
@@ -139,7 +154,8 @@ pub async fn spdy<F>(
     for p in pumps {
         let _ = p.await;
     }
-    for w in quiet {
+    // An output copied from a pipe is not closed by its pump, nor by a copy given up on.
+    for w in outputs.into_iter().chain(quiet) {
         let _ = w.close().await;
     }
     if let Some(e) = error {
@@ -212,6 +228,67 @@ pub(super) async fn pipe_to_spdy<R: AsyncRead + Unpin>(mut pipe: R, writer: Stre
     let _ = writer.close().await;
 }
 
+/// Like [`pipe_to_spdy`] for an exec's output, which may be handed a pipe instead
+/// ([`SpdyOutput::copy_pipe`]): the stream is then left open for that copy.
+async fn output_to_spdy(mut pipe: DuplexStream, writer: StreamWriter, taken: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if writer.write(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if !taken.load(Ordering::Acquire) {
+        let _ = writer.close().await;
+    }
+}
+
+/// One output channel of a SPDY exec or attach: written through a pipe to a copying task, or
+/// handed a pipe of its own that goes into the stream without the copies.
+struct SpdyOutput {
+    pipe: DuplexStream,
+    writer: StreamWriter,
+    taken: Arc<AtomicBool>,
+}
+
+impl AsyncWrite for SpdyOutput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.pipe).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.pipe).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.pipe).poll_shutdown(cx)
+    }
+}
+
+impl OutputSink for SpdyOutput {
+    fn copy_pipe(self: Box<Self>, pipe: Pipe) -> BoxFuture<std::io::Result<()>> {
+        let SpdyOutput {
+            pipe: unused,
+            writer,
+            taken,
+        } = *self;
+        taken.store(true, Ordering::Release);
+        drop(unused);
+        Box::pin(async move {
+            writer.copy_pipe(pipe).await?;
+            writer.close().await.map_err(std::io::Error::other)
+        })
+    }
+}
+
 async fn spdy_resize(mut reader: StreamReader, tx: mpsc::Sender<channel::Resize>) {
     let mut dec = ResizeDecoder::default();
     while let Some(data) = reader.read().await {
@@ -228,16 +305,21 @@ async fn spdy_resize(mut reader: StreamReader, tx: mpsc::Sender<channel::Resize>
     }
 }
 
-/// Serves one exec/attach over a WebSocket speaking v4 or v5 channel framing.
-pub async fn websocket<S, F>(ws: WebSocketStream<S>, v5: bool, opts: Options, run: F)
+/// Serves one exec/attach over a WebSocket speaking v4 or v5 channel framing. Everything sent to
+/// the client goes through one queue to one writer, which frames output itself (server frames are
+/// not masked: a header, the channel byte, the bytes as they were read); tungstenite reads the
+/// client's messages, and its own replies (pongs, the close reply) join the same queue.
+pub async fn websocket<F>(conn: Conn, v5: bool, opts: Options, run: F)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(Io) -> BoxFuture<Outcome>,
 {
-    let (sink, mut source) = ws.split();
-    let (out_tx, out_rx) = mpsc::channel::<Message>(WS_QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<WsOut>(WS_QUEUE);
     let client_gone = CancellationToken::new();
-    let writer = tokio::spawn(ws_writer(sink, out_rx, client_gone.clone()));
+    let splice = conn.write.can_splice();
+    let writer = tokio::spawn(ws_writer(conn.write, out_rx, client_gone.clone()));
+    let control = Control::new(conn.read, out_tx.clone(), WsOut::Raw);
+    let mut source =
+        WebSocketStream::from_raw_socket(control, Role::Server, Some(ws_limits())).await;
     let mut io = Io {
         stdin: None,
         stdout: None,
@@ -301,7 +383,7 @@ where
         if !on {
             continue;
         }
-        let out: Output = Box::new(WsOutput::new(ch, out_tx.clone()));
+        let out: Output = Box::new(WsOutput::new(ch, out_tx.clone(), splice));
         if ch == Channel::Stdout {
             io.stdout = Some(out);
         } else {
@@ -310,85 +392,140 @@ where
     }
     // Everything the command wrote is queued ahead of the status: one queue, one writer.
     let outcome = run(io).await;
-    let status = channel::ws_frame(Channel::Error, &channel::status_json(&outcome));
-    let _ = out_tx.send(Message::binary(status)).await;
-    // A close frame without a status code reads as an abnormal end (1005) to client-go, which
-    // then reports the stream as failed however the command ended.
-    let normal = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    let _ = out_tx.send(Message::Close(Some(normal))).await;
+    let status = Bytes::from(channel::status_json(&outcome));
+    let _ = out_tx.send(WsOut::Data(Channel::Error, status)).await;
+    let _ = out_tx.send(WsOut::Close).await;
     drop(out_tx);
     let _ = writer.await;
     reader.abort();
 }
 
-/// Messages queued for a WebSocket's writer; with [`WS_CHUNK`]-sized output messages this bounds
-/// what a client that stops reading makes us hold (2 MiB).
-const WS_QUEUE: usize = 8;
-/// Largest output message payload: large messages keep the per-message costs (a wake-up, an
-/// allocation, a frame header) small against the copying.
-const WS_CHUNK: usize = 256 * 1024;
+/// What a WebSocket exec's writer sends, in queue order.
+enum WsOut {
+    /// A message tungstenite framed (a pong, the reply to the client's close).
+    Raw(Bytes),
+    /// A binary message: the channel byte, then the bytes.
+    Data(Channel, Bytes),
+    /// A binary message of `len` bytes queued in `pipe`, spliced into the socket; `done` says when
+    /// they are out.
+    Splice {
+        ch: Channel,
+        pipe: Arc<Pipe>,
+        len: usize,
+        done: oneshot::Sender<std::io::Result<()>>,
+    },
+    /// The close message; the last thing sent.
+    Close,
+}
 
-/// Sends queued messages, as many as are ready per flush: one write to the socket for a run of
-/// messages rather than one per message.
-async fn ws_writer<S>(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    mut rx: mpsc::Receiver<Message>,
+/// Messages queued for a WebSocket's writer; with output messages of up to [`WS_CHUNK`] this
+/// bounds what a client that stops reading makes us hold (2 MiB; spliced messages hold nothing,
+/// their bytes wait in the pipe).
+const WS_QUEUE: usize = 8;
+/// Largest output message payload read into memory: large messages keep the per-message costs
+/// small against the bytes.
+const WS_CHUNK: usize = 256 * 1024;
+/// Frames gathered into one write at most (about; the last one may overshoot).
+const WS_BATCH: usize = 256 * 1024;
+/// Payloads at least this large are written from their own buffer rather than copied into the
+/// batch.
+const ZERO_COPY: usize = 4096;
+
+/// Sends queued messages, as many as are ready per write; a failed write means the client is gone.
+async fn ws_writer(
+    mut sock: Socket,
+    mut rx: mpsc::Receiver<WsOut>,
     client_gone: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // Pongs to the client's pings are queued by the reading half and go out on a flush: flush now
-    // and then even when the command is silent, or heartbeat-checking clients give up.
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    'run: loop {
-        tokio::select! {
-            m = rx.recv() => {
-                let Some(mut m) = m else { break };
-                loop {
-                    let last = matches!(m, Message::Close(_));
-                    if sink.feed(m).await.is_err() {
-                        client_gone.cancel();
-                        break 'run;
-                    }
-                    if last {
-                        break 'run;
-                    }
-                    match rx.try_recv() {
-                        Ok(next) => m = next,
-                        Err(_) => break,
+) {
+    if let Err(e) = ws_write(&mut sock, &mut rx).await {
+        tracing::debug!(error = %e, "WebSocket write");
+        client_gone.cancel();
+    }
+    let _ = sock.shutdown().await;
+}
+
+async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io::Result<()> {
+    let mut small = BytesMut::with_capacity(16 * 1024);
+    let mut batch: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut close = false;
+        let mut size = 0;
+        while let Some(m) = next.take() {
+            match m {
+                WsOut::Raw(b) => small.extend_from_slice(&b),
+                WsOut::Data(ch, data) => {
+                    sink::ws_binary_header(1 + data.len(), &mut small);
+                    small.extend_from_slice(&[ch.id()]);
+                    if data.len() >= ZERO_COPY {
+                        batch.push(small.split().freeze());
+                        size += data.len();
+                        batch.push(data);
+                    } else {
+                        small.extend_from_slice(&data);
                     }
                 }
-                if sink.flush().await.is_err() {
-                    client_gone.cancel();
-                    break;
+                WsOut::Splice {
+                    ch,
+                    pipe,
+                    len,
+                    done,
+                } => {
+                    // What was queued before goes first.
+                    if !small.is_empty() {
+                        batch.push(small.split().freeze());
+                    }
+                    sock.write_all(&mut batch).await?;
+                    size = 0;
+                    let mut header = BytesMut::with_capacity(11);
+                    sink::ws_binary_header(1 + len, &mut header);
+                    header.extend_from_slice(&[ch.id()]);
+                    let result = sock.splice(&header, &pipe, len).await;
+                    let failed = result
+                        .as_ref()
+                        .err()
+                        .map(|e| std::io::Error::new(e.kind(), e.to_string()));
+                    let _ = done.send(result);
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                }
+                WsOut::Close => {
+                    small.extend_from_slice(sink::WS_CLOSE);
+                    close = true;
                 }
             }
-            _ = tick.tick() => {
-                if sink.flush().await.is_err() {
-                    client_gone.cancel();
-                    break;
-                }
+            if size + small.len() < WS_BATCH && !close {
+                next = rx.try_recv().ok();
             }
         }
+        if !small.is_empty() {
+            batch.push(small.split().freeze());
+        }
+        sock.write_all(&mut batch).await?;
+        sock.flush().await?;
+        if close {
+            break;
+        }
     }
-    let _ = sink.close().await;
+    Ok(())
 }
 
 /// One output channel of a WebSocket exec or attach as a byte sink: each write becomes one binary
 /// message with the channel byte in front, queued for the connection's writer.
 struct WsOutput {
     ch: Channel,
-    tx: PollSender<Message>,
+    tx: PollSender<WsOut>,
+    /// The connection is plain TCP: a pipe's bytes can be spliced into it.
+    splice: bool,
 }
 
 impl WsOutput {
-    fn new(ch: Channel, tx: mpsc::Sender<Message>) -> Self {
+    fn new(ch: Channel, tx: mpsc::Sender<WsOut>, splice: bool) -> Self {
         Self {
             ch,
             tx: PollSender::new(tx),
+            splice,
         }
     }
 }
@@ -409,7 +546,7 @@ impl AsyncWrite for WsOutput {
         let this = self.get_mut();
         ready!(this.tx.poll_reserve(cx)).map_err(|_| gone())?;
         let n = buf.len().min(WS_CHUNK);
-        let msg = Message::binary(channel::ws_frame(this.ch, &buf[..n]));
+        let msg = WsOut::Data(this.ch, Bytes::copy_from_slice(&buf[..n]));
         this.tx.send_item(msg).map_err(|_| gone())?;
         Poll::Ready(Ok(n))
     }
@@ -421,5 +558,40 @@ impl AsyncWrite for WsOutput {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.get_mut().tx.close();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl OutputSink for WsOutput {
+    /// Each read from the pipe becomes one message; on plain TCP the bytes are spliced instead.
+    fn copy_pipe(self: Box<Self>, pipe: Pipe) -> BoxFuture<std::io::Result<()>> {
+        let (ch, splice) = (self.ch, self.splice);
+        let tx = self.tx.get_ref().cloned();
+        Box::pin(async move {
+            let tx = tx.ok_or_else(gone)?;
+            let pipe = Arc::new(pipe);
+            let mut buf = BytesMut::new();
+            loop {
+                if splice {
+                    let queued = pipe.ready().await?;
+                    if queued > 0 {
+                        let (done, out) = oneshot::channel();
+                        let m = WsOut::Splice {
+                            ch,
+                            pipe: pipe.clone(),
+                            len: queued.min(PIPE_SIZE),
+                            done,
+                        };
+                        tx.send(m).await.map_err(|_| gone())?;
+                        out.await.map_err(|_| gone())??;
+                        continue;
+                    }
+                }
+                if pipe.read_buf(&mut buf, WS_CHUNK).await? == 0 {
+                    return Ok(());
+                }
+                let data = buf.split().freeze();
+                tx.send(WsOut::Data(ch, data)).await.map_err(|_| gone())?;
+            }
+        })
     }
 }

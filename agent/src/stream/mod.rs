@@ -6,6 +6,7 @@ pub mod channel;
 pub mod exec;
 pub mod portforward;
 pub mod server;
+pub mod sink;
 pub mod spdy;
 pub mod tls;
 pub mod token;

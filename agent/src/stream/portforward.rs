@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use super::channel::{PortForwardStream, PortStream};
 use super::exec::pipe_to_spdy;
@@ -88,6 +89,18 @@ async fn connect(
     req: &PortForwardRequest,
     handler: Arc<dyn Handler>,
 ) -> Result<(), String> {
+    match handler.connect(req.pod_sandbox_id.clone(), port).await {
+        Some(Ok(tcp)) => {
+            relay(data, tcp).await;
+            return Ok(());
+        }
+        Some(Err(e)) => {
+            // The client waits for the data stream's end as well as the error's.
+            let _ = data.writer.close().await;
+            return Err(e);
+        }
+        None => {}
+    }
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (rd, wr) = tokio::io::split(ours);
     let up = tokio::spawn(client_to_pipe(data.reader, wr));
@@ -98,6 +111,27 @@ async fn connect(
     let _ = down.await;
     up.abort();
     result
+}
+
+/// Relays a stream pair's data stream and the pod's socket both ways until both sides are done,
+/// each direction closed as its source ends (half-closes pass through).
+async fn relay(data: Stream, tcp: TcpStream) {
+    let (rd, mut wr) = tcp.into_split();
+    let mut reader = data.reader;
+    let up = tokio::spawn(async move {
+        while let Some(chunk) = reader.read().await {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let writer = data.writer;
+    if let Err(e) = writer.copy_socket(rd).await {
+        tracing::debug!(error = %e, "port-forward connection ended");
+    }
+    let _ = writer.close().await;
+    let _ = up.await;
 }
 
 async fn client_to_pipe(

@@ -8,13 +8,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -23,6 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Outcome, Resize};
+use super::sink::{Pipe, Socket};
 use super::spdy::session;
 use super::token::{self, AttachRequest, ExecRequest, TokenError, Tokens};
 use super::{exec, portforward, tunnel};
@@ -32,7 +34,61 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A byte source handed to a handler.
 pub type Input = Box<dyn AsyncRead + Send + Unpin>;
 /// A byte sink handed to a handler.
-pub type Output = Box<dyn AsyncWrite + Send + Unpin>;
+pub type Output = Box<dyn OutputSink>;
+
+/// How much the plain pipe copy moves per write.
+const PIPE_COPY: usize = 256 << 10;
+
+/// One output channel of an exec or attach.
+pub trait OutputSink: AsyncWrite + Send + Unpin + 'static {
+    /// Copies what `pipe` yields to the channel until the pipe's end, then shuts the channel down.
+    /// Transports override it: a pipe lets them frame the bytes where they were read (or splice
+    /// them) rather than copy them through an `AsyncWrite`.
+    fn copy_pipe(self: Box<Self>, pipe: Pipe) -> BoxFuture<std::io::Result<()>> {
+        Box::pin(async move {
+            let mut out = self;
+            let mut buf = BytesMut::new();
+            loop {
+                buf.clear();
+                if pipe.read_buf(&mut buf, PIPE_COPY).await? == 0 {
+                    break;
+                }
+                out.write_all(&buf).await?;
+            }
+            out.shutdown().await
+        })
+    }
+}
+
+/// An upgraded connection taken apart: what the client sends, and the way out.
+pub struct Conn {
+    pub read: Input,
+    pub write: Socket,
+}
+
+impl Conn {
+    /// Plain TCP keeps its socket (so that pipes can be spliced into it); anything else is split.
+    fn new(upgraded: Upgraded) -> Self {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (rd, wr) = parts.io.into_inner().into_split();
+                // Bytes the client sent right behind its request were read with it.
+                let read = std::io::Cursor::new(parts.read_buf).chain(rd);
+                Conn {
+                    read: Box::new(read),
+                    write: Socket::tcp(wr),
+                }
+            }
+            Err(upgraded) => {
+                let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+                Conn {
+                    read: Box::new(rd),
+                    write: Socket::stream(wr),
+                }
+            }
+        }
+    }
+}
 
 /// The streams of one exec or attach, as the client asked for them.
 pub struct Io {
@@ -63,10 +119,29 @@ pub trait Handler: Send + Sync + 'static {
         port: u16,
         conn: DuplexStream,
     ) -> BoxFuture<Result<(), String>>;
+
+    /// Connects to `port` inside the pod's network namespace and hands the socket over, so that
+    /// the forward can move the bytes itself (without [`Handler::port_forward`]'s in-memory pipe).
+    /// `None`: this handler only relays through `port_forward`.
+    fn connect(
+        &self,
+        _pod_sandbox_id: String,
+        _port: u16,
+    ) -> BoxFuture<Option<Result<TcpStream, String>>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Largest WebSocket message accepted from a client.
 const WS_MAX_MESSAGE: usize = 2 << 20;
+
+/// Client messages are small (stdin chunks, resizes, tunnelled SPDY frames): cap what one message
+/// may make us buffer.
+pub(super) fn ws_limits() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(WS_MAX_MESSAGE))
+        .max_frame_size(Some(WS_MAX_MESSAGE))
+}
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -261,8 +336,9 @@ fn spdy(server: &Arc<Server>, req: Request<Incoming>, pending: token::Request) -
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
+                let conn = Conn::new(upgraded);
                 let (incoming, session) =
-                    session::serve(TokioIo::new(upgraded), server.cfg.spdy.clone());
+                    session::serve_split(conn.read, conn.write, server.cfg.spdy.clone());
                 let handler = server.handler.clone();
                 let timeout = server.cfg.stream_creation_timeout;
                 match pending {
@@ -324,27 +400,30 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
                 return;
             }
         };
-        // Client messages are small (stdin chunks, resizes, tunnelled SPDY frames): cap what one
-        // message may make us buffer.
-        let limits = WebSocketConfig::default()
-            .max_message_size(Some(WS_MAX_MESSAGE))
-            .max_frame_size(Some(WS_MAX_MESSAGE));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(limits))
-                .await;
         let handler = server.handler.clone();
         match pending {
             token::Request::Exec(r) => {
                 let opts = exec::Options::exec(&r);
-                exec::websocket(ws, v5, opts, move |io| handler.exec(r, io)).await
+                let conn = Conn::new(upgraded);
+                exec::websocket(conn, v5, opts, move |io| handler.exec(r, io)).await
             }
             token::Request::Attach(r) => {
                 let opts = exec::Options::attach(&r);
-                exec::websocket(ws, v5, opts, move |io| handler.attach(r, io)).await
+                let conn = Conn::new(upgraded);
+                exec::websocket(conn, v5, opts, move |io| handler.attach(r, io)).await
             }
             token::Request::PortForward(r) => {
-                let io = tunnel::WsTunnel::new(ws);
-                let (incoming, session) = session::serve(io, server.cfg.spdy.clone());
+                // The session writes the tunnel's messages itself; tungstenite only reads.
+                let conn = Conn::new(upgraded);
+                let (control, replies) = mpsc::channel(8);
+                let read = tunnel::Control::new(conn.read, control, |b| b);
+                let ws =
+                    WebSocketStream::from_raw_socket(read, Role::Server, Some(ws_limits())).await;
+                let (incoming, session) = session::serve_split(
+                    tunnel::WsTunnel::new(ws),
+                    conn.write.ws_tunnel(replies),
+                    server.cfg.spdy.clone(),
+                );
                 portforward::spdy(incoming, r, handler).await;
                 let _ = session.await;
             }

@@ -1,20 +1,26 @@
 //! A WebSocket carried as a plain byte stream: each binary message is a run of bytes, as kubectl and
-//! crictl tunnel SPDY port-forwarding through WebSocket (`SPDY/3.1+portforward.k8s.io`).
+//! crictl tunnel SPDY port-forwarding through WebSocket (`SPDY/3.1+portforward.k8s.io`). This is
+//! the reading side; the writing side frames its messages itself
+//! ([`Socket::ws_tunnel`](super::sink::Socket::ws_tunnel)).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use futures_util::{Sink, Stream};
+use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::PollSender;
+
+use super::server::Input;
 
 /// The sub-protocol naming a SPDY port-forward session inside a WebSocket.
 pub const SPDY_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";
 
-/// Byte-stream view of a WebSocket.
+/// Byte-stream view of what a WebSocket client sends.
 pub struct WsTunnel<S> {
     ws: WebSocketStream<S>,
     pending: Bytes,
@@ -65,27 +71,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsTunnel<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsTunnel<S> {
-    fn poll_write(
+/// The socket as tungstenite sees it when it only reads: what it writes itself (pongs, the reply
+/// to a close, already framed) goes to the connection's writer as `wrap` makes it.
+pub struct Control<T> {
+    read: Input,
+    tx: PollSender<T>,
+    wrap: fn(Bytes) -> T,
+}
+
+impl<T: Send + 'static> Control<T> {
+    pub fn new(read: Input, tx: mpsc::Sender<T>, wrap: fn(Bytes) -> T) -> Self {
+        Self {
+            read,
+            tx: PollSender::new(tx),
+            wrap,
+        }
+    }
+}
+
+fn writer_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection's writer is gone")
+}
+
+impl<T: Send + 'static> AsyncRead for Control<T> {
+    fn poll_read(
         mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl<T: Send + 'static> AsyncWrite for Control<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io_err)?;
-        Pin::new(&mut self.ws)
-            .start_send(Message::binary(buf.to_vec()))
-            .map_err(io_err)?;
+        let this = self.get_mut();
+        ready!(this.tx.poll_reserve(cx)).map_err(|_| writer_gone())?;
+        let msg = (this.wrap)(Bytes::copy_from_slice(buf));
+        this.tx.send_item(msg).map_err(|_| writer_gone())?;
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws).poll_flush(cx).map_err(io_err)
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
-            Ok(()) | Err(WsError::ConnectionClosed) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(io_err(e))),
-        }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cri::Daemon;
 use crate::execsync::{self, Outcome as Helper};
 use crate::stream::channel::{Outcome, Resize};
-use crate::stream::server::Io;
+use crate::stream::server::{Io, Output};
+use crate::stream::sink::Pipe;
 use crate::stream::token::ExecRequest;
 
 /// How long output may keep flowing after the command ended (a child it left behind may hold the
@@ -142,8 +143,8 @@ impl Job {
         }
         let stdin = pump(io.stdin, child.stdin.take());
         let outputs = [
-            pump(child.stdout.take(), io.stdout),
-            pump(child.stderr.take(), io.stderr),
+            pump_pipe(child.stdout.take().map(|p| p.into_owned_fd()), io.stdout),
+            pump_pipe(child.stderr.take().map(|p| p.into_owned_fd()), io.stderr),
         ];
         let outcome = self.finish(child, &io.client_gone).await;
         drain(outputs).await;
@@ -342,6 +343,26 @@ where
             tracing::trace!(error = %e, "exec stream ended");
         }
         let _ = to.shutdown().await;
+    })
+}
+
+/// Hands an output pipe to its channel, which moves the bytes with as few copies as its transport
+/// allows; the channel is closed at the pipe's end.
+fn pump_pipe(from: Option<std::io::Result<OwnedFd>>, to: Option<Output>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (Some(from), Some(to)) = (from, to) else {
+            return;
+        };
+        let pipe = match from.and_then(Pipe::new) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "take the exec output pipe");
+                return;
+            }
+        };
+        if let Err(e) = to.copy_pipe(pipe).await {
+            tracing::trace!(error = %e, "exec stream ended");
+        }
     })
 }
 

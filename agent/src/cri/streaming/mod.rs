@@ -63,6 +63,20 @@ impl Handler for CriHandler {
             }
         })
     }
+
+    fn connect(
+        &self,
+        pod_sandbox_id: String,
+        port: u16,
+    ) -> BoxFuture<Option<Result<tokio::net::TcpStream, String>>> {
+        let d = self.daemon.upgrade();
+        Box::pin(async move {
+            Some(match d {
+                Some(d) => portforward::open(&d, &pod_sandbox_id, port).await,
+                None => Err(stopping()),
+            })
+        })
+    }
 }
 
 /// Starts the streaming server on `stream_address` and records it in the daemon.

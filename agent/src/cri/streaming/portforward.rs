@@ -26,18 +26,7 @@ pub async fn run(
     port: u16,
     mut conn: DuplexStream,
 ) -> Result<(), String> {
-    let sb = d
-        .sandboxes
-        .get(sandbox_id)
-        .ok_or_else(|| format!("pod sandbox {sandbox_id:?} not found"))?;
-    if !sb.ready {
-        return Err(format!("pod sandbox {sandbox_id:?} is not ready"));
-    }
-    let netns = sb.netns.clone();
-    let std_conn = connect(netns, port)
-        .await
-        .map_err(|e| format!("connect to localhost:{port} in pod sandbox {sandbox_id:?}: {e}"))?;
-    let mut tcp = TcpStream::from_std(std_conn).map_err(|e| format!("register socket: {e}"))?;
+    let mut tcp = open(d, sandbox_id, port).await?;
     // Each direction is shut down as its source ends, so half-closes pass through. Bulk transfers
     // move in large chunks: the default 8 KiB would cost a wake-up and a frame per 8 KiB.
     match tokio::io::copy_bidirectional_with_sizes(&mut conn, &mut tcp, COPY_CHUNK, COPY_CHUNK)
@@ -49,6 +38,22 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// A socket connected to `port` in pod `sandbox_id`.
+pub async fn open(d: &Arc<Daemon>, sandbox_id: &str, port: u16) -> Result<TcpStream, String> {
+    let sb = d
+        .sandboxes
+        .get(sandbox_id)
+        .ok_or_else(|| format!("pod sandbox {sandbox_id:?} not found"))?;
+    if !sb.ready {
+        return Err(format!("pod sandbox {sandbox_id:?} is not ready"));
+    }
+    let netns = sb.netns.clone();
+    let std_conn = connect(netns, port)
+        .await
+        .map_err(|e| format!("connect to localhost:{port} in pod sandbox {sandbox_id:?}: {e}"))?;
+    TcpStream::from_std(std_conn).map_err(|e| format!("register socket: {e}"))
 }
 
 /// A non-blocking socket connected to `localhost:port` in `netns` (the host's when `None`).

@@ -426,6 +426,16 @@ fn put_control(out: &mut BytesMut, kind: u16, flags: u8, length: usize) {
     put_flags_len(out, flags, length);
 }
 
+/// The 8 bytes in front of a DATA frame's payload, for writers that send the payload from
+/// elsewhere.
+pub fn data_header(stream_id: u32, flags: u8, length: usize) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[..4].copy_from_slice(&(stream_id & STREAM_ID_MASK).to_be_bytes());
+    h[4..]
+        .copy_from_slice(&((u32::from(flags) << 24) | (length as u32 & 0x00ff_ffff)).to_be_bytes());
+    h
+}
+
 fn put_flags_len(out: &mut BytesMut, flags: u8, length: usize) {
     out.put_u32((u32::from(flags) << 24) | (length as u32 & 0x00ff_ffff));
 }

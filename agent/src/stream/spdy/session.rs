@@ -13,14 +13,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, goaway, rst, setting, Frame, FrameError, FLAG_FIN, FLAG_UNIDIRECTIONAL};
 use super::headers::{Decoder, Encoder, HeaderError, Headers};
+use crate::stream::sink::{relay_pipe, splice_in, Pipe, Socket, PIPE_SIZE};
 
 /// The window every SPDY/3 stream and session starts with.
 pub const INITIAL_WINDOW: u32 = 64 * 1024;
@@ -160,6 +162,14 @@ struct State {
 enum Out {
     Frame(Frame),
     Reply(u32),
+    /// A DATA frame of `len` bytes queued in `pipe`, spliced into the socket; `done` says when
+    /// they are out.
+    Splice {
+        stream_id: u32,
+        pipe: Arc<Pipe>,
+        len: usize,
+        done: oneshot::Sender<std::io::Result<()>>,
+    },
     Close,
 }
 
@@ -170,6 +180,8 @@ struct Shared {
     client_gone: CancellationToken,
     out: mpsc::Sender<Out>,
     cfg: Config,
+    /// The session's socket takes [`Out::Splice`].
+    splice: bool,
 }
 
 impl Shared {
@@ -192,6 +204,19 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read, write) = tokio::io::split(io);
+    serve_split(read, Socket::stream(write), cfg)
+}
+
+/// Starts serving a session that reads from `read` and writes to `write`.
+pub fn serve_split<R>(
+    read: R,
+    write: Socket,
+    cfg: Config,
+) -> (Incoming, JoinHandle<Result<(), SessionError>>)
+where
+    R: AsyncRead + Send + 'static,
+{
+    let splice = write.can_splice();
     let (out_tx, out_rx) = mpsc::channel(cfg.out_queue.max(1));
     let (in_tx, in_rx) = mpsc::channel(16);
     let shared = Arc::new(Shared {
@@ -209,6 +234,7 @@ where
         client_gone: CancellationToken::new(),
         out: out_tx,
         cfg,
+        splice,
     });
     let writer = tokio::spawn(write_loop(write, out_rx));
     let reader = Reader {
@@ -229,20 +255,46 @@ where
 /// Frames gathered into one write to the socket at most (about; the last frame may overshoot).
 const WRITE_BATCH: usize = 256 * 1024;
 
-async fn write_loop<W: AsyncWrite>(
-    write: W,
-    mut rx: mpsc::Receiver<Out>,
-) -> Result<(), std::io::Error> {
-    tokio::pin!(write);
+/// DATA payloads at least this large are written from their own buffer rather than copied into
+/// the batch.
+const ZERO_COPY: usize = 4096;
+
+async fn write_loop(mut sock: Socket, mut rx: mpsc::Receiver<Out>) -> Result<(), std::io::Error> {
     let mut encoder = Encoder::new();
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-    while let Some(first) = rx.recv().await {
+    // Frames are encoded here; DATA payloads join the batch as the buffers they arrived in.
+    let mut small = BytesMut::with_capacity(16 * 1024);
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            out = rx.recv() => Ok(out),
+            reply = sock.control() => Err(reply),
+        };
+        let first = match first {
+            Ok(Some(out)) => out,
+            Ok(None) => break,
+            Err(reply) => {
+                sock.write_framed(reply).await?;
+                sock.flush().await?;
+                continue;
+            }
+        };
         let mut next = Some(first);
         let mut close = false;
+        let mut size = 0;
         // Batch what is already queued into one write.
         while let Some(out) = next.take() {
             match out {
-                Out::Frame(f) => f.encode(&mut buf),
+                Out::Frame(Frame::Data {
+                    stream_id,
+                    flags,
+                    data,
+                }) if data.len() >= ZERO_COPY => {
+                    small.extend_from_slice(&frame::data_header(stream_id, flags, data.len()));
+                    batch.push(small.split().freeze());
+                    size += data.len();
+                    batch.push(data);
+                }
+                Out::Frame(f) => f.encode(&mut small),
                 Out::Reply(stream_id) => {
                     let header_block = encoder
                         .encode(&Headers::default())
@@ -252,24 +304,49 @@ async fn write_loop<W: AsyncWrite>(
                         flags: 0,
                         header_block: header_block.into(),
                     }
-                    .encode(&mut buf);
+                    .encode(&mut small);
+                }
+                Out::Splice {
+                    stream_id,
+                    pipe,
+                    len,
+                    done,
+                } => {
+                    // What was queued before goes first.
+                    if !small.is_empty() {
+                        batch.push(small.split().freeze());
+                    }
+                    sock.write_all(&mut batch).await?;
+                    size = 0;
+                    let header = frame::data_header(stream_id, 0, len);
+                    let result = sock.splice(&header, &pipe, len).await;
+                    let failed = result
+                        .as_ref()
+                        .err()
+                        .map(|e| std::io::Error::new(e.kind(), e.to_string()));
+                    let _ = done.send(result);
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
                 }
                 Out::Close => close = true,
             }
-            if buf.len() < WRITE_BATCH && !close {
+            if size + small.len() < WRITE_BATCH && !close {
                 next = rx.try_recv().ok();
             }
         }
-        write.write_all(&buf).await?;
+        if !small.is_empty() {
+            batch.push(small.split().freeze());
+        }
+        sock.write_all(&mut batch).await?;
         // Transports that buffer (a WebSocket tunnel) must see every batch out.
-        write.flush().await?;
-        buf.clear();
+        sock.flush().await?;
         if close {
             break;
         }
     }
-    write.flush().await?;
-    write.shutdown().await
+    sock.flush().await?;
+    sock.shutdown().await
 }
 
 struct Reader {
@@ -669,7 +746,9 @@ impl StreamWriter {
     /// Sends all of `data`, waiting for window and queue space as needed.
     pub async fn write(&self, mut data: &[u8]) -> Result<(), StreamError> {
         while !data.is_empty() {
-            let n = self.reserve(data.len()).await?;
+            let n = self
+                .reserve(data.len(), self.shared.cfg.max_data_frame)
+                .await?;
             let chunk = Bytes::copy_from_slice(&data[..n]);
             data = &data[n..];
             self.shared
@@ -683,7 +762,109 @@ impl StreamWriter {
         Ok(())
     }
 
-    async fn reserve(&self, want: usize) -> Result<usize, StreamError> {
+    /// Copies what `pipe` yields into the stream until the pipe's end (the stream stays open). Each
+    /// read becomes DATA frames with no copy in between; on plain TCP the bytes are spliced from
+    /// the pipe into the socket instead. Frames are as large as the pipe's content (and the peer's
+    /// window) allow: the per-frame costs then vanish against the bytes.
+    pub async fn copy_pipe(&self, pipe: Pipe) -> std::io::Result<()> {
+        let pipe = Arc::new(pipe);
+        let mut buf = BytesMut::new();
+        loop {
+            if self.shared.splice {
+                let mut queued = pipe.ready().await?;
+                if queued > 0 {
+                    while queued > 0 {
+                        queued -= self.splice(&pipe, queued).await?;
+                    }
+                    continue;
+                }
+            }
+            // Frames read into memory stay as small as the session's own, so that the out queue
+            // bounds what a client that stops reading makes us hold.
+            if pipe
+                .read_buf(&mut buf, self.shared.cfg.max_data_frame)
+                .await?
+                == 0
+            {
+                return Ok(());
+            }
+            self.send_payload(buf.split().freeze()).await?;
+        }
+    }
+
+    /// Copies what `tcp` receives into the stream until the peer's end of data (the stream stays
+    /// open), as [`StreamWriter::copy_pipe`] does a pipe's: on plain TCP through a pipe, spliced
+    /// in and out, else read into buffers that become DATA payloads.
+    pub async fn copy_socket(&self, tcp: OwnedReadHalf) -> std::io::Result<()> {
+        if !self.shared.splice {
+            let mut tcp = tcp;
+            let mut buf = BytesMut::new();
+            let max = self.shared.cfg.max_data_frame;
+            loop {
+                // As in `copy_pipe`: frames in memory stay small, the out queue bounded.
+                buf.reserve(max);
+                if tcp.read_buf(&mut (&mut buf).limit(max)).await? == 0 {
+                    return Ok(());
+                }
+                self.send_payload(buf.split().freeze()).await?;
+            }
+        }
+        let (pipe, pipe_in) = relay_pipe()?;
+        let pipe = Arc::new(pipe);
+        loop {
+            let mut queued = splice_in(tcp.as_ref(), &pipe_in).await?;
+            if queued == 0 {
+                return Ok(());
+            }
+            while queued > 0 {
+                queued -= self.splice(&pipe, queued).await?;
+            }
+        }
+    }
+
+    /// Sends up to `queued` bytes of `pipe` as one DATA frame spliced into the socket, as the
+    /// windows allow; how many.
+    async fn splice(&self, pipe: &Arc<Pipe>, queued: usize) -> std::io::Result<usize> {
+        let len = self
+            .reserve(queued, PIPE_SIZE)
+            .await
+            .map_err(std::io::Error::other)?;
+        let (done, out) = oneshot::channel();
+        let splice = Out::Splice {
+            stream_id: self.id,
+            pipe: pipe.clone(),
+            len,
+            done,
+        };
+        if self.shared.out.send(splice).await.is_err() {
+            return Err(std::io::Error::other(StreamError::SessionClosed));
+        }
+        out.await
+            .map_err(|_| std::io::Error::other(StreamError::SessionClosed))??;
+        Ok(len)
+    }
+
+    /// Sends `data` as DATA frames of its own buffer, as the windows allow.
+    async fn send_payload(&self, mut data: Bytes) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let n = self
+                .reserve(data.len(), PIPE_SIZE)
+                .await
+                .map_err(std::io::Error::other)?;
+            self.shared
+                .send(Frame::Data {
+                    stream_id: self.id,
+                    flags: 0,
+                    data: data.split_to(n),
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Takes up to `want` bytes (at most `max`) of the windows for one DATA frame.
+    async fn reserve(&self, want: usize, max: usize) -> Result<usize, StreamError> {
         loop {
             let notified = self.shared.changed.notified();
             tokio::pin!(notified);
@@ -705,7 +886,7 @@ impl StreamWriter {
                 if e.local_closed {
                     return Err(StreamError::Closed(self.id));
                 }
-                let mut n = want.min(self.shared.cfg.max_data_frame) as i64;
+                let mut n = want.min(max) as i64;
                 if enforce {
                     n = n.min(e.send_window).min(session);
                 }
@@ -766,7 +947,7 @@ impl StreamWriter {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::DuplexStream;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
 
     /// A bare client: frames and header blocks by hand.
     struct Client {

@@ -375,6 +375,10 @@ async fn stream_figures(
     for _ in 0..a.stream_rounds.max(1) {
         if exec_bytes > 0 {
             push("pipe_floor_mib_s", stream::pipe_floor(exec_bytes).await?);
+            push(
+                "exec_tcp_floor_mib_s",
+                stream::exec_tcp_floor(exec_bytes).await?,
+            );
             let ws = stream::exec_websocket(rt, cid, exec_bytes).await;
             push("exec_stream_mib_s", ws.context("exec over WebSocket")?);
             let sp = stream::exec_spdy(rt, cid, exec_bytes).await;
@@ -391,10 +395,13 @@ async fn stream_figures(
             );
         }
     }
-    Ok(samples
-        .into_iter()
-        .map(|(k, xs)| (k.to_string(), serde_json::json!(median(xs))))
-        .collect())
+    // The medians, and every round's figure beside each (`<name>_rounds`) to show the spread.
+    let mut out = serde_json::Map::new();
+    for (k, xs) in samples {
+        out.insert(format!("{k}_rounds"), serde_json::json!(xs));
+        out.insert(k.to_string(), serde_json::json!(median(xs)));
+    }
+    Ok(out)
 }
 
 /// Starts the bulk `httpd` container in pod `sid`; returns its id.

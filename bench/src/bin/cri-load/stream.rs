@@ -1,6 +1,6 @@
 //! Throughput through the CRI streaming server, each against its floor measured in the same run:
 //! `Exec` of `dd` over WebSocket (`v5.channel.k8s.io`) and over SPDY/3.1 (`v4.channel.k8s.io`)
-//! against the same busybox `dd` read through a pipe, and `PortForward` of a bulk HTTP download
+//! against the same busybox `dd` read through a pipe and through a loopback TCP socket, and `PortForward` of a bulk HTTP download
 //! from busybox `httpd` inside a pod over SPDY (`portforward.k8s.io`) and through the WebSocket
 //! tunnel (`SPDY/3.1+portforward.k8s.io`) against the same `httpd` read over loopback TCP.
 //!
@@ -184,6 +184,39 @@ pub async fn pipe_floor(bytes: u64) -> Result<f64> {
     child.wait().await?;
     let rate = mib_s(bytes, t0);
     ensure!(got == bytes, "pipe delivered {got} of {bytes} bytes");
+    Ok(rate)
+}
+
+/// The second floor of both exec paths: the same busybox `dd` with its stdout a loopback TCP
+/// socket that `cri-load` reads, the least an exec's output delivered over the network costs (one
+/// copy into the socket, one out of it); MiB/s.
+pub async fn exec_tcp_floor(bytes: u64) -> Result<f64> {
+    let t0 = Instant::now();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind the floor's socket")?;
+    let theirs = std::net::TcpStream::connect(listener.local_addr()?).context("connect")?;
+    let (ours, _) = listener.accept().context("accept")?;
+    let mut child = tokio::process::Command::new("busybox")
+        .args(dd_zeros(bytes))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .spawn()
+        .context("spawn busybox dd")?;
+    ours.set_nonblocking(true)?;
+    let mut ours = TcpStream::from_std(ours)?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = ours.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    child.wait().await?;
+    let rate = mib_s(bytes, t0);
+    ensure!(got == bytes, "TCP delivered {got} of {bytes} bytes");
     Ok(rate)
 }
 
@@ -526,35 +559,54 @@ impl Spdy {
     }
 
     /// Hands every DATA frame's payload to `on_data` until each of `until` has ended (FIN) or the
-    /// session closed. A reset of one of them is an error.
+    /// session closed. A reset of one of them is an error. Payloads are handed over as they
+    /// arrive, a frame in as many pieces as reads (as a client that reads each frame's payload
+    /// into its own buffer copies it once): only control frames and headers are gathered whole.
     async fn run(&mut self, until: &[u32], mut on_data: impl FnMut(u32, &[u8])) -> Result<()> {
         let mut open: Vec<u32> = until.to_vec();
+        // The DATA frame being received: its stream, the payload bytes still to come, its flags.
+        let mut data: Option<(u32, usize, u8)> = None;
         while !open.is_empty() {
-            while self.end - self.start >= 8 {
-                let h = &self.buf[self.start..self.start + 8];
-                let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
-                if self.end - self.start < 8 + len {
-                    break;
-                }
-                let (word, flags) = (u32::from_be_bytes([h[0], h[1], h[2], h[3]]), h[4]);
-                let body = self.start + 8..self.start + 8 + len;
-                self.start += 8 + len;
-                if word & 0x8000_0000 != 0 {
-                    let kind = word & 0xffff;
-                    let target = self.buf.get(body.start..body.start + 4);
-                    let target = target.map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]));
-                    match kind {
-                        3 if target.is_some_and(|t| open.contains(&(t & 0x7fff_ffff))) => {
-                            bail!("stream {target:?} was reset")
-                        }
-                        7 => return Ok(()),
-                        _ => {}
+            loop {
+                if let Some((id, left, flags)) = data {
+                    let n = left.min(self.end - self.start);
+                    on_data(id, &self.buf[self.start..self.start + n]);
+                    self.start += n;
+                    if n < left {
+                        data = Some((id, left - n, flags));
+                        break;
+                    }
+                    data = None;
+                    if flags & 1 != 0 {
+                        open.retain(|s| *s != id);
                     }
                     continue;
                 }
-                on_data(word, &self.buf[body]);
-                if flags & 1 != 0 {
-                    open.retain(|id| *id != word);
+                if self.end - self.start < 8 {
+                    break;
+                }
+                let h = &self.buf[self.start..self.start + 8];
+                let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+                let (word, flags) = (u32::from_be_bytes([h[0], h[1], h[2], h[3]]), h[4]);
+                if word & 0x8000_0000 == 0 {
+                    self.start += 8;
+                    data = Some((word, len, flags));
+                    continue;
+                }
+                if self.end - self.start < 8 + len {
+                    break;
+                }
+                let body = self.start + 8..self.start + 8 + len;
+                self.start += 8 + len;
+                let kind = word & 0xffff;
+                let target = self.buf.get(body.start..body.start + 4);
+                let target = target.map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]));
+                match kind {
+                    3 if target.is_some_and(|t| open.contains(&(t & 0x7fff_ffff))) => {
+                        bail!("stream {target:?} was reset")
+                    }
+                    7 => return Ok(()),
+                    _ => {}
                 }
             }
             if !open.is_empty() && !self.fill().await? {
