@@ -211,12 +211,14 @@ struct Args {
     result: PathBuf,
     /// With a TTY: where the pty master is sent (streaming exec).
     console_socket: Option<PathBuf>,
+    /// With a TTY: its size from the start, as (height, width).
+    console_size: Option<(u16, u16)>,
     cmd: Vec<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let (mut root, mut id, mut timeout, mut result) = (None, None, 0u64, None);
-    let mut console_socket = None;
+    let (mut console_socket, mut console_size) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -229,6 +231,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             }
             "--result" => result = Some(PathBuf::from(value()?)),
             "--console-socket" => console_socket = Some(PathBuf::from(value()?)),
+            "--console-size" => {
+                let v = value()?;
+                console_size = Some(parse_size(&v).ok_or(format!("--console-size {v:?}"))?);
+            }
             "--" => break,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -243,8 +249,16 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         timeout,
         result: result.ok_or("--result is required")?,
         console_socket,
+        console_size,
         cmd,
     })
+}
+
+/// `ROWSxCOLS`, both non-zero.
+fn parse_size(v: &str) -> Option<(u16, u16)> {
+    let (rows, cols) = v.split_once('x')?;
+    let size = (rows.parse().ok()?, cols.parse().ok()?);
+    (size.0 > 0 && size.1 > 0).then_some(size)
 }
 
 /// `skiff-monitor exec ...`
@@ -273,7 +287,10 @@ fn exec(args: &Args) -> Result<Outcome, String> {
     let mut process = rt.exec_base(&args.id).map_err(|e| e.to_string())?;
     process.args = args.cmd.clone();
     process.terminal = args.console_socket.is_some();
-    process.console_size = None;
+    process.console_size = args
+        .console_size
+        .filter(|_| process.terminal)
+        .map(|(height, width)| skiff_runtime::spec::ConsoleSize { height, width });
     process.command_line = None;
     let pid_file = args.result.with_extension("pid");
     let opts = ExecOptions {
@@ -379,6 +396,20 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(a.console_socket, Some(PathBuf::from("/c.sock")));
+        let sized = [
+            "--root",
+            "/r",
+            "--id",
+            "c",
+            "--result",
+            "/x",
+            "--console-size",
+        ];
+        let a = parse_args(&s(&[&sized[..], &["37x111", "--", "sh"]].concat())).unwrap();
+        assert_eq!(a.console_size, Some((37, 111)));
+        for bad in ["0x80", "37", "37x", "x80", "-1x80", "37x70000"] {
+            assert!(parse_args(&s(&[&sized[..], &[bad, "--", "sh"]].concat())).is_err());
+        }
         assert!(parse_args(&s(&["--root", "/r", "--id", "c", "--result", "/x"])).is_err());
         assert!(parse_args(&s(&["--id"])).is_err());
         assert!(parse_args(&s(&["--timeout", "-1"])).is_err());

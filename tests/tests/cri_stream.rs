@@ -188,6 +188,24 @@ async fn exec_with_a_tty_follows_resizes() {
 }
 
 #[tokio::test]
+async fn exec_with_a_tty_starts_at_the_clients_first_size() {
+    let (mut d, c) = running().await;
+    // No input to wait for: the command runs at once, and must see the size sent with the streams.
+    let url = exec_url(&mut d, exec_req(&c, &["stty", "size"], true, true)).await;
+    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
+    let mut sp = Spdy::new(tcp);
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let _stdin = sp.open(&[("streamtype", "stdin")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let resize = sp.open(&[("streamtype", "resize")]).await;
+    sp.data(resize, false, br#"{"Width":111,"Height":37}"#)
+        .await;
+    let got = sp.collect(&[stdout, error]).await;
+    assert_eq!(String::from_utf8_lossy(&got[0]), "37 111\r\n");
+    assert_eq!(exit_code(&got[1]), None);
+}
+
+#[tokio::test]
 async fn exec_requests_are_checked_as_kubelet_does() {
     let (mut d, c) = running().await;
     let code = |r: Result<tonic::Response<cri::ExecResponse>, tonic::Status>| {

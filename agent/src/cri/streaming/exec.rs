@@ -75,13 +75,17 @@ impl Job {
         }
     }
 
-    fn command(&self, console: Option<&Path>) -> Command {
+    fn command(&self, console: Option<&Path>, size: Option<Resize>) -> Command {
         let mut c = Command::new(&self.monitor);
         c.arg("exec").arg("--root").arg(&self.root);
         c.args(["--id", &self.id, "--timeout", "0", "--result"]);
         c.arg(&self.result);
         if let Some(sock) = console {
             c.arg("--console-socket").arg(sock);
+        }
+        if let Some(r) = size.filter(|r| r.width > 0 && r.height > 0) {
+            c.arg("--console-size")
+                .arg(format!("{}x{}", r.height, r.width));
         }
         c.arg("--").args(&self.cmd);
         c.stdin(Stdio::null())
@@ -121,7 +125,7 @@ impl Job {
 
     /// Without a TTY: the process inherits the helper's pipes.
     async fn run_pipes(&self, io: Io) -> Result<Outcome, String> {
-        let mut c = self.command(None);
+        let mut c = self.command(None, None);
         if io.stdin.is_some() {
             c.stdin(Stdio::piped());
         }
@@ -161,7 +165,17 @@ impl Job {
         let _ = std::fs::remove_file(sock);
         let listener =
             UnixListener::bind(sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
-        let child = self.spawn(self.command(Some(sock)));
+        // Clients send the terminal's size first thing; a command started before it arrives sees
+        // a 0x0 terminal (`stty size` fails, full-screen programs draw at the wrong size).
+        let mut sizes = io.resize;
+        let first = match sizes.as_mut() {
+            Some(rx) => tokio::time::timeout(FIRST_SIZE_WAIT, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let child = self.spawn(self.command(Some(sock), first));
         let child = match child {
             Ok(c) => c,
             Err(e) => {
@@ -175,9 +189,7 @@ impl Job {
             Ok(m) => m,
             Err(child) => return self.finish(child, &io.client_gone).await,
         };
-        let resize = io
-            .resize
-            .map(|r| tokio::spawn(apply_resizes(r, master.clone())));
+        let resize = sizes.map(|r| tokio::spawn(apply_resizes(r, master.clone())));
         let reader = master_file(&master)?;
         let writer = master_file(&master)?;
         let stdin = pump(io.stdin, Some(writer));
@@ -191,6 +203,9 @@ impl Job {
         outcome
     }
 }
+
+/// How long a TTY exec waits for the client's first terminal size before starting its command.
+const FIRST_SIZE_WAIT: Duration = Duration::from_millis(500);
 
 /// How long to look for the command among the helper's children (it may still be being set up).
 const KILL_PATIENCE: Duration = Duration::from_secs(10);
