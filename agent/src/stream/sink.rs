@@ -9,7 +9,7 @@
 //! bytes must be encrypted in user space, so the gathered write is the best there is.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
@@ -124,22 +124,7 @@ pub async fn splice_in(tcp: &TcpStream, pipe: &OwnedFd) -> io::Result<usize> {
     loop {
         tcp.readable().await?;
         let moved = tcp.try_io(Interest::READABLE, || {
-            // SAFETY: splice(2) between a socket and a pipe we hold, no offsets.
-            let n = unsafe {
-                libc::splice(
-                    tcp.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    pipe.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    PIPE_SIZE,
-                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            splice(tcp.as_raw_fd(), pipe.as_raw_fd(), PIPE_SIZE)
         });
         match moved {
             Ok(n) => return Ok(n),
@@ -147,6 +132,27 @@ pub async fn splice_in(tcp: &TcpStream, pipe: &OwnedFd) -> io::Result<usize> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// One non-blocking splice(2) of up to `len` bytes from `src` to `dst`, one of them a pipe.
+fn splice(src: RawFd, dst: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: splice(2) only reads its arguments; neither a pipe nor a socket takes offsets, so
+    // both offset pointers are null. Bad descriptors come back as errors.
+    let n = unsafe {
+        libc::splice(
+            src,
+            std::ptr::null_mut(),
+            dst,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -358,26 +364,8 @@ async fn splice_tcp(
     let src = pipe.fd.as_raw_fd();
     while len > 0 {
         tcp.writable().await?;
-        let moved = tcp.try_io(Interest::WRITABLE, || {
-            // SAFETY: splice(2) between two descriptors we hold, no offsets (a pipe and a socket
-            // have none). The pipe holds at least `len` bytes, so EAGAIN can only mean a full
-            // socket buffer.
-            let n = unsafe {
-                libc::splice(
-                    src,
-                    std::ptr::null_mut(),
-                    sock,
-                    std::ptr::null_mut(),
-                    len,
-                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
+        // The pipe holds at least `len` bytes, so EAGAIN can only mean a full socket buffer.
+        let moved = tcp.try_io(Interest::WRITABLE, || splice(src, sock, len));
         match moved {
             Ok(0) => {
                 return Err(io::Error::new(
