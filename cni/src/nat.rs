@@ -194,49 +194,24 @@ fn dnat_rule(pod: &IpNet, pm: &PortMapping, host_ip: Option<IpAddr>) -> Vec<Expr
 /// Hairpin: a DNATed connection from the pod subnet to this pod is
 /// masqueraded so the reply returns through the node.
 fn hairpin_rule(pod: &IpNet) -> Vec<Expr> {
-    const IPS_DST_NAT: u32 = 0x20;
-    let (s, d, len) = addr_layout(&pod.addr);
-    let mut e = family_match(&pod.addr).to_vec();
-    e.push(Expr::Ct {
-        key: nft::CT_STATUS,
-        dreg: nft::REG1,
-    });
-    e.push(Expr::Bitwise {
-        reg: nft::REG1,
-        mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
-    });
-    e.push(Expr::Cmp {
-        op: nft::CMP_NEQ,
-        data: vec![0; 4],
-    });
-    e.push(load(d, len));
-    e.push(Expr::Cmp {
-        op: nft::CMP_EQ,
-        data: ip_bytes(&pod.addr),
-    });
-    e.push(load(s, len));
-    e.push(Expr::Bitwise {
-        reg: nft::REG1,
-        mask: pod.mask_bytes(),
-    });
-    e.push(Expr::Cmp {
-        op: nft::CMP_EQ,
-        data: ip_bytes(&pod.network().addr),
-    });
-    e.push(Expr::Masq);
-    e
+    masq_dnat_from(pod, &pod.network())
 }
 
 /// A hostPort reached from the node itself through 127.0.0.1: the DNATed
 /// connection keeps its loopback source, which the pod could not answer,
 /// so it is masqueraded to the bridge's address on the way out.
 fn localhost_rule(pod: &IpNet) -> Vec<Expr> {
-    const IPS_DST_NAT: u32 = 0x20;
-    let (s, d, len) = addr_layout(&pod.addr);
     let loopback = IpNet {
         addr: [127, 0, 0, 0].into(),
         prefix: 8,
     };
+    masq_dnat_from(pod, &loopback)
+}
+
+/// Masquerades connections DNATed to `pod` whose source lies in `from`.
+fn masq_dnat_from(pod: &IpNet, from: &IpNet) -> Vec<Expr> {
+    const IPS_DST_NAT: u32 = 0x20;
+    let (s, d, len) = addr_layout(&pod.addr);
     let mut e = family_match(&pod.addr).to_vec();
     e.push(Expr::Ct {
         key: nft::CT_STATUS,
@@ -258,11 +233,11 @@ fn localhost_rule(pod: &IpNet) -> Vec<Expr> {
     e.push(load(s, len));
     e.push(Expr::Bitwise {
         reg: nft::REG1,
-        mask: loopback.mask_bytes(),
+        mask: from.mask_bytes(),
     });
     e.push(Expr::Cmp {
         op: nft::CMP_EQ,
-        data: ip_bytes(&loopback.addr),
+        data: ip_bytes(&from.addr),
     });
     e.push(Expr::Masq);
     e

@@ -220,6 +220,13 @@ impl Spdy {
     }
 }
 
+/// A SPDY/3.1 session on the streaming URL `url`, the upgrade checked.
+pub async fn spdy_session(url: &str) -> Spdy {
+    let (tcp, head) = upgrade(url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    Spdy::new(tcp)
+}
+
 pub fn exit_code(status: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(status).unwrap();
     if v["status"] == "Success" {

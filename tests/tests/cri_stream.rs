@@ -8,7 +8,7 @@ use skiff_tests::cri::{
     bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
 };
 use skiff_tests::stream::{
-    exit_code, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
+    exit_code, spdy_session, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
     ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport, SPDY_UPGRADE,
 };
 use tonic::Code;
@@ -53,6 +53,10 @@ async fn exec_url(d: &mut Skiffd, r: cri::ExecRequest) -> String {
     d.rt.exec(r).await.unwrap().into_inner().url
 }
 
+async fn attach_url(d: &mut Skiffd, r: cri::AttachRequest) -> String {
+    d.rt.attach(r).await.unwrap().into_inner().url
+}
+
 #[tokio::test]
 async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     let (mut d, c) = running().await;
@@ -77,9 +81,7 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     );
 
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
-    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::new(tcp);
+    let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
@@ -125,8 +127,7 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
         String::from_utf8_lossy(&got.stderr)
     );
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
-    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut sp = Spdy::new(tcp);
+    let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
     let stderr = sp.open(&[("streamtype", "stderr")]).await;
@@ -163,9 +164,7 @@ async fn exec_with_a_tty_follows_resizes() {
     let (mut d, c) = running().await;
     let script = "read line; stty size; [ -t 0 ] && echo is-a-tty; exit 4";
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, true)).await;
-    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::new(tcp);
+    let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
@@ -192,8 +191,7 @@ async fn exec_with_a_tty_starts_at_the_clients_first_size() {
     let (mut d, c) = running().await;
     // No input to wait for: the command runs at once, and must see the size sent with the streams.
     let url = exec_url(&mut d, exec_req(&c, &["stty", "size"], true, true)).await;
-    let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut sp = Spdy::new(tcp);
+    let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let _stdin = sp.open(&[("streamtype", "stdin")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
@@ -280,12 +278,7 @@ async fn attach_over_websocket_feeds_stdin_and_ends_with_the_container() {
     let mut d = Skiffd::start().await;
     let script = "while read line; do [ \"$line\" = quit ] && exit 0; echo out:$line; echo err:$line >&2; done";
     let c = interactive(&mut d, script, false).await;
-    let url =
-        d.rt.attach(attach_req(&c, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+    let url = attach_url(&mut d, attach_req(&c, false)).await;
     assert!(url.contains("/attach/"), "{url}");
     let (mut ws, proto) = websocket(&url, "v5.channel.k8s.io").await;
     assert_eq!(proto, "v5.channel.k8s.io");
@@ -320,15 +313,8 @@ async fn attach_over_websocket_feeds_stdin_and_ends_with_the_container() {
 async fn attach_with_a_tty_over_spdy_follows_resizes() {
     let mut d = Skiffd::start().await;
     let c = interactive(&mut d, "while read line; do stty size; done", true).await;
-    let url =
-        d.rt.attach(attach_req(&c, true))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
-    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::new(tcp);
+    let url = attach_url(&mut d, attach_req(&c, true)).await;
+    let mut sp = spdy_session(&url).await;
     let _error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
@@ -520,12 +506,7 @@ async fn attach_until_logged(ws: &mut skiff_tests::stream::Ws, log: &std::path::
 async fn attach_stdin_close_ends_a_stdin_once_container() {
     let mut d = Skiffd::start().await;
     let (c, log) = cat_container(&mut d, "once", true).await;
-    let url =
-        d.rt.attach(attach_req(&c, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+    let url = attach_url(&mut d, attach_req(&c, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     attach_until_logged(&mut ws, &log).await;
     ws_send(&mut ws, 0, b"the-last-line\n").await;
@@ -540,15 +521,8 @@ async fn attach_stdin_close_ends_a_stdin_once_container() {
 
     // Over SPDY, a half-close of the stdin stream does the same.
     let (c, log) = cat_container(&mut d, "once-spdy", true).await;
-    let url =
-        d.rt.attach(attach_req(&c, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
-    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::new(tcp);
+    let url = attach_url(&mut d, attach_req(&c, false)).await;
+    let mut sp = spdy_session(&url).await;
     let _error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
     let _stdout = sp.open(&[("streamtype", "stdout")]).await;
@@ -574,12 +548,7 @@ async fn attach_stdin_close_ends_a_stdin_once_container() {
 async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
     let mut d = Skiffd::start().await;
     let (c, log) = cat_container(&mut d, "open", false).await;
-    let url =
-        d.rt.attach(attach_req(&c, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+    let url = attach_url(&mut d, attach_req(&c, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     attach_until_logged(&mut ws, &log).await;
     ws_close_stdin(&mut ws).await;
@@ -592,12 +561,7 @@ async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
         "{st:?}"
     );
     // A second attachment still reaches the same stdin.
-    let url =
-        d.rt.attach(attach_req(&c, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+    let url = attach_url(&mut d, attach_req(&c, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
@@ -665,9 +629,7 @@ async fn exec_is_killed_when_its_client_goes_away() {
     // SPDY: the TCP connection closed, then GOAWAY, then a reset stream.
     for how in ["tcp", "goaway", "rst"] {
         let url = sleeper(&mut d).await;
-        let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        let mut sp = Spdy::new(tcp);
+        let mut sp = spdy_session(&url).await;
         let error = sp.open(&[("streamtype", "error")]).await;
         let _stdout = sp.open(&[("streamtype", "stdout")]).await;
         let _stderr = sp.open(&[("streamtype", "stderr")]).await;

@@ -213,37 +213,32 @@ async fn spdy_to_pipe(mut reader: StreamReader, mut pipe: DuplexStream) {
 }
 
 /// Copies `pipe` into a SPDY stream until EOF, then half-closes the stream.
-pub(super) async fn pipe_to_spdy<R: AsyncRead + Unpin>(mut pipe: R, writer: StreamWriter) {
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if writer.write(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
+pub(super) async fn pipe_to_spdy<R: AsyncRead + Unpin>(pipe: R, writer: StreamWriter) {
+    if copy_to_spdy(pipe, &writer).await {
+        let _ = writer.close().await;
     }
-    let _ = writer.close().await;
 }
 
 /// Like [`pipe_to_spdy`] for an exec's output, which may be handed a pipe instead
 /// ([`SpdyOutput::copy_pipe`]): the stream is then left open for that copy.
-async fn output_to_spdy(mut pipe: DuplexStream, writer: StreamWriter, taken: Arc<AtomicBool>) {
+async fn output_to_spdy(pipe: DuplexStream, writer: StreamWriter, taken: Arc<AtomicBool>) {
+    if copy_to_spdy(pipe, &writer).await && !taken.load(Ordering::Acquire) {
+        let _ = writer.close().await;
+    }
+}
+
+/// Copies `pipe` into the stream until EOF; false when the stream failed first.
+async fn copy_to_spdy<R: AsyncRead + Unpin>(mut pipe: R, writer: &StreamWriter) -> bool {
     let mut buf = vec![0u8; 128 * 1024];
     loop {
         match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return true,
             Ok(n) => {
                 if writer.write(&buf[..n]).await.is_err() {
-                    return;
+                    return false;
                 }
             }
         }
-    }
-    if !taken.load(Ordering::Acquire) {
-        let _ = writer.close().await;
     }
 }
 

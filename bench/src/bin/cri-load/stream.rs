@@ -172,15 +172,7 @@ pub async fn pipe_floor(bytes: u64) -> Result<f64> {
     use std::os::fd::AsRawFd;
     // SAFETY: F_SETPIPE_SZ on the pipe we read; it only changes the pipe's capacity.
     unsafe { libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut got = 0u64;
-    loop {
-        let n = out.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-    }
+    let got = drain(&mut out).await?;
     child.wait().await?;
     let rate = mib_s(bytes, t0);
     ensure!(got == bytes, "pipe delivered {got} of {bytes} bytes");
@@ -205,15 +197,7 @@ pub async fn exec_tcp_floor(bytes: u64) -> Result<f64> {
         .context("spawn busybox dd")?;
     ours.set_nonblocking(true)?;
     let mut ours = TcpStream::from_std(ours)?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut got = 0u64;
-    loop {
-        let n = ours.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-    }
+    let got = drain(&mut ours).await?;
     child.wait().await?;
     let rate = mib_s(bytes, t0);
     ensure!(got == bytes, "TCP delivered {got} of {bytes} bytes");
@@ -614,5 +598,18 @@ impl Spdy {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads `r` to its end, counting the bytes.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<u64> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(got);
+        }
+        got += n as u64;
     }
 }
