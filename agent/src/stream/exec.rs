@@ -310,7 +310,6 @@ where
 {
     let (out_tx, out_rx) = mpsc::channel::<WsOut>(WS_QUEUE);
     let client_gone = CancellationToken::new();
-    let splice = conn.write.can_splice();
     let writer = tokio::spawn(ws_writer(conn.write, out_rx, client_gone.clone()));
     let control = Control::new(conn.read, out_tx.clone(), WsOut::Raw);
     let mut source =
@@ -378,7 +377,7 @@ where
         if !on {
             continue;
         }
-        let out: Output = Box::new(WsOutput::new(ch, out_tx.clone(), splice));
+        let out: Output = Box::new(WsOutput::new(ch, out_tx.clone()));
         if ch == Channel::Stdout {
             io.stdout = Some(out);
         } else {
@@ -401,21 +400,15 @@ enum WsOut {
     Raw(Bytes),
     /// A binary message: the channel byte, then the bytes.
     Data(Channel, Bytes),
-    /// A binary message of `len` bytes queued in `pipe`, spliced into the socket; `done` says when
-    /// they are out.
-    Splice {
-        ch: Channel,
-        pipe: Arc<Pipe>,
-        len: usize,
-        done: oneshot::Sender<std::io::Result<()>>,
-    },
+    /// Answered once everything queued before it has been written.
+    Written(oneshot::Sender<()>),
     /// The close message; the last thing sent.
     Close,
 }
 
 /// Messages queued for a WebSocket's writer; with output messages of up to [`WS_CHUNK`] this
-/// bounds what a client that stops reading makes us hold (2 MiB; spliced messages hold nothing,
-/// their bytes wait in the pipe).
+/// bounds what a client that stops reading makes us hold (2 MiB, and a pipe's worth per output
+/// copied from a pipe, which waits for each message to be sent).
 const WS_QUEUE: usize = 8;
 /// Largest output message payload read into memory: large messages keep the per-message costs
 /// small against the bytes.
@@ -446,6 +439,7 @@ async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io:
         let mut next = Some(first);
         let mut close = false;
         let mut size = 0;
+        let mut written = Vec::new();
         while let Some(m) = next.take() {
             match m {
                 WsOut::Raw(b) => small.extend_from_slice(&b),
@@ -460,31 +454,7 @@ async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io:
                         small.extend_from_slice(&data);
                     }
                 }
-                WsOut::Splice {
-                    ch,
-                    pipe,
-                    len,
-                    done,
-                } => {
-                    // What was queued before goes first.
-                    if !small.is_empty() {
-                        batch.push(small.split().freeze());
-                    }
-                    sock.write_all(&mut batch).await?;
-                    size = 0;
-                    let mut header = BytesMut::with_capacity(11);
-                    sink::ws_binary_header(1 + len, &mut header);
-                    header.extend_from_slice(&[ch.id()]);
-                    let result = sock.splice(&header, &pipe, len).await;
-                    let failed = result
-                        .as_ref()
-                        .err()
-                        .map(|e| std::io::Error::new(e.kind(), e.to_string()));
-                    let _ = done.send(result);
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
-                }
+                WsOut::Written(w) => written.push(w),
                 WsOut::Close => {
                     small.extend_from_slice(sink::WS_CLOSE);
                     close = true;
@@ -499,6 +469,9 @@ async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io:
         }
         sock.write_all(&mut batch).await?;
         sock.flush().await?;
+        written.drain(..).for_each(|w| {
+            let _ = w.send(());
+        });
         if close {
             break;
         }
@@ -511,16 +484,13 @@ async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io:
 struct WsOutput {
     ch: Channel,
     tx: PollSender<WsOut>,
-    /// The connection is plain TCP: a pipe's bytes can be spliced into it.
-    splice: bool,
 }
 
 impl WsOutput {
-    fn new(ch: Channel, tx: mpsc::Sender<WsOut>, splice: bool) -> Self {
+    fn new(ch: Channel, tx: mpsc::Sender<WsOut>) -> Self {
         Self {
             ch,
             tx: PollSender::new(tx),
-            splice,
         }
     }
 }
@@ -557,36 +527,24 @@ impl AsyncWrite for WsOutput {
 }
 
 impl OutputSink for WsOutput {
-    /// Each read from the pipe becomes one message; on plain TCP the bytes are spliced instead.
+    /// Reads as much as the pipe holds (up to its capacity) into one message and waits until the
+    /// writer has sent it before reading again. Reads grow as large as the pipe while a write is
+    /// under way, so the per-message costs vanish against the bytes, and the one buffer is reused.
     fn copy_pipe(self: Box<Self>, pipe: Pipe) -> BoxFuture<std::io::Result<()>> {
-        let (ch, splice) = (self.ch, self.splice);
+        let ch = self.ch;
         let tx = self.tx.get_ref().cloned();
         Box::pin(async move {
             let tx = tx.ok_or_else(gone)?;
-            let pipe = Arc::new(pipe);
             let mut buf = BytesMut::new();
-            loop {
-                if splice {
-                    let queued = pipe.ready().await?;
-                    if queued > 0 {
-                        let (done, out) = oneshot::channel();
-                        let m = WsOut::Splice {
-                            ch,
-                            pipe: pipe.clone(),
-                            len: queued.min(PIPE_SIZE),
-                            done,
-                        };
-                        tx.send(m).await.map_err(|_| gone())?;
-                        out.await.map_err(|_| gone())??;
-                        continue;
-                    }
-                }
-                if pipe.read_buf(&mut buf, WS_CHUNK).await? == 0 {
-                    return Ok(());
-                }
-                let data = buf.split().freeze();
-                tx.send(WsOut::Data(ch, data)).await.map_err(|_| gone())?;
+            while pipe.read_buf(&mut buf, PIPE_SIZE).await? > 0 {
+                let (done, sent) = oneshot::channel();
+                tx.send(WsOut::Data(ch, buf.split().freeze()))
+                    .await
+                    .map_err(|_| gone())?;
+                tx.send(WsOut::Written(done)).await.map_err(|_| gone())?;
+                sent.await.map_err(|_| gone())?;
             }
+            Ok(())
         })
     }
 }

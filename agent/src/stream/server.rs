@@ -42,8 +42,8 @@ const PIPE_COPY: usize = 256 << 10;
 /// One output channel of an exec or attach.
 pub trait OutputSink: AsyncWrite + Send + Unpin + 'static {
     /// Copies what `pipe` yields to the channel until the pipe's end, then shuts the channel down.
-    /// Transports override it: a pipe lets them frame the bytes where they were read (or splice
-    /// them) rather than copy them through an `AsyncWrite`.
+    /// Transports override it: a pipe lets them frame the bytes where they were read rather than
+    /// copy them through an `AsyncWrite`.
     fn copy_pipe(self: Box<Self>, pipe: Pipe) -> BoxFuture<std::io::Result<()>> {
         Box::pin(async move {
             let mut out = self;
@@ -67,7 +67,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Plain TCP keeps its socket (so that pipes can be spliced into it); anything else is split.
+    /// Plain TCP keeps its socket (so that a port-forward's bytes can be spliced into it); anything else is split.
     fn new(upgraded: Upgraded) -> Self {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {

@@ -170,6 +170,8 @@ enum Out {
         len: usize,
         done: oneshot::Sender<std::io::Result<()>>,
     },
+    /// Answered once everything queued before it has been written.
+    Written(oneshot::Sender<()>),
     Close,
 }
 
@@ -281,6 +283,7 @@ async fn write_loop(mut sock: Socket, mut rx: mpsc::Receiver<Out>) -> Result<(),
         let mut next = Some(first);
         let mut close = false;
         let mut size = 0;
+        let mut written = Vec::new();
         // Batch what is already queued into one write.
         while let Some(out) = next.take() {
             match out {
@@ -329,6 +332,7 @@ async fn write_loop(mut sock: Socket, mut rx: mpsc::Receiver<Out>) -> Result<(),
                         return Err(e);
                     }
                 }
+                Out::Written(w) => written.push(w),
                 Out::Close => close = true,
             }
             if size + small.len() < WRITE_BATCH && !close {
@@ -341,6 +345,9 @@ async fn write_loop(mut sock: Socket, mut rx: mpsc::Receiver<Out>) -> Result<(),
         sock.write_all(&mut batch).await?;
         // Transports that buffer (a WebSocket tunnel) must see every batch out.
         sock.flush().await?;
+        written.drain(..).for_each(|w| {
+            let _ = w.send(());
+        });
         if close {
             break;
         }
@@ -763,38 +770,35 @@ impl StreamWriter {
     }
 
     /// Copies what `pipe` yields into the stream until the pipe's end (the stream stays open). Each
-    /// read becomes DATA frames with no copy in between; on plain TCP the bytes are spliced from
-    /// the pipe into the socket instead. Frames are as large as the pipe's content (and the peer's
-    /// window) allow: the per-frame costs then vanish against the bytes.
+    /// read takes as much as the pipe holds (up to its capacity) and goes out as DATA frames of
+    /// that buffer, as the windows allow; the next read waits until they are written. Reads then
+    /// grow as large as the pipe while a write is under way, the per-frame costs vanish against
+    /// the bytes, the one buffer is reused, and a client that stops reading holds at most a pipe's
+    /// worth here.
     pub async fn copy_pipe(&self, pipe: Pipe) -> std::io::Result<()> {
-        let pipe = Arc::new(pipe);
         let mut buf = BytesMut::new();
-        loop {
-            if self.shared.splice {
-                let mut queued = pipe.ready().await?;
-                if queued > 0 {
-                    while queued > 0 {
-                        queued -= self.splice(&pipe, queued).await?;
-                    }
-                    continue;
-                }
-            }
-            // Frames read into memory stay as small as the session's own, so that the out queue
-            // bounds what a client that stops reading makes us hold.
-            if pipe
-                .read_buf(&mut buf, self.shared.cfg.max_data_frame)
-                .await?
-                == 0
-            {
-                return Ok(());
-            }
+        while pipe.read_buf(&mut buf, PIPE_SIZE).await? > 0 {
             self.send_payload(buf.split().freeze()).await?;
+            self.written().await?;
         }
+        Ok(())
+    }
+
+    /// Waits until everything queued so far has been written to the socket.
+    async fn written(&self) -> std::io::Result<()> {
+        let (done, out) = oneshot::channel();
+        let closed = || std::io::Error::other(StreamError::SessionClosed);
+        self.shared
+            .out
+            .send(Out::Written(done))
+            .await
+            .map_err(|_| closed())?;
+        out.await.map_err(|_| closed())
     }
 
     /// Copies what `tcp` receives into the stream until the peer's end of data (the stream stays
-    /// open), as [`StreamWriter::copy_pipe`] does a pipe's: on plain TCP through a pipe, spliced
-    /// in and out, else read into buffers that become DATA payloads.
+    /// open): on plain TCP through a pipe, spliced in and out (the bytes never enter skiffd), else
+    /// read into buffers that become DATA payloads.
     pub async fn copy_socket(&self, tcp: OwnedReadHalf) -> std::io::Result<()> {
         if !self.shared.splice {
             let mut tcp = tcp;

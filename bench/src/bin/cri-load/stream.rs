@@ -94,7 +94,10 @@ async fn ws_connect(url: &str, protocol: &str) -> Result<WebSocketStream<TcpStre
     Ok(ws)
 }
 
-/// Streams `bytes` of zeros out of the container through `Exec` over WebSocket; MiB/s.
+/// Streams `bytes` of zeros out of the container through `Exec` over WebSocket; MiB/s. Like the
+/// SPDY client, it reads the frames itself out of reads of up to [`READ_CHUNK`] with no copy per
+/// message (a WebSocket library copies each message out of its read buffer, which would measure
+/// the client as much as the server).
 pub async fn exec_websocket(
     rt: &mut RuntimeServiceClient<Channel>,
     cid: &str,
@@ -102,23 +105,162 @@ pub async fn exec_websocket(
 ) -> Result<f64> {
     let url = exec_url(rt, cid, dd_zeros(bytes)).await?;
     let t0 = Instant::now();
-    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await?;
+    let mut tcp = ws_upgrade(&url, "v5.channel.k8s.io").await?;
+    let mut frames = WsFrames::default();
+    let mut buf = vec![0u8; READ_CHUNK];
     let (mut got, mut status) = (0u64, Vec::new());
-    while let Some(msg) = ws.next().await {
-        match msg? {
-            Message::Binary(b) => match b.first() {
-                Some(1) => got += b.len() as u64 - 1,
-                Some(3) => status.extend_from_slice(&b[1..]),
-                _ => {}
-            },
-            Message::Close(_) => break,
+    loop {
+        let n = tcp.read(&mut buf).await?;
+        ensure!(n > 0, "the connection closed before the WebSocket close");
+        let closed = frames.feed(&buf[..n], |ch, data| match ch {
+            1 => got += data.len() as u64,
+            3 => status.extend_from_slice(data),
             _ => {}
+        })?;
+        if closed {
+            break;
         }
     }
     let rate = mib_s(bytes, t0);
     check_status(&status)?;
     ensure!(got == bytes, "exec delivered {got} of {bytes} bytes");
     Ok(rate)
+}
+
+/// The RFC 6455 sample key: the server's answer to it is checked, so any key will do.
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Upgrades a plain connection to a WebSocket speaking `protocol`; the connection is left right
+/// behind the server's response.
+async fn ws_upgrade(url: &str, protocol: &str) -> Result<TcpStream> {
+    let (host, path) = split_url(url)?;
+    let mut tcp = TcpStream::connect(&host).await?;
+    tcp.set_nodelay(true)?;
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n\
+         Sec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    let text = read_head(&mut tcp).await?;
+    ensure!(text.starts_with("HTTP/1.1 101"), "upgrade refused: {text}");
+    let header = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(WS_KEY.as_bytes());
+    ensure!(
+        header("sec-websocket-accept") == Some(accept),
+        "bad Sec-WebSocket-Accept in {text}"
+    );
+    ensure!(
+        header("sec-websocket-protocol").as_deref() == Some(protocol),
+        "server chose another protocol than {protocol}: {text}"
+    );
+    Ok(tcp)
+}
+
+/// Reads an HTTP response head a byte at a time, so that nothing behind it is taken.
+async fn read_head(tcp: &mut TcpStream) -> Result<String> {
+    let mut resp = Vec::new();
+    let mut b = [0u8; 1];
+    while !resp.ends_with(b"\r\n\r\n") {
+        ensure!(
+            tcp.read(&mut b).await? == 1,
+            "connection closed in the upgrade"
+        );
+        resp.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&resp).into_owned())
+}
+
+/// Server-to-client WebSocket frames (unmasked) of v4/v5 channel messages, parsed as they come in
+/// pieces: each message's first byte is its channel.
+#[derive(Default)]
+struct WsFrames {
+    /// Header bytes of the next frame received so far.
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to come; its opcode.
+    left: u64,
+    opcode: u8,
+    fin: bool,
+    /// The current message's channel, once its first byte has come.
+    channel: Option<u8>,
+}
+
+impl WsFrames {
+    /// Feeds received bytes, handing each piece of message payload to `on_data`; true once the
+    /// server's close frame has come.
+    fn feed(&mut self, mut data: &[u8], mut on_data: impl FnMut(u8, &[u8])) -> Result<bool> {
+        while !data.is_empty() {
+            if self.left == 0 {
+                self.head.push(data[0]);
+                data = &data[1..];
+                let Some((opcode, fin, len)) = ws_frame_head(&self.head)? else {
+                    continue;
+                };
+                self.head.clear();
+                if opcode == 8 {
+                    return Ok(true);
+                }
+                (self.opcode, self.fin, self.left) = (opcode, fin, len);
+                if self.left == 0 {
+                    self.end_frame();
+                }
+                continue;
+            }
+            let n = data
+                .len()
+                .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            let (mut piece, rest) = data.split_at(n);
+            data = rest;
+            self.left -= n as u64;
+            if matches!(self.opcode, 0 | 2) {
+                if self.channel.is_none() {
+                    self.channel = Some(piece[0]);
+                    piece = &piece[1..];
+                }
+                if let Some(ch) = self.channel {
+                    on_data(ch, piece);
+                }
+            }
+            if self.left == 0 {
+                self.end_frame();
+            }
+        }
+        Ok(false)
+    }
+
+    fn end_frame(&mut self) {
+        if matches!(self.opcode, 0 | 2) && self.fin {
+            self.channel = None;
+        }
+    }
+}
+
+/// A complete frame header in `h`: opcode, FIN and payload length; `None` while more bytes are
+/// needed.
+fn ws_frame_head(h: &[u8]) -> Result<Option<(u8, bool, u64)>> {
+    let [b0, b1, ..] = *h else { return Ok(None) };
+    ensure!(b1 & 0x80 == 0, "the server masked a frame");
+    let (need, short) = match b1 & 0x7f {
+        126 => (4, None),
+        127 => (10, None),
+        n => (2, Some(u64::from(n))),
+    };
+    if h.len() < need {
+        return Ok(None);
+    }
+    let len = short.unwrap_or_else(|| {
+        h[2..need]
+            .iter()
+            .fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+    });
+    Ok(Some((b0 & 0x0f, b0 & 0x80 != 0, len)))
 }
 
 /// A v4/v5 error-channel payload: nothing or `"status":"Success"`.
@@ -455,16 +597,7 @@ impl Spdy {
              Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
         );
         tcp.write_all(head.as_bytes()).await?;
-        let mut resp = Vec::new();
-        let mut b = [0u8; 1];
-        while !resp.ends_with(b"\r\n\r\n") {
-            ensure!(
-                tcp.read(&mut b).await? == 1,
-                "connection closed in the upgrade"
-            );
-            resp.push(b[0]);
-        }
-        let text = String::from_utf8_lossy(&resp);
+        let text = read_head(&mut tcp).await?;
         ensure!(text.starts_with("HTTP/1.1 101"), "upgrade refused: {text}");
         Ok(Self::new(Wire::Tcp(tcp)))
     }
@@ -611,5 +744,40 @@ async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<u64> {
             return Ok(got);
         }
         got += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two messages (stdout with a 16-bit length, then the status), a close, fed a few bytes at a
+    /// time so that headers and the channel byte straddle the pieces.
+    #[test]
+    fn websocket_frames_in_pieces() {
+        let out = vec![7u8; 300];
+        let mut wire = vec![0x82, 126, 1, 45, 1];
+        wire.extend_from_slice(&out);
+        wire.extend_from_slice(&[0x82, 3, 3, b'o', b'k']);
+        wire.extend_from_slice(&[0x88, 2, 3, 0xe8]);
+        for step in [1, 2, 3, 7, 500] {
+            let (mut got, mut status, mut closed) = (Vec::new(), Vec::new(), false);
+            let mut frames = WsFrames::default();
+            for piece in wire.chunks(step) {
+                closed = frames
+                    .feed(piece, |ch, d| match ch {
+                        1 => got.extend_from_slice(d),
+                        3 => status.extend_from_slice(d),
+                        _ => panic!("channel {ch}"),
+                    })
+                    .unwrap();
+                if closed {
+                    break;
+                }
+            }
+            assert!(closed, "step {step}");
+            assert_eq!(got, out, "step {step}");
+            assert_eq!(status, b"ok", "step {step}");
+        }
     }
 }
