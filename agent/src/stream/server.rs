@@ -67,7 +67,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Plain TCP keeps its socket (so that a port-forward's bytes can be spliced into it); anything else is split.
+    /// Plain TCP keeps its socket (so that a port-forward's bytes can be spliced into it);
+    /// anything else is split.
     fn new(upgraded: Upgraded) -> Self {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {

@@ -805,7 +805,8 @@ impl StreamWriter {
             let mut buf = BytesMut::new();
             let max = self.shared.cfg.max_data_frame;
             loop {
-                // As in `copy_pipe`: frames in memory stay small, the out queue bounded.
+                // Frames in memory stay as small as the session's own, so that the out queue
+                // bounds what a client that stops reading makes us hold.
                 buf.reserve(max);
                 if tcp.read_buf(&mut (&mut buf).limit(max)).await? == 0 {
                     return Ok(());
