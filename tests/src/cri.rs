@@ -161,6 +161,11 @@ impl Skiffd {
         std::fs::read_to_string(self.dir.join("skiffd.log")).unwrap_or_default()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// SIGKILL, as a crash or an OOM kill of the daemon would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -56,7 +56,7 @@ fn parse() -> Result<Args> {
         exec_sync: 0,
         exec_stream_mib: 0,
         forward_mib: 0,
-        stream_rounds: 3,
+        stream_rounds: 7,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -372,27 +372,45 @@ async fn stream_figures(
         Some((_, xs)) => xs.push(v),
         None => samples.push((name, vec![v])),
     };
-    for _ in 0..a.stream_rounds.max(1) {
-        if exec_bytes > 0 {
-            push("pipe_floor_mib_s", stream::pipe_floor(exec_bytes).await?);
-            push(
-                "exec_tcp_floor_mib_s",
-                stream::exec_tcp_floor(exec_bytes).await?,
-            );
-            let ws = stream::exec_websocket(rt, cid, exec_bytes).await;
-            push("exec_stream_mib_s", ws.context("exec over WebSocket")?);
-            let sp = stream::exec_spdy(rt, cid, exec_bytes).await;
-            push("exec_spdy_mib_s", sp.context("exec over SPDY")?);
+    // Each round runs its paths in a rotated order, so that none is always first (after the
+    // previous round's last path) or always right after one of the others.
+    for round in 0..a.stream_rounds.max(1) {
+        for step in 0..4 {
+            if exec_bytes == 0 {
+                break;
+            }
+            match (round + step) % 4 {
+                0 => push("pipe_floor_mib_s", stream::pipe_floor(exec_bytes).await?),
+                1 => push(
+                    "exec_tcp_floor_mib_s",
+                    stream::exec_tcp_floor(exec_bytes).await?,
+                ),
+                2 => {
+                    let ws = stream::exec_websocket(rt, cid, exec_bytes).await;
+                    push("exec_stream_mib_s", ws.context("exec over WebSocket")?)
+                }
+                _ => {
+                    let sp = stream::exec_spdy(rt, cid, exec_bytes).await;
+                    push("exec_spdy_mib_s", sp.context("exec over SPDY")?)
+                }
+            }
         }
-        if let Some(dir) = &floor_dir {
-            push("tcp_floor_mib_s", stream::tcp_floor(dir, fwd_bytes).await?);
-            let sp = stream::port_forward(rt, sid, fwd_bytes, false).await;
-            push("forward_spdy_mib_s", sp.context("port-forward over SPDY")?);
-            let ws = stream::port_forward(rt, sid, fwd_bytes, true).await;
-            push(
-                "forward_ws_mib_s",
-                ws.context("port-forward over WebSocket")?,
-            );
+        let Some(dir) = &floor_dir else { continue };
+        for step in 0..3 {
+            match (round + step) % 3 {
+                0 => push("tcp_floor_mib_s", stream::tcp_floor(dir, fwd_bytes).await?),
+                1 => {
+                    let sp = stream::port_forward(rt, sid, fwd_bytes, false).await;
+                    push("forward_spdy_mib_s", sp.context("port-forward over SPDY")?)
+                }
+                _ => {
+                    let ws = stream::port_forward(rt, sid, fwd_bytes, true).await;
+                    push(
+                        "forward_ws_mib_s",
+                        ws.context("port-forward over WebSocket")?,
+                    )
+                }
+            }
         }
     }
     // The medians, and every round's figure beside each (`<name>_rounds`) to show the spread.

@@ -1,0 +1,256 @@
+//! Hostile streaming clients against a real skiffd: clients that stop reading an endless output,
+//! malformed and oversized SPDY frames, frames for streams that do not exist, and WebSocket frames
+//! that break RFC 6455. Each client loses only its own connection; the daemon's memory stays
+//! bounded and it goes on serving.
+
+use std::time::{Duration, Instant};
+
+use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Skiffd};
+use skiff_tests::stream::{
+    exit_code, spdy_session, upgrade, websocket, ws_collect, In, Spdy, SPDY_UPGRADE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Control frame types of SPDY/3 (draft section 2.6).
+const RST_STREAM: u16 = 3;
+const PING: u16 = 6;
+const GOAWAY: u16 = 7;
+
+async fn running() -> (Skiffd, String) {
+    let mut d = Skiffd::start().await;
+    d.pull_busybox().await;
+    let pod = d
+        .run_pod(host_network(pod_config("abuse", &d.log_dir())))
+        .await;
+    let c = d
+        .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
+        .await;
+    (d, c)
+}
+
+async fn exec_url(d: &mut Skiffd, c: &str, cmd: &[&str]) -> String {
+    let req = cri::ExecRequest {
+        container_id: c.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty: false,
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    d.rt.exec(req).await.unwrap().into_inner().url
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The daemon still answers the CRI and runs a command to its end through a new SPDY session.
+async fn still_serving(d: &mut Skiffd, c: &str) {
+    d.rt.version(cri::VersionRequest::default())
+        .await
+        .expect("Version after the abuse");
+    let url = exec_url(d, c, &["echo", "still here"]).await;
+    let mut sp = spdy_session(&url).await;
+    let error = sp.open(&[("streamtype", "error")]).await;
+    let stdout = sp.open(&[("streamtype", "stdout")]).await;
+    let stderr = sp.open(&[("streamtype", "stderr")]).await;
+    let got = sp.collect(&[error, stdout, stderr]).await;
+    assert_eq!(got[1], b"still here\n");
+    assert_eq!(exit_code(&got[0]), None);
+}
+
+/// A SPDY session on a fresh exec URL for `cmd`, its streams opened (stdout, stderr, error).
+async fn spdy_exec(d: &mut Skiffd, c: &str, cmd: &[&str]) -> Spdy {
+    let url = exec_url(d, c, cmd).await;
+    let mut sp = spdy_session(&url).await;
+    for kind in ["error", "stdout", "stderr"] {
+        sp.open(&[("streamtype", kind)]).await;
+    }
+    sp
+}
+
+/// Waits for the control frame `kind`, skipping data; false if the session ends first.
+async fn control(sp: &mut Spdy, kind: u16) -> bool {
+    loop {
+        match sp.next().await {
+            Some(In::Control { kind: k }) if k == kind => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_hold_memory_bounded() {
+    let (mut d, c) = running().await;
+    let pid = d.pid();
+    let endless = ["cat", "/dev/zero"];
+    let before = rss_kib(pid);
+
+    // Four of each transport, each reading its upgrade response and then nothing more, while
+    // `cat /dev/zero` writes as fast as the pipe takes it.
+    let mut stalled_ws = Vec::new();
+    let mut stalled_spdy = Vec::new();
+    for _ in 0..4 {
+        let url = exec_url(&mut d, &c, &endless).await;
+        stalled_ws.push(websocket(&url, "v5.channel.k8s.io").await.0);
+        stalled_spdy.push(spdy_exec(&mut d, &c, &endless).await);
+    }
+    // Long enough for gigabytes at the rate an exec streams, were nothing holding it back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled = rss_kib(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = rss_kib(pid);
+
+    // Each output may hold one pipe's worth (1 MiB) in skiffd, plus the writers' batches; the
+    // rest waits in the kernel's socket buffers and the full pipes, which block `cat`.
+    let grown = later.saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "skiffd grew {grown} KiB with 8 stalled clients ({before} -> {stalled} -> {later} KiB)"
+    );
+    assert!(
+        later.saturating_sub(stalled) < 16 * 1024,
+        "skiffd kept growing while its clients were stalled: {stalled} -> {later} KiB"
+    );
+    still_serving(&mut d, &c).await;
+    drop(stalled_ws);
+    drop(stalled_spdy);
+    still_serving(&mut d, &c).await;
+}
+
+#[tokio::test]
+async fn hostile_spdy_frames_end_only_their_own_session() {
+    let (mut d, c) = running().await;
+    let sleeper = ["sleep", "1000"];
+
+    // DATA and WINDOW_UPDATE for streams never opened: the first is reset as INVALID_STREAM, and
+    // the session lives on (it answers a PING).
+    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    sp.data(41, false, b"nobody's").await;
+    assert!(
+        control(&mut sp, RST_STREAM).await,
+        "no RST_STREAM for stream 41"
+    );
+    sp.write(&[0x80, 3, 0, 9, 0, 0, 0, 8, 0, 0, 0, 77, 0, 0, 0, 5])
+        .await;
+    sp.write(&[0x80, 3, 0, PING as u8, 0, 0, 0, 4, 0, 0, 0, 1])
+        .await;
+    assert!(
+        control(&mut sp, PING).await,
+        "the session died after unknown ids"
+    );
+    drop(sp);
+
+    // A control frame of SPDY version 2: GOAWAY, then the connection closes.
+    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    sp.write(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]).await;
+    assert!(
+        control(&mut sp, GOAWAY).await,
+        "no GOAWAY for a version 2 frame"
+    );
+    assert!(
+        !control(&mut sp, PING).await,
+        "the session outlived its GOAWAY"
+    );
+
+    // A SYN_STREAM whose headers inflate past the limit (64 KiB): a few hundred bytes on the wire.
+    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    let huge = "z".repeat(1 << 20);
+    sp.open(&[("streamtype", "stdin"), ("x-pad", &huge)]).await;
+    assert!(
+        control(&mut sp, GOAWAY).await,
+        "no GOAWAY for 1 MiB of headers"
+    );
+    assert!(
+        !control(&mut sp, PING).await,
+        "the session outlived its GOAWAY"
+    );
+
+    // A DATA frame that claims 16 MiB, over the 1 MiB frame limit: refused from its header alone,
+    // nothing is buffered waiting for the rest.
+    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    sp.write(&[0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    drain_until_closed(&mut sp).await;
+
+    // A client that speaks HTTP on the upgraded connection: its text read as frames is refused.
+    let url = exec_url(&mut d, &c, &sleeper).await;
+    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut sp = Spdy::new(tcp);
+    sp.write(b"GET /exec HTTP/1.1\r\nHost: skiff\r\n\r\n").await;
+    drain_until_closed(&mut sp).await;
+
+    still_serving(&mut d, &c).await;
+}
+
+/// Reads until the server ends the session (it may answer with frames first).
+async fn drain_until_closed(sp: &mut Spdy) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sp.next().await.is_some() {
+        assert!(Instant::now() < deadline, "the session never ended");
+    }
+}
+
+/// Sends raw bytes on an upgraded WebSocket connection and reads until the server closes it;
+/// returns what the server sent.
+async fn ws_raw(url: &str, bytes: &[u8]) -> Vec<u8> {
+    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let headers = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+        key,
+    ];
+    let (mut tcp, head): (TcpStream, String) = upgrade(url, &headers).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The server may close before it has read everything; that is what is being tested.
+    let _ = tcp.write_all(bytes).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut got)).await;
+    read.expect("the server closed the connection within 20 s")
+        .unwrap_or_default();
+    got
+}
+
+#[tokio::test]
+async fn hostile_websocket_frames_end_only_their_own_connection() {
+    let (mut d, c) = running().await;
+    let sleeper = ["sleep", "1000"];
+
+    // An unmasked client frame (RFC 6455 5.1: the server must close the connection).
+    let url = exec_url(&mut d, &c, &sleeper).await;
+    ws_raw(&url, &[0x82, 0x02, 0x00, b'x']).await;
+
+    // A frame announcing 2^62 bytes, far over the message limit.
+    let url = exec_url(&mut d, &c, &sleeper).await;
+    let mut huge = vec![0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0];
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    ws_raw(&url, &huge).await;
+
+    // A 4 MiB message in frames of 64 KiB, over the 2 MiB limit: refused as it grows.
+    let url = exec_url(&mut d, &c, &sleeper).await;
+    let mut frames = Vec::new();
+    for i in 0..64 {
+        let opcode = if i == 0 { 0x02 } else { 0x00 };
+        frames.extend_from_slice(&[opcode, 0xff, 0, 0, 0, 0, 0, 1, 0, 0]);
+        frames.extend_from_slice(&[0, 0, 0, 0]);
+        frames.extend(std::iter::repeat_n(0u8, 64 << 10));
+    }
+    ws_raw(&url, &frames).await;
+
+    // Reserved bits and an unknown opcode.
+    let url = exec_url(&mut d, &c, &sleeper).await;
+    ws_raw(&url, &[0xf3, 0x80, 0, 0, 0, 0]).await;
+
+    // A well-behaved client right after still runs its command to the end.
+    let url = exec_url(&mut d, &c, &["echo", "fine"]).await;
+    let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
+    let ch = ws_collect(&mut ws).await;
+    assert_eq!(ch.stdout, b"fine\n");
+    still_serving(&mut d, &c).await;
+}
