@@ -8,37 +8,14 @@ use skiff_tests::cri::{
     bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
 };
 use skiff_tests::stream::{
-    exit_code, spdy_session, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
-    ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport, SPDY_UPGRADE,
+    exec_req, exit_code, sleeper, spdy_session, tls_connect, tls_files, upgrade, upgrade_on,
+    websocket, websocket_tls, ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport,
+    SPDY_UPGRADE,
 };
 use tonic::Code;
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
-}
-
-/// A daemon with a running host-network pod and a `sleep` container in it.
-async fn running() -> (Skiffd, String) {
-    let mut d = Skiffd::start().await;
-    d.pull_busybox().await;
-    let pod = d
-        .run_pod(host_network(pod_config("exec", &d.log_dir())))
-        .await;
-    let c = d
-        .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
-        .await;
-    (d, c)
-}
-
-fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
-    cri::ExecRequest {
-        container_id: id.into(),
-        cmd: s(cmd),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
 }
 
 /// `yes 0123456789abcdef` output.
@@ -59,7 +36,7 @@ async fn attach_url(d: &mut Skiffd, r: cri::AttachRequest) -> String {
 
 #[tokio::test]
 async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("exec").await;
     let script = "cat; echo to-stderr >&2; exit 3";
 
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
@@ -161,7 +138,7 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
 
 #[tokio::test]
 async fn exec_with_a_tty_follows_resizes() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("exec").await;
     let script = "read line; stty size; [ -t 0 ] && echo is-a-tty; exit 4";
     let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, true)).await;
     let mut sp = spdy_session(&url).await;
@@ -188,7 +165,7 @@ async fn exec_with_a_tty_follows_resizes() {
 
 #[tokio::test]
 async fn exec_with_a_tty_starts_at_the_clients_first_size() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("exec").await;
     // No input to wait for: the command runs at once, and must see the size sent with the streams.
     let url = exec_url(&mut d, exec_req(&c, &["stty", "size"], true, true)).await;
     let mut sp = spdy_session(&url).await;
@@ -205,7 +182,7 @@ async fn exec_with_a_tty_starts_at_the_clients_first_size() {
 
 #[tokio::test]
 async fn exec_requests_are_checked_as_kubelet_does() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("exec").await;
     let code = |r: Result<tonic::Response<cri::ExecResponse>, tonic::Status>| {
         r.map(|_| ()).unwrap_err().code()
     };
@@ -605,7 +582,7 @@ async fn wait_sleeps(d: &mut Skiffd, c: &str, want: bool, what: &str) {
 
 #[tokio::test]
 async fn exec_is_killed_when_its_client_goes_away() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("exec").await;
     let sleeper = |d: &mut Skiffd| {
         let mut rt = d.rt.clone();
         let req = exec_req(&c, &["sleep", "1000"], false, false);

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Skiffd};
+use skiff_tests::cri::{v1 as cri, Skiffd};
 use skiff_tests::stream::{
-    exit_code, spdy_session, upgrade, websocket, ws_collect, In, Spdy, SPDY_UPGRADE,
+    exec_req, exit_code, sleeper, spdy_session, upgrade, websocket, ws_collect, In, Spdy,
+    SPDY_UPGRADE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,27 +18,8 @@ const RST_STREAM: u16 = 3;
 const PING: u16 = 6;
 const GOAWAY: u16 = 7;
 
-async fn running() -> (Skiffd, String) {
-    let mut d = Skiffd::start().await;
-    d.pull_busybox().await;
-    let pod = d
-        .run_pod(host_network(pod_config("abuse", &d.log_dir())))
-        .await;
-    let c = d
-        .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
-        .await;
-    (d, c)
-}
-
 async fn exec_url(d: &mut Skiffd, c: &str, cmd: &[&str]) -> String {
-    let req = cri::ExecRequest {
-        container_id: c.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty: false,
-        stdin: false,
-        stdout: true,
-        stderr: true,
-    };
+    let req = exec_req(c, cmd, false, false);
     d.rt.exec(req).await.unwrap().into_inner().url
 }
 
@@ -85,7 +67,7 @@ async fn control(sp: &mut Spdy, kind: u16) -> bool {
 
 #[tokio::test]
 async fn clients_that_stop_reading_hold_memory_bounded() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("abuse").await;
     let pid = d.pid();
     let endless = ["cat", "/dev/zero"];
     let before = rss_kib(pid);
@@ -124,7 +106,7 @@ async fn clients_that_stop_reading_hold_memory_bounded() {
 
 #[tokio::test]
 async fn hostile_spdy_frames_end_only_their_own_session() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("abuse").await;
     let sleeper = ["sleep", "1000"];
 
     // DATA and WINDOW_UPDATE for streams never opened: the first is reset as INVALID_STREAM, and
@@ -219,7 +201,7 @@ async fn ws_raw(url: &str, bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn hostile_websocket_frames_end_only_their_own_connection() {
-    let (mut d, c) = running().await;
+    let (mut d, c) = sleeper("abuse").await;
     let sleeper = ["sleep", "1000"];
 
     // An unmasked client frame (RFC 6455 5.1: the server must close the connection).
