@@ -88,7 +88,7 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     assert_eq!(got.stdout, b"hi there\n");
     assert_eq!(exit_code(&got.status), None);
 
-    // 50 MiB of output arrive whole, spliced from the command's pipe into the socket, over both
+    // 50 MiB of output arrive whole, read from the command's pipe in pipefuls, over both
     // transports.
     let total = 50usize << 20;
     let cmd = format!("yes 0123456789abcdef | head -c {total}");

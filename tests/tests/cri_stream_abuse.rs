@@ -1,7 +1,8 @@
 //! Hostile streaming clients against a real skiffd: clients that stop reading an endless output,
 //! malformed and oversized SPDY frames, frames for streams that do not exist, and WebSocket frames
 //! that break RFC 6455. Each client loses only its own connection; the daemon's memory stays
-//! bounded and it goes on serving.
+//! bounded and it goes on serving. URLs that expired unused, are forged or name the wrong
+//! endpoint are refused.
 
 use std::time::{Duration, Instant};
 
@@ -234,5 +235,47 @@ async fn hostile_websocket_frames_end_only_their_own_connection() {
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     let ch = ws_collect(&mut ws).await;
     assert_eq!(ch.stdout, b"fine\n");
+    still_serving(&mut d, &c).await;
+}
+
+#[tokio::test]
+async fn urls_expire_unused_after_a_minute_and_forged_ones_are_refused() {
+    let (mut d, c) = sleeper("expiry").await;
+    let exec = exec_url(&mut d, &c, &["true"]).await;
+    let attach =
+        d.rt.attach(cri::AttachRequest {
+            container_id: c.clone(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    // A token of the right shape that skiffd never issued, and a real one for the wrong kind.
+    let (base, token) = exec.rsplit_once('/').unwrap();
+    let forged = format!("{base}/{}", "A".repeat(token.len()));
+    let (_, head) = upgrade(&forged, &SPDY_UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "forged token: {head}");
+    let fresh = exec_url(&mut d, &c, &["true"]).await;
+    let wrong_kind = fresh.replace("/exec/", "/attach/");
+    let (_, head) = upgrade(&wrong_kind, &SPDY_UPGRADE).await;
+    assert!(
+        head.starts_with("HTTP/1.1 404"),
+        "exec token on /attach: {head}"
+    );
+
+    // Unused for longer than the one minute an URL lives (kubelet's streaming cache keeps them as
+    // long), both are gone.
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    for url in [&exec, &attach] {
+        let (_, head) = upgrade(url, &SPDY_UPGRADE).await;
+        assert!(
+            head.starts_with("HTTP/1.1 404"),
+            "expired token {url}: {head}"
+        );
+    }
     still_serving(&mut d, &c).await;
 }
