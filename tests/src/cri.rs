@@ -666,3 +666,27 @@ pub fn bridge_conflist(bridge: &str, subnet: &str, ipam_dir: &Path) -> String {
         ipam_dir.display()
     )
 }
+
+/// A daemon with a running host-network pod `pod` and a `sleep` container in it; returns the
+/// container's id.
+pub async fn sleeper(pod: &str) -> (Skiffd, String) {
+    let mut d = Skiffd::start().await;
+    d.pull_busybox().await;
+    let sandbox = d.run_pod(host_network(pod_config(pod, &d.log_dir()))).await;
+    let c = d
+        .run_container(&sandbox, container_config("sleeper", "exec sleep 3600"))
+        .await;
+    (d, c)
+}
+
+/// An `Exec` request for `cmd` in container `id`, stdout always, stderr unless on a TTY.
+pub fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> v1::ExecRequest {
+    v1::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}

@@ -441,28 +441,3 @@ pub async fn websocket_tls(
         .to_string();
     (ws, chosen)
 }
-
-/// A daemon with a running host-network pod `pod` and a `sleep` container in it; returns the
-/// container's id.
-pub async fn sleeper(pod: &str) -> (crate::cri::Skiffd, String) {
-    use crate::cri::{container_config, host_network, pod_config, Skiffd};
-    let mut d = Skiffd::start().await;
-    d.pull_busybox().await;
-    let sandbox = d.run_pod(host_network(pod_config(pod, &d.log_dir()))).await;
-    let c = d
-        .run_container(&sandbox, container_config("sleeper", "exec sleep 3600"))
-        .await;
-    (d, c)
-}
-
-/// An `Exec` request for `cmd` in container `id`, stdout always, stderr unless on a TTY.
-pub fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> crate::cri::v1::ExecRequest {
-    crate::cri::v1::ExecRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
-}

@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use skiff_tests::cri::{
-    bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
+    bridge_conflist, container_config, exec_req, host_network, pod_config, sleeper, v1 as cri,
+    Options, Skiffd,
 };
 use skiff_tests::stream::{
-    exec_req, exit_code, sleeper, spdy_session, tls_connect, tls_files, upgrade, upgrade_on,
-    websocket, websocket_tls, ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport,
-    SPDY_UPGRADE,
+    exit_code, spdy_session, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
+    ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport, SPDY_UPGRADE,
 };
 use tonic::Code;
 

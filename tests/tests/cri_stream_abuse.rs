@@ -6,10 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_tests::cri::{v1 as cri, Skiffd};
+use skiff_tests::cri::{exec_req, sleeper, v1 as cri, Skiffd};
 use skiff_tests::stream::{
-    exec_req, exit_code, sleeper, spdy_session, upgrade, websocket, ws_collect, In, Spdy,
-    SPDY_UPGRADE,
+    exit_code, spdy_session, upgrade, websocket, ws_collect, In, Spdy, SPDY_UPGRADE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
