@@ -4,14 +4,13 @@
 //! bounded and it goes on serving. URLs that expired unused, are forged or name the wrong
 //! endpoint are refused.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skiff_tests::cri::{exec_req, sleeper, v1 as cri, Skiffd};
 use skiff_tests::stream::{
     exit_code, spdy_session, upgrade, websocket, ws_collect, In, Spdy, SPDY_UPGRADE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Control frame types of SPDY/3 (draft section 2.6).
 const RST_STREAM: u16 = 3;
@@ -34,24 +33,22 @@ async fn still_serving(d: &mut Skiffd, c: &str) {
     d.rt.version(cri::VersionRequest::default())
         .await
         .expect("Version after the abuse");
-    let url = exec_url(d, c, &["echo", "still here"]).await;
-    let mut sp = spdy_session(&url).await;
-    let error = sp.open(&[("streamtype", "error")]).await;
-    let stdout = sp.open(&[("streamtype", "stdout")]).await;
-    let stderr = sp.open(&[("streamtype", "stderr")]).await;
-    let got = sp.collect(&[error, stdout, stderr]).await;
+    let (mut sp, streams) = spdy_exec(d, c, &["echo", "still here"]).await;
+    let got = sp.collect(&streams).await;
     assert_eq!(got[1], b"still here\n");
     assert_eq!(exit_code(&got[0]), None);
 }
 
-/// A SPDY session on a fresh exec URL for `cmd`, its streams opened (stdout, stderr, error).
-async fn spdy_exec(d: &mut Skiffd, c: &str, cmd: &[&str]) -> Spdy {
+/// A SPDY session on a fresh exec URL for `cmd`, with its error, stdout and stderr streams
+/// opened; their ids, in that order.
+async fn spdy_exec(d: &mut Skiffd, c: &str, cmd: &[&str]) -> (Spdy, [u32; 3]) {
     let url = exec_url(d, c, cmd).await;
     let mut sp = spdy_session(&url).await;
-    for kind in ["error", "stdout", "stderr"] {
-        sp.open(&[("streamtype", kind)]).await;
+    let mut ids = [0; 3];
+    for (id, kind) in ids.iter_mut().zip(["error", "stdout", "stderr"]) {
+        *id = sp.open(&[("streamtype", kind)]).await;
     }
-    sp
+    (sp, ids)
 }
 
 /// Waits for the control frame `kind`, skipping data; false if the session ends first.
@@ -79,7 +76,7 @@ async fn clients_that_stop_reading_hold_memory_bounded() {
     for _ in 0..4 {
         let url = exec_url(&mut d, &c, &endless).await;
         stalled_ws.push(websocket(&url, "v5.channel.k8s.io").await.0);
-        stalled_spdy.push(spdy_exec(&mut d, &c, &endless).await);
+        stalled_spdy.push(spdy_exec(&mut d, &c, &endless).await.0);
     }
     // Long enough for gigabytes at the rate an exec streams, were nothing holding it back.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -111,7 +108,7 @@ async fn hostile_spdy_frames_end_only_their_own_session() {
 
     // DATA and WINDOW_UPDATE for streams never opened: the first is reset as INVALID_STREAM, and
     // the session lives on (it answers a PING).
-    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    let (mut sp, _) = spdy_exec(&mut d, &c, &sleeper).await;
     sp.data(41, false, b"nobody's").await;
     assert!(
         control(&mut sp, RST_STREAM).await,
@@ -127,76 +124,58 @@ async fn hostile_spdy_frames_end_only_their_own_session() {
     );
     drop(sp);
 
-    // A control frame of SPDY version 2: GOAWAY, then the connection closes.
-    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    // Each of these ends its session with GOAWAY, then the connection closes.
+    // A control frame of SPDY version 2.
+    let (mut sp, _) = spdy_exec(&mut d, &c, &sleeper).await;
     sp.write(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]).await;
-    assert!(
-        control(&mut sp, GOAWAY).await,
-        "no GOAWAY for a version 2 frame"
-    );
-    assert!(
-        !control(&mut sp, PING).await,
-        "the session outlived its GOAWAY"
-    );
+    ends_with_goaway(sp, "a version 2 frame").await;
 
     // A SYN_STREAM whose headers inflate past the limit (64 KiB): a few hundred bytes on the wire.
-    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    let (mut sp, _) = spdy_exec(&mut d, &c, &sleeper).await;
     let huge = "z".repeat(1 << 20);
     sp.open(&[("streamtype", "stdin"), ("x-pad", &huge)]).await;
-    assert!(
-        control(&mut sp, GOAWAY).await,
-        "no GOAWAY for 1 MiB of headers"
-    );
-    assert!(
-        !control(&mut sp, PING).await,
-        "the session outlived its GOAWAY"
-    );
+    ends_with_goaway(sp, "1 MiB of headers").await;
 
     // A DATA frame that claims 16 MiB, over the 1 MiB frame limit: refused from its header alone,
     // nothing is buffered waiting for the rest.
-    let mut sp = spdy_exec(&mut d, &c, &sleeper).await;
+    let (mut sp, _) = spdy_exec(&mut d, &c, &sleeper).await;
     sp.write(&[0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 1, 2, 3]).await;
-    drain_until_closed(&mut sp).await;
+    ends_with_goaway(sp, "a 16 MiB DATA frame").await;
 
     // A client that speaks HTTP on the upgraded connection: its text read as frames is refused.
-    let url = exec_url(&mut d, &c, &sleeper).await;
-    let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::new(tcp);
+    let (mut sp, _) = spdy_exec(&mut d, &c, &sleeper).await;
     sp.write(b"GET /exec HTTP/1.1\r\nHost: skiff\r\n\r\n").await;
-    drain_until_closed(&mut sp).await;
+    ends_with_goaway(sp, "HTTP text").await;
 
     still_serving(&mut d, &c).await;
 }
 
-/// Reads until the server ends the session (it may answer with frames first).
-async fn drain_until_closed(sp: &mut Spdy) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sp.next().await.is_some() {
-        assert!(Instant::now() < deadline, "the session never ended");
-    }
+/// The server answers GOAWAY (after whatever it had queued) and then ends the session.
+async fn ends_with_goaway(mut sp: Spdy, what: &str) {
+    assert!(control(&mut sp, GOAWAY).await, "no GOAWAY for {what}");
+    assert!(
+        sp.next().await.is_none(),
+        "the session outlived its GOAWAY for {what}"
+    );
 }
 
-/// Sends raw bytes on an upgraded WebSocket connection and reads until the server closes it;
-/// returns what the server sent.
-async fn ws_raw(url: &str, bytes: &[u8]) -> Vec<u8> {
-    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+/// Sends raw bytes on an upgraded WebSocket connection and reads until the server closes it.
+async fn ws_raw(url: &str, bytes: &[u8]) {
     let headers = [
         ("Connection", "Upgrade"),
         ("Upgrade", "websocket"),
         ("Sec-WebSocket-Version", "13"),
         ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
-        key,
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
-    let (mut tcp, head): (TcpStream, String) = upgrade(url, &headers).await;
+    let (mut tcp, head) = upgrade(url, &headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // The server may close before it has read everything; that is what is being tested.
     let _ = tcp.write_all(bytes).await;
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut got)).await;
-    read.expect("the server closed the connection within 20 s")
-        .unwrap_or_default();
-    got
+    // A reset (the server closed with our bytes unread) ends the connection as well.
+    let _ = read.expect("the server closed the connection within 20 s");
 }
 
 #[tokio::test]
