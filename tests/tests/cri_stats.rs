@@ -146,8 +146,9 @@ async fn metric_descriptors_name_cadvisor_metrics() {
 #[tokio::test]
 async fn memory_a_container_allocates_is_in_its_working_set() {
     let mut d = Skiffd::start().await;
-    // About 40 MB held in a shell variable.
-    let script = "x=$(head -c 40000000 /dev/zero | tr '\\0' a); echo ready; sleep 1000";
+    // About 40 MB held in a shell variable. The variable is used after `sleep`, because busybox
+    // sh execs a script's last command, which would free the 40 MB once allocated.
+    let script = "x=$(head -c 40000000 /dev/zero | tr '\\0' a); echo ready; sleep 1000; echo ${#x}";
     let (_, ids) = running_pod(&mut d, "mem", &[("hog", &[], script)]).await;
     let s = wait_stats(&mut d, &ids[0], |s| working_set(s) > 35_000_000).await;
     let m = s.memory.as_ref().unwrap();
@@ -159,6 +160,10 @@ async fn memory_a_container_allocates_is_in_its_working_set() {
     assert_eq!(attrs.id, ids[0]);
     assert_eq!(attrs.metadata.as_ref().unwrap().name, "hog");
     assert!(s.writable_layer.is_some());
+    // Held memory stays counted: the working set is not a peak caught while it was allocated.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = container_stats(&mut d, &ids[0]).await;
+    assert!(working_set(&later) > 35_000_000, "{:?}", later.memory);
 }
 
 #[tokio::test]
