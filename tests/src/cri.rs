@@ -491,6 +491,18 @@ impl Skiffd {
             .unwrap_or_else(|e| panic!("GetContainerEvents: {e}"))
             .into_inner()
     }
+
+    /// The streaming URL an `Exec` returns.
+    pub async fn exec_url(&mut self, r: cri::ExecRequest) -> String {
+        let r = self.rt.exec(r).await;
+        r.unwrap_or_else(|e| panic!("Exec: {e}")).into_inner().url
+    }
+
+    /// The streaming URL an `Attach` returns.
+    pub async fn attach_url(&mut self, r: cri::AttachRequest) -> String {
+        let r = self.rt.attach(r).await;
+        r.unwrap_or_else(|e| panic!("Attach: {e}")).into_inner().url
+    }
 }
 
 /// A pod sandbox the daemon runs: its id and the config it was run with.
@@ -686,6 +698,17 @@ pub fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> v1::ExecReque
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
         tty,
         stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+/// An `Attach` request to container `id`, stdout always, stderr unless on a TTY.
+pub fn attach_req(id: &str, stdin: bool, tty: bool) -> v1::AttachRequest {
+    v1::AttachRequest {
+        container_id: id.into(),
+        stdin,
+        tty,
         stdout: true,
         stderr: !tty,
     }

@@ -228,9 +228,10 @@ pub async fn spdy_session(url: &str) -> Spdy {
 }
 
 pub fn exit_code(status: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(status);
-    let v: serde_json::Value = serde_json::from_slice(status)
-        .unwrap_or_else(|e| panic!("the status channel carried {text:?}, not a Status: {e}"));
+    let v: serde_json::Value = serde_json::from_slice(status).unwrap_or_else(|e| {
+        let text = String::from_utf8_lossy(status);
+        panic!("the status channel carried {text:?}, not a Status: {e}")
+    });
     if v["status"] == "Success" {
         return None;
     }

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use skiff_tests::cri::{
-    bridge_conflist, container_config, exec_req, host_network, pod_config, sleeper, v1 as cri,
-    Options, Skiffd,
+    attach_req, bridge_conflist, container_config, exec_req, host_network, pod_config, sleeper,
+    v1 as cri, Options, Skiffd,
 };
 use skiff_tests::stream::{
     exit_code, spdy_session, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
@@ -26,20 +26,14 @@ fn is_lines(out: &[u8]) -> bool {
         .all(|(i, b)| *b == line[i % line.len()])
 }
 
-async fn exec_url(d: &mut Skiffd, r: cri::ExecRequest) -> String {
-    d.rt.exec(r).await.unwrap().into_inner().url
-}
-
-async fn attach_url(d: &mut Skiffd, r: cri::AttachRequest) -> String {
-    d.rt.attach(r).await.unwrap().into_inner().url
-}
-
 #[tokio::test]
 async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     let (mut d, c) = sleeper("exec").await;
     let script = "cat; echo to-stderr >&2; exit 3";
 
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", script], true, false))
+        .await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let (mut ws, proto) = websocket(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await;
     assert_eq!(proto, "v5.channel.k8s.io");
@@ -57,7 +51,9 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
         "the session must end with a normal closure"
     );
 
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", script], true, false))
+        .await;
     let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
@@ -82,7 +78,9 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     );
 
     // Success reports no exit code; echo needs no stdin.
-    let url = exec_url(&mut d, exec_req(&c, &["echo", "hi", "there"], false, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["echo", "hi", "there"], false, false))
+        .await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     let got = ws_collect(&mut ws).await;
     assert_eq!(got.stdout, b"hi there\n");
@@ -92,7 +90,9 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
     // transports.
     let total = 50usize << 20;
     let cmd = format!("yes 0123456789abcdef | head -c {total}");
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", &cmd], false, false))
+        .await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     let got = ws_collect(&mut ws).await;
     assert_eq!(got.stdout.len(), total);
@@ -103,7 +103,9 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
         "{}",
         String::from_utf8_lossy(&got.stderr)
     );
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", &cmd], false, false))
+        .await;
     let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
@@ -140,7 +142,9 @@ async fn exec_over_websocket_v5_and_spdy_with_stdin_and_exit_codes() {
 async fn exec_with_a_tty_follows_resizes() {
     let (mut d, c) = sleeper("exec").await;
     let script = "read line; stty size; [ -t 0 ] && echo is-a-tty; exit 4";
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", script], true, true)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", script], true, true))
+        .await;
     let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
@@ -167,7 +171,9 @@ async fn exec_with_a_tty_follows_resizes() {
 async fn exec_with_a_tty_starts_at_the_clients_first_size() {
     let (mut d, c) = sleeper("exec").await;
     // No input to wait for: the command runs at once, and must see the size sent with the streams.
-    let url = exec_url(&mut d, exec_req(&c, &["stty", "size"], true, true)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["stty", "size"], true, true))
+        .await;
     let mut sp = spdy_session(&url).await;
     let error = sp.open(&[("streamtype", "error")]).await;
     let _stdin = sp.open(&[("streamtype", "stdin")]).await;
@@ -197,15 +203,7 @@ async fn exec_requests_are_checked_as_kubelet_does() {
     none.stdout = false;
     none.stderr = false;
     assert_eq!(code(d.rt.exec(none).await), Code::InvalidArgument);
-    let attach =
-        d.rt.attach(cri::AttachRequest {
-            container_id: c.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .await;
+    let attach = d.rt.attach(attach_req(&c, true, false)).await;
     // The container was created without stdin.
     assert_eq!(attach.unwrap_err().code(), Code::InvalidArgument);
 
@@ -224,16 +222,6 @@ async fn interactive(d: &mut Skiffd, script: &str, tty: bool) -> String {
     config.stdin = true;
     config.tty = tty;
     d.run_container(&pod, config).await
-}
-
-fn attach_req(id: &str, tty: bool) -> cri::AttachRequest {
-    cri::AttachRequest {
-        container_id: id.into(),
-        stdin: true,
-        tty,
-        stdout: true,
-        stderr: !tty,
-    }
 }
 
 /// The next binary message of a WebSocket, whatever its channel.
@@ -255,7 +243,7 @@ async fn attach_over_websocket_feeds_stdin_and_ends_with_the_container() {
     let mut d = Skiffd::start().await;
     let script = "while read line; do [ \"$line\" = quit ] && exit 0; echo out:$line; echo err:$line >&2; done";
     let c = interactive(&mut d, script, false).await;
-    let url = attach_url(&mut d, attach_req(&c, false)).await;
+    let url = d.attach_url(attach_req(&c, true, false)).await;
     assert!(url.contains("/attach/"), "{url}");
     let (mut ws, proto) = websocket(&url, "v5.channel.k8s.io").await;
     assert_eq!(proto, "v5.channel.k8s.io");
@@ -290,7 +278,7 @@ async fn attach_over_websocket_feeds_stdin_and_ends_with_the_container() {
 async fn attach_with_a_tty_over_spdy_follows_resizes() {
     let mut d = Skiffd::start().await;
     let c = interactive(&mut d, "while read line; do stty size; done", true).await;
-    let url = attach_url(&mut d, attach_req(&c, true)).await;
+    let url = d.attach_url(attach_req(&c, true, true)).await;
     let mut sp = spdy_session(&url).await;
     let _error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
@@ -483,7 +471,7 @@ async fn attach_until_logged(ws: &mut skiff_tests::stream::Ws, log: &std::path::
 async fn attach_stdin_close_ends_a_stdin_once_container() {
     let mut d = Skiffd::start().await;
     let (c, log) = cat_container(&mut d, "once", true).await;
-    let url = attach_url(&mut d, attach_req(&c, false)).await;
+    let url = d.attach_url(attach_req(&c, true, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     attach_until_logged(&mut ws, &log).await;
     ws_send(&mut ws, 0, b"the-last-line\n").await;
@@ -498,7 +486,7 @@ async fn attach_stdin_close_ends_a_stdin_once_container() {
 
     // Over SPDY, a half-close of the stdin stream does the same.
     let (c, log) = cat_container(&mut d, "once-spdy", true).await;
-    let url = attach_url(&mut d, attach_req(&c, false)).await;
+    let url = d.attach_url(attach_req(&c, true, false)).await;
     let mut sp = spdy_session(&url).await;
     let _error = sp.open(&[("streamtype", "error")]).await;
     let stdin = sp.open(&[("streamtype", "stdin")]).await;
@@ -525,7 +513,7 @@ async fn attach_stdin_close_ends_a_stdin_once_container() {
 async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
     let mut d = Skiffd::start().await;
     let (c, log) = cat_container(&mut d, "open", false).await;
-    let url = attach_url(&mut d, attach_req(&c, false)).await;
+    let url = d.attach_url(attach_req(&c, true, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     attach_until_logged(&mut ws, &log).await;
     ws_close_stdin(&mut ws).await;
@@ -538,7 +526,7 @@ async fn attach_stdin_close_leaves_stdin_open_without_stdin_once() {
         "{st:?}"
     );
     // A second attachment still reaches the same stdin.
-    let url = attach_url(&mut d, attach_req(&c, false)).await;
+    let url = d.attach_url(attach_req(&c, true, false)).await;
     let (mut ws, _) = websocket(&url, "v5.channel.k8s.io").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
@@ -657,11 +645,9 @@ async fn exec_over_tls_when_configured() {
         .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
         .await;
 
-    let url = exec_url(
-        &mut d,
-        exec_req(&c, &["sh", "-c", "cat; exit 2"], true, false),
-    )
-    .await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", "cat; exit 2"], true, false))
+        .await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     let (mut ws, proto) = websocket_tls(&url, "v5.channel.k8s.io", &f.ca).await;
     assert_eq!(proto, "v5.channel.k8s.io");
@@ -671,7 +657,9 @@ async fn exec_over_tls_when_configured() {
     assert_eq!(got.stdout, b"through tls");
     assert_eq!(exit_code(&got.status).as_deref(), Some("2"));
 
-    let url = exec_url(&mut d, exec_req(&c, &["echo", "spdy-tls"], false, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["echo", "spdy-tls"], false, false))
+        .await;
     let tls = tls_connect(&url, &f.ca).await;
     let (tls, head) = upgrade_on(tls, &url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -685,13 +673,17 @@ async fn exec_over_tls_when_configured() {
     // Output too large for one read goes through TLS whole, on both transports.
     let total = 8usize << 20;
     let cmd = format!("yes 0123456789abcdef | head -c {total}");
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", &cmd], false, false))
+        .await;
     let (mut ws, _) = websocket_tls(&url, "v5.channel.k8s.io", &f.ca).await;
     let got = ws_collect(&mut ws).await;
     assert_eq!(got.stdout.len(), total);
     assert!(is_lines(&got.stdout));
     assert_eq!(exit_code(&got.status), None);
-    let url = exec_url(&mut d, exec_req(&c, &["sh", "-c", &cmd], false, false)).await;
+    let url = d
+        .exec_url(exec_req(&c, &["sh", "-c", &cmd], false, false))
+        .await;
     let tls = tls_connect(&url, &f.ca).await;
     let (tls, _) = upgrade_on(tls, &url, &SPDY_UPGRADE).await;
     let mut sp = Spdy::over(Transport::Tls(Box::new(tls)));

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use skiff_tests::cri::{exec_req, sleeper, v1 as cri, Skiffd};
+use skiff_tests::cri::{attach_req, exec_req, sleeper, v1 as cri, Skiffd};
 use skiff_tests::stream::{
     exit_code, spdy_session, upgrade, websocket, ws_collect, In, Spdy, SPDY_UPGRADE,
 };
@@ -18,8 +18,7 @@ const PING: u16 = 6;
 const GOAWAY: u16 = 7;
 
 async fn exec_url(d: &mut Skiffd, c: &str, cmd: &[&str]) -> String {
-    let req = exec_req(c, cmd, false, false);
-    d.rt.exec(req).await.unwrap().into_inner().url
+    d.exec_url(exec_req(c, cmd, false, false)).await
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -220,18 +219,7 @@ async fn hostile_websocket_frames_end_only_their_own_connection() {
 async fn urls_expire_unused_after_a_minute_and_forged_ones_are_refused() {
     let (mut d, c) = sleeper("expiry").await;
     let exec = exec_url(&mut d, &c, &["true"]).await;
-    let attach =
-        d.rt.attach(cri::AttachRequest {
-            container_id: c.clone(),
-            stdin: false,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let attach = d.attach_url(attach_req(&c, false, false)).await;
     // A token of the right shape that skiffd never issued, and a real one for the wrong kind.
     let (base, token) = exec.rsplit_once('/').unwrap();
     let forged = format!("{base}/{}", "A".repeat(token.len()));

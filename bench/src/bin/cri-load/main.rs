@@ -374,8 +374,9 @@ async fn stream_figures(
     };
     // Each round runs its paths in a rotated order, so that none is always first (after the
     // previous round's last path) or always right after one of the others.
+    let exec_paths = if exec_bytes > 0 { 4 } else { 0 };
     for round in 0..a.stream_rounds.max(1) {
-        for step in (0..4).filter(|_| exec_bytes > 0) {
+        for step in 0..exec_paths {
             match (round + step) % 4 {
                 0 => push("pipe_floor_mib_s", stream::pipe_floor(exec_bytes).await?),
                 1 => push(
