@@ -24,7 +24,7 @@ impl HostBait {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let token = format!("host-secret-{}-{}", std::process::id(), nanos());
-        std::fs::write(dir.join("secret"), &token).unwrap();
+        std::fs::write(dir.join("secret"), format!("{token}\n")).unwrap();
         HostBait { dir, token }
     }
 
@@ -343,4 +343,45 @@ async fn no_member_of_a_shared_pid_pod_reaches_the_host_root() {
     let r = running_exec.await.unwrap().unwrap().into_inner();
     assert_eq!(r.exit_code, 0);
     d.stop_and_remove_pod(&pod.id).await;
+}
+
+#[tokio::test]
+async fn exec_processes_never_show_the_host_root_to_the_container() {
+    let bait = HostBait::new("exec");
+    let mut d = Skiffd::start().await;
+    let (_pod, attacker) = shared_pid_pod(&mut d, "ptrace-exec").await;
+    // The attacker watches every process of its PID namespace as it appears (the shell's `read` opens
+    // without forking, so it keeps up with new pids), while execs start in its container.
+    let watch = format!(
+        "exec 2>/dev/null; while [ ! -e /tmp/stop ]; do for p in /proc/[0-9]*; do \
+         read -r l < $p/root{s} && echo \"LEAK $p $l\" >> /tmp/leaks; \
+         read -r l < $p/cwd{s} && echo \"LEAK $p $l\" >> /tmp/leaks; \
+         done; done; touch /tmp/stopped",
+        s = bait.secret()
+    );
+    let mut rt = d.rt.clone();
+    let (id, script) = (attacker.clone(), watch.clone());
+    let watcher = tokio::spawn(async move {
+        rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id,
+            cmd: vec!["sh".into(), "-c".into(), script],
+            timeout: 120,
+        })
+        .await
+    });
+    for _ in 0..40 {
+        let (out, _) = sh(&mut d, &attacker, "echo ok").await;
+        assert_eq!(out, "ok\n");
+    }
+    sh(&mut d, &attacker, "touch /tmp/stop").await;
+    watcher.await.unwrap().unwrap();
+    let (leaks, _) = sh(&mut d, &attacker, "cat /tmp/leaks 2>/dev/null; ls /tmp").await;
+    assert!(
+        leaks.contains("stopped"),
+        "the watcher did not run: {leaks}"
+    );
+    assert!(
+        !leaks.contains("LEAK"),
+        "an exec'd process showed the host's files:\n{leaks}"
+    );
 }
