@@ -171,7 +171,8 @@ async fn infra_process_of_a_shared_pid_pod_holds_nothing_to_escape_with() {
     let script = format!(
         "cat /proc/1/root/etc/shadow; cat /proc/1/root{s}; cat /proc/1/cwd{s}; \
          echo pwned > /proc/1/root{d}/via-root; echo pwned > /proc/1/cwd{d}/via-cwd; \
-         mkdir /proc/1/root/{t}; ls -la /proc/1/root/ /proc/1/fd/",
+         mkdir /proc/1/root/{t}; ls -la /proc/1/root/ /proc/1/fd/; \
+         : >> /proc/1/exe && echo EXE-WRITABLE",
         s = bait.secret(),
         d = bait.dir.display(),
         t = bait.token
@@ -187,6 +188,7 @@ async fn infra_process_of_a_shared_pid_pod_holds_nothing_to_escape_with() {
             "host /etc/shadow read through PID 1:\n{out}"
         );
     }
+    assert!(!out.contains("EXE-WRITABLE"), "{out}");
     assert!(
         bait.created().is_empty(),
         "files created on the host: {:?}\n{err}",
@@ -338,6 +340,20 @@ async fn no_member_of_a_shared_pid_pod_reaches_the_host_root() {
                 "member {p} ({}) has the host's root",
                 status_field(p, "Name")
             );
+        }
+    }
+    // Nor does any hold a descriptor of ours: only pipes, sockets, /dev/null and terminals.
+    for p in members(infra) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            let t = target.to_string_lossy();
+            let harmless = ["pipe:", "socket:", "anon_inode:", "/dev/null", "/dev/pts/"]
+                .iter()
+                .any(|p| t.starts_with(p));
+            assert!(harmless, "member {p} holds {}: {t}", fd.path().display());
         }
     }
     let r = running_exec.await.unwrap().unwrap().into_inner();
