@@ -11,6 +11,9 @@
 //! locks/                 flock files: per chain, per blob, and the `gc` lock
 //! ```
 //!
+//! The root, every directory above, and the bundles directory beside it are 0700 (see
+//! [`crate::private_dir`]): unpacked layers hold setuid files and device nodes from images.
+//!
 //! Pulls hold the `gc` lock shared; `rmi` and `prune` hold it exclusively, so garbage
 //! collection never sees a half-finished pull.
 //!
@@ -132,6 +135,7 @@ pub struct FileLock {
 impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
+        crate::private_dir::ensure(&root).at(&root)?;
         for d in DIRS {
             let p = root.join(d);
             fs::DirBuilder::new()
@@ -139,8 +143,13 @@ impl Store {
                 .mode(0o700)
                 .create(&p)
                 .at(&p)?;
+            crate::private_dir::tighten(&p).at(&p)?;
         }
-        Ok(Self { root })
+        let store = Self { root };
+        // Bundles made by an older version may sit in a directory others can enter.
+        let bundles = store.containers_dir();
+        crate::private_dir::tighten(&bundles).at(&bundles)?;
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
