@@ -12,6 +12,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+use crate::security::rootless::is_rootless;
+
 /// Group and other bits: none may be set on a private directory.
 const OPEN_TO_OTHERS: u32 = 0o077;
 
@@ -43,15 +45,23 @@ pub fn tighten(dir: &Path) -> io::Result<()> {
         ));
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & OPEN_TO_OTHERS != 0 {
-        fs::set_permissions(dir, Permissions::from_mode(mode & !OPEN_TO_OTHERS))?;
-        tracing::info!(
-            path = %dir.display(),
-            "closed to other users (mode {mode:04o} -> {:04o})",
-            mode & !OPEN_TO_OTHERS
-        );
+    if mode & OPEN_TO_OTHERS == 0 {
+        return Ok(());
     }
-    Ok(())
+    let private = mode & !OPEN_TO_OTHERS;
+    match fs::set_permissions(dir, Permissions::from_mode(private)) {
+        Ok(()) => {
+            tracing::info!(path = %dir.display(), "closed to other users (mode {mode:04o} -> {private:04o})");
+            Ok(())
+        }
+        // A user without root reading root's store (`skiff images`) cannot narrow it; the next
+        // run as root does.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && is_rootless() => {
+            tracing::warn!(path = %dir.display(), "open to other users (mode {mode:04o}): {e}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -67,11 +67,16 @@ pub enum Probe {
 }
 
 /// The errno of `probe` on `path` made by [`OTHER_UID`] (without supplementary groups), 0 when
-/// it succeeded. Runs in a forked child, so the test process keeps its own credentials.
+/// it succeeded. Runs in a forked child, so the test process keeps its own credentials; the child
+/// reports through a close-on-exec pipe, so an `execve` that worked reports nothing.
 pub fn errno_as_other_user(probe: Probe, path: &Path) -> i32 {
     let c = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
     let argv = [c.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: the child makes raw system calls only (no allocation, no locks) and ends with _exit;
     // every pointer it uses was made before the fork and stays valid in its copy of the memory.
     let pid = unsafe { libc::fork() };
@@ -80,31 +85,48 @@ pub fn errno_as_other_user(probe: Probe, path: &Path) -> i32 {
         // SAFETY: as above; per-thread credential changes are right in a one-thread child.
         unsafe {
             let id = OTHER_UID as libc::c_long;
-            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-                || libc::syscall(libc::SYS_setresgid, id, id, id) != 0
-                || libc::syscall(libc::SYS_setresuid, id, id, id) != 0
-            {
-                libc::_exit(255);
-            }
-            let r = match probe {
-                Probe::Stat => {
-                    let mut st: libc::stat = std::mem::zeroed();
-                    libc::stat(c.as_ptr(), &mut st)
-                }
-                Probe::Open => libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK),
-                Probe::Exec => libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()),
-            };
-            libc::_exit(if r < 0 { *libc::__errno_location() } else { 0 });
+            let errno: i32 =
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresgid, id, id, id) != 0
+                    || libc::syscall(libc::SYS_setresuid, id, id, id) != 0
+                {
+                    -1
+                } else {
+                    let r = match probe {
+                        Probe::Stat => {
+                            let mut st: libc::stat = std::mem::zeroed();
+                            libc::stat(c.as_ptr(), &mut st)
+                        }
+                        Probe::Open => libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK),
+                        Probe::Exec => libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()),
+                    };
+                    if r < 0 {
+                        *libc::__errno_location()
+                    } else {
+                        0
+                    }
+                };
+            libc::write(fds[1], (&errno as *const i32).cast(), 4);
+            libc::_exit(0);
         }
     }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
-    assert!(libc::WIFEXITED(status), "probe child died: status {status}");
-    let code = libc::WEXITSTATUS(status);
-    assert_ne!(code, 255, "the probe could not become uid {OTHER_UID}");
-    code
+    // SAFETY: closing our copy of the write end, which we own.
+    unsafe { libc::close(fds[1]) };
+    let mut buf = [0u8; 4];
+    // SAFETY: reading at most 4 bytes into buf from the read end we own.
+    let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 4) };
+    // SAFETY: closing the read end, which we own; then waiting for our own child.
+    unsafe {
+        libc::close(fds[0]);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let errno = match n {
+        0 => 0,
+        4 => i32::from_ne_bytes(buf),
+        _ => panic!("probe child: short report ({n})"),
+    };
+    assert_ne!(errno, -1, "the probe could not become uid {OTHER_UID}");
+    errno
 }
 
 /// Asserts that [`OTHER_UID`] gets EACCES for every probe, naming each path it could reach.
@@ -129,17 +151,19 @@ pub fn assert_closed_to_other_users(probes: &[(Probe, &Path)]) {
     );
 }
 
-/// Asserts that [`OTHER_UID`] can stat `dir`: the probes above it are not refused by the test's own
-/// scratch directories.
+/// Asserts that [`OTHER_UID`] can stat `dir` and execute `/bin/true`: the probes below `dir` are
+/// not refused by the test's own scratch directories, and an exec that works is seen as one.
 pub fn assert_reachable_by_other_users(dir: &Path) {
-    let errno = errno_as_other_user(Probe::Stat, dir);
-    assert_eq!(
-        errno,
-        0,
-        "uid {OTHER_UID} cannot reach {} ({}): the probes would prove nothing",
-        dir.display(),
-        std::io::Error::from_raw_os_error(errno)
-    );
+    for (probe, path) in [(Probe::Stat, dir), (Probe::Exec, Path::new("/bin/true"))] {
+        let errno = errno_as_other_user(probe, path);
+        assert_eq!(
+            errno,
+            0,
+            "uid {OTHER_UID}: {probe:?} {} failed ({}): the probes would prove nothing",
+            path.display(),
+            std::io::Error::from_raw_os_error(errno)
+        );
+    }
 }
 
 /// The mode bits (`0o7777`) of `path`.
