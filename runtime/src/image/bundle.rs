@@ -160,8 +160,7 @@ fn spec_for(
     let env = environment(rc, o)?;
     let (origin, user_spec) = match (&o.user, &rc.user) {
         (Some(u), _) => ("--user", u.as_str()),
-        (None, Some(u)) => ("the image's User", u.as_str()),
-        (None, None) => ("the image's User", ""),
+        (None, u) => ("the image's User", u.as_deref().unwrap_or("")),
     };
     let (uid, gid, groups) = resolve_user(rootfs, user_spec, origin)?;
     let mut spec = crate::spec::default_spec(false);

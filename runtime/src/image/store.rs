@@ -11,15 +11,15 @@
 //! locks/                 flock files: per chain, per blob, and the `gc` lock
 //! ```
 //!
-//! The root, every directory above, and the bundles directory beside it are 0700 (see
-//! [`crate::private_dir`]): unpacked layers hold setuid files and device nodes from images.
-//!
 //! Pulls hold the `gc` lock shared; `rmi` and `prune` hold it exclusively, so garbage
 //! collection never sees a half-finished pull.
 //!
 //! Containers made from images keep their bundles beside the store
 //! (`<root>/../containers/<id>`), each with an `image.json` naming the image and the chains it
 //! stacks. Those chains are in use: `rmi` refuses the image (unless forced) and `prune` keeps them.
+//!
+//! The root, the directories in it and the bundles directory are 0700 (see [`crate::private_dir`]):
+//! unpacked layers and containers' roots hold setuid files and device nodes from images.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -136,6 +136,11 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         crate::private_dir::ensure(&root).at(&root)?;
+        // What an older version made may be open to other users, its bundles among them.
+        let made = DIRS.iter().map(|d| root.join(d));
+        for p in made.chain([super::bundle::bundles_root(&root)]) {
+            crate::private_dir::tighten(&p).at(&p)?;
+        }
         for d in DIRS {
             let p = root.join(d);
             fs::DirBuilder::new()
@@ -143,13 +148,8 @@ impl Store {
                 .mode(0o700)
                 .create(&p)
                 .at(&p)?;
-            crate::private_dir::tighten(&p).at(&p)?;
         }
-        let store = Self { root };
-        // Bundles made by an older version may sit in a directory others can enter.
-        let bundles = store.containers_dir();
-        crate::private_dir::tighten(&bundles).at(&bundles)?;
-        Ok(store)
+        Ok(Self { root })
     }
 
     pub fn root(&self) -> &Path {
