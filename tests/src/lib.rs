@@ -15,6 +15,7 @@ pub mod host;
 pub mod kube;
 pub mod registry;
 pub mod rootfs;
+pub mod security;
 pub mod stream;
 
 pub use assert::{assert_failed_mentioning, assert_ok, mentions};

@@ -353,14 +353,17 @@ fn is_pinned(d: &Daemon, recs: &[&ImageRecord]) -> bool {
 }
 
 /// The image's `User` as the CRI reports it: a numeric user is a uid, anything else a name; the
-/// group part never counts.
+/// group part never counts. A number no container can run as (such as 4294967295, which the kernel
+/// reads as "leave the uid unchanged") is reported as a name, which kubelet's runAsNonRoot check
+/// cannot take for a non-root uid.
 pub fn image_user(user: &str) -> (Option<i64>, String) {
     let name = user.split(':').next().unwrap_or_default();
     if name.is_empty() {
         return (None, String::new());
     }
+    let usable = 0..i64::from(skiff_runtime::spec::UNCHANGED_ID);
     match name.parse::<i64>() {
-        Ok(uid) if uid >= 0 => (Some(uid), String::new()),
+        Ok(uid) if usable.contains(&uid) => (Some(uid), String::new()),
         _ => (None, name.to_string()),
     }
 }
@@ -399,6 +402,9 @@ mod tests {
         assert_eq!(image_user("1000:50"), (Some(1000), String::new()));
         assert_eq!(image_user("nobody:nogroup"), (None, "nobody".into()));
         assert_eq!(image_user("-1"), (None, "-1".into()));
+        assert_eq!(image_user("4294967294"), (Some(4294967294), String::new()));
+        assert_eq!(image_user("4294967295"), (None, "4294967295".into()));
+        assert_eq!(image_user("4294967296:0"), (None, "4294967296".into()));
     }
 
     #[test]

@@ -43,11 +43,15 @@ impl Daemon {
     /// Opens every store under the configured directories.
     pub fn open(config: Config) -> anyhow::Result<Arc<Daemon>> {
         use anyhow::Context;
-        for dir in [&config.state_dir, &config.run_dir] {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        // Container filesystems, pod files and exec output live below: root's alone, also when an
+        // older version left them open to other users.
+        let containers_dir = config.state_dir.join("containers");
+        for dir in [&config.state_dir, &config.run_dir, &containers_dir] {
+            skiff_runtime::private_dir::ensure(dir)
+                .with_context(|| format!("create {} as a private directory", dir.display()))?;
         }
         let sandboxes = Table::open(&config.state_dir.join("sandboxes"))?;
-        let containers = Table::open(&config.state_dir.join("containers"))?;
+        let containers = Table::open(&containers_dir)?;
         let images = skiff_runtime::image::store::Store::open(&config.image_root)
             .with_context(|| format!("open image store {}", config.image_root.display()))?;
         let runtime = skiff_runtime::container::Runtime::new(config.runtime_root());

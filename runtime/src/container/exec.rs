@@ -36,6 +36,12 @@ impl Runtime {
         if opts.process.args.is_empty() {
             return Err(ContainerError::Usage("exec: no command given".into()));
         }
+        if let Some(field) = crate::spec::unchanged_id_field(&opts.process.user) {
+            return Err(ContainerError::Usage(format!(
+                "exec: process.user.{field}: {}",
+                crate::spec::UNCHANGED_ID_REASON
+            )));
+        }
         let relay = opts.process.terminal && opts.console_socket.is_none();
         if relay && opts.detach {
             return Err(ContainerError::Usage(

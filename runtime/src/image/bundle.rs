@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -24,8 +25,13 @@ pub enum BundleError {
     },
     #[error("image {image} has no command to run: give one after `--` or with --entrypoint")]
     NoCommand { image: String },
-    #[error("user {user:?}: {reason}")]
-    User { user: String, reason: String },
+    #[error("{origin} {user:?}: {reason}")]
+    User {
+        /// `--user` or the image's `User`.
+        origin: &'static str,
+        user: String,
+        reason: String,
+    },
     #[error("--env {0:?} is not KEY=VALUE")]
     Env(String),
 }
@@ -82,8 +88,13 @@ fn build(store: &Store, image: &ImageRecord, dir: &Path, o: &Overrides) -> Resul
     let _gc = store.lock("gc", false)?;
     let rc = run_config(store, image)?;
     let lowers = layer_dirs(store, image)?;
-    std::fs::create_dir_all(dir.parent().unwrap_or(dir)).map_err(io_err("create", dir))?;
-    std::fs::create_dir(dir).map_err(io_err("create", dir))?;
+    if let Some(parent) = dir.parent() {
+        crate::private_dir::ensure(parent).map_err(io_err("create", parent))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err("create", dir))?;
     store.record_use(image, dir)?;
     for sub in ["upper", "work", "rootfs"] {
         std::fs::create_dir(dir.join(sub)).map_err(io_err("create", &dir.join(sub)))?;
@@ -147,12 +158,11 @@ fn spec_for(
 ) -> Result<Value, BundleError> {
     let args = command(image, rc, o)?;
     let env = environment(rc, o)?;
-    let user_spec = o
-        .user
-        .clone()
-        .or_else(|| rc.user.clone())
-        .unwrap_or_default();
-    let (uid, gid, groups) = resolve_user(rootfs, &user_spec)?;
+    let (origin, user_spec) = match (&o.user, &rc.user) {
+        (Some(u), _) => ("--user", u.as_str()),
+        (None, u) => ("the image's User", u.as_deref().unwrap_or("")),
+    };
+    let (uid, gid, groups) = resolve_user(rootfs, user_spec, origin)?;
     let mut spec = crate::spec::default_spec(false);
     spec["root"] = json!({ "path": rootfs, "readonly": false });
     spec["hostname"] = json!(o.hostname);
@@ -216,12 +226,17 @@ fn environment(rc: &RunConfig, o: &Overrides) -> Result<Vec<String>, BundleError
 
 /// `user`, `uid`, `user:group`, `uid:gid` → ids, looked up in the image's own `/etc/passwd` and
 /// `/etc/group`, read without following any link out of the image.
-fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), BundleError> {
+fn resolve_user(
+    rootfs: &Path,
+    spec: &str,
+    origin: &'static str,
+) -> Result<(u32, u32, Vec<u32>), BundleError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let err = |reason: &str| BundleError::User {
+        origin,
         user: spec.to_owned(),
         reason: reason.to_owned(),
     };
@@ -258,6 +273,17 @@ fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), Bundl
             .collect(),
         _ => Vec::new(),
     };
+    let ids = [("uid", uid), ("gid", gid)]
+        .into_iter()
+        .chain(extra.iter().map(|g| ("supplementary gid", *g)));
+    for (what, id) in ids {
+        if id == crate::spec::UNCHANGED_ID {
+            return Err(err(&format!(
+                "{what}: {}",
+                crate::spec::UNCHANGED_ID_REASON
+            )));
+        }
+    }
     Ok((uid, gid, extra))
 }
 
@@ -321,12 +347,51 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("etc/group"), "root:x:0:\nweb:x:33:\nlog:x:4:web\n").unwrap();
-        assert_eq!(resolve_user(&dir, "").unwrap(), (0, 0, vec![]));
-        assert_eq!(resolve_user(&dir, "web").unwrap(), (33, 33, vec![4]));
-        assert_eq!(resolve_user(&dir, "web:log").unwrap(), (33, 4, vec![]));
-        assert_eq!(resolve_user(&dir, "1234:5").unwrap(), (1234, 5, vec![]));
-        let e = resolve_user(&dir, "nobody").unwrap_err().to_string();
+        assert_eq!(resolve_user(&dir, "", "--user").unwrap(), (0, 0, vec![]));
+        assert_eq!(
+            resolve_user(&dir, "web", "--user").unwrap(),
+            (33, 33, vec![4])
+        );
+        assert_eq!(
+            resolve_user(&dir, "web:log", "--user").unwrap(),
+            (33, 4, vec![])
+        );
+        assert_eq!(
+            resolve_user(&dir, "1234:5", "--user").unwrap(),
+            (1234, 5, vec![])
+        );
+        let e = resolve_user(&dir, "nobody", "--user")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nobody") && e.contains("/etc/passwd"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_unchanged_id_is_refused_however_it_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "max:x:4294967295:5::/:/bin/sh\nops:x:40:40::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "huge:x:4294967295:ops\n").unwrap();
+        let cases = [
+            ("4294967295", "uid"),
+            ("max", "uid"),
+            ("40:4294967295", "gid"),
+            ("40:huge", "gid"),
+            ("ops", "supplementary gid"),
+        ];
+        for (spec, what) in cases {
+            let e = resolve_user(dir.path(), spec, "the image's User")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("the image's User {spec:?}: {what}: 4294967295")),
+                "{e}"
+            );
+        }
     }
 }

@@ -17,6 +17,9 @@
 //! Containers made from images keep their bundles beside the store
 //! (`<root>/../containers/<id>`), each with an `image.json` naming the image and the chains it
 //! stacks. Those chains are in use: `rmi` refuses the image (unless forced) and `prune` keeps them.
+//!
+//! The root, the directories in it and the bundles directory are 0700 (see [`crate::private_dir`]):
+//! unpacked layers and containers' roots hold setuid files and device nodes from images.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -132,6 +135,12 @@ pub struct FileLock {
 impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
+        crate::private_dir::ensure(&root).at(&root)?;
+        // What an older version made may be open to other users, its bundles among them.
+        let made = DIRS.iter().map(|d| root.join(d));
+        for p in made.chain([super::bundle::bundles_root(&root)]) {
+            crate::private_dir::tighten(&p).at(&p)?;
+        }
         for d in DIRS {
             let p = root.join(d);
             fs::DirBuilder::new()

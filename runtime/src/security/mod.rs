@@ -18,6 +18,8 @@ pub enum SecurityError {
     Sys { what: String, source: io::Error },
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error("process.user.{field}: {}", crate::spec::UNCHANGED_ID_REASON)]
+    UnchangedId { field: String },
 }
 
 pub(crate) fn sys(r: libc::c_int, what: impl Into<String>) -> Result<(), SecurityError> {
@@ -113,6 +115,10 @@ pub fn apply_identity(p: &Process) -> Result<(), SecurityError> {
 
 fn set_user(p: &Process) -> Result<(), SecurityError> {
     let u = &p.user;
+    // Checked again here, the last step before the ids change, for every path that leads here.
+    if let Some(field) = crate::spec::unchanged_id_field(u) {
+        return Err(SecurityError::UnchangedId { field });
+    }
     let groups: Vec<libc::gid_t> = u.additional_gids.clone();
     // setgroups is refused in a user namespace whose setgroups file says deny; only try when asked.
     if !groups.is_empty() || !in_restricted_userns() {

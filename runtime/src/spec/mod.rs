@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use default::default_spec;
 pub use resources::*;
-pub use validate::validate;
+pub use validate::{unchanged_id_field, validate, UNCHANGED_ID, UNCHANGED_ID_REASON};
 
 /// The largest `config.json` skiff accepts; real ones are a few KiB.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path};
 
-use super::{NamespaceKind, Spec, SpecError};
+use super::{NamespaceKind, Spec, SpecError, User};
 
 /// Bounds that keep a hostile config from costing minutes or gigabytes; real configs are far below them.
 pub const MAX_MOUNTS: usize = 4096;
@@ -13,6 +13,29 @@ pub const MAX_PATH_LISTS: usize = 4096;
 pub const MAX_HOOKS: usize = 256;
 pub const MAX_ARGV_ENV_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_GROUPS: usize = 65536;
+
+/// (uid_t)-1, also (gid_t)-1: setresuid and setresgid read it as "leave unchanged", so a process
+/// asked to run as it would keep the runtime's root. Never a usable id.
+pub const UNCHANGED_ID: u32 = u32::MAX;
+
+/// Why [`UNCHANGED_ID`] is refused, for every error that names a field holding it.
+pub const UNCHANGED_ID_REASON: &str =
+    "4294967295 is -1 as a uid_t or gid_t, which the kernel reads as \"leave unchanged\" (the process would stay root): not a valid id";
+
+/// The field of `user` (`uid`, `gid`, `additionalGids[i]`) that holds [`UNCHANGED_ID`], if any.
+pub fn unchanged_id_field(user: &User) -> Option<String> {
+    if user.uid == UNCHANGED_ID {
+        return Some("uid".into());
+    }
+    if user.gid == UNCHANGED_ID {
+        return Some("gid".into());
+    }
+    let i = user
+        .additional_gids
+        .iter()
+        .position(|g| *g == UNCHANGED_ID)?;
+    Some(format!("additionalGids[{i}]"))
+}
 
 pub fn validate(spec: &Spec) -> Result<(), SpecError> {
     check_version(&spec.oci_version)?;
@@ -73,6 +96,12 @@ fn check_process(spec: &Spec) -> Result<(), SpecError> {
         return Err(SpecError::invalid(
             "process.args/env",
             format!("{bytes} bytes exceed the {MAX_ARGV_ENV_BYTES}-byte limit"),
+        ));
+    }
+    if let Some(field) = unchanged_id_field(&p.user) {
+        return Err(SpecError::invalid(
+            format!("process.user.{field}"),
+            UNCHANGED_ID_REASON,
         ));
     }
     if p.user.additional_gids.len() > MAX_GROUPS {

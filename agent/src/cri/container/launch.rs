@@ -217,7 +217,9 @@ fn build_and_launch(
     let dir = &rec.bundle;
     let lowers =
         skiff_runtime::image::rootfs::layer_dirs(&d.images, &img.record).map_err(internal)?;
-    for sub in ["", "upper", "work", "rootfs"] {
+    skiff_runtime::private_dir::ensure(dir)
+        .map_err(|e| internal(format!("create {}: {e}", dir.display())))?;
+    for sub in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))
             .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;
     }

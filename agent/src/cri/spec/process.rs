@@ -2,7 +2,9 @@
 //! environment, working directory, user and limits.
 
 use cri_api::v1 as cri;
-use skiff_runtime::spec::{Process, Rlimit, User};
+use skiff_runtime::spec::{
+    unchanged_id_field, Process, Rlimit, User, UNCHANGED_ID, UNCHANGED_ID_REASON,
+};
 use tonic::Status;
 
 use super::user::Accounts;
@@ -154,6 +156,13 @@ fn apparmor(sc: Option<&cri::LinuxContainerSecurityContext>) -> Option<String> {
 pub fn user(input: &SpecInput) -> Result<User, Status> {
     let accounts = Accounts::load(&input.rootfs);
     let sc = input.security().cloned().unwrap_or_default();
+    let image_user_spec = input.image.user.as_deref().unwrap_or("");
+    // Where the user comes from: it also names the account files' ids checked at the end.
+    let origin = match (sc.run_as_user, sc.run_as_username.as_str()) {
+        (Some(u), _) => ("run_as_user", u.value.to_string()),
+        (None, "") => ("image User", image_user_spec.to_owned()),
+        (None, name) => ("run_as_username", name.to_owned()),
+    };
     let (uid, mut gid, name) = if let Some(u) = sc.run_as_user {
         let uid = id_from("run_as_user", u.value)?;
         let entry = accounts.user_by_uid(uid);
@@ -172,7 +181,7 @@ pub fn user(input: &SpecInput) -> Result<User, Status> {
         })?;
         (e.uid, e.gid, Some(e.name.clone()))
     } else {
-        image_user(&accounts, input.image.user.as_deref().unwrap_or(""))?
+        image_user(&accounts, image_user_spec)?
     };
     if let Some(g) = sc.run_as_group {
         gid = id_from("run_as_group", g.value)?;
@@ -193,19 +202,29 @@ pub fn user(input: &SpecInput) -> Result<User, Status> {
             additional.push(g);
         }
     }
-    Ok(User {
+    let user = User {
         uid,
         gid,
         additional_gids: additional,
         ..Default::default()
-    })
+    };
+    // The request's own ids were checked as they were read; what is left came from the user's
+    // origin: its number, or its entries in the container's /etc/passwd and /etc/group.
+    if let Some(field) = unchanged_id_field(&user) {
+        let why = format!("process.user.{field} would be {UNCHANGED_ID_REASON}");
+        return Err(bad(origin.0, &origin.1, &why));
+    }
+    Ok(user)
 }
 
 fn id_from(field: &str, v: i64) -> Result<u32, Status> {
     u32::try_from(v)
         .ok()
-        .filter(|v| *v != u32::MAX)
         .ok_or_else(|| bad(field, &v.to_string(), "not a valid id"))
+        .and_then(|id| match id {
+            UNCHANGED_ID => Err(bad(field, &v.to_string(), UNCHANGED_ID_REASON)),
+            id => Ok(id),
+        })
 }
 
 /// The image's `User`: `name`, `uid`, `uid:gid`, `name:group` (either side by name or number).

@@ -297,6 +297,65 @@ fn users_resolve_in_the_container_passwd() {
 }
 
 #[test]
+fn the_unchanged_id_is_refused_from_every_source() {
+    let mut fx = fixture();
+    std::fs::write(
+        fx.rootfs.join("etc/passwd"),
+        "max:x:4294967295:0::/:/bin/sh\ngmax:x:2000:4294967295::/:/bin/sh\nops:x:2001:0::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(fx.rootfs.join("etc/group"), "huge:x:4294967295:ops\n").unwrap();
+    let max = || Some(cri::Int64Value { value: 4294967295 });
+    let sc = |f: &dyn Fn(&mut cri::LinuxContainerSecurityContext)| {
+        let mut sc = cri::LinuxContainerSecurityContext::default();
+        f(&mut sc);
+        let mut c = with_sc(sc);
+        c.command = s(&["x"]);
+        c
+    };
+    let uid = |v| Some(cri::Int64Value { value: v });
+    let requests = [
+        (
+            sc(&|s| s.run_as_user = max()),
+            "run_as_user \"4294967295\": 4294967295 is -1 as a uid_t",
+        ),
+        (
+            sc(&|s| s.run_as_group = max()),
+            "run_as_group \"4294967295\": 4294967295 is -1 as a uid_t",
+        ),
+        (
+            sc(&|s| s.supplemental_groups = vec![4294967295]),
+            "supplemental_groups",
+        ),
+        (
+            sc(&|s| s.run_as_username = "max".into()),
+            "run_as_username \"max\": process.user.uid",
+        ),
+        (
+            sc(&|s| s.run_as_user = uid(2000)),
+            "run_as_user \"2000\": process.user.gid",
+        ),
+        (
+            sc(&|s| s.run_as_user = uid(2001)),
+            "run_as_user \"2001\": process.user.additionalGids[1]",
+        ),
+    ];
+    for (config, needle) in requests {
+        fx.invalid(&config, needle);
+    }
+    for (user, needle) in [
+        ("4294967295", "process.user.uid"),
+        ("max", "process.user.uid"),
+        ("2001:4294967295", "process.user.gid"),
+        ("2001:huge", "process.user.gid"),
+        ("ops", "process.user.additionalGids[1]"),
+    ] {
+        fx.image.user = Some(user.into());
+        fx.invalid(&sc(&|_| {}), &format!("image User {user:?}: {needle}"));
+    }
+}
+
+#[test]
 fn passwd_symlinks_stay_inside_the_rootfs() {
     let fx = fixture();
     // An absolute symlink is resolved as if the rootfs were `/`: it must find the rootfs's file,
