@@ -88,10 +88,9 @@ struct PodView {
 
 async fn pods(d: &mut Skiffd) -> Vec<PodView> {
     let mut out = Vec::new();
-    let list = d
-        .rt
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await;
+    let list =
+        d.rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await;
     let list = match list {
         Ok(l) => l.into_inner().items,
         Err(e) => panic!(
