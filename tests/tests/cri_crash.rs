@@ -187,6 +187,18 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Restarts skiffd and waits until the new daemon answers. A child the killed daemon had forked but
+/// not yet exec'd still holds its listening socket for a moment, and may take the first connection.
+async fn restart(d: &mut Skiffd) {
+    d.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let request = cri::VersionRequest::default();
+    while let Err(e) = d.rt.version(request.clone()).await {
+        assert!(Instant::now() < deadline, "skiffd did not come back: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// RunPodSandbox of `creates` and Stop+Remove of `removes`, all at once, each on its own connection
 /// clone; results are ignored (the daemon dies under them).
 fn burst(
@@ -275,7 +287,7 @@ async fn kill_during_bursts(version: &str, bridge: &str, subnet: &str) {
         for t in tasks {
             let _ = t.await;
         }
-        d.restart().await;
+        restart(&mut d).await;
         let when = format!("after a kill {delay} ms into round {round} ({version})");
         assert_consistent(&mut d, bridge, ipam.path(), &when).await;
         // Interrupted stops finish with a second StopPodSandbox; the rest stay for the next round.
@@ -285,7 +297,7 @@ async fn kill_during_bursts(version: &str, bridge: &str, subnet: &str) {
         assert_consistent(&mut d, bridge, ipam.path(), &format!("{when}, cleaned")).await;
     }
     teardown(&mut d, bridge, ipam.path()).await;
-    d.restart().await;
+    restart(&mut d).await;
     assert_consistent(&mut d, bridge, ipam.path(), "restart after teardown").await;
     assert_eq!(reservations(ipam.path()), Vec::new());
 }
@@ -347,7 +359,7 @@ async fn daemon_with_plugin_dir(conflist: String, bin: &Path) -> Skiffd {
         1,
     );
     std::fs::write(&d.config, toml).unwrap();
-    d.restart().await;
+    restart(&mut d).await;
     d
 }
 
@@ -384,7 +396,7 @@ async fn stop_cut_off_after_the_network_is_gone_reports_notready() {
     // From now on sk-hang lets every command through.
     std::fs::remove_file(hang.path().join("bin/sk-hang")).unwrap();
     hanging_plugin(hang.path(), "NONE");
-    d.restart().await;
+    restart(&mut d).await;
     let st = d.pod_status(&pod.id).await.unwrap().status.unwrap();
     assert_eq!(
         st.state,
@@ -417,7 +429,7 @@ async fn create_cut_off_after_the_address_is_reserved_leaks_nothing() {
     for t in create {
         let _ = t.await;
     }
-    d.restart().await;
+    restart(&mut d).await;
     assert!(d.list_pods(None).await.is_empty());
     assert_consistent(&mut d, "skcrash3", ipam.path(), "after the restart").await;
     assert_eq!(
