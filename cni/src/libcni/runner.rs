@@ -171,43 +171,51 @@ impl Cni {
             .into_iter()
             .filter(|c| !keep(c))
             .collect();
-        if !list.disable_gc && at_least(&list.cni_version, (1, 1, 0)) {
-            let inv = Invocation {
-                command: Some(Command::Gc),
-                path: self.plugin_dirs.clone(),
-                ..Invocation::default()
-            };
-            let attachments = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
-            for plugin in &list.plugins {
-                let mut conf = build_config(list, plugin, None, &Map::new());
-                if let Value::Object(o) = &mut conf {
-                    o.insert("cni.dev/valid-attachments".into(), attachments.clone());
-                }
-                self.exec(plugin, &inv, &conf)?;
+        if list.disable_gc || !at_least(&list.cni_version, (1, 1, 0)) {
+            return self.gc_by_del(list, &stale);
+        }
+        let inv = Invocation {
+            command: Some(Command::Gc),
+            path: self.plugin_dirs.clone(),
+            ..Invocation::default()
+        };
+        let attachments = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
+        for plugin in &list.plugins {
+            let mut conf = build_config(list, plugin, None, &Map::new());
+            if let Value::Object(o) = &mut conf {
+                o.insert("cni.dev/valid-attachments".into(), attachments.clone());
             }
-        } else {
-            // Older plugins learn about stale attachments only through DEL, given the netns
-            // while it still is one (its interface goes with the DEL).
-            for c in &stale {
-                let netns = Some(c.netns.clone()).filter(|p| Netns::open(p).is_ok());
-                let att = Attachment {
-                    container_id: c.container_id.clone(),
-                    netns: netns.unwrap_or_default(),
-                    ifname: c.if_name.clone(),
-                    args: c
-                        .cni_args
-                        .iter()
-                        .map(|[k, v]| (k.clone(), v.clone()))
-                        .collect(),
-                    capability_args: c.capability_args.clone(),
-                };
-                self.del(list, &att)?;
-            }
+            self.exec(plugin, &inv, &conf)?;
         }
         for c in stale {
             self.cache.remove(&list.name, &c.container_id, &c.if_name);
         }
         Ok(())
+    }
+
+    /// GC for plugins older than 1.1.0, which learn about stale attachments only through DEL: each
+    /// gets one, with its netns while that still is one (the interface goes with the DEL). A failed
+    /// DEL keeps its cache entry for the next GC; the first error is returned after the rest.
+    fn gc_by_del(&self, list: &NetConfList, stale: &[CacheEntry]) -> Result<(), CniError> {
+        let mut result = Ok(());
+        for c in stale {
+            let netns = Some(c.netns.clone()).filter(|p| Netns::open(p).is_ok());
+            let att = Attachment {
+                container_id: c.container_id.clone(),
+                netns: netns.unwrap_or_default(),
+                ifname: c.if_name.clone(),
+                args: c
+                    .cni_args
+                    .iter()
+                    .map(|[k, v]| (k.clone(), v.clone()))
+                    .collect(),
+                capability_args: c.capability_args.clone(),
+            };
+            if let Err(e) = self.del(list, &att) {
+                result = result.and(Err(e));
+            }
+        }
+        result
     }
 
     /// VERSION of a plugin, as its raw answer.
