@@ -297,3 +297,18 @@ fn is_link_local(ip: &IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_link_local(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_labels_round_trip_and_foreign_aliases_are_not_labels() {
+        let label = veth_label("pods", "abc123", "eth0");
+        assert_eq!(label, "skiff:pods:abc123/eth0");
+        assert_eq!(parse_veth_label(&label), Some(("pods", "abc123", "eth0")));
+        for foreign in ["", "uplink", "skiff:abc/eth0", "skiff:pods:noifname"] {
+            assert_eq!(parse_veth_label(foreign), None, "{foreign}");
+        }
+    }
+}
