@@ -1,5 +1,5 @@
-//! IPAM and lifecycle: concurrent ADDs, idempotent DEL, GC, CHECK, STATUS,
-//! dual-stack, and the host-local on-disk format.
+//! IPAM and lifecycle: concurrent ADDs, idempotent DEL, GC (addresses, rules
+//! and host veths), CHECK, STATUS, dual-stack, and the host-local on-disk format.
 
 mod common;
 use common::*;
@@ -146,6 +146,69 @@ fn gc_removes_attachments_not_in_valid_list() {
         rules.contains("skiff:keep/eth0") && !rules.contains("skiff:stale/eth0"),
         "{rules}"
     );
+}
+
+/// `(name, alias)` of every port of `bridge` in `node`.
+fn ports(node: &Ns, bridge: &str) -> Vec<(String, String)> {
+    let out = node.output(&["ip", "-j", "link", "show", "master", bridge]);
+    let links: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    links
+        .iter()
+        .map(|l| {
+            let name = l["ifname"].as_str().unwrap_or_default().to_string();
+            (name, l["ifalias"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn gc_removes_host_veths_not_in_valid_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let c = conf(dir.path());
+    let (p1, p2) = (Ns::new("p"), Ns::new("p"));
+    add(&node, &p1, "keep", &c);
+    add(&node, &p2, "stale", &c);
+    let labels: Vec<String> = ports(&node, "cni0").into_iter().map(|p| p.1).collect();
+    assert!(
+        labels.contains(&"skiff:ipamnet:keep/eth0".into())
+            && labels.contains(&"skiff:ipamnet:stale/eth0".into()),
+        "{labels:?}"
+    );
+    // A port no skiff-bridge labelled, and one of another network on the same bridge.
+    for (name, alias) in [("skforeign", ""), ("skothernet", "skiff:other:stale/eth0")] {
+        node.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ]);
+        node.ip(&["link", "set", name, "master", "cni0"]);
+        if !alias.is_empty() {
+            node.ip(&["link", "set", name, "alias", alias]);
+        }
+    }
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let out = call(&node, "GC", "", "", &gc);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut left: Vec<String> = ports(&node, "cni0").into_iter().map(|p| p.1).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["", "skiff:ipamnet:keep/eth0", "skiff:other:stale/eth0"],
+        "GC keeps the valid attachment's veth and ports that are not this network's"
+    );
+    assert!(p2.output(&["ip", "link", "show", "eth0"]).is_empty());
+    assert!(!p1.output(&["ip", "link", "show", "eth0"]).is_empty());
 }
 
 #[test]

@@ -73,18 +73,25 @@ impl Cache {
 
     /// Every cached attachment of `network`.
     pub fn list(&self, network: &str) -> Vec<CacheEntry> {
+        self.entries(&format!("{network}-"))
+            .into_iter()
+            .filter(|e| e.network_name == network)
+            .collect()
+    }
+
+    /// Every cached attachment, of any network.
+    pub fn list_all(&self) -> Vec<CacheEntry> {
+        self.entries("")
+    }
+
+    fn entries(&self, file_prefix: &str) -> Vec<CacheEntry> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         rd.filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{network}-"))
-            })
+            .filter(|e| e.file_name().to_string_lossy().starts_with(file_prefix))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
-            .filter(|e| e.network_name == network)
             .collect()
     }
 }

@@ -3,6 +3,7 @@
 use crate::spec::env::format_args;
 use crate::spec::{CniError, Command, ErrorCode};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -42,7 +43,9 @@ pub fn find_plugin(plugin_type: &str, dirs: &[String]) -> Result<PathBuf, CniErr
 /// (or a synthesised one) on failure.
 pub fn run_plugin(plugin: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
     let cmd = inv.command.map_or("", Command::as_str);
-    let mut child = Process::new(plugin)
+    let mut process = Process::new(plugin);
+    die_with_caller(&mut process);
+    let mut child = process
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", &inv.container_id)
         .env("CNI_NETNS", &inv.netns)
@@ -65,6 +68,30 @@ pub fn run_plugin(plugin: &Path, inv: &Invocation, stdin: &[u8]) -> Result<Vec<u
         return Ok(out.stdout);
     }
     Err(plugin_error(plugin, &out.stdout, &out.stderr))
+}
+
+/// A plugin does not outlive the runtime that ran it: otherwise a runtime
+/// killed mid-ADD restarts, garbage-collects, and the orphaned ADD reserves
+/// its address afterwards, for a sandbox nobody knows. Killed with the runtime,
+/// what it did half-way is for the next GC. The signal follows the calling
+/// thread, which waits for the plugin, so it fires only when the caller dies.
+fn die_with_caller(process: &mut Process) {
+    // SAFETY: getpid has no preconditions.
+    let caller = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // prctl and getppid, which are async-signal-safe and allocate nothing.
+    unsafe {
+        process.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The caller may have died before the prctl took effect.
+            if libc::getppid() != caller {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 fn plugin_error(plugin: &Path, stdout: &[u8], stderr: &[u8]) -> CniError {

@@ -4,6 +4,7 @@
 
 use super::cache::{base64, Cache, CacheEntry, DEFAULT_CACHE_DIR};
 use super::exec::{find_plugin, run_plugin, Invocation};
+use crate::netns::Netns;
 use crate::spec::version::at_least;
 use crate::spec::{CniError, Command, ErrorCode, NetConfList, ValidAttachment};
 use serde_json::{Map, Value};
@@ -81,8 +82,12 @@ impl Cni {
         run_plugin(&path, inv, &stdin)
     }
 
-    /// ADD through the list; caches and returns the final result.
+    /// ADD through the list; caches and returns the final result. The
+    /// attachment is cached (without a result) before the first plugin runs,
+    /// so a runtime that dies mid-ADD finds it again for DEL or GC, also
+    /// where the plugins are too old for GC.
     pub fn add(&self, list: &NetConfList, att: &Attachment) -> Result<Value, CniError> {
+        self.cache.put(&cache_entry(list, att, None))?;
         let inv = self.invocation(Command::Add, att);
         let mut prev: Option<Value> = None;
         for plugin in &list.plugins {
@@ -95,21 +100,8 @@ impl Cni {
             prev = Some(result);
         }
         let result = prev.unwrap_or(Value::Null);
-        self.cache.put(&CacheEntry {
-            kind: "cniCacheV1".into(),
-            container_id: att.container_id.clone(),
-            config: base64(&serde_json::to_vec(list).unwrap_or_default()),
-            if_name: att.ifname.clone(),
-            network_name: list.name.clone(),
-            netns: att.netns.clone(),
-            cni_args: att
-                .args
-                .iter()
-                .map(|(k, v)| [k.clone(), v.clone()])
-                .collect(),
-            capability_args: att.capability_args.clone(),
-            result: Some(result.clone()),
-        })?;
+        self.cache
+            .put(&cache_entry(list, att, Some(result.clone())))?;
         Ok(result)
     }
 
@@ -179,41 +171,51 @@ impl Cni {
             .into_iter()
             .filter(|c| !keep(c))
             .collect();
-        if !list.disable_gc && at_least(&list.cni_version, (1, 1, 0)) {
-            let inv = Invocation {
-                command: Some(Command::Gc),
-                path: self.plugin_dirs.clone(),
-                ..Invocation::default()
-            };
-            let attachments = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
-            for plugin in &list.plugins {
-                let mut conf = build_config(list, plugin, None, &Map::new());
-                if let Value::Object(o) = &mut conf {
-                    o.insert("cni.dev/valid-attachments".into(), attachments.clone());
-                }
-                self.exec(plugin, &inv, &conf)?;
+        if list.disable_gc || !at_least(&list.cni_version, (1, 1, 0)) {
+            return self.gc_by_del(list, &stale);
+        }
+        let inv = Invocation {
+            command: Some(Command::Gc),
+            path: self.plugin_dirs.clone(),
+            ..Invocation::default()
+        };
+        let attachments = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
+        for plugin in &list.plugins {
+            let mut conf = build_config(list, plugin, None, &Map::new());
+            if let Value::Object(o) = &mut conf {
+                o.insert("cni.dev/valid-attachments".into(), attachments.clone());
             }
-        } else {
-            // Older plugins learn about stale attachments only through DEL.
-            for c in &stale {
-                let att = Attachment {
-                    container_id: c.container_id.clone(),
-                    netns: String::new(),
-                    ifname: c.if_name.clone(),
-                    args: c
-                        .cni_args
-                        .iter()
-                        .map(|[k, v]| (k.clone(), v.clone()))
-                        .collect(),
-                    capability_args: c.capability_args.clone(),
-                };
-                self.del(list, &att)?;
-            }
+            self.exec(plugin, &inv, &conf)?;
         }
         for c in stale {
             self.cache.remove(&list.name, &c.container_id, &c.if_name);
         }
         Ok(())
+    }
+
+    /// GC for plugins older than 1.1.0, which learn about stale attachments only through DEL: each
+    /// gets one, with its netns while that still is one (the interface goes with the DEL). A failed
+    /// DEL keeps its cache entry for the next GC; the first error is returned after the rest.
+    fn gc_by_del(&self, list: &NetConfList, stale: &[CacheEntry]) -> Result<(), CniError> {
+        let mut result = Ok(());
+        for c in stale {
+            let netns = Some(c.netns.clone()).filter(|p| Netns::open(p).is_ok());
+            let att = Attachment {
+                container_id: c.container_id.clone(),
+                netns: netns.unwrap_or_default(),
+                ifname: c.if_name.clone(),
+                args: c
+                    .cni_args
+                    .iter()
+                    .map(|[k, v]| (k.clone(), v.clone()))
+                    .collect(),
+                capability_args: c.capability_args.clone(),
+            };
+            if let Err(e) = self.del(list, &att) {
+                result = result.and(Err(e));
+            }
+        }
+        result
     }
 
     /// VERSION of a plugin, as its raw answer.
@@ -228,6 +230,24 @@ impl Cni {
         serde_json::from_slice(&out).map_err(|e| {
             CniError::new(ErrorCode::Decode, "invalid VERSION answer").with_details(e.to_string())
         })
+    }
+}
+
+fn cache_entry(list: &NetConfList, att: &Attachment, result: Option<Value>) -> CacheEntry {
+    CacheEntry {
+        kind: "cniCacheV1".into(),
+        container_id: att.container_id.clone(),
+        config: base64(&serde_json::to_vec(list).unwrap_or_default()),
+        if_name: att.ifname.clone(),
+        network_name: list.name.clone(),
+        netns: att.netns.clone(),
+        cni_args: att
+            .args
+            .iter()
+            .map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        capability_args: att.capability_args.clone(),
+        result,
     }
 }
 

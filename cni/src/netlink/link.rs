@@ -15,6 +15,7 @@ const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
@@ -39,6 +40,8 @@ pub struct Link {
     pub master: u32,
     pub flags: u32,
     pub kind: String,
+    /// IFLA_IFALIAS: skiff-bridge labels a host veth with its attachment.
+    pub alias: String,
 }
 
 impl Link {
@@ -83,6 +86,9 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         master: find_attr(&list, IFLA_MASTER)
             .and_then(attr_u32)
             .unwrap_or(0),
+        alias: find_attr(&list, IFLA_IFALIAS)
+            .map(attr_str)
+            .unwrap_or_default(),
     })
 }
 
@@ -215,6 +221,16 @@ pub fn set_master(s: &mut Socket, index: u32, master: u32) -> Result<(), NlError
         Msg::new(RTM_SETLINK, ACK)
             .raw(&ifinfo(0, index, 0, 0))
             .u32(IFLA_MASTER, master)
+            .finish(seq)
+    })
+}
+
+/// Sets the link's alias (IFLA_IFALIAS, at most 255 bytes).
+pub fn set_alias(s: &mut Socket, index: u32, alias: &str) -> Result<(), NlError> {
+    s.request("set alias", |seq| {
+        Msg::new(RTM_SETLINK, ACK)
+            .raw(&ifinfo(0, index, 0, 0))
+            .str(IFLA_IFALIAS, alias)
             .finish(seq)
     })
 }

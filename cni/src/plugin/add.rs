@@ -1,7 +1,9 @@
 //! ADD: bridge, veth, IPAM, addresses and routes, gateway, NAT.
 
 use super::config::BridgeConf;
-use super::links::{configure_container, create_veth, ensure_bridge, ensure_gateway_addrs, nl};
+use super::links::{
+    configure_container, create_veth, ensure_bridge, ensure_gateway_addrs, nl, veth_label,
+};
 use super::{ipam, Request};
 use crate::ipnet::IpNet;
 use crate::nat;
@@ -44,8 +46,16 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
         Ok::<_, CniError>((netns, host, ctr))
     })?;
     let br = phase("bridge", || ensure_bridge(&mut host, &conf))?;
+    let label = veth_label(&req.conf.name, &req.env.container_id, &req.env.ifname);
     let (hv, cv) = phase("veth", || {
-        create_veth(&mut host, &mut ctr, &netns, &req.env.ifname, &br, &conf)
+        create_veth(
+            &mut host,
+            &mut ctr,
+            &netns,
+            (&req.env.ifname, &label),
+            &br,
+            &conf,
+        )
     })?;
     // The bridge takes its MAC from its ports, so read it after attaching.
     let br = link::by_index(&mut host, br.index)

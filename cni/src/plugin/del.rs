@@ -1,11 +1,14 @@
 //! DEL (idempotent, tolerant of a vanished netns) and GC.
 
 use super::add::{container_socket, open_netns, phase};
-use super::links::nl;
+use super::config::BridgeConf;
+use super::links::{gc_veths, nl};
 use super::{ipam, Request};
 use crate::nat;
 use crate::netlink::link;
+use crate::netlink::Socket;
 use crate::spec::{CniError, ErrorCode};
+use std::collections::HashSet;
 
 pub fn del(req: &Request) -> Result<(), CniError> {
     // IPAM first: even if the netns is gone the address must be freed.
@@ -35,8 +38,23 @@ fn delete_container_link(req: &Request) -> Result<(), CniError> {
     }
 }
 
+/// GC: releases the addresses, host veths and nft rules of every attachment
+/// not in `cni.dev/valid-attachments`. Each part is tried; the first error
+/// is returned.
 pub fn gc(req: &Request) -> Result<(), CniError> {
-    ipam::gc(req)?;
+    let conf = BridgeConf::parse(&req.raw)?;
     let valid = req.conf.valid_attachments.clone().unwrap_or_default();
-    nat::gc(&valid)
+    let keep: HashSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let addresses = phase("ipam", || ipam::gc(req));
+    let veths = phase("veths", || {
+        let mut host = Socket::route().map_err(nl("open netlink"))?;
+        gc_veths(&mut host, &conf.bridge, &req.conf.name, |id, ifname| {
+            keep.contains(&(id, ifname))
+        })
+    });
+    let rules = phase("nat", || nat::gc(&valid));
+    addresses.and(veths.map(drop)).and(rules)
 }

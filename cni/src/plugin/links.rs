@@ -59,14 +59,15 @@ fn random_veth_name() -> String {
 }
 
 /// Creates the veth pair (peer named `ifname` inside the netns) with the host
-/// end already on the bridge and up, in one request; then applies the rarer
+/// end already on the bridge and up, in one request; then labels the host end
+/// (`label`, from `veth_label`, so GC can tell whose it is), applies the rarer
 /// port options (hairpin, vlan) and, once the port is set, brings the
 /// container end up. Returns (host, container).
 pub fn create_veth(
     host: &mut Socket,
     ctr: &mut Socket,
     netns: &Netns,
-    ifname: &str,
+    (ifname, label_text): (&str, &str),
     br: &Link,
     conf: &BridgeConf,
 ) -> Result<(Link, Link), CniError> {
@@ -98,6 +99,7 @@ pub fn create_veth(
         }
     }
     let result = lookup_pair(host, ctr, &host_name, ifname).and_then(|(hv, cv)| {
+        label(host, &hv, label_text)?;
         port_options(host, &hv, conf)?;
         link::set_up(ctr, cv.index).map_err(nl("set container veth up"))?;
         Ok((hv, cv))
@@ -121,6 +123,61 @@ fn lookup_pair(
         .map_err(nl("look up container veth"))?
         .ok_or_else(|| CniError::internal("container veth missing", ifname))?;
     Ok((hv, cv))
+}
+
+/// The kernel keeps at most `IFALIAS_MAX` bytes; a longer label (an unusually
+/// long container id) is not stored, and GC then leaves that veth alone.
+const IFALIAS_MAX: usize = 255;
+
+/// The label of a host veth: its network and attachment. Network names and
+/// container ids cannot hold ':' or '/' (CNI allows `[a-zA-Z0-9_.-]`).
+pub fn veth_label(network: &str, id: &str, ifname: &str) -> String {
+    format!("skiff:{network}:{id}/{ifname}")
+}
+
+/// (network, container id, ifname) of a label written by `veth_label`.
+pub fn parse_veth_label(label: &str) -> Option<(&str, &str, &str)> {
+    let (network, rest) = label.strip_prefix("skiff:")?.split_once(':')?;
+    let (id, ifname) = rest.rsplit_once('/')?;
+    Some((network, id, ifname))
+}
+
+fn label(s: &mut Socket, hv: &Link, text: &str) -> Result<(), CniError> {
+    if text.len() > IFALIAS_MAX {
+        tracing::warn!(veth = %hv.name, "attachment label too long for an interface alias");
+        return Ok(());
+    }
+    link::set_alias(s, hv.index, text).map_err(nl("label host veth"))
+}
+
+/// GC: deletes the host veths on `bridge` labelled with an attachment of
+/// `network` for which `keep(id, ifname)` is false (deleting the host end
+/// removes the pod's end too). Unlabelled ports (another plugin's, or an
+/// older skiff-bridge's) and other networks' stay.
+pub fn gc_veths(
+    s: &mut Socket,
+    bridge: &str,
+    network: &str,
+    keep: impl Fn(&str, &str) -> bool,
+) -> Result<usize, CniError> {
+    let Some(br) = link::by_name(s, bridge).map_err(nl("look up bridge"))? else {
+        return Ok(0);
+    };
+    let stale_label = |alias: &str| {
+        parse_veth_label(alias).is_some_and(|(net, id, ifname)| net == network && !keep(id, ifname))
+    };
+    let stale: Vec<Link> = link::list(s)
+        .map_err(nl("list links"))?
+        .into_iter()
+        .filter(|l| l.master == br.index && l.kind == "veth" && stale_label(&l.alias))
+        .collect();
+    for l in &stale {
+        match link::delete(s, l.index) {
+            Err(e) if e.errno() != Some(libc::ENODEV) => return Err(nl("delete host veth")(e)),
+            _ => tracing::debug!(veth = %l.name, alias = %l.alias, "removed a stale host veth"),
+        }
+    }
+    Ok(stale.len())
 }
 
 fn port_options(s: &mut Socket, hv: &Link, conf: &BridgeConf) -> Result<(), CniError> {
@@ -238,5 +295,20 @@ fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
         IpAddr::V4(v4) => v4.is_link_local(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_labels_round_trip_and_foreign_aliases_are_not_labels() {
+        let label = veth_label("pods", "abc123", "eth0");
+        assert_eq!(label, "skiff:pods:abc123/eth0");
+        assert_eq!(parse_veth_label(&label), Some(("pods", "abc123", "eth0")));
+        for foreign in ["", "uplink", "skiff:abc/eth0", "skiff:pods:noifname"] {
+            assert_eq!(parse_veth_label(foreign), None, "{foreign}");
+        }
     }
 }

@@ -156,11 +156,11 @@ pub async fn stop(
 
 /// Stops the pod's containers, then its network and infra process; the caller holds the lock.
 async fn stop_locked(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
+    let was_ready = mark_stopping(d, id).await?;
     container::stop_in_sandbox(d, id).await?;
     let Some(rec) = d.sandboxes.get(id) else {
         return Ok(());
     };
-    let was_ready = rec.ready;
     let dd = d.clone();
     blocking(move || {
         let mut rec = rec;
@@ -176,6 +176,25 @@ async fn stop_locked(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
         events::emit(d, id, id, cri::ContainerEventType::ContainerStoppedEvent);
     }
     Ok(())
+}
+
+/// Records that the sandbox is no longer ready before anything of it is torn down, so a stop cut off
+/// half-way (a crash of skiffd) leaves a sandbox that reports NOTREADY, and the next StopPodSandbox
+/// redoes the rest (each step is idempotent). Whether it was ready.
+async fn mark_stopping(d: &Arc<Daemon>, id: &str) -> Result<bool, Status> {
+    let Some(rec) = d.sandboxes.get(id) else {
+        return Ok(false);
+    };
+    if !rec.ready {
+        return Ok(false);
+    }
+    let (dd, id) = (d.clone(), id.to_owned());
+    blocking(move || {
+        dd.sandboxes.update(&id, |s| s.ready = false)?;
+        Ok(())
+    })
+    .await?;
+    Ok(true)
 }
 
 pub async fn remove(
@@ -359,6 +378,8 @@ fn recover_blocking(d: &Daemon) {
     }
     let known: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
     setup::kill_stray_infras(&setup::pods_dir(d), &known);
+    // Before the pod directories go: a DEL for a plugin too old for GC still finds their netns.
+    network::collect_garbage(d, &records);
     if let Ok(entries) = std::fs::read_dir(setup::pods_dir(d)) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -368,15 +389,10 @@ fn recover_blocking(d: &Daemon) {
             }
         }
     }
-    let attached: HashSet<String> = records
-        .iter()
-        .filter(|r| r.cni_network.is_some())
-        .map(|r| r.id.clone())
-        .collect();
-    network::collect_garbage(d, &attached);
 }
 
-/// Why a ready sandbox cannot be ready any more: a pin that is no longer mounted, a dead infra process.
+/// Why a ready sandbox cannot be ready any more: a pin that is no longer mounted, a dead infra process,
+/// a pod interface that is gone.
 fn broken(rec: &SandboxRecord) -> Option<String> {
     let mounted = setup::mounts_below(&rec.dir);
     for pin in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
@@ -386,6 +402,9 @@ fn broken(rec: &SandboxRecord) -> Option<String> {
     }
     if rec.infra_pid.is_some() && !setup::infra_alive(rec) {
         return Some("the infra process is gone".into());
+    }
+    if rec.cni_network.is_some() {
+        return network::interface_lost(rec);
     }
     None
 }

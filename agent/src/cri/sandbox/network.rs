@@ -1,13 +1,16 @@
 //! The pod network: CNI ADD/DEL through `skiff_cni::libcni` with kubelet's CNI_ARGS and the
 //! `portMappings` capability, and the cleanup of attachments that belong to no sandbox.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::Engine;
 use serde_json::{Map, Value};
+use skiff_cni::libcni::cache::CacheEntry;
 use skiff_cni::libcni::{self, Attachment, Cni};
-use skiff_cni::spec::NetConfList;
+use skiff_cni::netlink::{link, Socket};
+use skiff_cni::netns::Netns;
+use skiff_cni::spec::{NetConfList, ValidAttachment};
 use tonic::Status;
 
 use super::SandboxRecord;
@@ -74,16 +77,16 @@ pub fn attach(
 
 /// The network config the ADD used (from the CNI cache), else the current one.
 fn conf_for(d: &Daemon, c: &Cni, network: &str, id: &str) -> Option<NetConfList> {
-    let cached = c
-        .cache
-        .get(network, id, IFNAME)
-        .and_then(|e| {
-            base64::engine::general_purpose::STANDARD
-                .decode(e.config)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<NetConfList>(&b).ok());
+    let cached = c.cache.get(network, id, IFNAME).and_then(cached_conf);
     cached.or_else(|| load_conf(d).ok().filter(|l| l.name == network))
+}
+
+/// The network config list a cache entry was written with.
+fn cached_conf(e: CacheEntry) -> Option<NetConfList> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(e.config)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// CNI DEL, which releases the pod's IP. Without any config for the network there is nothing to ask.
@@ -98,37 +101,57 @@ pub fn detach(d: &Daemon, rec: &SandboxRecord, network: &str) -> Result<(), Stat
         .netns
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned())
-        .filter(|p| skiff_cni::netns::Netns::open(p).is_ok())
+        .filter(|p| Netns::open(p).is_ok())
         .unwrap_or_default();
     c.del(&list, &attachment(rec, &netns, &[]))
         .map_err(|e| internal(format!("CNI DEL on network {network:?}: {e}")))
 }
 
-/// DEL for every cached attachment on the current network whose sandbox is not in `known`
-/// (left by a crash between ADD and saving the record, or by a removed record).
-pub fn collect_garbage(d: &Daemon, known: &HashSet<String>) {
-    let Ok(list) = load_conf(d) else { return };
+/// Start-up garbage collection of every network skiffd may have attached pods to (the current config
+/// and each one the CNI cache names): CNI GC with the attachments of `records` as the valid ones, so
+/// the plugins release the addresses, host veths and rules of every other attachment (left by a crash
+/// between ADD and saving the record, or by a removed record). For plugins older than CNI 1.1.0,
+/// libcni falls back to DEL of each cached attachment not in the list.
+pub fn collect_garbage(d: &Daemon, records: &[SandboxRecord]) {
     let c = cni(d);
-    for e in c.cache.list(&list.name) {
-        if known.contains(&e.container_id) {
-            continue;
+    let mut networks: BTreeMap<String, NetConfList> = BTreeMap::new();
+    for e in c.cache.list_all() {
+        let name = e.network_name.clone();
+        if let Some(list) = cached_conf(e).filter(|l| l.name == name) {
+            networks.entry(name).or_insert(list);
         }
-        let att = Attachment {
-            container_id: e.container_id.clone(),
-            netns: String::new(),
-            ifname: e.if_name.clone(),
-            args: e
-                .cni_args
-                .iter()
-                .map(|[k, v]| (k.clone(), v.clone()))
-                .collect(),
-            capability_args: e.capability_args.clone(),
-        };
-        let conf = conf_for(d, &c, &list.name, &e.container_id).unwrap_or_else(|| list.clone());
-        match c.del(&conf, &att) {
-            Ok(()) => tracing::info!(id = %e.container_id, "released a stale CNI attachment"),
-            Err(err) => tracing::warn!(id = %e.container_id, "stale CNI attachment: {err}"),
+    }
+    if let Ok(current) = load_conf(d) {
+        networks.insert(current.name.clone(), current);
+    }
+    for (name, list) in networks {
+        let valid: Vec<ValidAttachment> = records
+            .iter()
+            .filter(|r| r.cni_network.as_deref() == Some(name.as_str()))
+            .map(|r| ValidAttachment {
+                container_id: r.id.clone(),
+                ifname: IFNAME.into(),
+            })
+            .collect();
+        match c.gc(&list, &valid) {
+            Ok(()) => tracing::info!(network = %name, kept = valid.len(), "CNI garbage collected"),
+            Err(e) => tracing::warn!(network = %name, "CNI GC: {e}"),
         }
+    }
+}
+
+/// Why a pod attached to a network has lost it: its interface is gone from its netns (a DEL that
+/// ran without the record learning of it). `None` when it is there, or the netns cannot be looked at
+/// (the pin checks report that).
+pub fn interface_lost(rec: &SandboxRecord) -> Option<String> {
+    let path = rec.netns.as_ref()?.to_string_lossy().into_owned();
+    let netns = Netns::open(&path).ok()?;
+    let found = netns
+        .run(|| Socket::route().and_then(|mut s| link::by_name(&mut s, IFNAME)))
+        .ok()?;
+    match found {
+        Ok(None) => Some(format!("{IFNAME} is gone from {path}")),
+        _ => None,
     }
 }
 
