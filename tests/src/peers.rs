@@ -75,3 +75,50 @@ pub fn http_get(addr: &str, within: Duration) -> Result<String, String> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A binary of the Kubernetes set (crictl, critest, kubelet, …): `$SKIFF_K8S_BIN/NAME`, unpacked there
+/// (default /var/tmp/skiff-k8s/bin) by the `k8s/install` script of the shared directory
+/// (`$SKIFF_SHARED`, else `shared` beside the checkout or beside the directory holding a worktree).
+pub fn k8s_bin(name: &str) -> PathBuf {
+    let dest = std::env::var_os("SKIFF_K8S_BIN")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/skiff-k8s/bin"));
+    let bin = dest.join(name);
+    if bin.is_file() {
+        return bin;
+    }
+    let install = shared_dir().join("k8s/install");
+    std::fs::create_dir_all(&dest).unwrap_or_else(|e| panic!("mkdir {}: {e}", dest.display()));
+    // Test binaries run in parallel; the lock keeps two unpackings from writing the same file.
+    let out = Command::new("flock")
+        .arg(dest.join(".install.lock"))
+        .arg(&install)
+        .arg(&dest)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", install.display()));
+    assert!(
+        out.status.success() && bin.is_file(),
+        "{} {} did not provide {name}: {}",
+        install.display(),
+        dest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+fn shared_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SKIFF_SHARED").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let repo = crate::binary::workspace_dir();
+    [repo.join("../shared"), repo.join("../../shared")]
+        .into_iter()
+        .find(|d| d.join("k8s/install").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/k8s/install beside {} (set SKIFF_SHARED or SKIFF_K8S_BIN)",
+                repo.display()
+            )
+        })
+}
