@@ -347,6 +347,15 @@ fn pod_lifecycle_through_the_runc_shim_runs_on_skiff() {
     // crictl prints a newline after stdout and after stderr.
     assert_eq!(out.trim_end(), "sync\n0");
     assert_eq!(c.ok(&["exec", &app, "echo", "streamed"]).trim(), "streamed");
+    // Resources through the shim's `update --resources`, stats from the shim's cgroup reading.
+    c.ok(&["update", "--memory", "209715200", &app]);
+    let read_limit = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null \
+                      || cat /sys/fs/cgroup/memory.max";
+    let limit = c.ok(&["exec", "--sync", &app, "sh", "-c", read_limit]);
+    assert_eq!(limit.trim(), "209715200");
+    let stats: Value = serde_json::from_str(&c.ok(&["stats", "-o", "json", &app])).unwrap();
+    let memory = &stats["stats"][0]["memory"]["workingSetBytes"]["value"];
+    assert!(memory.as_str().is_some_and(|m| m != "0"), "{stats}");
     let out = c.crictl(&["exec", "--sync", &app, "sh", "-c", "exit 3"]);
     assert!(out.stderr.contains("exited with 3"), "{out}");
 

@@ -156,6 +156,9 @@ fn write_configs(dir: &Path) {
 fn run_exec_logs_stop_start_and_rm() {
     let p = Podman::start(1);
     assert_eq!(p.ok(&["run", "--rm", &p.image, "echo", "hi"]), "hi\n");
+    // The container's own terminal, through skiff's console socket.
+    let out = p.ok(&["run", "--rm", "-t", &p.image, "tty"]);
+    assert_eq!(out.trim(), "/dev/pts/0");
 
     let script = "trap 'echo got-term; exit 0' TERM; echo started; while :; do sleep 0.2; done";
     p.ok(&["run", "-d", "--name", "app", &p.image, "sh", "-c", script]);
@@ -181,6 +184,12 @@ fn run_exec_logs_stop_start_and_rm() {
     assert_eq!(p.ok(&["exec", "-t", "app", "tty"]).trim(), "/dev/pts/0");
     let out = p.run(&["exec", "app", "sh", "-c", "exit 3"]);
     assert_eq!(out.code, Some(3), "{out}");
+    p.ok(&["pause", "app"]);
+    let status = p.ok(&["inspect", "--format", "{{.State.Status}}", "app"]);
+    assert_eq!(status.trim(), "paused");
+    p.ok(&["unpause", "app"]);
+    let out = p.ok(&["exec", "app", "echo", "resumed"]);
+    assert_eq!(out, "resumed\n");
 
     // SIGTERM reaches the container's init: it exits long before the 60 s grace period.
     let started = std::time::Instant::now();
