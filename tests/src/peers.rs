@@ -58,6 +58,14 @@ impl Drop for RefBridge {
     }
 }
 
+/// Runs `cmd` on a terminal (util-linux `script` provides one), as `-it` clients want.
+pub fn on_terminal(cmd: &Command, out_dir: &Path) -> crate::cmd::Output {
+    let line = crate::cmd::describe(cmd);
+    let mut c = Command::new("script");
+    c.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+    crate::cmd::run(&mut c, out_dir, Duration::from_secs(90))
+}
+
 /// The body of `http://addr/`, retried until it answers or `within` passes.
 pub fn http_get(addr: &str, within: Duration) -> Result<String, String> {
     let deadline = Instant::now() + within;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skiff_tests::cmd::{self, Output};
 use skiff_tests::cri::{busybox_layout, kill_processes_mentioning, BUSYBOX};
-use skiff_tests::peers::{k8s_bin, require, RefBridge};
+use skiff_tests::peers::{k8s_bin, on_terminal, require, RefBridge};
 use skiff_tests::registry::{self, Registry};
 use skiff_tests::{host, runtime_bin};
 
@@ -103,7 +103,7 @@ impl Containerd {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    fn crictl(&self, args: &[&str]) -> Output {
+    fn crictl_command(&self, args: &[&str]) -> Command {
         let sock = format!("unix://{}", self.dir.join("containerd.sock").display());
         let mut c = Command::new(&self.crictl);
         c.arg("--config")
@@ -111,7 +111,16 @@ impl Containerd {
             .args(["--runtime-endpoint", &sock, "--image-endpoint", &sock])
             .args(["--timeout", "60s"])
             .args(args);
+        c
+    }
+
+    fn crictl(&self, args: &[&str]) -> Output {
+        let mut c = self.crictl_command(args);
         cmd::run(&mut c, &self.dir.join("out"), Duration::from_secs(90))
+    }
+
+    fn crictl_on_terminal(&self, args: &[&str]) -> Output {
+        on_terminal(&self.crictl_command(args), &self.dir.join("out"))
     }
 
     /// `crictl ARGS` that must succeed; its stdout.
@@ -347,6 +356,9 @@ fn pod_lifecycle_through_the_runc_shim_runs_on_skiff() {
     // crictl prints a newline after stdout and after stderr.
     assert_eq!(out.trim_end(), "sync\n0");
     assert_eq!(c.ok(&["exec", &app, "echo", "streamed"]).trim(), "streamed");
+    // On a terminal: the shim's `exec --console-socket`.
+    let out = c.crictl_on_terminal(&["exec", "-it", &app, "tty"]);
+    assert!(out.success() && out.stdout.contains("/dev/pts/"), "{out}");
     // Resources through the shim's `update --resources`, stats from the shim's cgroup reading.
     c.ok(&["update", "--memory", "209715200", &app]);
     let read_limit = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null \

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use skiff_tests::cmd::{self, Output};
 use skiff_tests::cri::{Skiffd, BUSYBOX};
-use skiff_tests::peers::k8s_bin;
+use skiff_tests::peers::{k8s_bin, on_terminal};
 
 struct Crictl {
     bin: PathBuf,
@@ -29,14 +29,18 @@ impl Crictl {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--config")
             .arg(self.dir.join("crictl.yaml"))
             .args(["--runtime-endpoint", &self.socket])
             .args(["--image-endpoint", &self.socket, "--timeout", "30s"])
             .args(args);
-        cmd::run(&mut c, &self.dir, Duration::from_secs(60))
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        cmd::run(&mut self.command(args), &self.dir, Duration::from_secs(60))
     }
 
     /// `crictl ARGS` that must succeed; its stdout.
@@ -142,6 +146,8 @@ async fn everyday_commands() {
         c.ok(&["exec", shown(&id), "echo", "streamed"]).trim(),
         "streamed"
     );
+    let out = on_terminal(&c.command(&["exec", "-it", shown(&id), "tty"]), &c.dir);
+    assert!(out.success() && out.stdout.contains("/dev/pts/"), "{out}");
 
     // crictl's default grace period is 0 (SIGKILL at once); with one, SIGTERM comes first.
     c.ok(&["stop", "--timeout", "30", shown(&id)]);
