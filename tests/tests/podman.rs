@@ -128,11 +128,14 @@ fn clean(dir: &Path) {
 }
 
 fn write_configs(dir: &Path) {
-    // podman asks for RLIMIT_NOFILE/NPROC of 1048576 by default; root without CAP_SYS_RESOURCE (as on
-    // some CI machines) cannot raise a hard limit that far, so any runtime, runc too, would fail.
+    // The file replaces Debian's /usr/share/containers/containers.conf, so its default sysctl is
+    // restated. podman asks for RLIMIT_NOFILE/NPROC of 1048576 by default; root without
+    // CAP_SYS_RESOURCE (as on some CI machines) cannot raise a hard limit that far, so any runtime,
+    // runc too, would fail.
     let containers = format!(
         "[containers]\nlog_driver = \"k8s-file\"\n\
          default_ulimits = [\"nofile=4096:4096\", \"nproc=16384:16384\"]\n\
+         default_sysctls = [\"net.ipv4.ping_group_range=0 0\"]\n\
          [network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{d}/net.d\"\n\
          cni_plugin_dirs = [\"/usr/lib/cni\"]\ndefault_network = \"skiff-podman\"\n\
          [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
@@ -155,6 +158,19 @@ fn write_configs(dir: &Path) {
 #[test]
 fn run_exec_logs_stop_start_and_rm() {
     let p = Podman::start(1);
+    // podman's default sysctl lands in the network namespace it made and pinned for the container.
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        &p.image,
+        "cat",
+        "/proc/sys/net/ipv4/ping_group_range",
+    ]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{out}"
+    );
     assert_eq!(p.ok(&["run", "--rm", &p.image, "echo", "hi"]), "hi\n");
     // The container's own terminal, through skiff's console socket.
     let out = p.ok(&["run", "--rm", "-t", &p.image, "tty"]);
