@@ -256,3 +256,28 @@ fn start_of_a_running_or_stopped_container() {
         &[],
     );
 }
+
+/// runc's callers (containerd's shim, podman) tell "it had already exited" from a failure by runc's
+/// words "container not running", and kill `--all` after every exit, which must succeed.
+#[test]
+fn kill_of_a_stopped_container() {
+    let env = TestEnv::new("err-kill-stopped");
+    let mut b = env.bundle();
+    b.args(&["true"]);
+    let id = env.id();
+    env.must_create(&b, &id);
+    env.must_start(&id);
+    env.wait_status(&id, "stopped", Duration::from_secs(10));
+    let out = env.rt(&["kill", &id, "KILL"]);
+    assert_failed_mentioning(
+        &out,
+        "kill of a stopped container",
+        &[&["container not running"]],
+    );
+    let out = env.rt(&["kill", "--all", &id, "KILL"]);
+    assert!(
+        out.success(),
+        "kill --all of a stopped container failed{out}"
+    );
+    assert_eq!(env.status(&id), "stopped");
+}

@@ -171,16 +171,25 @@ impl Runtime {
         let dir = StateDir::open(&self.root, id)?;
         let st = dir.load()?;
         let status = st.status(&dir.path);
+        if all {
+            // What outlives the init in its cgroup is still signalled once the container has stopped
+            // (containerd's shim kills it all after every exit); a cgroup already gone holds nothing.
+            return match cgroups::from_state(&st.cgroup).kill_all(signal) {
+                Err(e) if status == Status::Stopped => {
+                    tracing::debug!("kill --all of stopped {id}: {e}");
+                    Ok(())
+                }
+                r => r.map_err(Into::into),
+            };
+        }
         if status == Status::Stopped {
+            // "container not running" is the wording runc callers match to tell an exit that came first
+            // from a failure to signal.
             return Err(ContainerError::WrongState {
                 id: id.into(),
                 status,
-                action: "nothing to signal",
+                action: "container not running, nothing to signal",
             });
-        }
-        if all {
-            cgroups::from_state(&st.cgroup).kill_all(signal)?;
-            return Ok(());
         }
         // SAFETY: kill has no memory effects; the pid was verified alive and ours just above.
         if unsafe { libc::kill(st.pid, signal) } != 0 {
