@@ -587,7 +587,7 @@ pub fn cleanup(dir: &Path) {
 }
 
 /// Monitors and infra processes of this daemon carry its directory in their command line.
-fn kill_processes_mentioning(dir: &Path) {
+pub fn kill_processes_mentioning(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
     for (pid, cmd) in processes() {
         if cmd.contains(&needle) {

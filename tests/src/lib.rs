@@ -13,6 +13,7 @@ pub mod cri;
 pub mod env;
 pub mod host;
 pub mod kube;
+pub mod peers;
 pub mod registry;
 pub mod rootfs;
 pub mod stream;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use skiff_tests::cri::{command_lines, next_event, pod_config, v1 as cri, Options, Skiffd};
+use skiff_tests::cri::{
+    command_lines, container_config, next_event, pod_config, v1 as cri, Options, Skiffd,
+};
 use tonic::Code;
 
 /// A private pod network for test `n`: bridge `sksb<n>`, subnet 10.88.<n>.0/24, IPAM files in its own
@@ -351,6 +353,46 @@ async fn sysctls_apply_inside_the_pod_only() {
     }
     assert_eq!(pod_dirs(&d), vec![id.clone()]);
     d.remove_pod(&id).await.unwrap();
+}
+
+/// Safe and unsafe sysctls (as the kubelet names them) of a pod reach its containers, which join the
+/// pod's pinned network and IPC namespaces by path.
+#[tokio::test]
+async fn pod_sysctls_are_seen_by_its_containers() {
+    let net = Net::new(220);
+    let mut d = Skiffd::start_with(net.options()).await;
+    d.pull_busybox().await;
+    let mut c = pod_config("sysctl-ctr", &d.log_dir());
+    let sysctls = [
+        ("kernel.shm_rmid_forced", "1"),
+        ("net.ipv4.ping_group_range", "0 2147483647"),
+        ("net.ipv4.ip_unprivileged_port_start", "80"),
+        ("fs.mqueue.msg_max", "100"),
+    ];
+    c.linux.as_mut().unwrap().sysctls = sysctls
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let pod = d.run_pod(c).await;
+    let ctr = d
+        .run_container(&pod, container_config("app", "exec sleep 3600"))
+        .await;
+    for (key, want) in sysctls {
+        let file = format!("/proc/sys/{}", key.replace('.', "/"));
+        let r =
+            d.rt.exec_sync(cri::ExecSyncRequest {
+                container_id: ctr.clone(),
+                cmd: vec!["cat".into(), file],
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync cat {key}: {e}"))
+            .into_inner();
+        let seen = String::from_utf8_lossy(&r.stdout);
+        let seen = seen.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!((r.exit_code, seen.as_str()), (0, want), "{key}");
+    }
+    d.stop_and_remove_pod(&pod.id).await;
 }
 
 #[tokio::test]

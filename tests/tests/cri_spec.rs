@@ -231,6 +231,25 @@ async fn run_as_user_group_and_supplemental_groups() {
 }
 
 #[tokio::test]
+async fn run_as_group_without_a_user_is_refused() {
+    let mut d = Skiffd::start().await;
+    let pod = pod(&mut d, "group-only").await;
+    d.pull_busybox().await;
+    let mut c = sleeper("group-only");
+    security(&mut c).run_as_group = Some(cri::Int64Value { value: 2000 });
+    let e = d.create_container(&pod, c.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("run_as_group"), "{e}");
+    let left = d.list_containers(None).await;
+    assert!(left.is_empty(), "a refused container was kept: {left:?}");
+    // With a user by name the same group is fine.
+    security(&mut c).run_as_username = "root".into();
+    let id = d.run_container(&pod, c).await;
+    let (out, _, code) = sh(&mut d, &id, "id -u; id -g").await;
+    assert_eq!((code, out.as_str()), (0, "0\n2000\n"));
+}
+
+#[tokio::test]
 async fn readonly_rootfs_refuses_writes() {
     let mut c = sleeper("ro");
     security(&mut c).readonly_rootfs = true;

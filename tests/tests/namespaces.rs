@@ -1,7 +1,8 @@
 //! Each namespace kind, observed from inside the container.
 
 use serde_json::json;
-use skiff_tests::{host, skip_on_runc, Bundle, TestEnv};
+use skiff_tests::env::path_str;
+use skiff_tests::{assert_failed_mentioning, host, is_runc, skip_on_runc, Bundle, TestEnv};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -238,4 +239,95 @@ fn joins_the_uts_namespace_of_another_process() {
     assert_eq!(inner_ns(&env, &mut b, "uts"), want);
     let out = env.run_sh(&mut b, "hostname");
     assert_eq!(out.stdout.trim(), "joined-uts", "{out}");
+}
+
+/// Pins a new ipc and a new network namespace on files in the test's dir, as a pod's pinned
+/// namespaces are; the env unmounts them on drop.
+fn pinned_ipc_and_net(env: &TestEnv) -> (String, String) {
+    let ipc = env.dir.join("pinned-ipc");
+    let net = env.dir.join("pinned-net");
+    for f in [&ipc, &net] {
+        fs::write(f, "").unwrap();
+    }
+    let (ipc, net) = (path_str(&ipc).to_string(), path_str(&net).to_string());
+    env.host(
+        "unshare",
+        &[&format!("--ipc={ipc}"), &format!("--net={net}"), "true"],
+    );
+    (ipc, net)
+}
+
+#[test]
+fn sysctls_apply_in_namespaces_joined_by_path() {
+    let env = TestEnv::new("ns-join-sysctl");
+    let (ipc, net) = pinned_ipc_and_net(&env);
+    let host_shm = fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap();
+    let want_shm = if host_shm.trim() == "1" { "0" } else { "1" };
+    let mut b = env.bundle();
+    b.namespace("ipc", Some(&ipc));
+    b.namespace("network", Some(&net));
+    b.set(
+        "/linux/sysctl",
+        json!({"kernel.shm_rmid_forced": want_shm, "net.ipv4.ping_group_range": "0 2147483647"}),
+    );
+    let out = env.run_sh(
+        &mut b,
+        "cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ping_group_range",
+    );
+    let lines: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines, vec![want_shm, "0 2147483647"], "{out}");
+    // Written into the pinned namespaces, which outlive the container; the host's are untouched.
+    let inside = env.host(
+        "nsenter",
+        &[
+            &format!("--ipc={ipc}"),
+            "cat",
+            "/proc/sys/kernel/shm_rmid_forced",
+        ],
+    );
+    assert_eq!(inside.stdout.trim(), want_shm, "{inside}");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap(),
+        host_shm,
+        "host sysctl changed"
+    );
+}
+
+#[test]
+fn sysctls_are_refused_in_the_hosts_namespace_joined_by_path() {
+    let env = TestEnv::new("ns-join-host-sysctl");
+    // The host's namespaces by two routes: this process's /proc entry, and a file the host's ipc
+    // namespace is bind-mounted on (what matters is the namespace, not the path's shape).
+    let host_net = format!("/proc/{}/ns/net", std::process::id());
+    let host_ipc = env.dir.join("host-ipc");
+    fs::write(&host_ipc, "").unwrap();
+    let host_ipc = path_str(&host_ipc).to_string();
+    env.host("mount", &["--bind", "/proc/self/ns/ipc", &host_ipc]);
+    let mut cases = vec![(
+        "network",
+        host_net.as_str(),
+        "net.ipv4.ping_group_range",
+        "0 2147483647",
+    )];
+    // runc 1.1 compares only the network namespace with its own.
+    if !skip_on_runc("runc 1.1 sets IPC sysctls in any ipc namespace named by path") {
+        cases.push(("ipc", host_ipc.as_str(), "kernel.shm_rmid_forced", "1"));
+    }
+    for (kind, path, key, value) in cases {
+        let mut b = env.bundle();
+        b.namespace(kind, Some(path));
+        b.set("/linux/sysctl", json!({ key: value }));
+        let id = env.id();
+        let out = env.create(&b, &id);
+        let what = format!("{key} in the host's {kind} namespace");
+        assert_failed_mentioning(&out, &what, &[&[key]]);
+        if !is_runc() {
+            assert_failed_mentioning(&out, &what, &[&["not the host's"]]);
+        }
+        env.assert_clean(&id, &b.dir, None);
+    }
 }

@@ -241,17 +241,20 @@ fn check_linux(spec: &Spec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// A sysctl is only safe to set when the namespace that scopes it is the container's own; otherwise the
-/// write would change the host.
+/// A sysctl is only safe to set when the namespace that scopes it is not the host's: a new one, or one
+/// joined by path that is not the host's (a pod's pinned namespace). Otherwise the write would change the
+/// host.
 fn check_sysctl(spec: &Spec, key: &str) -> Result<(), SpecError> {
     let field = format!("linux.sysctl.{key}");
     if key.is_empty() || key.contains("..") || key.contains('\0') || key.starts_with(['.', '/']) {
         return Err(SpecError::invalid(field, "not a sysctl name"));
     }
-    let own = |kind| {
-        spec.namespace(kind)
-            .map(|ns| ns.path.is_none())
-            .unwrap_or(false)
+    let own = |kind| match spec.namespace(kind) {
+        None => false,
+        Some(ns) => match &ns.path {
+            None => true,
+            Some(path) => !crate::namespaces::is_host_ns(kind, path),
+        },
     };
     let ipc = key.starts_with("kernel.msg")
         || key.starts_with("kernel.sem")
@@ -270,7 +273,10 @@ fn check_sysctl(spec: &Spec, key: &str) -> Result<(), SpecError> {
         Some(kind) if own(kind) => Ok(()),
         Some(kind) => Err(SpecError::invalid(
             field,
-            format!("needs a new {} namespace", kind.as_str()),
+            format!(
+                "needs a {} namespace that is not the host's (a new one, or a path to another)",
+                kind.as_str()
+            ),
         )),
         None => Err(SpecError::invalid(
             field,

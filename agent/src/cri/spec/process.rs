@@ -175,6 +175,14 @@ pub fn user(input: &SpecInput) -> Result<User, Status> {
         image_user(&accounts, input.image.user.as_deref().unwrap_or(""))?
     };
     if let Some(g) = sc.run_as_group {
+        // A group alone would pair with whatever user the image names; CRI runtimes refuse it.
+        if sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+            return Err(bad(
+                "run_as_group",
+                &g.value.to_string(),
+                "set without run_as_user or run_as_username",
+            ));
+        }
         gid = id_from("run_as_group", g.value)?;
     }
     let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;

@@ -275,6 +275,10 @@ fn users_resolve_in_the_container_passwd() {
     assert_eq!(user_of(&fx, &strict), (1000, 1001, vec![1001, 500]));
     fx.invalid(&sc(&|s| s.run_as_username = "mallory".into()), "mallory");
     fx.invalid(
+        &sc(&|s| s.run_as_group = Some(cri::Int64Value { value: 7 })),
+        "without run_as_user",
+    );
+    fx.invalid(
         &sc(&|s| s.run_as_user = Some(cri::Int64Value { value: -1 })),
         "run_as_user",
     );
