@@ -243,4 +243,24 @@ mod tests {
             assert!(e.message().contains("image_sub_path"), "{e:?}");
         }
     }
+
+    #[test]
+    fn sub_path_symlinks_resolve_inside_the_image() {
+        let img = tempfile::tempdir().unwrap();
+        let root = img.path();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("data/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", root.join("data/up")).unwrap();
+        // The image has no /etc: a link to it is missing, never the host's /etc.
+        let e = sub_path_source(root, "data/abs").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        std::fs::create_dir(root.join("etc")).unwrap();
+        let real = std::fs::canonicalize(root).unwrap();
+        assert_eq!(
+            sub_path_source(&real, "data/abs").unwrap(),
+            real.join("etc")
+        );
+        assert_eq!(sub_path_source(&real, "data/up").unwrap(), real);
+        assert_eq!(sub_path_source(&real, "").unwrap(), real);
+    }
 }
