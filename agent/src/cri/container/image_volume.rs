@@ -7,6 +7,7 @@
 //! sub path resolved inside it without following symlinks out of the image.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 use cri_api::v1 as cri;
@@ -130,11 +131,7 @@ fn sub_path_source(dir: &Path, sub: &str) -> Result<PathBuf, Status> {
             truncate(sub)
         ))
     })?;
-    let real = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .map_err(internal)?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(internal)?;
     // RESOLVE_IN_ROOT kept the lookup inside; this only guards against a mount moved meanwhile.
     if !real.starts_with(dir) {
         return Err(internal(format!(
