@@ -337,3 +337,146 @@ async fn pod_network_counters_come_from_its_namespace() {
     assert_eq!(eth0.name, "eth0");
     assert!(net.interfaces.iter().all(|i| i.name != "lo"));
 }
+
+/// The cAdvisor container metrics kubelet's consumers read (and cri-tools checks), each with a value
+/// for a running container in a pod with its own network.
+const CADVISOR_METRICS: &[&str] = &[
+    "container_cpu_cfs_periods_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_throttled_seconds_total",
+    "container_cpu_system_seconds_total",
+    "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total",
+    "container_file_descriptors",
+    "container_fs_inodes_free",
+    "container_fs_inodes_total",
+    "container_fs_limit_bytes",
+    "container_fs_usage_bytes",
+    "container_last_seen",
+    "container_memory_cache",
+    "container_memory_failcnt",
+    "container_memory_failures_total",
+    "container_memory_kernel_usage",
+    "container_memory_mapped_file",
+    "container_memory_max_usage_bytes",
+    "container_memory_rss",
+    "container_memory_swap",
+    "container_memory_usage_bytes",
+    "container_memory_working_set_bytes",
+    "container_network_receive_bytes_total",
+    "container_network_receive_errors_total",
+    "container_network_receive_packets_dropped_total",
+    "container_network_receive_packets_total",
+    "container_network_transmit_bytes_total",
+    "container_network_transmit_errors_total",
+    "container_network_transmit_packets_dropped_total",
+    "container_network_transmit_packets_total",
+    "container_oom_events_total",
+    "container_processes",
+    "container_sockets",
+    "container_spec_cpu_period",
+    "container_spec_cpu_quota",
+    "container_spec_cpu_shares",
+    "container_spec_memory_limit_bytes",
+    "container_spec_memory_swap_limit_bytes",
+    "container_start_time_seconds",
+    "container_threads",
+    "container_threads_max",
+];
+
+#[tokio::test]
+async fn pod_metrics_carry_the_cadvisor_names_from_cgroups_and_proc() {
+    let ipam = tempfile::tempdir().unwrap();
+    let mut d = Skiffd::start_with(Options {
+        cni_conflist: Some(skiff_tests::cri::bridge_conflist(
+            "skmet0",
+            "10.98.41.0/24",
+            ipam.path(),
+        )),
+        ..Default::default()
+    })
+    .await;
+    let sandbox = d.run_pod(pod_config("metrics", &d.log_dir())).await;
+    d.pull_busybox().await;
+    let mut c = container_config("busy", "sleep 1000 & exec sleep 1000");
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 20_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = d.run_container(&sandbox, c).await;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    let descs: HashMap<String, usize> =
+        d.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors
+            .into_iter()
+            .map(|d| (d.name, d.label_keys.len()))
+            .collect();
+    let pods =
+        d.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_metrics;
+    let pod = pods
+        .iter()
+        .find(|p| p.pod_sandbox_id == sandbox.id)
+        .expect("the pod's metrics");
+    assert_eq!(pod.container_metrics.len(), 1);
+    assert_eq!(pod.container_metrics[0].container_id, id);
+    let all: Vec<&cri::Metric> = pod
+        .metrics
+        .iter()
+        .chain(pod.container_metrics[0].metrics.iter())
+        .collect();
+    for m in &all {
+        assert_eq!(descs.get(&m.name), Some(&m.label_values.len()), "{m:?}");
+        assert_eq!(
+            &m.label_values[0],
+            if m.name.contains("network") {
+                &sandbox.id
+            } else {
+                &id
+            }
+        );
+    }
+    let get = |name: &str| {
+        all.iter()
+            .find(|m| m.name == name)
+            .map(|m| value(&m.value))
+            .unwrap_or_else(|| panic!("no value for {name}"))
+    };
+    for name in CADVISOR_METRICS {
+        assert!(descs.contains_key(*name), "no descriptor for {name}");
+        get(name);
+    }
+    // The settings in force, read back from the container's cgroups.
+    assert_eq!(get("container_spec_cpu_shares"), 512);
+    assert_eq!(get("container_spec_cpu_quota"), 20_000);
+    assert_eq!(get("container_spec_cpu_period"), 100_000);
+    assert_eq!(get("container_spec_memory_limit_bytes"), 64 << 20);
+    // Its two processes, from /proc: a thread and three standard descriptors each.
+    assert_eq!(get("container_threads"), 2);
+    assert!(get("container_file_descriptors") >= 6);
+    assert!(get("container_memory_usage_bytes") > 0);
+    assert!(get("container_fs_limit_bytes") > 0);
+    assert!(get("container_fs_inodes_total") >= get("container_fs_inodes_free"));
+    let start = get("container_start_time_seconds");
+    assert!(
+        start <= started && start + 60 > started,
+        "{start} vs {started}"
+    );
+    assert!(get("container_last_seen") >= start);
+}

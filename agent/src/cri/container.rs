@@ -5,6 +5,7 @@
 //! (config.json, the overlay root and its upper/work dirs) and the monitor's files (exit record, log
 //! reopen count, the monitor's own diagnostics).
 
+mod image_volume;
 mod launch;
 mod lifecycle;
 mod status;
@@ -55,6 +56,12 @@ impl ContainerRecord {
     pub fn exit_file(&self) -> PathBuf {
         exit_file(&self.bundle)
     }
+}
+
+/// Unmounts a container's root and image volumes and deletes its directory.
+fn remove_bundle(dir: &Path) {
+    image_volume::unmount_all(dir);
+    skiff_runtime::image::bundle::remove_bundle(dir);
 }
 
 fn exit_file(bundle: &Path) -> PathBuf {

@@ -8,7 +8,7 @@ mod fsinfo;
 mod fsusage;
 mod lookup;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cri_api::v1 as cri;
@@ -20,7 +20,7 @@ use skiff_runtime::image::rootfs::{run_config, RunConfig};
 use skiff_runtime::image::store::ImageRecord;
 use skiff_runtime::image::{self as img, Credentials, HostsConfig, PullOptions, Reference};
 
-pub use fsinfo::{refresh as refresh_fs_info, FsInfoCache};
+pub use fsinfo::{get as fs_info_now, refresh as refresh_fs_info, FsInfoCache};
 pub use fsusage::{usage, Usage};
 pub use lookup::find;
 
@@ -202,6 +202,15 @@ fn pull_error(name: &str, e: img::Error) -> Status {
     }
 }
 
+/// Whether a container runs from image `id` or mounts it as a volume.
+fn uses_image(c: &super::container::ContainerRecord, id: &str) -> bool {
+    c.image_id == id
+        || c.config
+            .mounts
+            .iter()
+            .any(|m| m.image.as_ref().is_some_and(|i| i.image_ref == id))
+}
+
 pub async fn remove(
     d: &Arc<Daemon>,
     r: cri::RemoveImageRequest,
@@ -214,7 +223,7 @@ pub async fn remove(
             return Ok(cri::RemoveImageResponse {});
         };
         let id = found.config_digest.to_string();
-        if let Some(c) = d.containers.list().into_iter().find(|c| c.image_id == id) {
+        if let Some(c) = d.containers.list().into_iter().find(|c| uses_image(c, &id)) {
             return Err(Status::failed_precondition(format!(
                 "image {id} is in use by container {}",
                 c.id
@@ -245,22 +254,27 @@ pub async fn fs_info(
 }
 
 /// The usage of the image store and of every container's writable layer, walked now.
-fn measure_fs(d: &Daemon) -> cri::ImageFsInfoResponse {
+/// The `ImageFsInfo` answer, and each container's writable layer by id.
+fn measure_fs(d: &Daemon) -> (cri::ImageFsInfoResponse, HashMap<String, Usage>) {
     let root = d.images.root().to_path_buf();
     let images = usage(&root);
     let mut containers = Usage::default();
+    let mut each = HashMap::new();
     let mut mount = None;
     for c in d.containers.list() {
-        containers.add(&usage(&c.bundle));
+        let u = usage(&c.bundle);
+        containers.add(&u);
+        each.insert(c.id.clone(), u);
         mount = mount.or_else(|| c.bundle.parent().map(|p| p.to_path_buf()));
     }
     let mount = mount.unwrap_or_else(|| d.config.state_dir.join("containers"));
     // Stamped when the walk ends, which is when its figures were true.
     let now = now_nanos();
-    cri::ImageFsInfoResponse {
+    let resp = cri::ImageFsInfoResponse {
         image_filesystems: vec![fs_usage(now, &root, &images)],
         container_filesystems: vec![fs_usage(now, &mount, &containers)],
-    }
+    };
+    (resp, each)
 }
 
 fn fs_usage(now: i64, mount: &std::path::Path, u: &Usage) -> cri::FilesystemUsage {

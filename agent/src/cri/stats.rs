@@ -5,8 +5,10 @@
 //! (`usage_nano_cores`) come from the previous sample of the same object, kept in memory.
 
 mod cgroup;
+mod disk;
 mod metrics;
 mod net;
+mod procs;
 mod rate;
 
 use std::collections::HashMap;
@@ -265,6 +267,30 @@ pub async fn metric_descriptors(
     })
 }
 
+/// One container's metric inputs: its cgroups, processes and disk; `None` once its cgroups are gone.
+fn container_reading(d: &Daemon, c: &ContainerRecord, now: i64) -> Option<metrics::Reading> {
+    let dirs = CgroupDirs::of_container(&d.config.runtime_root(), &c.id)?;
+    let stats = dirs.stats();
+    let usage = d.fs_info.container(&c.id).map_or(0, |u| u.bytes);
+    let start = if c.started_at > 0 {
+        c.started_at
+    } else {
+        c.created_at
+    };
+    Some(metrics::Reading {
+        sample: dirs.sample_of(&stats),
+        stats,
+        cpu: dirs.cpu_spec(),
+        procs: dirs
+            .procs_file()
+            .map(|f| procs::count(&f))
+            .unwrap_or_default(),
+        disk: disk::of(&c.bundle, usage),
+        start_secs: (start.max(0) as u64) / 1_000_000_000,
+        now_secs: (now.max(0) as u64) / 1_000_000_000,
+    })
+}
+
 fn sandbox_metrics_of(d: &Daemon, sb: &SandboxRecord, now: i64) -> cri::PodSandboxMetrics {
     let pod_name = sb
         .config
@@ -289,7 +315,7 @@ fn sandbox_metrics_of(d: &Daemon, sb: &SandboxRecord, now: i64) -> cri::PodSandb
         .iter()
         .filter(|c| c.sandbox_id == sb.id)
         .filter_map(|c| {
-            let sample = container_sample(d, c)?;
+            let reading = container_reading(d, c, now)?;
             let name = c.config.metadata.as_ref().map(|m| m.name.as_str());
             let who = metrics::Subject {
                 id: &c.id,
@@ -298,7 +324,7 @@ fn sandbox_metrics_of(d: &Daemon, sb: &SandboxRecord, now: i64) -> cri::PodSandb
             };
             Some(cri::ContainerMetrics {
                 container_id: c.id.clone(),
-                metrics: metrics::container_metrics(now, &who, &sample),
+                metrics: metrics::container_metrics(now, &who, &reading),
             })
         })
         .collect();
@@ -313,6 +339,8 @@ pub async fn sandbox_metrics(
     d: &Arc<Daemon>,
     _r: cri::ListPodSandboxMetricsRequest,
 ) -> Result<cri::ListPodSandboxMetricsResponse, Status> {
+    // The writable layers' usage comes from the walk `ImageFsInfo` keeps, never a walk per call.
+    super::image::fs_info_now(d).await;
     let d = d.clone();
     blocking(move || {
         let now = now_nanos();

@@ -16,7 +16,9 @@ use tonic::Status;
 use super::super::error::{full_id, internal, invalid, not_found, truncate};
 use super::super::sandbox::SandboxRecord;
 use super::super::{blocking, events, image, spec, Daemon};
-use super::{container_dir, exit_file, reopen_file, watch, ContainerRecord};
+use super::{
+    container_dir, exit_file, image_volume, remove_bundle, reopen_file, watch, ContainerRecord,
+};
 use crate::monitor::Report;
 
 /// The longest container name accepted (Kubernetes allows 63).
@@ -33,7 +35,7 @@ pub async fn create(
     r: cri::CreateContainerRequest,
 ) -> Result<cri::CreateContainerResponse, Status> {
     let sandbox_id = full_id(&d.sandboxes, "sandbox", &r.pod_sandbox_id)?;
-    let config = r.config.ok_or_else(|| invalid("config is required"))?;
+    let mut config = r.config.ok_or_else(|| invalid("config is required"))?;
     let name = config
         .metadata
         .as_ref()
@@ -71,6 +73,7 @@ pub async fn create(
         &config.log_path,
     )?;
     let img = image::resolve(d, &image_name)?;
+    let volumes = image_volume::resolve(d, &mut config)?;
     let name = reserve_name(d, &sb.id, &config)?;
     let id = new_id()?;
     let dir = container_dir(d, &id);
@@ -92,7 +95,7 @@ pub async fn create(
     // and the name stays reserved until the record holds it.
     let rec = blocking(move || {
         let _name = name;
-        let out = build_and_launch(&dd, &sb, &img, rec).and_then(|rec| {
+        let out = build_and_launch(&dd, &sb, &img, &volumes, rec).and_then(|rec| {
             dd.containers.put(&rec)?;
             Ok(rec)
         });
@@ -212,6 +215,7 @@ fn build_and_launch(
     d: &Daemon,
     sb: &SandboxRecord,
     img: &image::ResolvedImage,
+    volumes: &[image_volume::ImageVolume],
     mut rec: ContainerRecord,
 ) -> Result<ContainerRecord, Status> {
     let dir = &rec.bundle;
@@ -224,10 +228,11 @@ fn build_and_launch(
             .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;
     }
     skiff_runtime::image::bundle::mount_overlay(dir, &lowers).map_err(internal)?;
+    let config = image_volume::mount_all(d, dir, &rec.config, volumes)?;
     let spec = spec::build(&spec::SpecInput {
         daemon: d,
         id: &rec.id,
-        config: &rec.config,
+        config: &config,
         sandbox: sb,
         image: &img.run,
         rootfs: dir.join("rootfs"),
@@ -329,7 +334,7 @@ pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
     if let Err(e) = d.runtime.delete(id, true) {
         tracing::warn!(container = id, "undo create: {e}");
     }
-    skiff_runtime::image::bundle::remove_bundle(dir);
+    remove_bundle(dir);
 }
 
 #[cfg(test)]

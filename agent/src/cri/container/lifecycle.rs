@@ -158,7 +158,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &ContainerRecord) -> Result<(), Status> 
         dd.runtime
             .delete(&rec.id, true)
             .map_err(|e| internal(format!("delete container {}: {e}", rec.id)))?;
-        skiff_runtime::image::bundle::remove_bundle(&rec.bundle);
+        super::remove_bundle(&rec.bundle);
         Ok(())
     })
     .await?;

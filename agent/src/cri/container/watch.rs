@@ -161,7 +161,7 @@ fn collect_garbage(d: &Daemon) {
         let name = e.file_name().to_string_lossy().into_owned();
         if e.path().is_dir() && ours(&name) && d.containers.get(&name).is_none() {
             tracing::info!(container = name, "removing a directory without a record");
-            skiff_runtime::image::bundle::remove_bundle(&e.path());
+            super::remove_bundle(&e.path());
         }
     }
 }

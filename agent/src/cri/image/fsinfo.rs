@@ -7,12 +7,14 @@
 //! answer at most `WAIT` and otherwise gets the last complete one. A walk is fresh for `MAX_AGE`,
 //! unless a pull, an image removal or a container's creation or removal made it stale.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cri_api::v1 as cri;
 use tokio::sync::watch;
 
+use super::Usage;
 use crate::cri::Daemon;
 
 const MAX_AGE: Duration = Duration::from_secs(10);
@@ -27,6 +29,8 @@ pub struct FsInfoCache {
 #[derive(Default)]
 struct Inner {
     last: Option<(Instant, cri::ImageFsInfoResponse)>,
+    /// Each container's writable layer, from the same walk.
+    containers: HashMap<String, Usage>,
     /// The disk changed since `last` was measured.
     stale: bool,
     running: bool,
@@ -47,6 +51,11 @@ impl FsInfoCache {
         self.lock().stale = true;
     }
 
+    /// Container `id`'s writable layer as the last walk found it.
+    pub fn container(&self, id: &str) -> Option<Usage> {
+        self.lock().containers.get(id).copied()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -65,8 +74,10 @@ pub fn refresh(d: &Arc<Daemon>) {
     let d = d.clone();
     tokio::task::spawn_blocking(move || {
         let walk = Walk(&d.fs_info);
-        let resp = super::measure_fs(&d);
-        walk.0.lock().last = Some((Instant::now(), resp));
+        let (resp, containers) = super::measure_fs(&d);
+        let mut inner = walk.0.lock();
+        inner.last = Some((Instant::now(), resp));
+        inner.containers = containers;
     });
 }
 

@@ -81,17 +81,82 @@ impl CgroupDirs {
     }
 
     pub fn sample(&self) -> Sample {
+        self.sample_of(&self.stats())
+    }
+
+    /// Everything the cgroups count, for the metrics that need more than a `Sample`.
+    pub fn stats(&self) -> Stats {
         let v1 = self
             .v1
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_path()))
             .collect();
-        let stats = collect(&Dirs {
+        collect(&Dirs {
             v1,
             unified: self.unified.as_deref(),
-        });
-        Sample::from_stats(&stats, self.v1.contains_key("memory"))
+        })
     }
+
+    pub fn sample_of(&self, stats: &Stats) -> Sample {
+        Sample::from_stats(stats, self.v1.contains_key("memory"))
+    }
+
+    /// The CPU settings in force: v1's `cpu.*` files, else v2's `cpu.weight` and `cpu.max`.
+    pub fn cpu_spec(&self) -> CpuSpec {
+        let read = |dir: &Path, f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
+        let num = |s: Option<String>| s.and_then(|s| s.parse::<i64>().ok());
+        if let Some(dir) = self.v1.get("cpu") {
+            return CpuSpec {
+                shares: num(read(dir, "cpu.shares")).unwrap_or(0) as u64,
+                period: num(read(dir, "cpu.cfs_period_us")).unwrap_or(0) as u64,
+                quota: num(read(dir, "cpu.cfs_quota_us"))
+                    .filter(|q| *q > 0)
+                    .map(|q| q as u64),
+            };
+        }
+        let Some(dir) = &self.unified else {
+            return CpuSpec::default();
+        };
+        let weight = num(read(dir, "cpu.weight")).unwrap_or(0) as u64;
+        let max = read(dir, "cpu.max").unwrap_or_default();
+        let mut f = max.split_whitespace();
+        let quota = f.next().and_then(|q| q.parse().ok());
+        let period = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        CpuSpec {
+            shares: weight_to_shares(weight),
+            period,
+            quota,
+        }
+    }
+
+    /// The file listing the cgroup's processes (any hierarchy has them all).
+    pub fn procs_file(&self) -> Option<PathBuf> {
+        ["pids", "memory", "cpuacct", "cpu"]
+            .iter()
+            .find_map(|c| self.v1.get(*c))
+            .or(self.unified.as_ref())
+            .map(|d| d.join("cgroup.procs"))
+    }
+}
+
+/// CPU shares, CFS period and quota (microseconds); `quota` is `None` when unlimited.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSpec {
+    pub shares: u64,
+    pub period: u64,
+    pub quota: Option<u64>,
+}
+
+/// v2's `cpu.weight` (1-10000) back to the v1 shares (2-262144) it was converted from.
+fn weight_to_shares(weight: u64) -> u64 {
+    if weight == 0 {
+        return 0;
+    }
+    2 + (weight - 1) * 262142 / 9999
 }
 
 pub use crate::cri::sandbox::resources::pod_relative_path;
@@ -117,7 +182,7 @@ pub struct Sample {
 }
 
 /// v1 reads "unlimited" as the largest page-aligned i64, v2 as `max`.
-fn limit(v: u64) -> Option<u64> {
+pub fn limit(v: u64) -> Option<u64> {
     (v != 0 && v < 1 << 60).then_some(v)
 }
 

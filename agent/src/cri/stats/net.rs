@@ -8,9 +8,13 @@ use skiff_cni::netns::Netns;
 pub struct Interface {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// The interfaces of the namespace pinned at `netns`, loopback left out.
@@ -36,15 +40,19 @@ pub fn parse_net_dev(text: &str) -> Vec<Interface> {
                 .split_whitespace()
                 .map(|v| v.parse().unwrap_or(0))
                 .collect();
-            if name == "lo" || f.len() < 11 {
+            if name == "lo" || f.len() < 12 {
                 return None;
             }
             Some(Interface {
                 name: name.to_string(),
                 rx_bytes: f[0],
+                rx_packets: f[1],
                 rx_errors: f[2],
+                rx_dropped: f[3],
                 tx_bytes: f[8],
+                tx_packets: f[9],
                 tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -62,7 +70,7 @@ mod tests {
     const DEV: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     120       2    0    0    0     0          0         0      120       2    0    0    0     0       0          0
-  eth0:    5000      40    1    0    0     0          0         0     3000      30    2    0    0     0       0          0
+  eth0:    5000      40    1    0    0     0          0         0     3000      30    2    3    0     0       0          0
   net1:       7       1    0    0    0     0          0         0        9       1    0    0    0     0       0          0
 ";
 
@@ -75,9 +83,13 @@ mod tests {
             Interface {
                 name: "eth0".into(),
                 rx_bytes: 5000,
+                rx_packets: 40,
                 rx_errors: 1,
+                rx_dropped: 0,
                 tx_bytes: 3000,
-                tx_errors: 2
+                tx_packets: 30,
+                tx_errors: 2,
+                tx_dropped: 3,
             }
         );
         assert_eq!(default_interface(&ifs).unwrap().name, "eth0");
