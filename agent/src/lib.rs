@@ -5,6 +5,7 @@ pub mod config;
 pub mod cri;
 pub mod execsync;
 pub mod monitor;
+pub mod node;
 pub mod pinns;
 pub mod server;
 pub mod store;
