@@ -1,6 +1,7 @@
 //! skiffd: a Kubernetes node's container runtime. The CRI gRPC services (`cri`), the records they keep
 //! (`store`), the per-container monitor (`monitor`) and pinned pod namespaces (`pinns`).
 
+pub mod authority;
 pub mod config;
 pub mod cri;
 pub mod execsync;
