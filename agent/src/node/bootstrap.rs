@@ -180,7 +180,7 @@ async fn wait_issued(api: &Api<CertificateSigningRequest>, name: &str) -> Result
 /// every new client to `clients`.
 pub async fn rotate(
     mut id: Identity,
-    paths: PathBuf,
+    kubeconfig: PathBuf,
     cert_dir: PathBuf,
     node: String,
     clients: watch::Sender<kube::Client>,
@@ -201,7 +201,7 @@ pub async fn rotate(
             let client = clients.borrow().clone();
             let renewed = async {
                 request_certificate(client, &node, &certs).await?;
-                Identity::load(&paths).await
+                Identity::load(&kubeconfig).await
             };
             match renewed.await {
                 Ok(new) => break new,

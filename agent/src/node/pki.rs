@@ -109,7 +109,7 @@ impl CertDir {
         };
         validity("the issued certificate", cert_pem.as_bytes())?;
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let stamp = Utc::now().format("%Y-%m-%d-%H-%M-%S%.f");
+        let stamp = Utc::now().format("%Y-%m-%d-%H-%M-%S");
         let dated = self.dir.join(format!("{}-{stamp}.pem", self.prefix));
         let mut both = String::from(cert_pem.trim_end());
         both.push('\n');
