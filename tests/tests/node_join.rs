@@ -425,6 +425,7 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
     args.push(format!("--node-ip={}", cp.ip));
     args.push(format!("--healthz-port={healthz}"));
     args.push("--node-labels=skiff.dev/test=join".into());
+    args.push("--register-with-taints=skiff.dev/test=join:PreferNoSchedule".into());
     wait_for("config.yaml", Duration::from_secs(30), || {
         node.var("config.yaml").exists().then_some(())
     });
@@ -459,6 +460,11 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
     assert_eq!(labels["kubernetes.io/hostname"], name.as_str());
     assert_eq!(labels["kubernetes.io/os"], "linux");
     assert_eq!(labels["skiff.dev/test"], "join");
+    let taints = n["spec"]["taints"].to_string();
+    assert!(
+        taints.contains(r#""effect":"PreferNoSchedule","key":"skiff.dev/test","value":"join""#),
+        "{taints}"
+    );
     let st = &n["status"];
     assert_eq!(
         st["nodeInfo"]["containerRuntimeVersion"]

@@ -91,7 +91,8 @@ fn pid_signal() -> Option<Signal> {
     Some(signal(max.saturating_sub(tasks), max))
 }
 
-/// The signals at or below their threshold, each with a line saying so.
+/// The signals below their threshold, each with a line saying so. The line names the threshold and
+/// not the measurement, so that a node under pressure does not post a new status at every change.
 pub fn crossed(
     signals: &BTreeMap<&'static str, Signal>,
     thresholds: &BTreeMap<String, Amount>,
@@ -104,10 +105,7 @@ pub fn crossed(
             (s.available < limit).then(|| {
                 (
                     name.clone(),
-                    format!(
-                        "{name} is {:.0}, below the threshold {limit:.0}",
-                        s.available
-                    ),
+                    format!("{name} is below the hard eviction threshold of {limit:.0}"),
                 )
             })
         })
@@ -157,7 +155,10 @@ mod tests {
         t.insert("imagefs.available".to_string(), Amount::Share(0.15));
         let c = crossed(&s, &t);
         assert_eq!(c.keys().collect::<Vec<_>>(), vec!["memory.available"]);
-        assert!(c["memory.available"].contains("below the threshold 100"));
+        assert_eq!(
+            c["memory.available"],
+            "memory.available is below the hard eviction threshold of 100"
+        );
         assert_eq!(condition_of("memory.available"), "MemoryPressure");
         assert_eq!(condition_of("imagefs.inodesFree"), "DiskPressure");
         assert_eq!(condition_of("pid.available"), "PIDPressure");

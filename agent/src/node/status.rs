@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
-    NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -215,6 +215,21 @@ fn node_info(m: &Machine) -> NodeSystemInfo {
     }
 }
 
+/// How many images the status lists, the largest first (kubelet's `nodeStatusMaxImages`).
+const MAX_IMAGES: usize = 50;
+
+/// The runtime's images as the Node lists them: every tag and digest as a name, with the size.
+pub fn images(mut list: Vec<cri_api::v1::Image>) -> Vec<ContainerImage> {
+    list.sort_by_key(|i| std::cmp::Reverse(i.size));
+    list.into_iter()
+        .take(MAX_IMAGES)
+        .map(|i| ContainerImage {
+            names: Some(i.repo_tags.into_iter().chain(i.repo_digests).collect()),
+            size_bytes: Some(i.size as i64),
+        })
+        .collect()
+}
+
 /// The whole status as of now.
 pub async fn compute(ctx: &NodeContext, previous: &[NodeCondition]) -> NodeStatus {
     let s = &ctx.settings;
@@ -233,6 +248,10 @@ pub async fn compute(ctx: &NodeContext, previous: &[NodeCondition]) -> NodeStatu
         .await
         .unwrap_or_default();
     let nodefs = machine::fs_usage(machine::existing_ancestor(&s.root_dir)).map_or(0, |u| u.bytes);
+    let listed = crate::cri::image::list(&ctx.daemon, Default::default())
+        .await
+        .map(|r| r.images)
+        .unwrap_or_default();
     let mut checks = vec![ready(&runtime)];
     checks.extend(pressures(&pressure::crossed(&signals, &s.eviction)));
     NodeStatus {
@@ -241,6 +260,7 @@ pub async fn compute(ctx: &NodeContext, previous: &[NodeCondition]) -> NodeStatu
         conditions: Some(conditions(&checks, previous, Time(Utc::now()))),
         addresses: Some(addresses(s)),
         node_info: Some(node_info(m)),
+        images: Some(images(listed)),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
                 port: i32::from(s.kubelet_port),
@@ -376,6 +396,24 @@ mod tests {
         let bad = ready(&[rc("RuntimeReady", true), rc("NetworkReady", false)]);
         let third = conditions(&[bad], &second, t1.clone());
         assert_eq!(third[0].last_transition_time, Some(t1));
+    }
+
+    #[test]
+    fn images_largest_first_with_all_names() {
+        let img = |tag: &str, size| cri_api::v1::Image {
+            repo_tags: vec![tag.into()],
+            repo_digests: vec![format!("{tag}@sha256:00")],
+            size,
+            ..Default::default()
+        };
+        let list = images(vec![img("small:1", 10), img("big:1", 1000)]);
+        assert_eq!(list[0].size_bytes, Some(1000));
+        assert_eq!(
+            list[0].names.as_deref().unwrap(),
+            ["big:1".to_string(), "big:1@sha256:00".to_string()]
+        );
+        let many = (0..60).map(|n| img(&format!("i:{n}"), n)).collect();
+        assert_eq!(images(many).len(), MAX_IMAGES);
     }
 
     #[test]
