@@ -42,6 +42,12 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The exit code once the process has exited (-1 when a signal ended it).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let status = self.child.try_wait().ok().flatten()?;
+        Some(status.code().unwrap_or(-1))
+    }
+
     /// Panics with the end of the log when the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
