@@ -194,7 +194,8 @@ pub async fn rotate(
         let wait = deadline
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        tracing::info!(expires = ?not_after, rotation_in = ?wait, "client certificate rotation scheduled");
+        let at = |t: SystemTime| k8s_openapi::chrono::DateTime::<k8s_openapi::chrono::Utc>::from(t);
+        tracing::info!(expires = %at(not_after), rotation = %at(deadline), "client certificate rotation scheduled");
         tokio::time::sleep(wait).await;
         let mut backoff = Backoff::default();
         id = loop {
