@@ -543,6 +543,7 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
         (l["spec"]["renewTime"] != first["spec"]["renewTime"]).then_some(l)
     });
     assert_eq!(renewed["spec"]["holderIdentity"], name.as_str());
+    eprintln!("skiffd in node mode, idle: {}", vm_rss(skiffd.pid()));
 
     // Ready follows the runtime's network: no CNI configuration, not ready, with the runtime's reason.
     let conflist = node.dir.join("net.d/10-pods.conflist");
@@ -706,4 +707,14 @@ fn install_short_cert(
     std::os::unix::fs::symlink("kubelet-client-short.pem", &link).unwrap();
     std::fs::rename(&link, pki.join("kubelet-client-current.pem")).unwrap();
     std::time::SystemTime::now() + life
+}
+
+/// The resident set of `pid`, as /proc reports it.
+fn vm_rss(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
 }
