@@ -8,6 +8,7 @@ pub mod cri;
 pub mod execsync;
 pub mod infra;
 pub mod monitor;
+pub mod node;
 pub mod pinns;
 pub mod server;
 pub mod store;

@@ -11,8 +11,23 @@ use skiff_tests::cri::{bridge_conflist, v1 as cri, Options, Skiffd};
 use skiff_tests::k8s::{ControlPlane, KubeletNode};
 
 const NODE: &str = "skiff-stock-node";
-const BRIDGE: &str = "skkubelet0";
-const SUBNET: &str = "10.211.40.0/24";
+
+/// Each test's pods on a bridge and subnet of their own.
+struct Net {
+    bridge: &'static str,
+    subnet: &'static str,
+}
+
+impl Net {
+    const DEPLOY: Net = Net {
+        bridge: "skkubelet0",
+        subnet: "10.211.40.0/24",
+    };
+    const STATS: Net = Net {
+        bridge: "skkubelet1",
+        subnet: "10.211.41.0/24",
+    };
+}
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -53,17 +68,17 @@ struct Cluster {
     _ipam: tempfile::TempDir,
 }
 
-async fn cluster() -> Cluster {
+async fn cluster(net: Net, kubelet_args: &[&str]) -> Cluster {
     let cp = ControlPlane::start();
     let ipam = tempfile::tempdir().unwrap();
     let d = Skiffd::start_with(Options {
-        cni_conflist: Some(bridge_conflist(BRIDGE, SUBNET, ipam.path())),
+        cni_conflist: Some(bridge_conflist(net.bridge, net.subnet, ipam.path())),
         ..Default::default()
     })
     .await;
-    let mut node = KubeletNode::join(&cp, NODE, &d.socket);
+    let mut node = KubeletNode::join_with(&cp, NODE, &d.socket, kubelet_args);
     node.wait_ready(&cp, Duration::from_secs(60));
-    let ns = format!("kubelet-stock-{}", std::process::id());
+    let ns = format!("{}-{}", net.bridge, std::process::id());
     cp.kubectl_ok(&["create", "namespace", &ns]);
     Cluster {
         ns,
@@ -72,6 +87,46 @@ async fn cluster() -> Cluster {
         cp,
         _ipam: ipam,
     }
+}
+
+impl Cluster {
+    /// `kubectl -n <ns> args…`.
+    fn kubectl(&self, args: &[&str]) -> skiff_tests::Output {
+        self.cp
+            .kubectl(&[&["-n", self.ns.as_str()][..], args].concat())
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.success(), "kubectl failed:{out}");
+        out.stdout
+    }
+
+    /// Applies the Deployment with `replicas` and waits until all of them are Ready.
+    fn deploy(&mut self, replicas: u32) {
+        let manifest = self.cp.dir.join("hello.yaml");
+        let yaml = DEPLOYMENT.replace("replicas: 2", &format!("replicas: {replicas}"));
+        std::fs::write(&manifest, yaml).unwrap();
+        self.kubectl_ok(&["apply", "-f", manifest.to_str().unwrap()]);
+        let ns = ["-n", self.ns.as_str()];
+        let rollout = ["rollout", "status", "deployment/hello", "--timeout=90s"];
+        let out = self
+            .cp
+            .kubectl_within(&[&ns[..], &rollout[..]].concat(), Duration::from_secs(100));
+        self.node.assert_running();
+        assert!(
+            out.success(),
+            "rollout:{out}\npods:\n{}\nkubelet:\n{}\nskiffd:\n{}",
+            self.kubectl(&["describe", "pods"]).stdout,
+            self.node.kubelet_log(60),
+            tail(&self.d.daemon_log(), 40),
+        );
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Drop for Cluster {
@@ -91,72 +146,105 @@ impl Drop for Cluster {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_runs_on_the_stock_kubelet_and_kubectl_reaches_its_pods() {
-    let mut c = cluster().await;
-    let (cp, d, node) = (&c.cp, &mut c.d, &mut c.node);
-    let ns = c.ns.clone();
-    let k = |args: &[&str]| -> Vec<String> {
-        let mut v = vec!["-n".to_string(), ns.clone()];
-        v.extend(args.iter().map(|a| a.to_string()));
-        v
-    };
-    let manifest = cp.dir.join("hello.yaml");
-    std::fs::write(&manifest, DEPLOYMENT).unwrap();
-    cp.kubectl_ok(&k(&["apply", "-f", manifest.to_str().unwrap()]));
-    let rollout = cp.kubectl_within(
-        &k(&["rollout", "status", "deployment/hello", "--timeout=90s"]),
-        Duration::from_secs(100),
-    );
-    node.assert_running();
-    assert!(
-        rollout.success(),
-        "rollout:{rollout}\npods:\n{}\nkubelet:\n{}",
-        cp.kubectl(&k(&["describe", "pods"])).stdout,
-        node.kubelet_log(40)
-    );
-    let pods = cp.kubectl_ok(&k(&["get", "pods", "-l", "app=hello", "-o", "name"]));
+    let mut c = cluster(Net::DEPLOY, &[]).await;
+    c.deploy(2);
+    let pods = c.kubectl_ok(&["get", "pods", "-l", "app=hello", "-o", "name"]);
     let pod = pods.lines().next().expect("a pod").to_string();
 
-    let logs = cp.kubectl_ok(&k(&["logs", &pod]));
+    let logs = c.kubectl_ok(&["logs", &pod]);
     assert!(logs.contains("hello from skiff"), "{logs}");
-    let exec = cp.kubectl_ok(&k(&["exec", &pod, "--", "cat", "/www/index.html"]));
+    let exec = c.kubectl_ok(&["exec", &pod, "--", "cat", "/www/index.html"]);
     assert_eq!(exec.trim(), "served by skiff");
-    let failed = cp.kubectl(&k(&["exec", &pod, "--", "sh", "-c", "exit 3"]));
+    let failed = c.kubectl(&["exec", &pod, "--", "sh", "-c", "exit 3"]);
     assert_eq!(failed.code, Some(3), "{failed}");
-    assert_eq!(port_forward_get(cp, &c.ns, &pod), "served by skiff");
+    assert_eq!(port_forward_get(&c, &pod), "served by skiff");
 
-    cp.kubectl_ok(&k(&["delete", "deployment", "hello", "--wait=true"]));
-    cp.kubectl_until(
-        &k(&["get", "pods", "-l", "app=hello", "-o", "name"]),
+    c.kubectl_ok(&["delete", "deployment", "hello", "--wait=true"]);
+    let ns = ["-n", c.ns.as_str()];
+    c.cp.kubectl_until(
+        &[&ns[..], &["get", "pods", "-l", "app=hello", "-o", "name"]].concat(),
         Duration::from_secs(60),
         |o| o.success() && o.stdout.trim().is_empty(),
     );
-    let running: Vec<_> = d
-        .list_containers(None)
-        .await
-        .into_iter()
-        .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
-        .collect();
+    let running: Vec<_> =
+        c.d.list_containers(None)
+            .await
+            .into_iter()
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .collect();
     assert!(running.is_empty(), "still running: {running:?}");
 }
 
-/// `GET /` through `kubectl port-forward <pod> :8080`.
-fn port_forward_get(cp: &ControlPlane, ns: &str, pod: &str) -> String {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(cp.admin_kubeconfig())
-        .args(["-n", ns, "port-forward", pod, ":8080"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kubectl port-forward");
-    let port = forwarded_port(&mut child);
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// kubelet 1.28 takes a pod's network counters from cAdvisor — which finds them only for a pause container's
+/// cgroup, and skiff pods have no pause container — unless `PodAndContainerStatsFromCRI` is on: then every
+/// pod figure, the network's included, comes from skiffd's ListPodSandboxStats (`linux.network`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubelet_summary_has_network_stats_of_skiff_pods() {
+    let mut c = cluster(
+        Net::STATS,
+        &["--feature-gates=PodAndContainerStatsFromCRI=true"],
+    )
+    .await;
+    c.deploy(1);
+    let ip = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    let mut received = 0;
+    for _ in 0..5 {
+        received += http_get((ip.trim(), 8080)).len();
+    }
+    let raw = format!("/api/v1/nodes/{NODE}/proxy/stats/summary");
+    let out =
+        c.cp.kubectl_until(&["get", "--raw", &raw], Duration::from_secs(30), |o| {
+            o.success()
+                && pod_network(&o.stdout)
+                    .is_some_and(|n| n["txBytes"].as_u64() > Some(received as u64))
+        });
+    let net = pod_network(&out.stdout).unwrap();
+    assert_eq!(net["name"], "eth0", "{net}");
+    assert!(net["rxBytes"].as_u64() > Some(0), "{net}");
+    let eth0 = net["interfaces"]
+        .as_array()
+        .and_then(|ifs| ifs.iter().find(|i| i["name"] == "eth0"));
+    assert!(eth0.is_some(), "{net}");
+}
+
+/// The `network` of the one pod in the summary (there is no other on the node).
+fn pod_network(summary: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(summary).ok()?;
+    let pod = v["pods"].as_array()?.first()?;
+    pod.get("network").cloned()
+}
+
+/// The whole reply to `GET /` over HTTP/1.0.
+fn http_get(addr: impl std::net::ToSocketAddrs) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     conn.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
         .unwrap();
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
+    reply
+}
+
+/// `GET /` through `kubectl port-forward <pod> :8080`.
+fn port_forward_get(c: &Cluster, pod: &str) -> String {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args(["-n", c.ns.as_str(), "port-forward", pod, ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl port-forward");
+    let port = forwarded_port(&mut child);
+    let reply = http_get(("127.0.0.1", port));
     let _ = child.kill();
     let _ = child.wait();
     assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply:?}");

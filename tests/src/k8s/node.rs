@@ -35,6 +35,16 @@ pub struct KubeletNode {
 impl KubeletNode {
     /// Joins `name` to `cp` with the runtime on `cri_socket`; returns once `kubeadm join` has succeeded.
     pub fn join(cp: &ControlPlane, name: &str, cri_socket: &Path) -> KubeletNode {
+        Self::join_with(cp, name, cri_socket, &[])
+    }
+
+    /// [`KubeletNode::join`] with more kubelet flags (`--feature-gates=…`, …).
+    pub fn join_with(
+        cp: &ControlPlane,
+        name: &str,
+        cri_socket: &Path,
+        kubelet_args: &[&str],
+    ) -> KubeletNode {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", std::process::id());
@@ -59,7 +69,7 @@ impl KubeletNode {
         node.write_hosts(cp);
         let mut join = node.start_join(cp, cri_socket);
         node.wait_for_flags(&mut join);
-        node.kubelet = Some(node.start_kubelet(cp));
+        node.kubelet = Some(node.start_kubelet(cp, kubelet_args));
         node.wait_joined(join);
         node
     }
@@ -176,7 +186,7 @@ exec "$@""#;
         Some(value.split_whitespace().map(String::from).collect())
     }
 
-    fn start_kubelet(&self, cp: &ControlPlane) -> Daemon {
+    fn start_kubelet(&self, cp: &ControlPlane, extra: &[&str]) -> Daemon {
         let mut c = self.in_node_namespace("kubelet", &bin::path("kubelet"));
         c.args([
             "--config=/var/lib/kubelet/config.yaml",
@@ -202,7 +212,8 @@ exec "$@""#;
         .arg("--make-iptables-util-chains=false")
         .arg("--fail-swap-on=false")
         // A shared test machine's disk may be fuller than the default 10 % free: no evictions for that.
-        .arg("--eviction-hard=memory.available<50Mi,nodefs.available<1%,imagefs.available<1%");
+        .arg("--eviction-hard=memory.available<50Mi,nodefs.available<1%,imagefs.available<1%")
+        .args(extra);
         Daemon::spawn("kubelet", &mut c, &self.dir)
     }
 
