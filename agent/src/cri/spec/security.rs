@@ -143,11 +143,33 @@ fn localhost(field: &str, path: &str) -> Result<Option<Seccomp>, Status> {
     if data.len() as u64 > MAX_PROFILE {
         return Err(bad(field, path, "profile is too large"));
     }
-    let profile: Seccomp = serde_json::from_slice(&data)
-        .map_err(|e| bad(field, path, &format!("not a seccomp profile: {e}")))?;
-    skiff_runtime::security::seccomp::compile(&profile)
-        .map_err(|e| bad(field, path, &format!("invalid seccomp profile: {e}")))?;
+    // serde's messages quote what they found: a file that is not a profile (a key, a password
+    // file) must not reach the client's error or the logs, only where it stopped making sense.
+    let profile: Seccomp = serde_json::from_slice(&data).map_err(|e| {
+        use serde_json::error::Category;
+        let what = match e.classify() {
+            Category::Data => "not a seccomp profile",
+            Category::Syntax | Category::Io => "not JSON",
+            Category::Eof => "JSON that ends too early",
+        };
+        let why = format!("{what} (at line {}, column {})", e.line(), e.column());
+        bad(field, path, &why)
+    })?;
+    skiff_runtime::security::seccomp::compile(&profile).map_err(|e| {
+        let why = format!("invalid seccomp profile: {}", unquoted(&e.to_string()));
+        bad(field, path, &why)
+    })?;
     Ok(Some(profile))
+}
+
+/// `msg` with what it quotes from the file left out: which field is wrong is the client's
+/// business, what the file holds is not.
+fn unquoted(msg: &str) -> String {
+    msg.split('"')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("\"")
 }
 
 /// The config's masked and read-only paths (kubelet sends the defaults; others get them too); none
@@ -274,4 +296,18 @@ fn host_devices(dir: &Path) -> Vec<Device> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unquoted;
+
+    #[test]
+    fn quoted_values_are_left_out() {
+        assert_eq!(
+            unquoted(r#"linux.seccomp.defaultAction: invalid value "s3cr3t""#),
+            r#"linux.seccomp.defaultAction: invalid value "…""#
+        );
+        assert_eq!(unquoted("no quotes"), "no quotes");
+    }
 }
