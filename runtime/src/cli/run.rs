@@ -69,6 +69,7 @@ pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
             creds: None,
             authfile: None,
             parallel: 3,
+            limits: Default::default(),
             store: a.store.clone(),
         }
         .pull(&store)
