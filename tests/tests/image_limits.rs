@@ -185,6 +185,33 @@ fn zeros_layer(size: u64) -> Layer {
     }
 }
 
+/// A small tmpfs at `dir`, unmounted when dropped: a store there cannot hold the layer it is
+/// offered, so a pull that wrote the layer out would fail of ENOSPC instead of filling the disk.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: PathBuf) -> SmallFs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs(dir)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        skiff_tests::host::unmount_below(&self.0);
+    }
+}
+
 #[test]
 fn a_layer_past_the_default_limit_is_refused_before_it_is_written() {
     // The documented defaults.
@@ -201,7 +228,8 @@ fn a_layer_past_the_default_limit_is_refused_before_it_is_written() {
     assert!(layer.blob.len() < 16 << 20, "{}", layer.blob.len());
     let img = Image::new(vec![layer], "amd64", json!({}));
     server.serve_image("zeros", "v1", &img);
-    let store = Store::open(work.path().join("store")).unwrap();
+    let fs = SmallFs::mount(work.path().join("store"));
+    let store = Store::open(&fs.0).unwrap();
     let t = Instant::now();
     let err = pull(&server, &store, "zeros", &opts(work.path())).unwrap_err();
     assert!(
