@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::digest::Digest;
 use super::error::{Error, IoContext, Result};
@@ -177,7 +177,10 @@ impl Store {
                 .at(&p)?;
         }
         let store = Self { root };
-        store.clean_tmp()?;
+        // Leftovers cost disk, not correctness: a store that cannot drop one still works.
+        if let Err(e) = store.clean_tmp() {
+            warn!(error = %e, "cannot remove what an interrupted pull left in tmp");
+        }
         Ok(store)
     }
 
@@ -624,6 +627,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_removes_unlocked_tmp_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let held = s.new_tmp_dir().unwrap();
+        fs::write(held.path().join("f"), b"half").unwrap();
+        let left = dir.path().join("tmp/1-0");
+        fs::create_dir_all(left.join("usr")).unwrap();
+        fs::write(dir.path().join("tmp/stray"), b"x").unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(held.path().join("f").exists(), "a held entry was removed");
+        assert!(!left.exists() && !dir.path().join("tmp/stray").exists());
+        let path = held.path().to_path_buf();
+        drop(held);
+        Store::open(dir.path()).unwrap();
+        assert!(!path.exists());
+    }
 
     #[test]
     fn blobs_and_records() {
