@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use skiff_runtime::image::limits;
 
 pub const DEFAULT_PATH: &str = "/etc/skiff/skiffd.toml";
 
@@ -57,6 +58,12 @@ pub struct Config {
     pub image_root: PathBuf,
     /// Mirrors, insecure registries and CAs (the same file `skiff pull` reads).
     pub registries: PathBuf,
+    /// Largest layer a pull unpacks, uncompressed: bytes or a size such as `"8GiB"`.
+    #[serde(deserialize_with = "size")]
+    pub max_layer_size: u64,
+    /// Largest image a pull unpacks, uncompressed (all its layers).
+    #[serde(deserialize_with = "size")]
+    pub max_image_size: u64,
     pub cgroup_driver: CgroupDriver,
     /// The `skiff-monitor` binary; beside `skiffd` when unset.
     pub monitor: Option<PathBuf>,
@@ -104,6 +111,8 @@ impl Default for Config {
             run_dir: "/run/skiff/cri".into(),
             image_root: "/var/lib/skiff/image".into(),
             registries: "/etc/skiff/registries.toml".into(),
+            max_layer_size: limits::DEFAULT_MAX_LAYER_BYTES,
+            max_image_size: limits::DEFAULT_MAX_IMAGE_BYTES,
             cgroup_driver: CgroupDriver::default(),
             monitor: None,
             cni: CniConfig::default(),
@@ -200,6 +209,21 @@ impl Config {
     }
 }
 
+/// A size in the config: an integer (bytes) or a string such as `"8GiB"`.
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(0) => Err(serde::de::Error::custom("a size must be greater than 0")),
+        Size::Bytes(n) => Ok(n),
+        Size::Text(t) => limits::parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
 /// `unix:///run/x.sock` → `/run/x.sock`, as kubelet and crictl write endpoints.
 pub fn strip_unix(p: &Path) -> PathBuf {
     match p.to_str().and_then(|s| s.strip_prefix("unix://")) {
@@ -259,5 +283,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.stream_tls_key.as_deref(), Some(Path::new("/k.pem")));
+    }
+
+    #[test]
+    fn size_limits_take_bytes_or_units() {
+        let p = Path::new("t.toml");
+        let d = Config::default();
+        assert_eq!((d.max_layer_size, d.max_image_size), (8 << 30, 16 << 30));
+        let c = Config::parse(p, "max_layer_size = \"512MiB\"\nmax_image_size = 1048576").unwrap();
+        assert_eq!((c.max_layer_size, c.max_image_size), (512 << 20, 1 << 20));
+        for bad in [
+            "max_layer_size = \"big\"",
+            "max_image_size = 0",
+            "max_image_size = -1",
+        ] {
+            let e = Config::parse(p, bad).unwrap_err().to_string();
+            assert!(e.contains("max_"), "{bad}: {e}");
+        }
     }
 }

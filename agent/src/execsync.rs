@@ -3,10 +3,11 @@
 //!
 //! skiffd starts `skiff-monitor exec --root R --id ID --timeout S --result FILE -- CMD...` with its
 //! stdout and stderr on pipes that the exec'd process inherits. The helper waits for the process
-//! (killing it at the timeout) and writes the outcome to FILE; skiffd reads at most
-//! [`MAX_OUTPUT`] bytes of each stream. Streaming exec (`cri::streaming`) runs the same helper with
-//! its stdin on a pipe too, or with `--console-socket PATH` to get the process a TTY whose master
-//! is sent to PATH.
+//! (killing it at the timeout) and writes the outcome to FILE; skiffd answers with at most
+//! [`MAX_OUTPUT`] bytes of output, says at the end of stderr what it cut, and holds at most
+//! [`MAX_HELD`] bytes for all execs together. Streaming exec (`cri::streaming`) runs the same
+//! helper with its stdin on a pipe too, or with `--console-socket PATH` to get the process a TTY
+//! whose master is sent to PATH.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,13 @@ use crate::cri::{blocking, Daemon};
 /// Output kept in all: the response must fit in one CRI message, which kubelet (and skiffd)
 /// cap at 16 MiB; the rest is read and dropped.
 pub const MAX_OUTPUT: usize = (16 << 20) - (16 << 10);
+
+/// Output held at once by all `ExecSync` calls together; past it, output is dropped (and the
+/// response says so) rather than skiffd's memory growing with the number of concurrent execs.
+const MAX_HELD: usize = 128 << 20;
+
+/// Bytes of output held now, against [`MAX_HELD`].
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Tells concurrent execs' result files apart.
 static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -146,10 +154,27 @@ impl Job {
 }
 
 /// Both streams within [`MAX_OUTPUT`]: stderr keeps at least half of it when it has that much.
-fn fit(mut stdout: Vec<u8>, mut stderr: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
-    let keep_err = stderr.len().min(MAX_OUTPUT / 2);
-    stdout.truncate(MAX_OUTPUT - keep_err);
-    stderr.truncate(MAX_OUTPUT - stdout.len());
+/// Whatever is cut is said at the end of stderr: output is never dropped silently.
+fn fit(out: Output, err: Output) -> (Vec<u8>, Vec<u8>) {
+    let keep_err = err.data.len().min(MAX_OUTPUT / 2);
+    let (out_seen, err_seen) = (out.seen, err.seen);
+    let stdout = out.into_data(MAX_OUTPUT - keep_err);
+    let mut stderr = err.into_data(MAX_OUTPUT - stdout.len());
+    let cut = |seen: u64, kept: usize| (seen > kept as u64).then_some((seen, kept));
+    let (cut_out, cut_err) = (cut(out_seen, stdout.len()), cut(err_seen, stderr.len()));
+    if cut_out.is_some() || cut_err.is_some() {
+        let part = |name: &str, c: Option<(u64, usize)>| {
+            c.map(|(seen, kept)| format!(" {name}: {kept} of {seen} bytes kept;"))
+                .unwrap_or_default()
+        };
+        let note = format!(
+            "\n[skiffd: exec output truncated (an ExecSync response holds {MAX_OUTPUT} bytes at \
+             most);{}{} a streaming exec gives all of it]\n",
+            part("stdout", cut_out),
+            part("stderr", cut_err),
+        );
+        stderr.extend_from_slice(note.as_bytes());
+    }
     (stdout, stderr)
 }
 
@@ -158,15 +183,68 @@ pub(crate) fn read_outcome(path: &Path) -> Option<Outcome> {
     serde_json::from_slice(&data).ok()
 }
 
+/// What one stream produced: the bytes kept (at most [`MAX_OUTPUT`], counted in [`HELD`] until
+/// dropped) and how many came.
+#[derive(Default)]
+struct Output {
+    data: Vec<u8>,
+    seen: u64,
+}
+
+impl Output {
+    /// Keeps what fits under both limits; counts everything.
+    fn push(&mut self, bytes: &[u8]) {
+        self.seen += bytes.len() as u64;
+        let want = bytes.len().min(MAX_OUTPUT - self.data.len());
+        let take = reserve_held(want);
+        if take == 0 {
+            return;
+        }
+        if self.data.capacity() < self.data.len() + take {
+            // Grow by doubling but never past the limit: a full stream holds MAX_OUTPUT, not twice it.
+            let target = (self.data.capacity() * 2)
+                .max(self.data.len() + take)
+                .min(MAX_OUTPUT);
+            self.data.reserve_exact(target - self.data.len());
+        }
+        self.data.extend_from_slice(&bytes[..take]);
+    }
+
+    /// The first `keep` bytes, no longer counted as held: they are the response now.
+    fn into_data(mut self, keep: usize) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.data);
+        HELD.fetch_sub(data.len(), std::sync::atomic::Ordering::Relaxed);
+        data.truncate(keep);
+        data
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.data.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Takes up to `want` bytes of [`MAX_HELD`]; returns how many it got.
+fn reserve_held(want: usize) -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut got = 0;
+    let _ = HELD.fetch_update(Relaxed, Relaxed, |held| {
+        got = want.min(MAX_HELD.saturating_sub(held));
+        Some(held + got)
+    });
+    got
+}
+
 /// One output pipe, read on its own thread up to [`MAX_OUTPUT`] bytes.
 struct Capture {
-    buf: Arc<Mutex<Vec<u8>>>,
+    buf: Arc<Mutex<Output>>,
     done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Capture {
     fn start(pipe: Option<impl Read + Send + 'static>) -> Capture {
-        let buf = Arc::new(Mutex::new(Vec::new()));
+        let buf = Arc::new(Mutex::new(Output::default()));
         let (tx, done) = std::sync::mpsc::channel();
         if let Some(pipe) = pipe {
             let b = buf.clone();
@@ -179,23 +257,22 @@ impl Capture {
     }
 
     /// What was read; a pipe still held open by a left-behind child is given up on after a grace.
-    fn finish(self) -> Vec<u8> {
+    fn finish(self) -> Output {
         let _ = self.done.recv_timeout(DRAIN_GRACE);
         let mut b = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *b)
     }
 }
 
-fn read_limited(mut pipe: impl Read, buf: &Mutex<Vec<u8>>) {
+fn read_limited(mut pipe: impl Read, buf: &Mutex<Output>) {
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         match pipe.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => {
-                let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
-                let room = MAX_OUTPUT.saturating_sub(b.len());
-                b.extend_from_slice(&chunk[..n.min(room)]);
-            }
+            Ok(n) => buf
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
@@ -416,19 +493,56 @@ mod tests {
         assert!(parse_args(&s(&["--bogus"])).is_err());
     }
 
+    /// The tests that fill the shared [`HELD`] budget run one at a time.
+    static HELD_BY_TESTS: Mutex<()> = Mutex::new(());
+
+    fn output(data: &[u8]) -> Output {
+        let mut o = Output::default();
+        o.push(data);
+        o
+    }
+
     #[test]
-    fn output_is_truncated_at_the_limit() {
+    fn output_is_truncated_at_the_limit_and_says_so() {
+        let _g = HELD_BY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         let data = vec![b'x'; MAX_OUTPUT + 12345];
-        let buf = Mutex::new(Vec::new());
+        let buf = Mutex::new(Output::default());
         read_limited(&data[..], &buf);
-        assert_eq!(buf.lock().unwrap().len(), MAX_OUTPUT);
-        let big = || vec![b'x'; MAX_OUTPUT];
+        let o = buf.into_inner().unwrap();
+        assert_eq!(o.data.len(), MAX_OUTPUT);
+        assert_eq!(o.data.capacity(), MAX_OUTPUT);
+        assert_eq!(o.seen, data.len() as u64);
+        let big = || output(&vec![b'x'; MAX_OUTPUT]);
         let (o, e) = fit(big(), big());
-        assert_eq!((o.len(), e.len()), (MAX_OUTPUT / 2, MAX_OUTPUT / 2));
-        let (o, e) = fit(big(), b"err".to_vec());
-        assert_eq!((o.len(), e.len()), (MAX_OUTPUT - 3, 3));
-        let (o, e) = fit(b"out".to_vec(), big());
-        assert_eq!((o.len(), e.len()), (3, MAX_OUTPUT - 3));
+        assert_eq!(o.len(), MAX_OUTPUT / 2);
+        let note = String::from_utf8_lossy(&e[MAX_OUTPUT / 2..]).into_owned();
+        assert!(
+            note.contains("truncated") && note.contains("stdout: 8380416 of"),
+            "{note}"
+        );
+        let (o, e) = fit(big(), output(b"err"));
+        assert_eq!(o.len(), MAX_OUTPUT - 3);
+        assert!(e.starts_with(b"err\n[skiffd: exec output truncated"));
+        let (o, e) = fit(output(b"out"), big());
+        assert_eq!((o.len(), e.len() > MAX_OUTPUT - 3), (3, true));
+        assert!(o.len() + e.len() < 16 << 20);
+        let (o, e) = fit(output(b"out"), output(b"err"));
+        assert_eq!((&o[..], &e[..]), (&b"out"[..], &b"err"[..]));
+    }
+
+    #[test]
+    fn all_execs_together_hold_at_most_max_held() {
+        let _g = HELD_BY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let held: Vec<Output> = (0..MAX_HELD / MAX_OUTPUT + 2)
+            .map(|_| output(&vec![b'y'; MAX_OUTPUT]))
+            .collect();
+        let kept: usize = held.iter().map(|o| o.data.len()).sum();
+        assert_eq!(kept, MAX_HELD);
+        assert!(held.iter().all(|o| o.seen == MAX_OUTPUT as u64));
+        let (o, e) = fit(output(b"late"), Output::default());
+        assert!(o.is_empty() && String::from_utf8_lossy(&e).contains("stdout: 0 of 4"));
+        drop(held);
+        assert_eq!(HELD.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub async fn pull(
         let opts = PullOptions {
             credentials,
             hosts,
+            max_layer_bytes: d.config.max_layer_size,
+            max_image_bytes: d.config.max_image_size,
             ..PullOptions::default()
         };
         let started = std::time::Instant::now();
@@ -198,6 +200,7 @@ fn pull_error(name: &str, e: img::Error) -> Status {
         E::Registry { status: 401, .. } | E::Unauthorized { .. } => Status::permission_denied(msg),
         E::Registry { .. } | E::Transport { .. } => Status::unavailable(msg),
         E::Config { .. } | E::Credentials { .. } => Status::failed_precondition(msg),
+        E::TooLarge { .. } => Status::resource_exhausted(msg),
         _ => Status::internal(msg),
     }
 }

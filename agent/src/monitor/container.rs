@@ -71,6 +71,7 @@ pub fn run(a: &ContainerArgs) -> i32 {
         signal,
         oom_killed,
         finished_at: crate::now_ns(),
+        lost: false,
     };
     let data = serde_json::to_vec(&record).unwrap_or_default();
     if let Err(e) = skiff_runtime::state::write_atomic(&a.exit_file, &data, 0o644) {

@@ -40,6 +40,10 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     /// Nanoseconds since the epoch.
     pub finished_at: i64,
+    /// Written by skiffd, not the monitor: the monitor ended without recording the exit, and
+    /// `finished_at` is when skiffd noticed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 impl ExitRecord {

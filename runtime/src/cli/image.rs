@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::image::{
-    self, hosts, rootfs, store, Credentials, Platform, Progress, PullOptions, Reference, Store,
+    self, hosts, limits, rootfs, store, Credentials, Platform, Progress, PullOptions, Reference,
+    Store,
 };
 
 /// Where images live and how registries are reached.
@@ -75,7 +76,29 @@ pub struct PullArgs {
     #[arg(long, default_value_t = 3)]
     pub parallel: usize,
     #[command(flatten)]
+    pub limits: SizeLimits,
+    #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// How large an image may unpack to; sizes as `8GiB`, `512M` or bytes.
+#[derive(Args, Debug, Clone)]
+pub struct SizeLimits {
+    /// Largest layer, uncompressed.
+    #[arg(long, env = "SKIFF_MAX_LAYER_SIZE", default_value = "8GiB", value_parser = limits::parse_size)]
+    pub max_layer_size: u64,
+    /// Largest image, uncompressed (all its layers).
+    #[arg(long, env = "SKIFF_MAX_IMAGE_SIZE", default_value = "16GiB", value_parser = limits::parse_size)]
+    pub max_image_size: u64,
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        Self {
+            max_layer_size: limits::DEFAULT_MAX_LAYER_BYTES,
+            max_image_size: limits::DEFAULT_MAX_IMAGE_BYTES,
+        }
+    }
 }
 
 impl PullArgs {
@@ -86,6 +109,8 @@ impl PullArgs {
             hosts: image::HostsConfig::load(&self.store.registries_config)?,
             credentials_file: self.authfile.clone(),
             max_parallel: self.parallel,
+            max_layer_bytes: self.limits.max_layer_size,
+            max_image_bytes: self.limits.max_image_size,
             ..PullOptions::default()
         };
         if let Some(p) = &self.platform {
@@ -311,5 +336,31 @@ impl PruneArgs {
             r.blobs_removed, r.layers_removed, r.partials_removed
         );
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Limits {
+        #[command(flatten)]
+        limits: SizeLimits,
+    }
+
+    #[test]
+    fn size_limit_flags_default_to_the_library_defaults() {
+        let l = Limits::try_parse_from(["t"]).unwrap().limits;
+        let d = SizeLimits::default();
+        assert_eq!(
+            (l.max_layer_size, l.max_image_size),
+            (d.max_layer_size, d.max_image_size)
+        );
+        let l = Limits::try_parse_from(["t", "--max-layer-size", "1M"]).unwrap();
+        assert_eq!(l.limits.max_layer_size, 1 << 20);
+        assert!(Limits::try_parse_from(["t", "--max-image-size", "lots"]).is_err());
     }
 }

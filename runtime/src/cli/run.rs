@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::image::{PullArgs, StoreArgs};
+use super::image::{PullArgs, SizeLimits, StoreArgs};
 use super::lifecycle::BundleRun;
 use super::LaunchArgs;
 use crate::container::Runtime;
@@ -43,6 +43,9 @@ pub struct RunArgs {
     pub tty: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// With --image: size limits of a pull.
+    #[command(flatten)]
+    pub limits: SizeLimits,
     /// Container id (generated when omitted with --image).
     pub id: Option<String>,
     /// With --image: the command and arguments, replacing the image's Cmd.
@@ -69,6 +72,7 @@ pub fn run(rt: &Runtime, a: RunArgs) -> Result<i32> {
             creds: None,
             authfile: None,
             parallel: 3,
+            limits: a.limits.clone(),
             store: a.store.clone(),
         }
         .pull(&store)

@@ -26,6 +26,7 @@ pub mod bundle;
 pub mod digest;
 pub mod error;
 pub mod hosts;
+pub mod limits;
 pub mod manifest;
 pub mod pull;
 pub mod reference;

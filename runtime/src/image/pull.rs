@@ -13,6 +13,7 @@ use super::auth::{CredentialStore, Credentials};
 use super::digest::{Digest, HashingReader};
 use super::error::{Error, IoContext, Result};
 use super::hosts::HostsConfig;
+use super::limits::{self, ImageBudget, Metered};
 use super::manifest::{
     self, Compression, Descriptor, Document, ImageConfigFile, ImageManifest, Platform,
 };
@@ -51,8 +52,12 @@ pub struct PullOptions {
     pub max_parallel: usize,
     pub max_manifest_bytes: u64,
     pub max_config_bytes: u64,
-    /// Uncompressed size limit of one layer (a decompression bomb stops here).
+    /// Uncompressed size limit of one layer (a decompression bomb stops here);
+    /// [`limits::DEFAULT_MAX_LAYER_BYTES`] by default.
     pub max_layer_bytes: u64,
+    /// Uncompressed size limit of the whole image, layers already in the store included;
+    /// [`limits::DEFAULT_MAX_IMAGE_BYTES`] by default.
+    pub max_image_bytes: u64,
     /// Reconnects per blob after a dropped connection.
     pub retries: u32,
     pub progress: Option<ProgressFn>,
@@ -68,7 +73,8 @@ impl Default for PullOptions {
             max_parallel: 3,
             max_manifest_bytes: 4 << 20,
             max_config_bytes: 8 << 20,
-            max_layer_bytes: 64 << 30,
+            max_layer_bytes: limits::DEFAULT_MAX_LAYER_BYTES,
+            max_image_bytes: limits::DEFAULT_MAX_IMAGE_BYTES,
             retries: 5,
             progress: None,
         }
@@ -81,6 +87,8 @@ impl std::fmt::Debug for PullOptions {
             .field("platform", &self.platform)
             .field("credentials", &self.credentials)
             .field("max_parallel", &self.max_parallel)
+            .field("max_layer_bytes", &self.max_layer_bytes)
+            .field("max_image_bytes", &self.max_image_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -104,8 +112,19 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions) -> Result<
             what: format!("image config {}", manifest.config.digest),
             reason: e.to_string(),
         })?;
-    let stored = plan_layers(&manifest, &config)
-        .and_then(|layers| fetch_layers(store, &client, &ep, repo, &layers, opts).map(|_| layers));
+    let budget = ImageBudget::new(opts.max_image_bytes);
+    let stored = plan_layers(&manifest, &config).and_then(|layers| {
+        let job = Job {
+            store,
+            client: &client,
+            ep: &ep,
+            repo,
+            opts,
+            budget: &budget,
+            image: reference.to_string(),
+        };
+        fetch_layers(&job, &layers).map(|_| layers)
+    });
     let layers = match stored {
         Ok(l) => l,
         Err(e) => {
@@ -415,18 +434,31 @@ fn plan_layers(m: &ImageManifest, config: &ImageConfigFile) -> Result<Vec<LayerR
     Ok(out)
 }
 
+/// What every layer of one pull shares.
+struct Job<'a> {
+    store: &'a Store,
+    client: &'a Client,
+    ep: &'a Endpoint,
+    repo: &'a str,
+    opts: &'a PullOptions,
+    budget: &'a ImageBudget,
+    image: String,
+}
+
+impl Job<'_> {
+    fn image_too_large(&self) -> Error {
+        Error::TooLarge {
+            what: format!("image {} uncompressed (all its layers)", self.image),
+            limit: self.budget.limit,
+        }
+    }
+}
+
 /// Bounded parallel workers over the layer list; the first error wins.
-fn fetch_layers(
-    store: &Store,
-    client: &Client,
-    ep: &Endpoint,
-    repo: &str,
-    layers: &[LayerRecord],
-    opts: &PullOptions,
-) -> Result<()> {
+fn fetch_layers(job: &Job, layers: &[LayerRecord]) -> Result<()> {
     let next = Mutex::new(0usize);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = opts.max_parallel.clamp(1, layers.len().max(1));
+    let workers = job.opts.max_parallel.clamp(1, layers.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -440,7 +472,7 @@ fn fetch_layers(
                     i
                 };
                 let Some(layer) = layers.get(i) else { return };
-                if let Err(e) = ensure_layer(store, client, ep, repo, layer, opts) {
+                if let Err(e) = ensure_layer(job, layer) {
                     failure
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -458,14 +490,8 @@ fn fetch_layers(
 
 /// Make sure the layer's chain is unpacked. The chain lock makes concurrent pulls of one
 /// layer wait for each other; the blob lock makes them share one download.
-fn ensure_layer(
-    store: &Store,
-    client: &Client,
-    ep: &Endpoint,
-    repo: &str,
-    layer: &LayerRecord,
-    opts: &PullOptions,
-) -> Result<()> {
+fn ensure_layer(job: &Job, layer: &LayerRecord) -> Result<()> {
+    let (store, opts) = (job.store, job.opts);
     let report = |p: Progress| {
         if let Some(f) = &opts.progress {
             f(&p)
@@ -479,7 +505,10 @@ fn ensure_layer(
             store.forget_chain(&layer.chain_id)?;
         }
     }
-    if store.chain(&layer.chain_id)?.is_some() {
+    if let Some(c) = store.chain(&layer.chain_id)? {
+        if !job.budget.add(c.unpacked_bytes) {
+            return Err(job.image_too_large());
+        }
         report(Progress::Exists {
             digest: layer.digest.clone(),
             size: layer.size,
@@ -488,10 +517,10 @@ fn ensure_layer(
     }
     let _blob = store.lock(&format!("blob-{}", layer.digest.hex()), true)?;
     let tmp = store.new_tmp_dir()?;
-    match fetch_and_unpack(store, client, ep, repo, layer, opts, &tmp) {
+    match fetch_and_unpack(job, layer, tmp.path()) {
         Ok(unpacked) => {
             store.commit_layer(
-                &tmp,
+                tmp.path(),
                 &layer.chain_id,
                 &layer.diff_id,
                 &layer.digest,
@@ -504,50 +533,45 @@ fn ensure_layer(
             Ok(())
         }
         Err(e) => {
-            if let Err(rm) = fs::remove_dir_all(&tmp) {
-                warn!(dir = %tmp.display(), error = %rm, "cannot remove failed layer dir");
+            if let Err(rm) = fs::remove_dir_all(tmp.path()) {
+                warn!(dir = %tmp.path().display(), error = %rm, "cannot remove failed layer dir");
             }
             Err(e)
         }
     }
 }
 
-fn fetch_and_unpack(
-    store: &Store,
-    client: &Client,
-    ep: &Endpoint,
-    repo: &str,
-    layer: &LayerRecord,
-    opts: &PullOptions,
-    tmp: &std::path::Path,
-) -> Result<u64> {
+fn fetch_and_unpack(job: &Job, layer: &LayerRecord, tmp: &std::path::Path) -> Result<u64> {
+    let (store, opts) = (job.store, job.opts);
     let label = layer.digest.to_string();
     let compression = Compression::from_media_type(&label, &layer.media_type)?;
     let net_error: Arc<Mutex<Option<Error>>> = Arc::default();
     let downloading = !store.has_blob(&layer.digest);
     let source: Box<dyn Read + Send> = if downloading {
-        Box::new(BlobSource::open(
-            store,
-            client,
-            ep,
-            repo,
-            layer,
-            opts,
-            net_error.clone(),
-        )?)
+        Box::new(BlobSource::open(job, layer, net_error.clone())?)
     } else {
         let p = store.blob_path(&layer.digest);
         Box::new(File::open(&p).at(&p)?)
     };
     let mut blob = HashingReader::new(source, layer.size);
+    // An entry may declare no more than what is left to this layer and to the image.
+    let entry_limit = opts.max_layer_bytes.min(job.budget.remaining());
     let (unpacked, diff, over_limit) = {
         let decoder =
             decoder(compression, BufReader::with_capacity(128 << 10, &mut blob)).at(tmp)?;
         let mut diff = HashingReader::new(decoder, opts.max_layer_bytes);
         // Inflate and hash in large chunks, not a tar header's 512 bytes at a time. What the
         // unpacker leaves in the buffer is drained through it, so the diffID sees every byte.
-        let buffered = BufReader::with_capacity(DECODE_CHUNK, &mut diff);
-        let res = unpack::unpack(buffered, tmp, &label, unpack::Options::default())
+        let metered = Metered {
+            inner: &mut diff,
+            budget: job.budget,
+        };
+        let buffered = BufReader::with_capacity(DECODE_CHUNK, metered);
+        let unpack_opts = unpack::Options {
+            max_entry_bytes: entry_limit,
+            ..unpack::Options::default()
+        };
+        let res = unpack::unpack(buffered, tmp, &label, unpack_opts)
             .and_then(|(_, mut rest)| io::copy(&mut rest, &mut io::sink()).at(tmp));
         let over = diff.count() > opts.max_layer_bytes;
         (res, diff.finish(), over)
@@ -579,6 +603,9 @@ fn fetch_and_unpack(
             limit: opts.max_layer_bytes,
         });
     }
+    if job.budget.over() {
+        return failed(job.image_too_large());
+    }
     // Whatever the unpacker thought, a blob that is not the one asked for is the error to report.
     let drained = io::copy(&mut blob, &mut io::sink());
     let (digest, size) = blob.finish();
@@ -589,8 +616,13 @@ fn fetch_and_unpack(
             actual: digest.to_string(),
         });
     }
-    if let Err(e) = unpacked {
-        return failed(e);
+    match unpacked {
+        // An entry declared more than was left: the image's limit when that was the smaller.
+        Err(Error::TooLarge { .. }) if entry_limit < opts.max_layer_bytes => {
+            return failed(job.image_too_large())
+        }
+        Err(e) => return failed(e),
+        Ok(_) => {}
     }
     if let Err(e) = drained {
         return failed(Error::Transport {
@@ -670,15 +702,8 @@ struct BlobSource<'a> {
 }
 
 impl<'a> BlobSource<'a> {
-    fn open(
-        store: &Store,
-        client: &'a Client,
-        ep: &'a Endpoint,
-        repo: &'a str,
-        layer: &LayerRecord,
-        opts: &PullOptions,
-        error: Arc<Mutex<Option<Error>>>,
-    ) -> Result<Self> {
+    fn open(job: &Job<'a>, layer: &LayerRecord, error: Arc<Mutex<Option<Error>>>) -> Result<Self> {
+        let (store, opts) = (job.store, job.opts);
         let path = store.ingest_path(&layer.digest);
         let sink = OpenOptions::new()
             .create(true)
@@ -696,9 +721,9 @@ impl<'a> BlobSource<'a> {
             None
         };
         Ok(Self {
-            client,
-            ep,
-            repo,
+            client: job.client,
+            ep: job.ep,
+            repo: job.repo,
             digest: layer.digest.clone(),
             size: layer.size,
             pos: 0,

@@ -7,12 +7,13 @@
 //!                        overlayfs lowerdir strings short)
 //! chains/<hex>.json      chain ID → layer id and provenance
 //! images/<hex>.json      image records, keyed by the sha256 of the image name
-//! tmp/                   layers being unpacked
+//! tmp/                   layers being unpacked, each flocked by the process unpacking it
 //! locks/                 flock files: per chain, per blob, and the `gc` lock
 //! ```
 //!
 //! Pulls hold the `gc` lock shared; `rmi` and `prune` hold it exclusively, so garbage
-//! collection never sees a half-finished pull.
+//! collection never sees a half-finished pull. Opening the store removes what a killed pull left
+//! in `tmp/`: the entries nobody holds a lock on.
 //!
 //! Containers made from images keep their bundles beside the store
 //! (`<root>/../containers/<id>`), each with an `image.json` naming the image and the chains it
@@ -25,12 +26,12 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::digest::Digest;
 use super::error::{Error, IoContext, Result};
@@ -132,6 +133,41 @@ pub struct FileLock {
     _file: File,
 }
 
+/// A directory under `tmp/` that a layer is unpacked into, locked for as long as this lives so
+/// that another process opening the store leaves it alone.
+#[derive(Debug)]
+pub(crate) struct TmpDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl TmpDir {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `flock(fd, op)`, retried on EINTR.
+fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: the descriptor is owned by `f` and stays open for the call.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn open_dir(p: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+}
+
 impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
@@ -149,7 +185,45 @@ impl Store {
                 .create(&p)
                 .at(&p)?;
         }
-        Ok(Self { root })
+        let store = Self { root };
+        // Leftovers cost disk, not correctness: a store that cannot drop one still works.
+        if let Err(e) = store.clean_tmp() {
+            warn!(error = %e, "cannot remove what an interrupted pull left in tmp");
+        }
+        Ok(store)
+    }
+
+    /// Removes what killed pulls left in `tmp/`; an entry a live pull holds stays.
+    fn clean_tmp(&self) -> Result<()> {
+        let mut removed = 0;
+        for (_, path) in entries(&self.root.join("tmp"))? {
+            let dir = match open_dir(&path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Not a directory (nothing of ours): nobody can hold it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    fs::remove_file(&path).at(&path)?;
+                    continue;
+                }
+                Err(e) => return Err(e).at(&path),
+            };
+            match flock(&dir, libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e).at(&path),
+            }
+            match fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).at(&path),
+                _ => removed += 1,
+            }
+        }
+        if removed > 0 {
+            info!(
+                removed,
+                "removed layers left half-unpacked by an interrupted pull"
+            );
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -219,31 +293,41 @@ impl Store {
         } else {
             libc::LOCK_SH
         };
-        loop {
-            // SAFETY: the descriptor is owned by `f` and stays open for the call.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
-            if rc == 0 {
-                return Ok(FileLock { _file: f });
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e).at(&p);
-            }
-        }
+        flock(&f, op).at(&p)?;
+        Ok(FileLock { _file: f })
     }
 
-    pub(crate) fn new_tmp_dir(&self) -> Result<PathBuf> {
+    /// A new, locked directory under `tmp/`. Between its creation and its lock another process
+    /// may take it for a leftover and remove it: then the lock is on a removed directory, and
+    /// another name is tried.
+    pub(crate) fn new_tmp_dir(&self) -> Result<TmpDir> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
-        if p.exists() {
-            fs::remove_dir_all(&p).at(&p)?;
+        loop {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let p = self
+                .root
+                .join("tmp")
+                .join(format!("{}-{n}", std::process::id()));
+            match fs::DirBuilder::new().mode(0o755).create(&p) {
+                // A leftover of an earlier process with our pid: the next open removes it.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => other.at(&p)?,
+            }
+            let dir = match open_dir(&p) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                other => other.at(&p)?,
+            };
+            flock(&dir, libc::LOCK_EX).at(&p)?;
+            let held = dir.metadata().at(&p)?;
+            let still_there = fs::symlink_metadata(&p)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()));
+            if still_there {
+                return Ok(TmpDir {
+                    path: p,
+                    _lock: dir,
+                });
+            }
         }
-        fs::DirBuilder::new().mode(0o755).create(&p).at(&p)?;
-        Ok(p)
     }
 
     pub fn layer_dir(&self, id: u64) -> PathBuf {
@@ -552,6 +636,24 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_removes_unlocked_tmp_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let held = s.new_tmp_dir().unwrap();
+        fs::write(held.path().join("f"), b"half").unwrap();
+        let left = dir.path().join("tmp/1-0");
+        fs::create_dir_all(left.join("usr")).unwrap();
+        fs::write(dir.path().join("tmp/stray"), b"x").unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(held.path().join("f").exists(), "a held entry was removed");
+        assert!(!left.exists() && !dir.path().join("tmp/stray").exists());
+        let path = held.path().to_path_buf();
+        drop(held);
+        Store::open(dir.path()).unwrap();
+        assert!(!path.exists());
+    }
 
     #[test]
     fn blobs_and_records() {

@@ -24,6 +24,8 @@ const COPY_CHUNK: usize = 256 << 10;
 pub struct Options {
     /// Apply ownership and create device nodes (needs root).
     pub privileged: bool,
+    /// A file that declares more bytes than this is refused before anything of it is written.
+    pub max_entry_bytes: u64,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
         let euid = unsafe { libc::geteuid() };
         Self {
             privileged: euid == 0,
+            max_entry_bytes: u64::MAX,
         }
     }
 }
@@ -204,6 +207,17 @@ impl Unpacker<'_> {
 
     /// A regular file: data and metadata through one descriptor (no path lookups after open).
     fn regular<R: Read>(&mut self, target: &Path, h: &Header, tar: &mut Reader<R>) -> Result<()> {
+        if h.size > self.opts.max_entry_bytes {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "layer {} uncompressed: {:?} declares {} bytes",
+                    self.layer,
+                    String::from_utf8_lossy(&h.path),
+                    h.size
+                ),
+                limit: self.opts.max_entry_bytes,
+            });
+        }
         // Created with its final permission bits when the umask keeps them all (no chmod
         // then); setuid, setgid and sticky bits always come from a chmod after the chown.
         let direct = h.mode & 0o7777 == h.mode & 0o777 & !self.ids.umask;
@@ -680,7 +694,10 @@ mod tests {
         v.extend(header("a/g", b'5', 0, ""));
         file_entry(&mut v, "a/g", 0o600, b"file over dir");
         v.extend(std::iter::repeat_n(0, 1024));
-        let opts = Options { privileged: false };
+        let opts = Options {
+            privileged: false,
+            max_entry_bytes: u64::MAX,
+        };
         unpack(&v[..], &root, "test", opts).unwrap();
         let mode = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
         assert!(root.join("a/f").is_dir());
@@ -738,7 +755,15 @@ mod tests {
             }
             let root = dir.path().join(format!("l{i}"));
             fs::create_dir(&root).unwrap();
-            let _ = unpack(&a[..], &root, "fuzz", Options { privileged: false });
+            let _ = unpack(
+                &a[..],
+                &root,
+                "fuzz",
+                Options {
+                    privileged: false,
+                    max_entry_bytes: u64::MAX,
+                },
+            );
         }
         let outside: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

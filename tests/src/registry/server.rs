@@ -17,6 +17,9 @@ pub struct Route {
     /// The first `drops` responses stop after `drop_after` body bytes and close.
     pub drops: usize,
     pub drop_after: usize,
+    /// Send this many body bytes, then nothing more while the connection stays open: a registry
+    /// that hangs mid-blob, so a pull can be caught (and killed) half-way.
+    pub stall_after: Option<usize>,
 }
 
 impl Route {
@@ -27,6 +30,7 @@ impl Route {
             body,
             drops: 0,
             drop_after: 0,
+            stall_after: None,
         }
     }
 
@@ -40,7 +44,14 @@ impl Route {
             body: body.as_bytes().to_vec(),
             drops: 0,
             drop_after: 0,
+            stall_after: None,
         }
+    }
+
+    /// `self`, hanging after `bytes` bytes of its body.
+    pub fn stalling_after(mut self, bytes: usize) -> Self {
+        self.stall_after = Some(bytes);
+        self
     }
 }
 
@@ -216,6 +227,12 @@ fn serve(
             out.write_all(&body[..route.drop_after.min(body.len())])?;
             out.flush()?;
             return conn.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(n) = route.stall_after {
+            out.write_all(&body[..n.min(body.len())])?;
+            out.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(300));
+            return Ok(());
         }
         out.write_all(body)?;
     }

@@ -129,6 +129,7 @@ async fn finish_exit(d: &Arc<Daemon>, c: &ContainerRecord) {
             signal: libc::SIGKILL,
             oom_killed: false,
             finished_at: crate::now_ns(),
+            lost: false,
         };
         let data = serde_json::to_vec(&rec).unwrap_or_default();
         if let Err(e) = skiff_runtime::state::write_atomic(&path, &data, 0o644) {

@@ -30,6 +30,9 @@ fn runtime_state(d: &Daemon, id: &str) -> Option<RtStatus> {
 
 pub fn phase(d: &Daemon, c: &ContainerRecord) -> Phase {
     if let Some(e) = ExitRecord::read(&c.exit_file()) {
+        if e.lost {
+            return lost(e);
+        }
         let reason = if e.oom_killed {
             "OOMKilled"
         } else if e.exit_code == 0 {
@@ -51,17 +54,7 @@ pub fn phase(d: &Daemon, c: &ContainerRecord) -> Phase {
         // The init is gone and the monitor is about to record it.
         _ if live && c.started_at > 0 => cri::ContainerState::ContainerRunning,
         _ if live => cri::ContainerState::ContainerCreated,
-        _ => {
-            return Phase {
-                state: cri::ContainerState::ContainerExited,
-                exit: Some(ExitRecord {
-                    exit_code: 255,
-                    ..Default::default()
-                }),
-                reason: "Unknown".into(),
-                message: "the container's monitor ended without recording its exit".into(),
-            }
-        }
+        _ => return lost(record_loss(c)),
     };
     Phase {
         state,
@@ -69,6 +62,45 @@ pub fn phase(d: &Daemon, c: &ContainerRecord) -> Phase {
         reason: String::new(),
         message: String::new(),
     }
+}
+
+fn lost(e: ExitRecord) -> Phase {
+    Phase {
+        state: cri::ContainerState::ContainerExited,
+        exit: Some(e),
+        reason: "Unknown".into(),
+        message: "the container's monitor ended without recording its exit".into(),
+    }
+}
+
+/// Records, once, that the container ended unseen: nobody else will, and without a record every
+/// status would give another time (or none: 1970). The first writer's time stands.
+fn record_loss(c: &ContainerRecord) -> ExitRecord {
+    let rec = ExitRecord {
+        exit_code: 255,
+        finished_at: crate::now_ns(),
+        lost: true,
+        ..Default::default()
+    };
+    let path = c.exit_file();
+    let tmp = path.with_extension(format!("lost.{}", crate::now_ns()));
+    let data = serde_json::to_vec(&rec).unwrap_or_default();
+    let written = skiff_runtime::state::write_atomic(&tmp, &data, 0o644)
+        .map_err(|e| e.to_string())
+        .and_then(|()| match std::fs::hard_link(&tmp, &path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e.to_string()),
+            _ => Ok(()),
+        });
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = written {
+        tracing::warn!(container = c.id, "record the lost exit: {e}");
+        return rec;
+    }
+    tracing::warn!(
+        container = c.id,
+        "the container's monitor ended without recording its exit"
+    );
+    ExitRecord::read(&path).unwrap_or(rec)
 }
 
 /// The CRI status of a container, as `ContainerStatus` and container events report it.

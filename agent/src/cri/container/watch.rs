@@ -54,11 +54,15 @@ pub fn arm(d: &Arc<Daemon>, c: &ContainerRecord) {
     let c = c.clone();
     tokio::spawn(async move {
         wait_monitor(&c).await;
+        // A container that outlived its monitor is watched through its init: its end is
+        // noticed, and its time recorded, when it happens rather than when someone asks.
+        wait_orphaned_init(&d, &c).await;
         if d.containers.get(&c.id).is_none() {
             return;
         }
         // Behind a running start or stop of the same container, so events keep their order.
         let _g = d.containers.lock(&c.id).await;
+        super::status::phase(&d, &c);
         mark_exited(&d, &c.id);
     });
 }
@@ -71,6 +75,30 @@ async fn wait_monitor(c: &ContainerRecord) {
     if !monitor_alive(c) {
         return;
     }
+    wait_pidfd(fd, &c.id, || monitor_alive(c)).await;
+}
+
+async fn wait_orphaned_init(d: &Daemon, c: &ContainerRecord) {
+    let Some(fd) = pidfd_open(c.pid) else {
+        return;
+    };
+    // As for the monitor: checked after the pidfd is open, so a reused pid is not waited for.
+    let running = |d: &Daemon| {
+        d.containers.get(&c.id).is_some()
+            && super::status::phase(d, c).state == cri::ContainerState::ContainerRunning
+    };
+    if !running(d) {
+        return;
+    }
+    tracing::warn!(
+        container = c.id,
+        "the monitor is gone, the container still runs"
+    );
+    wait_pidfd(fd, &c.id, || running(d)).await;
+}
+
+/// Until the process behind `fd` has ended (or, if the pidfd cannot be polled, `alive` is false).
+async fn wait_pidfd(fd: OwnedFd, id: &str, alive: impl Fn() -> bool) {
     // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it drops.
     match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
         Ok(afd) => {
@@ -78,8 +106,8 @@ async fn wait_monitor(c: &ContainerRecord) {
         }
         Err(e) => {
             let e = e.to_string();
-            tracing::warn!(container = c.id, "watch monitor: {e}; polling");
-            while monitor_alive(c) {
+            tracing::warn!(container = id, "watch process: {e}; polling");
+            while alive() {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
@@ -126,7 +154,8 @@ pub fn mark_exited(d: &Daemon, id: &str) {
 /// runtime containers and directories that belong to no record.
 pub async fn recover(d: &Arc<Daemon>) {
     for c in d.containers.list() {
-        if monitor_alive(&c) {
+        let running = || super::status::phase(d, &c).state == cri::ContainerState::ContainerRunning;
+        if monitor_alive(&c) || running() {
             arm(d, &c);
         } else {
             mark_exited(d, &c.id);

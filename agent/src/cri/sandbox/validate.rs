@@ -45,6 +45,7 @@ pub fn check(cfg: &cri::PodSandboxConfig, handler: &str) -> Result<Plan, Status>
     }
     check_metadata(cfg.metadata.as_ref())?;
     check_maps(cfg)?;
+    crate::cri::spec::enums::check_sandbox(cfg)?;
     check_log_directory(&cfg.log_directory)?;
     if let Some(dns) = &cfg.dns_config {
         check_dns(dns)?;

@@ -2,6 +2,7 @@
 //! Kubernetes' other runtimes build it: the image's defaults under the config's overrides, the pod's
 //! namespaces and files, and the security context turned into capabilities, seccomp and mounts.
 
+pub mod enums;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
@@ -60,6 +61,7 @@ impl SpecInput<'_> {
 
 /// Builds the container's OCI spec; bad input is `InvalidArgument` naming the field.
 pub fn build(input: &SpecInput) -> Result<Spec, Status> {
+    enums::check_container(input.config)?;
     if !input.rootfs.is_absolute() {
         return Err(Status::internal(format!(
             "rootfs {} is not absolute",

@@ -143,11 +143,33 @@ fn localhost(field: &str, path: &str) -> Result<Option<Seccomp>, Status> {
     if data.len() as u64 > MAX_PROFILE {
         return Err(bad(field, path, "profile is too large"));
     }
-    let profile: Seccomp = serde_json::from_slice(&data)
-        .map_err(|e| bad(field, path, &format!("not a seccomp profile: {e}")))?;
-    skiff_runtime::security::seccomp::compile(&profile)
-        .map_err(|e| bad(field, path, &format!("invalid seccomp profile: {e}")))?;
+    // serde's messages quote what they found: a file that is not a profile (a key, a password
+    // file) must not reach the client's error or the logs, only where it stopped making sense.
+    let profile: Seccomp = serde_json::from_slice(&data).map_err(|e| {
+        use serde_json::error::Category;
+        let what = match e.classify() {
+            Category::Data => "not a seccomp profile",
+            Category::Syntax | Category::Io => "not JSON",
+            Category::Eof => "JSON that ends too early",
+        };
+        let why = format!("{what} (at line {}, column {})", e.line(), e.column());
+        bad(field, path, &why)
+    })?;
+    skiff_runtime::security::seccomp::compile(&profile).map_err(|e| {
+        let why = format!("invalid seccomp profile: {}", without_value(e));
+        bad(field, path, &why)
+    })?;
     Ok(Some(profile))
+}
+
+/// A compile error with the value it quotes from the file left out: which field is wrong is the
+/// client's business, what the file holds is not.
+fn without_value(e: skiff_runtime::security::seccomp::SeccompError) -> String {
+    use skiff_runtime::security::seccomp::SeccompError;
+    match e {
+        SeccompError::Invalid { field, .. } => format!("{field}: invalid value"),
+        other => other.to_string(),
+    }
 }
 
 /// The config's masked and read-only paths (kubelet sends the defaults; others get them too); none
@@ -274,4 +296,22 @@ fn host_devices(dir: &Path) -> Vec<Device> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_value;
+    use skiff_runtime::security::seccomp::SeccompError;
+
+    #[test]
+    fn compile_errors_leave_the_value_out() {
+        let e = SeccompError::Invalid {
+            field: "linux.seccomp.defaultAction".into(),
+            value: "s3\"cr3t".into(),
+        };
+        assert_eq!(
+            without_value(e),
+            "linux.seccomp.defaultAction: invalid value"
+        );
+    }
 }
