@@ -68,15 +68,15 @@ impl ControlPlane {
             _addr: addr,
         };
         cp.write_kubeadm_config();
-        cp.kubeadm(&["init", "phase", "certs", "all"]);
-        cp.kubeadm(&["init", "phase", "kubeconfig", "all"]);
+        cp.init_phase(&["certs", "all"]);
+        cp.init_phase(&["kubeconfig", "all"]);
         // This machine joins as a worker, if at all: the control plane's own kubelet.conf would only mislead.
         let _ = std::fs::remove_file(cp.dir.join("kubelet.conf"));
         cp.start_daemons();
         cp.wait_ready();
-        cp.kubeadm(&["init", "phase", "upload-config", "kubeadm"]);
+        cp.init_phase(&["upload-config", "kubeadm"]);
         cp.upload_kubelet_config();
-        cp.kubeadm(&["init", "phase", "bootstrap-token"]);
+        cp.init_phase(&["bootstrap-token"]);
         cp
     }
 
@@ -158,17 +158,21 @@ impl ControlPlane {
         }
     }
 
-    /// `kubeadm` with this instance's configuration and admin kubeconfig.
-    pub fn kubeadm(&self, args: &[&str]) -> Output {
+    /// `kubeadm init phase <phase…>` with this instance's configuration, and the kubeconfig directory or the
+    /// admin kubeconfig where the phase needs one.
+    pub fn init_phase(&self, phase: &[&str]) -> Output {
         let mut c = Command::new(bin::path("kubeadm"));
-        c.args(args)
+        c.args(["init", "phase"])
+            .args(phase)
             .arg("--config")
             .arg(self.dir.join("kubeadm.yaml"));
-        if args.contains(&"upload-config") || args.contains(&"bootstrap-token") {
-            c.arg("--kubeconfig").arg(self.admin_kubeconfig());
-        } else if args.contains(&"kubeconfig") {
-            c.arg("--kubeconfig-dir").arg(&self.dir);
-        }
+        match phase.first() {
+            Some(&"kubeconfig") => c.arg("--kubeconfig-dir").arg(&self.dir),
+            Some(&"upload-config" | &"bootstrap-token") => {
+                c.arg("--kubeconfig").arg(self.admin_kubeconfig())
+            }
+            _ => &mut c,
+        };
         let out = cmd::run(&mut c, &self.dir.join("cmd"), Duration::from_secs(60));
         assert!(out.success(), "kubeadm failed:{out}");
         out
@@ -187,7 +191,7 @@ impl ControlPlane {
         .unwrap();
         let file = node.display().to_string();
         self.kubectl_ok(&["create", "-f", &file]);
-        self.kubeadm(&["init", "phase", "upload-config", "kubelet"]);
+        self.init_phase(&["upload-config", "kubelet"]);
         self.kubectl_ok(&["delete", "-f", &file, "--wait=false"]);
     }
 

@@ -10,6 +10,8 @@
 //! serves on free ports and leaves iptables alone. Without systemd, kubeadm's `systemctl` calls fail
 //! harmlessly; the kubelet is started here once kubeadm has written its flags, and `kubeadm join` then
 //! finishes when the TLS bootstrap has. Pod log directories stay where the runtime writes them, /var/log/pods.
+//!
+//! Drop the runtime (and so its containers) before the node: the node then removes the kubelet's cgroups.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
