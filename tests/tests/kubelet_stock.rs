@@ -155,6 +155,9 @@ async fn a_deployment_runs_on_the_stock_kubelet_and_kubectl_reaches_its_pods() {
     assert!(logs.contains("hello from skiff"), "{logs}");
     let exec = c.kubectl_ok(&["exec", &pod, "--", "cat", "/www/index.html"]);
     assert_eq!(exec.trim(), "served by skiff");
+    // The service account token volume the kubelet mounted in its own mount namespace, seen in the container.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+    assert_eq!(c.kubectl_ok(&["exec", &pod, "--", "cat", sa]), c.ns);
     let failed = c.kubectl(&["exec", &pod, "--", "sh", "-c", "exit 3"]);
     assert_eq!(failed.code, Some(3), "{failed}");
     assert_eq!(port_forward_get(&c, &pod), "served by skiff");
@@ -173,6 +176,14 @@ async fn a_deployment_runs_on_the_stock_kubelet_and_kubectl_reaches_its_pods() {
             .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
             .collect();
     assert!(running.is_empty(), "still running: {running:?}");
+    // Stopped now; the kubelet removes them in its next minute's garbage collection.
+    let ready: Vec<_> =
+        c.d.list_pods(None)
+            .await
+            .into_iter()
+            .filter(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
+            .collect();
+    assert!(ready.is_empty(), "pods still ready: {ready:?}");
 }
 
 /// kubelet 1.28 takes a pod's network counters from cAdvisor — which finds them only for a pause container's
