@@ -158,6 +158,7 @@ async fn a_deployment_runs_on_the_stock_kubelet_and_kubectl_reaches_its_pods() {
     // The service account token volume the kubelet mounted in its own mount namespace, seen in the container.
     let sa = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
     assert_eq!(c.kubectl_ok(&["exec", &pod, "--", "cat", sa]), c.ns);
+    assert_eq!(exec_stdin(&c, &pod, "piped through\n"), "PIPED THROUGH\n");
     let failed = c.kubectl(&["exec", &pod, "--", "sh", "-c", "exit 3"]);
     assert_eq!(failed.code, Some(3), "{failed}");
     assert_eq!(port_forward_get(&c, &pod), "served by skiff");
@@ -242,6 +243,42 @@ fn http_get(addr: impl std::net::ToSocketAddrs) -> String {
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     reply
+}
+
+/// `kubectl exec -i <pod> -- tr a-z A-Z` with `input` on its stdin; what came back.
+fn exec_stdin(c: &Cluster, pod: &str, input: &str) -> String {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args([
+            "-n",
+            c.ns.as_str(),
+            "exec",
+            "-i",
+            pod,
+            "--",
+            "tr",
+            "a-z",
+            "A-Z",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubectl exec -i");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl exec -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `GET /` through `kubectl port-forward <pod> :8080`.
