@@ -1,7 +1,7 @@
 //! Accepting any HTTP/2 `:authority` a CRI client sends over the unix socket.
 //!
-//! grpc-go as the kubelet 1.28 uses it, and Python's grpcio, send the socket path (`/run/skiff/skiff.sock`)
-//! as the `:authority` of every request. That is not a valid URI authority, and the h2 server under tonic
+//! grpc-go as the kubelet 1.28 uses it sends the socket path (`/run/skiff/skiff.sock`) as the `:authority` of
+//! every request. That is not a valid URI authority, and the h2 server under tonic
 //! resets such a stream (RST_STREAM PROTOCOL_ERROR) while it decodes the HEADERS frame, before any request
 //! reaches hyper or tonic: there is no hook above h2 where the value could be fixed, and no h2 setting to relax
 //! the check. Over a unix socket the authority names nothing, so [`AuthorityFix`] wraps each accepted

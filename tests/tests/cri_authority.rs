@@ -1,6 +1,6 @@
-//! Any HTTP/2 `:authority` a client sends over skiffd's socket is served: the kubelet's grpc-go and Python's
-//! grpcio send the socket path, which is no URI authority. The requests here are written frame by frame,
-//! because an HTTP/2 client library will not send an authority that is not one.
+//! Any HTTP/2 `:authority` a client sends over skiffd's socket is served: the kubelet 1.28's grpc-go sends the
+//! socket path, which is no URI authority. The requests here are written frame by frame, because an HTTP/2
+//! client library will not send an authority that is not one.
 
 use std::time::Duration;
 

@@ -155,6 +155,10 @@ async fn a_deployment_runs_on_the_stock_kubelet_and_kubectl_reaches_its_pods() {
     assert!(logs.contains("hello from skiff"), "{logs}");
     let exec = c.kubectl_ok(&["exec", &pod, "--", "cat", "/www/index.html"]);
     assert_eq!(exec.trim(), "served by skiff");
+    // The service account token volume the kubelet mounted in its own mount namespace, seen in the container.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+    assert_eq!(c.kubectl_ok(&["exec", &pod, "--", "cat", sa]), c.ns);
+    assert_eq!(exec_stdin(&c, &pod, "piped through\n"), "PIPED THROUGH\n");
     let failed = c.kubectl(&["exec", &pod, "--", "sh", "-c", "exit 3"]);
     assert_eq!(failed.code, Some(3), "{failed}");
     assert_eq!(port_forward_get(&c, &pod), "served by skiff");
@@ -173,6 +177,14 @@ async fn a_deployment_runs_on_the_stock_kubelet_and_kubectl_reaches_its_pods() {
             .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
             .collect();
     assert!(running.is_empty(), "still running: {running:?}");
+    // Stopped now; the kubelet removes them in its next minute's garbage collection.
+    let ready: Vec<_> =
+        c.d.list_pods(None)
+            .await
+            .into_iter()
+            .filter(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
+            .collect();
+    assert!(ready.is_empty(), "pods still ready: {ready:?}");
 }
 
 /// kubelet 1.28 takes a pod's network counters from cAdvisor — which finds them only for a pause container's
@@ -231,6 +243,42 @@ fn http_get(addr: impl std::net::ToSocketAddrs) -> String {
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     reply
+}
+
+/// `kubectl exec -i <pod> -- tr a-z A-Z` with `input` on its stdin; what came back.
+fn exec_stdin(c: &Cluster, pod: &str, input: &str) -> String {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args([
+            "-n",
+            c.ns.as_str(),
+            "exec",
+            "-i",
+            pod,
+            "--",
+            "tr",
+            "a-z",
+            "A-Z",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubectl exec -i");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl exec -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `GET /` through `kubectl port-forward <pod> :8080`.

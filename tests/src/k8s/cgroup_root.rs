@@ -37,6 +37,16 @@ impl CgroupRoot {
     }
 }
 
+impl CgroupRoot {
+    /// Removes the cgroups named `name` that a test process which is gone left behind.
+    pub fn remove(name: &str) {
+        for hierarchy in v1_hierarchies() {
+            remove_tree(&hierarchy.join(name));
+        }
+        remove_tree(&Path::new(CGROUP).join("unified").join(name));
+    }
+}
+
 /// The v1 hierarchies mounted under /sys/fs/cgroup (cgroup2's `unified` left alone).
 fn v1_hierarchies() -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(CGROUP) else {

@@ -4,7 +4,8 @@
 //!
 //! Each instance has its own directory under /var/tmp/skiff-test/k8s, its own /32 on `lo` (see [`LoopbackAddr`])
 //! and free ports, and nothing listens on a fixed port, so instances run side by side. Dropping it kills the
-//! processes and removes the address and the directory.
+//! processes and removes the address and the directory; what a test process killed before it could drop its
+//! instance left behind is removed when the next instance starts.
 
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, TcpListener};
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::bin;
 use super::daemon::Daemon;
-use super::loopback::LoopbackAddr;
+use super::loopback::{self, LoopbackAddr};
+use super::stale;
 use crate::cmd::{self, Output};
 
 /// The pinned version: kubeadm must not ask the internet for the latest one.
@@ -26,6 +28,7 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// Handed out per node by the controller-manager; pods get their addresses from the node's CNI config.
 pub const POD_CIDR: &str = "10.244.0.0/16";
 const READY_WITHIN: Duration = Duration::from_secs(90);
+const ROOT: &str = "/var/tmp/skiff-test/k8s";
 
 /// What the cluster-wide kubelet configuration (the `kubelet-config` ConfigMap) says beyond kubeadm's defaults.
 const KUBELET_CONFIG: &str = "\
@@ -51,13 +54,18 @@ impl ControlPlane {
     pub fn start() -> ControlPlane {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir = PathBuf::from(format!(
-            "/var/tmp/skiff-test/k8s/{}-{n}",
-            std::process::id()
-        ));
+        stale::sweep(Path::new(ROOT), |dir, _| {
+            let addr = std::fs::read_to_string(dir.join("address")).unwrap_or_default();
+            if let Ok(ip) = addr.trim().parse() {
+                loopback::release(ip);
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        let dir = Path::new(ROOT).join(format!("{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("cmd")).unwrap();
         let addr = LoopbackAddr::claim(u64::from(std::process::id()) * 7 + n);
+        std::fs::write(dir.join("address"), addr.ip.to_string()).unwrap();
         let port = free_port(addr.ip);
         let mut cp = ControlPlane {
             dir,
@@ -68,15 +76,15 @@ impl ControlPlane {
             _addr: addr,
         };
         cp.write_kubeadm_config();
-        cp.kubeadm(&["init", "phase", "certs", "all"]);
-        cp.kubeadm(&["init", "phase", "kubeconfig", "all"]);
+        cp.init_phase(&["certs", "all"]);
+        cp.init_phase(&["kubeconfig", "all"]);
         // This machine joins as a worker, if at all: the control plane's own kubelet.conf would only mislead.
         let _ = std::fs::remove_file(cp.dir.join("kubelet.conf"));
         cp.start_daemons();
         cp.wait_ready();
-        cp.kubeadm(&["init", "phase", "upload-config", "kubeadm"]);
+        cp.init_phase(&["upload-config", "kubeadm"]);
         cp.upload_kubelet_config();
-        cp.kubeadm(&["init", "phase", "bootstrap-token"]);
+        cp.init_phase(&["bootstrap-token"]);
         cp
     }
 
@@ -158,17 +166,21 @@ impl ControlPlane {
         }
     }
 
-    /// `kubeadm` with this instance's configuration and admin kubeconfig.
-    pub fn kubeadm(&self, args: &[&str]) -> Output {
+    /// `kubeadm init phase <phase…>` with this instance's configuration, and the kubeconfig directory or the
+    /// admin kubeconfig where the phase needs one.
+    pub fn init_phase(&self, phase: &[&str]) -> Output {
         let mut c = Command::new(bin::path("kubeadm"));
-        c.args(args)
+        c.args(["init", "phase"])
+            .args(phase)
             .arg("--config")
             .arg(self.dir.join("kubeadm.yaml"));
-        if args.contains(&"upload-config") || args.contains(&"bootstrap-token") {
-            c.arg("--kubeconfig").arg(self.admin_kubeconfig());
-        } else if args.contains(&"kubeconfig") {
-            c.arg("--kubeconfig-dir").arg(&self.dir);
-        }
+        match phase.first() {
+            Some(&"kubeconfig") => c.arg("--kubeconfig-dir").arg(&self.dir),
+            Some(&"upload-config" | &"bootstrap-token") => {
+                c.arg("--kubeconfig").arg(self.admin_kubeconfig())
+            }
+            _ => &mut c,
+        };
         let out = cmd::run(&mut c, &self.dir.join("cmd"), Duration::from_secs(60));
         assert!(out.success(), "kubeadm failed:{out}");
         out
@@ -187,7 +199,7 @@ impl ControlPlane {
         .unwrap();
         let file = node.display().to_string();
         self.kubectl_ok(&["create", "-f", &file]);
-        self.kubeadm(&["init", "phase", "upload-config", "kubelet"]);
+        self.init_phase(&["upload-config", "kubelet"]);
         self.kubectl_ok(&["delete", "-f", &file, "--wait=false"]);
     }
 

@@ -26,6 +26,11 @@ impl LoopbackAddr {
     }
 }
 
+/// Removes an address a test process that is gone left on `lo`.
+pub fn release(ip: Ipv4Addr) {
+    let _ = ip_addr("del", ip);
+}
+
 fn ip_addr(verb: &str, ip: Ipv4Addr) -> Output {
     Command::new("ip")
         .args(["addr", verb, &format!("{ip}/32"), "dev", "lo"])
@@ -35,6 +40,6 @@ fn ip_addr(verb: &str, ip: Ipv4Addr) -> Output {
 
 impl Drop for LoopbackAddr {
     fn drop(&mut self) {
-        let _ = ip_addr("del", self.ip);
+        release(self.ip);
     }
 }

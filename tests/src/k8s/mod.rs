@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod daemon;
 pub mod loopback;
 pub mod node;
+pub mod stale;
 
 pub use control_plane::ControlPlane;
 pub use daemon::Daemon;

@@ -10,6 +10,8 @@
 //! serves on free ports and leaves iptables alone. Without systemd, kubeadm's `systemctl` calls fail
 //! harmlessly; the kubelet is started here once kubeadm has written its flags, and `kubeadm join` then
 //! finishes when the TLS bootstrap has. Pod log directories stay where the runtime writes them, /var/log/pods.
+//!
+//! Drop the runtime (and so its containers) before the node: the node then removes the kubelet's cgroups.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,8 +22,15 @@ use super::bin;
 use super::cgroup_root::CgroupRoot;
 use super::control_plane::{free_port, ControlPlane};
 use super::daemon::Daemon;
+use super::stale;
 
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
+const ROOT: &str = "/var/tmp/skiff-test/k8s-node";
+
+/// The kubelet's `--cgroup-root` of the node whose directory is named `id`.
+fn cgroup_name(id: &str) -> String {
+    format!("skiff-test-kubelet-{id}")
+}
 
 pub struct KubeletNode {
     pub name: String,
@@ -47,8 +56,13 @@ impl KubeletNode {
     ) -> KubeletNode {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        stale::sweep(Path::new(ROOT), |dir, id| {
+            crate::host::unmount_below(dir);
+            let _ = std::fs::remove_dir_all(dir);
+            CgroupRoot::remove(&cgroup_name(id));
+        });
         let id = format!("{}-{n}", std::process::id());
-        let dir = PathBuf::from(format!("/var/tmp/skiff-test/k8s-node/{id}"));
+        let dir = Path::new(ROOT).join(&id);
         let _ = std::fs::remove_dir_all(&dir);
         for sub in [
             "etc-kubernetes/manifests",
@@ -61,7 +75,7 @@ impl KubeletNode {
         let mut node = KubeletNode {
             name: name.into(),
             port: free_port(cp.ip),
-            cgroups: CgroupRoot::create(&format!("skiff-test-kubelet-{id}")),
+            cgroups: CgroupRoot::create(&cgroup_name(&id)),
             kubelet: None,
             dir,
         };
