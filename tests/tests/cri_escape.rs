@@ -440,3 +440,49 @@ async fn the_infra_of_a_pod_lost_in_a_crash_goes_with_its_cgroup() {
     }
     assert!(!left, "{} outlived its infra", dirs[0].display());
 }
+
+#[tokio::test]
+async fn new_containers_never_show_the_host_root_to_the_pod() {
+    let bait = HostBait::new("create");
+    let mut d = Skiffd::start().await;
+    let (pod, attacker) = shared_pid_pod(&mut d, "ptrace-create").await;
+    // The attacker watches every process of the pod as it appears while new containers are created
+    // and started in it: an init whose root is still the host's would show the secret.
+    let watch = format!(
+        "exec 2>/dev/null; while [ ! -e /tmp/stop ]; do for p in /proc/[0-9]*; do \
+         read -r l < $p/root{s} && echo \"LEAK $p $l\" >> /tmp/leaks; \
+         read -r l < $p/cwd{s} && echo \"LEAK $p $l\" >> /tmp/leaks; \
+         done; done; touch /tmp/stopped",
+        s = bait.secret()
+    );
+    let mut rt = d.rt.clone();
+    let (id, script) = (attacker.clone(), watch.clone());
+    let watcher = tokio::spawn(async move {
+        rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id,
+            cmd: vec!["sh".into(), "-c".into(), script],
+            timeout: 120,
+        })
+        .await
+    });
+    for i in 0..10 {
+        let c = d
+            .run_container(&pod, container_config(&format!("new{i}"), "exec sleep 3600"))
+            .await;
+        // The new container sees the pod as before: its process is a member of the shared namespace.
+        let (out, _) = sh(&mut d, &c, "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$").await;
+        assert!(out.contains("infra"), "{out}");
+    }
+    sh(&mut d, &attacker, "touch /tmp/stop").await;
+    watcher.await.unwrap().unwrap();
+    let (leaks, _) = sh(&mut d, &attacker, "cat /tmp/leaks 2>/dev/null; ls /tmp").await;
+    assert!(
+        leaks.contains("stopped"),
+        "the watcher did not run: {leaks}"
+    );
+    assert!(
+        !leaks.contains("LEAK"),
+        "a new container's init showed the host's files:\n{leaks}"
+    );
+    d.stop_and_remove_pod(&pod.id).await;
+}
