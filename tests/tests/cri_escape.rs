@@ -465,13 +465,33 @@ async fn new_containers_never_show_the_host_root_to_the_pod() {
         })
         .await
     });
+    let infra = infra_pid(&mut d, &pod.id).await;
     for i in 0..10 {
         let c = d
-            .run_container(&pod, container_config(&format!("new{i}"), "exec sleep 3600"))
+            .run_container(
+                &pod,
+                container_config(&format!("new{i}"), "exec sleep 3600"),
+            )
             .await;
-        // The new container sees the pod as before: its process is a member of the shared namespace.
-        let (out, _) = sh(&mut d, &c, "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$").await;
-        assert!(out.contains("infra"), "{out}");
+        // The new container still is a pod member, with the pod's /proc, masked and read-only.
+        let (out, _) = sh(
+            &mut d,
+            &c,
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; wc -c < /proc/timer_list; \
+             awk '$2 == \"/proc/sys\" {print $4}' /proc/mounts",
+        )
+        .await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].contains("infra"), "{out}");
+        assert_eq!(lines.get(1).map(|l| l.trim()), Some("0"), "{out}");
+        assert!(lines.get(2).is_some_and(|l| l.starts_with("ro")), "{out}");
+        // The pid reported for it is its process's, in the pod's namespace.
+        let status = d.verbose_container_status(&c).await;
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let pid = info["pid"].as_i64().unwrap() as i32;
+        assert!(members(infra).contains(&pid), "pid {pid} is not in the pod");
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(cmdline.starts_with("sleep\0"), "{cmdline:?}");
     }
     sh(&mut d, &attacker, "touch /tmp/stop").await;
     watcher.await.unwrap().unwrap();

@@ -270,7 +270,13 @@ fn spawn(
         st.pid = late_init_pid(&chan, init_pid)?;
         *child = Some(st.pid);
         // The process that runs the container learns its own pid with the state it hands to hooks.
-        send(&chan, &Msg::HooksDone(OciState { pid: st.pid, ..small }))?;
+        send(
+            &chan,
+            &Msg::HooksDone(OciState {
+                pid: st.pid,
+                ..small
+            }),
+        )?;
     }
     let mut tty = None;
     let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);

@@ -139,7 +139,9 @@ pub fn prepare(spec: &Spec, rootfs: &Path, opts: &RootfsOptions) -> Result<Defer
     for (i, m) in spec.mounts.iter().enumerate() {
         let idmapped = opts.idmapped.iter().find(|(j, _)| *j == i);
         let is_proc = m.kind.as_deref() == Some("proc");
-        let under_proc = procs.iter().any(|p| Path::new(&m.destination).starts_with(p));
+        let under_proc = procs
+            .iter()
+            .any(|p| Path::new(&m.destination).starts_with(p));
         if opts.defer_proc && (is_proc || under_proc) {
             if is_proc {
                 procs.push(&m.destination);
