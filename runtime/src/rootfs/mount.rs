@@ -193,8 +193,8 @@ pub fn detached_bind(m: &Mount, opts: &RootfsOptions) -> Result<Option<OwnedFd>,
         .map_err(mount_err(dest, &what))
 }
 
-/// Attaches a detached tree the runtime prepared (an idmapped bind) at the mount's destination,
-/// with the mount's other options.
+/// Attaches a detached tree prepared beforehand (an idmapped bind, or a bind copied before
+/// pivot_root) at the mount's destination, with the mount's other options.
 pub fn attach_tree(root: &RootDir, m: &Mount, fd: std::os::fd::RawFd) -> Result<(), RootfsError> {
     let dest = m.destination.as_str();
     // SAFETY: the init owns this descriptor for as long as the rootfs is being prepared.
@@ -209,13 +209,15 @@ pub fn attach_tree(root: &RootDir, m: &Mount, fd: std::os::fd::RawFd) -> Result<
         destination: dest.to_owned(),
         option: u.0,
     })?;
-    let meta = std::fs::metadata(fd_path(tree)).map_err(mount_err(dest, "stat idmapped tree"))?;
+    let meta =
+        std::fs::metadata(fd_path(tree)).map_err(mount_err(dest, "stat the prepared tree"))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
     let target = root
         .create(dest, kind)
         .map_err(mount_err(dest, "create mount point"))?;
     set_bind_flags(tree, o.remount_flags()).map_err(mount_err(dest, "set bind flags"))?;
-    sys::move_mount_onto(tree, target.as_fd()).map_err(mount_err(dest, "attach idmapped mount"))?;
+    sys::move_mount_onto(tree, target.as_fd())
+        .map_err(mount_err(dest, "attach the prepared tree"))?;
     for &flag in &o.propagation {
         sys::set_propagation(&fd_path(tree), flag).map_err(mount_err(dest, "set propagation"))?;
     }
