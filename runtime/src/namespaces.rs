@@ -87,10 +87,36 @@ impl NsPlan {
             .fold(0u64, |acc, k| acc | k.clone_flag() as u64)
     }
 
-    /// Joins the namespaces that only affect children (pid, time) from the calling process.
+    /// Whether the init joins its pid namespace (given by path) only once its root is the container's:
+    /// it builds the root outside that namespace, then forks the process that runs the container into
+    /// it. Otherwise a member of the namespace allowed to ptrace would reach the host's files through
+    /// `/proc/<init>/root` while the root is being built. A new pid namespace needs no such care (no
+    /// process but ours is ever in it before the root is done), nor does a container without a mount
+    /// namespace of its own. With a user namespace the init could not join a pid namespace the host's
+    /// user namespace owns, so the pid namespace is entered before it, as before.
+    pub fn joins_pid_late(&self) -> bool {
+        self.joins(NamespaceKind::Pid)
+            && self.creates(NamespaceKind::Mount)
+            && !self.needs_two_stages()
+    }
+
+    /// Joins the namespaces that only affect children (pid, time) from the calling process; the pid
+    /// namespace is left to [`NsPlan::join_pid`] when it is joined late.
     pub fn join_for_children(&self) -> Result<(), NsError> {
+        let late = self.joins_pid_late();
         for (kind, fd) in &self.join {
-            if matches!(kind, NamespaceKind::Pid | NamespaceKind::Time) {
+            let pid = *kind == NamespaceKind::Pid;
+            if (pid && !late) || *kind == NamespaceKind::Time {
+                setns(fd.as_raw_fd(), *kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins the pid namespace given by path for the caller's children.
+    pub fn join_pid(&self) -> Result<(), NsError> {
+        for (kind, fd) in &self.join {
+            if *kind == NamespaceKind::Pid {
                 setns(fd.as_raw_fd(), *kind)?;
             }
         }

@@ -440,3 +440,69 @@ async fn the_infra_of_a_pod_lost_in_a_crash_goes_with_its_cgroup() {
     }
     assert!(!left, "{} outlived its infra", dirs[0].display());
 }
+
+#[tokio::test]
+async fn new_containers_never_show_the_host_root_to_the_pod() {
+    let bait = HostBait::new("create");
+    let mut d = Skiffd::start().await;
+    let (pod, attacker) = shared_pid_pod(&mut d, "ptrace-create").await;
+    // The attacker watches every process of the pod as it appears while new containers are created
+    // and started in it: an init whose root is still the host's would show the secret.
+    let watch = format!(
+        "exec 2>/dev/null; while [ ! -e /tmp/stop ]; do for p in /proc/[0-9]*; do \
+         read -r l < $p/root{s} && echo \"LEAK $p $l\" >> /tmp/leaks; \
+         read -r l < $p/cwd{s} && echo \"LEAK $p $l\" >> /tmp/leaks; \
+         done; done; touch /tmp/stopped",
+        s = bait.secret()
+    );
+    let mut rt = d.rt.clone();
+    let (id, script) = (attacker.clone(), watch.clone());
+    let watcher = tokio::spawn(async move {
+        rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id,
+            cmd: vec!["sh".into(), "-c".into(), script],
+            timeout: 120,
+        })
+        .await
+    });
+    let infra = infra_pid(&mut d, &pod.id).await;
+    for i in 0..10 {
+        let c = d
+            .run_container(
+                &pod,
+                container_config(&format!("new{i}"), "exec sleep 3600"),
+            )
+            .await;
+        // The new container still is a pod member, with the pod's /proc, masked and read-only.
+        let (out, _) = sh(
+            &mut d,
+            &c,
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; wc -c < /proc/timer_list; \
+             awk '$2 == \"/proc/sys\" {print $4}' /proc/mounts",
+        )
+        .await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].contains("infra"), "{out}");
+        assert_eq!(lines.get(1).map(|l| l.trim()), Some("0"), "{out}");
+        assert!(lines.get(2).is_some_and(|l| l.starts_with("ro")), "{out}");
+        // The pid reported for it is its process's, in the pod's namespace.
+        let status = d.verbose_container_status(&c).await;
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        let pid = info["pid"].as_i64().unwrap() as i32;
+        assert!(members(infra).contains(&pid), "pid {pid} is not in the pod");
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(cmdline.starts_with("sleep\0"), "{cmdline:?}");
+    }
+    sh(&mut d, &attacker, "touch /tmp/stop").await;
+    watcher.await.unwrap().unwrap();
+    let (leaks, _) = sh(&mut d, &attacker, "cat /tmp/leaks 2>/dev/null; ls /tmp").await;
+    assert!(
+        leaks.contains("stopped"),
+        "the watcher did not run: {leaks}"
+    );
+    assert!(
+        !leaks.contains("LEAK"),
+        "a new container's init showed the host's files:\n{leaks}"
+    );
+    d.stop_and_remove_pod(&pod.id).await;
+}

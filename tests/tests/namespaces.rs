@@ -331,3 +331,88 @@ fn sysctls_are_refused_in_the_hosts_namespace_joined_by_path() {
         env.assert_clean(&id, &b.dir, None);
     }
 }
+
+/// A process that is PID 1 of a new pid namespace on the host, killed when the test ends; its pid.
+fn pid_namespace_holder(env: &TestEnv) -> u32 {
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn unshare");
+    let parent = child.id();
+    env.on_drop(move || {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            let pid: u32 = pid.parse().unwrap();
+            if fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "the pid namespace holder never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn joins_a_pid_namespace_by_path_with_its_proc_and_the_mounts_under_it() {
+    let env = TestEnv::new("ns-join-pid");
+    let holder = pid_namespace_holder(&env);
+    let path = format!("/proc/{holder}/ns/pid");
+    let bound = env.dir.join("uptime");
+    fs::write(&bound, "bound-over-proc\n").unwrap();
+    let mut b = env.bundle();
+    b.namespace("pid", Some(&path));
+    b.mount(json!({
+        "destination": "/proc/uptime",
+        "type": "bind",
+        "source": bound.to_str().unwrap(),
+        "options": ["bind", "ro"],
+    }));
+    // /proc is the namespace's (PID 1 is the holder), with the bind over it, masked paths and
+    // read-only paths applied to it.
+    let out = env.run_sh(
+        &mut b,
+        "cat /proc/1/comm; echo pid=$$; cat /proc/uptime; wc -c < /proc/timer_list; \
+         awk '$2 == \"/proc/sys\" {print $4}' /proc/mounts",
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"sleep"), "{out}");
+    assert!(lines.get(1).is_some_and(|l| *l != "pid=1"), "{out}");
+    assert_eq!(lines.get(2), Some(&"bound-over-proc"), "{out}");
+    assert_eq!(lines.get(3).map(|l| l.trim()), Some("0"), "{out}");
+    assert!(lines.get(4).is_some_and(|l| l.starts_with("ro")), "{out}");
+
+    // The pid `state` reports is the created init's: in the namespace, with the container's root.
+    b.args(&["sleep", "100"]);
+    let id = env.id();
+    env.must_create(&b, &id);
+    let pid = env.pid(&id);
+    assert_eq!(
+        host::ns_inode(&format!("/proc/{pid}/ns/pid")),
+        host::ns_inode(&path)
+    );
+    let root = fs::metadata(format!("/proc/{pid}/root/")).unwrap();
+    let host_root = fs::metadata("/").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!((root.dev(), root.ino()), (host_root.dev(), host_root.ino()));
+    env.must_start(&id);
+    assert_eq!(env.status(&id), "running");
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "sleep"
+    );
+}

@@ -265,7 +265,19 @@ fn spawn(
         annotations: Default::default(),
         ..creating
     };
-    send(&chan, &Msg::HooksDone(small))?;
+    send(&chan, &Msg::HooksDone(small.clone()))?;
+    if plan.joins_pid_late() {
+        st.pid = late_init_pid(&chan, init_pid)?;
+        *child = Some(st.pid);
+        // The process that runs the container learns its own pid with the state it hands to hooks.
+        send(
+            &chan,
+            &Msg::HooksDone(OciState {
+                pid: st.pid,
+                ..small
+            }),
+        )?;
+    }
     let mut tty = None;
     let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
     if terminal && relay_tty {
@@ -275,12 +287,24 @@ fn spawn(
         }
     }
     await_ready(&chan, spec, &st)?;
-    st.pid_start_time = state::process_start_time(init_pid).unwrap_or(start_time);
+    st.pid_start_time = state::process_start_time(st.pid).unwrap_or(start_time);
     dir.save(&st)?;
     if let Some(p) = &opts.pid_file {
-        state::write_atomic(p, init_pid.to_string().as_bytes(), 0o644)?;
+        state::write_atomic(p, st.pid.to_string().as_bytes(), 0o644)?;
     }
     Ok((st, tty))
+}
+
+/// The init that built the root outside the container's pid namespace has forked the process that
+/// runs the container into it (as our child) and exits: learn that process's pid and reap the stage.
+fn late_init_pid(chan: &Channel, stage: i32) -> Result<i32, ContainerError> {
+    let pid = match recv(chan)? {
+        (Msg::InitPid(p), _) => p,
+        (m, _) => return Err(unexpected(m, "InitPid")),
+    };
+    // SAFETY: reaping our own child, which exits once it has forked the init.
+    unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
+    Ok(pid)
 }
 
 /// Idmapped mounts are made here, on the host side, and attached by the init.

@@ -113,10 +113,12 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
             .iter()
             .map(|(i, fd)| (*i, fd.as_raw_fd()))
             .collect(),
+        defer_proc: a.plan.joins_pid_late(),
     };
     let own_mount_ns = a.plan.creates(NamespaceKind::Mount);
+    let mut deferred = rootfs::Deferred::default();
     if own_mount_ns {
-        rootfs::prepare(a.spec, a.rootfs, &opts)?;
+        deferred = rootfs::prepare(a.spec, a.rootfs, &opts)?;
     }
     a.chan.send(&Msg::Mounted).map_err(|e| other("sync", e))?;
     let mut state = match expect(a.chan, "hooks")? {
@@ -137,6 +139,10 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
         // As runc does; now that "/" is the container's root no link can lead out of it, and the
         // root is not read-only yet.
         let _ = std::fs::create_dir_all(&process.cwd);
+        if a.plan.joins_pid_late() {
+            state.pid = fork_into_pid_namespace(a)?;
+            rootfs::mount_deferred(a.spec, deferred, &opts)?;
+        }
         rootfs::finish(a.spec, &opts)?;
     }
     if process.terminal {
@@ -161,6 +167,26 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     state.status = Status::Created;
     hooks::run_all("startContainer", &a.spec.hooks().start_container, &state)?;
     Err(exec_program(process, &prepared, a.preserve_fds).into())
+}
+
+/// Joins the container's pid namespace and forks the process that will run the container into it,
+/// as our parent's child; we only report its pid and exit. The child goes on once the parent has
+/// recorded it, so that its messages follow ours, and returns its pid as the runtime sees it.
+fn fork_into_pid_namespace(a: &InitArgs) -> Result<i32, InitError> {
+    a.plan.join_pid()?;
+    match namespaces::clone_sibling()? {
+        0 => {}
+        pid => {
+            let _ = a.chan.send(&Msg::InitPid(pid));
+            // SAFETY: _exit ends this stage without running destructors; the child lives on.
+            unsafe { libc::_exit(0) }
+        }
+    }
+    guard_against_parent_death(a.parent)?;
+    match expect(a.chan, "its state")? {
+        Msg::HooksDone(s) => Ok(s.pid),
+        m => Err(InitError::Other(format!("unexpected message {m:?}"))),
+    }
 }
 
 /// Waits for `Go`, collecting the idmapped mount trees the runtime sends before it.

@@ -15,6 +15,7 @@ pub(crate) mod sys;
 mod sysctl;
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::mountinfo;
@@ -38,6 +39,16 @@ pub struct RootfsOptions {
     pub bundle: PathBuf,
     /// Detached idmapped trees made by the runtime, by index in `spec.mounts`: attached as they are.
     pub idmapped: Vec<(usize, std::os::fd::RawFd)>,
+    /// The init is not yet in the container's pid namespace: `proc` mounts, and the mounts under
+    /// them, wait for [`mount_deferred`], since a procfs shows the pid namespace of its mounter.
+    pub defer_proc: bool,
+}
+
+/// Spec mounts left for after pivot_root, by index in `spec.mounts`, with the detached copy of a
+/// bind's source made while the host's paths could still be reached.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    entries: Vec<(usize, Option<OwnedFd>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,19 +129,62 @@ pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
 
 /// In the new mount namespace, before the createContainer hooks and pivot_root. `rootfs` is
 /// absolute (bundle-relative root.path already resolved and canonicalized by the caller).
-pub fn prepare(spec: &Spec, rootfs: &Path, opts: &RootfsOptions) -> Result<(), RootfsError> {
+pub fn prepare(spec: &Spec, rootfs: &Path, opts: &RootfsOptions) -> Result<Deferred, RootfsError> {
     tracing::debug!(rootfs = %rootfs.display(), "preparing root filesystem");
     prepare_root(spec, rootfs)?;
     let shown = rootfs.display().to_string();
     let root = resolve::RootDir::open(rootfs).map_err(path_err(&shown, "open rootfs"))?;
+    let mut deferred = Deferred::default();
+    let mut procs: Vec<&str> = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
-        match opts.idmapped.iter().find(|(j, _)| *j == i) {
+        let idmapped = opts.idmapped.iter().find(|(j, _)| *j == i);
+        let is_proc = m.kind.as_deref() == Some("proc");
+        let under_proc = procs
+            .iter()
+            .any(|p| Path::new(&m.destination).starts_with(p));
+        if opts.defer_proc && (is_proc || under_proc) {
+            if is_proc {
+                procs.push(&m.destination);
+            }
+            let tree = match idmapped {
+                Some((_, fd)) => Some(dup_fd(*fd, &m.destination)?),
+                None => mount::detached_bind(m, opts)?,
+            };
+            deferred.entries.push((i, tree));
+            continue;
+        }
+        match idmapped {
             Some((_, fd)) => mount::attach_tree(&root, m, *fd)?,
             None => mount::mount_entry(&root, m, opts)?,
         }
     }
     devices::create(&root, spec, opts)?;
+    Ok(deferred)
+}
+
+/// After pivot_root, in the container's pid namespace: the mounts [`prepare`] left.
+pub fn mount_deferred(
+    spec: &Spec,
+    deferred: Deferred,
+    opts: &RootfsOptions,
+) -> Result<(), RootfsError> {
+    let root = resolve::RootDir::open(Path::new("/")).map_err(path_err("/", "open root"))?;
+    for (i, tree) in deferred.entries {
+        let m = &spec.mounts[i];
+        match tree {
+            Some(fd) => mount::attach_tree(&root, m, fd.as_raw_fd())?,
+            None if m.kind.as_deref() == Some("proc") => mount::proc_first(&root, m)?,
+            None => mount::mount_entry(&root, m, opts)?,
+        }
+    }
     Ok(())
+}
+
+fn dup_fd(fd: RawFd, destination: &str) -> Result<OwnedFd, RootfsError> {
+    // SAFETY: the descriptor is borrowed only for the duplication; the caller keeps it open.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(mount_err(destination, "duplicate the idmapped tree"))
 }
 
 /// After pivot: sysctls (written to /proc/sys), readonly paths, masked paths, `root.readonly`, and

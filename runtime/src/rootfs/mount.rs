@@ -102,6 +102,33 @@ fn fresh(root: &RootDir, m: &Mount, fstype: &str, o: &MountOptions) -> Result<()
     after_mount(root, dest, o, &target)
 }
 
+/// A `proc` mount made while no procfs is mounted in the container's root yet, so that the
+/// destination cannot be named through `/proc/self/fd`: it is mounted on the working directory.
+pub fn proc_first(root: &RootDir, m: &Mount) -> Result<(), RootfsError> {
+    let dest = m.destination.as_str();
+    let o = options::parse(&m.options).map_err(|u| RootfsError::Unsupported {
+        destination: dest.to_owned(),
+        option: u.0,
+    })?;
+    let target = root
+        .create(dest, Kind::Dir)
+        .map_err(mount_err(dest, "create mount point"))?;
+    nix::unistd::fchdir(&target).map_err(|e| mount_err(dest, "chdir")(e.into()))?;
+    let source = PathBuf::from(m.source.as_deref().unwrap_or("proc"));
+    let data = o.data_string();
+    let mounted = sys::mount(
+        Some(&source),
+        Path::new("."),
+        Some("proc"),
+        o.flags,
+        data.as_deref(),
+    );
+    let back = nix::unistd::chdir("/");
+    mounted.map_err(mount_err(dest, "mount proc"))?;
+    back.map_err(|e| mount_err(dest, "chdir")(e.into()))?;
+    after_mount(root, dest, &o, &target)
+}
+
 /// A bind (or rbind) of a host path. The copy of the source tree is made detached, gets its flags
 /// while nobody can see it, and is then attached onto the resolved destination fd, so no remount
 /// has to find the mount again by path.
@@ -142,8 +169,32 @@ pub fn bind(
     Ok(())
 }
 
-/// Attaches a detached tree the runtime prepared (an idmapped bind) at the mount's destination,
-/// with the mount's other options.
+/// For a bind mount, a detached copy of its source, to be attached by [`attach_tree`] once the
+/// source's path can no longer be reached (after pivot_root); `None` for any other mount.
+pub fn detached_bind(m: &Mount, opts: &RootfsOptions) -> Result<Option<OwnedFd>, RootfsError> {
+    let dest = m.destination.as_str();
+    let parsed = options::parse(&m.options).map_err(|u| RootfsError::Unsupported {
+        destination: dest.to_owned(),
+        option: u.0,
+    })?;
+    let fstype = m.kind.as_deref().unwrap_or("");
+    if parsed.bind.is_none() && fstype != "bind" && fstype != "rbind" {
+        return Ok(None);
+    }
+    let recursive = parsed.bind.unwrap_or(fstype == "rbind");
+    let source = m.source.as_deref().ok_or_else(|| RootfsError::BadMount {
+        destination: dest.to_owned(),
+        reason: "a bind mount needs a source".into(),
+    })?;
+    let source = opts.bundle.join(source);
+    let what = format!("clone mount tree of {}", source.display());
+    sys::open_tree_clone(&source, recursive)
+        .map(Some)
+        .map_err(mount_err(dest, &what))
+}
+
+/// Attaches a detached tree prepared beforehand (an idmapped bind, or a bind copied before
+/// pivot_root) at the mount's destination, with the mount's other options.
 pub fn attach_tree(root: &RootDir, m: &Mount, fd: std::os::fd::RawFd) -> Result<(), RootfsError> {
     let dest = m.destination.as_str();
     // SAFETY: the init owns this descriptor for as long as the rootfs is being prepared.
@@ -158,13 +209,15 @@ pub fn attach_tree(root: &RootDir, m: &Mount, fd: std::os::fd::RawFd) -> Result<
         destination: dest.to_owned(),
         option: u.0,
     })?;
-    let meta = std::fs::metadata(fd_path(tree)).map_err(mount_err(dest, "stat idmapped tree"))?;
+    let meta =
+        std::fs::metadata(fd_path(tree)).map_err(mount_err(dest, "stat the prepared tree"))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
     let target = root
         .create(dest, kind)
         .map_err(mount_err(dest, "create mount point"))?;
     set_bind_flags(tree, o.remount_flags()).map_err(mount_err(dest, "set bind flags"))?;
-    sys::move_mount_onto(tree, target.as_fd()).map_err(mount_err(dest, "attach idmapped mount"))?;
+    sys::move_mount_onto(tree, target.as_fd())
+        .map_err(mount_err(dest, "attach the prepared tree"))?;
     for &flag in &o.propagation {
         sys::set_propagation(&fd_path(tree), flag).map_err(mount_err(dest, "set propagation"))?;
     }

@@ -65,9 +65,10 @@ fn container_init(sc: Scenario) -> ! {
         cgroup_ns: sc.cgroup_ns,
         bundle: sc.bundle,
         idmapped: Vec::new(),
+        defer_proc: false,
     };
     let res = rootfs::prepare(&sc.spec, &sc.rootfs, &opts)
-        .and_then(|()| rootfs::pivot(&sc.rootfs))
+        .and_then(|_| rootfs::pivot(&sc.rootfs))
         .and_then(|()| rootfs::finish(&sc.spec, &opts));
     if let Err(e) = res {
         die(93, &format!("rootfs error: {e}"));
