@@ -1,9 +1,11 @@
 //! skiffd: a Kubernetes node's container runtime. The CRI gRPC services (`cri`), the records they keep
-//! (`store`), the per-container monitor (`monitor`) and pinned pod namespaces (`pinns`).
+//! (`store`), the per-container monitor (`monitor`), pinned pod namespaces (`pinns`) and the infra
+//! process of a shared PID namespace (`infra`).
 
 pub mod config;
 pub mod cri;
 pub mod execsync;
+pub mod infra;
 pub mod monitor;
 pub mod pinns;
 pub mod server;

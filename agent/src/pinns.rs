@@ -1,8 +1,7 @@
 //! Pinned namespaces: a pod's network, IPC and UTS namespaces kept alive by bind mounts of their nsfs
-//! files, so no process has to hold them; and the infra process that is PID 1 of a pod's shared PID
-//! namespace.
+//! files, so no process has to hold them (a shared PID namespace needs a process: see `infra`).
 //!
-//! Both run as `skiff-monitor` subcommands: unsharing changes the calling process, and skiffd is
+//! Pinning runs as a `skiff-monitor` subcommand: unsharing changes the calling process, and skiffd is
 //! multi-threaded, so it starts a fresh single-threaded helper for it.
 
 use std::ffi::CString;
@@ -217,87 +216,15 @@ fn mount_shm(target: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// `skiff-monitor infra --dir <pod dir>`: forks PID 1 of a new PID namespace, prints its pid (as seen
-/// from here) on stdout and exits; the infra process outlives skiffd and reaps the pod's orphans. It
-/// first joins whichever of the pod's pinned namespaces exist, so it sits in all of the pod's namespaces.
-pub fn infra_main(args: &[String]) -> i32 {
-    match infra(args) {
-        Ok(pid) => {
-            println!("{pid}");
-            0
-        }
-        Err(e) => {
-            eprintln!("skiff-monitor infra: {e:#}");
-            1
-        }
-    }
-}
-
-fn infra(args: &[String]) -> Result<i32> {
-    let [flag, dir] = args else {
-        bail!("usage: infra --dir <pod dir>");
-    };
-    if flag != "--dir" || !Path::new(dir).is_absolute() {
-        bail!("usage: infra --dir <pod dir>");
-    }
-    for ns in PINNABLE {
-        let pin = pin_path(Path::new(dir), ns);
-        if pin.exists() {
-            join(&pin, clone_flag(ns))?;
-        }
-    }
-    // SAFETY: unshare(CLONE_NEWPID) only affects children forked after it by this process.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("unshare pid");
-    }
-    // SAFETY: this helper is single-threaded, so the child may run arbitrary code after fork.
-    match unsafe { libc::fork() } {
-        -1 => Err(std::io::Error::last_os_error()).context("fork"),
-        0 => infra_loop(),
-        pid => Ok(pid),
-    }
-}
-
-fn join(pin: &Path, flag: i32) -> Result<()> {
+/// Joins the pinned namespace `ns` (one of [`PINNABLE`]) at `pin`; for single-threaded helpers.
+pub(crate) fn join(pin: &Path, ns: &str) -> Result<()> {
     let f = std::fs::File::open(pin).with_context(|| format!("open {}", pin.display()))?;
-    // SAFETY: setns on an open namespace fd, in this single-threaded helper.
-    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), flag) } != 0 {
+    // SAFETY: setns on an open namespace fd, in a single-threaded helper.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), clone_flag(ns)) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("join {}", pin.display()));
     }
     Ok(())
-}
-
-/// PID 1 of the pod: detached from skiffd's session and stdio, reaping every child it inherits.
-fn infra_loop() -> ! {
-    // SAFETY: plain syscalls on this process; the sigset is initialised by sigemptyset before use.
-    unsafe {
-        libc::setsid();
-        // Holds no directory of the host busy.
-        libc::chdir(c"/".as_ptr());
-        let null = c"/dev/null".as_ptr();
-        let fd = libc::open(null, libc::O_RDWR);
-        if fd >= 0 {
-            for n in 0..3 {
-                libc::dup2(fd, n);
-            }
-            if fd > 2 {
-                libc::close(fd);
-            }
-        }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let timeout = libc::timespec {
-            tv_sec: 10,
-            tv_nsec: 0,
-        };
-        loop {
-            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
-            libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -188,12 +188,28 @@ pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> Result<i32, NsError> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
     }
+    raw_clone3(&args)
+}
+
+/// Like [`clone3`] with no new namespace, but the child is our parent's (`CLONE_PARENT`): a first stage
+/// can fork the real process and exit while its parent keeps waiting for that process. The child's exit
+/// signal is ours (SIGCHLD when we came from [`clone3`]).
+pub fn clone_sibling() -> Result<i32, NsError> {
+    raw_clone3(&CloneArgs {
+        flags: libc::CLONE_PARENT as u64,
+        // clone3 refuses an exit signal with CLONE_PARENT: the caller's is inherited.
+        exit_signal: 0,
+        ..Default::default()
+    })
+}
+
+fn raw_clone3(args: &CloneArgs) -> Result<i32, NsError> {
     // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our address space and
     // continues on its own copy of this stack. `args` outlives the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };

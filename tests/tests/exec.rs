@@ -164,3 +164,41 @@ fn exec_with_a_terminal() {
     pty.read_until("got-typed", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("input not delivered: {e}"));
 }
+
+#[test]
+fn exec_enters_every_namespace_of_a_user_namespaced_container() {
+    let env = TestEnv::new("exec-userns");
+    let mut b = env.bundle();
+    let out = std::process::Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(b.rootfs())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown: {out:?}");
+    b.namespace("user", None);
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.set("/linux/uidMappings", map.clone());
+    b.set("/linux/gidMappings", map);
+    b.remove_mount("/sys/fs/cgroup");
+    b.args(&["sleep", "1000"]);
+    let id = env.id();
+    env.must_create(&b, &id);
+    env.must_start(&id);
+    let pid = env.pid(&id);
+    let out = env.rt(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "id -u; for n in user mnt pid; do readlink /proc/self/ns/$n; done; echo $$",
+    ]);
+    assert_ok(&out, "exec");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    for (i, ns) in ["user", "mnt", "pid"].iter().enumerate() {
+        let want = fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(lines[1 + i], want.to_string_lossy(), "{ns}: {out}");
+    }
+    // Born in the container's pid namespace: a small pid there, not the host's.
+    assert!(lines[4].parse::<i64>().unwrap() < 100, "{out}");
+}

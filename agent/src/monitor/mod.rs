@@ -58,7 +58,7 @@ pub fn main() -> i32 {
         Some("container") => container_main(rest),
         Some("exec") => crate::execsync::main(rest),
         Some("pinns") => crate::pinns::main(rest),
-        Some("infra") => crate::pinns::infra_main(rest),
+        Some("infra") => crate::infra::main(rest),
         _ => {
             eprintln!("skiff-monitor: started by skiffd only (container|exec|pinns|infra)");
             2

@@ -74,21 +74,13 @@ impl Runtime {
             _ => None,
         };
         let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
-        let joins_pid = kinds.contains(&NamespaceKind::Pid);
-        if joins_pid {
-            // pid_for_children: our next child is born in the container's pid namespace.
-            join(pidfd.as_raw_fd(), libc::CLONE_NEWPID)?;
-        }
-        let pid = namespaces::clone3(0, None)?;
-        if pid == 0 {
+        let flags = kinds.iter().fold(0, |acc, k| acc | k.clone_flag());
+        let stage = namespaces::clone3(0, None)?;
+        if stage == 0 {
             drop(parent_chan);
             // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
             unsafe { libc::close(dir.lock_fd()) };
-            let flags = kinds
-                .iter()
-                .filter(|k| **k != NamespaceKind::Pid)
-                .fold(0, |acc, k| acc | k.clone_flag());
-            child(
+            first_stage(
                 &child_chan,
                 pidfd.as_raw_fd(),
                 flags,
@@ -102,6 +94,7 @@ impl Runtime {
         drop(child_chan);
         drop(console);
         drop(dir);
+        let pid = first_stage_result(&parent_chan, stage)?;
         let result = drive(&parent_chan, cg.as_ref(), pid, relay, &st);
         let tty = match result {
             Ok(t) => t,
@@ -161,11 +154,63 @@ fn drive(
     }
 }
 
+/// Reaps the first stage and learns the pid (in our pid namespace) of the process it forked.
+fn first_stage_result(chan: &Channel, stage: i32) -> Result<i32, ContainerError> {
+    let msg = chan.recv().map_err(io("sync"));
+    // SAFETY: reaping our own child, the first stage, which exits once it has forked.
+    unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
+    match msg? {
+        Some(Msg::InitPid(pid)) => Ok(pid),
+        Some(Msg::Error(e)) => Err(ContainerError::Init(e)),
+        Some(m) => Err(ContainerError::Init(format!("protocol: unexpected {m:?}"))),
+        None => Err(ContainerError::Init(
+            "exec: the first stage went away".into(),
+        )),
+    }
+}
+
+/// Joins every namespace of the container, then forks the process as a sibling (our parent's child).
+/// The process is thus born in the container's mount namespace as well as its pid namespace: no
+/// process of the container ever sees one of ours with the host's root (`/proc/<pid>/root`), which
+/// it could open with CAP_SYS_PTRACE. This stage itself never shows in the container's pid namespace.
 #[allow(clippy::too_many_arguments)]
-fn child(
+fn first_stage(
     chan: &Channel,
     pidfd: RawFd,
     flags: libc::c_int,
+    process: &Process,
+    seccomp: Option<&crate::spec::Seccomp>,
+    console: Option<RawFd>,
+    relay: bool,
+    preserve_fds: u32,
+) -> ! {
+    let fail = |msg: String| -> ! {
+        let _ = chan.send(&Msg::Error(msg));
+        // SAFETY: _exit ends the first stage without running the parent's destructors.
+        unsafe { libc::_exit(1) }
+    };
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    // With CLONE_NEWPID among them, the pid namespace applies to our children only.
+    if let Err(e) = join(pidfd, flags) {
+        fail(e.to_string());
+    }
+    match namespaces::clone_sibling() {
+        Ok(0) => child(chan, process, seccomp, console, relay, preserve_fds),
+        Ok(pid) => {
+            let _ = chan.send(&Msg::InitPid(pid));
+            // SAFETY: _exit ends the first stage; the process lives on as our parent's child.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+fn child(
+    chan: &Channel,
     process: &Process,
     seccomp: Option<&crate::spec::Seccomp>,
     console: Option<RawFd>,
@@ -185,11 +230,6 @@ fn child(
     match chan.recv() {
         Ok(Some(Msg::Go)) => {}
         _ => fail("runtime went away".into()),
-    }
-    if flags != 0 {
-        if let Err(e) = join(pidfd, flags) {
-            fail(e.to_string());
-        }
     }
     if process.terminal {
         let pty = match terminal::open_pty(process.console_size) {

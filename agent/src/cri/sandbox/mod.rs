@@ -61,6 +61,9 @@ pub struct SandboxRecord {
     /// The CNI ADD result.
     #[serde(default)]
     pub cni_result: Option<serde_json::Value>,
+    /// The infra process's own cgroup below the pod's, until it is removed.
+    #[serde(default)]
+    pub infra_cgroup: Option<skiff_runtime::cgroups::CgroupState>,
 }
 
 impl Record for SandboxRecord {

@@ -52,6 +52,7 @@ pub fn create(
         shm: None,
         cni_network: None,
         cni_result: None,
+        infra_cgroup: None,
     };
     match build(d, &mut rec, plan) {
         Ok(()) => Ok(rec),
@@ -84,6 +85,7 @@ fn build(d: &Daemon, rec: &mut SandboxRecord, plan: &Plan) -> Result<(), Status>
         rec.infra_pid = Some(pid);
         rec.infra_start = start;
         rec.pidns = Some(format!("/proc/{pid}/ns/pid").into());
+        place_infra(d, rec, pid)?;
     }
     if let (Some(list), Some(netns)) = (net_conf, rec.netns.clone()) {
         // Recorded before ADD: a half-done ADD is undone with DEL as well.
@@ -184,6 +186,40 @@ fn spawn_infra(d: &Daemon, dir: &Path) -> Result<(i32, u64), Status> {
     }
 }
 
+/// Puts the infra process in a cgroup of its own below the pod's, as a pod member is: its usage is the
+/// pod's and it goes with the pod.
+fn place_infra(d: &Daemon, rec: &mut SandboxRecord, pid: i32) -> Result<(), Status> {
+    let path = crate::cri::spec::cgroups_path(d.cgroup_driver, &rec.cgroup_parent, &rec.id);
+    let spec = skiff_runtime::spec::Spec {
+        linux: Some(skiff_runtime::spec::Linux {
+            cgroups_path: Some(path),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let failed = |e: skiff_runtime::cgroups::CgroupError| {
+        internal(format!("put the infra process in its cgroup: {e}"))
+    };
+    let mut cg = skiff_runtime::cgroups::new_manager(&spec, &rec.id).map_err(failed)?;
+    cg.create().map_err(failed)?;
+    // Recorded before the move, so an undo removes what was created.
+    rec.infra_cgroup = Some(cg.state());
+    cg.add_process(pid).map_err(failed)?;
+    rec.infra_cgroup = Some(cg.state());
+    Ok(())
+}
+
+/// Kept in the record when it cannot be removed yet, so the next stop tries again.
+fn remove_infra_cgroup(rec: &mut SandboxRecord) {
+    let Some(state) = &rec.infra_cgroup else {
+        return;
+    };
+    match skiff_runtime::cgroups::from_state(state).destroy() {
+        Ok(()) => rec.infra_cgroup = None,
+        Err(e) => tracing::warn!(sandbox = %rec.id, "remove the infra cgroup: {e}"),
+    }
+}
+
 /// Field 22 of /proc/<pid>/stat: tells a process from a later one that reuses its pid.
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -226,6 +262,7 @@ pub fn release(d: &Daemon, rec: &mut SandboxRecord) -> Result<(), Status> {
         }
     }
     kill_infra(rec);
+    remove_infra_cgroup(rec);
     rec.infra_pid = None;
     rec.infra_start = 0;
     rec.pidns = None;
