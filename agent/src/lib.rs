@@ -8,6 +8,7 @@ pub mod execsync;
 pub mod infra;
 pub mod monitor;
 pub mod pinns;
+pub mod pinns_userns;
 pub mod server;
 pub mod store;
 pub mod stream;
