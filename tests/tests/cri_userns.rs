@@ -1,7 +1,7 @@
 //! Pods in a user namespace of their own (`userns_options` mode POD): advertised by RuntimeStatus, the
 //! mapping seen by the pod's containers, the image's files owned by the pod's root through idmapped
 //! layers, files written to volumes owned on the host by the mapped ids (or, idmapped, by the ids the
-//! mount maps back to), and the options a runtime must refuse.
+//! mount maps back to), exec in the same namespace, and the options a runtime must refuse.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -147,6 +147,26 @@ async fn pod_user_namespace_maps_root_and_owns_its_files() {
     let upper = d.dir.join("state/containers").join(&id).join("upper");
     assert_eq!(owner(&upper), (HOST_ID, HOST_ID));
     assert_eq!(owner(&upper.join("etc/by-root")), (HOST_ID, HOST_ID));
+    // A process exec'd into a running container of the pod is in the pod's user namespace too.
+    let sleeper = d
+        .run_container(&pod, container_config("sleeper", "exec sleep 3600"))
+        .await;
+    let r =
+        d.rt.exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["cat".into(), "/proc/self/uid_map".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", host_id.as_str(), length.as_str()],
+        "exec: {out} {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     d.stop_and_remove_pod(&pod.id).await;
 }
 
