@@ -2,6 +2,7 @@
 //! (`store`), the per-container monitor (`monitor`), pinned pod namespaces (`pinns`) and the infra
 //! process of a shared PID namespace (`infra`).
 
+pub mod authority;
 pub mod config;
 pub mod cri;
 pub mod execsync;

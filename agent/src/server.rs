@@ -9,6 +9,9 @@ use cri_api::v1::image_service_server::ImageServiceServer;
 use cri_api::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
+
+use crate::authority::AuthorityFix;
 
 use crate::cri::service::Cri;
 use crate::cri::Daemon;
@@ -41,7 +44,7 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let serve = tonic::transport::Server::builder()
         .add_service(runtime)
         .add_service(image)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             signals.recv().await;
             stopping.notify_one();
         });
@@ -53,6 +56,13 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     result.context("serve the CRI")
+}
+
+/// Accepted connections, each with its `:authority` made acceptable to h2 (see [`crate::authority`]).
+fn incoming(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
 }
 
 /// Binds `path`, replacing a stale socket but never another kind of file.

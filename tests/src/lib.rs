@@ -12,6 +12,7 @@ pub mod console;
 pub mod cri;
 pub mod env;
 pub mod host;
+pub mod k8s;
 pub mod kube;
 pub mod peers;
 pub mod registry;

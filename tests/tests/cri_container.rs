@@ -458,6 +458,27 @@ mod cri_tests {
         assert!(text.ends_with('\n'));
     }
 
+    /// A client may read the log as soon as the container starts (critest does, between
+    /// StartContainer and its first status): the file exists once CreateContainer returns.
+    #[tokio::test]
+    async fn the_log_file_exists_once_created() {
+        let (mut d, sb) = setup("logfile").await;
+        for i in 0..10 {
+            let name = format!("quiet{i}");
+            let id = d
+                .create_container(&sb, container_config(&name, "exec sleep 1000"))
+                .await
+                .unwrap();
+            let log = log_file(&d, "logfile", &name);
+            assert!(
+                log.is_file(),
+                "{} missing right after create",
+                log.display()
+            );
+            d.remove_container(&id).await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn tty_container_logs_its_terminal() {
         let (mut d, sb) = setup("tty").await;

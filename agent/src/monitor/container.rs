@@ -43,6 +43,12 @@ pub fn run(a: &ContainerArgs) -> i32 {
             return 1;
         }
     };
+    // Open before the create is reported, so that the log exists for whoever reads it as soon as
+    // the container has started.
+    let log = CriLog::open(a.log.as_deref()).unwrap_or_else(|e| {
+        eprintln!("skiff-monitor: open log: {e}");
+        CriLog::discard()
+    });
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
     report(
@@ -54,7 +60,7 @@ pub fn run(a: &ContainerArgs) -> i32 {
         },
     );
     close_status(a);
-    let status = relay(a, streams, init_pid);
+    let status = relay(a, streams, log, init_pid);
     let (exit_code, signal) = match status {
         Some(s) => sys::decode_status(s),
         None => (255, 0),
@@ -215,7 +221,7 @@ fn init_state(root: &Path, id: &str) -> Result<(i32, CgroupState), String> {
 }
 
 /// Relays output until the init has exited and its output is drained; returns its wait status.
-fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
+fn relay(a: &ContainerArgs, streams: Streams, mut log: CriLog, init_pid: i32) -> Option<i32> {
     let signals = [
         libc::SIGCHLD,
         libc::SIGUSR1,
@@ -230,10 +236,6 @@ fn relay(a: &ContainerArgs, streams: Streams, init_pid: i32) -> Option<i32> {
             return wait_blocking(init_pid);
         }
     };
-    let mut log = CriLog::open(a.log.as_deref()).unwrap_or_else(|e| {
-        eprintln!("skiff-monitor: open log: {e}");
-        CriLog::discard()
-    });
     let (mut outputs, stdin, tty): (Vec<(OwnedFd, &'static str, LineBuf)>, _, _) = match streams {
         Streams::Pipes { out, err, _stdin } => (
             vec![

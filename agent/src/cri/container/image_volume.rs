@@ -7,6 +7,7 @@
 //! sub path resolved inside it without following symlinks out of the image.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 use cri_api::v1 as cri;
@@ -130,11 +131,7 @@ fn sub_path_source(dir: &Path, sub: &str) -> Result<PathBuf, Status> {
             truncate(sub)
         ))
     })?;
-    let real = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .map_err(internal)?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(internal)?;
     // RESOLVE_IN_ROOT kept the lookup inside; this only guards against a mount moved meanwhile.
     if !real.starts_with(dir) {
         return Err(internal(format!(
@@ -242,5 +239,25 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
             assert!(e.message().contains("image_sub_path"), "{e:?}");
         }
+    }
+
+    #[test]
+    fn sub_path_symlinks_resolve_inside_the_image() {
+        let img = tempfile::tempdir().unwrap();
+        let root = img.path();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("data/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", root.join("data/up")).unwrap();
+        // The image has no /etc: a link to it is missing, never the host's /etc.
+        let e = sub_path_source(root, "data/abs").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        std::fs::create_dir(root.join("etc")).unwrap();
+        let real = std::fs::canonicalize(root).unwrap();
+        assert_eq!(
+            sub_path_source(&real, "data/abs").unwrap(),
+            real.join("etc")
+        );
+        assert_eq!(sub_path_source(&real, "data/up").unwrap(), real);
+        assert_eq!(sub_path_source(&real, "").unwrap(), real);
     }
 }

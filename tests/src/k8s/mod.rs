@@ -1,0 +1,13 @@
+//! The real Kubernetes components for tests: where their binaries are ([`bin`]), a control plane on loopback
+//! ([`ControlPlane`]), a node joined with the stock kubelet ([`KubeletNode`]), and the processes they run as ([`Daemon`]).
+
+pub mod bin;
+pub mod cgroup_root;
+pub mod control_plane;
+pub mod daemon;
+pub mod loopback;
+pub mod node;
+
+pub use control_plane::ControlPlane;
+pub use daemon::Daemon;
+pub use node::KubeletNode;
