@@ -401,3 +401,42 @@ async fn exec_processes_never_show_the_host_root_to_the_container() {
         "an exec'd process showed the host's files:\n{leaks}"
     );
 }
+
+#[tokio::test]
+async fn the_infra_of_a_pod_lost_in_a_crash_goes_with_its_cgroup() {
+    let mut d = Skiffd::start().await;
+    let mut config = host_network(pod_config("lost", &d.log_dir()));
+    let parent = format!("skiff-escape-test-{}", std::process::id());
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .cgroup_parent = format!("/{parent}");
+    let pod = d.run_pod(config).await;
+    let infra = infra_pid(&mut d, &pod.id).await;
+    let cgroups = std::fs::read_to_string(format!("/proc/{infra}/cgroup")).unwrap();
+    let dirs: Vec<PathBuf> = cgroups
+        .lines()
+        .filter_map(|l| l.strip_prefix("0::"))
+        .map(|p| PathBuf::from(format!("/sys/fs/cgroup/unified{p}")))
+        .collect();
+    assert!(
+        !dirs.is_empty() && dirs.iter().all(|d| d.ends_with(&pod.id)),
+        "{cgroups}"
+    );
+    assert!(dirs[0].exists());
+
+    // A crash before the record was saved: skiffd comes back knowing nothing of the pod.
+    d.kill9();
+    std::fs::remove_file(d.dir.join(format!("state/sandboxes/{}.json", pod.id))).unwrap();
+    d.restart().await;
+    let gone = std::fs::read_to_string(format!("/proc/{infra}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true);
+    assert!(gone, "the unknown pod's infra still runs");
+    let left = dirs[0].exists();
+    // The pod cgroup itself is kubelet's to remove; here the test's.
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(&parent));
+    }
+    assert!(!left, "{} outlived its infra", dirs[0].display());
+}

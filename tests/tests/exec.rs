@@ -190,7 +190,7 @@ fn exec_enters_every_namespace_of_a_user_namespaced_container() {
         &id,
         "sh",
         "-c",
-        "id -u; for n in user mnt pid; do readlink /proc/self/ns/$n; done; echo $$",
+        "id -u; for n in user mnt pid; do readlink /proc/self/ns/$n; done; echo $$; cat /proc/self/cgroup",
     ]);
     assert_ok(&out, "exec");
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -201,4 +201,6 @@ fn exec_enters_every_namespace_of_a_user_namespaced_container() {
     }
     // Born in the container's pid namespace: a small pid there, not the host's.
     assert!(lines[4].parse::<i64>().unwrap() < 100, "{out}");
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(lines[5..].join("\n"), cgroups.trim_end(), "cgroups: {out}");
 }

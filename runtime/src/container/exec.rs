@@ -94,8 +94,9 @@ impl Runtime {
         drop(child_chan);
         drop(console);
         drop(dir);
-        let pid = first_stage_result(&parent_chan, stage)?;
-        let result = drive(&parent_chan, cg.as_ref(), pid, relay, &st);
+        let pid = place_first_stage(&parent_chan, cg.as_ref(), stage)
+            .and_then(|()| first_stage_result(&parent_chan, stage))?;
+        let result = drive(&parent_chan, pid, relay, &st);
         let tty = match result {
             Ok(t) => t,
             Err(e) => {
@@ -122,12 +123,11 @@ impl Runtime {
 
 fn drive(
     chan: &Channel,
-    cg: &dyn CgroupManager,
     pid: i32,
     relay: bool,
     st: &state::ContainerState,
 ) -> Result<Option<OwnedFd>, ContainerError> {
-    cg.add_process(pid)?;
+    // The process waits until we know its pid: its messages must come after the first stage's.
     super::create::send(chan, &Msg::Go)?;
     let mut tty = None;
     loop {
@@ -154,6 +154,26 @@ fn drive(
     }
 }
 
+/// Puts the first stage in the container's cgroup, so that the process it forks is born there.
+fn place_first_stage(
+    chan: &Channel,
+    cg: &dyn CgroupManager,
+    stage: i32,
+) -> Result<(), ContainerError> {
+    let placed = cg
+        .add_process(stage)
+        .map_err(ContainerError::from)
+        .and_then(|()| super::create::send(chan, &Msg::Go));
+    if placed.is_err() {
+        // SAFETY: kill and reap our own child, the first stage.
+        unsafe {
+            libc::kill(stage, libc::SIGKILL);
+            libc::waitpid(stage, std::ptr::null_mut(), 0);
+        }
+    }
+    placed
+}
+
 /// Reaps the first stage and learns the pid (in our pid namespace) of the process it forked.
 fn first_stage_result(chan: &Channel, stage: i32) -> Result<i32, ContainerError> {
     let msg = chan.recv().map_err(io("sync"));
@@ -169,10 +189,13 @@ fn first_stage_result(chan: &Channel, stage: i32) -> Result<i32, ContainerError>
     }
 }
 
-/// Joins every namespace of the container, then forks the process as a sibling (our parent's child).
-/// The process is thus born in the container's mount namespace as well as its pid namespace: no
-/// process of the container ever sees one of ours with the host's root (`/proc/<pid>/root`), which
-/// it could open with CAP_SYS_PTRACE. This stage itself never shows in the container's pid namespace.
+/// Joins every namespace of the container, waits to be put in its cgroup, then forks the process as a
+/// sibling (our parent's child). The process is thus born in the container's mount namespace, pid
+/// namespace and cgroup: no process of the container ever sees one of ours with the host's root
+/// (`/proc/<pid>/root`, which it could open with CAP_SYS_PTRACE), and the process holds the runtime's
+/// capabilities only while it sets itself up (and a message round trip), not while the runtime writes
+/// cgroup files. This stage
+/// itself never shows in the container's pid namespace.
 #[allow(clippy::too_many_arguments)]
 fn first_stage(
     chan: &Channel,
@@ -197,6 +220,10 @@ fn first_stage(
     // With CLONE_NEWPID among them, the pid namespace applies to our children only.
     if let Err(e) = join(pidfd, flags) {
         fail(e.to_string());
+    }
+    match chan.recv() {
+        Ok(Some(Msg::Go)) => {}
+        _ => fail("runtime went away".into()),
     }
     match namespaces::clone_sibling() {
         Ok(0) => child(chan, process, seccomp, console, relay, preserve_fds),

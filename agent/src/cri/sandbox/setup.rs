@@ -276,7 +276,7 @@ pub fn release(d: &Daemon, rec: &mut SandboxRecord) -> Result<(), Status> {
 }
 
 /// Kills infra processes of pods under `pods_dir` that have no record (a crash between starting one and
-/// saving the record); their command line names the pod directory.
+/// saving the record), and removes their cgroups; their command line names the pod directory.
 pub fn kill_stray_infras(pods_dir: &Path, known: &std::collections::HashSet<String>) {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
@@ -299,11 +299,40 @@ pub fn kill_stray_infras(pods_dir: &Path, known: &std::collections::HashSet<Stri
                 .is_some_and(|id| !known.contains(&*id.to_string_lossy()));
         if stray {
             tracing::info!(pid, dir = %dir.display(), "killing the infra process of an unknown pod");
+            let id = dir.file_name().unwrap_or_default().to_string_lossy();
+            let cgroup = stray_cgroup(pid, &id);
             let start = start_time(pid);
             // SAFETY: kill takes plain integers; the command line shows the process is a stray infra.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_gone(pid, start);
+            if let Some(rel) = cgroup {
+                remove_stray_cgroup(&rel);
+            }
         }
+    }
+}
+
+/// The cgroup `place_infra` gave a stray infra, named for its pod; none when it never got there (it is
+/// then still in skiffd's own cgroup, which must not be touched).
+fn stray_cgroup(pid: i32, id: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(|p| PathBuf::from(p.trim_start_matches('/')))
+        .find(|p| !id.is_empty() && p.file_name().is_some_and(|n| n == id))
+}
+
+/// Removes `rel` from every hierarchy, as `place_infra` created it in each.
+fn remove_stray_cgroup(rel: &Path) {
+    use skiff_runtime::cgroups::fs::FsManager;
+    use skiff_runtime::cgroups::CgroupManager;
+    let Ok(planned) = FsManager::new(rel) else {
+        return;
+    };
+    let mut state = planned.state();
+    state.owned = state.paths.values().cloned().collect();
+    if let Err(e) = FsManager::from_state(state).destroy() {
+        tracing::warn!("remove the cgroup of an unknown pod's infra process: {e}");
     }
 }
 
