@@ -111,13 +111,22 @@ async fn pod_user_namespace_maps_root_and_owns_its_files() {
     // An emptyDir is world-writable; a volume the kubelet idmaps is not, its root owns it.
     let empty_dir = HostDir::new("empty", 0o777);
     let idmapped = HostDir::new("idmapped", 0o755);
-    let config = with_userns(
+    let mut config = with_userns(
         pod_config("userns", &d.log_dir()),
         cri::NamespaceMode::Pod,
         vec![mapping(0, HOST_ID, LENGTH)],
     );
+    // Set as the pod's root, in namespaces it owns.
+    config.linux.as_mut().unwrap().sysctls = [
+        ("net.ipv4.ip_unprivileged_port_start", "80"),
+        ("kernel.shm_rmid_forced", "1"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
     let pod = d.run_pod(config).await;
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; \
+                  echo sysctls $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start \
+                  /proc/sys/kernel/shm_rmid_forced); \
                   stat -c 'passwd-owner %u:%g' /etc/passwd; \
                   echo written > /etc/by-root && echo etc-writable; \
                   touch /empty/plain /idmapped/mapped && echo volumes-written";
@@ -134,6 +143,7 @@ async fn pod_user_namespace_maps_root_and_owns_its_files() {
     let (host_id, length) = (HOST_ID.to_string(), LENGTH.to_string());
     assert_eq!(st.exit_code, 0, "log:\n{log}\n{}", d.daemon_log());
     assert!(has(&["0", &host_id, &length]), "uid_map: {log}");
+    assert!(has(&["sysctls", "80", "1"]), "pod sysctls: {log}");
     assert!(
         has(&["passwd-owner", "0:0"]),
         "image files owned by the pod's root: {log}"
