@@ -157,6 +157,14 @@ async fn pod_user_namespace_maps_root_and_owns_its_files() {
     let upper = d.dir.join("state/containers").join(&id).join("upper");
     assert_eq!(owner(&upper), (HOST_ID, HOST_ID));
     assert_eq!(owner(&upper.join("etc/by-root")), (HOST_ID, HOST_ID));
+    // sysfs cannot be idmapped: the container is refused, saying so.
+    let mut c = container_config("sysfs", "true");
+    c.mounts = vec![bind(Path::new("/sys/kernel"), "/k", true)];
+    let e = d
+        .create_container(&pod, c)
+        .await
+        .expect_err("an idmapped sysfs mount must be refused");
+    assert!(e.message().contains("MOUNT_ATTR_IDMAP"), "{e}");
     // A process exec'd into a running container of the pod is in the pod's user namespace too.
     let sleeper = d
         .run_container(&pod, container_config("sleeper", "exec sleep 3600"))

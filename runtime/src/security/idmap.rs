@@ -98,8 +98,9 @@ fn tree(spec: &Spec, m: &Mount, bundle: &Path, recursive: bool) -> Result<OwnedF
     let path = bundle.join(source);
     let tree = rootfs_sys::open_tree_clone(&path, recursive)
         .map_err(sys(&format!("clone {}", path.display())))?;
-    rootfs_sys::mount_setattr_idmap(&tree, recursive, userns.as_fd())
-        .map_err(sys("mount_setattr MOUNT_ATTR_IDMAP"))?;
+    rootfs_sys::mount_setattr_idmap(&tree, recursive, userns.as_fd()).map_err(sys(
+        "mount_setattr MOUNT_ATTR_IDMAP (EINVAL: this file system or kernel cannot idmap mounts)",
+    ))?;
     Ok(tree)
 }
 
