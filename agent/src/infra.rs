@@ -122,8 +122,10 @@ fn run(dir: &Path, report: OwnedFd) -> ! {
 fn confine(dir: &Path, keep_fd: i32) -> Result<()> {
     // SAFETY: setsid only detaches this process from skiffd's session.
     unsafe { libc::setsid() };
+    // Read while /proc is still in reach.
+    let ids = (own_id("uid_map")?, own_id("gid_map")?);
     empty_root(dir)?;
-    drop_identity()?;
+    drop_identity(ids)?;
     block_sigchld()?;
     close_fds_but(keep_fd)?;
     let filter = seccomp::compile(&filter_profile()).context("compile the seccomp filter")?;
@@ -192,9 +194,9 @@ fn mount(
     Ok(())
 }
 
-/// uid and gid [`INFRA_ID`], no supplementary groups, every capability set empty (bounding and ambient
+/// uid and gid [`INFRA_ID`] (see [`own_id`]), no supplementary groups, every capability set empty (bounding and ambient
 /// too), no_new_privs, not dumpable.
-fn drop_identity() -> Result<()> {
+fn drop_identity((uid, gid): (libc::uid_t, libc::gid_t)) -> Result<()> {
     caps::drop_bounding(&caps::Set(0))?;
     let check = |rc: libc::c_int, what: &str| -> Result<()> {
         if rc != 0 {
@@ -205,9 +207,9 @@ fn drop_identity() -> Result<()> {
     // SAFETY: plain syscalls with integer arguments (setgroups with an empty list).
     unsafe {
         check(libc::setgroups(0, std::ptr::null()), "setgroups")?;
-        check(libc::setresgid(INFRA_ID, INFRA_ID, INFRA_ID), "setresgid")?;
+        check(libc::setresgid(gid, gid, gid), "setresgid")?;
         // Without keep-caps the uid change empties the permitted, effective and ambient sets.
-        check(libc::setresuid(INFRA_ID, INFRA_ID, INFRA_ID), "setresuid")?;
+        check(libc::setresuid(uid, uid, uid), "setresuid")?;
     }
     caps::set(&caps::CapSets::default())?;
     // SAFETY: prctl with integer arguments only.
@@ -222,6 +224,41 @@ fn drop_identity() -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// [`INFRA_ID`], or in a pod's user namespace that does not map it, the highest id it maps: never
+/// the pod's root.
+fn own_id(file: &str) -> Result<libc::uid_t> {
+    let map = std::fs::read_to_string(format!("/proc/self/{file}"))
+        .with_context(|| format!("read /proc/self/{file}"))?;
+    let ranges: Vec<(u32, u32)> = map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[0], f[2]))
+        })
+        .collect();
+    pick_id(&ranges)
+        .with_context(|| format!("the pod's {file} has no id for the infra process but 0"))
+}
+
+/// From (first id, count) ranges of a user namespace.
+fn pick_id(ranges: &[(u32, u32)]) -> Option<libc::uid_t> {
+    if ranges
+        .iter()
+        .any(|&(first, n)| INFRA_ID >= first && INFRA_ID - first < n)
+    {
+        return Some(INFRA_ID);
+    }
+    ranges
+        .iter()
+        .filter(|&&(first, _)| first <= INFRA_ID)
+        .map(|&(first, n)| first.saturating_add(n.saturating_sub(1)).min(INFRA_ID))
+        .filter(|&id| id > 0)
+        .max()
 }
 
 /// SIGCHLD stays pending for `sigtimedwait` instead of being delivered.
@@ -320,6 +357,14 @@ mod tests {
                 "syscall {nr}"
             );
         }
+    }
+
+    #[test]
+    fn infra_id_is_mapped_and_not_root() {
+        assert_eq!(pick_id(&[(0, 4294967295)]), Some(INFRA_ID));
+        assert_eq!(pick_id(&[(0, 100000)]), Some(INFRA_ID));
+        assert_eq!(pick_id(&[(0, 1000)]), Some(999));
+        assert_eq!(pick_id(&[(0, 1)]), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod infra;
 pub mod monitor;
 pub mod node;
 pub mod pinns;
+pub mod pinns_userns;
 pub mod server;
 pub mod store;
 pub mod stream;

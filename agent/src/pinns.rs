@@ -9,9 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use skiff_runtime::spec::IdMapping;
 
-/// The namespaces a pod may pin, by their `/proc/self/ns` names.
-pub const PINNABLE: [&str; 3] = ["net", "ipc", "uts"];
+/// The namespaces a pod may pin, by their `/proc/self/ns` names; the user namespace first, since the
+/// others are joined with its rights.
+pub const PINNABLE: [&str; 4] = ["user", "net", "ipc", "uts"];
 
 /// What `skiff-monitor pinns` is asked to do.
 #[derive(Debug, Default, PartialEq)]
@@ -24,6 +26,8 @@ pub struct PinOptions {
     pub sysctls: Vec<(String, String)>,
     /// Size in bytes of the pod's /dev/shm tmpfs; none when 0.
     pub shm_size: u64,
+    /// The uid and gid mappings of a new user namespace that owns the others (with `user`).
+    pub userns: Option<(IdMapping, IdMapping)>,
 }
 
 impl PinOptions {
@@ -42,11 +46,20 @@ impl PinOptions {
         if self.shm_size > 0 {
             a.extend(["--shm-size".into(), self.shm_size.to_string()]);
         }
+        if let Some((u, g)) = &self.userns {
+            a.extend([
+                "--uid-map".into(),
+                map_arg(u),
+                "--gid-map".into(),
+                map_arg(g),
+            ]);
+        }
         a
     }
 
     pub fn parse(args: &[String]) -> Result<PinOptions> {
         let mut o = PinOptions::default();
+        let (mut uid, mut gid) = (None, None);
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = |name: &str| {
@@ -63,6 +76,8 @@ impl PinOptions {
                     o.sysctls.push((k.into(), v.into()));
                 }
                 "--shm-size" => o.shm_size = value("--shm-size")?.parse()?,
+                "--uid-map" => uid = Some(parse_map(&value("--uid-map")?)?),
+                "--gid-map" => gid = Some(parse_map(&value("--gid-map")?)?),
                 flag => match flag.strip_prefix("--") {
                     Some(ns) if PINNABLE.contains(&ns) => o.namespaces.push(ns.into()),
                     _ => bail!("unknown argument {flag:?}"),
@@ -72,7 +87,34 @@ impl PinOptions {
         if !o.dir.is_absolute() {
             bail!("--dir must be an absolute path");
         }
+        let user = o.namespaces.iter().any(|n| n == "user");
+        o.userns = match (uid, gid) {
+            (Some(u), Some(g)) if user => Some((u, g)),
+            (None, None) if !user => None,
+            _ => bail!("--user needs --uid-map and --gid-map, and they need --user"),
+        };
         Ok(o)
+    }
+}
+
+/// `container:host:size`.
+fn map_arg(m: &IdMapping) -> String {
+    format!("{}:{}:{}", m.container_id, m.host_id, m.size)
+}
+
+fn parse_map(s: &str) -> Result<IdMapping> {
+    let n: Vec<u32> = s
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("mapping {s:?}: want container:host:size"))?;
+    match n[..] {
+        [container_id, host_id, size] => Ok(IdMapping {
+            container_id,
+            host_id,
+            size,
+        }),
+        _ => bail!("mapping {s:?}: want container:host:size"),
     }
 }
 
@@ -87,7 +129,7 @@ pub const EXIT_BAD_SYSCTL: i32 = 3;
 /// A sysctl the kernel refused, told apart from other failures by its exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("sysctl {key}={value}: {source}")]
-struct SysctlError {
+pub(crate) struct SysctlError {
     key: String,
     value: String,
     source: std::io::Error,
@@ -98,6 +140,10 @@ pub fn main(args: &[String]) -> i32 {
     match PinOptions::parse(args).and_then(|o| pin(&o)) {
         Ok(()) => 0,
         Err(e) => {
+            // The namespace child has said why itself.
+            if let Some(f) = e.downcast_ref::<crate::pinns_userns::ChildFailed>() {
+                return f.0.max(1);
+            }
             eprintln!("skiff-monitor pinns: {e:#}");
             if e.is::<SysctlError>() {
                 EXIT_BAD_SYSCTL
@@ -109,6 +155,9 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn pin(o: &PinOptions) -> Result<()> {
+    if o.userns.is_some() {
+        return crate::pinns_userns::pin(o);
+    }
     let flags = o.namespaces.iter().fold(0, |f, ns| f | clone_flag(ns));
     if flags != 0 {
         // SAFETY: unshare changes only this single-threaded helper process.
@@ -116,6 +165,12 @@ fn pin(o: &PinOptions) -> Result<()> {
             return Err(std::io::Error::last_os_error()).context("unshare");
         }
     }
+    configure(o)?;
+    pin_from(o, Path::new("/proc/self"))
+}
+
+/// Sets up the namespaces this process is in: the hostname, lo, the sysctls.
+pub(crate) fn configure(o: &PinOptions) -> Result<()> {
     let has = |ns: &str| o.namespaces.iter().any(|n| n == ns);
     if let (true, Some(h)) = (has("uts"), &o.hostname) {
         set_hostname(h)?;
@@ -130,20 +185,27 @@ fn pin(o: &PinOptions) -> Result<()> {
             source,
         })?;
     }
+    Ok(())
+}
+
+/// Pins the namespaces of `proc` (`/proc/self` or `/proc/<pid>`) and mounts the pod's shm.
+pub(crate) fn pin_from(o: &PinOptions, proc: &Path) -> Result<()> {
     std::fs::create_dir_all(o.dir.join("ns")).context("create ns dir")?;
     for ns in &o.namespaces {
         let target = pin_path(&o.dir, ns);
         std::fs::File::create(&target).with_context(|| format!("create {}", target.display()))?;
-        bind(Path::new("/proc/self/ns").join(ns).as_path(), &target)?;
+        bind(proc.join("ns").join(ns).as_path(), &target)?;
     }
     if o.shm_size > 0 {
-        mount_shm(&o.dir.join("shm"), o.shm_size)?;
+        let owner = o.userns.map(|(u, g)| (u.host_id, g.host_id));
+        mount_shm(&o.dir.join("shm"), o.shm_size, owner)?;
     }
     Ok(())
 }
 
-fn clone_flag(ns: &str) -> i32 {
+pub(crate) fn clone_flag(ns: &str) -> i32 {
     match ns {
+        "user" => libc::CLONE_NEWUSER,
         "net" => libc::CLONE_NEWNET,
         "ipc" => libc::CLONE_NEWIPC,
         "uts" => libc::CLONE_NEWUTS,
@@ -192,12 +254,14 @@ fn bind(src: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_shm(target: &Path, size: u64) -> Result<()> {
+/// `owner`: the host ids of the pod's root when it has a user namespace, so /dev/shm is its own.
+fn mount_shm(target: &Path, size: u64, owner: Option<(u32, u32)>) -> Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
     let t = cstr(target)?;
     let src = CString::new("shm")?;
     let fstype = CString::new("tmpfs")?;
-    let data = CString::new(format!("mode=1777,size={size}"))?;
+    let ids = owner.map_or(String::new(), |(u, g)| format!(",uid={u},gid={g}"));
+    let data = CString::new(format!("mode=1777,size={size}{ids}"))?;
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
@@ -239,8 +303,21 @@ mod tests {
             hostname: Some("web".into()),
             sysctls: vec![("net/ipv4/ip_forward".into(), "1".into())],
             shm_size: 64 << 20,
+            userns: None,
         };
         assert_eq!(PinOptions::parse(&o.to_args()).unwrap(), o);
+        let map = |h| IdMapping {
+            container_id: 0,
+            host_id: h,
+            size: 65536,
+        };
+        let u = PinOptions {
+            dir: "/run/x".into(),
+            namespaces: vec!["user".into(), "net".into()],
+            userns: Some((map(1000), map(2000))),
+            ..Default::default()
+        };
+        assert_eq!(PinOptions::parse(&u.to_args()).unwrap(), u);
         let bad = |a: &[&str]| {
             let v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
             PinOptions::parse(&v).is_err()
@@ -249,5 +326,23 @@ mod tests {
         assert!(bad(&["--dir", "/x", "--pid"]));
         assert!(bad(&["--dir", "/x", "--sysctl", "novalue"]));
         assert!(bad(&["--dir"]));
+        assert!(bad(&["--dir", "/x", "--user"]));
+        assert!(bad(&[
+            "--dir",
+            "/x",
+            "--uid-map",
+            "0:1:1",
+            "--gid-map",
+            "0:1:1"
+        ]));
+        assert!(bad(&[
+            "--dir",
+            "/x",
+            "--user",
+            "--uid-map",
+            "0:1",
+            "--gid-map",
+            "0:1:1"
+        ]));
     }
 }

@@ -144,6 +144,73 @@ fn user_namespace_maps_root_to_an_unprivileged_uid() {
     );
 }
 
+/// A `sleep` that is PID 1 of a new PID namespace owned by a new user namespace mapping root to
+/// `host_id`, as a pod's infra process is; its pid.
+fn userns_pid1(env: &TestEnv, host_id: u32) -> u32 {
+    let unshare = Command::new("unshare")
+        .args(["--user", "--pid", "--fork", "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn unshare");
+    let pid = unshare.id();
+    env.on_drop(move || {
+        let mut child = unshare;
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    let end = Instant::now() + Duration::from_secs(10);
+    let sleeper = loop {
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        if let Some(c) = children.unwrap_or_default().split_whitespace().next() {
+            break c.parse::<u32>().unwrap();
+        }
+        assert!(Instant::now() < end, "unshare never forked");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for f in ["uid_map", "gid_map"] {
+        fs::write(format!("/proc/{pid}/{f}"), format!("0 {host_id} 65536\n")).unwrap();
+    }
+    sleeper
+}
+
+#[test]
+fn joins_a_user_and_a_pid_namespace_by_path() {
+    let env = TestEnv::new("ns-join-user");
+    let holder = userns_pid1(&env, 100000);
+    let (user, pid_ns) = (
+        format!("/proc/{holder}/ns/user"),
+        format!("/proc/{holder}/ns/pid"),
+    );
+    let mut b = env.bundle();
+    chown_tree(&b.rootfs(), 100000, 100000);
+    b.namespace("user", Some(&user));
+    b.namespace("pid", Some(&pid_ns));
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.set("/linux/uidMappings", map.clone());
+    b.set("/linux/gidMappings", map);
+    b.remove_mount("/sys/fs/cgroup");
+    b.sh("id -u; cat /proc/self/uid_map");
+    let id = env.id();
+    let create = env.must_create(&b, &id);
+    // The pid the runtime reports is the init's in our namespace, inside both joined namespaces.
+    let pid = env.pid(&id);
+    assert_eq!(
+        host::ns_inode(&format!("/proc/{pid}/ns/user")),
+        host::ns_inode(&user)
+    );
+    assert_eq!(
+        host::ns_inode(&format!("/proc/{pid}/ns/pid")),
+        host::ns_inode(&pid_ns)
+    );
+    env.must_start(&id);
+    env.wait_status(&id, "stopped", Duration::from_secs(10));
+    let out = create.stdout_now();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words[..], ["0", "0", "100000", "65536"], "{out}{create}");
+}
+
 #[test]
 fn time_namespace_applies_offsets() {
     if !Path::new("/proc/self/ns/time").exists() {

@@ -8,6 +8,7 @@
 mod image_volume;
 mod launch;
 mod lifecycle;
+mod rootfs;
 mod status;
 mod watch;
 

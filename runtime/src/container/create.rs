@@ -191,7 +191,9 @@ fn spawn(
     let two_stage = plan.needs_two_stages();
     let cgroup_fd = if two_stage { None } else { cg.clone_into() };
     let own_pidns = open_path(Path::new("/proc/self/ns/pid_for_children")).ok();
-    plan.join_for_children()?;
+    if !two_stage {
+        plan.join_for_children()?;
+    }
     let flags = if two_stage { 0 } else { plan.clone_flags() };
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
@@ -423,7 +425,13 @@ fn first_stage(args: InitArgs) -> ! {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    if let Err(e) = args.plan.join_own() {
+    // The pid namespace is joined for our children only, so this stage stays in ours and the pid it
+    // reports for the init is one in our namespace.
+    if let Err(e) = args
+        .plan
+        .join_own()
+        .and_then(|()| args.plan.join_for_children())
+    {
         fail(chan, e.to_string());
     }
     if args.plan.creates(NamespaceKind::User) {
@@ -461,7 +469,8 @@ fn first_stage(args: InitArgs) -> ! {
     if let Err(e) = namespaces::unshare(flags, "create namespaces") {
         fail(chan, e.to_string());
     }
-    match namespaces::clone3(0, None) {
+    // The init is forked as our parent's child, which waits for it.
+    match namespaces::clone_sibling() {
         Ok(0) => init::run(InitArgs { parent: 0, ..args }),
         Ok(pid) => {
             // The init's first message must be from it, not us: we only report its pid.

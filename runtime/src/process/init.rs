@@ -228,7 +228,11 @@ fn guard_against_parent_death(parent: i32) -> Result<(), InitError> {
 }
 
 fn enter_namespaces(a: &InitArgs) -> Result<(), InitError> {
-    a.plan.join_own()?;
+    // A two-stage spawn's first stage has joined them already; joining a user namespace one is
+    // already in fails.
+    if !a.plan.needs_two_stages() {
+        a.plan.join_own()?;
+    }
     if a.plan.creates(NamespaceKind::Cgroup) {
         // Only now, inside the container's cgroup, so that it becomes the namespace's root.
         namespaces::unshare(libc::CLONE_NEWCGROUP, "create cgroup namespace")?;

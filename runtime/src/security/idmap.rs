@@ -6,7 +6,7 @@
 //! mapping, and hands the tree's descriptor to the init, which only attaches it inside the rootfs.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::rootfs::sys as rootfs_sys;
@@ -98,8 +98,9 @@ fn tree(spec: &Spec, m: &Mount, bundle: &Path, recursive: bool) -> Result<OwnedF
     let path = bundle.join(source);
     let tree = rootfs_sys::open_tree_clone(&path, recursive)
         .map_err(sys(&format!("clone {}", path.display())))?;
-    rootfs_sys::mount_setattr_idmap(&tree, recursive, userns.as_fd())
-        .map_err(sys("mount_setattr MOUNT_ATTR_IDMAP"))?;
+    rootfs_sys::mount_setattr_idmap(&tree, recursive, userns.as_fd()).map_err(sys(
+        "mount_setattr MOUNT_ATTR_IDMAP (EINVAL: this file system or kernel cannot idmap mounts)",
+    ))?;
     Ok(tree)
 }
 
@@ -150,4 +151,18 @@ fn userns_with(uids: &[IdMapping], gids: &[IdMapping]) -> io::Result<OwnedFd> {
     // SAFETY: reaping the child we just made.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     result
+}
+
+/// Attaches at the directory `target` a clone of the directory `source` (that one mount, without what
+/// is mounted below it) idmapped through the user namespace `userns`: files owned by id N on disk
+/// show as the id N maps to there.
+pub fn bind_idmapped(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tree = rootfs_sys::open_tree_clone(source, false)?;
+    rootfs_sys::mount_setattr_idmap(&tree, false, userns)?;
+    let dir = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(target)?;
+    rootfs_sys::move_mount_onto(tree.as_fd(), dir.as_fd())
 }

@@ -227,7 +227,7 @@ fn build_and_launch(
         std::fs::create_dir_all(dir.join(sub))
             .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;
     }
-    skiff_runtime::image::bundle::mount_overlay(dir, &lowers).map_err(internal)?;
+    super::rootfs::mount(dir, &lowers, sb)?;
     let config = image_volume::mount_all(d, dir, &rec.config, volumes)?;
     let spec = spec::build(&spec::SpecInput {
         daemon: d,

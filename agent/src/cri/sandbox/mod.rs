@@ -9,6 +9,7 @@ mod files;
 mod network;
 pub mod resources;
 mod setup;
+pub mod userns;
 mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -64,6 +65,9 @@ pub struct SandboxRecord {
     /// The infra process's own cgroup below the pod's, until it is removed.
     #[serde(default)]
     pub infra_cgroup: Option<skiff_runtime::cgroups::CgroupState>,
+    /// The pod's pinned user namespace (POD mode), which owns its other namespaces.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
 }
 
 impl Record for SandboxRecord {

@@ -53,6 +53,7 @@ pub fn create(
         cni_network: None,
         cni_result: None,
         infra_cgroup: None,
+        userns: None,
     };
     match build(d, &mut rec, plan) {
         Ok(()) => Ok(rec),
@@ -123,10 +124,15 @@ fn pin_namespaces(d: &Daemon, rec: &mut SandboxRecord, plan: &Plan) -> Result<()
     if opts.namespaces.is_empty() {
         return Ok(());
     }
+    if let Some(u) = &plan.userns {
+        opts.namespaces.insert(0, "user".into());
+        opts.userns = Some((u.uid, u.gid));
+    }
     // What pinns may have mounted, so an undo finds it even when pinns fails half-way.
     let has = |ns: &str| opts.namespaces.iter().any(|n| n == ns);
     let pin = |ns: &str| has(ns).then(|| pin_path(&rec.dir, ns));
     (rec.netns, rec.ipcns, rec.utsns) = (pin("net"), pin("ipc"), pin("uts"));
+    rec.userns = pin("user");
     rec.shm = (opts.shm_size > 0).then(|| rec.dir.join("shm"));
     let out = Command::new(d.config.monitor_path())
         .arg("pinns")

@@ -34,6 +34,8 @@ pub struct Plan {
     pub cgroup_parent: String,
     /// The CNI `portMappings` capability argument.
     pub port_mappings: Vec<Value>,
+    /// The pod's own user namespace (POD mode), which owns its other namespaces.
+    pub userns: Option<super::userns::PodUserNs>,
 }
 
 pub fn check(cfg: &cri::PodSandboxConfig, handler: &str) -> Result<Plan, Status> {
@@ -187,17 +189,17 @@ fn namespaces(ns: &cri::NamespaceOption) -> Result<Plan, Status> {
             "namespace_options.target_id is for containers, not pods",
         ));
     }
-    if let Some(u) = &ns.userns_options {
-        if mode("userns_options.mode", u.mode)? != Node {
-            return Err(invalid(
-                "namespace_options.userns_options: user namespaces are not supported",
-            ));
-        }
-    }
+    let userns = super::userns::from_options(
+        ns.userns_options.as_ref(),
+        network == Node,
+        ipc == Node,
+        pid == Node,
+    )?;
     Ok(Plan {
         host_network: network == Node,
         host_ipc: ipc == Node,
         shared_pid: pid == Pod,
+        userns,
         ..Plan::default()
     })
 }

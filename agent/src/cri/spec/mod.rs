@@ -77,7 +77,15 @@ pub fn build(input: &SpecInput) -> Result<Spec, Status> {
     res.devices = device_rules;
     let mounts = mounts::build(input)?;
     let (masked, readonly) = security::paths(input);
+    // Joining the pod's user namespace by path; the maps tell the runtime who the container's root is.
+    let userns = input
+        .sandbox
+        .userns
+        .as_ref()
+        .and_then(|_| super::sandbox::userns::of_config(&input.sandbox.config));
     let linux = Linux {
+        uid_mappings: userns.map(|u| vec![u.uid]).unwrap_or_default(),
+        gid_mappings: userns.map(|u| vec![u.gid]).unwrap_or_default(),
         sysctl: sysctls(input.sandbox),
         resources: Some(res),
         cgroups_path: Some(cgroups_path(

@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use cri_api::v1 as cri;
 use skiff_runtime::mountinfo;
 use skiff_runtime::rootfs::resolve::{Kind, RootDir};
-use skiff_runtime::spec::Mount;
+use skiff_runtime::spec::{IdMapping, Mount};
 use tonic::Status;
 
 use super::{bad, SpecInput};
@@ -185,13 +185,45 @@ fn bind_mount(m: &cri::Mount) -> Result<Mount, Status> {
         options.push("rro".into());
     }
     options.push(if m.readonly { "ro" } else { "rw" }.into());
+    let (uid_mappings, gid_mappings) = idmap(m)?;
     Ok(Mount {
         destination: m.container_path.clone(),
         kind: Some("bind".into()),
         source: Some(host.to_string_lossy().into_owned()),
         options,
-        ..Default::default()
+        uid_mappings,
+        gid_mappings,
     })
+}
+
+/// `uid_mappings`/`gid_mappings`: the mount is idmapped through them (the runtime makes the idmapped
+/// mount on the host side), so what id 0 owns on disk is owned by the container's root.
+fn idmap(m: &cri::Mount) -> Result<(Vec<IdMapping>, Vec<IdMapping>), Status> {
+    let conv = |v: &[cri::IdMapping]| -> Vec<IdMapping> {
+        v.iter()
+            .map(|x| IdMapping {
+                container_id: x.container_id,
+                host_id: x.host_id,
+                size: x.length,
+            })
+            .collect()
+    };
+    let (u, g) = (conv(&m.uid_mappings), conv(&m.gid_mappings));
+    if u.is_empty() != g.is_empty() {
+        return Err(bad(
+            "mounts.uid_mappings",
+            &m.container_path,
+            "an idmapped mount needs both uid_mappings and gid_mappings",
+        ));
+    }
+    if u.iter().chain(&g).any(|x| x.size == 0) {
+        return Err(bad(
+            "mounts.uid_mappings",
+            &m.container_path,
+            "a mapping has length 0",
+        ));
+    }
+    Ok((u, g))
 }
 
 /// Propagation from the host only works if the host's mount propagates: shared for

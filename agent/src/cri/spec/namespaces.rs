@@ -1,4 +1,4 @@
-//! `linux.namespaces`: the pod's pinned network, IPC and UTS namespaces, the PID namespace the
+//! `linux.namespaces`: the pod's pinned user, network, IPC and UTS namespaces, the PID namespace the
 //! config asks for, and the container's own mount (and, on cgroup v2, cgroup) namespace.
 
 use std::path::Path;
@@ -25,6 +25,7 @@ pub fn build(input: &SpecInput) -> Result<Vec<Namespace>, Status> {
     let mut out = vec![new(NamespaceKind::Mount)];
     // A pod without a pinned namespace of a kind uses the host's: nothing to join or create.
     for (kind, ns) in [
+        (NamespaceKind::User, &sb.userns),
         (NamespaceKind::Network, &sb.netns),
         (NamespaceKind::Ipc, &sb.ipcns),
         (NamespaceKind::Uts, &sb.utsns),
