@@ -17,7 +17,7 @@ use tonic::Status;
 
 use super::container::ContainerRecord;
 use super::error::{full_id, not_found};
-use super::image::{now_nanos, usage};
+use super::image::usage;
 use super::sandbox::SandboxRecord;
 use super::{blocking, Daemon};
 use cgroup::{CgroupDirs, Sample};
@@ -130,7 +130,7 @@ pub async fn container(
         .ok_or_else(|| not_found("container", &r.container_id))?;
     let d = d.clone();
     blocking(move || {
-        let (stats, _) = container_stats(&d, &c, now_nanos());
+        let (stats, _) = container_stats(&d, &c, crate::now_ns());
         Ok(cri::ContainerStatsResponse { stats: Some(stats) })
     })
     .await
@@ -143,7 +143,7 @@ pub async fn list_containers(
     let filter = r.filter.unwrap_or_default();
     let d = d.clone();
     blocking(move || {
-        let now = now_nanos();
+        let now = crate::now_ns();
         let stats = d
             .containers
             .list()
@@ -228,7 +228,7 @@ pub async fn sandbox(
     let d = d.clone();
     blocking(move || {
         Ok(cri::PodSandboxStatsResponse {
-            stats: Some(sandbox_stats(&d, &sb, now_nanos())),
+            stats: Some(sandbox_stats(&d, &sb, crate::now_ns())),
         })
     })
     .await
@@ -241,7 +241,7 @@ pub async fn list_sandboxes(
     let filter = r.filter.unwrap_or_default();
     let d = d.clone();
     blocking(move || {
-        let now = now_nanos();
+        let now = crate::now_ns();
         // Stopped pods have nothing left to measure, as kubelet expects.
         let stats = d
             .sandboxes
@@ -315,7 +315,7 @@ pub async fn sandbox_metrics(
 ) -> Result<cri::ListPodSandboxMetricsResponse, Status> {
     let d = d.clone();
     blocking(move || {
-        let now = now_nanos();
+        let now = crate::now_ns();
         let pod_metrics = d
             .sandboxes
             .list()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -72,7 +72,7 @@ pub async fn create(
     )?;
     let img = image::resolve(d, &image_name)?;
     let name = reserve_name(d, &sb.id, &config)?;
-    let id = new_id()?;
+    let id = skiff_sys::id::new_id().map_err(internal)?;
     let dir = container_dir(d, &id);
     let rec = ContainerRecord {
         id: id.clone(),
@@ -200,14 +200,6 @@ fn reserve_name(
     ))
 }
 
-/// 64 random hex digits.
-fn new_id() -> Result<String, Status> {
-    let mut buf = [0u8; 32];
-    let f = std::fs::File::open("/dev/urandom").map_err(internal)?;
-    std::io::Read::read_exact(&mut &f, &mut buf).map_err(internal)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn build_and_launch(
     d: &Daemon,
     sb: &SandboxRecord,
@@ -243,7 +235,7 @@ fn build_and_launch(
 
 /// Starts `skiff-monitor container` and waits for its report: the container exists, or why not.
 fn spawn_monitor(d: &Daemon, rec: &ContainerRecord) -> Result<Report, Status> {
-    let (r, w) = pipe()?;
+    let (r, w) = skiff_sys::fd::pipe().map_err(internal)?;
     let diag = std::fs::File::create(rec.bundle.join("monitor.log")).map_err(internal)?;
     let mut cmd = Command::new(d.config.monitor_path());
     cmd.arg("container")
@@ -312,16 +304,6 @@ fn read_report(r: OwnedFd) -> Result<Report, Status> {
     serde_json::from_str(&line).map_err(|e| internal(format!("monitor report {line:?}: {e}")))
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(internal(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors are fresh and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Removes whatever a failed create left: the runtime's container, the mount, the directory.
 pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
     if let Err(e) = d.runtime.delete(id, true) {
@@ -346,14 +328,5 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
             assert!(e.message().contains("log_path"), "{e:?}");
         }
-    }
-
-    #[test]
-    fn ids_are_64_hex_digits_and_differ() {
-        let a = new_id().unwrap();
-        let b = new_id().unwrap();
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 }

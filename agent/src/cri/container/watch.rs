@@ -3,7 +3,6 @@
 //! skiffd, and cleanup of what no record owns.
 
 use std::collections::HashSet;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use cri_api::v1 as cri;
@@ -64,7 +63,7 @@ pub fn arm(d: &Arc<Daemon>, c: &ContainerRecord) {
 }
 
 async fn wait_monitor(c: &ContainerRecord) {
-    let Some(fd) = pidfd_open(c.monitor_pid) else {
+    let Ok(fd) = skiff_sys::fd::pidfd_open(c.monitor_pid) else {
         return;
     };
     // The pidfd names the process now; if that is not our monitor, ours is already gone.
@@ -84,19 +83,6 @@ async fn wait_monitor(c: &ContainerRecord) {
             }
         }
     }
-}
-
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    if pid <= 0 {
-        return None;
-    }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Records that the container's exit is known and publishes ContainerStopped, once.
