@@ -10,7 +10,7 @@ mod net;
 mod rate;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cri_api::v1 as cri;
 use tonic::Status;
@@ -21,12 +21,7 @@ use super::image::usage;
 use super::sandbox::SandboxRecord;
 use super::{blocking, Daemon};
 use cgroup::{CgroupDirs, Sample};
-use rate::Rates;
-
-fn rates() -> &'static Rates {
-    static RATES: OnceLock<Rates> = OnceLock::new();
-    RATES.get_or_init(Rates::default)
-}
+pub use rate::Rates;
 
 fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
@@ -56,8 +51,8 @@ fn container_sample(d: &Daemon, c: &ContainerRecord) -> Option<Sample> {
     CgroupDirs::of_container(&d.config.runtime_root(), &c.id).map(|dirs| dirs.sample())
 }
 
-fn cpu_usage(now: i64, rate_key: &str, s: &Sample) -> cri::CpuUsage {
-    let rate = rates().observe(rate_key, now, s.cpu_nanos);
+fn cpu_usage(d: &Daemon, now: i64, rate_key: &str, s: &Sample) -> cri::CpuUsage {
+    let rate = d.rates.observe(rate_key, now, s.cpu_nanos);
     cri::CpuUsage {
         timestamp: now,
         usage_core_nano_seconds: u64v(s.cpu_nanos),
@@ -89,7 +84,7 @@ fn container_stats(d: &Daemon, c: &ContainerRecord, now: i64) -> (cri::Container
             labels: c.config.labels.clone(),
             annotations: c.config.annotations.clone(),
         }),
-        cpu: sample.as_ref().map(|s| cpu_usage(now, &c.id, s)),
+        cpu: sample.as_ref().map(|s| cpu_usage(d, now, &c.id, s)),
         memory: sample.as_ref().map(|s| memory_usage(now, s)),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: now,
@@ -113,7 +108,7 @@ fn container_stats(d: &Daemon, c: &ContainerRecord, now: i64) -> (cri::Container
 fn forget_gone(d: &Daemon) {
     let containers = d.containers.list();
     let sandboxes = d.sandboxes.list();
-    rates().retain(|id| {
+    d.rates.retain(|id| {
         let id = id.strip_prefix("pod:").unwrap_or(id);
         containers.iter().any(|c| c.id == id) || sandboxes.iter().any(|s| s.id == id)
     });
@@ -202,7 +197,7 @@ fn sandbox_stats(d: &Daemon, sb: &SandboxRecord, now: i64) -> cri::PodSandboxSta
             annotations: sb.config.annotations.clone(),
         }),
         linux: Some(cri::LinuxPodSandboxStats {
-            cpu: Some(cpu_usage(now, &format!("pod:{}", sb.id), &pod)),
+            cpu: Some(cpu_usage(d, now, &format!("pod:{}", sb.id), &pod)),
             memory: Some(memory_usage(now, &pod)),
             network: network_usage(now, sb),
             process: Some(cri::ProcessUsage {
@@ -333,25 +328,12 @@ mod tests {
     use super::*;
 
     fn record(id: &str, sandbox: &str, labels: &[(&str, &str)]) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            sandbox_id: sandbox.into(),
-            config: cri::ContainerConfig {
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            },
-            image_name: String::new(),
-            image_id: String::new(),
-            created_at: 0,
-            started_at: 0,
-            bundle: "/nonexistent".into(),
-            log_path: None,
-            monitor_pid: 0,
-            pid: 0,
-        }
+        let mut c = crate::cri::testing::record(id, sandbox);
+        c.config.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c
     }
 
     #[test]
@@ -383,5 +365,28 @@ mod tests {
         let c = record("gone", "pod", &[]);
         let dirs = CgroupDirs::of_container(std::path::Path::new("/nonexistent"), &c.id);
         assert!(dirs.is_none());
+    }
+
+    /// CPU rates come from the previous sample kept by the same daemon: a second daemon in the
+    /// process starts from nothing.
+    #[test]
+    fn two_daemons_keep_their_own_cpu_samples() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            crate::cri::testing::daemon(&tmp.path().join("a")),
+            crate::cri::testing::daemon(&tmp.path().join("b")),
+        );
+        let at = |cpu_nanos| Sample {
+            cpu_nanos,
+            ..Default::default()
+        };
+        let rate = |d: &Daemon, now, cpu| cpu_usage(d, now, "c1", &at(cpu)).usage_nano_cores;
+        assert_eq!(rate(&a, 1_000_000_000, 0), u64v(0));
+        assert_eq!(rate(&a, 2_000_000_000, 500_000_000), u64v(500_000_000));
+        assert_eq!(
+            rate(&b, 2_000_000_000, 500_000_000),
+            u64v(0),
+            "b saw no sample"
+        );
     }
 }

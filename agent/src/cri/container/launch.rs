@@ -22,8 +22,11 @@ use crate::monitor::Report;
 /// The longest container name accepted (Kubernetes allows 63).
 const MAX_NAME: usize = 1024;
 
-/// Names (sandbox, name, attempt) of containers being created right now.
-static CREATING: Mutex<BTreeSet<(String, String, u32)>> = Mutex::new(BTreeSet::new());
+/// Names (sandbox, name, attempt) of containers being created right now, by one daemon.
+#[derive(Default)]
+pub struct Creating(Arc<Mutex<BTreeSet<NameKey>>>);
+
+type NameKey = (String, String, u32);
 
 /// How long the monitor may take to create the container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -151,15 +154,14 @@ fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>, Status> {
 }
 
 /// Holds a container name in a sandbox while the container is being created.
-struct NameReservation(String, String, u32);
+struct NameReservation(Arc<Mutex<BTreeSet<NameKey>>>, NameKey);
 
 impl Drop for NameReservation {
     fn drop(&mut self) {
-        let key = (self.0.clone(), self.1.clone(), self.2);
-        CREATING
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+            .remove(&self.1);
     }
 }
 
@@ -171,7 +173,7 @@ fn reserve_name(
 ) -> Result<NameReservation, Status> {
     let meta = config.metadata.clone().unwrap_or_default();
     let key = (sandbox_id.to_owned(), meta.name.clone(), meta.attempt);
-    let mut creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut creating = d.creating.0.lock().unwrap_or_else(|p| p.into_inner());
     let taken = d
         .containers
         .list()
@@ -192,12 +194,8 @@ fn reserve_name(
             taken.map(|t| format!(" by {t}")).unwrap_or_default()
         )));
     }
-    creating.insert(key);
-    Ok(NameReservation(
-        sandbox_id.to_owned(),
-        meta.name,
-        meta.attempt,
-    ))
+    creating.insert(key.clone());
+    Ok(NameReservation(d.creating.0.clone(), key))
 }
 
 fn build_and_launch(
@@ -315,6 +313,29 @@ pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names being created are held per daemon: two daemons in one process do not see each
+    /// other's, and a dropped reservation frees the name.
+    #[test]
+    fn two_daemons_hold_names_apart() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = crate::cri::testing::daemon(&tmp.path().join("a"));
+        let b = crate::cri::testing::daemon(&tmp.path().join("b"));
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "web".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        let held = reserve_name(&a, "pod", &config).expect("a reserves");
+        let e = reserve_name(&a, "pod", &config).err().expect("a holds it");
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        let other = reserve_name(&b, "pod", &config).expect("b has its own names");
+        drop(held);
+        reserve_name(&a, "pod", &config).expect("freed by the drop");
+        drop(other);
+    }
 
     #[test]
     fn log_paths_stay_in_the_log_directory() {

@@ -13,9 +13,10 @@ use super::super::{events, Daemon};
 use super::ContainerRecord;
 use crate::monitor::ExitRecord;
 
-/// Containers whose exit has been published (ContainerStopped), so it is published once. After a
-/// restart of skiffd every exit known at recovery counts as published.
-static EXIT_SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Containers whose exit one daemon has published (ContainerStopped), so it is published once.
+/// After a restart of skiffd every exit known at recovery counts as published.
+#[derive(Default)]
+pub struct ExitsSeen(Mutex<HashSet<String>>);
 
 /// Whether the record's monitor is still running: the pid is alive and is the monitor of this
 /// container (its command line names the id), so a reused pid is not taken for it.
@@ -31,10 +32,12 @@ pub fn monitor_alive(c: &ContainerRecord) -> bool {
 }
 
 /// Forgets a removed container.
-pub fn forget(id: &str) {
-    if let Some(seen) = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        seen.remove(id);
-    }
+pub fn forget(d: &Daemon, id: &str) {
+    d.exits_seen
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -88,8 +91,7 @@ async fn wait_monitor(c: &ContainerRecord) {
 /// Records that the container's exit is known and publishes ContainerStopped, once.
 pub fn mark_exited(d: &Daemon, id: &str) {
     let first = {
-        let mut seen = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = seen.get_or_insert_with(HashSet::new);
+        let mut seen = d.exits_seen.0.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = d.containers.get(id) else {
             return;
         };
@@ -149,5 +151,40 @@ fn collect_garbage(d: &Daemon) {
             tracing::info!(container = name, "removing a directory without a record");
             skiff_runtime::image::bundle::remove_bundle(&e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cri::testing;
+
+    fn seen(d: &Daemon, id: &str) -> bool {
+        d.exits_seen
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    /// Each daemon publishes an exit once for itself: one daemon's record of published exits does
+    /// not silence another's.
+    #[test]
+    fn two_daemons_publish_an_exit_each() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            testing::daemon(&tmp.path().join("a")),
+            testing::daemon(&tmp.path().join("b")),
+        );
+        let c = testing::record("c1", "pod");
+        for d in [&a, &b] {
+            d.containers.put(&c).expect("put");
+        }
+        mark_exited(&a, "c1");
+        assert!(seen(&a, "c1") && !seen(&b, "c1"));
+        mark_exited(&b, "c1");
+        assert!(seen(&b, "c1"));
+        forget(&a, "c1");
+        assert!(!seen(&a, "c1") && seen(&b, "c1"));
     }
 }
