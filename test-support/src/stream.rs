@@ -260,13 +260,16 @@ pub async fn websocket(url: &str, protocols: &str) -> (WebSocketStream<TcpStream
         .to_string();
     let tcp = TcpStream::connect(host).await.unwrap();
     let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-    let chosen = resp
-        .headers()
+    (ws, chosen_protocol(&resp))
+}
+
+/// The subprotocol the server chose, empty if none.
+fn chosen_protocol(resp: &tokio_tungstenite::tungstenite::handshake::client::Response) -> String {
+    resp.headers()
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_string();
-    (ws, chosen)
+        .to_string()
 }
 
 /// A client WebSocket over plain TCP.
@@ -434,11 +437,5 @@ pub async fn websocket_tls(
         .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
     let tls = tls_connect(url, ca).await;
     let (ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
-    let chosen = resp
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    (ws, chosen)
+    (ws, chosen_protocol(&resp))
 }
