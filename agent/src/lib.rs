@@ -16,9 +16,4 @@ pub mod store;
 pub mod stream;
 
 /// Nanoseconds since the Unix epoch, the CRI's timestamp unit.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use skiff_sys::time::now_ns;

@@ -27,17 +27,7 @@ struct TestHandler;
 
 /// A pipe, both ends blocking: (read end, write end).
 fn os_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two new descriptors into a valid array of two ints.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both descriptors were just made and are owned by nothing else.
-    unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    }
+    skiff_sys::fd::pipe().expect("pipe")
 }
 
 /// The bytes `emit` and `emit-pipe` write: a 64 KiB block of `i % 251`, repeated.
@@ -210,10 +200,9 @@ fn exec_req(cmd: &[&str], stdin: bool, tty: bool) -> Request {
 }
 
 // The protocol client is shared with the end-to-end tests through skiffd.
-#[allow(dead_code)]
-#[path = "../../tests/src/stream.rs"]
-mod client;
 use client::{exit_code, upgrade, In, Spdy, Transport, SPDY_UPGRADE};
+use skiff_agent::stream::spdy::headers::DICTIONARY;
+use skiff_test_support::stream as client;
 
 #[tokio::test]
 async fn exec_over_spdy() {
@@ -224,7 +213,7 @@ async fn exec_over_spdy() {
     assert!(head
         .to_ascii_lowercase()
         .contains("x-stream-protocol-version: v4.channel.k8s.io"));
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     let error = c.open(&[("streamtype", "error")]).await;
     let stdin = c.open(&[("streamtype", "stdin")]).await;
     let stdout = c.open(&[("streamtype", "stdout")]).await;
@@ -261,7 +250,7 @@ async fn exec_over_spdy_with_tty_and_large_output() {
         .unwrap();
     let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     let error = c.open(&[("streamtype", "error")]).await;
     let stdout = c.open(&[("streamtype", "stdout")]).await;
     let resize = c.open(&[("streamtype", "resize")]).await;
@@ -369,7 +358,7 @@ async fn port_forward_over_spdy() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    forward_twenty(Spdy::new(tcp)).await;
+    forward_twenty(Spdy::new(tcp, &DICTIONARY)).await;
 }
 
 /// Opens 20 concurrent port-forward connections (one to a port nobody serves; half of them to a
@@ -432,7 +421,7 @@ async fn port_forward_tunnelled_over_websocket() {
         resp.headers()["sec-websocket-protocol"],
         "SPDY/3.1+portforward.k8s.io"
     );
-    forward_twenty(Spdy::over(Transport::Ws(Box::new(ws)))).await;
+    forward_twenty(Spdy::over(Transport::Ws(Box::new(ws)), &DICTIONARY)).await;
 }
 
 fn ws_request(
@@ -496,7 +485,7 @@ async fn non_reading_client_holds_the_command_back() {
         .unwrap();
     let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     c.open(&[("streamtype", "error")]).await;
     c.open(&[("streamtype", "stdout")]).await;
     c.open(&[("streamtype", "stderr")]).await;
@@ -535,7 +524,7 @@ async fn hostile_spdy_clients_do_not_take_the_server_down() {
     // Garbage where frames belong: GOAWAY and close.
     let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
     let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     c.write(&[0x80, 0x07, 0x00, 0x01, 0, 0, 0, 0]).await;
     let mut kinds = Vec::new();
     while let Some(In::Control { kind }) = c.next().await {
@@ -546,14 +535,14 @@ async fn hostile_spdy_clients_do_not_take_the_server_down() {
     // A frame claiming 16 MiB: refused on its header.
     let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
     let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     c.write(&[0, 0, 0, 1, 0, 0xff, 0xff, 0xff]).await;
     while c.next().await.is_some() {}
 
     // A header block that inflates past the limit.
     let url = srv.url(exec_req(&["cat-exit", "0"], false, false)).unwrap();
     let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     let big = "x".repeat(1 << 20);
     c.open(&[("streamtype", &big)]).await;
     while c.next().await.is_some() {}
@@ -561,7 +550,7 @@ async fn hostile_spdy_clients_do_not_take_the_server_down() {
     // Data for a stream nobody opened: RST_STREAM, the session lives on.
     let url = srv.url(exec_req(&["cat-exit", "4"], false, false)).unwrap();
     let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     c.data(99, false, b"who?").await;
     assert!(matches!(c.next().await, Some(In::Control { kind: 3 })));
     let error = c.open(&[("streamtype", "error")]).await;
@@ -580,7 +569,7 @@ async fn client_that_never_opens_its_streams_is_dropped() {
     let srv = Server::start(cfg, Arc::new(TestHandler)).await.unwrap();
     let url = srv.url(exec_req(&["cat-exit", "0"], true, false)).unwrap();
     let (tcp, _) = upgrade(&url, &SPDY_UPGRADE).await;
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     c.open(&[("streamtype", "error")]).await;
     let mut kinds = Vec::new();
     while let Some(f) = c.next().await {
@@ -610,7 +599,7 @@ async fn exec_over_spdy_v3_reports_failure_as_text() {
             .contains("x-stream-protocol-version: v3.channel.k8s.io"),
         "{head}"
     );
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     let error = c.open(&[("streamtype", "error")]).await;
     let stdout = c.open(&[("streamtype", "stdout")]).await;
     let stderr = c.open(&[("streamtype", "stderr")]).await;
@@ -700,7 +689,7 @@ async fn attach_over_websocket_and_port_outside_the_request() {
         ],
     )
     .await;
-    let mut c = Spdy::new(tcp);
+    let mut c = Spdy::new(tcp, &DICTIONARY);
     let e = c
         .open(&[
             ("streamtype", "error"),
@@ -762,7 +751,7 @@ async fn pipe_output_is_spliced_whole_over_both_transports() {
         .unwrap();
     let (tcp, head) = upgrade(&url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    spdy_pipe_output(Spdy::new(tcp), total).await;
+    spdy_pipe_output(Spdy::new(tcp, &DICTIONARY), total).await;
 
     let url = srv
         .url(exec_req(&["emit-pipe", &total.to_string()], false, false))
@@ -797,7 +786,7 @@ async fn exec_over_tls_by_both_transports() {
     let tls = client::tls_connect(&url, &files.ca).await;
     let (tls, head) = client::upgrade_on(tls, &url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut c = Spdy::over(Transport::Tls(Box::new(tls)));
+    let mut c = Spdy::over(Transport::Tls(Box::new(tls)), &DICTIONARY);
     let error = c.open(&[("streamtype", "error")]).await;
     let stdin = c.open(&[("streamtype", "stdin")]).await;
     let stdout = c.open(&[("streamtype", "stdout")]).await;
@@ -815,7 +804,11 @@ async fn exec_over_tls_by_both_transports() {
     let tls = client::tls_connect(&url, &files.ca).await;
     let (tls, head) = client::upgrade_on(tls, &url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    spdy_pipe_output(Spdy::over(Transport::Tls(Box::new(tls))), total).await;
+    spdy_pipe_output(
+        Spdy::over(Transport::Tls(Box::new(tls)), &DICTIONARY),
+        total,
+    )
+    .await;
     let url = srv
         .url(exec_req(&["emit-pipe", &total.to_string()], false, false))
         .unwrap();

@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -226,30 +225,10 @@ impl StateDir {
 
 use std::os::unix::fs::MetadataExt;
 
-/// Write to a temporary file beside `path`, fsync it, then rename over `path`: a crash leaves either the
-/// old content or the new, never a mix.
+/// Replaces `path` atomically (see `skiff_sys::fs::write_atomic`): a crash leaves either the old
+/// content or the new, never a mix.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
+    skiff_sys::fs::write_atomic(path, data, mode).map_err(io_err(path))
 }
 
 /// The start time of a process (clock ticks since boot), or `None` if it does not exist.

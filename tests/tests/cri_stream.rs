@@ -10,7 +10,7 @@ use skiff_tests::cri::{
 };
 use skiff_tests::stream::{
     exit_code, spdy_session, tls_connect, tls_files, upgrade, upgrade_on, websocket, websocket_tls,
-    ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport, SPDY_UPGRADE,
+    ws_close_stdin, ws_collect, ws_send, In, Spdy, Transport, DICTIONARY, SPDY_UPGRADE,
 };
 use tonic::Code;
 
@@ -382,7 +382,7 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     headers[2] = ("X-Stream-Protocol-Version", "portforward.k8s.io");
     let (tcp, head) = upgrade(&url, &headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::new(tcp);
+    let mut sp = Spdy::new(tcp, &DICTIONARY);
     expect_twenty_pages(&mut sp, "spdy").await;
     // Nothing listens on 9 in the pod: the error stream says so, the session goes on.
     let got = fetch_concurrently(&mut sp, 9, 1).await;
@@ -393,7 +393,7 @@ async fn port_forward_reaches_httpd_inside_a_bridge_pod() {
     let url = forward(&mut d).await;
     let (ws, proto) = websocket(&url, "SPDY/3.1+portforward.k8s.io").await;
     assert_eq!(proto, "SPDY/3.1+portforward.k8s.io");
-    let mut sp = Spdy::over(Transport::Ws(Box::new(ws)));
+    let mut sp = Spdy::over(Transport::Ws(Box::new(ws)), &DICTIONARY);
     expect_twenty_pages(&mut sp, "websocket tunnel").await;
     drop(sp);
 
@@ -663,7 +663,7 @@ async fn exec_over_tls_when_configured() {
     let tls = tls_connect(&url, &f.ca).await;
     let (tls, head) = upgrade_on(tls, &url, &SPDY_UPGRADE).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut sp = Spdy::over(Transport::Tls(Box::new(tls)));
+    let mut sp = Spdy::over(Transport::Tls(Box::new(tls)), &DICTIONARY);
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
     let stderr = sp.open(&[("streamtype", "stderr")]).await;
@@ -686,7 +686,7 @@ async fn exec_over_tls_when_configured() {
         .await;
     let tls = tls_connect(&url, &f.ca).await;
     let (tls, _) = upgrade_on(tls, &url, &SPDY_UPGRADE).await;
-    let mut sp = Spdy::over(Transport::Tls(Box::new(tls)));
+    let mut sp = Spdy::over(Transport::Tls(Box::new(tls)), &DICTIONARY);
     let error = sp.open(&[("streamtype", "error")]).await;
     let stdout = sp.open(&[("streamtype", "stdout")]).await;
     let stderr = sp.open(&[("streamtype", "stderr")]).await;

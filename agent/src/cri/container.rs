@@ -23,7 +23,9 @@ use super::error::{full_id, not_found};
 use super::Daemon;
 use crate::store::{proto_b64, Record};
 
+pub use launch::Creating;
 pub use status::container_status;
+pub use watch::ExitsSeen;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {

@@ -272,7 +272,7 @@ fn measure_fs(d: &Daemon) -> (cri::ImageFsInfoResponse, HashMap<String, Usage>) 
     }
     let mount = mount.unwrap_or_else(|| d.config.state_dir.join("containers"));
     // Stamped when the walk ends, which is when its figures were true.
-    let now = now_nanos();
+    let now = crate::now_ns();
     let resp = cri::ImageFsInfoResponse {
         image_filesystems: vec![fs_usage(now, &root, &images)],
         container_filesystems: vec![fs_usage(now, &mount, &containers)],
@@ -289,12 +289,6 @@ fn fs_usage(now: i64, mount: &std::path::Path, u: &Usage) -> cri::FilesystemUsag
         used_bytes: Some(cri::UInt64Value { value: u.bytes }),
         inodes_used: Some(cri::UInt64Value { value: u.inodes }),
     }
-}
-
-pub(crate) fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Records grouped by image id, in name order of each group's first record.

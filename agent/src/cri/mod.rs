@@ -37,6 +37,12 @@ pub struct Daemon {
     pub stream: OnceLock<Arc<crate::stream::server::Server>>,
     /// The last `ImageFsInfo` measurement.
     pub fs_info: image::FsInfoCache,
+    /// Container names held while their containers are being created.
+    pub creating: container::Creating,
+    /// Containers whose exit has been published.
+    pub exits_seen: container::ExitsSeen,
+    /// The previous CPU sample of each container and pod, for rates.
+    pub rates: stats::Rates,
 }
 
 impl Daemon {
@@ -54,8 +60,9 @@ impl Daemon {
         let containers = Table::open(&containers_dir)?;
         let images = skiff_runtime::image::store::Store::open(&config.image_root)
             .with_context(|| format!("open image store {}", config.image_root.display()))?;
-        let runtime = skiff_runtime::container::Runtime::new(config.runtime_root());
         let cgroup_driver = runtime::effective_cgroup_driver(config.cgroup_driver);
+        let runtime = skiff_runtime::container::Runtime::new(config.runtime_root())
+            .with_systemd_cgroup(cgroup_driver == CgroupDriver::Systemd);
         Ok(Arc::new(Daemon {
             sandboxes,
             containers,
@@ -66,6 +73,9 @@ impl Daemon {
             pod_cidr: RwLock::new(String::new()),
             stream: OnceLock::new(),
             fs_info: image::FsInfoCache::default(),
+            creating: Default::default(),
+            exits_seen: Default::default(),
+            rates: Default::default(),
             config,
         }))
     }
@@ -152,4 +162,42 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::container::ContainerRecord;
+    use super::Daemon;
+    use crate::config::Config;
+
+    /// A daemon whose directories all live under `dir`.
+    pub fn daemon(dir: &Path) -> Arc<Daemon> {
+        Daemon::open(Config {
+            state_dir: dir.join("state"),
+            run_dir: dir.join("run"),
+            image_root: dir.join("images"),
+            ..Config::default()
+        })
+        .expect("open a daemon")
+    }
+
+    /// A container record with nothing behind it: no monitor, no bundle.
+    pub fn record(id: &str, sandbox: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: sandbox.into(),
+            config: Default::default(),
+            image_name: String::new(),
+            image_id: String::new(),
+            created_at: 0,
+            started_at: 0,
+            bundle: "/nonexistent".into(),
+            log_path: None,
+            monitor_pid: 0,
+            pid: 0,
+        }
+    }
 }

@@ -129,6 +129,5 @@ pub fn effective_cgroup_driver(wanted: CgroupDriver) -> CgroupDriver {
         tracing::warn!("cgroup_driver = \"systemd\" but systemd is not running: using cgroupfs");
         return CgroupDriver::Cgroupfs;
     }
-    skiff_runtime::cgroups::prefer_systemd(wanted == CgroupDriver::Systemd);
     wanted
 }

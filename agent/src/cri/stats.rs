@@ -12,23 +12,18 @@ mod procs;
 mod rate;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::container::ContainerRecord;
 use super::error::{full_id, not_found};
-use super::image::{now_nanos, usage};
+use super::image::usage;
 use super::sandbox::SandboxRecord;
 use super::{blocking, Daemon};
 use cgroup::{CgroupDirs, Sample};
-use rate::Rates;
-
-fn rates() -> &'static Rates {
-    static RATES: OnceLock<Rates> = OnceLock::new();
-    RATES.get_or_init(Rates::default)
-}
+pub use rate::Rates;
 
 fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
@@ -58,8 +53,8 @@ fn container_sample(d: &Daemon, c: &ContainerRecord) -> Option<Sample> {
     CgroupDirs::of_container(&d.config.runtime_root(), &c.id).map(|dirs| dirs.sample())
 }
 
-fn cpu_usage(now: i64, rate_key: &str, s: &Sample) -> cri::CpuUsage {
-    let rate = rates().observe(rate_key, now, s.cpu_nanos);
+fn cpu_usage(d: &Daemon, now: i64, rate_key: &str, s: &Sample) -> cri::CpuUsage {
+    let rate = d.rates.observe(rate_key, now, s.cpu_nanos);
     cri::CpuUsage {
         timestamp: now,
         usage_core_nano_seconds: u64v(s.cpu_nanos),
@@ -91,7 +86,7 @@ fn container_stats(d: &Daemon, c: &ContainerRecord, now: i64) -> (cri::Container
             labels: c.config.labels.clone(),
             annotations: c.config.annotations.clone(),
         }),
-        cpu: sample.as_ref().map(|s| cpu_usage(now, &c.id, s)),
+        cpu: sample.as_ref().map(|s| cpu_usage(d, now, &c.id, s)),
         memory: sample.as_ref().map(|s| memory_usage(now, s)),
         writable_layer: Some(cri::FilesystemUsage {
             timestamp: now,
@@ -115,7 +110,7 @@ fn container_stats(d: &Daemon, c: &ContainerRecord, now: i64) -> (cri::Container
 fn forget_gone(d: &Daemon) {
     let containers = d.containers.list();
     let sandboxes = d.sandboxes.list();
-    rates().retain(|id| {
+    d.rates.retain(|id| {
         let id = id.strip_prefix("pod:").unwrap_or(id);
         containers.iter().any(|c| c.id == id) || sandboxes.iter().any(|s| s.id == id)
     });
@@ -132,7 +127,7 @@ pub async fn container(
         .ok_or_else(|| not_found("container", &r.container_id))?;
     let d = d.clone();
     blocking(move || {
-        let (stats, _) = container_stats(&d, &c, now_nanos());
+        let (stats, _) = container_stats(&d, &c, crate::now_ns());
         Ok(cri::ContainerStatsResponse { stats: Some(stats) })
     })
     .await
@@ -145,7 +140,7 @@ pub async fn list_containers(
     let filter = r.filter.unwrap_or_default();
     let d = d.clone();
     blocking(move || {
-        let now = now_nanos();
+        let now = crate::now_ns();
         let stats = d
             .containers
             .list()
@@ -204,7 +199,7 @@ fn sandbox_stats(d: &Daemon, sb: &SandboxRecord, now: i64) -> cri::PodSandboxSta
             annotations: sb.config.annotations.clone(),
         }),
         linux: Some(cri::LinuxPodSandboxStats {
-            cpu: Some(cpu_usage(now, &format!("pod:{}", sb.id), &pod)),
+            cpu: Some(cpu_usage(d, now, &format!("pod:{}", sb.id), &pod)),
             memory: Some(memory_usage(now, &pod)),
             network: network_usage(now, sb),
             process: Some(cri::ProcessUsage {
@@ -230,7 +225,7 @@ pub async fn sandbox(
     let d = d.clone();
     blocking(move || {
         Ok(cri::PodSandboxStatsResponse {
-            stats: Some(sandbox_stats(&d, &sb, now_nanos())),
+            stats: Some(sandbox_stats(&d, &sb, crate::now_ns())),
         })
     })
     .await
@@ -243,7 +238,7 @@ pub async fn list_sandboxes(
     let filter = r.filter.unwrap_or_default();
     let d = d.clone();
     blocking(move || {
-        let now = now_nanos();
+        let now = crate::now_ns();
         // Stopped pods have nothing left to measure, as kubelet expects.
         let stats = d
             .sandboxes
@@ -343,7 +338,7 @@ pub async fn sandbox_metrics(
     super::image::fs_info_now(d).await;
     let d = d.clone();
     blocking(move || {
-        let now = now_nanos();
+        let now = crate::now_ns();
         let pod_metrics = d
             .sandboxes
             .list()
@@ -361,25 +356,12 @@ mod tests {
     use super::*;
 
     fn record(id: &str, sandbox: &str, labels: &[(&str, &str)]) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            sandbox_id: sandbox.into(),
-            config: cri::ContainerConfig {
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..Default::default()
-            },
-            image_name: String::new(),
-            image_id: String::new(),
-            created_at: 0,
-            started_at: 0,
-            bundle: "/nonexistent".into(),
-            log_path: None,
-            monitor_pid: 0,
-            pid: 0,
-        }
+        let mut c = crate::cri::testing::record(id, sandbox);
+        c.config.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c
     }
 
     #[test]
@@ -411,5 +393,28 @@ mod tests {
         let c = record("gone", "pod", &[]);
         let dirs = CgroupDirs::of_container(std::path::Path::new("/nonexistent"), &c.id);
         assert!(dirs.is_none());
+    }
+
+    /// CPU rates come from the previous sample kept by the same daemon: a second daemon in the
+    /// process starts from nothing.
+    #[test]
+    fn two_daemons_keep_their_own_cpu_samples() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            crate::cri::testing::daemon(&tmp.path().join("a")),
+            crate::cri::testing::daemon(&tmp.path().join("b")),
+        );
+        let at = |cpu_nanos| Sample {
+            cpu_nanos,
+            ..Default::default()
+        };
+        let rate = |d: &Daemon, now, cpu| cpu_usage(d, now, "c1", &at(cpu)).usage_nano_cores;
+        assert_eq!(rate(&a, 1_000_000_000, 0), u64v(0));
+        assert_eq!(rate(&a, 2_000_000_000, 500_000_000), u64v(500_000_000));
+        assert_eq!(
+            rate(&b, 2_000_000_000, 500_000_000),
+            u64v(0),
+            "b saw no sample"
+        );
     }
 }

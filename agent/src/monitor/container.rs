@@ -33,9 +33,6 @@ pub fn run(a: &ContainerArgs) -> i32 {
     // Inits forked by a first stage are reparented to us, so we can reap them.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if a.systemd_cgroup {
-        cgroups::prefer_systemd(true);
-    }
     let (streams, init_pid, cgroup) = match create(a) {
         Ok(x) => x,
         Err(e) => {
@@ -157,7 +154,7 @@ fn create(a: &ContainerArgs) -> Result<(Streams, i32, CgroupState), String> {
         console_socket: console.as_ref().map(|_| PathBuf::from(CONSOLE_SOCKET)),
         ..Default::default()
     };
-    let rt = Runtime::new(&a.root);
+    let rt = Runtime::new(&a.root).with_systemd_cgroup(a.systemd_cgroup);
     with_stdio(&child, || rt.create(&opts))?.map_err(|e| e.to_string())?;
     drop(child);
     let streams = match (streams, console) {

@@ -13,14 +13,7 @@ fn check(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    check(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
-        "pipe",
-    )?;
-    // SAFETY: both descriptors are fresh and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    skiff_sys::fd::pipe().map_err(|e| io::Error::new(e.kind(), format!("pipe: {e}")))
 }
 
 pub fn dev_null() -> io::Result<OwnedFd> {

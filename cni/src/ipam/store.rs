@@ -177,10 +177,9 @@ fn write_file(path: &Path, data: &[u8], sync: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Replaced atomically (see `skiff_sys::fs::write_atomic`): a crash leaves the old or the new file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    write_file(&tmp, data, true)?;
-    fs::rename(&tmp, path).map_err(at(path))
+    skiff_sys::fs::write_atomic(path, data, 0o666).map_err(at(path))
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ pub mod v2;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -172,32 +171,34 @@ pub fn apply_spec(cg: &dyn CgroupManager, spec: &Spec) -> Result<(), CgroupError
     cg.apply(&res, &rules)
 }
 
-static PREFER_SYSTEMD: AtomicBool = AtomicBool::new(false);
-
-/// `--systemd-cgroup`: use systemd for every new container where systemd runs.
-pub fn prefer_systemd(on: bool) {
-    PREFER_SYSTEMD.store(on, Ordering::Relaxed);
+/// Whether systemd is asked for: by `prefer_systemd` (`--systemd-cgroup`, skiffd's
+/// `cgroup_driver = "systemd"`) or by a `slice:prefix:name` cgroups path.
+fn asks_for_systemd(spec: &Spec, prefer_systemd: bool) -> bool {
+    prefer_systemd
+        || spec
+            .linux()
+            .and_then(|l| l.cgroups_path.as_deref())
+            .is_some_and(|p| p.contains(':'))
 }
 
-/// Which manager a new container gets: systemd when it runs here and either `--systemd-cgroup` or a
-/// `slice:prefix:name` cgroups path asks for it; cgroupfs otherwise (a `slice:prefix:name` path is
-/// then laid out on cgroupfs as systemd would).
-fn wants_systemd(spec: &Spec) -> bool {
-    let systemd_path = spec
-        .linux()
-        .and_then(|l| l.cgroups_path.as_deref())
-        .is_some_and(|p| p.contains(':'));
-    let asked = systemd_path || PREFER_SYSTEMD.load(Ordering::Relaxed);
+/// Which manager a new container gets: systemd when it runs here and is asked for; cgroupfs otherwise
+/// (a `slice:prefix:name` path is then laid out on cgroupfs as systemd would).
+fn wants_systemd(spec: &Spec, prefer_systemd: bool) -> bool {
+    let asked = asks_for_systemd(spec, prefer_systemd);
     if asked && !systemd::running() {
         tracing::debug!("systemd is not running: cgroups are managed on cgroupfs");
     }
     asked && systemd::running()
 }
 
-/// The manager for a new container.
-pub fn new_manager(spec: &Spec, id: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+/// The manager for a new container; `prefer_systemd` is the caller's `--systemd-cgroup`.
+pub fn new_manager(
+    spec: &Spec,
+    id: &str,
+    prefer_systemd: bool,
+) -> Result<Box<dyn CgroupManager>, CgroupError> {
     let mut rel = container_path(spec, id)?;
-    if wants_systemd(spec) {
+    if wants_systemd(spec, prefer_systemd) {
         if rel.extension().is_none_or(|e| e != "scope") {
             rel = PathBuf::from("system.slice").join(format!("skiff-{id}.scope"));
         }
@@ -243,5 +244,20 @@ mod tests {
         );
         assert!(p(Some("/a/../../etc")).is_err());
         assert!(p(Some("a:b")).is_err());
+    }
+
+    /// `--systemd-cgroup` belongs to each runtime value, not to the process: two runtimes in one
+    /// process (skiffd's and a monitor's, or two test daemons) keep their own.
+    #[test]
+    fn systemd_preference_is_per_runtime() {
+        let systemd = crate::container::Runtime::new("/a").with_systemd_cgroup(true);
+        let cgroupfs = crate::container::Runtime::new("/b");
+        let plain = spec_with(Some("/a/b"));
+        assert!(asks_for_systemd(&plain, systemd.systemd_cgroup()));
+        assert!(!asks_for_systemd(&plain, cgroupfs.systemd_cgroup()));
+        let _again = crate::container::Runtime::new("/c").with_systemd_cgroup(true);
+        assert!(!asks_for_systemd(&plain, cgroupfs.systemd_cgroup()));
+        let slice = spec_with(Some("kubepods.slice:cri:abc"));
+        assert!(asks_for_systemd(&slice, cgroupfs.systemd_cgroup()));
     }
 }

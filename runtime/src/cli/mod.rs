@@ -254,8 +254,7 @@ fn needs_protected_exe() -> bool {
 
 fn run(globals: &Globals, command: Parsed) -> Result<i32> {
     use lifecycle::Lifecycle;
-    crate::cgroups::prefer_systemd(globals.systemd_cgroup);
-    let rt = Runtime::new(&globals.root);
+    let rt = Runtime::new(&globals.root).with_systemd_cgroup(globals.systemd_cgroup);
     let command = match command {
         Parsed::Lifecycle(cmd) => return run_lifecycle(&rt, cmd),
         Parsed::Other(command) => command,

@@ -144,8 +144,6 @@ pub(super) fn run_bundle(rt: &Runtime, r: BundleRun) -> Result<i32> {
 
 /// 12 hex digits from the kernel's random pool, like the short ids users know from other tools.
 fn new_id() -> String {
-    let mut b = [0u8; 6];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    // getrandom fails only before the pool is seeded or under seccomp; zeros were the answer then.
+    skiff_sys::id::random_hex(6).unwrap_or_else(|_| "0".repeat(12))
 }

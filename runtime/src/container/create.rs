@@ -98,7 +98,7 @@ impl Runtime {
         let made = if crate::security::rootless::is_rootless() {
             Ok(crate::security::rootless::no_cgroups(&spec))
         } else {
-            cgroups::new_manager(&spec, &opts.id)
+            cgroups::new_manager(&spec, &opts.id, self.systemd_cgroup)
         };
         let mut cg = match made {
             Ok(cg) => cg,

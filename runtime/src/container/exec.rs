@@ -1,6 +1,6 @@
 //! `exec`: a new process inside a running container's namespaces and cgroups, with its own settings.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -305,13 +305,5 @@ fn join(pidfd: RawFd, flags: libc::c_int) -> Result<(), ContainerError> {
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io(format!("pidfd_open {pid}"))(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: fd is fresh and ours; pidfds are close-on-exec.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    skiff_sys::fd::pidfd_open(pid).map_err(io(format!("pidfd_open {pid}")))
 }

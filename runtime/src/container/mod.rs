@@ -71,9 +71,11 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Cont
     move |source| ContainerError::Io { what, source }
 }
 
-/// One runtime state root (`--root`).
+/// One runtime state root (`--root`) and how its new containers get their cgroups.
 pub struct Runtime {
     pub root: PathBuf,
+    /// `--systemd-cgroup`: new containers get systemd scopes where systemd runs.
+    systemd_cgroup: bool,
 }
 
 /// What `skiff state` prints: the OCI state plus runc's extra fields.
@@ -110,7 +112,20 @@ impl StateReport {
 
 impl Runtime {
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
-        Runtime { root: root.into() }
+        Runtime {
+            root: root.into(),
+            systemd_cgroup: false,
+        }
+    }
+
+    /// Has new containers managed by systemd where it runs (runc's `--systemd-cgroup`).
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Runtime {
+        self.systemd_cgroup = on;
+        self
+    }
+
+    pub fn systemd_cgroup(&self) -> bool {
+        self.systemd_cgroup
     }
 
     pub fn state(&self, id: &str) -> Result<StateReport, ContainerError> {

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -599,34 +599,9 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, &data)
 }
 
-/// Temp file, fsync, rename, fsync the directory: readers see the old or the new file.
+/// Replaced atomically (see `skiff_sys::fs::write_atomic`): readers see the old or the new file.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).at(&tmp);
-    }
-    fs::rename(&tmp, path).at(path)?;
-    sync_dir(dir)
+    skiff_sys::fs::write_atomic(path, data, 0o600).at(path)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,8 +24,11 @@ use crate::monitor::Report;
 /// The longest container name accepted (Kubernetes allows 63).
 const MAX_NAME: usize = 1024;
 
-/// Names (sandbox, name, attempt) of containers being created right now.
-static CREATING: Mutex<BTreeSet<(String, String, u32)>> = Mutex::new(BTreeSet::new());
+/// Names (sandbox, name, attempt) of containers being created right now, by one daemon.
+#[derive(Default)]
+pub struct Creating(Arc<Mutex<BTreeSet<NameKey>>>);
+
+type NameKey = (String, String, u32);
 
 /// How long the monitor may take to create the container.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -75,7 +78,7 @@ pub async fn create(
     let img = image::resolve(d, &image_name)?;
     let volumes = image_volume::resolve(d, &mut config)?;
     let name = reserve_name(d, &sb.id, &config)?;
-    let id = new_id()?;
+    let id = skiff_sys::id::new_id().map_err(internal)?;
     let dir = container_dir(d, &id);
     let rec = ContainerRecord {
         id: id.clone(),
@@ -154,15 +157,14 @@ fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>, Status> {
 }
 
 /// Holds a container name in a sandbox while the container is being created.
-struct NameReservation(String, String, u32);
+struct NameReservation(Arc<Mutex<BTreeSet<NameKey>>>, NameKey);
 
 impl Drop for NameReservation {
     fn drop(&mut self) {
-        let key = (self.0.clone(), self.1.clone(), self.2);
-        CREATING
+        self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+            .remove(&self.1);
     }
 }
 
@@ -174,7 +176,7 @@ fn reserve_name(
 ) -> Result<NameReservation, Status> {
     let meta = config.metadata.clone().unwrap_or_default();
     let key = (sandbox_id.to_owned(), meta.name.clone(), meta.attempt);
-    let mut creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut creating = d.creating.0.lock().unwrap_or_else(|p| p.into_inner());
     let taken = d
         .containers
         .list()
@@ -195,20 +197,8 @@ fn reserve_name(
             taken.map(|t| format!(" by {t}")).unwrap_or_default()
         )));
     }
-    creating.insert(key);
-    Ok(NameReservation(
-        sandbox_id.to_owned(),
-        meta.name,
-        meta.attempt,
-    ))
-}
-
-/// 64 random hex digits.
-fn new_id() -> Result<String, Status> {
-    let mut buf = [0u8; 32];
-    let f = std::fs::File::open("/dev/urandom").map_err(internal)?;
-    std::io::Read::read_exact(&mut &f, &mut buf).map_err(internal)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    creating.insert(key.clone());
+    Ok(NameReservation(d.creating.0.clone(), key))
 }
 
 fn build_and_launch(
@@ -250,7 +240,7 @@ fn build_and_launch(
 
 /// Starts `skiff-monitor container` and waits for its report: the container exists, or why not.
 fn spawn_monitor(d: &Daemon, rec: &ContainerRecord) -> Result<Report, Status> {
-    let (r, w) = pipe()?;
+    let (r, w) = skiff_sys::fd::pipe().map_err(internal)?;
     let diag = std::fs::File::create(rec.bundle.join("monitor.log")).map_err(internal)?;
     let mut cmd = Command::new(d.config.monitor_path());
     cmd.arg("container")
@@ -319,16 +309,6 @@ fn read_report(r: OwnedFd) -> Result<Report, Status> {
     serde_json::from_str(&line).map_err(|e| internal(format!("monitor report {line:?}: {e}")))
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(internal(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors are fresh and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// Removes whatever a failed create left: the runtime's container, the mount, the directory.
 pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
     if let Err(e) = d.runtime.delete(id, true) {
@@ -340,6 +320,29 @@ pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names being created are held per daemon: two daemons in one process do not see each
+    /// other's, and a dropped reservation frees the name.
+    #[test]
+    fn two_daemons_hold_names_apart() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = crate::cri::testing::daemon(&tmp.path().join("a"));
+        let b = crate::cri::testing::daemon(&tmp.path().join("b"));
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "web".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        };
+        let held = reserve_name(&a, "pod", &config).expect("a reserves");
+        let e = reserve_name(&a, "pod", &config).err().expect("a holds it");
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        let other = reserve_name(&b, "pod", &config).expect("b has its own names");
+        drop(held);
+        reserve_name(&a, "pod", &config).expect("freed by the drop");
+        drop(other);
+    }
 
     #[test]
     fn log_paths_stay_in_the_log_directory() {
@@ -353,14 +356,5 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
             assert!(e.message().contains("log_path"), "{e:?}");
         }
-    }
-
-    #[test]
-    fn ids_are_64_hex_digits_and_differ() {
-        let a = new_id().unwrap();
-        let b = new_id().unwrap();
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 }

@@ -165,7 +165,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &ContainerRecord) -> Result<(), Status> 
     .await?;
     d.containers.remove(&c.id)?;
     d.fs_info.invalidate();
-    super::watch::forget(&c.id);
+    super::watch::forget(d, &c.id);
     events::emit(
         d,
         &c.id,

@@ -3,7 +3,6 @@
 //! skiffd, and cleanup of what no record owns.
 
 use std::collections::HashSet;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use cri_api::v1 as cri;
@@ -14,9 +13,10 @@ use super::super::{events, Daemon};
 use super::ContainerRecord;
 use crate::monitor::ExitRecord;
 
-/// Containers whose exit has been published (ContainerStopped), so it is published once. After a
-/// restart of skiffd every exit known at recovery counts as published.
-static EXIT_SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Containers whose exit one daemon has published (ContainerStopped), so it is published once.
+/// After a restart of skiffd every exit known at recovery counts as published.
+#[derive(Default)]
+pub struct ExitsSeen(Mutex<HashSet<String>>);
 
 /// Whether the record's monitor is still running: the pid is alive and is the monitor of this
 /// container (its command line names the id), so a reused pid is not taken for it.
@@ -32,10 +32,12 @@ pub fn monitor_alive(c: &ContainerRecord) -> bool {
 }
 
 /// Forgets a removed container.
-pub fn forget(id: &str) {
-    if let Some(seen) = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        seen.remove(id);
-    }
+pub fn forget(d: &Daemon, id: &str) {
+    d.exits_seen
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -68,7 +70,7 @@ pub fn arm(d: &Arc<Daemon>, c: &ContainerRecord) {
 }
 
 async fn wait_monitor(c: &ContainerRecord) {
-    let Some(fd) = pidfd_open(c.monitor_pid) else {
+    let Ok(fd) = skiff_sys::fd::pidfd_open(c.monitor_pid) else {
         return;
     };
     // The pidfd names the process now; if that is not our monitor, ours is already gone.
@@ -114,24 +116,10 @@ async fn wait_pidfd(fd: OwnedFd, id: &str, alive: impl Fn() -> bool) {
     }
 }
 
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    if pid <= 0 {
-        return None;
-    }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Records that the container's exit is known and publishes ContainerStopped, once.
 pub fn mark_exited(d: &Daemon, id: &str) {
     let first = {
-        let mut seen = EXIT_SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = seen.get_or_insert_with(HashSet::new);
+        let mut seen = d.exits_seen.0.lock().unwrap_or_else(|p| p.into_inner());
         let Some(c) = d.containers.get(id) else {
             return;
         };
@@ -192,5 +180,40 @@ fn collect_garbage(d: &Daemon) {
             tracing::info!(container = name, "removing a directory without a record");
             super::remove_bundle(&e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cri::testing;
+
+    fn seen(d: &Daemon, id: &str) -> bool {
+        d.exits_seen
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    /// Each daemon publishes an exit once for itself: one daemon's record of published exits does
+    /// not silence another's.
+    #[test]
+    fn two_daemons_publish_an_exit_each() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            testing::daemon(&tmp.path().join("a")),
+            testing::daemon(&tmp.path().join("b")),
+        );
+        let c = testing::record("c1", "pod");
+        for d in [&a, &b] {
+            d.containers.put(&c).expect("put");
+        }
+        mark_exited(&a, "c1");
+        assert!(seen(&a, "c1") && !seen(&b, "c1"));
+        mark_exited(&b, "c1");
+        assert!(seen(&b, "c1"));
+        forget(&a, "c1");
+        assert!(!seen(&a, "c1") && seen(&b, "c1"));
     }
 }

@@ -84,11 +84,7 @@ pub fn find(d: &Daemon, id: &str) -> Result<Option<SandboxRecord>, Status> {
 }
 
 fn new_id() -> Result<String, Status> {
-    let mut buf = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| internal(format!("read /dev/urandom: {e}")))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    skiff_sys::id::new_id().map_err(|e| internal(format!("random id: {e}")))
 }
 
 fn same_pod(a: &cri::PodSandboxMetadata, b: &cri::PodSandboxMetadata) -> bool {
