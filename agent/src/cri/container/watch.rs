@@ -81,7 +81,7 @@ async fn wait_monitor(c: &ContainerRecord) {
 }
 
 async fn wait_orphaned_init(d: &Daemon, c: &ContainerRecord) {
-    let Some(fd) = pidfd_open(c.pid) else {
+    let Ok(fd) = skiff_sys::fd::pidfd_open(c.pid) else {
         return;
     };
     // As for the monitor: checked after the pidfd is open, so a reused pid is not waited for.
@@ -100,7 +100,7 @@ async fn wait_orphaned_init(d: &Daemon, c: &ContainerRecord) {
 }
 
 /// Until the process behind `fd` has ended (or, if the pidfd cannot be polled, `alive` is false).
-async fn wait_pidfd(fd: OwnedFd, id: &str, alive: impl Fn() -> bool) {
+async fn wait_pidfd(fd: std::os::fd::OwnedFd, id: &str, alive: impl Fn() -> bool) {
     // SAFETY: the AsyncFd owns the pidfd, which stays open and unchanged until it drops.
     match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
         Ok(afd) => {

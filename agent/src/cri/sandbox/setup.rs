@@ -206,7 +206,12 @@ fn place_infra(d: &Daemon, rec: &mut SandboxRecord, pid: i32) -> Result<(), Stat
     let failed = |e: skiff_runtime::cgroups::CgroupError| {
         internal(format!("put the infra process in its cgroup: {e}"))
     };
-    let mut cg = skiff_runtime::cgroups::new_manager(&spec, &rec.id).map_err(failed)?;
+    let mut cg = skiff_runtime::cgroups::new_manager(
+        &spec,
+        &rec.id,
+        d.cgroup_driver == crate::config::CgroupDriver::Systemd,
+    )
+    .map_err(failed)?;
     cg.create().map_err(failed)?;
     // Recorded before the move, so an undo removes what was created.
     rec.infra_cgroup = Some(cg.state());

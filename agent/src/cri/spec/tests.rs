@@ -324,7 +324,10 @@ fn the_unchanged_id_is_refused_from_every_source() {
             "run_as_user \"4294967295\": 4294967295 is -1 as a uid_t",
         ),
         (
-            sc(&|s| s.run_as_group = max()),
+            sc(&|s| {
+                s.run_as_user = uid(1000);
+                s.run_as_group = max();
+            }),
             "run_as_group \"4294967295\": 4294967295 is -1 as a uid_t",
         ),
         (
