@@ -46,6 +46,10 @@ pub fn run(a: &ContainerArgs) -> i32 {
         eprintln!("skiff-monitor: open log: {e}");
         CriLog::discard()
     });
+    // Bound before the create is reported too: an attach right after StartContainer must find it.
+    let attach = attach::Attach::bind(&a.bundle)
+        .map_err(|e| eprintln!("skiff-monitor: attach socket: {e}"))
+        .ok();
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() };
     report(
@@ -57,7 +61,7 @@ pub fn run(a: &ContainerArgs) -> i32 {
         },
     );
     close_status(a);
-    let status = relay(a, streams, log, init_pid);
+    let status = relay(a, streams, log, attach, init_pid);
     let (exit_code, signal) = match status {
         Some(s) => sys::decode_status(s),
         None => (255, 0),
@@ -219,7 +223,13 @@ fn init_state(root: &Path, id: &str) -> Result<(i32, CgroupState), String> {
 }
 
 /// Relays output until the init has exited and its output is drained; returns its wait status.
-fn relay(a: &ContainerArgs, streams: Streams, mut log: CriLog, init_pid: i32) -> Option<i32> {
+fn relay(
+    a: &ContainerArgs,
+    streams: Streams,
+    mut log: CriLog,
+    mut attach: Option<attach::Attach>,
+    init_pid: i32,
+) -> Option<i32> {
     let signals = [
         libc::SIGCHLD,
         libc::SIGUSR1,
@@ -262,13 +272,6 @@ fn relay(a: &ContainerArgs, streams: Streams, mut log: CriLog, init_pid: i32) ->
             _ => None,
         },
         tty: tty.as_ref().map(|t| t.as_raw_fd()),
-    };
-    let mut attach = match attach::Attach::bind(&a.bundle) {
-        Ok(at) => Some(at),
-        Err(e) => {
-            eprintln!("skiff-monitor: attach socket: {e}");
-            None
-        }
     };
     let mut status = None;
     let mut exited_at: Option<Instant> = None;
