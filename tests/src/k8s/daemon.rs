@@ -42,6 +42,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) {
+        let _ = self.child.wait();
+    }
+
     /// Panics with the end of the log when the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -5,6 +5,7 @@ pub mod bin;
 pub mod control_plane;
 pub mod daemon;
 pub mod loopback;
+pub mod node;
 
 pub use control_plane::ControlPlane;
 pub use daemon::Daemon;

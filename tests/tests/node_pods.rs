@@ -1,0 +1,409 @@
+//! skiffd runs the pods the scheduler binds to its node: sandbox and containers through its own CRI
+//! layer, the projected service-account volume every pod gets, status as kubectl reads it, graceful
+//! deletion, kubelet's restart back-off and image pull reasons, init containers in order, and pods
+//! that outlive a restart of skiffd. Against a real control plane, joined by `kubeadm join`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
+use skiff_tests::k8s::node::{self, get_json, wait_for, Joined, NodeDir};
+use skiff_tests::k8s::ControlPlane;
+use skiff_tests::registry::Registry;
+
+/// A control plane, a registry with busybox, and a skiff node joined to them.
+struct Cluster {
+    node: Joined,
+    cp: ControlPlane,
+    _registry: Registry,
+    ns: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn cluster(tag: &str) -> Cluster {
+    let registry = Registry::start().expect("start registry");
+    registry
+        .push(
+            cri::busybox_layout(),
+            "latest",
+            "library/busybox:latest",
+            &[],
+        )
+        .expect("push busybox");
+    let cp = ControlPlane::start();
+    let dir = NodeDir::with_registry(Some(&registry.host()));
+    let logs = dir.dir.join("pod-logs");
+    let name = format!("skiff-pods-{tag}-{}", std::process::id());
+    let node = node::join(
+        &cp,
+        dir,
+        &name,
+        &[],
+        // The disk these tests run on may be fuller than kubelet's default thresholds allow.
+        &format!(
+            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}",
+            logs.display()
+        ),
+    );
+    let ns = format!("pods-{tag}");
+    cp.kubectl_ok(&["create", "namespace", &ns]);
+    // The namespace's default service account and kube-root-ca.crt come from controllers.
+    wait_for("default service account", Duration::from_secs(30), || {
+        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
+    });
+    Cluster {
+        node,
+        cp,
+        _registry: registry,
+        ns,
+        rt: tokio::runtime::Runtime::new().unwrap(),
+    }
+}
+
+impl Cluster {
+    fn k(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec!["-n".to_string(), self.ns.clone()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    }
+
+    fn kubectl(&self, args: &[&str]) -> skiff_tests::Output {
+        let a = self.k(args);
+        self.cp
+            .kubectl(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn apply(&self, manifest: &str) {
+        let file = self.cp.dir.join(format!("m-{}.yaml", rand_suffix()));
+        std::fs::write(&file, manifest).unwrap();
+        let out = self.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(out.success(), "{out}");
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        get_json(&self.cp, &["-n", &self.ns, "pod", name])
+    }
+
+    fn pods(&self, selector: &str) -> Vec<Value> {
+        get_json(&self.cp, &["-n", &self.ns, "pods", "-l", selector])
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits for `f` over the pod `name`, with skiffd's log and the pod on failure.
+    fn until_pod<T>(
+        &mut self,
+        name: &str,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            self.node.skiffd.assert_running();
+            if let Some(v) = self.pod(name).as_ref().and_then(&f) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {name}: {what} not within {within:?}\n{}\nskiffd:\n{}",
+                serde_json::to_string_pretty(&self.pod(name)).unwrap(),
+                self.node.skiffd.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The CRI containers of pod `name` (every state), by container name.
+    fn containers(&self, pod: &str) -> HashMap<String, Vec<criv1::Container>> {
+        self.rt.block_on(async {
+            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            let filter = criv1::ContainerFilter {
+                label_selector: [("io.kubernetes.pod.name".to_string(), pod.to_string())].into(),
+                ..Default::default()
+            };
+            let list = rt
+                .list_containers(criv1::ListContainersRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            let mut out: HashMap<String, Vec<criv1::Container>> = HashMap::new();
+            for c in list {
+                out.entry(c.metadata.clone().unwrap().name)
+                    .or_default()
+                    .push(c);
+            }
+            out
+        })
+    }
+
+    fn sandboxes(&self) -> Vec<criv1::PodSandbox> {
+        self.rt.block_on(async {
+            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            rt.list_pod_sandbox(criv1::ListPodSandboxRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+        })
+    }
+
+    /// `cmd` in the running container `container` of `pod`, through the CRI; its stdout.
+    fn exec(&self, pod: &str, container: &str, cmd: &[&str]) -> String {
+        let id = self.containers(pod)[container]
+            .iter()
+            .find(|c| c.state == criv1::ContainerState::ContainerRunning as i32)
+            .expect("a running container")
+            .id
+            .clone();
+        self.rt.block_on(async {
+            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            let r = rt
+                .exec_sync(criv1::ExecSyncRequest {
+                    container_id: id,
+                    cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                r.exit_code,
+                0,
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            String::from_utf8_lossy(&r.stdout).into_owned()
+        })
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn condition(pod: &Value, t: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn running_and_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
+}
+
+fn plain_pod(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+{extra}  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, '{script}']
+    env:
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: POD_IP
+      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+    - name: GREETING
+      value: hello $(POD_NAME)
+"
+    )
+}
+
+#[test]
+fn a_plain_pod_runs_with_its_status_env_and_logs() {
+    let mut c = cluster("plain");
+    c.apply(&plain_pod("plain", "echo started; exec sleep 3600", ""));
+    let p = c.until_pod("plain", "Running and Ready", Duration::from_secs(90), |p| {
+        running_and_ready(p).then(|| p.clone())
+    });
+    let st = &p["status"];
+    let ip = st["podIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.213."), "{st}");
+    assert_eq!(st["podIPs"][0]["ip"], ip);
+    assert_eq!(st["hostIP"], c.cp.ip.to_string());
+    assert_eq!(st["qosClass"], "BestEffort");
+    assert!(st["startTime"].is_string());
+    for t in [
+        "PodScheduled",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodReadyToStartContainers",
+    ] {
+        assert_eq!(condition(&p, t), "True", "{t}: {st}");
+    }
+    let cs = &st["containerStatuses"][0];
+    assert_eq!(cs["name"], "main");
+    assert_eq!(cs["ready"], true);
+    assert_eq!(cs["started"], true);
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(cs["image"], BUSYBOX);
+    assert!(
+        cs["imageID"].as_str().unwrap().starts_with("sha256:"),
+        "{cs}"
+    );
+    assert!(
+        cs["containerID"].as_str().unwrap().starts_with("skiff://"),
+        "{cs}"
+    );
+    assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+    let env = c.exec("plain", "main", &["env"]);
+    assert!(env.contains("POD_NAME=plain\n"), "{env}");
+    assert!(env.contains(&format!("POD_IP={ip}\n")), "{env}");
+    assert!(env.contains("GREETING=hello plain\n"), "{env}");
+    let host = c.exec("plain", "main", &["hostname"]);
+    assert_eq!(host.trim(), "plain");
+    // The log where kubelet keeps it: <podLogsDir>/<ns>_<name>_<uid>/<container>/<restarts>.log.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let log = c
+        .node
+        .node
+        .dir
+        .join(format!("pod-logs/{}_plain_{uid}/main/0.log", c.ns));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("started"), "{}: {text:?}", log.display());
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: registry.skiff.test/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'trap \"echo TERM > /tmp/term; exit 0\" TERM; while true; do sleep 1; done']
+";
+
+const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// `n` pods of the deployment, all Running and Ready with an IP.
+fn wait_replicas(c: &mut Cluster, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        c.node.skiffd.assert_running();
+        let pods = c.pods("app=web");
+        let live: Vec<Value> = pods
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .cloned()
+            .collect();
+        if pods.len() == n
+            && live.len() == n
+            && live
+                .iter()
+                .all(|p| running_and_ready(p) && p["status"]["podIP"].is_string())
+        {
+            return live;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} replicas not Running and Ready:\n{}\nskiffd:\n{}",
+            c.kubectl(&["get", "pods", "-o", "wide"]),
+            c.node.skiffd.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
+    let mut c = cluster("deploy");
+    c.apply(DEPLOYMENT);
+    let pods = wait_replicas(&mut c, 3);
+    let mut ips: Vec<&str> = pods
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+
+    // The projected volume admission added: a bound token, the cluster CA, the namespace.
+    let token = c.exec(&name, "main", &["cat", &format!("{SA}/token")]);
+    let ca = c.exec(&name, "main", &["cat", &format!("{SA}/ca.crt")]);
+    let ns = c.exec(&name, "main", &["cat", &format!("{SA}/namespace")]);
+    assert_eq!(ns, c.ns);
+    let cluster_ca = std::fs::read_to_string(c.cp.pki().join("ca.crt")).unwrap();
+    assert_eq!(ca.trim(), cluster_ca.trim());
+    let listing = c.exec(&name, "main", &["ls", "-la", SA]);
+    assert!(listing.contains("..data ->"), "{listing}");
+    // The token authenticates, as the namespace's default service account, bound to this pod.
+    let review = c.cp.dir.join("review.json");
+    std::fs::write(
+        &review,
+        serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token.trim()},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out =
+        c.cp.kubectl_ok(&["create", "-f", review.to_str().unwrap(), "-o", "json"]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(
+        r["status"]["user"]["username"],
+        format!("system:serviceaccount:{}:default", c.ns)
+    );
+    assert_eq!(
+        r["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"][0],
+        name.as_str(),
+        "{r}"
+    );
+
+    // Scale to 0: SIGTERM first (the trap runs), the pods leave the API, nothing stays in the CRI.
+    let out = c.kubectl(&["scale", "deployment/web", "--replicas=0"]);
+    assert!(out.success(), "{out}");
+    let started = std::time::Instant::now();
+    wait_for(
+        "pods gone after scaling to 0",
+        Duration::from_secs(60),
+        || c.pods("app=web").is_empty().then_some(()),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for("sandboxes removed", Duration::from_secs(20), || {
+        c.sandboxes().is_empty().then_some(())
+    });
+    let log = std::fs::read_to_string(&c.node.skiffd.log).unwrap();
+    assert!(log.contains("container started"), "{log}");
+
+    let out = c.kubectl(&["scale", "deployment/web", "--replicas=2"]);
+    assert!(out.success(), "{out}");
+    wait_replicas(&mut c, 2);
+}
