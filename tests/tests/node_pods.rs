@@ -407,3 +407,209 @@ fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
     assert!(out.success(), "{out}");
     wait_replicas(&mut c, 2);
 }
+
+/// Watches pod `name` with `kubectl get -w` until `done` holds for the states seen so far (or
+/// `within` passes); every status the API published, in order.
+fn watch_pod(
+    c: &Cluster,
+    name: &str,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args([
+            "-n",
+            &c.ns,
+            "get",
+            "pod",
+            name,
+            "-w",
+            "-o",
+            "json",
+            "--output-watch-events=false",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // kubectl prints one pretty JSON object per event: split at the closing brace of column 0.
+        let mut buf = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            buf.push_str(&line);
+            buf.push('\n');
+            if line == "}" {
+                if let Ok(v) = serde_json::from_str::<Value>(&buf) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+                buf.clear();
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline && !done(&seen) {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(v);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+fn waiting_reason(p: &Value) -> &str {
+    p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[test]
+fn failing_commands_and_missing_images_report_kubelets_reasons() {
+    let mut c = cluster("fail");
+    c.apply(&plain_pod("crash", "echo failing; exit 3", ""));
+    let missing =
+        plain_pod("noimage", "true", "").replace(BUSYBOX, "registry.skiff.test/library/absent:1.0");
+    c.apply(&missing);
+
+    // ErrImagePull, then ImagePullBackOff while the back-off runs.
+    let seen = watch_pod(&c, "noimage", Duration::from_secs(60), |s| {
+        let reasons: Vec<&str> = s.iter().map(waiting_reason).collect();
+        reasons
+            .iter()
+            .position(|r| *r == "ErrImagePull")
+            .is_some_and(|i| reasons[i..].contains(&"ImagePullBackOff"))
+    });
+    let reasons: Vec<&str> = seen.iter().map(waiting_reason).collect();
+    let first = reasons.iter().position(|r| *r == "ErrImagePull");
+    assert!(
+        first.is_some_and(|i| reasons[i..].contains(&"ImagePullBackOff")),
+        "{reasons:?}\n{}",
+        c.node.skiffd.log_tail(30)
+    );
+    let err = seen
+        .iter()
+        .find(|p| waiting_reason(p) == "ErrImagePull")
+        .unwrap();
+    let msg = err["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("absent"), "{msg}");
+    assert_eq!(err["status"]["phase"], "Pending");
+
+    // A command that fails: restarted with a growing back-off, CrashLoopBackOff in between.
+    let first = c.until_pod("crash", "CrashLoopBackOff", Duration::from_secs(60), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        (waiting_reason(p) == "CrashLoopBackOff").then(|| cs.clone())
+    });
+    assert_eq!(first["lastState"]["terminated"]["exitCode"], 3, "{first}");
+    assert_eq!(
+        first["lastState"]["terminated"]["reason"], "Error",
+        "{first}"
+    );
+    assert_eq!(first["ready"], false);
+    let n = first["restartCount"].as_i64().unwrap();
+    assert!(n >= 1, "{first}");
+    let later = c.until_pod("crash", "more restarts", Duration::from_secs(60), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"].as_i64().unwrap_or(0) > n && waiting_reason(p) == "CrashLoopBackOff")
+            .then(|| cs.clone())
+    });
+    let msg = later["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(msg.contains("back-off") && msg.contains("crash"), "{msg}");
+    // Only the newest exited instance is kept, for lastState.
+    let kept = c.containers("crash")["main"].len();
+    assert!(kept <= 2, "{kept} instances kept");
+    let p = c.pod("crash").unwrap();
+    assert_eq!(p["status"]["phase"], "Running");
+    assert_eq!(condition(&p, "Ready"), "False");
+}
+
+const INIT_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: init
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: work
+    emptyDir: {}
+  initContainers:
+  - name: first
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'sleep 1; echo one >> /work/order']
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo two >> /work/order']
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: main
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo three >> /work/order; exec sleep 3600']
+    volumeMounts: [{name: work, mountPath: /work}]
+";
+
+#[test]
+fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
+    let mut c = cluster("init");
+    c.apply(INIT_POD);
+    let p = c.until_pod("init", "Running and Ready", Duration::from_secs(90), |p| {
+        running_and_ready(p).then(|| p.clone())
+    });
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for i in inits {
+        assert_eq!(i["state"]["terminated"]["reason"], "Completed", "{i}");
+        assert_eq!(i["state"]["terminated"]["exitCode"], 0, "{i}");
+    }
+    assert_eq!(condition(&p, "Initialized"), "True");
+    assert_eq!(
+        c.exec("init", "main", &["cat", "/work/order"]),
+        "one\ntwo\nthree\n"
+    );
+
+    // skiffd stops and starts again: the same containers keep running, nothing restarts.
+    let before = c.containers("init");
+    let main_id = before["main"][0].id.clone();
+    c.node.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    c.node.restart();
+    wait_for("skiffd serving again", Duration::from_secs(30), || {
+        c.node.node.socket().exists().then_some(())
+    });
+    // Several syncs of the adopted pod.
+    std::thread::sleep(Duration::from_secs(5));
+    c.node.skiffd.assert_running();
+    let after = c.containers("init");
+    assert_eq!(after["main"].len(), 1, "{after:?}");
+    assert_eq!(after["main"][0].id, main_id);
+    assert_eq!(
+        after["main"][0].state,
+        criv1::ContainerState::ContainerRunning as i32
+    );
+    assert_eq!(after["first"].len(), 1);
+    assert_eq!(after["second"].len(), 1);
+    let p = c.pod("init").unwrap();
+    assert!(running_and_ready(&p), "{}", p["status"]);
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(cs["containerID"], format!("skiff://{main_id}"));
+    let log = std::fs::read_to_string(&c.node.skiffd.log).unwrap();
+    assert!(!log.contains("container started"), "{log}");
+    assert_eq!(
+        c.exec("init", "main", &["cat", "/work/order"]),
+        "one\ntwo\nthree\n"
+    );
+}
