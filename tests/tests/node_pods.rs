@@ -74,6 +74,12 @@ impl Cluster {
             .kubectl(&a.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.success(), "{out}");
+        out.stdout
+    }
+
     fn apply(&self, manifest: &str) {
         let file = self.cp.dir.join(format!("m-{}.yaml", rand_suffix()));
         std::fs::write(&file, manifest).unwrap();
@@ -229,7 +235,7 @@ spec:
 }
 
 #[test]
-fn a_plain_pod_runs_with_its_status_env_and_logs() {
+fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     let mut c = cluster("plain");
     c.apply(&plain_pod("plain", "echo started; exec sleep 3600", ""));
     let p = c.until_pod("plain", "Running and Ready", Duration::from_secs(90), |p| {
@@ -281,7 +287,80 @@ fn a_plain_pod_runs_with_its_status_env_and_logs() {
         .join(format!("pod-logs/{}_plain_{uid}/main/0.log", c.ns));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("started"), "{}: {text:?}", log.display());
+
+    // configMap and secret volumes: items, modes, an optional object that is missing, updates.
+    c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "conf",
+        "--from-literal=a=alpha",
+        "--from-literal=b=beta",
+    ]);
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    c.apply(VOLUMES_POD);
+    c.until_pod("vols", "Running and Ready", Duration::from_secs(60), |p| {
+        running_and_ready(p).then_some(())
+    });
+    let sh = |c: &Cluster, script: &str| c.exec("vols", "main", &["sh", "-c", script]);
+    assert_eq!(sh(&c, "cat /conf/renamed"), "alpha");
+    assert_eq!(sh(&c, "ls /conf"), "renamed\n");
+    assert_eq!(sh(&c, "stat -L -c %a /conf/renamed"), "600\n");
+    assert_eq!(sh(&c, "cat /creds/password"), "s3cret");
+    assert_eq!(sh(&c, "stat -L -c %a /creds/password"), "400\n");
+    assert_eq!(
+        sh(&c, "ls -A /maybe | grep -v '^\\.\\.' | wc -l").trim(),
+        "0"
+    );
+    assert_eq!(sh(&c, "cat /scratch/mark"), "written by main\n");
+    c.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "conf",
+        "-p",
+        r#"{"data":{"a":"updated"}}"#,
+    ]);
+    wait_for(
+        "the configMap update in the pod",
+        Duration::from_secs(40),
+        || (sh(&c, "cat /conf/renamed") == "updated").then_some(()),
+    );
 }
+
+const VOLUMES_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: conf
+    configMap:
+      name: conf
+      items: [{key: a, path: renamed, mode: 0600}]
+  - name: creds
+    secret: {secretName: creds, defaultMode: 0400}
+  - name: maybe
+    configMap: {name: does-not-exist, optional: true}
+  - name: scratch
+    emptyDir: {}
+  containers:
+  - name: main
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo written by main > /scratch/mark; exec sleep 3600']
+    volumeMounts:
+    - {name: conf, mountPath: /conf}
+    - {name: creds, mountPath: /creds, readOnly: true}
+    - {name: maybe, mountPath: /maybe}
+    - {name: scratch, mountPath: /scratch}
+";
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -530,6 +609,22 @@ fn failing_commands_and_missing_images_report_kubelets_reasons() {
     let p = c.pod("crash").unwrap();
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(condition(&p, "Ready"), "False");
+
+    // restartPolicy Never: the pod ends Succeeded or Failed, as its container did.
+    let never = "  restartPolicy: Never\n";
+    c.apply(&plain_pod("done", "exit 0", never));
+    c.apply(&plain_pod("failed", "exit 7", never));
+    let done = c.until_pod("done", "Succeeded", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Succeeded").then(|| p.clone())
+    });
+    let t = &done["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "Completed", "{t}");
+    let failed = c.until_pod("failed", "Failed", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Failed").then(|| p.clone())
+    });
+    let cs = &failed["status"]["containerStatuses"][0];
+    assert_eq!(cs["state"]["terminated"]["exitCode"], 7, "{cs}");
+    assert_eq!(cs["restartCount"], 0, "{cs}");
 }
 
 const INIT_POD: &str = "apiVersion: v1

@@ -11,6 +11,7 @@ pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Volume};
 
@@ -44,10 +45,16 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
     root.join("pods").join(uid)
 }
 
+/// How long a volume's contents stand before the API is asked again: updates of configMaps and
+/// secrets reach the pod within this, and a node of many pods does not ask every second.
+const REFRESH: Duration = Duration::from_secs(10);
+
 /// A pod's volumes, kept up to date by each sync.
 pub struct PodVolumes {
     dir: PathBuf,
     tokens: token::Tokens,
+    /// Where each volume is and when its contents were last fetched.
+    fresh: HashMap<String, (PathBuf, Instant)>,
 }
 
 impl PodVolumes {
@@ -55,6 +62,7 @@ impl PodVolumes {
         PodVolumes {
             dir: pod_dir(root, uid).join("volumes"),
             tokens: token::Tokens::default(),
+            fresh: HashMap::new(),
         }
     }
 
@@ -66,7 +74,15 @@ impl PodVolumes {
     ) -> Result<HashMap<String, PathBuf>, Error> {
         let mut out = HashMap::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            let path = self.one(client, pod, v).await?;
+            let path = match self.fresh.get(&v.name) {
+                Some((path, at)) if at.elapsed() < REFRESH => path.clone(),
+                _ => {
+                    let path = self.one(client, pod, v).await?;
+                    self.fresh
+                        .insert(v.name.clone(), (path.clone(), Instant::now()));
+                    path
+                }
+            };
             out.insert(v.name.clone(), path);
         }
         Ok(out)
