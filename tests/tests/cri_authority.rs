@@ -212,3 +212,40 @@ async fn a_socket_path_authority_on_a_fresh_connection_is_served() {
     let a = c.version(1, Authority::Plain(&path)).await;
     assert_version(&a, "the socket path");
 }
+
+/// Python's grpcio (Debian's python3-grpcio): another client's HPACK encoder, Huffman codes and dynamic table
+/// included, through the layer that rewrites header blocks.
+const GRPCIO_VERSION: &str = r#"
+import sys, grpc
+channel = grpc.insecure_channel("unix://" + sys.argv[1])
+version = channel.unary_unary("/runtime.v1.RuntimeService/Version")
+# VersionRequest{version: "v1"}; the reply is printed as it came, runtime_name among its fields.
+print(version(b"\x0a\x02v1", timeout=10))
+"#;
+
+#[tokio::test]
+async fn python_grpcio_is_served() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    let has_grpc = std::process::Command::new(python)
+        .args(["-c", "import grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_grpc,
+        "no grpc module for /usr/bin/python3: install tests/apt-packages (python3-grpcio)"
+    );
+    let d = Skiffd::start().await;
+    let out = tokio::process::Command::new(python)
+        .args(["-c", GRPCIO_VERSION])
+        .arg(&d.socket)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("skiff"),
+        "grpcio: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

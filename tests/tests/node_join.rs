@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use skiff_tests::cri;
 use skiff_tests::k8s::control_plane::free_port;
-use skiff_tests::k8s::node::{condition, get_json, kubeadm_flags, spawn_join, wait_for, NodeDir};
+use skiff_tests::k8s::skiff_node::{
+    condition, get_json, kubeadm_flags, spawn_join, wait_for, NodeDir,
+};
 use skiff_tests::k8s::ControlPlane;
 
 fn free_local_port() -> u16 {
@@ -319,6 +321,7 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
         (l["spec"]["renewTime"] != first["spec"]["renewTime"]).then_some(l)
     });
     assert_eq!(renewed["spec"]["holderIdentity"], name.as_str());
+    eprintln!("skiffd in node mode, idle: {}", vm_rss(skiffd.pid()));
 
     // Ready follows the runtime's network: no CNI configuration, not ready, with the runtime's reason.
     let conflist = node.dir.join("net.d/10-pods.conflist");
@@ -482,4 +485,14 @@ fn install_short_cert(
     std::os::unix::fs::symlink("kubelet-client-short.pem", &link).unwrap();
     std::fs::rename(&link, pki.join("kubelet-client-current.pem")).unwrap();
     std::time::SystemTime::now() + life
+}
+
+/// The resident set of `pid`, as /proc reports it.
+fn vm_rss(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
 }

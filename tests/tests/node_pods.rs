@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
-use skiff_tests::k8s::node::{self, get_json, wait_for, Joined, NodeDir};
+use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
 use skiff_tests::k8s::ControlPlane;
 use skiff_tests::registry::Registry;
 
@@ -35,7 +35,7 @@ fn cluster(tag: &str) -> Cluster {
     let dir = NodeDir::with_registry(Some(&registry.host()));
     let logs = dir.dir.join("pod-logs");
     let name = format!("skiff-pods-{tag}-{}", std::process::id());
-    let node = node::join(
+    let node = skiff_node::join(
         &cp,
         dir,
         &name,

@@ -194,7 +194,8 @@ pub async fn rotate(
         let wait = deadline
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        tracing::info!(expires = ?not_after, rotation_in = ?wait, "client certificate rotation scheduled");
+        let at = |t: SystemTime| k8s_openapi::chrono::DateTime::<k8s_openapi::chrono::Utc>::from(t);
+        tracing::info!(expires = %at(not_after), rotation = %at(deadline), "client certificate rotation scheduled");
         tokio::time::sleep(wait).await;
         let mut backoff = Backoff::default();
         id = loop {
@@ -228,5 +229,74 @@ impl Backoff {
     pub async fn wait(&mut self) {
         self.0 = (self.0 * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
         tokio::time::sleep(self.0).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::kubeconfig::tests::bootstrap;
+    use crate::node::pki::tests::issued;
+
+    fn paths(dir: &std::path::Path, with_bootstrap: bool) -> Paths {
+        Paths {
+            kubeconfig: dir.join("kubelet.conf"),
+            bootstrap_kubeconfig: with_bootstrap.then(|| bootstrap(dir)),
+            cert_dir: dir.join("pki"),
+        }
+    }
+
+    fn err(r: Result<Start>) -> String {
+        match r {
+            Ok(_) => panic!("prepared"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_to_authenticate_with_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = err(prepare(&paths(dir.path(), false)).await);
+        assert!(
+            e.contains("kubelet.conf does not exist") && e.contains("--bootstrap-kubeconfig"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_credentials_a_bootstrap_is_planned() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path(), true);
+        assert!(matches!(prepare(&p).await.unwrap(), Start::Bootstrap(_)));
+        assert!(!p.kubeconfig.exists());
+    }
+
+    #[tokio::test]
+    async fn a_valid_certificate_is_reused_for_a_lost_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path(), true);
+        let (cert, key) = issued(1);
+        CertDir::client(&p.cert_dir).store(&cert, &key).unwrap();
+        let Start::Ready(id) = prepare(&p).await.unwrap() else {
+            panic!("bootstrapped again");
+        };
+        assert!(p.kubeconfig.exists());
+        assert!(id.validity.is_some());
+        // The kubeconfig written is then what a restart uses.
+        assert!(matches!(prepare(&p).await.unwrap(), Start::Ready(_)));
+    }
+
+    #[tokio::test]
+    async fn an_expired_certificate_needs_the_bootstrap_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path(), true);
+        let (cert, key) = issued(1);
+        CertDir::client(&p.cert_dir).store(&cert, &key).unwrap();
+        prepare(&p).await.unwrap();
+        let (old, key) = issued(-1);
+        CertDir::client(&p.cert_dir).store(&old, &key).unwrap();
+        assert!(matches!(prepare(&p).await.unwrap(), Start::Bootstrap(_)));
+        let e = err(prepare(&paths(dir.path(), false)).await);
+        assert!(e.contains("expired"), "{e}");
     }
 }

@@ -49,6 +49,11 @@ pub struct Flags {
     pub rotate_certificates: Option<bool>,
     pub register_node: Option<bool>,
     pub provider_id: Option<String>,
+    /// `--system-reserved=cpu=100m,memory=100Mi`: over the file's `systemReserved`.
+    pub system_reserved: Option<BTreeMap<String, String>>,
+    pub kube_reserved: Option<BTreeMap<String, String>>,
+    /// `--eviction-hard=memory.available<100Mi,nodefs.available<10%`: over the file's `evictionHard`.
+    pub eviction_hard: Option<BTreeMap<String, String>>,
     /// klog verbosity (`--v`).
     pub verbosity: u32,
     /// Unknown flags, as given, for the warnings the caller logs once logging is up.
@@ -79,6 +84,9 @@ impl Default for Flags {
             rotate_certificates: None,
             register_node: None,
             provider_id: None,
+            system_reserved: None,
+            kube_reserved: None,
+            eviction_hard: None,
             verbosity: 0,
             unknown: Vec::new(),
         }
@@ -133,9 +141,6 @@ const ACCEPTED: &[&str] = &[
     "kubelet-cgroups",
     "system-cgroups",
     "cgroup-root",
-    "system-reserved",
-    "kube-reserved",
-    "eviction-hard",
     "eviction-soft",
     "eviction-soft-grace-period",
     "image-gc-high-threshold",
@@ -247,6 +252,9 @@ impl Flags {
             }
             "register-node" => self.register_node = Some(boolean(value).map_err(invalid)?),
             "provider-id" => self.provider_id = Some(value.into()),
+            "system-reserved" => self.system_reserved = Some(pairs(value, '=').map_err(invalid)?),
+            "kube-reserved" => self.kube_reserved = Some(pairs(value, '=').map_err(invalid)?),
+            "eviction-hard" => self.eviction_hard = Some(pairs(value, '<').map_err(invalid)?),
             "v" => self.verbosity = number(value).map_err(invalid)?,
             _ if BOOLEAN.contains(&name) => {
                 boolean(value).map_err(invalid)?;
@@ -276,6 +284,9 @@ const VALUED: &[&str] = &[
     "healthz-bind-address",
     "max-pods",
     "provider-id",
+    "system-reserved",
+    "kube-reserved",
+    "eviction-hard",
     "v",
 ];
 
@@ -301,6 +312,19 @@ fn boolean(v: &str) -> Result<bool, String> {
         "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
         _ => Err("not a boolean".into()),
     }
+}
+
+/// `a<sep>b,c<sep>d` as a map; the values are checked where they are used.
+fn pairs(v: &str, sep: char) -> Result<BTreeMap<String, String>, String> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (k, val) = item
+                .split_once(sep)
+                .ok_or_else(|| format!("{item:?} is not name{sep}value"))?;
+            Ok((k.trim().to_owned(), val.trim().to_owned()))
+        })
+        .collect()
 }
 
 fn parse_ips(v: &str) -> Result<Vec<IpAddr>, String> {
@@ -511,6 +535,19 @@ mod tests {
             Flags::parse(["--kubeconfig"]).unwrap_err(),
             FlagError::MissingValue("kubeconfig".into())
         );
+    }
+
+    #[test]
+    fn reservations_and_thresholds() {
+        let f = parse(&[
+            "--system-reserved=cpu=100m,memory=100Mi",
+            "--eviction-hard=memory.available<50Mi,nodefs.available<1%",
+        ]);
+        assert_eq!(f.system_reserved.unwrap()["memory"], "100Mi");
+        let e = f.eviction_hard.unwrap();
+        assert_eq!(e["nodefs.available"], "1%");
+        assert_eq!(e.len(), 2);
+        assert!(Flags::parse(["--eviction-hard=memory.available=1Mi"]).is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn write_node(path: &Path, cluster: &Cluster, cert: &Path) -> Result<(), Kub
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const BOOTSTRAP: &str = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    \
@@ -127,7 +127,8 @@ mod tests {
         p.self_signed(&key).unwrap().pem()
     }
 
-    fn bootstrap(dir: &Path) -> PathBuf {
+    /// A bootstrap kubeconfig as kubeadm writes it (CA embedded, a token user) in `dir`.
+    pub(crate) fn bootstrap(dir: &Path) -> PathBuf {
         let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem());
         let path = dir.join("bootstrap-kubelet.conf");
         std::fs::write(&path, BOOTSTRAP.replace("{CA}", &ca)).unwrap();

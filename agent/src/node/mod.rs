@@ -76,7 +76,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(f: &Flags, c: &KubeletConfiguration) -> Result<Settings, String> {
+    pub fn new(f: &Flags, file: &KubeletConfiguration) -> Result<Settings, String> {
+        let mut c = file.clone();
+        if let Some(m) = &f.system_reserved {
+            c.system_reserved = m.clone();
+        }
+        if let Some(m) = &f.kube_reserved {
+            c.kube_reserved = m.clone();
+        }
+        if let Some(m) = &f.eviction_hard {
+            c.eviction_hard = Some(m.clone());
+        }
         let hostname = f
             .hostname_override
             .clone()
@@ -250,10 +260,19 @@ mod tests {
             "--node-ip=10.9.8.7",
             "--register-with-taints=b=c:NoExecute",
             "--root-dir=/tmp/kubelet-root",
+            "--eviction-hard=memory.available<1Gi",
         ])
         .unwrap();
         let s = Settings::new(&f, &c).unwrap();
         assert_eq!(s.node_name, "worker-1");
+        assert_eq!(s.eviction.len(), 1);
+        assert_eq!(
+            s.eviction["memory.available"],
+            Amount::Absolute((1u64 << 30) as f64)
+        );
+        let bad = Flags::parse(["--hostname-override=a", "--kube-reserved=memory=lots"]).unwrap();
+        let e = Settings::new(&bad, &c).unwrap_err();
+        assert!(e.contains("kubeReserved memory"), "{e}");
         assert_eq!(s.max_pods, 12);
         assert_eq!(s.healthz, "127.0.0.1:20248".parse().unwrap());
         assert_eq!(s.node_ips, vec!["10.9.8.7".parse::<IpAddr>().unwrap()]);

@@ -136,7 +136,7 @@ impl CertDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -171,7 +171,7 @@ mod tests {
     }
 
     /// A self-signed certificate stands in for the signer's answer: only its PEM and dates matter.
-    fn issued(days: i64) -> (String, String) {
+    pub(crate) fn issued(days: i64) -> (String, String) {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::default();
         let now = rcgen::date_time_ymd(2000, 1, 1);

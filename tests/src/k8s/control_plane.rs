@@ -6,6 +6,7 @@
 //! and free ports, and nothing listens on a fixed port, so instances run side by side. Dropping it kills the
 //! processes and removes the address and the directory.
 
+use std::ffi::OsStr;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,11 +119,11 @@ impl ControlPlane {
     }
 
     /// The real `kubectl` as cluster admin, with a deadline.
-    pub fn kubectl(&self, args: &[&str]) -> Output {
+    pub fn kubectl<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         self.kubectl_within(args, cmd::default_timeout())
     }
 
-    pub fn kubectl_within(&self, args: &[&str], timeout: Duration) -> Output {
+    pub fn kubectl_within<S: AsRef<OsStr>>(&self, args: &[S], timeout: Duration) -> Output {
         let mut c = Command::new("kubectl");
         c.arg("--kubeconfig")
             .arg(self.admin_kubeconfig())
@@ -131,16 +132,16 @@ impl ControlPlane {
     }
 
     /// `kubectl` that must succeed; its stdout.
-    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+    pub fn kubectl_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
         let out = self.kubectl(args);
         assert!(out.success(), "kubectl failed:{out}");
         out.stdout
     }
 
     /// Polls `kubectl args` until `done` holds for its output; panics after `within` with the last output.
-    pub fn kubectl_until(
+    pub fn kubectl_until<S: AsRef<OsStr>>(
         &self,
-        args: &[&str],
+        args: &[S],
         within: Duration,
         done: impl Fn(&Output) -> bool,
     ) -> Output {
@@ -359,7 +360,9 @@ etcd:
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.daemons.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("SKIFF_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -47,6 +47,12 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// The exit code once the process has exited (-1 when a signal ended it).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let status = self.child.try_wait().ok().flatten()?;
+        Some(status.code().unwrap_or(-1))
+    }
+
     /// Panics with the end of the log when the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
