@@ -276,6 +276,13 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     assert!(env.contains("POD_NAME=plain\n"), "{env}");
     assert!(env.contains(&format!("POD_IP={ip}\n")), "{env}");
     assert!(env.contains("GREETING=hello plain\n"), "{env}");
+    // The service variables of the API server, which in-cluster clients read.
+    assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1\n"), "{env}");
+    assert!(env.contains("KUBERNETES_SERVICE_PORT=443\n"), "{env}");
+    assert!(
+        env.contains("KUBERNETES_PORT=tcp://10.96.0.1:443\n"),
+        "{env}"
+    );
     let host = c.exec("plain", "main", &["hostname"]);
     assert_eq!(host.trim(), "plain");
     // The log where kubelet keeps it: <podLogsDir>/<ns>_<name>_<uid>/<container>/<restarts>.log.
@@ -318,6 +325,17 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
         "0"
     );
     assert_eq!(sh(&c, "cat /scratch/mark"), "written by main\n");
+    let env = sh(&c, "env");
+    for v in [
+        "CM_a=alpha",
+        "CM_b=beta",
+        "FROM_CM=beta",
+        "FROM_SECRET=s3cret",
+        "APP=vols-app",
+    ] {
+        assert!(env.contains(&format!("{v}\n")), "{v}: {env}");
+    }
+    assert!(!env.contains("MISSING="), "{env}");
     c.kubectl_ok(&[
         "patch",
         "configmap",
@@ -336,6 +354,7 @@ const VOLUMES_POD: &str = "apiVersion: v1
 kind: Pod
 metadata:
   name: vols
+  labels: {app: vols-app}
 spec:
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 2
@@ -355,6 +374,18 @@ spec:
     image: registry.skiff.test/library/busybox:latest
     imagePullPolicy: IfNotPresent
     command: [sh, -c, 'echo written by main > /scratch/mark; exec sleep 3600']
+    envFrom:
+    - configMapRef: {name: conf}
+      prefix: CM_
+    env:
+    - name: FROM_CM
+      valueFrom: {configMapKeyRef: {name: conf, key: b}}
+    - name: FROM_SECRET
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: MISSING
+      valueFrom: {configMapKeyRef: {name: conf, key: nope, optional: true}}
+    - name: APP
+      valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}
     volumeMounts:
     - {name: conf, mountPath: /conf}
     - {name: creds, mountPath: /creds, readOnly: true}

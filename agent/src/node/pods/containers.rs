@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cri_api::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod};
 
+use super::env;
 use super::sandbox::PodRef;
 use super::CONTAINER_NAME;
 use crate::cri::{container, image, Daemon};
@@ -74,6 +75,7 @@ pub struct Target<'a> {
     pub node_name: &'a str,
     pub host_ip: &'a str,
     pub mounts: &'a HashMap<String, PathBuf>,
+    pub client: &'a kube::Client,
 }
 
 /// The pod's containers in the CRI (every state), grouped by name, newest first.
@@ -308,7 +310,11 @@ fn default_policy(image: &str) -> String {
 }
 
 async fn create_and_start(t: &Target<'_>, c: &Container, count: i32) -> Result<String, Waiting> {
-    let config = config(t, c, count).map_err(|message| Waiting {
+    let envs = env::resolve(t, c).await.map_err(|message| Waiting {
+        reason: "CreateContainerConfigError".into(),
+        message,
+    })?;
+    let config = config(t, c, count, envs).map_err(|message| Waiting {
         reason: "CreateContainerConfigError".into(),
         message,
     })?;
@@ -340,12 +346,16 @@ async fn create_and_start(t: &Target<'_>, c: &Container, count: i32) -> Result<S
     Ok(id)
 }
 
-fn config(t: &Target<'_>, c: &Container, count: i32) -> Result<cri::ContainerConfig, String> {
+fn config(
+    t: &Target<'_>,
+    c: &Container,
+    count: i32,
+    envs: Vec<(String, String)>,
+) -> Result<cri::ContainerConfig, String> {
     let r = PodRef::of(t.pod);
-    let envs = env(t, c)?;
     let vars: HashMap<&str, &str> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
-        v.iter().flatten().map(|s| expand(s, &vars)).collect()
+        v.iter().flatten().map(|s| env::expand(s, &vars)).collect()
     };
     let log_dir = PathBuf::from(&t.sandbox.log_directory).join(&c.name);
     std::fs::create_dir_all(&log_dir)
@@ -403,105 +413,9 @@ fn mounts(t: &Target<'_>, c: &Container) -> Result<Vec<cri::Mount>, String> {
     Ok(out)
 }
 
-/// The container's environment: plain values (with `$(VAR)` expanded from earlier entries) and
-/// the pod fields kubelet resolves itself.
-fn env(t: &Target<'_>, c: &Container) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for e in c.env.iter().flatten() {
-        let value = value_of(t, e, &out)?;
-        out.retain(|(k, _)| *k != e.name);
-        out.push((e.name.clone(), value));
-    }
-    Ok(out)
-}
-
-fn value_of(t: &Target<'_>, e: &EnvVar, earlier: &[(String, String)]) -> Result<String, String> {
-    if let Some(v) = &e.value {
-        let vars: HashMap<&str, &str> = earlier
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        return Ok(expand(v, &vars));
-    }
-    let Some(from) = &e.value_from else {
-        return Ok(String::new());
-    };
-    let Some(f) = &from.field_ref else {
-        return Err(format!(
-            "env {:?}: only value and fieldRef are supported",
-            e.name
-        ));
-    };
-    let m = &t.pod.metadata;
-    Ok(match f.field_path.as_str() {
-        "metadata.name" => m.name.clone().unwrap_or_default(),
-        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => m.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => t.node_name.to_string(),
-        "spec.serviceAccountName" => t
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_default(),
-        "status.podIP" => t.pod_ips.first().cloned().unwrap_or_default(),
-        "status.podIPs" => t.pod_ips.join(","),
-        "status.hostIP" | "status.hostIPs" => t.host_ip.to_string(),
-        other => {
-            return Err(format!(
-                "env {:?}: fieldRef {other:?} is not supported",
-                e.name
-            ))
-        }
-    })
-}
-
-/// kubelet's `$(VAR)` expansion: known names are replaced, `$$` is a `$`, the rest stays.
-pub fn expand(s: &str, vars: &HashMap<&str, &str>) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(inner) = after.strip_prefix('(') {
-            match inner.find(')') {
-                Some(end) if vars.contains_key(&inner[..end]) => {
-                    out.push_str(vars[&inner[..end]]);
-                    rest = &inner[end + 1..];
-                }
-                Some(end) => {
-                    out.push_str(&rest[i..i + 2 + end + 1]);
-                    rest = &inner[end + 1..];
-                }
-                None => {
-                    out.push_str(&rest[i..]);
-                    rest = "";
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expansion_follows_kubelet() {
-        let vars: HashMap<&str, &str> = [("A", "x"), ("B", "y")].into();
-        assert_eq!(expand("$(A)-$(B)", &vars), "x-y");
-        assert_eq!(expand("$$(A)", &vars), "$(A)");
-        assert_eq!(expand("$(C) $(A", &vars), "$(C) $(A");
-        assert_eq!(expand("a$b", &vars), "a$b");
-    }
 
     #[test]
     fn backoff_doubles_to_five_minutes() {

@@ -4,6 +4,7 @@
 
 pub mod containers;
 pub mod delete;
+pub mod env;
 pub mod sandbox;
 pub mod status;
 pub mod watch;

@@ -119,7 +119,9 @@ impl Worker {
         let ips = sandbox::ips(&d, &sandbox_id).await;
         let host_ip = self.host_ip();
         if !Self::finished(pod) {
+            let client = self.client();
             let target = Target {
+                client: &client,
                 d: &d,
                 pod,
                 sandbox_id: &sandbox_id,
