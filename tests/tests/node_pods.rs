@@ -738,4 +738,15 @@ fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
         c.exec("init", "main", &["cat", "/work/order"]),
         "one\ntwo\nthree\n"
     );
+
+    // Force-deleted while skiffd is down: the pod's sandbox goes when skiffd is back.
+    c.node.stop();
+    c.kubectl_ok(&["delete", "pod", "init", "--grace-period=0", "--force"]);
+    c.node.restart();
+    wait_for(
+        "the orphaned sandbox removed",
+        Duration::from_secs(40),
+        || c.sandboxes().is_empty().then_some(()),
+    );
+    assert!(c.containers("init").is_empty());
 }

@@ -42,7 +42,7 @@ impl Tokens {
             }
         }
         let (token, ttl) = request(client, pod, volume, audience, expiration).await?;
-        let refresh = (ttl.mul_f64(0.8)).min(MAX_AGE);
+        let refresh = refresh_after(ttl);
         tracing::debug!(pod = ?pod.metadata.name, volume, refresh_in = ?refresh, "service-account token issued");
         self.held.insert(
             key,
@@ -53,6 +53,11 @@ impl Tokens {
         );
         Ok(token)
     }
+}
+
+/// When a token that lives `ttl` more is asked for again: at 80 % of its life, at most a day on.
+pub fn refresh_after(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.8).min(MAX_AGE)
 }
 
 async fn request(
@@ -100,4 +105,22 @@ async fn request(
         .to_std()
         .unwrap_or(Duration::from_secs(expiration.max(60) as u64));
     Ok((status.token, left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_renewed_at_four_fifths_of_their_life() {
+        assert_eq!(
+            refresh_after(Duration::from_secs(3600)),
+            Duration::from_secs(2880)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(600)),
+            Duration::from_secs(480)
+        );
+        assert_eq!(refresh_after(Duration::from_secs(7 * 24 * 3600)), MAX_AGE);
+    }
 }
