@@ -656,6 +656,15 @@ fn failing_commands_and_missing_images_report_kubelets_reasons() {
     let cs = &failed["status"]["containerStatuses"][0];
     assert_eq!(cs["state"]["terminated"]["exitCode"], 7, "{cs}");
     assert_eq!(cs["restartCount"], 0, "{cs}");
+
+    // Limits reach the container's cgroup: past its memory limit it is OOM-killed, and says so.
+    c.apply(OOM_POD);
+    let oom = c.until_pod("oom", "Failed", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Failed").then(|| p.clone())
+    });
+    assert_eq!(oom["status"]["qosClass"], "Guaranteed");
+    let t = &oom["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
 }
 
 const INIT_POD: &str = "apiVersion: v1
@@ -750,3 +759,19 @@ fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
     );
     assert!(c.containers("init").is_empty());
 }
+
+const OOM_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: oom
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'tail /dev/zero']
+    resources:
+      limits: {cpu: 200m, memory: 32Mi}
+";

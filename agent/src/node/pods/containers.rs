@@ -2,18 +2,20 @@
 //! in order, then the app containers, each restarted per `restartPolicy` with kubelet's back-off.
 //! What the CRI cannot say (why a container is not running yet) is kept in [`Waiting`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cri_api::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::env;
 use super::sandbox::PodRef;
 use super::CONTAINER_NAME;
 use crate::cri::{container, image, Daemon};
+use crate::node::quantity;
 
 /// The annotation that carries a container's restart count across skiffd restarts.
 pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
@@ -378,7 +380,10 @@ fn config(
         tty: c.tty.unwrap_or(false),
         labels,
         annotations: [(RESTART_COUNT.to_string(), count.to_string())].into(),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(resources(c)?),
+            ..Default::default()
+        }),
         envs: envs
             .iter()
             .map(|(k, v)| cri::KeyValue {
@@ -388,6 +393,32 @@ fn config(
             .collect(),
         ..Default::default()
     })
+}
+
+/// kubelet's cgroup values for the container: shares from the CPU request, quota from the CPU
+/// limit over a 100 ms period, the memory limit in bytes.
+fn resources(c: &Container) -> Result<cri::LinuxContainerResources, String> {
+    let r = c.resources.clone().unwrap_or_default();
+    let get = |m: &Option<BTreeMap<String, Quantity>>, k: &str| -> Result<Option<f64>, String> {
+        m.as_ref()
+            .and_then(|m| m.get(k))
+            .map(|q| quantity::parse(&q.0).map_err(|e| format!("resources {k}: {e}")))
+            .transpose()
+    };
+    let (requests, limits) = (&r.requests, &r.limits);
+    let cpu_request = get(requests, "cpu")?.or(get(limits, "cpu")?);
+    let mut out = cri::LinuxContainerResources {
+        cpu_shares: cpu_request.map_or(2, |cpu| ((cpu * 1024.0) as i64).max(2)),
+        ..Default::default()
+    };
+    if let Some(cpu) = get(limits, "cpu")? {
+        out.cpu_period = 100_000;
+        out.cpu_quota = ((cpu * 100_000.0) as i64).max(1000);
+    }
+    if let Some(mem) = get(limits, "memory")? {
+        out.memory_limit_in_bytes = mem as i64;
+    }
+    Ok(out)
 }
 
 fn mounts(t: &Target<'_>, c: &Container) -> Result<Vec<cri::Mount>, String> {
