@@ -348,6 +348,15 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
         Duration::from_secs(40),
         || (sh(&c, "cat /conf/renamed") == "updated").then_some(()),
     );
+
+    // The pod's securityContext reaches the container's process.
+    let ids = "  securityContext: {runAsUser: 1234, runAsGroup: 5678}\n";
+    c.apply(&plain_pod("ids", "exec sleep 3600", ids));
+    c.until_pod("ids", "Running", Duration::from_secs(60), |p| {
+        running_and_ready(p).then_some(())
+    });
+    let id = c.exec("ids", "main", &["id"]);
+    assert!(id.starts_with("uid=1234 gid=5678"), "{id}");
 }
 
 const VOLUMES_POD: &str = "apiVersion: v1

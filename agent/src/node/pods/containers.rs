@@ -382,7 +382,10 @@ fn config(
         annotations: [(RESTART_COUNT.to_string(), count.to_string())].into(),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources(c)?),
-            ..Default::default()
+            security_context: Some(super::security::container(
+                t.pod.spec.as_ref().ok_or("the pod has no spec")?,
+                c,
+            )),
         }),
         envs: envs
             .iter()

@@ -6,6 +6,7 @@ pub mod containers;
 pub mod delete;
 pub mod env;
 pub mod sandbox;
+pub mod security;
 pub mod status;
 pub mod watch;
 pub mod worker;

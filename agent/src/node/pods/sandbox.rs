@@ -52,20 +52,6 @@ pub fn config(s: &Settings, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let mut labels = pod.metadata.labels.clone().unwrap_or_default();
     labels.extend(r.labels());
-    let host = |b: Option<bool>| {
-        if b.unwrap_or(false) {
-            cri::NamespaceMode::Node
-        } else {
-            cri::NamespaceMode::Pod
-        }
-    };
-    let pid = if spec.host_pid.unwrap_or(false) {
-        cri::NamespaceMode::Node
-    } else if spec.share_process_namespace.unwrap_or(false) {
-        cri::NamespaceMode::Pod
-    } else {
-        cri::NamespaceMode::Container
-    };
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: r.name.clone(),
@@ -89,16 +75,36 @@ pub fn config(s: &Settings, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
             .collect(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: host(spec.host_network) as i32,
-                    pid: pid as i32,
-                    ipc: host(spec.host_ipc) as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces(&spec)),
                 ..Default::default()
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The pod's namespaces: the node's when asked for, the pod's own otherwise; one PID namespace
+/// per container unless `shareProcessNamespace`.
+pub fn namespaces(spec: &k8s_openapi::api::core::v1::PodSpec) -> cri::NamespaceOption {
+    let host = |b: Option<bool>| {
+        if b.unwrap_or(false) {
+            cri::NamespaceMode::Node
+        } else {
+            cri::NamespaceMode::Pod
+        }
+    };
+    let pid = if spec.host_pid.unwrap_or(false) {
+        cri::NamespaceMode::Node
+    } else if spec.share_process_namespace.unwrap_or(false) {
+        cri::NamespaceMode::Pod
+    } else {
+        cri::NamespaceMode::Container
+    };
+    cri::NamespaceOption {
+        network: host(spec.host_network) as i32,
+        pid: pid as i32,
+        ipc: host(spec.host_ipc) as i32,
         ..Default::default()
     }
 }
