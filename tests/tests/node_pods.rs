@@ -357,6 +357,24 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     });
     let id = c.exec("ids", "main", &["id"]);
     assert!(id.starts_with("uid=1234 gid=5678"), "{id}");
+
+    // A readiness probe holds Ready back until it passes.
+    let probe = plain_pod("probe", "exec sleep 3600", "").replace(
+        "    env:\n",
+        "    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1}\n    env:\n",
+    );
+    c.apply(&probe);
+    c.until_pod("probe", "Running", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let p = c.pod("probe").unwrap();
+    assert_eq!(condition(&p, "Ready"), "False", "{}", p["status"]);
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+    c.exec("probe", "main", &["touch", "/tmp/ready"]);
+    c.until_pod("probe", "Ready", Duration::from_secs(20), |p| {
+        running_and_ready(p).then_some(())
+    });
 }
 
 const VOLUMES_POD: &str = "apiVersion: v1

@@ -5,6 +5,7 @@
 pub mod containers;
 pub mod delete;
 pub mod env;
+pub mod probes;
 pub mod sandbox;
 pub mod security;
 pub mod status;

@@ -23,6 +23,8 @@ pub struct Observed<'a> {
     pub host_ip: &'a str,
     pub instances: &'a HashMap<String, Vec<cri::Container>>,
     pub waiting: &'a HashMap<String, Waiting>,
+    /// Readiness of the running containers by id (absent: ready when running).
+    pub ready: &'a HashMap<String, bool>,
 }
 
 fn time(nanos: i64) -> Value {
@@ -64,7 +66,7 @@ async fn container_status(d: &Arc<Daemon>, o: &Observed<'_>, c: &Container) -> V
         let running = s.state == cri::ContainerState::ContainerRunning as i32;
         v["containerID"] = json!(format!("skiff://{}", s.id));
         v["imageID"] = json!(s.image_ref);
-        v["ready"] = json!(running);
+        v["ready"] = json!(running && o.ready.get(&s.id).copied().unwrap_or(true));
         v["started"] = json!(running);
         v["state"] = state(s);
     }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::watch as chan;
 
 use super::containers::{self, State, Target};
-use super::{delete, sandbox, status, RESYNC};
+use super::{delete, probes, sandbox, status, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
 use crate::node::volumes::{self, PodVolumes};
 use crate::node::NodeContext;
@@ -22,6 +22,7 @@ struct Worker {
     uid: String,
     volumes: PodVolumes,
     containers: State,
+    readiness: probes::Readiness,
     reported: Option<Value>,
 }
 
@@ -41,6 +42,7 @@ pub async fn run(
         clients,
         uid,
         containers: State::default(),
+        readiness: probes::Readiness::default(),
         reported: None,
     };
     let mut last = first;
@@ -170,7 +172,16 @@ impl Worker {
         instances: &HashMap<String, Vec<cri::Container>>,
     ) {
         let host_ip = self.host_ip();
+        let ready = probes::ready_map(
+            &mut self.readiness,
+            &self.ctx.daemon,
+            pod,
+            ips.first().map(String::as_str),
+            instances,
+        )
+        .await;
         let observed = status::Observed {
+            ready: &ready,
             pod,
             sandbox_ready,
             pod_ips: ips,
