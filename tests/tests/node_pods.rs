@@ -692,6 +692,29 @@ fn failing_commands_and_missing_images_report_kubelets_reasons() {
     assert_eq!(oom["status"]["qosClass"], "Guaranteed");
     let t = &oom["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(t["reason"], "OOMKilled", "{t}");
+
+    // A liveness probe that fails: the container is killed and started again.
+    let live = plain_pod("live", "touch /tmp/alive; exec sleep 3600", "").replace(
+        "    env:\n",
+        "    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}\n    env:\n",
+    );
+    c.apply(&live);
+    c.until_pod("live", "Running and Ready", Duration::from_secs(60), |p| {
+        running_and_ready(p).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let p = c.pod("live").unwrap();
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{}",
+        p["status"]
+    );
+    c.exec("live", "main", &["rm", "/tmp/alive"]);
+    let cs = c.until_pod("live", "restarted", Duration::from_secs(40), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"] == 1 && cs["state"]["running"].is_object()).then(|| cs.clone())
+    });
+    assert!(cs["lastState"]["terminated"].is_object(), "{cs}");
 }
 
 const INIT_POD: &str = "apiVersion: v1

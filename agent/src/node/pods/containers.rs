@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::env;
+use super::probes::{Kind, Prober};
 use super::sandbox::PodRef;
 use super::CONTAINER_NAME;
 use crate::cri::{container, image, Daemon};
@@ -60,11 +61,22 @@ pub struct Waiting {
 }
 
 /// What a worker keeps about its pod's containers between syncs.
-#[derive(Default)]
 pub struct State {
     pub waiting: HashMap<String, Waiting>,
     crash: Backoff,
     pull: Backoff,
+    liveness: Prober,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            waiting: HashMap::new(),
+            crash: Backoff::default(),
+            pull: Backoff::default(),
+            liveness: Prober::new(Kind::Liveness),
+        }
+    }
 }
 
 /// Everything one sync needs to start a container.
@@ -168,8 +180,26 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
                     restart(t, st, c, l).await;
                 }
             }
-            Some(_) => {}
+            Some(l) => {
+                let ip = t.pod_ips.first().map(String::as_str);
+                if !st.liveness.check(t.d, ip, c, &l.id).await {
+                    kill_unhealthy(t, c, &l.id).await;
+                }
+            }
         }
+    }
+}
+
+/// A container whose liveness probe failed: stopped with the pod's grace period; the next sync
+/// restarts it as it would any exited container.
+async fn kill_unhealthy(t: &Target<'_>, c: &Container, id: &str) {
+    tracing::info!(pod = %PodRef::of(t.pod).name, container = %c.name, %id, "liveness probe failed: restarting");
+    let req = cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: super::delete::grace(t.pod),
+    };
+    if let Err(e) = container::stop(t.d, req).await {
+        tracing::warn!(container = %id, error = %e.message(), "stop an unhealthy container");
     }
 }
 

@@ -1,7 +1,7 @@
-//! Readiness probes (exec, tcpSocket, httpGet) on kubelet's schedule: first after
-//! `initialDelaySeconds`, then every `periodSeconds`; ready after `successThreshold` successes in a
-//! row, not ready after `failureThreshold` failures. A container without a probe is ready when it
-//! runs.
+//! Readiness and liveness probes (exec, tcpSocket, httpGet) on kubelet's schedule: first after
+//! `initialDelaySeconds`, then every `periodSeconds`; passing after `successThreshold` successes in
+//! a row, failing after `failureThreshold` failures. A container without a readiness probe is ready
+//! when it runs; one whose liveness probe fails is killed and restarted per `restartPolicy`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +21,31 @@ struct State {
     ready: bool,
 }
 
-/// The readiness of a pod's containers, by container id.
+/// Which probe of the container a [`Prober`] runs.
+#[derive(Default, Clone, Copy, PartialEq)]
+pub enum Kind {
+    #[default]
+    Readiness,
+    Liveness,
+}
+
+/// The results of one kind of probe for a pod's containers, by container id.
 #[derive(Default)]
-pub struct Readiness {
+pub struct Prober {
+    kind: Kind,
     states: HashMap<String, State>,
 }
 
-impl Readiness {
-    /// Runs the probes that are due; whether the container `id` of `c` is ready.
+impl Prober {
+    pub fn new(kind: Kind) -> Prober {
+        Prober {
+            kind,
+            states: HashMap::new(),
+        }
+    }
+
+    /// Runs the probe if it is due; whether the container `id` of `c` passes (a readiness probe
+    /// fails until it first passes, a liveness probe passes until it fails).
     pub async fn check(
         &mut self,
         d: &Arc<Daemon>,
@@ -36,14 +53,19 @@ impl Readiness {
         c: &Container,
         id: &str,
     ) -> bool {
-        let Some(p) = &c.readiness_probe else {
+        let probe = match self.kind {
+            Kind::Readiness => &c.readiness_probe,
+            Kind::Liveness => &c.liveness_probe,
+        };
+        let Some(p) = probe else {
             return true;
         };
+        let initial = self.kind == Kind::Liveness;
         let st = self.states.entry(id.to_string()).or_insert_with(|| State {
             next: Instant::now() + secs(p.initial_delay_seconds, 0),
             successes: 0,
             failures: 0,
-            ready: false,
+            ready: initial,
         });
         if Instant::now() < st.next {
             return st.ready;
@@ -122,7 +144,7 @@ async fn run(d: &Arc<Daemon>, pod_ip: Option<&str>, c: &Container, p: &Probe, id
 
 /// The ready flag of each running app container of `pod`, by container id.
 pub async fn ready_map(
-    r: &mut Readiness,
+    r: &mut Prober,
     d: &Arc<Daemon>,
     pod: &Pod,
     pod_ip: Option<&str>,

@@ -22,7 +22,7 @@ struct Worker {
     uid: String,
     volumes: PodVolumes,
     containers: State,
-    readiness: probes::Readiness,
+    readiness: probes::Prober,
     reported: Option<Value>,
 }
 
@@ -42,7 +42,7 @@ pub async fn run(
         clients,
         uid,
         containers: State::default(),
-        readiness: probes::Readiness::default(),
+        readiness: probes::Prober::new(probes::Kind::Readiness),
         reported: None,
     };
     let mut last = first;
