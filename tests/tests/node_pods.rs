@@ -358,6 +358,17 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     let id = c.exec("ids", "main", &["id"]);
     assert!(id.starts_with("uid=1234 gid=5678"), "{id}");
 
+    // On the node's network, the pod has the node's address.
+    c.apply(&plain_pod(
+        "hostnet",
+        "exec sleep 3600",
+        "  hostNetwork: true\n",
+    ));
+    let p = c.until_pod("hostnet", "Running", Duration::from_secs(60), |p| {
+        running_and_ready(p).then(|| p.clone())
+    });
+    assert_eq!(p["status"]["podIP"], c.cp.ip.to_string(), "{}", p["status"]);
+
     // A readiness probe holds Ready back until it passes.
     let probe = plain_pod("probe", "exec sleep 3600", "").replace(
         "    env:\n",
@@ -474,8 +485,13 @@ fn wait_replicas(c: &mut Cluster, n: usize) -> Vec<Value> {
 #[test]
 fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
     let mut c = cluster("deploy");
+    let created = std::time::Instant::now();
     c.apply(DEPLOYMENT);
     let pods = wait_replicas(&mut c, 3);
+    eprintln!(
+        "3 replicas Running and Ready {:?} after the Deployment was created",
+        created.elapsed()
+    );
     let mut ips: Vec<&str> = pods
         .iter()
         .map(|p| p["status"]["podIP"].as_str().unwrap())

@@ -118,8 +118,14 @@ impl Worker {
                 None => return,
             },
         };
-        let ips = sandbox::ips(&d, &sandbox_id).await;
         let host_ip = self.host_ip();
+        // A pod on the node's network has the node's addresses, as kubelet reports them.
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let ips = if host_network {
+            vec![host_ip.clone()]
+        } else {
+            sandbox::ips(&d, &sandbox_id).await
+        };
         if !Self::finished(pod) {
             let client = self.client();
             let target = Target {
