@@ -56,6 +56,8 @@ pub struct KubeletConfiguration {
     pub healthz_bind_address: String,
     pub healthz_port: u16,
     pub resolv_conf: PathBuf,
+    /// Where pod log directories go (kubelet reads this field from v1.29 on).
+    pub pod_logs_dir: PathBuf,
     pub node_status_update_frequency: Option<String>,
     pub node_status_report_frequency: Option<String>,
     pub node_lease_duration_seconds: u32,
@@ -120,6 +122,7 @@ impl Default for KubeletConfiguration {
             healthz_bind_address: "127.0.0.1".into(),
             healthz_port: 10248,
             resolv_conf: "/etc/resolv.conf".into(),
+            pod_logs_dir: "/var/log/pods".into(),
             node_status_update_frequency: None,
             node_status_report_frequency: None,
             node_lease_duration_seconds: 40,

@@ -2,7 +2,7 @@
 //! names (bootstrapping its credentials if needed), registers the Node, keeps its status and
 //! Lease, and serves the kubelet's healthz, beside the CRI server it still is.
 //!
-//! Pods bound to the node are not run yet: until they are, node mode is not a usable kubelet.
+//! The pods bound to the node run through the CRI layer in-process ([`pods`], [`volumes`]).
 
 pub mod bootstrap;
 pub mod cli;
@@ -12,10 +12,12 @@ pub mod kubeconfig;
 pub mod lease;
 pub mod machine;
 pub mod pki;
+pub mod pods;
 pub mod pressure;
 pub mod quantity;
 pub mod register;
 pub mod status;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -68,6 +70,9 @@ pub struct Settings {
     pub rotate_certificates: bool,
     pub register_node: bool,
     pub provider_id: Option<String>,
+    pub pod_logs_dir: PathBuf,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
 }
 
 impl Settings {
@@ -131,6 +136,9 @@ impl Settings {
             rotate_certificates: f.rotate_certificates.unwrap_or(c.rotate_certificates),
             register_node: f.register_node.unwrap_or(c.register_node),
             provider_id: f.provider_id.clone().or_else(|| c.provider_id.clone()),
+            pod_logs_dir: c.pod_logs_dir.clone(),
+            cluster_dns: c.cluster_dns.clone(),
+            cluster_domain: c.cluster_domain.clone(),
         })
     }
 
@@ -195,6 +203,7 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         duration_seconds: s.lease_seconds,
     };
     tokio::spawn(lease::run(holder, clients.clone()));
+    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
     status::run(ctx.clone(), node, clients).await;
     Ok(())
 }

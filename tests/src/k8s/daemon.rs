@@ -42,6 +42,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) {
+        let _ = self.child.wait();
+    }
+
     /// The exit code once the process has exited (-1 when a signal ended it).
     pub fn exit_code(&mut self) -> Option<i32> {
         let status = self.child.try_wait().ok().flatten()?;

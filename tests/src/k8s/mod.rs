@@ -1,5 +1,6 @@
 //! The real Kubernetes components for tests: where their binaries are ([`bin`]), a control plane on loopback
-//! ([`ControlPlane`]), a node joined with the stock kubelet ([`KubeletNode`]), and the processes they run as ([`Daemon`]).
+//! ([`ControlPlane`]), a node joined with the stock kubelet ([`KubeletNode`]) or with
+//! skiffd as its kubelet ([`skiff_node`]), and the processes they run as ([`Daemon`]).
 
 pub mod bin;
 pub mod cgroup_root;
@@ -7,6 +8,7 @@ pub mod control_plane;
 pub mod daemon;
 pub mod loopback;
 pub mod node;
+pub mod skiff_node;
 pub mod stale;
 
 pub use control_plane::ControlPlane;

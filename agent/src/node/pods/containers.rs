@@ -1,0 +1,501 @@
+//! The pod's containers toward its spec: images by `imagePullPolicy`, init containers one at a time
+//! in order, then the app containers, each restarted per `restartPolicy` with kubelet's back-off.
+//! What the CRI cannot say (why a container is not running yet) is kept in [`Waiting`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cri_api::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::env;
+use super::probes::{Kind, Prober};
+use super::sandbox::PodRef;
+use super::CONTAINER_NAME;
+use crate::cri::{container, image, Daemon};
+use crate::node::quantity;
+
+/// The annotation that carries a container's restart count across skiffd restarts.
+pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Kubelet's back-off: 10 s, doubling, at most 5 min, per key.
+#[derive(Default)]
+pub struct Backoff {
+    entries: HashMap<String, (Instant, Duration)>,
+}
+
+impl Backoff {
+    /// Whether `key` may be tried now.
+    pub fn ready(&self, key: &str) -> bool {
+        self.entries
+            .get(key)
+            .is_none_or(|(until, _)| Instant::now() >= *until)
+    }
+
+    /// Records a try of `key`: the next one waits twice as long as the last wait.
+    pub fn bump(&mut self, key: &str) -> Duration {
+        let delay = match self.entries.get(key) {
+            Some((_, last)) => (*last * 2).min(BACKOFF_MAX),
+            None => BACKOFF_START,
+        };
+        self.entries
+            .insert(key.to_string(), (Instant::now() + delay, delay));
+        delay
+    }
+
+    pub fn current(&self, key: &str) -> Duration {
+        self.entries.get(key).map_or(BACKOFF_START, |e| e.1)
+    }
+}
+
+/// Why a container is not running, as the pod status says it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: String,
+}
+
+/// What a worker keeps about its pod's containers between syncs.
+pub struct State {
+    pub waiting: HashMap<String, Waiting>,
+    crash: Backoff,
+    pull: Backoff,
+    liveness: Prober,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            waiting: HashMap::new(),
+            crash: Backoff::default(),
+            pull: Backoff::default(),
+            liveness: Prober::new(Kind::Liveness),
+        }
+    }
+}
+
+/// Everything one sync needs to start a container.
+pub struct Target<'a> {
+    pub d: &'a Arc<Daemon>,
+    pub pod: &'a Pod,
+    pub sandbox_id: &'a str,
+    pub sandbox: &'a cri::PodSandboxConfig,
+    pub pod_ips: &'a [String],
+    pub node_name: &'a str,
+    pub host_ip: &'a str,
+    pub mounts: &'a HashMap<String, PathBuf>,
+    pub client: &'a kube::Client,
+}
+
+/// The pod's containers in the CRI (every state), grouped by name, newest first.
+pub async fn instances(d: &Arc<Daemon>, sandbox_id: &str) -> HashMap<String, Vec<cri::Container>> {
+    let filter = cri::ContainerFilter {
+        pod_sandbox_id: sandbox_id.into(),
+        ..Default::default()
+    };
+    let list = container::list(
+        d,
+        cri::ListContainersRequest {
+            filter: Some(filter),
+        },
+    )
+    .await
+    .map(|r| r.containers)
+    .unwrap_or_default();
+    let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();
+    for c in list {
+        let name = c
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        by_name.entry(name).or_default().push(c);
+    }
+    for v in by_name.values_mut() {
+        v.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    }
+    by_name
+}
+
+pub fn restart_count(c: &cri::Container) -> i32 {
+    c.annotations
+        .get(RESTART_COUNT)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The container's full CRI status.
+pub async fn status(d: &Arc<Daemon>, id: &str) -> Option<cri::ContainerStatus> {
+    let req = cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    };
+    container::status(d, req).await.ok()?.status
+}
+
+async fn exit_code(d: &Arc<Daemon>, id: &str) -> i32 {
+    status(d, id).await.map_or(-1, |s| s.exit_code)
+}
+
+fn is_exited(c: &cri::Container) -> bool {
+    c.state == cri::ContainerState::ContainerExited as i32
+}
+
+/// Whether restartPolicy restarts a container that exited with `code`.
+fn restarts(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+/// One step toward the spec: starts or restarts what may be, waits for the rest.
+pub async fn step(t: &Target<'_>, st: &mut State) {
+    let spec = t.pod.spec.clone().unwrap_or_default();
+    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let running = instances(t.d, t.sandbox_id).await;
+    for c in spec.init_containers.iter().flatten() {
+        let latest = running.get(&c.name).and_then(|v| v.first());
+        match latest {
+            None => return start(t, st, c, None).await,
+            Some(l) if !is_exited(l) => return,
+            Some(l) => match exit_code(t.d, &l.id).await {
+                0 => continue,
+                code if !restarts(policy, code) => return,
+                _ => return restart(t, st, c, l).await,
+            },
+        }
+    }
+    for c in &spec.containers {
+        match running.get(&c.name).and_then(|v| v.first()) {
+            None => start(t, st, c, None).await,
+            Some(l) if is_exited(l) => {
+                if restarts(policy, exit_code(t.d, &l.id).await) {
+                    restart(t, st, c, l).await;
+                }
+            }
+            Some(l) => {
+                let ip = t.pod_ips.first().map(String::as_str);
+                if !st.liveness.check(t.d, ip, c, &l.id).await {
+                    kill_unhealthy(t, c, &l.id).await;
+                }
+            }
+        }
+    }
+}
+
+/// A container whose liveness probe failed: stopped with the pod's grace period; the next sync
+/// restarts it as it would any exited container.
+async fn kill_unhealthy(t: &Target<'_>, c: &Container, id: &str) {
+    tracing::info!(pod = %PodRef::of(t.pod).name, container = %c.name, %id, "liveness probe failed: restarting");
+    let req = cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout: super::delete::grace(t.pod),
+    };
+    if let Err(e) = container::stop(t.d, req).await {
+        tracing::warn!(container = %id, error = %e.message(), "stop an unhealthy container");
+    }
+}
+
+async fn restart(t: &Target<'_>, st: &mut State, c: &Container, previous: &cri::Container) {
+    if !st.crash.ready(&c.name) {
+        let wait = st.crash.current(&c.name);
+        st.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: format!(
+                    "back-off {}s restarting failed container={} pod={}_{}({})",
+                    wait.as_secs(),
+                    c.name,
+                    PodRef::of(t.pod).name,
+                    PodRef::of(t.pod).namespace,
+                    PodRef::of(t.pod).uid
+                ),
+            },
+        );
+        return;
+    }
+    st.crash.bump(&c.name);
+    start(t, st, c, Some(previous)).await;
+}
+
+/// Pulls if the policy says so, then creates and starts one instance of `c`; older exited
+/// instances than `previous` (which the status shows as lastState) are removed.
+async fn start(t: &Target<'_>, st: &mut State, c: &Container, previous: Option<&cri::Container>) {
+    if let Err(w) = ensure_image(t.d, st, c).await {
+        st.waiting.insert(c.name.clone(), w);
+        return;
+    }
+    let count = previous.map_or(0, |p| restart_count(p) + 1);
+    match create_and_start(t, c, count).await {
+        Ok(id) => {
+            tracing::info!(pod = %PodRef::of(t.pod).name, container = %c.name, %id, restarts = count, "container started");
+            st.waiting.remove(&c.name);
+            prune(t.d, t.sandbox_id, &c.name, previous, &id).await;
+        }
+        Err(w) => {
+            tracing::warn!(pod = %PodRef::of(t.pod).name, container = %c.name, reason = %w.reason, message = %w.message, "container not started");
+            st.crash.bump(&c.name);
+            st.waiting.insert(c.name.clone(), w);
+        }
+    }
+}
+
+async fn prune(
+    d: &Arc<Daemon>,
+    sandbox: &str,
+    name: &str,
+    keep: Option<&cri::Container>,
+    new: &str,
+) {
+    let all = instances(d, sandbox).await;
+    for old in all.get(name).into_iter().flatten() {
+        if old.id != new && Some(&old.id) != keep.map(|k| &k.id) && is_exited(old) {
+            let _ = container::remove(
+                d,
+                cri::RemoveContainerRequest {
+                    container_id: old.id.clone(),
+                },
+            )
+            .await;
+        }
+    }
+}
+
+fn image_spec(name: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: name.into(),
+        ..Default::default()
+    })
+}
+
+/// The image per `imagePullPolicy` (`Always` for `:latest` or no tag unless said otherwise).
+async fn ensure_image(d: &Arc<Daemon>, st: &mut State, c: &Container) -> Result<(), Waiting> {
+    let name = c.image.clone().unwrap_or_default();
+    let policy = c
+        .image_pull_policy
+        .clone()
+        .unwrap_or_else(|| default_policy(&name));
+    let present = image::status(
+        d,
+        cri::ImageStatusRequest {
+            image: image_spec(&name),
+            verbose: false,
+        },
+    )
+    .await
+    .map(|r| r.image.is_some())
+    .unwrap_or(false);
+    if policy == "Never" {
+        return if present {
+            Ok(())
+        } else {
+            Err(Waiting {
+                reason: "ErrImageNeverPull".into(),
+                message: format!(
+                    "Container image {name:?} is not present with pull policy of Never"
+                ),
+            })
+        };
+    }
+    if present && policy != "Always" {
+        return Ok(());
+    }
+    let key = format!("pull/{}", c.name);
+    if !st.pull.ready(&key) {
+        return Err(Waiting {
+            reason: "ImagePullBackOff".into(),
+            message: format!("Back-off pulling image {name:?}"),
+        });
+    }
+    let req = cri::PullImageRequest {
+        image: image_spec(&name),
+        ..Default::default()
+    };
+    match image::pull(d, req).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            st.pull.bump(&key);
+            Err(Waiting {
+                reason: "ErrImagePull".into(),
+                message: e.message().to_string(),
+            })
+        }
+    }
+}
+
+fn default_policy(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let tag = last.split('@').next().unwrap_or(last);
+    if image.contains('@') || (tag.contains(':') && !tag.ends_with(":latest")) {
+        "IfNotPresent".into()
+    } else {
+        "Always".into()
+    }
+}
+
+async fn create_and_start(t: &Target<'_>, c: &Container, count: i32) -> Result<String, Waiting> {
+    let envs = env::resolve(t, c).await.map_err(|message| Waiting {
+        reason: "CreateContainerConfigError".into(),
+        message,
+    })?;
+    let config = config(t, c, count, envs).map_err(|message| Waiting {
+        reason: "CreateContainerConfigError".into(),
+        message,
+    })?;
+    let created = container::create(
+        t.d,
+        cri::CreateContainerRequest {
+            pod_sandbox_id: t.sandbox_id.into(),
+            config: Some(config),
+            sandbox_config: Some(t.sandbox.clone()),
+        },
+    )
+    .await
+    .map_err(|e| Waiting {
+        reason: "CreateContainerError".into(),
+        message: e.message().to_string(),
+    })?;
+    let id = created.container_id;
+    container::start(
+        t.d,
+        cri::StartContainerRequest {
+            container_id: id.clone(),
+        },
+    )
+    .await
+    .map_err(|e| Waiting {
+        reason: "RunContainerError".into(),
+        message: e.message().to_string(),
+    })?;
+    Ok(id)
+}
+
+fn config(
+    t: &Target<'_>,
+    c: &Container,
+    count: i32,
+    envs: Vec<(String, String)>,
+) -> Result<cri::ContainerConfig, String> {
+    let r = PodRef::of(t.pod);
+    let vars: HashMap<&str, &str> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
+        v.iter().flatten().map(|s| env::expand(s, &vars)).collect()
+    };
+    let log_dir = PathBuf::from(&t.sandbox.log_directory).join(&c.name);
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| format!("create the log directory {}: {e}", log_dir.display()))?;
+    let mut labels = r.labels();
+    labels.insert(CONTAINER_NAME.into(), c.name.clone());
+    Ok(cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: count as u32,
+        }),
+        image: image_spec(c.image.as_deref().unwrap_or_default()),
+        command: expand_all(&c.command),
+        args: expand_all(&c.args),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        mounts: mounts(t, c)?,
+        log_path: format!("{}/{count}.log", c.name),
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        labels,
+        annotations: [(RESTART_COUNT.to_string(), count.to_string())].into(),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(resources(c)?),
+            security_context: Some(super::security::container(
+                t.pod.spec.as_ref().ok_or("the pod has no spec")?,
+                c,
+            )),
+        }),
+        envs: envs
+            .iter()
+            .map(|(k, v)| cri::KeyValue {
+                key: k.clone(),
+                value: v.clone().into(),
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// kubelet's cgroup values for the container: shares from the CPU request, quota from the CPU
+/// limit over a 100 ms period, the memory limit in bytes.
+fn resources(c: &Container) -> Result<cri::LinuxContainerResources, String> {
+    let r = c.resources.clone().unwrap_or_default();
+    let get = |m: &Option<BTreeMap<String, Quantity>>, k: &str| -> Result<Option<f64>, String> {
+        m.as_ref()
+            .and_then(|m| m.get(k))
+            .map(|q| quantity::parse(&q.0).map_err(|e| format!("resources {k}: {e}")))
+            .transpose()
+    };
+    let (requests, limits) = (&r.requests, &r.limits);
+    let cpu_request = get(requests, "cpu")?.or(get(limits, "cpu")?);
+    let mut out = cri::LinuxContainerResources {
+        cpu_shares: cpu_request.map_or(2, |cpu| ((cpu * 1024.0) as i64).max(2)),
+        ..Default::default()
+    };
+    if let Some(cpu) = get(limits, "cpu")? {
+        out.cpu_period = 100_000;
+        out.cpu_quota = ((cpu * 100_000.0) as i64).max(1000);
+    }
+    if let Some(mem) = get(limits, "memory")? {
+        out.memory_limit_in_bytes = mem as i64;
+    }
+    Ok(out)
+}
+
+fn mounts(t: &Target<'_>, c: &Container) -> Result<Vec<cri::Mount>, String> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let host = t
+            .mounts
+            .get(&m.name)
+            .ok_or_else(|| format!("volume mount {:?}: no volume of that name", m.name))?;
+        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) || m.sub_path_expr.is_some() {
+            return Err(format!(
+                "volume mount {:?}: subPath is not supported",
+                m.name
+            ));
+        }
+        out.push(cri::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.to_string_lossy().into_owned(),
+            readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_minutes() {
+        let mut b = Backoff::default();
+        assert!(b.ready("c"));
+        let delays: Vec<u64> = (0..7).map(|_| b.bump("c").as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        assert!(!b.ready("c"));
+    }
+
+    #[test]
+    fn latest_or_untagged_images_are_always_pulled() {
+        assert_eq!(default_policy("busybox"), "Always");
+        assert_eq!(default_policy("r:5000/busybox:latest"), "Always");
+        assert_eq!(default_policy("r:5000/busybox"), "Always");
+        assert_eq!(default_policy("busybox:1.36"), "IfNotPresent");
+        assert_eq!(default_policy("busybox@sha256:ab"), "IfNotPresent");
+    }
+}

@@ -1,0 +1,222 @@
+//! One worker per pod, level-triggered: every change of the pod and every second it compares the
+//! spec with what the CRI runs and does the next step. What it finds running (after a restart of
+//! skiffd too) it adopts, never restarts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cri_api::v1 as cri;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+use tokio::sync::watch as chan;
+
+use super::containers::{self, State, Target};
+use super::{delete, probes, sandbox, status, RESYNC};
+use crate::cri::sandbox as cri_sandbox;
+use crate::node::volumes::{self, PodVolumes};
+use crate::node::NodeContext;
+
+struct Worker {
+    ctx: Arc<NodeContext>,
+    clients: chan::Receiver<kube::Client>,
+    uid: String,
+    volumes: PodVolumes,
+    containers: State,
+    readiness: probes::Prober,
+    reported: Option<Value>,
+}
+
+/// Runs the pod `rx` carries until it is gone (`None`) or deleted.
+pub async fn run(
+    ctx: Arc<NodeContext>,
+    clients: chan::Receiver<kube::Client>,
+    mut rx: chan::Receiver<Option<Pod>>,
+) {
+    let Some(first) = rx.borrow().clone() else {
+        return;
+    };
+    let uid = first.metadata.uid.clone().unwrap_or_default();
+    let mut w = Worker {
+        volumes: PodVolumes::new(&ctx.settings.root_dir, &uid),
+        ctx,
+        clients,
+        uid,
+        containers: State::default(),
+        readiness: probes::Prober::new(probes::Kind::Readiness),
+        reported: None,
+    };
+    let mut last = first;
+    loop {
+        let current = rx.borrow_and_update().clone();
+        match current {
+            None => {
+                let dir = volumes::pod_dir(&w.ctx.settings.root_dir, &w.uid);
+                delete::teardown(&w.ctx.daemon, &w.uid, delete::grace(&last), Some(&dir)).await;
+                return;
+            }
+            Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                if w.terminate(&pod).await {
+                    return;
+                }
+                last = pod;
+            }
+            Some(pod) => {
+                w.sync(&pod).await;
+                last = pod;
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+impl Worker {
+    fn client(&self) -> kube::Client {
+        self.clients.borrow().clone()
+    }
+
+    fn host_ip(&self) -> String {
+        self.ctx
+            .settings
+            .node_ips
+            .first()
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    }
+
+    /// A pod is finished when its phase is terminal: nothing is started for it any more.
+    fn finished(pod: &Pod) -> bool {
+        matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        )
+    }
+
+    async fn sync(&mut self, pod: &Pod) {
+        let mounts = match self.volumes.sync(&self.client(), pod).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(pod = ?pod.metadata.name, error = %e, "volumes not ready");
+                self.report(pod, false, &[], &HashMap::new()).await;
+                return;
+            }
+        };
+        let d = self.ctx.daemon.clone();
+        let config = sandbox::config(&self.ctx.settings, pod, 0);
+        let existing = sandbox::of_pod(&d, &self.uid).await;
+        let ready = existing
+            .iter()
+            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .cloned();
+        let sandbox_id = match ready {
+            Some(s) => s.id,
+            None if Self::finished(pod) => return,
+            None => match self.start_sandbox(pod, existing.len() as u32).await {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        let host_ip = self.host_ip();
+        // A pod on the node's network has the node's addresses, as kubelet reports them.
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let ips = if host_network {
+            vec![host_ip.clone()]
+        } else {
+            sandbox::ips(&d, &sandbox_id).await
+        };
+        if !Self::finished(pod) {
+            let client = self.client();
+            let target = Target {
+                client: &client,
+                d: &d,
+                pod,
+                sandbox_id: &sandbox_id,
+                sandbox: &config,
+                pod_ips: &ips,
+                node_name: &self.ctx.settings.node_name,
+                host_ip: &host_ip,
+                mounts: &mounts,
+            };
+            containers::step(&target, &mut self.containers).await;
+        }
+        let instances = containers::instances(&d, &sandbox_id).await;
+        self.report(pod, true, &ips, &instances).await;
+    }
+
+    async fn start_sandbox(&mut self, pod: &Pod, attempt: u32) -> Option<String> {
+        let config = sandbox::config(&self.ctx.settings, pod, attempt);
+        if let Err(e) = std::fs::create_dir_all(&config.log_directory) {
+            tracing::warn!(dir = %config.log_directory, error = %e, "create the pod's log directory");
+        }
+        let req = cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.runtime_class_name.clone())
+                .unwrap_or_default(),
+        };
+        match cri_sandbox::run(&self.ctx.daemon, req).await {
+            Ok(r) => {
+                tracing::info!(pod = ?pod.metadata.name, sandbox = %r.pod_sandbox_id, "sandbox started");
+                Some(r.pod_sandbox_id)
+            }
+            Err(e) => {
+                tracing::warn!(pod = ?pod.metadata.name, error = %e.message(), "sandbox not started");
+                None
+            }
+        }
+    }
+
+    async fn report(
+        &mut self,
+        pod: &Pod,
+        sandbox_ready: bool,
+        ips: &[String],
+        instances: &HashMap<String, Vec<cri::Container>>,
+    ) {
+        let host_ip = self.host_ip();
+        let ready = probes::ready_map(
+            &mut self.readiness,
+            &self.ctx.daemon,
+            pod,
+            ips.first().map(String::as_str),
+            instances,
+        )
+        .await;
+        let observed = status::Observed {
+            ready: &ready,
+            pod,
+            sandbox_ready,
+            pod_ips: ips,
+            host_ip: &host_ip,
+            instances,
+            waiting: &self.containers.waiting,
+        };
+        let st = status::compute(&self.ctx.daemon, &observed).await;
+        if self.reported.as_ref() == Some(&st) {
+            return;
+        }
+        match status::patch(self.client(), pod, &st).await {
+            Ok(_) => self.reported = Some(st),
+            Err(e) => {
+                tracing::warn!(pod = ?pod.metadata.name, error = %e, "patch the pod's status")
+            }
+        }
+    }
+
+    /// Graceful deletion; true once the pod object is gone.
+    async fn terminate(&mut self, pod: &Pod) -> bool {
+        let dir = volumes::pod_dir(&self.ctx.settings.root_dir, &self.uid);
+        delete::teardown(&self.ctx.daemon, &self.uid, delete::grace(pod), Some(&dir)).await;
+        match delete::finish(self.client(), pod).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(pod = ?pod.metadata.name, error = %e, "delete the pod object");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,843 @@
+//! skiffd runs the pods the scheduler binds to its node: sandbox and containers through its own CRI
+//! layer, the projected service-account volume every pod gets, status as kubectl reads it, graceful
+//! deletion, kubelet's restart back-off and image pull reasons, init containers in order, and pods
+//! that outlive a restart of skiffd. Against a real control plane, joined by `kubeadm join`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
+use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
+use skiff_tests::k8s::ControlPlane;
+use skiff_tests::registry::Registry;
+
+/// A control plane, a registry with busybox, and a skiff node joined to them.
+struct Cluster {
+    node: Joined,
+    cp: ControlPlane,
+    _registry: Registry,
+    ns: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn cluster(tag: &str) -> Cluster {
+    let registry = Registry::start().expect("start registry");
+    registry
+        .push(
+            cri::busybox_layout(),
+            "latest",
+            "library/busybox:latest",
+            &[],
+        )
+        .expect("push busybox");
+    let cp = ControlPlane::start();
+    let dir = NodeDir::with_registry(Some(&registry.host()));
+    let logs = dir.dir.join("pod-logs");
+    let name = format!("skiff-pods-{tag}-{}", std::process::id());
+    let node = skiff_node::join(
+        &cp,
+        dir,
+        &name,
+        &[],
+        // The disk these tests run on may be fuller than kubelet's default thresholds allow.
+        &format!(
+            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}",
+            logs.display()
+        ),
+    );
+    let ns = format!("pods-{tag}");
+    cp.kubectl_ok(&["create", "namespace", &ns]);
+    // The namespace's default service account and kube-root-ca.crt come from controllers.
+    wait_for("default service account", Duration::from_secs(30), || {
+        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
+    });
+    Cluster {
+        node,
+        cp,
+        _registry: registry,
+        ns,
+        rt: tokio::runtime::Runtime::new().unwrap(),
+    }
+}
+
+impl Cluster {
+    fn k(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec!["-n".to_string(), self.ns.clone()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    }
+
+    fn kubectl(&self, args: &[&str]) -> skiff_tests::Output {
+        let a = self.k(args);
+        self.cp
+            .kubectl(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.success(), "{out}");
+        out.stdout
+    }
+
+    fn apply(&self, manifest: &str) {
+        let file = self.cp.dir.join(format!("m-{}.yaml", rand_suffix()));
+        std::fs::write(&file, manifest).unwrap();
+        let out = self.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(out.success(), "{out}");
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        get_json(&self.cp, &["-n", &self.ns, "pod", name])
+    }
+
+    fn pods(&self, selector: &str) -> Vec<Value> {
+        get_json(&self.cp, &["-n", &self.ns, "pods", "-l", selector])
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits for `f` over the pod `name`, with skiffd's log and the pod on failure.
+    fn until_pod<T>(
+        &mut self,
+        name: &str,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            self.node.skiffd.assert_running();
+            if let Some(v) = self.pod(name).as_ref().and_then(&f) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {name}: {what} not within {within:?}\n{}\nskiffd:\n{}",
+                serde_json::to_string_pretty(&self.pod(name)).unwrap(),
+                self.node.skiffd.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The CRI containers of pod `name` (every state), by container name.
+    fn containers(&self, pod: &str) -> HashMap<String, Vec<criv1::Container>> {
+        self.rt.block_on(async {
+            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            let filter = criv1::ContainerFilter {
+                label_selector: [("io.kubernetes.pod.name".to_string(), pod.to_string())].into(),
+                ..Default::default()
+            };
+            let list = rt
+                .list_containers(criv1::ListContainersRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            let mut out: HashMap<String, Vec<criv1::Container>> = HashMap::new();
+            for c in list {
+                out.entry(c.metadata.clone().unwrap().name)
+                    .or_default()
+                    .push(c);
+            }
+            out
+        })
+    }
+
+    fn sandboxes(&self) -> Vec<criv1::PodSandbox> {
+        self.rt.block_on(async {
+            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            rt.list_pod_sandbox(criv1::ListPodSandboxRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+        })
+    }
+
+    /// `cmd` in the running container `container` of `pod`, through the CRI; its stdout.
+    fn exec(&self, pod: &str, container: &str, cmd: &[&str]) -> String {
+        let id = self.containers(pod)[container]
+            .iter()
+            .find(|c| c.state == criv1::ContainerState::ContainerRunning as i32)
+            .expect("a running container")
+            .id
+            .clone();
+        self.rt.block_on(async {
+            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            let r = rt
+                .exec_sync(criv1::ExecSyncRequest {
+                    container_id: id,
+                    cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                r.exit_code,
+                0,
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            String::from_utf8_lossy(&r.stdout).into_owned()
+        })
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn condition(pod: &Value, t: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn running_and_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
+}
+
+fn plain_pod(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+{extra}  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, '{script}']
+    env:
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: POD_IP
+      valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+    - name: GREETING
+      value: hello $(POD_NAME)
+"
+    )
+}
+
+#[test]
+fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
+    let mut c = cluster("plain");
+    c.apply(&plain_pod("plain", "echo started; exec sleep 3600", ""));
+    let p = c.until_pod("plain", "Running and Ready", Duration::from_secs(90), |p| {
+        running_and_ready(p).then(|| p.clone())
+    });
+    let st = &p["status"];
+    let ip = st["podIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.213."), "{st}");
+    assert_eq!(st["podIPs"][0]["ip"], ip);
+    assert_eq!(st["hostIP"], c.cp.ip.to_string());
+    assert_eq!(st["qosClass"], "BestEffort");
+    assert!(st["startTime"].is_string());
+    for t in [
+        "PodScheduled",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodReadyToStartContainers",
+    ] {
+        assert_eq!(condition(&p, t), "True", "{t}: {st}");
+    }
+    let cs = &st["containerStatuses"][0];
+    assert_eq!(cs["name"], "main");
+    assert_eq!(cs["ready"], true);
+    assert_eq!(cs["started"], true);
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(cs["image"], BUSYBOX);
+    assert!(
+        cs["imageID"].as_str().unwrap().starts_with("sha256:"),
+        "{cs}"
+    );
+    assert!(
+        cs["containerID"].as_str().unwrap().starts_with("skiff://"),
+        "{cs}"
+    );
+    assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+    let env = c.exec("plain", "main", &["env"]);
+    assert!(env.contains("POD_NAME=plain\n"), "{env}");
+    assert!(env.contains(&format!("POD_IP={ip}\n")), "{env}");
+    assert!(env.contains("GREETING=hello plain\n"), "{env}");
+    // The service variables of the API server, which in-cluster clients read.
+    assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1\n"), "{env}");
+    assert!(env.contains("KUBERNETES_SERVICE_PORT=443\n"), "{env}");
+    assert!(
+        env.contains("KUBERNETES_PORT=tcp://10.96.0.1:443\n"),
+        "{env}"
+    );
+    let host = c.exec("plain", "main", &["hostname"]);
+    assert_eq!(host.trim(), "plain");
+    // The log where kubelet keeps it: <podLogsDir>/<ns>_<name>_<uid>/<container>/<restarts>.log.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let log = c
+        .node
+        .node
+        .dir
+        .join(format!("pod-logs/{}_plain_{uid}/main/0.log", c.ns));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("started"), "{}: {text:?}", log.display());
+
+    // configMap and secret volumes: items, modes, an optional object that is missing, updates.
+    c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "conf",
+        "--from-literal=a=alpha",
+        "--from-literal=b=beta",
+    ]);
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    c.apply(VOLUMES_POD);
+    c.until_pod("vols", "Running and Ready", Duration::from_secs(60), |p| {
+        running_and_ready(p).then_some(())
+    });
+    let sh = |c: &Cluster, script: &str| c.exec("vols", "main", &["sh", "-c", script]);
+    assert_eq!(sh(&c, "cat /conf/renamed"), "alpha");
+    assert_eq!(sh(&c, "ls /conf"), "renamed\n");
+    assert_eq!(sh(&c, "stat -L -c %a /conf/renamed"), "600\n");
+    assert_eq!(sh(&c, "cat /creds/password"), "s3cret");
+    assert_eq!(sh(&c, "stat -L -c %a /creds/password"), "400\n");
+    assert_eq!(
+        sh(&c, "ls -A /maybe | grep -v '^\\.\\.' | wc -l").trim(),
+        "0"
+    );
+    assert_eq!(sh(&c, "cat /scratch/mark"), "written by main\n");
+    let env = sh(&c, "env");
+    for v in [
+        "CM_a=alpha",
+        "CM_b=beta",
+        "FROM_CM=beta",
+        "FROM_SECRET=s3cret",
+        "APP=vols-app",
+    ] {
+        assert!(env.contains(&format!("{v}\n")), "{v}: {env}");
+    }
+    assert!(!env.contains("MISSING="), "{env}");
+    c.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "conf",
+        "-p",
+        r#"{"data":{"a":"updated"}}"#,
+    ]);
+    wait_for(
+        "the configMap update in the pod",
+        Duration::from_secs(40),
+        || (sh(&c, "cat /conf/renamed") == "updated").then_some(()),
+    );
+
+    // The pod's securityContext reaches the container's process.
+    let ids = "  securityContext: {runAsUser: 1234, runAsGroup: 5678}\n";
+    c.apply(&plain_pod("ids", "exec sleep 3600", ids));
+    c.until_pod("ids", "Running", Duration::from_secs(60), |p| {
+        running_and_ready(p).then_some(())
+    });
+    let id = c.exec("ids", "main", &["id"]);
+    assert!(id.starts_with("uid=1234 gid=5678"), "{id}");
+
+    // On the node's network, the pod has the node's address.
+    c.apply(&plain_pod(
+        "hostnet",
+        "exec sleep 3600",
+        "  hostNetwork: true\n",
+    ));
+    let p = c.until_pod("hostnet", "Running", Duration::from_secs(60), |p| {
+        running_and_ready(p).then(|| p.clone())
+    });
+    assert_eq!(p["status"]["podIP"], c.cp.ip.to_string(), "{}", p["status"]);
+
+    // A readiness probe holds Ready back until it passes.
+    let probe = plain_pod("probe", "exec sleep 3600", "").replace(
+        "    env:\n",
+        "    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1}\n    env:\n",
+    );
+    c.apply(&probe);
+    c.until_pod("probe", "Running", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let p = c.pod("probe").unwrap();
+    assert_eq!(condition(&p, "Ready"), "False", "{}", p["status"]);
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+    c.exec("probe", "main", &["touch", "/tmp/ready"]);
+    c.until_pod("probe", "Ready", Duration::from_secs(20), |p| {
+        running_and_ready(p).then_some(())
+    });
+}
+
+const VOLUMES_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+  labels: {app: vols-app}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: conf
+    configMap:
+      name: conf
+      items: [{key: a, path: renamed, mode: 0600}]
+  - name: creds
+    secret: {secretName: creds, defaultMode: 0400}
+  - name: maybe
+    configMap: {name: does-not-exist, optional: true}
+  - name: scratch
+    emptyDir: {}
+  containers:
+  - name: main
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo written by main > /scratch/mark; exec sleep 3600']
+    envFrom:
+    - configMapRef: {name: conf}
+      prefix: CM_
+    env:
+    - name: FROM_CM
+      valueFrom: {configMapKeyRef: {name: conf, key: b}}
+    - name: FROM_SECRET
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: MISSING
+      valueFrom: {configMapKeyRef: {name: conf, key: nope, optional: true}}
+    - name: APP
+      valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}
+    volumeMounts:
+    - {name: conf, mountPath: /conf}
+    - {name: creds, mountPath: /creds, readOnly: true}
+    - {name: maybe, mountPath: /maybe}
+    - {name: scratch, mountPath: /scratch}
+";
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: main
+        image: registry.skiff.test/library/busybox:latest
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'trap \"echo TERM > /tmp/term; exit 0\" TERM; while true; do sleep 1; done']
+";
+
+const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// `n` pods of the deployment, all Running and Ready with an IP.
+fn wait_replicas(c: &mut Cluster, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        c.node.skiffd.assert_running();
+        let pods = c.pods("app=web");
+        let live: Vec<Value> = pods
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .cloned()
+            .collect();
+        if pods.len() == n
+            && live.len() == n
+            && live
+                .iter()
+                .all(|p| running_and_ready(p) && p["status"]["podIP"].is_string())
+        {
+            return live;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} replicas not Running and Ready:\n{}\nskiffd:\n{}",
+            c.kubectl(&["get", "pods", "-o", "wide"]),
+            c.node.skiffd.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
+    let mut c = cluster("deploy");
+    let created = std::time::Instant::now();
+    c.apply(DEPLOYMENT);
+    let pods = wait_replicas(&mut c, 3);
+    eprintln!(
+        "3 replicas Running and Ready {:?} after the Deployment was created",
+        created.elapsed()
+    );
+    let mut ips: Vec<&str> = pods
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+
+    // The projected volume admission added: a bound token, the cluster CA, the namespace.
+    let token = c.exec(&name, "main", &["cat", &format!("{SA}/token")]);
+    let ca = c.exec(&name, "main", &["cat", &format!("{SA}/ca.crt")]);
+    let ns = c.exec(&name, "main", &["cat", &format!("{SA}/namespace")]);
+    assert_eq!(ns, c.ns);
+    let cluster_ca = std::fs::read_to_string(c.cp.pki().join("ca.crt")).unwrap();
+    assert_eq!(ca.trim(), cluster_ca.trim());
+    let listing = c.exec(&name, "main", &["ls", "-la", SA]);
+    assert!(listing.contains("..data ->"), "{listing}");
+    // The token authenticates, as the namespace's default service account, bound to this pod.
+    let review = c.cp.dir.join("review.json");
+    std::fs::write(
+        &review,
+        serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token.trim()},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out =
+        c.cp.kubectl_ok(&["create", "-f", review.to_str().unwrap(), "-o", "json"]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(
+        r["status"]["user"]["username"],
+        format!("system:serviceaccount:{}:default", c.ns)
+    );
+    assert_eq!(
+        r["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"][0],
+        name.as_str(),
+        "{r}"
+    );
+
+    // Scale to 0: SIGTERM first (the trap runs), the pods leave the API, nothing stays in the CRI.
+    let out = c.kubectl(&["scale", "deployment/web", "--replicas=0"]);
+    assert!(out.success(), "{out}");
+    let started = std::time::Instant::now();
+    wait_for(
+        "pods gone after scaling to 0",
+        Duration::from_secs(60),
+        || c.pods("app=web").is_empty().then_some(()),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for("sandboxes removed", Duration::from_secs(20), || {
+        c.sandboxes().is_empty().then_some(())
+    });
+    let log = std::fs::read_to_string(&c.node.skiffd.log).unwrap();
+    assert!(log.contains("container started"), "{log}");
+
+    let out = c.kubectl(&["scale", "deployment/web", "--replicas=2"]);
+    assert!(out.success(), "{out}");
+    wait_replicas(&mut c, 2);
+}
+
+/// Watches pod `name` with `kubectl get -w` until `done` holds for the states seen so far (or
+/// `within` passes); every status the API published, in order.
+fn watch_pod(
+    c: &Cluster,
+    name: &str,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args([
+            "-n",
+            &c.ns,
+            "get",
+            "pod",
+            name,
+            "-w",
+            "-o",
+            "json",
+            "--output-watch-events=false",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // kubectl prints one pretty JSON object per event: split at the closing brace of column 0.
+        let mut buf = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            buf.push_str(&line);
+            buf.push('\n');
+            if line == "}" {
+                if let Ok(v) = serde_json::from_str::<Value>(&buf) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+                buf.clear();
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline && !done(&seen) {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(v);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+fn waiting_reason(p: &Value) -> &str {
+    p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[test]
+fn failing_commands_and_missing_images_report_kubelets_reasons() {
+    let mut c = cluster("fail");
+    c.apply(&plain_pod("crash", "echo failing; exit 3", ""));
+    let missing =
+        plain_pod("noimage", "true", "").replace(BUSYBOX, "registry.skiff.test/library/absent:1.0");
+    c.apply(&missing);
+
+    // ErrImagePull, then ImagePullBackOff while the back-off runs.
+    let seen = watch_pod(&c, "noimage", Duration::from_secs(60), |s| {
+        let reasons: Vec<&str> = s.iter().map(waiting_reason).collect();
+        reasons
+            .iter()
+            .position(|r| *r == "ErrImagePull")
+            .is_some_and(|i| reasons[i..].contains(&"ImagePullBackOff"))
+    });
+    let reasons: Vec<&str> = seen.iter().map(waiting_reason).collect();
+    let first = reasons.iter().position(|r| *r == "ErrImagePull");
+    assert!(
+        first.is_some_and(|i| reasons[i..].contains(&"ImagePullBackOff")),
+        "{reasons:?}\n{}",
+        c.node.skiffd.log_tail(30)
+    );
+    let err = seen
+        .iter()
+        .find(|p| waiting_reason(p) == "ErrImagePull")
+        .unwrap();
+    let msg = err["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(msg.contains("absent"), "{msg}");
+    assert_eq!(err["status"]["phase"], "Pending");
+
+    // A command that fails: restarted with a growing back-off, CrashLoopBackOff in between.
+    let first = c.until_pod("crash", "CrashLoopBackOff", Duration::from_secs(60), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        (waiting_reason(p) == "CrashLoopBackOff").then(|| cs.clone())
+    });
+    assert_eq!(first["lastState"]["terminated"]["exitCode"], 3, "{first}");
+    assert_eq!(
+        first["lastState"]["terminated"]["reason"], "Error",
+        "{first}"
+    );
+    assert_eq!(first["ready"], false);
+    let n = first["restartCount"].as_i64().unwrap();
+    assert!(n >= 1, "{first}");
+    let later = c.until_pod("crash", "more restarts", Duration::from_secs(60), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"].as_i64().unwrap_or(0) > n && waiting_reason(p) == "CrashLoopBackOff")
+            .then(|| cs.clone())
+    });
+    let msg = later["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(msg.contains("back-off") && msg.contains("crash"), "{msg}");
+    // Only the newest exited instance is kept, for lastState.
+    let kept = c.containers("crash")["main"].len();
+    assert!(kept <= 2, "{kept} instances kept");
+    let p = c.pod("crash").unwrap();
+    assert_eq!(p["status"]["phase"], "Running");
+    assert_eq!(condition(&p, "Ready"), "False");
+
+    // restartPolicy Never: the pod ends Succeeded or Failed, as its container did.
+    let never = "  restartPolicy: Never\n";
+    c.apply(&plain_pod("done", "exit 0", never));
+    c.apply(&plain_pod("failed", "exit 7", never));
+    let done = c.until_pod("done", "Succeeded", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Succeeded").then(|| p.clone())
+    });
+    let t = &done["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "Completed", "{t}");
+    let failed = c.until_pod("failed", "Failed", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Failed").then(|| p.clone())
+    });
+    let cs = &failed["status"]["containerStatuses"][0];
+    assert_eq!(cs["state"]["terminated"]["exitCode"], 7, "{cs}");
+    assert_eq!(cs["restartCount"], 0, "{cs}");
+
+    // Limits reach the container's cgroup: past its memory limit it is OOM-killed, and says so.
+    c.apply(OOM_POD);
+    let oom = c.until_pod("oom", "Failed", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Failed").then(|| p.clone())
+    });
+    assert_eq!(oom["status"]["qosClass"], "Guaranteed");
+    let t = &oom["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+
+    // A liveness probe that fails: the container is killed and started again.
+    let live = plain_pod("live", "touch /tmp/alive; exec sleep 3600", "").replace(
+        "    env:\n",
+        "    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}\n    env:\n",
+    );
+    c.apply(&live);
+    c.until_pod("live", "Running and Ready", Duration::from_secs(60), |p| {
+        running_and_ready(p).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let p = c.pod("live").unwrap();
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{}",
+        p["status"]
+    );
+    c.exec("live", "main", &["rm", "/tmp/alive"]);
+    let cs = c.until_pod("live", "restarted", Duration::from_secs(40), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"] == 1 && cs["state"]["running"].is_object()).then(|| cs.clone())
+    });
+    assert!(cs["lastState"]["terminated"].is_object(), "{cs}");
+}
+
+const INIT_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: init
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: work
+    emptyDir: {}
+  initContainers:
+  - name: first
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'sleep 1; echo one >> /work/order']
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo two >> /work/order']
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: main
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo three >> /work/order; exec sleep 3600']
+    volumeMounts: [{name: work, mountPath: /work}]
+";
+
+#[test]
+fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
+    let mut c = cluster("init");
+    c.apply(INIT_POD);
+    let p = c.until_pod("init", "Running and Ready", Duration::from_secs(90), |p| {
+        running_and_ready(p).then(|| p.clone())
+    });
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for i in inits {
+        assert_eq!(i["state"]["terminated"]["reason"], "Completed", "{i}");
+        assert_eq!(i["state"]["terminated"]["exitCode"], 0, "{i}");
+    }
+    assert_eq!(condition(&p, "Initialized"), "True");
+    assert_eq!(
+        c.exec("init", "main", &["cat", "/work/order"]),
+        "one\ntwo\nthree\n"
+    );
+
+    // skiffd stops and starts again: the same containers keep running, nothing restarts.
+    let before = c.containers("init");
+    let main_id = before["main"][0].id.clone();
+    c.node.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    c.node.restart();
+    wait_for("skiffd serving again", Duration::from_secs(30), || {
+        c.node.node.socket().exists().then_some(())
+    });
+    // Several syncs of the adopted pod.
+    std::thread::sleep(Duration::from_secs(5));
+    c.node.skiffd.assert_running();
+    let after = c.containers("init");
+    assert_eq!(after["main"].len(), 1, "{after:?}");
+    assert_eq!(after["main"][0].id, main_id);
+    assert_eq!(
+        after["main"][0].state,
+        criv1::ContainerState::ContainerRunning as i32
+    );
+    assert_eq!(after["first"].len(), 1);
+    assert_eq!(after["second"].len(), 1);
+    let p = c.pod("init").unwrap();
+    assert!(running_and_ready(&p), "{}", p["status"]);
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["restartCount"], 0);
+    assert_eq!(cs["containerID"], format!("skiff://{main_id}"));
+    let log = std::fs::read_to_string(&c.node.skiffd.log).unwrap();
+    assert!(!log.contains("container started"), "{log}");
+    assert_eq!(
+        c.exec("init", "main", &["cat", "/work/order"]),
+        "one\ntwo\nthree\n"
+    );
+
+    // Force-deleted while skiffd is down: the pod's sandbox goes when skiffd is back.
+    c.node.stop();
+    c.kubectl_ok(&["delete", "pod", "init", "--grace-period=0", "--force"]);
+    c.node.restart();
+    wait_for(
+        "the orphaned sandbox removed",
+        Duration::from_secs(40),
+        || c.sandboxes().is_empty().then_some(()),
+    );
+    assert!(c.containers("init").is_empty());
+}
+
+const OOM_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: oom
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: registry.skiff.test/library/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'tail /dev/zero']
+    resources:
+      limits: {cpu: 200m, memory: 32Mi}
+";
