@@ -13,6 +13,36 @@ use tonic::Status;
 use super::super::error::internal;
 use super::super::sandbox::{userns, SandboxRecord};
 
+/// In a pod with its own user namespace, lets the pod's root search `dirs`, the private directories
+/// on the way to the container's root file system and to the pod's files (`run_dir`): the
+/// container's init mounts them as that user.
+/// The entries are left when the pod goes: they only let that uid look up names, and the
+/// directories below (each container's own) are closed to it again when removed or recreated.
+pub fn let_pod_root_through(dirs: &[&Path], sb: &SandboxRecord) -> Result<(), Status> {
+    if sb.userns.is_none() {
+        return Ok(());
+    }
+    let (uid, _) = pod_ids(sb)?.root_owner();
+    for dir in dirs {
+        skiff_runtime::private_dir::allow_traverse(dir, uid).map_err(|e| {
+            internal(format!(
+                "let the pod's root (uid {uid}) search {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn pod_ids(sb: &SandboxRecord) -> Result<userns::PodUserNs, Status> {
+    userns::of_config(&sb.config).ok_or_else(|| {
+        internal(format!(
+            "sandbox {} has a user namespace but no mappings",
+            sb.id
+        ))
+    })
+}
+
 /// Mounts `dir/rootfs` over `lowers` (lowest first) with `dir/upper` and `dir/work`, which exist.
 pub fn mount(dir: &Path, lowers: &[PathBuf], sb: &SandboxRecord) -> Result<(), Status> {
     let overlay = |lowers: &[PathBuf]| {
@@ -21,12 +51,7 @@ pub fn mount(dir: &Path, lowers: &[PathBuf], sb: &SandboxRecord) -> Result<(), S
     let Some(pin) = &sb.userns else {
         return overlay(lowers);
     };
-    let ids = userns::of_config(&sb.config).ok_or_else(|| {
-        internal(format!(
-            "sandbox {} has a user namespace but no mappings",
-            sb.id
-        ))
-    })?;
+    let ids = pod_ids(sb)?;
     let ns =
         std::fs::File::open(pin).map_err(|e| internal(format!("open {}: {e}", pin.display())))?;
     let mut attached = Vec::new();
