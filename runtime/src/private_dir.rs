@@ -85,17 +85,12 @@ const SEARCH: u16 = 0o1;
 /// One ACL entry: tag, permission bits, uid or gid.
 type Entry = (u16, u16, u32);
 
-/// Lets `uid` pass through the private `dir` (search only) and no one else: an ACL entry
-/// `user:<uid>:--x` with a `--x` mask, the owning group and others keeping no rights. The entries
-/// of other uids already let through are kept, so `ls -l` shows the mode as 0710.
-pub fn allow_traverse(dir: &Path, uid: u32) -> io::Result<()> {
+/// Lets exactly `uids` pass through the private `dir` (search only) and no one else: ACL entries
+/// `user:<uid>:--x` with a `--x` mask, the owning group and others keeping no rights; uids let
+/// through before and not listed are dropped. `ls -l` shows the mode as 0710.
+pub fn allow_traverse(dir: &Path, uids: &[u32]) -> io::Result<()> {
     let owner = (fs::metadata(dir)?.permissions().mode() >> 6) as u16 & 0o7;
-    let mut users: Vec<u32> = read_acl(dir)?
-        .into_iter()
-        .filter(|&(tag, perm, _)| tag == USER && perm == SEARCH)
-        .map(|(_, _, id)| id)
-        .chain([uid])
-        .collect();
+    let mut users = uids.to_vec();
     users.sort_unstable();
     users.dedup();
     let mut entries = vec![(USER_OBJ, owner, NO_ID)];
@@ -229,9 +224,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("private");
         ensure(&dir).unwrap();
-        allow_traverse(&dir, 231_000).unwrap();
-        allow_traverse(&dir, 100_000).unwrap();
-        allow_traverse(&dir, 231_000).unwrap();
+        allow_traverse(&dir, &[7, 231_000]).unwrap();
+        allow_traverse(&dir, &[231_000, 100_000, 231_000]).unwrap();
         let want = vec![
             (USER_OBJ, 0o7, NO_ID),
             (USER, SEARCH, 100_000),

@@ -214,8 +214,8 @@ fn build_and_launch(
     skiff_runtime::private_dir::ensure(dir)
         .map_err(|e| internal(format!("create {}: {e}", dir.display())))?;
     let containers = dir.parent().unwrap_or(dir);
-    let private = [&d.config.state_dir, containers, dir, &d.config.run_dir];
-    super::rootfs::let_pod_root_through(&private, sb)?;
+    let shared = [&d.config.state_dir, containers, &d.config.run_dir];
+    super::rootfs::let_pod_root_through(d, &shared, dir, sb)?;
     for sub in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))
             .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;

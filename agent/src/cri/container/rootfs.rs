@@ -12,26 +12,44 @@ use tonic::Status;
 
 use super::super::error::internal;
 use super::super::sandbox::{userns, SandboxRecord};
+use super::super::Daemon;
 
-/// In a pod with its own user namespace, lets the pod's root search `dirs`, the private directories
-/// on the way to the container's root file system and to the pod's files (`run_dir`): the
-/// container's init mounts them as that user.
-/// The entries are left when the pod goes: they only let that uid look up names, and the
-/// directories below (each container's own) are closed to it again when removed or recreated.
-pub fn let_pod_root_through(dirs: &[&Path], sb: &SandboxRecord) -> Result<(), Status> {
+/// In a pod with its own user namespace, lets the pod's root search the private directories on the
+/// way to the container's root file system and to the pod's files: the container's init mounts
+/// them as that user. `shared` (the state and run directories, `containers`) let through the roots
+/// of all pods with a user namespace, `own` (the container's directory) this pod's alone. Roots of
+/// pods gone are dropped here, at the next such container; until then they can look up names only.
+pub fn let_pod_root_through(
+    d: &Daemon,
+    shared: &[&Path],
+    own: &Path,
+    sb: &SandboxRecord,
+) -> Result<(), Status> {
     if sb.userns.is_none() {
         return Ok(());
     }
     let (uid, _) = pod_ids(sb)?.root_owner();
-    for dir in dirs {
-        skiff_runtime::private_dir::allow_traverse(dir, uid).map_err(|e| {
+    let mut roots: Vec<u32> = d
+        .sandboxes
+        .list()
+        .iter()
+        .filter(|s| s.userns.is_some())
+        .filter_map(|s| userns::of_config(&s.config))
+        .map(|ids| ids.root_owner().0)
+        .collect();
+    roots.push(uid);
+    let allow = |dir: &Path, uids: &[u32]| {
+        skiff_runtime::private_dir::allow_traverse(dir, uids).map_err(|e| {
             internal(format!(
-                "let the pod's root (uid {uid}) search {}: {e}",
+                "let the roots of user-namespaced pods (uids {uids:?}) search {}: {e}",
                 dir.display()
             ))
-        })?;
+        })
+    };
+    for dir in shared {
+        allow(dir, &roots)?;
     }
-    Ok(())
+    allow(own, &[uid])
 }
 
 fn pod_ids(sb: &SandboxRecord) -> Result<userns::PodUserNs, Status> {
