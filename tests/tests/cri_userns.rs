@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use skiff_tests::cri::{
     bridge_conflist, container_config, host_network, pod_config, v1 as cri, Options, Skiffd,
 };
+use skiff_tests::security::{assert_closed_to_other_users, Probe};
 
 /// The pod's ids on the host: an unprivileged range no other test maps.
 const HOST_ID: u32 = 231_000;
@@ -157,6 +158,16 @@ async fn pod_user_namespace_maps_root_and_owns_its_files() {
     let upper = d.dir.join("state/containers").join(&id).join("upper");
     assert_eq!(owner(&upper), (HOST_ID, HOST_ID));
     assert_eq!(owner(&upper.join("etc/by-root")), (HOST_ID, HOST_ID));
+    // The pod's root is let through the daemon's private directories to search them; every other
+    // user is still refused on the way to the container's files.
+    let state = d.dir.join("state");
+    let rootfs = state.join("containers").join(&id).join("rootfs");
+    assert_closed_to_other_users(&[
+        (Probe::Open, &state),
+        (Probe::Open, &d.dir.join("run")),
+        (Probe::Stat, &upper.join("etc/by-root")),
+        (Probe::Stat, &rootfs.join("bin/sh")),
+    ]);
     // sysfs cannot be idmapped: the container is refused, saying so.
     let mut c = container_config("sysfs", "true");
     c.mounts = vec![bind(Path::new("/sys/kernel"), "/k", true)];

@@ -213,6 +213,9 @@ fn build_and_launch(
         skiff_runtime::image::rootfs::layer_dirs(&d.images, &img.record).map_err(internal)?;
     skiff_runtime::private_dir::ensure(dir)
         .map_err(|e| internal(format!("create {}: {e}", dir.display())))?;
+    let containers = dir.parent().unwrap_or(dir);
+    let shared = [&d.config.state_dir, containers, &d.config.run_dir];
+    super::rootfs::let_pod_root_through(d, &shared, dir, sb)?;
     for sub in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(dir.join(sub))
             .map_err(|e| internal(format!("create {}: {e}", dir.join(sub).display())))?;

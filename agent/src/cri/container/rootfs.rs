@@ -12,6 +12,54 @@ use tonic::Status;
 
 use super::super::error::internal;
 use super::super::sandbox::{userns, SandboxRecord};
+use super::super::Daemon;
+
+/// In a pod with its own user namespace, lets the pod's root search the private directories on the
+/// way to the container's root file system and to the pod's files: the container's init mounts
+/// them as that user. `shared` (the state and run directories, `containers`) let through the roots
+/// of all pods with a user namespace, `own` (the container's directory) this pod's alone. Roots of
+/// pods gone are dropped here, at the next such container; until then they can look up names only.
+pub fn let_pod_root_through(
+    d: &Daemon,
+    shared: &[&Path],
+    own: &Path,
+    sb: &SandboxRecord,
+) -> Result<(), Status> {
+    if sb.userns.is_none() {
+        return Ok(());
+    }
+    let (uid, _) = pod_ids(sb)?.root_owner();
+    let mut roots: Vec<u32> = d
+        .sandboxes
+        .list()
+        .iter()
+        .filter(|s| s.userns.is_some())
+        .filter_map(|s| userns::of_config(&s.config))
+        .map(|ids| ids.root_owner().0)
+        .collect();
+    roots.push(uid);
+    let allow = |dir: &Path, uids: &[u32]| {
+        skiff_runtime::private_dir::allow_traverse(dir, uids).map_err(|e| {
+            internal(format!(
+                "let the roots of user-namespaced pods (uids {uids:?}) search {}: {e}",
+                dir.display()
+            ))
+        })
+    };
+    for dir in shared {
+        allow(dir, &roots)?;
+    }
+    allow(own, &[uid])
+}
+
+fn pod_ids(sb: &SandboxRecord) -> Result<userns::PodUserNs, Status> {
+    userns::of_config(&sb.config).ok_or_else(|| {
+        internal(format!(
+            "sandbox {} has a user namespace but no mappings",
+            sb.id
+        ))
+    })
+}
 
 /// Mounts `dir/rootfs` over `lowers` (lowest first) with `dir/upper` and `dir/work`, which exist.
 pub fn mount(dir: &Path, lowers: &[PathBuf], sb: &SandboxRecord) -> Result<(), Status> {
@@ -21,12 +69,7 @@ pub fn mount(dir: &Path, lowers: &[PathBuf], sb: &SandboxRecord) -> Result<(), S
     let Some(pin) = &sb.userns else {
         return overlay(lowers);
     };
-    let ids = userns::of_config(&sb.config).ok_or_else(|| {
-        internal(format!(
-            "sandbox {} has a user namespace but no mappings",
-            sb.id
-        ))
-    })?;
+    let ids = pod_ids(sb)?;
     let ns =
         std::fs::File::open(pin).map_err(|e| internal(format!("open {}: {e}", pin.display())))?;
     let mut attached = Vec::new();
