@@ -213,16 +213,8 @@ fn first_stage(
     relay: bool,
     preserve_fds: u32,
 ) -> ! {
-    let fail = |msg: String| -> ! {
-        let _ = chan.send(&Msg::Error(msg));
-        // SAFETY: _exit ends the first stage without running the parent's destructors.
-        unsafe { libc::_exit(1) }
-    };
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-    }
+    let fail = |msg: String| -> ! { fail_with(chan, msg, 1) };
+    shield();
     // With CLONE_NEWPID among them, the pid namespace applies to our children only.
     if let Err(e) = join(pidfd, flags) {
         fail(e.to_string());
@@ -250,16 +242,8 @@ fn child(
     relay: bool,
     preserve_fds: u32,
 ) -> ! {
-    let fail = |msg: String| -> ! {
-        let _ = chan.send(&Msg::Error(msg));
-        // SAFETY: _exit ends the child without running the parent's destructors.
-        unsafe { libc::_exit(127) }
-    };
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-    }
+    let fail = |msg: String| -> ! { fail_with(chan, msg, 127) };
+    shield();
     match chan.recv() {
         Ok(Some(Msg::Go)) => {}
         _ => fail("runtime went away".into()),
@@ -292,6 +276,22 @@ fn child(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     let err = exec_program(process, &prepared, preserve_fds);
     fail(err.to_string())
+}
+
+/// A forked stage is not dumpable (its `/proc` entries are root's alone) and dies with its parent.
+fn shield() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+}
+
+/// Reports `msg` to the runtime and ends a forked stage with `code`.
+fn fail_with(chan: &Channel, msg: String, code: i32) -> ! {
+    let _ = chan.send(&Msg::Error(msg));
+    // SAFETY: _exit ends the forked stage without running the parent's destructors.
+    unsafe { libc::_exit(code) }
 }
 
 fn join(pidfd: RawFd, flags: libc::c_int) -> Result<(), ContainerError> {

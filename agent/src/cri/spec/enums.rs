@@ -31,45 +31,59 @@ fn namespaces(ns: Option<&cri::NamespaceOption>) -> Result<(), Status> {
     Ok(())
 }
 
+/// The enums a container's and a pod's security contexts share.
+fn security(
+    supplemental_groups_policy: i32,
+    ns: Option<&cri::NamespaceOption>,
+    seccomp: Option<&cri::SecurityProfile>,
+    apparmor: Option<&cri::SecurityProfile>,
+) -> Result<(), Status> {
+    known::<cri::SupplementalGroupsPolicy>(
+        "supplemental_groups_policy",
+        supplemental_groups_policy,
+    )?;
+    namespaces(ns)?;
+    profile("seccomp.profile_type", seccomp)?;
+    profile("apparmor.profile_type", apparmor)
+}
+
 /// Every enum a container config carries.
 pub fn check_container(config: &cri::ContainerConfig) -> Result<(), Status> {
     known::<cri::Signal>("stop_signal", config.stop_signal)?;
     for m in &config.mounts {
         known::<cri::MountPropagation>("mounts.propagation", m.propagation)?;
     }
-    let Some(sc) = config
+    match config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
-    else {
-        return Ok(());
-    };
-    known::<cri::SupplementalGroupsPolicy>(
-        "supplemental_groups_policy",
-        sc.supplemental_groups_policy,
-    )?;
-    namespaces(sc.namespace_options.as_ref())?;
-    profile("seccomp.profile_type", sc.seccomp.as_ref())?;
-    profile("apparmor.profile_type", sc.apparmor.as_ref())
+    {
+        Some(sc) => security(
+            sc.supplemental_groups_policy,
+            sc.namespace_options.as_ref(),
+            sc.seccomp.as_ref(),
+            sc.apparmor.as_ref(),
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Every enum a pod's security context carries (its namespace modes are checked where they are
 /// read).
 pub fn check_sandbox(config: &cri::PodSandboxConfig) -> Result<(), Status> {
-    let Some(sc) = config
+    match config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
-    else {
-        return Ok(());
-    };
-    known::<cri::SupplementalGroupsPolicy>(
-        "supplemental_groups_policy",
-        sc.supplemental_groups_policy,
-    )?;
-    namespaces(sc.namespace_options.as_ref())?;
-    profile("seccomp.profile_type", sc.seccomp.as_ref())?;
-    profile("apparmor.profile_type", sc.apparmor.as_ref())
+    {
+        Some(sc) => security(
+            sc.supplemental_groups_policy,
+            sc.namespace_options.as_ref(),
+            sc.seccomp.as_ref(),
+            sc.apparmor.as_ref(),
+        ),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
