@@ -169,8 +169,7 @@ fn exec_start(dropin: &str) -> String {
     let cmd = dropin
         .lines()
         .filter_map(|l| l.strip_prefix("ExecStart="))
-        .filter(|c| !c.is_empty())
-        .next_back()
+        .rfind(|c| !c.is_empty())
         .expect("an ExecStart line");
     lines.push("set +a".into());
     lines.push(format!("exec {cmd}"));
