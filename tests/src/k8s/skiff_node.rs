@@ -256,6 +256,8 @@ pub fn condition(node: &Value, t: &str) -> Value {
 /// A node joined by `kubeadm join`, Ready, with skiffd running as its kubelet.
 pub struct Joined {
     pub skiffd: Daemon,
+    /// From skiffd's start to the first sight of the Node Ready (polled every 200 ms).
+    pub ready_after: Duration,
     pub name: String,
     /// skiffd's command line: kubeadm's flags and the test's.
     pub args: Vec<String>,
@@ -309,6 +311,7 @@ pub fn join(
     });
     std::fs::write(&config, format!("{text}\n{config_extra}\n")).unwrap();
     let mut skiffd = node.spawn(&args);
+    let started = Instant::now();
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
         skiffd.assert_running();
         kubeadm.exited()
@@ -325,6 +328,7 @@ pub fn join(
     });
     Joined {
         skiffd,
+        ready_after: started.elapsed(),
         name: name.into(),
         args,
         node,
