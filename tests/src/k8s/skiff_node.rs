@@ -256,8 +256,8 @@ pub fn condition(node: &Value, t: &str) -> Value {
 /// A node joined by `kubeadm join`, Ready, with skiffd running as its kubelet.
 pub struct Joined {
     pub skiffd: Daemon,
-    /// From skiffd's start to the first sight of the Node Ready (polled every 200 ms).
-    pub ready_after: Duration,
+    /// When skiffd was started (after kubeadm had written its flags).
+    pub started: Instant,
     pub name: String,
     /// skiffd's command line: kubeadm's flags and the test's.
     pub args: Vec<String>,
@@ -328,7 +328,7 @@ pub fn join(
     });
     Joined {
         skiffd,
-        ready_after: started.elapsed(),
+        started,
         name: name.into(),
         args,
         node,
