@@ -265,7 +265,7 @@ fn add_on_takes_over(c: &Cluster, name_a: &str) {
     let (cp, a) = (&c.cp, &c.a);
     let addon = format!(
         r#"{{"cniVersion":"1.0.0","name":"addon","plugins":[{{"type":"skiff-bridge","bridge":"addon0",
-        "isDefaultGateway":true,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.219.{}.192/27"}}]],
+        "isDefaultGateway":true,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.227.{}.192/27"}}]],
         "dataDir":"{}"}}}}]}}"#,
         c.lan.k,
         a.joined.node.dir.join("addon-ipam").display()
@@ -279,5 +279,5 @@ fn add_on_takes_over(c: &Cluster, name_a: &str) {
     assert!(!a.routes().contains(ROUTE_METRIC), "{}", a.routes());
     assert_eq!(condition(&node(cp, name_a), "Ready")["status"], "True");
     let ip = pod(cp, "after-addon", name_a, "exec sleep 3600");
-    assert!(ip.starts_with(&format!("10.219.{}.", c.lan.k)), "{ip}");
+    assert!(ip.starts_with(&format!("10.227.{}.", c.lan.k)), "{ip}");
 }

@@ -8,9 +8,9 @@
 //! a blackhole route would make kube-proxy's DNAT of locally made connections fail before it runs).
 //! The host sees only its end of the lan's veth and a route to the lan's subnet.
 //!
-//! Each lan claims a /24 of 10.219.0.0/16 by creating its namespace (`sknl<k>`, which fails if
-//! taken); nodes are `skn<k>n<i>` at 10.219.<k>.<10+i>/25, the lan's bridge is 10.219.<k>.1 (an
-//! address "outside the cluster" for pods), the host end 10.219.<k>.129/30. Dropping a lan deletes
+//! Each lan claims a /24 of 10.227.0.0/16 by creating its namespace (`sknetl<k>`, which fails if
+//! taken); nodes are `sknet<k>n<i>` at 10.227.<k>.<10+i>/25, the lan's bridge is 10.227.<k>.1 (an
+//! address "outside the cluster" for pods), the host end 10.227.<k>.129/30. Dropping a lan deletes
 //! its namespaces and with them every veth; what a killed test left is swept by the next one.
 
 use std::io::{Read, Write};
@@ -139,15 +139,15 @@ impl Lan {
         let seed = std::process::id() as usize;
         let (k, ns) = (0..250usize)
             .map(|i| ((seed + i) % 250) as u8)
-            .find_map(|k| Netns::create(&format!("sknl{k}")).map(|ns| (k, ns)))
-            .expect("a free 10.219.<k>.0/24");
+            .find_map(|k| Netns::create(&format!("sknetl{k}")).map(|ns| (k, ns)))
+            .expect("a free 10.227.<k>.0/24");
         let dir = Path::new(ROOT).join(format!("{}-{k}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("lan"), k.to_string()).unwrap();
         let lan = Lan {
             k,
             ns,
-            gateway: Ipv4Addr::new(10, 219, k, 1),
+            gateway: Ipv4Addr::new(10, 227, k, 1),
             dir,
         };
         lan.wire(cp);
@@ -160,27 +160,27 @@ impl Lan {
         ns.ip(&["link", "add", "br0", "type", "bridge"]);
         ns.ip(&["addr", "add", &format!("{}/25", self.gateway), "dev", "br0"]);
         ns.ip(&["link", "set", "br0", "up"]);
-        let host = format!("sknh{k}");
+        let host = format!("sknetlh{k}");
         ip(&[
             "link", "add", &host, "type", "veth", "peer", "name", "up0", "netns", &ns.name,
         ]);
-        ip(&["addr", "add", &format!("10.219.{k}.129/30"), "dev", &host]);
+        ip(&["addr", "add", &format!("10.227.{k}.129/30"), "dev", &host]);
         ip(&["link", "set", &host, "up"]);
-        ns.ip(&["addr", "add", &format!("10.219.{k}.130/30"), "dev", "up0"]);
+        ns.ip(&["addr", "add", &format!("10.227.{k}.130/30"), "dev", "up0"]);
         ns.ip(&["link", "set", "up0", "up"]);
         ip(&[
             "route",
             "add",
-            &format!("10.219.{k}.0/25"),
+            &format!("10.227.{k}.0/25"),
             "via",
-            &format!("10.219.{k}.130"),
+            &format!("10.227.{k}.130"),
         ]);
         ns.ip(&[
             "route",
             "add",
             &format!("{}/32", cp.ip),
             "via",
-            &format!("10.219.{k}.129"),
+            &format!("10.227.{k}.129"),
         ]);
         ns.sink();
         let fwd = ns.exec("sysctl");
@@ -189,13 +189,13 @@ impl Lan {
 
     /// The InternalIP of node `i`.
     pub fn node_ip(&self, i: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 219, self.k, 10 + i)
+        Ipv4Addr::new(10, 227, self.k, 10 + i)
     }
 
     /// Node `i`'s namespace on this lan: a veth into the bridge, its address, a default route via the
     /// lan, the sink.
     pub fn node(&self, i: u8) -> Netns {
-        let ns = Netns::create(&format!("skn{}n{i}", self.k)).expect("the node's netns is free");
+        let ns = Netns::create(&format!("sknet{}n{i}", self.k)).expect("the node's netns is free");
         let port = format!("v{i}");
         self.ns.ip(&[
             "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
@@ -299,7 +299,7 @@ fn remove_nodes(k: u8) {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
-    let prefix = format!("skn{k}n");
+    let prefix = format!("sknet{k}n");
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(&prefix) {
@@ -315,7 +315,7 @@ fn sweep() {
             if let Ok(k) = k.trim().parse::<u8>() {
                 remove_nodes(k);
                 let _ = Command::new("ip")
-                    .args(["netns", "del", &format!("sknl{k}")])
+                    .args(["netns", "del", &format!("sknetl{k}")])
                     .output();
             }
         }
