@@ -134,6 +134,21 @@ fn two_nodes_route_pods_to_each_other() {
         assert_eq!(u["reason"], "SkiffBridgeConfigured", "{u}");
     }
 
+    // Forwarding and bridge netfilter are on in each node's namespace.
+    for n in [a, b] {
+        for key in ["net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"] {
+            let out = n.ns.exec("sysctl").args(["-n", key]).output().unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "1",
+                "{key} in {}",
+                n.ns.name
+            );
+        }
+    }
+    let d = condition_until(cp, &name_a, "NetworkDegraded", |c| c["status"] == "False");
+    assert_eq!(d["reason"], "NetworkComplete", "{d}");
+
     // One route per other node's pod CIDR, via its InternalIP.
     eventually("routes between the nodes", WITHIN, || {
         a.routes()
