@@ -139,6 +139,8 @@ impl Lan {
         let seed = std::process::id() as usize;
         let (k, ns) = (0..250usize)
             .map(|i| ((seed + i) % 250) as u8)
+            // A lan whose sockets outlive it (see `forward`) keeps its host link until they close.
+            .filter(|k| !Path::new(&format!("/sys/class/net/sknetlh{k}")).exists())
             .find_map(|k| Netns::create(&format!("sknetl{k}")).map(|ns| (k, ns)))
             .expect("a free 10.227.<k>.0/24");
         let dir = Path::new(ROOT).join(format!("{}-{k}", std::process::id()));
@@ -215,7 +217,8 @@ impl Lan {
     }
 
     /// `host_port` on the host's 127.0.0.1 reachable from the lan at the returned address, for
-    /// as long as the test process runs (a registry, say).
+    /// as long as the test process runs (a registry, say): the listener keeps the lan's namespace
+    /// alive until then.
     pub fn forward(&self, host_port: u16) -> SocketAddr {
         let gw = self.gateway;
         let listener = self

@@ -187,6 +187,8 @@ struct Dataplane {
     masq: Option<(Vec<IpNet>, Vec<IpNet>)>,
     /// Routes and rules of a previous run are gone, or in use.
     settled: bool,
+    /// The problems last reported, logged once each.
+    problems: Vec<String>,
 }
 
 impl Dataplane {
@@ -207,8 +209,11 @@ impl Dataplane {
             Err(e) => problems.push(format!("cannot change the routes to other nodes: {e}")),
         }
         self.settled = true;
-        for p in &problems {
-            tracing::warn!("pod network: {p}");
+        if problems != self.problems {
+            for p in problems.iter().filter(|p| !self.problems.contains(p)) {
+                tracing::warn!("pod network: {p}");
+            }
+            self.problems = problems.clone();
         }
         Report { own, problems }
     }
