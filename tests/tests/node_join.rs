@@ -323,10 +323,12 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
     assert_eq!(renewed["spec"]["holderIdentity"], name.as_str());
     eprintln!("skiffd in node mode, idle: {}", vm_rss(skiffd.pid()));
 
-    // Ready follows the runtime's network: no CNI configuration, not ready, with the runtime's reason.
-    let conflist = node.dir.join("net.d/10-pods.conflist");
-    let aside = node.dir.join("10-pods.conflist");
-    std::fs::rename(&conflist, &aside).unwrap();
+    // Ready follows the runtime's network: no CNI configuration (and none skiffd could write in its
+    // place: the conf dir is a file), not ready, with the runtime's reason and skiffd's.
+    let conf_dir = node.dir.join("net.d");
+    let aside = node.dir.join("net.d.aside");
+    std::fs::rename(&conf_dir, &aside).unwrap();
+    std::fs::write(&conf_dir, "").unwrap();
     let not_ready = wait_for(
         "NotReady without a network",
         Duration::from_secs(30),
@@ -341,7 +343,16 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
         msg.contains("NetworkReady=false reason:NetworkPluginNotReady"),
         "{msg}"
     );
-    std::fs::rename(&aside, &conflist).unwrap();
+    wait_for(
+        "NetworkUnavailable: skiffd cannot configure the network either",
+        Duration::from_secs(30),
+        || {
+            let u = condition(&get_json(&cp, &["node", &name])?, "NetworkUnavailable");
+            (u["status"] == "True").then_some(())
+        },
+    );
+    std::fs::remove_file(&conf_dir).unwrap();
+    std::fs::rename(&aside, &conf_dir).unwrap();
     wait_for(
         "Ready with the network back",
         Duration::from_secs(30),

@@ -118,6 +118,7 @@ fn node_main(args: &[String]) -> Result<()> {
             settings,
             machine: node::machine::Machine::read(),
             daemon: daemon.clone(),
+            network: Default::default(),
         });
         tokio::select! {
             r = skiff_agent::server::serve(daemon) => r,

@@ -11,6 +11,7 @@ pub mod healthz;
 pub mod kubeconfig;
 pub mod lease;
 pub mod machine;
+pub mod network;
 pub mod pki;
 pub mod pods;
 pub mod pressure;
@@ -187,6 +188,7 @@ pub struct NodeContext {
     pub settings: Settings,
     pub machine: Machine,
     pub daemon: Arc<Daemon>,
+    pub network: network::Health,
 }
 
 /// Runs node mode until skiffd stops: credentials, registration, then status, Lease and
@@ -194,6 +196,8 @@ pub struct NodeContext {
 /// what fails from here on is retried.
 pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Result<()> {
     let s = &ctx.settings;
+    ctx.network
+        .set_kernel(tokio::task::spawn_blocking(network::kernel::prepare).await?);
     let paths = bootstrap::Paths {
         kubeconfig: s.kubeconfig.clone(),
         bootstrap_kubeconfig: s.bootstrap_kubeconfig.clone(),
@@ -222,6 +226,7 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
     };
     tokio::spawn(lease::run(holder, clients.clone()));
     tokio::spawn(pods::run(ctx.clone(), clients.clone()));
+    tokio::spawn(network::run(ctx.clone(), clients.clone()));
     status::run(ctx.clone(), node, clients).await;
     Ok(())
 }

@@ -252,8 +252,13 @@ pub async fn compute(ctx: &NodeContext, previous: &[NodeCondition]) -> NodeStatu
         .await
         .map(|r| r.images)
         .unwrap_or_default();
+    let network = ctx.network.report();
     let mut checks = vec![ready(&runtime)];
+    if let (false, Some(note)) = (checks[0].status, network.not_ready_note()) {
+        checks[0].message = format!("{}; {note}", checks[0].message);
+    }
     checks.extend(pressures(&pressure::crossed(&signals, &s.eviction)));
+    checks.extend(network.checks());
     NodeStatus {
         capacity: Some(capacity(m, s, nodefs)),
         allocatable: Some(allocatable(m, s, nodefs)),

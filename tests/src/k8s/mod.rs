@@ -7,6 +7,7 @@ pub mod cgroup_root;
 pub mod control_plane;
 pub mod daemon;
 pub mod loopback;
+pub mod netns_node;
 pub mod node;
 pub mod skiff_node;
 pub mod stale;

@@ -2,7 +2,7 @@
 //! `kubelet` as a link to skiffd), `kubeadm join` run in a private mount namespace ([`spawn_join`]),
 //! and [`join`], which does both and starts skiffd as the node's kubelet.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -287,6 +287,21 @@ pub fn join(
     extra: &[String],
     config_extra: &str,
 ) -> Joined {
+    let spawn = |n: &NodeDir, args: &[String]| n.spawn(args);
+    join_with(cp, node, name, extra, config_extra, cp.ip.into(), &spawn)
+}
+
+/// [`join`] with the node's InternalIP and the way skiffd is started (in a network namespace, say)
+/// of the caller's choosing.
+pub fn join_with(
+    cp: &ControlPlane,
+    node: NodeDir,
+    name: &str,
+    extra: &[String],
+    config_extra: &str,
+    node_ip: IpAddr,
+    spawn: &dyn Fn(&NodeDir, &[String]) -> Daemon,
+) -> Joined {
     let mut kubeadm = spawn_join(cp, &node, name);
     let flags_env = node.var("kubeadm-flags.env");
     let env = wait_for("kubeadm-flags.env", Duration::from_secs(120), || {
@@ -300,7 +315,7 @@ pub fn join(
             .filter(|t| t.contains("KUBELET_KUBEADM_ARGS"))
     });
     let mut args = kubeadm_flags(&env);
-    args.push(format!("--node-ip={}", cp.ip));
+    args.push(format!("--node-ip={node_ip}"));
     args.push(format!("--healthz-port={}", free_port(Ipv4Addr::LOCALHOST)));
     args.extend(extra.iter().cloned());
     let config = node.var("config.yaml");
@@ -310,7 +325,7 @@ pub fn join(
             .filter(|t| t.contains("kind:"))
     });
     std::fs::write(&config, format!("{text}\n{config_extra}\n")).unwrap();
-    let mut skiffd = node.spawn(&args);
+    let mut skiffd = spawn(&node, &args);
     let started = Instant::now();
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
         skiffd.assert_running();
