@@ -592,6 +592,8 @@ spec:
     c.running("sub");
     assert_eq!(c.sh("sub", "cat /etc/a.conf"), "alpha");
     assert_eq!(c.sh("sub", "cat /work/per/sub/f"), "hi\n");
+    // Directories made for a subPath take the volume's mode, as kubelet makes them.
+    assert_eq!(c.sh("sub", "stat -c %a /work/per /work/per/sub"), "777\n777\n");
     // `..` (by subPathExpr, which the API cannot check) and a planted symlink are refused.
     let refused = |p: &Value| waiting(p, "main").filter(|(r, _)| r == "CreateContainerConfigError");
     let (reason, message) = c.until_pod("dotdot", "a refused subPath", refused);

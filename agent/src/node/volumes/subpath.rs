@@ -78,28 +78,43 @@ pub fn mount_at(volume: &Path, sub: &str, target: &Path) -> Result<(), Error> {
 }
 
 /// Opens `parts` beneath `root`; a missing directory is made with mkdirat in its already-opened
-/// parent, then opened again beneath the root.
+/// parent, then opened again beneath the root and given the volume's own mode (as kubelet does, so
+/// that the pod's fsGroup and users can use it).
 fn resolve(root: &OwnedFd, parts: &[&str]) -> Result<OwnedFd, Errno> {
     match open_beneath(root, &parts.join("/")) {
         Err(Errno::ENOENT) => {}
         other => return other,
     }
+    let mode = nix::sys::stat::fstat(root.as_fd())?.st_mode & 0o7777;
     let mut parent = open_beneath(root, ".")?;
     for i in 0..parts.len() {
         let here = parts[..=i].join("/");
         let fd = match open_beneath(root, &here) {
             Err(Errno::ENOENT) => {
-                match mkdirat(&parent, parts[i], Mode::from_bits_truncate(0o750)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                let created = match mkdirat(&parent, parts[i], Mode::from_bits_truncate(mode)) {
+                    Ok(()) => true,
+                    Err(Errno::EEXIST) => false,
                     Err(e) => return Err(e),
+                };
+                let fd = open_beneath(root, &here)?;
+                if created {
+                    chmod(&fd, mode)?;
                 }
-                open_beneath(root, &here)?
+                fd
             }
             other => other?,
         };
         parent = fd;
     }
     Ok(parent)
+}
+
+/// chmod through the fd's magic link: the umask does not apply, and the inode is the one opened.
+fn chmod(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Errno> {
@@ -163,7 +178,11 @@ mod tests {
             assert_eq!(resolve(&root, bad).err(), Some(Errno::EXDEV), "{bad:?}");
         }
         assert!(resolve(&root, &["inside"]).is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o777)).unwrap();
         resolve(&root, &["new", "deeper"]).unwrap();
-        assert!(vol.join("new/deeper").is_dir());
+        let made = std::fs::metadata(vol.join("new/deeper")).unwrap();
+        assert!(made.is_dir());
+        assert_eq!(made.permissions().mode() & 0o7777, 0o777);
     }
 }
