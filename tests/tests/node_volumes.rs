@@ -5,7 +5,6 @@
 //! object goes away under a running pod. Checked from inside the containers through the CRI.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -436,8 +435,12 @@ fn subpaths_stay_inside_and_pods_get_kubelets_dns_and_hosts() {
         "sub",
         "nameserver 192.0.2.53\nsearch corp.skiff.test\noptions edns0\n",
     );
-    let marker = PathBuf::from(format!("/tmp/skiff-subpath-marker-{}", std::process::id()));
-    std::fs::create_dir_all(&marker).unwrap();
+    // The host's directory every escape aims at; removed when the test ends, however it ends.
+    let marker_dir = tempfile::Builder::new()
+        .prefix("skiff-subpath-marker-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let marker = marker_dir.path().to_path_buf();
     std::fs::write(marker.join("SECRET"), "host data\n").unwrap();
     let m = marker.display();
     c.kubectl_ok(&["create", "configmap", "conf", "--from-literal=a=alpha"]);
@@ -593,7 +596,10 @@ spec:
     assert_eq!(c.sh("sub", "cat /etc/a.conf"), "alpha");
     assert_eq!(c.sh("sub", "cat /work/per/sub/f"), "hi\n");
     // Directories made for a subPath take the volume's mode, as kubelet makes them.
-    assert_eq!(c.sh("sub", "stat -c %a /work/per /work/per/sub"), "777\n777\n");
+    assert_eq!(
+        c.sh("sub", "stat -c %a /work/per /work/per/sub"),
+        "777\n777\n"
+    );
     // `..` (by subPathExpr, which the API cannot check) and a planted symlink are refused.
     let refused = |p: &Value| waiting(p, "main").filter(|(r, _)| r == "CreateContainerConfigError");
     let (reason, message) = c.until_pod("dotdot", "a refused subPath", refused);
@@ -689,7 +695,6 @@ spec:
     seen.sort();
     assert_eq!(seen, ["SECRET"], "a victim wrote into the host's marker");
     c.node.skiffd.assert_running();
-    let _ = std::fs::remove_dir_all(&marker);
 }
 
 impl Cluster {
