@@ -75,6 +75,8 @@ pub struct Settings {
     pub pod_logs_dir: PathBuf,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    /// The node's resolver configuration, which `dnsPolicy: Default` pods get.
+    pub resolv_conf: PathBuf,
 }
 
 impl Settings {
@@ -142,6 +144,7 @@ impl Settings {
             pod_logs_dir: c.pod_logs_dir.clone(),
             cluster_dns: c.cluster_dns.clone(),
             cluster_domain: c.cluster_domain.clone(),
+            resolv_conf: c.resolv_conf.clone(),
         })
     }
 

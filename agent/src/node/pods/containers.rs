@@ -3,7 +3,7 @@
 //! What the CRI cannot say (why a container is not running yet) is kept in [`Waiting`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,9 @@ use super::sandbox::PodRef;
 use super::CONTAINER_NAME;
 use crate::cri::{container, image, Daemon};
 use crate::node::quantity;
+use crate::node::volumes::downward::Allocatable;
+use crate::node::volumes::subpath;
+use crate::node::Settings;
 
 /// The annotation that carries a container's restart count across skiffd restarts.
 pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
@@ -90,6 +93,10 @@ pub struct Target<'a> {
     pub host_ip: &'a str,
     pub mounts: &'a HashMap<String, PathBuf>,
     pub client: &'a kube::Client,
+    /// `<root>/pods/<uid>`: the hosts file and subPath mounts live there.
+    pub pod_dir: &'a Path,
+    pub allocatable: &'a Allocatable,
+    pub settings: &'a Settings,
 }
 
 /// The pod's containers in the CRI (every state), grouped by name, newest first.
@@ -403,7 +410,7 @@ fn config(
         command: expand_all(&c.command),
         args: expand_all(&c.args),
         working_dir: c.working_dir.clone().unwrap_or_default(),
-        mounts: mounts(t, c)?,
+        mounts: mounts(t, c, &vars)?,
         log_path: format!("{}/{count}.log", c.name),
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
@@ -454,19 +461,30 @@ fn resources(c: &Container) -> Result<cri::LinuxContainerResources, String> {
     Ok(out)
 }
 
-fn mounts(t: &Target<'_>, c: &Container) -> Result<Vec<cri::Mount>, String> {
+fn mounts(
+    t: &Target<'_>,
+    c: &Container,
+    vars: &HashMap<&str, &str>,
+) -> Result<Vec<cri::Mount>, String> {
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
         let host = t
             .mounts
             .get(&m.name)
             .ok_or_else(|| format!("volume mount {:?}: no volume of that name", m.name))?;
-        if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) || m.sub_path_expr.is_some() {
-            return Err(format!(
-                "volume mount {:?}: subPath is not supported",
-                m.name
-            ));
-        }
+        let host = match sub_path(m, vars) {
+            None => host.clone(),
+            Some(sub) => {
+                let target = subpath::target(t.pod_dir, &m.name, &c.name, i);
+                subpath::mount_at(host, &sub, &target).map_err(|e| {
+                    format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
+                        m.name, c.name
+                    )
+                })?;
+                target
+            }
+        };
         out.push(cri::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.to_string_lossy().into_owned(),
@@ -474,7 +492,29 @@ fn mounts(t: &Target<'_>, c: &Container) -> Result<Vec<cri::Mount>, String> {
             ..Default::default()
         });
     }
+    if !out.iter().any(|m| m.container_path == "/etc/hosts") && !t.pod_ips.is_empty() {
+        let text = super::hosts::content(t.settings, t.pod, t.pod_ips);
+        let path = super::hosts::write(t.pod_dir, &text)?;
+        out.push(cri::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
     Ok(out)
+}
+
+/// The mount's subPath, or its subPathExpr with the container's variables expanded.
+fn sub_path(
+    m: &k8s_openapi::api::core::v1::VolumeMount,
+    vars: &HashMap<&str, &str>,
+) -> Option<String> {
+    let sub = match (&m.sub_path, &m.sub_path_expr) {
+        (Some(s), _) if !s.is_empty() => s.clone(),
+        (_, Some(e)) if !e.is_empty() => env::expand(e, vars),
+        _ => return None,
+    };
+    Some(sub)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Service};
 use kube::api::{Api, ListParams};
 
 use super::containers::Target;
+use crate::node::volumes::downward::{self, bracketed};
 use crate::node::volumes::objects;
 
 type Env = Vec<(String, String)>;
@@ -54,7 +55,7 @@ pub async fn resolve(t: &Target<'_>, c: &Container) -> Result<Env, String> {
         }
     }
     for e in c.env.iter().flatten() {
-        if let Some(v) = value_of(t, e, &out).await? {
+        if let Some(v) = value_of(t, c, e, &out).await? {
             set(&mut out, e.name.clone(), v);
         }
     }
@@ -74,7 +75,12 @@ async fn object(
 }
 
 /// One `env` entry; `None` when an optional reference is missing (the variable is left out).
-async fn value_of(t: &Target<'_>, e: &EnvVar, earlier: &Env) -> Result<Option<String>, String> {
+async fn value_of(
+    t: &Target<'_>,
+    c: &Container,
+    e: &EnvVar,
+    earlier: &Env,
+) -> Result<Option<String>, String> {
     if let Some(v) = &e.value {
         let vars: HashMap<&str, &str> = earlier
             .iter()
@@ -104,11 +110,21 @@ async fn value_of(t: &Target<'_>, e: &EnvVar, earlier: &Env) -> Result<Option<St
             )),
         };
     }
+    if let Some(r) = &from.resource_field_ref {
+        let name = r.container_name.as_deref().filter(|n| !n.is_empty());
+        let spec = t.pod.spec.as_ref();
+        let target = match name {
+            None => Some(c),
+            Some(n) => spec.and_then(|s| s.containers.iter().find(|x| x.name == n)),
+        };
+        let target = target
+            .ok_or_else(|| format!("env {:?}: resourceFieldRef: no container {name:?}", e.name))?;
+        return downward::resource(target, r, t.allocatable)
+            .map(Some)
+            .map_err(|m| format!("env {:?}: {m}", e.name));
+    }
     let Some(f) = &from.field_ref else {
-        return Err(format!(
-            "env {:?}: resourceFieldRef is not supported",
-            e.name
-        ));
+        return Err(format!("env {:?}: no value and no source", e.name));
     };
     let m = &t.pod.metadata;
     let label = |map: &Option<BTreeMap<String, String>>, k: &str| {
@@ -145,13 +161,6 @@ async fn value_of(t: &Target<'_>, e: &EnvVar, earlier: &Env) -> Result<Option<St
             }
         }
     }))
-}
-
-/// `metadata.labels['key']` → `key`.
-fn bracketed<'a>(path: &'a str, field: &str) -> Option<&'a str> {
-    path.strip_prefix(field)?
-        .strip_prefix("['")?
-        .strip_suffix("']")
 }
 
 /// The `kubernetes` service of the `default` namespace always; with `enableServiceLinks` (the
@@ -219,16 +228,24 @@ pub fn service_env(s: &Service) -> Env {
     let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
         p.protocol.clone().unwrap_or_else(|| "TCP".into())
     };
+    let host_port = |port: i32| match ip.contains(':') {
+        true => format!("[{ip}]:{port}"),
+        false => format!("{ip}:{port}"),
+    };
     out.push((
         format!("{name}_PORT"),
-        format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        format!(
+            "{}://{}",
+            proto(first).to_lowercase(),
+            host_port(first.port)
+        ),
     ));
     for p in &ports {
         let pr = proto(p);
         let base = format!("{name}_PORT_{}_{}", p.port, pr.to_uppercase());
         out.push((
             base.clone(),
-            format!("{}://{ip}:{}", pr.to_lowercase(), p.port),
+            format!("{}://{}", pr.to_lowercase(), host_port(p.port)),
         ));
         out.push((format!("{base}_PROTO"), pr.to_lowercase()));
         out.push((format!("{base}_PORT"), p.port.to_string()));

@@ -4,7 +4,9 @@
 
 pub mod containers;
 pub mod delete;
+pub mod dns;
 pub mod env;
+pub mod hosts;
 pub mod probes;
 pub mod sandbox;
 pub mod security;

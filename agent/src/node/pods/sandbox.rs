@@ -59,11 +59,11 @@ pub fn config(s: &Settings, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
             namespace: r.namespace.clone(),
             attempt,
         }),
-        hostname: spec.hostname.clone().unwrap_or_else(|| r.name.clone()),
+        hostname: super::hosts::sandbox_hostname(s, pod),
         log_directory: log_directory(&s.pod_logs_dir, &r)
             .to_string_lossy()
             .into_owned(),
-        dns_config: dns(s, pod),
+        dns_config: super::dns::config(s, pod),
         port_mappings: ports(pod),
         labels: labels.into_iter().collect(),
         annotations: pod
@@ -107,25 +107,6 @@ pub fn namespaces(spec: &k8s_openapi::api::core::v1::PodSpec) -> cri::NamespaceO
         ipc: host(spec.host_ipc) as i32,
         ..Default::default()
     }
-}
-
-/// ClusterFirst with a cluster DNS configured: its servers and kubelet's search path; otherwise the
-/// runtime's default (the node's resolv.conf).
-fn dns(s: &Settings, pod: &Pod) -> Option<cri::DnsConfig> {
-    let spec = pod.spec.as_ref()?;
-    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
-    let host_net = spec.host_network.unwrap_or(false);
-    let cluster = policy == "ClusterFirstWithHostNet" || (policy == "ClusterFirst" && !host_net);
-    if !cluster || s.cluster_dns.is_empty() {
-        return None;
-    }
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let d = &s.cluster_domain;
-    Some(cri::DnsConfig {
-        servers: s.cluster_dns.clone(),
-        searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
-        options: vec!["ndots:5".into()],
-    })
 }
 
 fn ports(pod: &Pod) -> Vec<cri::PortMapping> {

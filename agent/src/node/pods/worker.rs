@@ -13,14 +13,17 @@ use tokio::sync::watch as chan;
 use super::containers::{self, State, Target};
 use super::{delete, probes, sandbox, status, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
+use crate::node::volumes::downward::Allocatable;
 use crate::node::volumes::{self, PodVolumes};
-use crate::node::NodeContext;
+use crate::node::{machine, quantity, NodeContext};
 
 struct Worker {
     ctx: Arc<NodeContext>,
     clients: chan::Receiver<kube::Client>,
     uid: String,
     volumes: PodVolumes,
+    /// The node's allocatable resources: the limits a container leaves unset.
+    allocatable: Allocatable,
     containers: State,
     readiness: probes::Prober,
     reported: Option<Value>,
@@ -38,6 +41,7 @@ pub async fn run(
     let uid = first.metadata.uid.clone().unwrap_or_default();
     let mut w = Worker {
         volumes: PodVolumes::new(&ctx.settings.root_dir, &uid),
+        allocatable: allocatable(&ctx),
         ctx,
         clients,
         uid,
@@ -95,10 +99,15 @@ impl Worker {
     }
 
     async fn sync(&mut self, pod: &Pod) {
-        let mounts = match self.volumes.sync(&self.client(), pod).await {
+        let mounts = match self
+            .volumes
+            .sync(&self.client(), pod, &self.allocatable)
+            .await
+        {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(pod = ?pod.metadata.name, error = %e, "volumes not ready");
+                tracing::warn!(pod = ?pod.metadata.name, reason = "FailedMount", error = %e, "volumes not ready");
+                self.mount_failed(pod, &e);
                 self.report(pod, false, &[], &HashMap::new()).await;
                 return;
             }
@@ -138,11 +147,33 @@ impl Worker {
                 node_name: &self.ctx.settings.node_name,
                 host_ip: &host_ip,
                 mounts: &mounts,
+                pod_dir: &volumes::pod_dir(&self.ctx.settings.root_dir, &self.uid),
+                allocatable: &self.allocatable,
+                settings: &self.ctx.settings,
             };
             containers::step(&target, &mut self.containers).await;
         }
         let instances = containers::instances(&d, &sandbox_id).await;
         self.report(pod, true, &ips, &instances).await;
+    }
+
+    /// Every container waits on the volume that cannot be set up, and says why.
+    fn mount_failed(&mut self, pod: &Pod, e: &volumes::Error) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let all = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers);
+        for c in all {
+            self.containers.waiting.insert(
+                c.name.clone(),
+                containers::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: format!("MountVolume.SetUp failed: {e}"),
+                },
+            );
+        }
     }
 
     async fn start_sandbox(&mut self, pod: &Pod, attempt: u32) -> Option<String> {
@@ -219,4 +250,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// The node's allocatable resources in base units, as its status reports them.
+fn allocatable(ctx: &NodeContext) -> Allocatable {
+    let s = &ctx.settings;
+    let nodefs = machine::fs_usage(machine::existing_ancestor(&s.root_dir)).map_or(0, |u| u.bytes);
+    crate::node::status::allocatable(&ctx.machine, s, nodefs)
+        .into_iter()
+        .filter_map(|(k, q)| quantity::parse(&q.0).ok().map(|v| (k, v)))
+        .collect()
 }

@@ -1,12 +1,15 @@
 //! The pod's volumes as host directories under `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`,
 //! mounted into containers through the CRI: the projected service-account volume admission adds to
-//! every pod ([`projected`], [`token`]), configMap and secret volumes ([`objects`]), emptyDir
-//! ([`empty_dir`]). File contents go through kubelet's atomic `..data` swap ([`atomic`]).
+//! every pod ([`projected`], [`token`]), configMap and secret volumes ([`objects`]), downwardAPI
+//! volumes ([`downward`]), emptyDir ([`empty_dir`]). File contents go through kubelet's atomic
+//! `..data` swap ([`atomic`]); `subPath` mounts are resolved safely by [`subpath`].
 
 pub mod atomic;
+pub mod downward;
 pub mod empty_dir;
 pub mod objects;
 pub mod projected;
+pub mod subpath;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,18 +69,31 @@ impl PodVolumes {
         }
     }
 
-    /// Sets up or refreshes every volume; the host path of each by name.
+    /// Sets up or refreshes every volume; the host path of each by name. A volume that was set up
+    /// once and fails to refresh (its configMap deleted, the API away) keeps its last contents,
+    /// as with kubelet, and the failure is logged.
     pub async fn sync(
         &mut self,
         client: &kube::Client,
         pod: &Pod,
+        node: &downward::Allocatable,
     ) -> Result<HashMap<String, PathBuf>, Error> {
         let mut out = HashMap::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            // The downward API reads only the pod: rendered at every sync, so label changes show.
+            let cached = v.downward_api.is_none();
             let path = match self.fresh.get(&v.name) {
-                Some((path, at)) if at.elapsed() < REFRESH => path.clone(),
-                _ => {
-                    let path = self.one(client, pod, v).await?;
+                Some((path, at)) if cached && at.elapsed() < REFRESH => path.clone(),
+                last => {
+                    let last = last.map(|(p, _)| p.clone());
+                    let path = match (self.one(client, pod, v, node).await, last) {
+                        (Ok(path), _) => path,
+                        (Err(e), Some(last)) => {
+                            tracing::warn!(pod = ?pod.metadata.name, reason = "FailedMount", error = %e, "MountVolume.SetUp failed: the volume keeps its last contents");
+                            last
+                        }
+                        (Err(e), None) => return Err(e),
+                    };
                     self.fresh
                         .insert(v.name.clone(), (path.clone(), Instant::now()));
                     path
@@ -93,6 +109,7 @@ impl PodVolumes {
         client: &kube::Client,
         pod: &Pod,
         v: &Volume,
+        node: &downward::Allocatable,
     ) -> Result<PathBuf, Error> {
         let at = |plugin: &str| {
             self.dir
@@ -100,7 +117,7 @@ impl PodVolumes {
                 .join(&v.name)
         };
         let files = if let Some(p) = &v.projected {
-            let files = projected::files(client, pod, &v.name, p, &mut self.tokens).await?;
+            let files = projected::files(client, pod, &v.name, p, &mut self.tokens, node).await?;
             (at("projected"), files)
         } else if let Some(c) = &v.config_map {
             (
@@ -112,12 +129,17 @@ impl PodVolumes {
                 at("secret"),
                 objects::secret(client, pod, &v.name, s).await?,
             )
+        } else if let Some(d) = &v.downward_api {
+            (at("downward-api"), downward::volume(pod, &v.name, d, node)?)
         } else if let Some(e) = &v.empty_dir {
             let dir = at("empty-dir");
-            empty_dir::setup(&dir, &v.name, e)?;
+            empty_dir::setup(&dir, &v.name, e, pod, node)?;
             return Ok(dir);
         } else {
-            return Err(Error::volume(&v.name, "this volume type is not supported"));
+            return Err(Error::volume(
+                &v.name,
+                format!("volume type {:?} is not supported by skiff", kind(v)),
+            ));
         };
         let (dir, files) = files;
         atomic::write(&dir, &files).map_err(|source| Error::Write {
@@ -156,11 +178,37 @@ pub fn select(
     Ok(out)
 }
 
-/// Removes a pod's directory once nothing of the pod runs.
+/// The type of a volume: the name of its one source field.
+fn kind(v: &Volume) -> String {
+    let json = serde_json::to_value(v).unwrap_or_default();
+    json.as_object()
+        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "none".into())
+}
+
+/// Removes a pod's directory once nothing of the pod runs: its memory-backed emptyDirs and subPath
+/// bind mounts are unmounted first, so nothing is removed through them.
 pub fn remove_pod_dir(dir: &Path) {
+    unmount_under(dir);
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), error = %e, "remove the pod's directory");
+        }
+    }
+}
+
+/// Detaches every mount at or below `dir`, the deepest first.
+fn unmount_under(dir: &Path) {
+    let mut points: Vec<PathBuf> = skiff_runtime::mountinfo::read_self()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Err(e) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %p.display(), error = %e, "unmount a pod's volume");
         }
     }
 }

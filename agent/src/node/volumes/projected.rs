@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, Pod, ProjectedVolumeSource};
+use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource};
 
+use super::downward::{self, Allocatable};
 use super::objects::{self, DEFAULT_MODE};
 use super::token::{self, Tokens};
 use super::{atomic::File, select, Error};
@@ -16,6 +17,7 @@ pub async fn files(
     volume: &str,
     src: &ProjectedVolumeSource,
     tokens: &mut Tokens,
+    node: &Allocatable,
 ) -> Result<BTreeMap<String, File>, Error> {
     let mode = src.default_mode.map_or(DEFAULT_MODE, |m| m as u32 & 0o7777);
     let mut out = BTreeMap::new();
@@ -59,44 +61,14 @@ pub async fn files(
             }
         }
         if let Some(d) = &s.downward_api {
-            for item in d.items.iter().flatten() {
-                let content = downward(pod, volume, item)?;
-                let m = item.mode.map_or(mode, |m| m as u32 & 0o7777);
-                out.insert(item.path.clone(), File { content, mode: m });
-            }
+            out.extend(downward::items(
+                pod,
+                volume,
+                d.items.iter().flatten(),
+                mode,
+                node,
+            )?);
         }
     }
     Ok(out)
-}
-
-/// A downward API file: the pod's own metadata fields.
-fn downward(pod: &Pod, volume: &str, item: &DownwardAPIVolumeFile) -> Result<Vec<u8>, Error> {
-    let Some(f) = &item.field_ref else {
-        return Err(Error::volume(
-            volume,
-            format!("{:?}: only fieldRef is supported", item.path),
-        ));
-    };
-    let m = &pod.metadata;
-    let pairs = |map: &Option<BTreeMap<String, String>>| {
-        map.iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let v = match f.field_path.as_str() {
-        "metadata.name" => m.name.clone().unwrap_or_default(),
-        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => m.uid.clone().unwrap_or_default(),
-        "metadata.labels" => pairs(&m.labels),
-        "metadata.annotations" => pairs(&m.annotations),
-        other => {
-            return Err(Error::volume(
-                volume,
-                format!("fieldRef {other:?} is not supported"),
-            ))
-        }
-    };
-    Ok(v.into_bytes())
 }
