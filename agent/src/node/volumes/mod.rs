@@ -1,10 +1,12 @@
 //! The pod's volumes as host directories under `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`,
 //! mounted into containers through the CRI: the projected service-account volume admission adds to
 //! every pod ([`projected`], [`token`]), configMap and secret volumes ([`objects`]), emptyDir
-//! ([`empty_dir`]). File contents go through kubelet's atomic `..data` swap ([`atomic`]).
+//! ([`empty_dir`]), the node's own paths ([`host_path`]). File contents go through kubelet's atomic
+//! `..data` swap ([`atomic`]).
 
 pub mod atomic;
 pub mod empty_dir;
+pub mod host_path;
 pub mod objects;
 pub mod projected;
 pub mod token;
@@ -116,6 +118,8 @@ impl PodVolumes {
             let dir = at("empty-dir");
             empty_dir::setup(&dir, &v.name, e)?;
             return Ok(dir);
+        } else if let Some(h) = &v.host_path {
+            return host_path::setup(&v.name, h);
         } else {
             return Err(Error::volume(&v.name, "this volume type is not supported"));
         };
