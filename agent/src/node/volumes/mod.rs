@@ -76,8 +76,10 @@ impl PodVolumes {
     ) -> Result<HashMap<String, PathBuf>, Error> {
         let mut out = HashMap::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            // A hostPath is checked once, when the pod first mounts it, as kubelet does: a socket
+            // its daemon re-creates must not take a running pod's volumes away meanwhile.
             let path = match self.fresh.get(&v.name) {
-                Some((path, at)) if at.elapsed() < REFRESH => path.clone(),
+                Some((path, at)) if at.elapsed() < REFRESH || v.host_path.is_some() => path.clone(),
                 _ => {
                     let path = self.one(client, pod, v).await?;
                     self.fresh
