@@ -209,14 +209,14 @@ impl Cluster {
     }
 
     /// What `url` answers to a pod's `wget`, or `None` when it fails.
-    fn from_pod(&self, pod: &str, url: &str) -> Option<String> {
+    fn ask_pod(&self, pod: &str, url: &str) -> Option<String> {
         // This busybox's `wget -T` crashes; `timeout` bounds it instead.
         let (code, out) = self.exec(pod, &["timeout", "5", "wget", "-q", "-O", "-", url]);
         (code == 0).then(|| out.trim().to_string())
     }
 
     /// What `url` answers to `curl` in the node's network namespace.
-    fn from_node(&self, url: &str) -> Option<String> {
+    fn ask_node(&self, url: &str) -> Option<String> {
         curl(self.net.command("curl"), url)
     }
 
@@ -497,32 +497,30 @@ fn services(c: &mut Cluster) {
     let cluster_url = format!("http://{ip}/");
     let np_url = format!("http://{node_ip}:{np}/");
     c.answers_become("ClusterIP from a pod", &two, |c| {
-        c.from_pod("client", &cluster_url)
+        c.ask_pod("client", &cluster_url)
     });
     c.answers_become("ClusterIP from the node", &two, |c| {
-        c.from_node(&cluster_url)
+        c.ask_node(&cluster_url)
     });
     c.answers_become("NodePort from a pod", &two, |c| {
-        c.from_pod("client", &np_url)
+        c.ask_pod("client", &np_url)
     });
-    c.answers_become("NodePort from the node", &two, |c| c.from_node(&np_url));
+    c.answers_become("NodePort from the node", &two, |c| c.ask_node(&np_url));
 
     let three = c.web_scaled(3);
     c.answers_become("ClusterIP after scaling up", &three, |c| {
-        c.from_pod("client", &cluster_url)
+        c.ask_pod("client", &cluster_url)
     });
-    c.answers_become("NodePort after scaling up", &three, |c| {
-        c.from_node(&np_url)
-    });
+    c.answers_become("NodePort after scaling up", &three, |c| c.ask_node(&np_url));
 
     // ClientIP affinity: one client, one backend, every time.
     let sticky = format!("http://{}/", c.service_ip("web-sticky"));
     let first = c.until("the sticky Service answers", Duration::from_secs(60), |c| {
-        c.from_pod("client", &sticky)
+        c.ask_pod("client", &sticky)
     });
     for _ in 0..10 {
         assert_eq!(
-            c.from_pod("client", &sticky).as_deref(),
+            c.ask_pod("client", &sticky).as_deref(),
             Some(first.as_str())
         );
     }
@@ -557,11 +555,9 @@ fn services(c: &mut Cluster) {
 
     let one = c.web_scaled(1);
     c.answers_become("ClusterIP after scaling down", &one, |c| {
-        c.from_pod("client", &cluster_url)
+        c.ask_pod("client", &cluster_url)
     });
-    c.answers_become("NodePort after scaling down", &one, |c| {
-        c.from_node(&np_url)
-    });
+    c.answers_become("NodePort after scaling down", &one, |c| c.ask_node(&np_url));
 }
 
 /// A container's hostPort reaches it on the node's address, through skiff-bridge's portMappings.
@@ -585,10 +581,10 @@ spec:
         curl(Command::new("curl"), &url)
     });
     assert_eq!(from_host, "hostport");
-    let from_pod = c.until("hostPort from a pod", Duration::from_secs(30), |c| {
-        c.from_pod("client", &url)
+    let ask_pod = c.until("hostPort from a pod", Duration::from_secs(30), |c| {
+        c.ask_pod("client", &url)
     });
-    assert_eq!(from_pod, "hostport");
+    assert_eq!(ask_pod, "hostport");
 }
 
 /// hostPath volumes of every type: what is there is checked against the type, the …OrCreate types
