@@ -176,7 +176,7 @@ impl ControlPlane {
             .arg(self.dir.join("kubeadm.yaml"));
         match phase.first() {
             Some(&"kubeconfig") => c.arg("--kubeconfig-dir").arg(&self.dir),
-            Some(&"upload-config" | &"bootstrap-token") => {
+            Some(&"upload-config" | &"bootstrap-token" | &"addon") => {
                 c.arg("--kubeconfig").arg(self.admin_kubeconfig())
             }
             _ => &mut c,

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod loopback;
 pub mod netns_node;
 pub mod node;
+pub mod node_netns;
 pub mod skiff_node;
 pub mod stale;
 

@@ -19,6 +19,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// A node's directories: what kubeadm writes, what skiffd keeps, and `kubelet` as a link to skiffd.
 pub struct NodeDir {
     pub dir: PathBuf,
+    /// The network namespace skiffd runs in (a path under /run/netns); the test's own when `None`.
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for NodeDir {
@@ -69,7 +71,7 @@ impl NodeDir {
             .map(|r| format!("[registries.\"registry.skiff.test\"]\nmirrors = [\"http://{r}\"]\n"))
             .unwrap_or_default();
         std::fs::write(dir.join("registries.toml"), mirrors).unwrap();
-        NodeDir { dir }
+        NodeDir { dir, netns: None }
     }
 
     pub fn etc(&self, f: &str) -> PathBuf {
@@ -87,7 +89,17 @@ impl NodeDir {
     /// `kubelet` with the flags kubeadm's drop-in passes, its paths redirected to this node's
     /// directories, and skiffd's own configuration.
     pub fn kubelet(&self, extra: &[String]) -> Command {
-        let mut c = Command::new(self.dir.join("bin/kubelet"));
+        let kubelet = self.dir.join("bin/kubelet");
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(kubelet);
+                c
+            }
+            None => Command::new(kubelet),
+        };
         c.arg(format!(
             "--bootstrap-kubeconfig={}",
             self.etc("bootstrap-kubelet.conf").display()

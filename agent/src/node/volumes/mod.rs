@@ -1,12 +1,14 @@
 //! The pod's volumes as host directories under `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`,
 //! mounted into containers through the CRI: the projected service-account volume admission adds to
 //! every pod ([`projected`], [`token`]), configMap and secret volumes ([`objects`]), downwardAPI
-//! volumes ([`downward`]), emptyDir ([`empty_dir`]). File contents go through kubelet's atomic
-//! `..data` swap ([`atomic`]); `subPath` mounts are resolved safely by [`subpath`].
+//! volumes ([`downward`]), emptyDir ([`empty_dir`]), the node's own paths ([`host_path`]). File
+//! contents go through kubelet's atomic `..data` swap ([`atomic`]); `subPath` mounts are
+//! resolved safely by [`subpath`].
 
 pub mod atomic;
 pub mod downward;
 pub mod empty_dir;
+pub mod host_path;
 pub mod objects;
 pub mod projected;
 pub mod subpath;
@@ -81,9 +83,13 @@ impl PodVolumes {
         let mut out = HashMap::new();
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             // The downward API reads only the pod: rendered at every sync, so label changes show.
+            // A hostPath is checked once, when the pod first mounts it, as kubelet does: a socket
+            // its daemon re-creates must not take a running pod's volumes away meanwhile.
             let cached = v.downward_api.is_none();
             let path = match self.fresh.get(&v.name) {
-                Some((path, at)) if cached && at.elapsed() < REFRESH => path.clone(),
+                Some((path, at)) if cached && (at.elapsed() < REFRESH || v.host_path.is_some()) => {
+                    path.clone()
+                }
                 last => {
                     let last = last.map(|(p, _)| p.clone());
                     let path = match (self.one(client, pod, v, node).await, last) {
@@ -135,6 +141,8 @@ impl PodVolumes {
             let dir = at("empty-dir");
             empty_dir::setup(&dir, &v.name, e, pod, node)?;
             return Ok(dir);
+        } else if let Some(h) = &v.host_path {
+            return host_path::setup(&v.name, h);
         } else {
             return Err(Error::volume(
                 &v.name,
