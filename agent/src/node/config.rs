@@ -50,6 +50,8 @@ pub struct KubeletConfiguration {
     pub eviction_soft: BTreeMap<String, String>,
     pub container_log_max_size: String,
     pub container_log_max_files: u32,
+    /// How often log sizes are checked (kubelet reads this field from v1.30 on; 10 s).
+    pub container_log_monitor_interval: Option<String>,
     pub fail_swap_on: bool,
     pub address: String,
     pub port: u16,
@@ -116,6 +118,7 @@ impl Default for KubeletConfiguration {
             eviction_soft: BTreeMap::new(),
             container_log_max_size: "10Mi".into(),
             container_log_max_files: 5,
+            container_log_monitor_interval: None,
             fail_swap_on: true,
             address: "0.0.0.0".into(),
             port: 10250,
@@ -201,6 +204,27 @@ impl KubeletConfiguration {
     /// How often an unchanged status is still posted (`nodeStatusReportFrequency`, 5 min).
     pub fn status_report_frequency(&self) -> Result<Duration, String> {
         duration_or(&self.node_status_report_frequency, Duration::from_secs(300))
+    }
+
+    /// When container logs are rotated: `containerLogMaxSize`, `containerLogMaxFiles` and
+    /// `containerLogMonitorInterval`, checked as kubelet checks them.
+    pub fn log_policy(&self) -> Result<crate::node::logs::rotate::Policy, String> {
+        let size = quantity::parse(&self.container_log_max_size)
+            .map_err(|e| format!("containerLogMaxSize: {e}"))?;
+        if size < 1.0 {
+            return Err("containerLogMaxSize must be positive".into());
+        }
+        if self.container_log_max_files < 2 {
+            return Err("containerLogMaxFiles must be greater than 1".into());
+        }
+        Ok(crate::node::logs::rotate::Policy {
+            max_size: size as u64,
+            max_files: self.container_log_max_files as usize,
+            interval: duration_or(
+                &self.container_log_monitor_interval,
+                Duration::from_secs(10),
+            )?,
+        })
     }
 
     /// The hard eviction thresholds, signal → amount.

@@ -10,12 +10,14 @@ pub mod config;
 pub mod healthz;
 pub mod kubeconfig;
 pub mod lease;
+pub mod logs;
 pub mod machine;
 pub mod pki;
 pub mod pods;
 pub mod pressure;
 pub mod quantity;
 pub mod register;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 
@@ -71,6 +73,7 @@ pub struct Settings {
     pub register_node: bool,
     pub provider_id: Option<String>,
     pub pod_logs_dir: PathBuf,
+    pub log_policy: logs::rotate::Policy,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
 }
@@ -137,6 +140,7 @@ impl Settings {
             register_node: f.register_node.unwrap_or(c.register_node),
             provider_id: f.provider_id.clone().or_else(|| c.provider_id.clone()),
             pod_logs_dir: c.pod_logs_dir.clone(),
+            log_policy: c.log_policy()?,
             cluster_dns: c.cluster_dns.clone(),
             cluster_domain: c.cluster_domain.clone(),
         })
@@ -204,6 +208,10 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
     };
     tokio::spawn(lease::run(holder, clients.clone()));
     tokio::spawn(pods::run(ctx.clone(), clients.clone()));
+    tokio::spawn(logs::rotate::run(
+        ctx.daemon.clone(),
+        ctx.settings.log_policy.clone(),
+    ));
     status::run(ctx.clone(), node, clients).await;
     Ok(())
 }
