@@ -4,6 +4,7 @@
 //!
 //! The pods bound to the node run through the CRI layer in-process ([`pods`], [`volumes`]).
 
+pub mod api;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
@@ -73,6 +74,8 @@ pub struct Settings {
     pub pod_logs_dir: PathBuf,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    /// The kubelet API's address, TLS and access control.
+    pub api: api::ApiSettings,
 }
 
 impl Settings {
@@ -139,6 +142,7 @@ impl Settings {
             pod_logs_dir: c.pod_logs_dir.clone(),
             cluster_dns: c.cluster_dns.clone(),
             cluster_domain: c.cluster_domain.clone(),
+            api: api::ApiSettings::new(&c)?,
         })
     }
 
@@ -181,8 +185,11 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         bootstrap_kubeconfig: s.bootstrap_kubeconfig.clone(),
         cert_dir: s.cert_dir.clone(),
     };
+    let listener = api::server::bind(s.api.addr).await?;
     let identity = bootstrap::obtain(start, &paths, &s.node_name).await;
     let (tx, clients) = watch::channel(identity.kubeconfig.client()?);
+    let pods = pods::watch::start(clients.clone(), s.node_name.clone());
+    api::server::start(listener, ctx.clone(), clients.clone(), pods.clone())?;
     if s.rotate_certificates {
         tokio::spawn(bootstrap::rotate(
             identity,
@@ -203,7 +210,7 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         duration_seconds: s.lease_seconds,
     };
     tokio::spawn(lease::run(holder, clients.clone()));
-    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
+    tokio::spawn(pods::run(ctx.clone(), clients.clone(), pods));
     status::run(ctx.clone(), node, clients).await;
     Ok(())
 }
