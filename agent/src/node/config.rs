@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::quantity::{self, Amount};
 
@@ -26,7 +26,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct KubeletConfiguration {
     pub api_version: String,
@@ -42,6 +42,9 @@ pub struct KubeletConfiguration {
     pub rotate_certificates: bool,
     #[serde(rename = "serverTLSBootstrap")]
     pub server_tls_bootstrap: bool,
+    /// The kubelet API's serving certificate and key; without them the node makes its own.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
     pub max_pods: u32,
     pub pod_pids_limit: Option<i64>,
     pub system_reserved: BTreeMap<String, String>,
@@ -69,7 +72,7 @@ pub struct KubeletConfiguration {
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Authentication {
     pub anonymous: Enabled,
@@ -77,23 +80,37 @@ pub struct Authentication {
     pub x509: X509,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Enabled {
     pub enabled: Option<bool>,
+    /// How long a token review's answer is kept (the webhook's; 2 min when zero).
+    #[serde(rename = "cacheTTL", skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct X509 {
     #[serde(rename = "clientCAFile")]
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Authorization {
     pub mode: Option<String>,
+    pub webhook: AuthorizationWebhook,
+}
+
+/// How long SubjectAccessReview answers are kept (5 min allowed, 30 s denied when zero).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AuthorizationWebhook {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
 }
 
 impl Default for KubeletConfiguration {
@@ -110,6 +127,8 @@ impl Default for KubeletConfiguration {
             authorization: Authorization::default(),
             rotate_certificates: false,
             server_tls_bootstrap: false,
+            tls_cert_file: None,
+            tls_private_key_file: None,
             max_pods: 110,
             pod_pids_limit: None,
             system_reserved: BTreeMap::new(),
@@ -188,6 +207,9 @@ impl KubeletConfiguration {
         if c.healthz_port == 0 {
             c.healthz_port = 10248;
         }
+        if c.port == 0 {
+            c.port = 10250;
+        }
         // Checked now, so that a typo stops the start instead of a status loop.
         c.status_update_frequency().map_err(err)?;
         c.status_report_frequency().map_err(err)?;
@@ -261,7 +283,7 @@ impl KubeletConfiguration {
     }
 }
 
-fn duration_or(v: &Option<String>, default: Duration) -> Result<Duration, String> {
+pub fn duration_or(v: &Option<String>, default: Duration) -> Result<Duration, String> {
     match v.as_deref().map(go_duration).transpose()? {
         Some(d) if !d.is_zero() => Ok(d),
         _ => Ok(default),

@@ -4,6 +4,7 @@
 //!
 //! The pods bound to the node run through the CRI layer in-process ([`pods`], [`volumes`]).
 
+pub mod api;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
@@ -76,6 +77,8 @@ pub struct Settings {
     pub log_policy: logs::rotate::Policy,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    /// The kubelet API's address, TLS and access control.
+    pub api: api::ApiSettings,
 }
 
 impl Settings {
@@ -143,6 +146,7 @@ impl Settings {
             log_policy: c.log_policy()?,
             cluster_dns: c.cluster_dns.clone(),
             cluster_domain: c.cluster_domain.clone(),
+            api: api::ApiSettings::new(&c)?,
         })
     }
 
@@ -185,8 +189,11 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         bootstrap_kubeconfig: s.bootstrap_kubeconfig.clone(),
         cert_dir: s.cert_dir.clone(),
     };
+    let listener = api::server::bind(s.api.addr).await?;
     let identity = bootstrap::obtain(start, &paths, &s.node_name).await;
     let (tx, clients) = watch::channel(identity.kubeconfig.client()?);
+    let pods = pods::watch::start(clients.clone(), s.node_name.clone());
+    api::server::start(listener, ctx.clone(), clients.clone(), pods.clone())?;
     if s.rotate_certificates {
         tokio::spawn(bootstrap::rotate(
             identity,
@@ -207,7 +214,7 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         duration_seconds: s.lease_seconds,
     };
     tokio::spawn(lease::run(holder, clients.clone()));
-    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
+    tokio::spawn(pods::run(ctx.clone(), clients.clone(), pods));
     tokio::spawn(logs::rotate::run(
         ctx.daemon.clone(),
         ctx.settings.log_policy.clone(),

@@ -135,7 +135,8 @@ impl NodeDir {
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  cgroupDriver: cgroupfs\nhealthzBindAddress: 127.0.0.1\nhealthzPort: {healthz_port}\n\
-                 rotateCertificates: true\nnodeStatusReportFrequency: 0s\n"
+                 rotateCertificates: true\nnodeStatusReportFrequency: 0s\nport: {}\n",
+                free_port(Ipv4Addr::UNSPECIFIED)
             ),
         )
         .unwrap();
@@ -256,6 +257,8 @@ pub fn condition(node: &Value, t: &str) -> Value {
 /// A node joined by `kubeadm join`, Ready, with skiffd running as its kubelet.
 pub struct Joined {
     pub skiffd: Daemon,
+    /// The port of its kubelet API (HTTPS, on every address).
+    pub kubelet_port: u16,
     pub name: String,
     /// skiffd's command line: kubeadm's flags and the test's.
     pub args: Vec<String>,
@@ -307,7 +310,17 @@ pub fn join(
             .ok()
             .filter(|t| t.contains("kind:"))
     });
-    std::fs::write(&config, format!("{text}\n{config_extra}\n")).unwrap();
+    // kubeadm's paths are the node's directory here; the kubelet API gets a port of its own.
+    let text = text.replace(
+        "/etc/kubernetes/pki/ca.crt",
+        &node.etc("pki/ca.crt").display().to_string(),
+    );
+    let kubelet_port = free_port(Ipv4Addr::UNSPECIFIED);
+    std::fs::write(
+        &config,
+        format!("{text}\nport: {kubelet_port}\n{config_extra}\n"),
+    )
+    .unwrap();
     let mut skiffd = node.spawn(&args);
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
         skiffd.assert_running();
@@ -325,6 +338,7 @@ pub fn join(
     });
     Joined {
         skiffd,
+        kubelet_port,
         name: name.into(),
         args,
         node,
