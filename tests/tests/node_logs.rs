@@ -15,8 +15,9 @@ use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
 use skiff_tests::k8s::ControlPlane;
 use skiff_tests::registry::Registry;
 
-/// Rotation settings small enough to rotate within seconds.
-const LOG_MAX_FILES: usize = 3;
+/// Rotation settings small enough to rotate within seconds; four files, so that one rotated file
+/// is old enough to be compressed.
+const LOG_MAX_FILES: usize = 4;
 
 struct Cluster {
     node: Joined,
@@ -119,14 +120,20 @@ impl Cluster {
     }
 
     fn running(&mut self, name: &str) -> Value {
-        self.until(
-            &format!("pod {name} running"),
-            Duration::from_secs(90),
-            |c| {
-                let p = c.pod(name);
-                (p["status"]["phase"] == "Running").then_some(p)
-            },
-        )
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let p = self.pod(name);
+            if p["status"]["phase"] == "Running" {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pod {name} not running: {}\nskiffd:\n{}",
+                serde_json::to_string_pretty(&p).unwrap(),
+                self.node.skiffd.log_tail(60)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// `kubectl logs -f …` as a child whose lines arrive on a channel.
