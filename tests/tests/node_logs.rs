@@ -295,22 +295,24 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
             .contains("previous terminated container \"main\" in pod \"words\" not found"),
         "{out}"
     );
-    let (restarts, previous, current) = c.until(
-        "crash restarted and stable",
-        Duration::from_secs(120),
-        |c| {
-            let r = c.pod("crash")["status"]["containerStatuses"][0]["restartCount"].as_u64()?;
-            if r == 0 {
-                return None;
-            }
-            let prev = c.kubectl(&["logs", "crash", "--previous"]);
-            let cur = c.kubectl(&["logs", "crash"]);
-            let again =
-                c.pod("crash")["status"]["containerStatuses"][0]["restartCount"].as_u64()?;
-            (prev.success() && cur.success() && again == r && !cur.stdout.is_empty())
-                .then(|| (r, prev.stdout, cur.stdout))
-        },
-    );
+    let (restarts, previous, current) =
+        c.until(
+            "crash restarted and stable",
+            Duration::from_secs(120),
+            |c| {
+                let r =
+                    c.pod("crash")["status"]["containerStatuses"][0]["restartCount"].as_u64()?;
+                if r == 0 {
+                    return None;
+                }
+                let prev = c.kubectl(&["logs", "crash", "--previous"]);
+                let cur = c.kubectl(&["logs", "crash"]);
+                let again =
+                    c.pod("crash")["status"]["containerStatuses"][0]["restartCount"].as_u64()?;
+                (prev.success() && cur.success() && again == r && !cur.stdout.is_empty())
+                    .then_some((r, prev.stdout, cur.stdout))
+            },
+        );
     assert_eq!(previous, format!("instance-{restarts}\n"));
     assert_eq!(current, format!("instance-{}\n", restarts + 1));
 
