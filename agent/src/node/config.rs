@@ -329,6 +329,35 @@ pub fn go_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn log_rotation_policy_is_checked() {
+        let c = |extra: &str| {
+            KubeletConfiguration::parse(
+                Path::new("c"),
+                &format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{extra}"),
+            )
+            .unwrap()
+        };
+        let p = c("").log_policy().unwrap();
+        assert_eq!(
+            (p.max_size, p.max_files, p.interval),
+            (10 << 20, 5, Duration::from_secs(10))
+        );
+        let p = c(
+            "containerLogMaxSize: 16Ki\ncontainerLogMaxFiles: 2\ncontainerLogMonitorInterval: 1s\n",
+        )
+        .log_policy()
+        .unwrap();
+        assert_eq!(
+            (p.max_size, p.max_files, p.interval),
+            (16 << 10, 2, Duration::from_secs(1))
+        );
+        let e = c("containerLogMaxFiles: 1\n").log_policy().unwrap_err();
+        assert!(e.contains("containerLogMaxFiles"), "{e}");
+        let e = c("containerLogMaxSize: lots\n").log_policy().unwrap_err();
+        assert!(e.contains("containerLogMaxSize"), "{e}");
+    }
+
     /// What `kubeadm join` writes from the cluster's kubelet-config ConfigMap (v1.28).
     const KUBEADM: &str = r#"apiVersion: kubelet.config.k8s.io/v1beta1
 authentication:
