@@ -488,6 +488,247 @@ fn port_forward(c: &Cluster) {
     }
 }
 
+/// Service accounts: one with no rights, one with `nodes/proxy` get only, one allowed to exec in
+/// its own namespace only.
+const RBAC: &str = "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: nobody, namespace: api-a}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: proxy-reader, namespace: api-a}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ns-exec, namespace: api-a}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: api-test-node-proxy-get}
+rules:
+- {apiGroups: [''], resources: [nodes/proxy], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: api-test-node-proxy-get}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: api-test-node-proxy-get}
+subjects:
+- {kind: ServiceAccount, name: proxy-reader, namespace: api-a}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: exec, namespace: api-a}
+rules:
+- {apiGroups: [''], resources: [pods], verbs: [get]}
+- {apiGroups: [''], resources: [pods/exec], verbs: [create, get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: exec, namespace: api-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: exec}
+subjects:
+- {kind: ServiceAccount, name: ns-exec, namespace: api-a}
+";
+
+fn token(c: &Cluster, sa: &str) -> String {
+    c.cp.kubectl_ok(&["-n", &c.ns, "create", "token", sa])
+        .trim()
+        .to_string()
+}
+
+/// A client certificate for `subject` (`/O=…/CN=…`) signed by `ca` (certificate, key), or by a
+/// new CA of its own; its (certificate, key) files.
+fn client_cert(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    ca: Option<(PathBuf, PathBuf)>,
+) -> (PathBuf, PathBuf) {
+    let f = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let ca = ca.unwrap_or_else(|| {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another-ca",
+            "-keyout",
+            f("ca.key").to_str().unwrap(),
+            "-out",
+            f("ca.crt").to_str().unwrap(),
+        ]);
+        (f("ca.crt"), f("ca.key"))
+    });
+    std::fs::write(f("ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        subject,
+        "-keyout",
+        f("key").to_str().unwrap(),
+        "-out",
+        f("csr").to_str().unwrap(),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        f("csr").to_str().unwrap(),
+        "-CA",
+        ca.0.to_str().unwrap(),
+        "-CAkey",
+        ca.1.to_str().unwrap(),
+        "-CAcreateserial",
+        "-extfile",
+        f("ext").to_str().unwrap(),
+        "-out",
+        f("crt").to_str().unwrap(),
+    ]);
+    (f("crt"), f("key"))
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// Credentials the API server would turn away get nothing from the node either.
+fn access_control(c: &Cluster) {
+    c.apply(RBAC);
+    let forbidden = |who: &str, bearer: &str, method: &str, path: &str| {
+        let auth = format!("Authorization: Bearer {bearer}");
+        let (code, body) = c.curl(method, path, &["-H", &auth]);
+        assert_eq!(code, 403, "{who}: {method} {path}: {body}");
+        assert!(
+            body.contains(&format!("user=system:serviceaccount:api-a:{who}")),
+            "{body}"
+        );
+    };
+    let nobody = token(c, "nobody");
+    for (method, path) in ENDPOINTS {
+        forbidden("nobody", &nobody, method, path);
+    }
+    let (code, body) = c.curl("GET", "/pods", &["-H", "Authorization: Bearer not-a-token"]);
+    assert_eq!(code, 401, "an invalid token: {body}");
+
+    // nodes/proxy get: reads, but not an exec (create).
+    let reader = token(c, "proxy-reader");
+    let auth = format!("Authorization: Bearer {reader}");
+    let (code, body) = c.curl("GET", "/pods", &["-H", &auth]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("PodList"), "{body}");
+    forbidden(
+        "proxy-reader",
+        &reader,
+        "POST",
+        "/exec/api-a/web/app?command=true&output=1",
+    );
+
+    // Exec in its own namespace through the API server; not in another, not at the node.
+    let ns_exec = token(c, "ns-exec");
+    let as_ns_exec = |ns: &str| {
+        let mut cmd = kubectl_command();
+        cmd.env("KUBECONFIG", "/dev/null")
+            .arg(format!("--server={}", c.cp.server_url()))
+            .arg(format!(
+                "--certificate-authority={}",
+                c.cp.pki().join("ca.crt").display()
+            ))
+            .arg(format!("--token={ns_exec}"))
+            .args(["-n", ns, "exec", POD, "-c", "app", "--", "echo", "in"]);
+        cmd.output().expect("run kubectl")
+    };
+    let own = as_ns_exec(&c.ns);
+    assert!(
+        own.status.success() && text(&own.stdout) == "in\n",
+        "{}",
+        text(&own.stderr)
+    );
+    let other = as_ns_exec(OTHER_NS);
+    assert!(!other.status.success(), "exec into {OTHER_NS} was allowed");
+    assert!(
+        text(&other.stderr).contains("forbidden"),
+        "{}",
+        text(&other.stderr)
+    );
+    forbidden(
+        "ns-exec",
+        &ns_exec,
+        "POST",
+        "/exec/api-b/web/app?command=true&output=1",
+    );
+    forbidden(
+        "ns-exec",
+        &ns_exec,
+        "POST",
+        "/exec/api-a/web/app?command=true&output=1",
+    );
+
+    // Client certificates: the cluster CA's are users (authorized as such), another CA's fail
+    // the handshake.
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_ca = Some((c.cp.pki().join("ca.crt"), c.cp.pki().join("ca.key")));
+    let (crt, key) = client_cert(dir.path(), "stranger", "/CN=stranger", cluster_ca.clone());
+    let with = |crt: &Path, key: &Path| {
+        c.curl(
+            "GET",
+            "/pods",
+            &[
+                "--cert",
+                crt.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, body) = with(&crt, &key);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("user=stranger"), "{body}");
+    let (crt, key) = client_cert(
+        dir.path(),
+        "admin",
+        "/O=system:masters/CN=admin",
+        cluster_ca,
+    );
+    assert_eq!(with(&crt, &key).0, 200);
+    let (crt, key) = client_cert(
+        dir.path(),
+        "intruder",
+        "/O=system:masters/CN=intruder",
+        None,
+    );
+    let (code, body) = with(&crt, &key);
+    assert_eq!(code, 0, "another CA's certificate got an answer: {body}");
+
+    // Only the healthz port answers plain HTTP, and only on loopback.
+    let port = c
+        .node
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("--healthz-port="))
+        .expect("--healthz-port");
+    let (code, body) = curl(&format!("http://127.0.0.1:{port}/healthz"), "GET", &[]);
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let (code, _) = curl(&format!("http://{}:{port}/healthz", c.cp.ip), "GET", &[]);
+    assert_eq!(code, 0, "healthz answered off loopback");
+}
+
 #[test]
 fn kubelet_api_serves_the_api_server_and_refuses_others() {
     let c = cluster();
@@ -499,4 +740,5 @@ fn kubelet_api_serves_the_api_server_and_refuses_others() {
     }
     attach(&c);
     port_forward(&c);
+    access_control(&c);
 }
