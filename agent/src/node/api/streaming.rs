@@ -83,6 +83,13 @@ pub fn serve(d: &Daemon, kind: Kind, rest: &[&str], req: Request<Incoming>) -> R
         Ok(p) => p,
         Err((status, msg)) => return reply::text(status, &msg),
     };
+    let transport = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_ascii_lowercase();
+    tracing::info!(kind = ?kind, path = %req.uri().path(), %transport, "kubelet API stream");
     reply::boxed(crate::stream::server::upgrade(server, req, pending))
 }
 
