@@ -4,12 +4,11 @@
 //! every byte on the streaming side is written and read by client-go's own SPDY/3.1 and WebSocket
 //! code — the code `crictl` runs too.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use skiff_tests::console::Pty;
+use skiff_tests::console::{openpty, set_size, Pty};
 use skiff_tests::cri::{
     bridge_conflist, container_config, host_network, pod_config, Options, Pod, Skiffd,
 };
@@ -152,38 +151,6 @@ async fn kubectl_exec_streams_a_large_output_whole() {
         assert_eq!(bad, None, "{transport}: output differs at line {bad:?}");
     }
     d.stop_and_remove_pod(&pod.id).await;
-}
-
-fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: fd is an open pty; ws outlives the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
-}
-
-/// A new pty pair, `rows`×`cols`: (master, slave).
-fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: both out-pointers are valid; name, termios and winsize may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty returned two fresh descriptors that nothing else owns.
-    let pair = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    set_size(&pair.0, rows, cols);
-    pair
 }
 
 /// `kubectl exec -it` in its own session on a new terminal: kubectl puts it in raw mode, sends its

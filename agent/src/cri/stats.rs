@@ -7,7 +7,7 @@
 mod cgroup;
 mod disk;
 mod metrics;
-mod net;
+pub mod net;
 mod procs;
 mod rate;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::quantity::{self, Amount};
 
@@ -26,7 +26,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct KubeletConfiguration {
     pub api_version: String,
@@ -42,6 +42,9 @@ pub struct KubeletConfiguration {
     pub rotate_certificates: bool,
     #[serde(rename = "serverTLSBootstrap")]
     pub server_tls_bootstrap: bool,
+    /// The kubelet API's serving certificate and key; without them the node makes its own.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
     pub max_pods: u32,
     pub pod_pids_limit: Option<i64>,
     pub system_reserved: BTreeMap<String, String>,
@@ -50,6 +53,8 @@ pub struct KubeletConfiguration {
     pub eviction_soft: BTreeMap<String, String>,
     pub container_log_max_size: String,
     pub container_log_max_files: u32,
+    /// How often log sizes are checked (kubelet reads this field from v1.30 on; 10 s).
+    pub container_log_monitor_interval: Option<String>,
     pub fail_swap_on: bool,
     pub address: String,
     pub port: u16,
@@ -67,7 +72,7 @@ pub struct KubeletConfiguration {
     pub provider_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Authentication {
     pub anonymous: Enabled,
@@ -75,23 +80,37 @@ pub struct Authentication {
     pub x509: X509,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Enabled {
     pub enabled: Option<bool>,
+    /// How long a token review's answer is kept (the webhook's; 2 min when zero).
+    #[serde(rename = "cacheTTL", skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct X509 {
     #[serde(rename = "clientCAFile")]
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Authorization {
     pub mode: Option<String>,
+    pub webhook: AuthorizationWebhook,
+}
+
+/// How long SubjectAccessReview answers are kept (5 min allowed, 30 s denied when zero).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AuthorizationWebhook {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
 }
 
 impl Default for KubeletConfiguration {
@@ -108,6 +127,8 @@ impl Default for KubeletConfiguration {
             authorization: Authorization::default(),
             rotate_certificates: false,
             server_tls_bootstrap: false,
+            tls_cert_file: None,
+            tls_private_key_file: None,
             max_pods: 110,
             pod_pids_limit: None,
             system_reserved: BTreeMap::new(),
@@ -116,6 +137,7 @@ impl Default for KubeletConfiguration {
             eviction_soft: BTreeMap::new(),
             container_log_max_size: "10Mi".into(),
             container_log_max_files: 5,
+            container_log_monitor_interval: None,
             fail_swap_on: true,
             address: "0.0.0.0".into(),
             port: 10250,
@@ -185,6 +207,9 @@ impl KubeletConfiguration {
         if c.healthz_port == 0 {
             c.healthz_port = 10248;
         }
+        if c.port == 0 {
+            c.port = 10250;
+        }
         // Checked now, so that a typo stops the start instead of a status loop.
         c.status_update_frequency().map_err(err)?;
         c.status_report_frequency().map_err(err)?;
@@ -201,6 +226,27 @@ impl KubeletConfiguration {
     /// How often an unchanged status is still posted (`nodeStatusReportFrequency`, 5 min).
     pub fn status_report_frequency(&self) -> Result<Duration, String> {
         duration_or(&self.node_status_report_frequency, Duration::from_secs(300))
+    }
+
+    /// When container logs are rotated: `containerLogMaxSize`, `containerLogMaxFiles` and
+    /// `containerLogMonitorInterval`, checked as kubelet checks them.
+    pub fn log_policy(&self) -> Result<crate::node::logs::rotate::Policy, String> {
+        let size = quantity::parse(&self.container_log_max_size)
+            .map_err(|e| format!("containerLogMaxSize: {e}"))?;
+        if size < 1.0 {
+            return Err("containerLogMaxSize must be positive".into());
+        }
+        if self.container_log_max_files < 2 {
+            return Err("containerLogMaxFiles must be greater than 1".into());
+        }
+        Ok(crate::node::logs::rotate::Policy {
+            max_size: size as u64,
+            max_files: self.container_log_max_files as usize,
+            interval: duration_or(
+                &self.container_log_monitor_interval,
+                Duration::from_secs(10),
+            )?,
+        })
     }
 
     /// The hard eviction thresholds, signal → amount.
@@ -237,7 +283,7 @@ impl KubeletConfiguration {
     }
 }
 
-fn duration_or(v: &Option<String>, default: Duration) -> Result<Duration, String> {
+pub fn duration_or(v: &Option<String>, default: Duration) -> Result<Duration, String> {
     match v.as_deref().map(go_duration).transpose()? {
         Some(d) if !d.is_zero() => Ok(d),
         _ => Ok(default),
@@ -282,6 +328,35 @@ pub fn go_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_rotation_policy_is_checked() {
+        let c = |extra: &str| {
+            KubeletConfiguration::parse(
+                Path::new("c"),
+                &format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{extra}"),
+            )
+            .unwrap()
+        };
+        let p = c("").log_policy().unwrap();
+        assert_eq!(
+            (p.max_size, p.max_files, p.interval),
+            (10 << 20, 5, Duration::from_secs(10))
+        );
+        let p = c(
+            "containerLogMaxSize: 16Ki\ncontainerLogMaxFiles: 2\ncontainerLogMonitorInterval: 1s\n",
+        )
+        .log_policy()
+        .unwrap();
+        assert_eq!(
+            (p.max_size, p.max_files, p.interval),
+            (16 << 10, 2, Duration::from_secs(1))
+        );
+        let e = c("containerLogMaxFiles: 1\n").log_policy().unwrap_err();
+        assert!(e.contains("containerLogMaxFiles"), "{e}");
+        let e = c("containerLogMaxSize: lots\n").log_policy().unwrap_err();
+        assert!(e.contains("containerLogMaxSize"), "{e}");
+    }
 
     /// What `kubeadm join` writes from the cluster's kubelet-config ConfigMap (v1.28).
     const KUBEADM: &str = r#"apiVersion: kubelet.config.k8s.io/v1beta1

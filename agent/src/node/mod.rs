@@ -4,12 +4,14 @@
 //!
 //! The pods bound to the node run through the CRI layer in-process ([`pods`], [`volumes`]).
 
+pub mod api;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod healthz;
 pub mod kubeconfig;
 pub mod lease;
+pub mod logs;
 pub mod machine;
 pub mod network;
 pub mod pki;
@@ -17,6 +19,7 @@ pub mod pods;
 pub mod pressure;
 pub mod quantity;
 pub mod register;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 
@@ -73,10 +76,13 @@ pub struct Settings {
     pub fail_swap_on: bool,
     pub provider_id: Option<String>,
     pub pod_logs_dir: PathBuf,
+    pub log_policy: logs::rotate::Policy,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
     /// The node's resolver configuration, which `dnsPolicy: Default` pods get.
     pub resolv_conf: PathBuf,
+    /// The kubelet API's address, TLS and access control.
+    pub api: api::ApiSettings,
 }
 
 impl Settings {
@@ -142,9 +148,11 @@ impl Settings {
             fail_swap_on: f.fail_swap_on.unwrap_or(c.fail_swap_on),
             provider_id: f.provider_id.clone().or_else(|| c.provider_id.clone()),
             pod_logs_dir: c.pod_logs_dir.clone(),
+            log_policy: c.log_policy()?,
             cluster_dns: c.cluster_dns.clone(),
             cluster_domain: c.cluster_domain.clone(),
             resolv_conf: c.resolv_conf.clone(),
+            api: api::ApiSettings::new(&c)?,
         })
     }
 
@@ -206,8 +214,11 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         bootstrap_kubeconfig: s.bootstrap_kubeconfig.clone(),
         cert_dir: s.cert_dir.clone(),
     };
+    let listener = api::server::bind(s.api.addr).await?;
     let identity = bootstrap::obtain(start, &paths, &s.node_name).await;
     let (tx, clients) = watch::channel(identity.kubeconfig.client()?);
+    let pods = pods::watch::start(clients.clone(), s.node_name.clone());
+    api::server::start(listener, ctx.clone(), clients.clone(), pods.clone())?;
     if s.rotate_certificates {
         tokio::spawn(bootstrap::rotate(
             identity,
@@ -228,8 +239,12 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         duration_seconds: s.lease_seconds,
     };
     tokio::spawn(lease::run(holder, clients.clone()));
-    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
+    tokio::spawn(pods::run(ctx.clone(), clients.clone(), pods));
     tokio::spawn(network::run(ctx.clone(), clients.clone()));
+    tokio::spawn(logs::rotate::run(
+        ctx.daemon.clone(),
+        ctx.settings.log_policy.clone(),
+    ));
     status::run(ctx.clone(), node, clients).await;
     Ok(())
 }

@@ -267,7 +267,8 @@ where
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+/// The answer to a streaming request: a short text, or the switch to the upgraded protocol.
+pub type Reply = Response<Full<Bytes>>;
 
 fn plain(status: StatusCode, msg: &str) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
@@ -295,6 +296,13 @@ fn route(server: &Arc<Server>, req: Request<Incoming>) -> Reply {
         Ok(r) => r,
         Err(e) => return plain(StatusCode::NOT_FOUND, &e.to_string()),
     };
+    upgrade(server, req, pending)
+}
+
+/// Upgrades `req` to the transport it asks for and serves `pending` over it with the server's
+/// handler: the end of a token's redemption, and what the kubelet API calls directly (it has
+/// authorized the request itself and needs no URL).
+pub fn upgrade(server: &Arc<Server>, req: Request<Incoming>, pending: token::Request) -> Reply {
     let upgrade = req
         .headers()
         .get(header::UPGRADE)

@@ -147,7 +147,8 @@ impl NodeDir {
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  cgroupDriver: cgroupfs\nhealthzBindAddress: 127.0.0.1\nhealthzPort: {healthz_port}\n\
-                 rotateCertificates: true\nnodeStatusReportFrequency: 0s\n"
+                 rotateCertificates: true\nnodeStatusReportFrequency: 0s\nport: {}\n",
+                free_port(Ipv4Addr::UNSPECIFIED)
             ),
         )
         .unwrap();
@@ -270,6 +271,8 @@ pub struct Joined {
     pub skiffd: Daemon,
     /// When skiffd was started (after kubeadm had written its flags).
     pub started: Instant,
+    /// The port of its kubelet API (HTTPS, on every address).
+    pub kubelet_port: u16,
     pub name: String,
     /// skiffd's command line: kubeadm's flags and the test's.
     pub args: Vec<String>,
@@ -336,7 +339,17 @@ pub fn join_with(
             .ok()
             .filter(|t| t.contains("kind:"))
     });
-    std::fs::write(&config, format!("{text}\n{config_extra}\n")).unwrap();
+    // kubeadm's paths are the node's directory here; the kubelet API gets a port of its own.
+    let text = text.replace(
+        "/etc/kubernetes/pki/ca.crt",
+        &node.etc("pki/ca.crt").display().to_string(),
+    );
+    let kubelet_port = free_port(Ipv4Addr::UNSPECIFIED);
+    std::fs::write(
+        &config,
+        format!("{text}\nport: {kubelet_port}\n{config_extra}\n"),
+    )
+    .unwrap();
     let mut skiffd = spawn(&node, &args);
     let started = Instant::now();
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
@@ -356,6 +369,7 @@ pub fn join_with(
     Joined {
         skiffd,
         started,
+        kubelet_port,
         name: name.into(),
         args,
         node,

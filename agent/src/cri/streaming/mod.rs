@@ -119,7 +119,12 @@ fn url(d: &Daemon, req: token::Request) -> Result<String, Status> {
 
 /// The stream combination kubelet accepts: at least one stream, and no stderr with a TTY (the
 /// terminal merges it into stdout).
-fn check_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<(), Status> {
+pub(crate) fn check_streams(
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) -> Result<(), Status> {
     if !(stdin || stdout || stderr) {
         return Err(invalid("one of stdin, stdout or stderr must be set"));
     }

@@ -32,10 +32,14 @@ pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// How often every worker looks again without being told: containers exit on their own.
 pub const RESYNC: Duration = Duration::from_secs(1);
 
-/// Runs the pods bound to the node until skiffd stops: one worker per pod the API lists, started
-/// when it appears and told when it goes; sandboxes of pods the API no longer has are torn down.
-pub async fn run(ctx: Arc<NodeContext>, clients: chan::Receiver<kube::Client>) {
-    let mut pods = watch::start(clients.clone(), ctx.settings.node_name.clone());
+/// Runs the pods bound to the node (`pods`, followed by [`watch::start`]) until skiffd stops: one
+/// worker per pod the API lists, started when it appears and told when it goes; sandboxes of pods
+/// the API no longer has are torn down.
+pub async fn run(
+    ctx: Arc<NodeContext>,
+    clients: chan::Receiver<kube::Client>,
+    mut pods: chan::Receiver<watch::Snapshot>,
+) {
     let mut workers: BTreeMap<String, chan::Sender<Option<Pod>>> = BTreeMap::new();
     loop {
         let snapshot = pods.borrow_and_update().clone();
