@@ -3,11 +3,14 @@
 //! the spec and reports [`status`]; [`delete`] ends them gracefully.
 
 pub mod containers;
+pub mod deadline;
 pub mod delete;
 pub mod env;
 pub mod probes;
+pub mod pull_secrets;
 pub mod sandbox;
 pub mod security;
+pub mod sidecar;
 pub mod status;
 pub mod watch;
 pub mod worker;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::watch as chan;
 
 use super::containers::{self, State, Target};
+use super::deadline::{self, Verdict};
 use super::{delete, probes, sandbox, status, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
 use crate::node::volumes::{self, PodVolumes};
@@ -24,6 +25,8 @@ struct Worker {
     containers: State,
     readiness: probes::Prober,
     reported: Option<Value>,
+    /// Set once the node has ended the pod itself (its deadline passed).
+    verdict: Option<Verdict>,
 }
 
 /// Runs the pod `rx` carries until it is gone (`None`) or deleted.
@@ -44,6 +47,7 @@ pub async fn run(
         containers: State::default(),
         readiness: probes::Prober::new(probes::Kind::Readiness),
         reported: None,
+        verdict: None,
     };
     let mut last = first;
     loop {
@@ -86,15 +90,34 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    /// A pod is finished when its phase is terminal: nothing is started for it any more.
-    fn finished(pod: &Pod) -> bool {
-        matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded") | Some("Failed")
-        )
+    /// A pod is finished when its phase is terminal (or the node has ended it): nothing is started
+    /// for it any more.
+    fn finished(&self, pod: &Pod) -> bool {
+        self.verdict.is_some()
+            || matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            )
+    }
+
+    /// Past `activeDeadlineSeconds`: every container is killed with the pod's grace period, the
+    /// sandbox kept for the final status.
+    async fn enforce_deadline(&mut self, pod: &Pod) {
+        if self.finished(pod) {
+            return;
+        }
+        let Some(v) = deadline::check(pod, k8s_openapi::chrono::Utc::now()) else {
+            return;
+        };
+        tracing::info!(pod = ?pod.metadata.name, "active deadline exceeded: killing the pod's containers");
+        for sb in sandbox::of_pod(&self.ctx.daemon, &self.uid).await {
+            delete::stop_containers(&self.ctx.daemon, &sb.id, delete::grace(pod)).await;
+        }
+        self.verdict = Some(v);
     }
 
     async fn sync(&mut self, pod: &Pod) {
+        self.enforce_deadline(pod).await;
         let mounts = match self.volumes.sync(&self.client(), pod).await {
             Ok(m) => m,
             Err(e) => {
@@ -112,7 +135,7 @@ impl Worker {
             .cloned();
         let sandbox_id = match ready {
             Some(s) => s.id,
-            None if Self::finished(pod) => return,
+            None if self.finished(pod) => return,
             None => match self.start_sandbox(pod, existing.len() as u32).await {
                 Some(id) => id,
                 None => return,
@@ -126,7 +149,7 @@ impl Worker {
         } else {
             sandbox::ips(&d, &sandbox_id).await
         };
-        if !Self::finished(pod) {
+        if !self.finished(pod) {
             let client = self.client();
             let target = Target {
                 client: &client,
@@ -195,7 +218,8 @@ impl Worker {
             instances,
             waiting: &self.containers.waiting,
         };
-        let st = status::compute(&self.ctx.daemon, &observed).await;
+        let mut st = status::compute(&self.ctx.daemon, &observed).await;
+        deadline::hold(pod, self.verdict.as_ref(), &mut st);
         if self.reported.as_ref() == Some(&st) {
             return;
         }
