@@ -73,6 +73,8 @@ pub struct Settings {
     pub pod_logs_dir: PathBuf,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    pub cgroup_root: String,
+    pub cgroups_per_qos: bool,
 }
 
 impl Settings {
@@ -139,6 +141,11 @@ impl Settings {
             pod_logs_dir: c.pod_logs_dir.clone(),
             cluster_dns: c.cluster_dns.clone(),
             cluster_domain: c.cluster_domain.clone(),
+            cgroup_root: f
+                .cgroup_root
+                .clone()
+                .unwrap_or_else(|| c.cgroup_root.clone()),
+            cgroups_per_qos: c.cgroups_per_qos,
         })
     }
 

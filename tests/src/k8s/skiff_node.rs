@@ -80,6 +80,13 @@ impl NodeDir {
         self.dir.join("var-lib-kubelet").join(f)
     }
 
+    /// The cgroup (below every hierarchy's root) this node's `kubepods` goes under, so that nodes of
+    /// tests running side by side keep their pod cgroups apart.
+    pub fn cgroup_root(&self) -> String {
+        let tail = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        format!("skiff-node-{tail}")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("skiff.sock")
     }
@@ -145,6 +152,7 @@ impl NodeDir {
 impl Drop for NodeDir {
     fn drop(&mut self) {
         cri::cleanup(&self.dir);
+        super::cgroup_root::CgroupRoot::remove(&self.cgroup_root());
     }
 }
 
@@ -307,7 +315,12 @@ pub fn join(
             .ok()
             .filter(|t| t.contains("kind:"))
     });
-    std::fs::write(&config, format!("{text}\n{config_extra}\n")).unwrap();
+    let cgroup_root = if config_extra.contains("cgroupRoot:") {
+        String::new()
+    } else {
+        format!("cgroupRoot: /{}\n", node.cgroup_root())
+    };
+    std::fs::write(&config, format!("{text}\n{cgroup_root}{config_extra}\n")).unwrap();
     let mut skiffd = node.spawn(&args);
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
         skiffd.assert_running();

@@ -2,6 +2,7 @@
 //! API, one [`worker`] per pod drives its sandbox ([`sandbox`]) and containers ([`containers`]) toward
 //! the spec and reports [`status`]; [`delete`] ends them gracefully.
 
+pub mod cgroups;
 pub mod containers;
 pub mod deadline;
 pub mod delete;
@@ -44,12 +45,24 @@ pub async fn run(ctx: Arc<NodeContext>, clients: chan::Receiver<kube::Client>) {
             dispatch(&ctx, &clients, &snapshot, &mut workers);
             let known: HashSet<String> = snapshot.keys().cloned().collect();
             delete::orphans(&ctx.daemon, &ctx.settings.root_dir, &known).await;
+            if let Some(layout) = cgroup_layout(&ctx) {
+                cgroups::sweep(&layout, &known);
+            }
         }
         tokio::select! {
             r = pods.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(RESYNC * 5) => {}
         }
     }
+}
+
+/// Where pod cgroups go, unless `cgroupsPerQOS` is off: the CRI layer's driver (the one its
+/// containers' cgroups follow) and the configured root.
+pub fn cgroup_layout(ctx: &NodeContext) -> Option<cgroups::Layout> {
+    ctx.settings.cgroups_per_qos.then(|| cgroups::Layout {
+        driver: ctx.daemon.cgroup_driver,
+        root: ctx.settings.cgroup_root.clone(),
+    })
 }
 
 fn dispatch(

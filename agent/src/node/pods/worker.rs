@@ -12,7 +12,7 @@ use tokio::sync::watch as chan;
 
 use super::containers::{self, State, Target};
 use super::deadline::{self, Verdict};
-use super::{delete, probes, sandbox, status, RESYNC};
+use super::{cgroups, delete, probes, sandbox, status, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
 use crate::node::volumes::{self, PodVolumes};
 use crate::node::NodeContext;
@@ -169,7 +169,20 @@ impl Worker {
     }
 
     async fn start_sandbox(&mut self, pod: &Pod, attempt: u32) -> Option<String> {
-        let config = sandbox::config(&self.ctx.settings, pod, attempt);
+        let mut config = sandbox::config(&self.ctx.settings, pod, attempt);
+        if let Some(layout) = super::cgroup_layout(&self.ctx) {
+            match cgroups::prepare(&layout, pod) {
+                Ok(parent) => {
+                    if let Some(l) = config.linux.as_mut() {
+                        l.cgroup_parent = parent;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pod = ?pod.metadata.name, error = %e, "pod cgroup not made");
+                    return None;
+                }
+            }
+        }
         if let Err(e) = std::fs::create_dir_all(&config.log_directory) {
             tracing::warn!(dir = %config.log_directory, error = %e, "create the pod's log directory");
         }
