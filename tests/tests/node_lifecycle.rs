@@ -25,6 +25,8 @@ fn cluster(registry: &Registry, tag: &str, config_extra: &str) -> Cluster {
     let cp = ControlPlane::start();
     let dir = NodeDir::with_registry(Some(&registry.host()));
     let logs = dir.dir.join("pod-logs");
+    let manifests = dir.dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
     let name = format!("skiff-life-{tag}-{}", std::process::id());
     let node = skiff_node::join(
         &cp,
@@ -33,8 +35,10 @@ fn cluster(registry: &Registry, tag: &str, config_extra: &str) -> Cluster {
         &[],
         // The disk these tests run on may be fuller than kubelet's default thresholds allow.
         &format!(
-            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n{config_extra}",
-            logs.display()
+            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n\
+             staticPodPath: {}\n{config_extra}",
+            logs.display(),
+            manifests.display()
         ),
     );
     let ns = format!("life-{tag}");
@@ -370,6 +374,76 @@ fn pod_lifecycle_on_a_skiff_node() {
     assert_eq!(job["status"]["succeeded"], 1, "{job}");
     let pods = get_json(&c.cp, &["-n", &c.ns, "pods", "-l", "job-name=done"]).unwrap();
     assert_eq!(pods["items"][0]["status"]["phase"], "Succeeded");
+
+    static_pod(&mut c);
+}
+
+/// A static pod from a manifest file runs and has a mirror pod; a deleted mirror comes back while
+/// the pod keeps running; the file removed, the pod and its mirror go.
+fn static_pod(c: &mut Cluster) {
+    let file = c.node.node.dir.join("manifests/web.yaml");
+    // Written beside (hidden: skipped) and renamed, so that skiffd never reads half a manifest.
+    let tmp = c.node.node.dir.join("manifests/.web.yaml.tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: {}
+  labels: {{app: web}}
+spec:
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'exec sleep 3600']
+",
+            c.ns
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let name = format!("web-{}", c.node.name);
+    let first = c.until_pod(&name, "a Running mirror", Duration::from_secs(60), |p| {
+        (p["status"]["phase"] == "Running").then(|| p.clone())
+    });
+    let a = &first["metadata"]["annotations"];
+    assert_eq!(a["kubernetes.io/config.source"], "file", "{a}");
+    assert!(a["kubernetes.io/config.mirror"].is_string(), "{a}");
+    assert_eq!(
+        a["kubernetes.io/config.mirror"],
+        a["kubernetes.io/config.hash"]
+    );
+    assert_eq!(first["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(first["spec"]["nodeName"], c.node.name.as_str());
+    let running = c.containers(&name)["main"][0].id.clone();
+
+    c.kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
+    let old_uid = first["metadata"]["uid"].clone();
+    c.until_pod(&name, "the mirror back", Duration::from_secs(60), |p| {
+        (p["metadata"]["uid"] != old_uid
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    let now = c.containers(&name);
+    assert_eq!(now["main"].len(), 1, "{now:?}");
+    assert_eq!(
+        now["main"][0].id, running,
+        "the static pod was not restarted"
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    wait_for("the mirror gone", Duration::from_secs(60), || {
+        c.get("pod", &name).is_none().then_some(())
+    });
+    wait_for(
+        "the static pod's containers gone",
+        Duration::from_secs(60),
+        || c.containers(&name).is_empty().then_some(()),
+    );
 }
 
 /// The pod's cgroup directory in the v1 hierarchy `controller`.

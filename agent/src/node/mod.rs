@@ -75,6 +75,7 @@ pub struct Settings {
     pub cluster_domain: String,
     pub cgroup_root: String,
     pub cgroups_per_qos: bool,
+    pub static_pod_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -146,6 +147,7 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| c.cgroup_root.clone()),
             cgroups_per_qos: c.cgroups_per_qos,
+            static_pod_path: c.static_pod_path.clone(),
         })
     }
 
@@ -199,6 +201,8 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
             tx,
         ));
     }
+    // Static pods need no registration; pods the API binds wait for the API in any case.
+    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
     if !s.register_node {
         tracing::info!("registerNode is false: not registering the node");
         return std::future::pending().await;
@@ -210,7 +214,6 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         duration_seconds: s.lease_seconds,
     };
     tokio::spawn(lease::run(holder, clients.clone()));
-    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
     status::run(ctx.clone(), node, clients).await;
     Ok(())
 }

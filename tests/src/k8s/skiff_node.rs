@@ -320,6 +320,21 @@ pub fn join(
     } else {
         format!("cgroupRoot: /{}\n", node.cgroup_root())
     };
+    // A scalar field the test sets replaces kubeadm's (YAML forbids a key twice).
+    let keys: Vec<&str> = config_extra
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .filter(|k| !k.starts_with(' ') && !k.is_empty())
+        .collect();
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            !keys
+                .iter()
+                .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(": ")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(&config, format!("{text}\n{cgroup_root}{config_extra}\n")).unwrap();
     let mut skiffd = node.spawn(&args);
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
