@@ -330,6 +330,27 @@ fn pod_lifecycle_on_a_skiff_node() {
         );
     }
 
+    // Deleted: `main` stops first, the sidecar after it (each waits out the 2 s grace: sleep as
+    // its namespace's init ignores SIGTERM).
+    c.kubectl_ok(&["delete", "pod", "sidecar", "--wait=false"]);
+    let (mut side_outlived_main, mut main_outlived_side) = (false, false);
+    let running = criv1::ContainerState::ContainerRunning as i32;
+    wait_for(
+        "the sidecar pod's containers gone",
+        Duration::from_secs(60),
+        || {
+            let now = c.containers("sidecar");
+            let up = |n: &str| {
+                now.get(n)
+                    .is_some_and(|v| v.iter().any(|x| x.state == running))
+            };
+            side_outlived_main |= up("side") && !up("main") && now.contains_key("main");
+            main_outlived_side |= up("main") && !up("side") && now.contains_key("side");
+            now.is_empty().then_some(())
+        },
+    );
+    assert!(side_outlived_main && !main_outlived_side);
+
     // activeDeadlineSeconds: Failed, DeadlineExceeded, its container killed.
     let p = c.until_pod(
         "deadline",
