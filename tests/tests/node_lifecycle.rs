@@ -533,3 +533,104 @@ fn pod_cgroups(c: &mut Cluster) {
         (!gone.exists()).then_some(())
     });
 }
+
+/// Static pods need no API server: with the one its kubeconfig names unreachable, skiffd runs the
+/// manifest's pod, and stops it when the file goes.
+#[test]
+fn static_pods_run_without_the_api_server() {
+    let registry = Registry::start().expect("start registry");
+    registry
+        .push(
+            cri::busybox_layout(),
+            "latest",
+            "library/busybox:latest",
+            &[],
+        )
+        .expect("push busybox");
+    let node = NodeDir::with_registry(Some(&registry.host()));
+    let healthz = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (healthz_port, dead_port) = (
+        healthz.local_addr().unwrap().port(),
+        dead.local_addr().unwrap().port(),
+    );
+    drop((healthz, dead));
+    node.write_config(healthz_port);
+    let manifests = node.dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let config = node.var("config.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}staticPodPath: {}\ncgroupRoot: /{}\npodLogsDir: {}\n",
+            manifests.display(),
+            node.cgroup_root(),
+            node.dir.join("pod-logs").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        node.etc("kubelet.conf"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:{dead_port}\n    \
+             insecure-skip-tls-verify: true\ncontexts:\n- name: n\n  context: {{cluster: k, user: n}}\n\
+             current-context: n\nusers:\n- name: n\n  user: {{token: abcdef.0123456789abcdef}}\n"
+        ),
+    )
+    .unwrap();
+    let tmp = manifests.join(".web.json.tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "web"}},
+               "spec": {{"containers": [{{"name": "main", "image": "{BUSYBOX}",
+               "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", "exec sleep 3600"]}}]}}}}"#
+        ),
+    )
+    .unwrap();
+    let file = manifests.join("web.json");
+    std::fs::rename(&tmp, &file).unwrap();
+    let mut d = node.spawn(&["--hostname-override=skiff-offline".into()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let list = || -> Vec<criv1::Container> {
+        rt.block_on(async {
+            let ch = cri::connect(&node.socket()).await.unwrap();
+            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
+            let filter = criv1::ContainerFilter {
+                label_selector: [(
+                    "io.kubernetes.pod.name".to_string(),
+                    "web-skiff-offline".to_string(),
+                )]
+                .into(),
+                ..Default::default()
+            };
+            rt.list_containers(criv1::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map(|r| r.into_inner().containers)
+            .unwrap_or_default()
+        })
+    };
+    let running = criv1::ContainerState::ContainerRunning as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !list().iter().any(|c| c.state == running) {
+        d.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no static pod:\n{}",
+            d.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        node.log().contains("watch pods bound to the node"),
+        "the API server is down"
+    );
+    std::fs::remove_file(&file).unwrap();
+    wait_for("the static pod gone", Duration::from_secs(60), || {
+        list().is_empty().then_some(())
+    });
+    d.assert_running();
+}

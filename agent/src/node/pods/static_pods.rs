@@ -20,6 +20,15 @@ use tokio::sync::watch as chan;
 pub const CONFIG_SOURCE: &str = "kubernetes.io/config.source";
 pub const CONFIG_HASH: &str = "kubernetes.io/config.hash";
 
+/// Whether `pod` came from a manifest file.
+pub fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_SOURCE))
+        .is_some_and(|s| s == "file")
+}
+
 /// Static pods by uid.
 pub type Pods = BTreeMap<String, Pod>;
 
@@ -198,6 +207,7 @@ mod tests {
         assert_eq!(uid.len(), 32);
         let a = p.metadata.annotations.clone().unwrap();
         assert_eq!(a[CONFIG_SOURCE], "file");
+        assert!(is_static(p));
         assert_eq!(a[CONFIG_HASH], uid);
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(spec.node_name.as_deref(), Some("Node-1"));
