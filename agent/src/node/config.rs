@@ -36,6 +36,11 @@ pub struct KubeletConfiguration {
     pub cluster_domain: String,
     pub static_pod_path: Option<PathBuf>,
     pub cgroup_driver: Option<String>,
+    /// The cgroup below which `kubepods` lives (cgroupfs driver).
+    pub cgroup_root: String,
+    /// Whether pods go below `kubepods` by QoS class at all.
+    #[serde(rename = "cgroupsPerQOS")]
+    pub cgroups_per_qos: bool,
     pub container_runtime_endpoint: Option<String>,
     pub authentication: Authentication,
     pub authorization: Authorization,
@@ -122,6 +127,8 @@ impl Default for KubeletConfiguration {
             cluster_domain: String::new(),
             static_pod_path: None,
             cgroup_driver: None,
+            cgroup_root: "/".into(),
+            cgroups_per_qos: true,
             container_runtime_endpoint: None,
             authentication: Authentication::default(),
             authorization: Authorization::default(),

@@ -83,6 +83,9 @@ pub struct Settings {
     pub resolv_conf: PathBuf,
     /// The kubelet API's address, TLS and access control.
     pub api: api::ApiSettings,
+    pub cgroup_root: String,
+    pub cgroups_per_qos: bool,
+    pub static_pod_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -153,6 +156,12 @@ impl Settings {
             cluster_domain: c.cluster_domain.clone(),
             resolv_conf: c.resolv_conf.clone(),
             api: api::ApiSettings::new(&c)?,
+            cgroup_root: f
+                .cgroup_root
+                .clone()
+                .unwrap_or_else(|| c.cgroup_root.clone()),
+            cgroups_per_qos: c.cgroups_per_qos,
+            static_pod_path: c.static_pod_path.clone(),
         })
     }
 
@@ -219,6 +228,8 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
     let (tx, clients) = watch::channel(identity.kubeconfig.client()?);
     let pods = pods::watch::start(clients.clone(), s.node_name.clone());
     api::server::start(listener, ctx.clone(), clients.clone(), pods.clone())?;
+    // Static pods need no registration; pods the API binds wait for the API in any case.
+    tokio::spawn(pods::run(ctx.clone(), clients.clone(), pods));
     if s.rotate_certificates {
         tokio::spawn(bootstrap::rotate(
             identity,
@@ -228,6 +239,8 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
             tx,
         ));
     }
+    // Static pods need no registration; pods the API binds wait for the API in any case.
+    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
     if !s.register_node {
         tracing::info!("registerNode is false: not registering the node");
         return std::future::pending().await;
@@ -239,7 +252,6 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
         duration_seconds: s.lease_seconds,
     };
     tokio::spawn(lease::run(holder, clients.clone()));
-    tokio::spawn(pods::run(ctx.clone(), clients.clone(), pods));
     tokio::spawn(network::run(ctx.clone(), clients.clone()));
     tokio::spawn(logs::rotate::run(
         ctx.daemon.clone(),

@@ -38,6 +38,10 @@ cgroupDriver: cgroupfs
 failSwapOn: false
 ";
 
+/// Alpha in v1.28 and off by default: restartable init containers (sidecars), which skiff's node
+/// runs; without the gate the API server drops an init container's `restartPolicy`.
+const FEATURE_GATES: &str = "--feature-gates=SidecarContainers=true";
+
 pub struct ControlPlane {
     pub dir: PathBuf,
     /// The advertised (and bound) address of the apiserver, on `lo`.
@@ -302,6 +306,7 @@ etcd:
             format!("--service-account-key-file={}", pki("sa.pub")),
             format!("--service-account-signing-key-file={}", pki("sa.key")),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            FEATURE_GATES.into(),
         ]);
         Daemon::spawn("kube-apiserver", &mut c, &self.dir)
     }
@@ -323,6 +328,7 @@ etcd:
             "--allocate-node-cidrs=true".into(),
             format!("--cluster-cidr={POD_CIDR}"),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            FEATURE_GATES.into(),
         ]);
         Daemon::spawn("kube-controller-manager", &mut c, &self.dir)
     }
@@ -334,6 +340,7 @@ etcd:
             format!("--kubeconfig={}", kubeconfig.display()),
             "--secure-port=0".into(),
             "--leader-elect=false".into(),
+            FEATURE_GATES.into(),
         ]);
         Daemon::spawn("kube-scheduler", &mut c, &self.dir)
     }

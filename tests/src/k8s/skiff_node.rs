@@ -82,6 +82,13 @@ impl NodeDir {
         self.dir.join("var-lib-kubelet").join(f)
     }
 
+    /// The cgroup (below every hierarchy's root) this node's `kubepods` goes under, so that nodes of
+    /// tests running side by side keep their pod cgroups apart.
+    pub fn cgroup_root(&self) -> String {
+        let tail = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        format!("skiff-node-{tail}")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("skiff.sock")
     }
@@ -158,6 +165,7 @@ impl NodeDir {
 impl Drop for NodeDir {
     fn drop(&mut self) {
         cri::cleanup(&self.dir);
+        super::cgroup_root::CgroupRoot::remove(&self.cgroup_root());
     }
 }
 
@@ -339,6 +347,26 @@ pub fn join_with(
             .ok()
             .filter(|t| t.contains("kind:"))
     });
+    let cgroup_root = if config_extra.contains("cgroupRoot:") {
+        String::new()
+    } else {
+        format!("cgroupRoot: /{}\n", node.cgroup_root())
+    };
+    // A scalar field the test sets replaces kubeadm's (YAML forbids a key twice).
+    let keys: Vec<&str> = config_extra
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .filter(|k| !k.starts_with(' ') && !k.is_empty())
+        .collect();
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            !keys
+                .iter()
+                .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(": ")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     // kubeadm's paths are the node's directory here; the kubelet API gets a port of its own.
     let text = text.replace(
         "/etc/kubernetes/pki/ca.crt",
@@ -347,7 +375,7 @@ pub fn join_with(
     let kubelet_port = free_port(Ipv4Addr::UNSPECIFIED);
     std::fs::write(
         &config,
-        format!("{text}\nport: {kubelet_port}\n{config_extra}\n"),
+        format!("{text}\nport: {kubelet_port}\n{cgroup_root}{config_extra}\n"),
     )
     .unwrap();
     let mut skiffd = spawn(&node, &args);

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cri_api::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::env;
 use super::probes::{Kind, Prober};
 use super::sandbox::PodRef;
+use super::sidecar;
 use super::CONTAINER_NAME;
 use crate::cri::{container, image, Daemon};
 use crate::node::quantity;
@@ -169,6 +170,18 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
     let running = instances(t.d, t.sandbox_id).await;
     for c in spec.init_containers.iter().flatten() {
         let latest = running.get(&c.name).and_then(|v| v.first());
+        if sidecar::is_sidecar(c) {
+            match latest {
+                // The next init container waits until this one runs.
+                None => return start(t, st, c, None).await,
+                Some(l) if l.state == cri::ContainerState::ContainerCreated as i32 => return,
+                Some(l) if is_exited(l) && !apps_finished(t, &spec, &running).await => {
+                    restart(t, st, c, l).await
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         match latest {
             None => return start(t, st, c, None).await,
             Some(l) if !is_exited(l) => return,
@@ -193,6 +206,46 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
                     kill_unhealthy(t, c, &l.id).await;
                 }
             }
+        }
+    }
+    if apps_finished(t, &spec, &running).await {
+        stop_sidecars(t, &running).await;
+    }
+}
+
+/// Whether every app container has finished for good (a pod that does not restart them).
+async fn apps_finished(
+    t: &Target<'_>,
+    spec: &PodSpec,
+    running: &HashMap<String, Vec<cri::Container>>,
+) -> bool {
+    if spec.restart_policy.as_deref().unwrap_or("Always") == "Always" {
+        return false;
+    }
+    let mut codes = HashMap::new();
+    for c in &spec.containers {
+        if let Some(l) = running.get(&c.name).and_then(|v| v.first()) {
+            if is_exited(l) {
+                codes.insert(c.name.clone(), exit_code(t.d, &l.id).await);
+            }
+        }
+    }
+    sidecar::apps_done(spec, running, &codes)
+}
+
+/// The sidecars still running once the app containers are done: stopped, the pod can complete.
+async fn stop_sidecars(t: &Target<'_>, running: &HashMap<String, Vec<cri::Container>>) {
+    let sidecars = running
+        .values()
+        .filter_map(|v| v.first())
+        .filter(|c| sidecar::labelled(c) && !is_exited(c));
+    for c in sidecars {
+        let req = cri::StopContainerRequest {
+            container_id: c.id.clone(),
+            timeout: super::delete::grace(t.pod),
+        };
+        if let Err(e) = container::stop(t.d, req).await {
+            tracing::warn!(container = %c.id, error = %e.message(), "stop a sidecar");
         }
     }
 }
@@ -236,7 +289,7 @@ async fn restart(t: &Target<'_>, st: &mut State, c: &Container, previous: &cri::
 /// Pulls if the policy says so, then creates and starts one instance of `c`; older exited
 /// instances than `previous` (which the status shows as lastState) are removed.
 async fn start(t: &Target<'_>, st: &mut State, c: &Container, previous: Option<&cri::Container>) {
-    if let Err(w) = ensure_image(t.d, st, c).await {
+    if let Err(w) = ensure_image(t, st, c).await {
         st.waiting.insert(c.name.clone(), w);
         return;
     }
@@ -284,7 +337,8 @@ fn image_spec(name: &str) -> Option<cri::ImageSpec> {
 }
 
 /// The image per `imagePullPolicy` (`Always` for `:latest` or no tag unless said otherwise).
-async fn ensure_image(d: &Arc<Daemon>, st: &mut State, c: &Container) -> Result<(), Waiting> {
+async fn ensure_image(t: &Target<'_>, st: &mut State, c: &Container) -> Result<(), Waiting> {
+    let d = t.d;
     let name = c.image.clone().unwrap_or_default();
     let policy = c
         .image_pull_policy
@@ -322,12 +376,8 @@ async fn ensure_image(d: &Arc<Daemon>, st: &mut State, c: &Container) -> Result<
             message: format!("Back-off pulling image {name:?}"),
         });
     }
-    let req = cri::PullImageRequest {
-        image: image_spec(&name),
-        ..Default::default()
-    };
-    match image::pull(d, req).await {
-        Ok(_) => Ok(()),
+    match pull(t, &name).await {
+        Ok(()) => Ok(()),
         Err(e) => {
             st.pull.bump(&key);
             Err(Waiting {
@@ -336,6 +386,31 @@ async fn ensure_image(d: &Arc<Daemon>, st: &mut State, c: &Container) -> Result<
             })
         }
     }
+}
+
+/// Pulls `name` with each matching credential of the pod's `imagePullSecrets` until one works
+/// (anonymously when none match), as kubelet does; the last failure otherwise.
+async fn pull(t: &Target<'_>, name: &str) -> Result<(), tonic::Status> {
+    let ring = super::pull_secrets::keyring(t.client, t.pod).await;
+    let auths = ring.lookup(name);
+    let tries: Vec<Option<cri::AuthConfig>> = if auths.is_empty() {
+        vec![None]
+    } else {
+        auths.into_iter().map(Some).collect()
+    };
+    let mut last = tonic::Status::unknown("no pull was tried");
+    for auth in tries {
+        let req = cri::PullImageRequest {
+            image: image_spec(name),
+            auth,
+            ..Default::default()
+        };
+        match image::pull(t.d, req).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn default_policy(image: &str) -> String {
@@ -401,6 +476,9 @@ fn config(
         .map_err(|e| format!("create the log directory {}: {e}", log_dir.display()))?;
     let mut labels = r.labels();
     labels.insert(CONTAINER_NAME.into(), c.name.clone());
+    if sidecar::is_sidecar(c) {
+        labels.insert(sidecar::LABEL.into(), "true".into());
+    }
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: c.name.clone(),

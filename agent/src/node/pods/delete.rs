@@ -57,7 +57,9 @@ pub async fn teardown(d: &Arc<Daemon>, uid: &str, grace: i64, pod_dir: Option<&P
     }
 }
 
-async fn stop_containers(d: &Arc<Daemon>, sandbox_id: &str, grace: i64) {
+/// Stops the sandbox's running containers, `grace` seconds each: the app containers in parallel,
+/// then the restartable init containers (sidecars), last started first, which outlive them.
+pub async fn stop_containers(d: &Arc<Daemon>, sandbox_id: &str, grace: i64) {
     let filter = cri::ContainerFilter {
         pod_sandbox_id: sandbox_id.into(),
         state: Some(cri::ContainerStateValue {
@@ -74,6 +76,17 @@ async fn stop_containers(d: &Arc<Daemon>, sandbox_id: &str, grace: i64) {
     .await
     .map(|r| r.containers)
     .unwrap_or_default();
+    let (sidecars, apps): (Vec<_>, Vec<_>) =
+        running.into_iter().partition(super::sidecar::labelled);
+    stop_all(d, apps, grace).await;
+    let mut sidecars = sidecars;
+    sidecars.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    for c in sidecars {
+        stop_all(d, vec![c], grace).await;
+    }
+}
+
+async fn stop_all(d: &Arc<Daemon>, running: Vec<cri::Container>, grace: i64) {
     let stops = running.into_iter().map(|c| {
         let d = d.clone();
         tokio::spawn(async move {

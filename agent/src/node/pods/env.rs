@@ -20,7 +20,15 @@ fn set(out: &mut Env, k: String, v: String) {
 }
 
 pub async fn resolve(t: &Target<'_>, c: &Container) -> Result<Env, String> {
-    let mut out = services(t).await?;
+    let mut out = match services(t).await {
+        Ok(env) => env,
+        // A static pod does not wait for the API server: it starts without service variables.
+        Err(e) if super::static_pods::is_static(t.pod) => {
+            tracing::warn!(pod = ?t.pod.metadata.name, error = %e, "static pod started without service variables");
+            Env::default()
+        }
+        Err(e) => return Err(e),
+    };
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (data, optional, what) = if let Some(r) = &from.config_map_ref {

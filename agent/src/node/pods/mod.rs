@@ -2,14 +2,20 @@
 //! API, one [`worker`] per pod drives its sandbox ([`sandbox`]) and containers ([`containers`]) toward
 //! the spec and reports [`status`]; [`delete`] ends them gracefully.
 
+pub mod cgroups;
 pub mod containers;
+pub mod deadline;
 pub mod delete;
 pub mod dns;
 pub mod env;
 pub mod hosts;
+pub mod mirror;
 pub mod probes;
+pub mod pull_secrets;
 pub mod sandbox;
 pub mod security;
+pub mod sidecar;
+pub mod static_pods;
 pub mod status;
 pub mod watch;
 pub mod worker;
@@ -32,27 +38,58 @@ pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// How often every worker looks again without being told: containers exit on their own.
 pub const RESYNC: Duration = Duration::from_secs(1);
 
-/// Runs the pods bound to the node (`pods`, followed by [`watch::start`]) until skiffd stops: one
-/// worker per pod the API lists, started when it appears and told when it goes; sandboxes of pods
-/// the API no longer has are torn down.
+/// Runs the node's pods until skiffd stops: one worker per pod, those the API binds to the node
+/// (`pods`, followed by [`watch::start`]) and the static pods of `staticPodPath`, started when it
+/// appears and told when it goes. Static pods run before the API has answered; once it has,
+/// sandboxes and cgroups of pods no longer wanted are torn down and the static pods' mirrors kept
+/// in line.
 pub async fn run(
     ctx: Arc<NodeContext>,
     clients: chan::Receiver<kube::Client>,
     mut pods: chan::Receiver<watch::Snapshot>,
 ) {
+    let node = ctx.settings.node_name.clone();
+    let mut statics = static_pods::start(ctx.settings.static_pod_path.clone(), node.clone());
     let mut workers: BTreeMap<String, chan::Sender<Option<Pod>>> = BTreeMap::new();
     loop {
-        let snapshot = pods.borrow_and_update().clone();
-        if let Some(snapshot) = snapshot {
-            dispatch(&ctx, &clients, &snapshot, &mut workers);
-            let known: HashSet<String> = snapshot.keys().cloned().collect();
+        let api = pods.borrow_and_update().clone();
+        let files = statics.borrow_and_update().clone();
+        let (mirrors, mut wanted): (Vec<Pod>, BTreeMap<String, Pod>) = match &api {
+            Some(api) => {
+                let (m, other): (BTreeMap<_, _>, BTreeMap<_, _>) = api
+                    .clone()
+                    .into_iter()
+                    .partition(|(_, p)| mirror::is_mirror(p));
+                (m.into_values().collect(), other)
+            }
+            None => (Vec::new(), BTreeMap::new()),
+        };
+        wanted.extend(mirror::with_status(&files, &mirrors));
+        dispatch(&ctx, &clients, &wanted, &mut workers);
+        if api.is_some() {
+            let known: HashSet<String> = wanted.keys().cloned().collect();
             delete::orphans(&ctx.daemon, &ctx.settings.root_dir, &known).await;
+            if let Some(layout) = cgroup_layout(&ctx) {
+                cgroups::sweep(&layout, &known);
+            }
+            let client = clients.borrow().clone();
+            mirror::sync(&client, &node, &files, &mirrors).await;
         }
         tokio::select! {
             r = pods.changed() => if r.is_err() { return },
+            r = statics.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(RESYNC * 5) => {}
         }
     }
+}
+
+/// Where pod cgroups go, unless `cgroupsPerQOS` is off: the CRI layer's driver (the one its
+/// containers' cgroups follow) and the configured root.
+pub fn cgroup_layout(ctx: &NodeContext) -> Option<cgroups::Layout> {
+    ctx.settings.cgroups_per_qos.then(|| cgroups::Layout {
+        driver: ctx.daemon.cgroup_driver,
+        root: ctx.settings.cgroup_root.clone(),
+    })
 }
 
 fn dispatch(

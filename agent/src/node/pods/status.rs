@@ -211,8 +211,15 @@ pub async fn compute(d: &Arc<Daemon>, o: &Observed<'_>) -> Value {
     for c in &spec.containers {
         apps.push(container_status(d, o, c).await);
     }
-    let phase = phase(policy, &init, &apps);
-    let initialized = init.iter().all(|i| exit(i) == Some(0));
+    let settled: Vec<Value> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .zip(&init)
+        .map(|(c, v)| super::sidecar::settled(c, v))
+        .collect();
+    let phase = phase(policy, &settled, &apps);
+    let initialized = settled.iter().all(|i| exit(i) == Some(0));
     let ready = initialized && apps.iter().all(|a| a["ready"] == true);
     let not_ready = if initialized {
         "ContainersNotReady"

@@ -11,7 +11,8 @@ use serde_json::Value;
 use tokio::sync::watch as chan;
 
 use super::containers::{self, State, Target};
-use super::{delete, probes, sandbox, status, RESYNC};
+use super::deadline::{self, Verdict};
+use super::{cgroups, delete, probes, sandbox, status, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
 use crate::node::volumes::downward::Allocatable;
 use crate::node::volumes::{self, PodVolumes};
@@ -27,6 +28,8 @@ struct Worker {
     containers: State,
     readiness: probes::Prober,
     reported: Option<Value>,
+    /// Set once the node has ended the pod itself (its deadline passed).
+    verdict: Option<Verdict>,
 }
 
 /// Runs the pod `rx` carries until it is gone (`None`) or deleted.
@@ -48,6 +51,7 @@ pub async fn run(
         containers: State::default(),
         readiness: probes::Prober::new(probes::Kind::Readiness),
         reported: None,
+        verdict: None,
     };
     let mut last = first;
     loop {
@@ -90,15 +94,34 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    /// A pod is finished when its phase is terminal: nothing is started for it any more.
-    fn finished(pod: &Pod) -> bool {
-        matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded") | Some("Failed")
-        )
+    /// A pod is finished when its phase is terminal (or the node has ended it): nothing is started
+    /// for it any more.
+    fn finished(&self, pod: &Pod) -> bool {
+        self.verdict.is_some()
+            || matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            )
+    }
+
+    /// Past `activeDeadlineSeconds`: every container is killed with the pod's grace period, the
+    /// sandbox kept for the final status.
+    async fn enforce_deadline(&mut self, pod: &Pod) {
+        if self.finished(pod) {
+            return;
+        }
+        let Some(v) = deadline::check(pod, k8s_openapi::chrono::Utc::now()) else {
+            return;
+        };
+        tracing::info!(pod = ?pod.metadata.name, "active deadline exceeded: killing the pod's containers");
+        for sb in sandbox::of_pod(&self.ctx.daemon, &self.uid).await {
+            delete::stop_containers(&self.ctx.daemon, &sb.id, delete::grace(pod)).await;
+        }
+        self.verdict = Some(v);
     }
 
     async fn sync(&mut self, pod: &Pod) {
+        self.enforce_deadline(pod).await;
         let mounts = match self
             .volumes
             .sync(&self.client(), pod, &self.allocatable)
@@ -121,7 +144,7 @@ impl Worker {
             .cloned();
         let sandbox_id = match ready {
             Some(s) => s.id,
-            None if Self::finished(pod) => return,
+            None if self.finished(pod) => return,
             None => match self.start_sandbox(pod, existing.len() as u32).await {
                 Some(id) => id,
                 None => return,
@@ -135,7 +158,7 @@ impl Worker {
         } else {
             sandbox::ips(&d, &sandbox_id).await
         };
-        if !Self::finished(pod) {
+        if !self.finished(pod) {
             let client = self.client();
             let target = Target {
                 client: &client,
@@ -177,7 +200,20 @@ impl Worker {
     }
 
     async fn start_sandbox(&mut self, pod: &Pod, attempt: u32) -> Option<String> {
-        let config = sandbox::config(&self.ctx.settings, pod, attempt);
+        let mut config = sandbox::config(&self.ctx.settings, pod, attempt);
+        if let Some(layout) = super::cgroup_layout(&self.ctx) {
+            match cgroups::prepare(&layout, pod) {
+                Ok(parent) => {
+                    if let Some(l) = config.linux.as_mut() {
+                        l.cgroup_parent = parent;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pod = ?pod.metadata.name, error = %e, "pod cgroup not made");
+                    return None;
+                }
+            }
+        }
         if let Err(e) = std::fs::create_dir_all(&config.log_directory) {
             tracing::warn!(dir = %config.log_directory, error = %e, "create the pod's log directory");
         }
@@ -226,7 +262,8 @@ impl Worker {
             instances,
             waiting: &self.containers.waiting,
         };
-        let st = status::compute(&self.ctx.daemon, &observed).await;
+        let mut st = status::compute(&self.ctx.daemon, &observed).await;
+        deadline::hold(pod, self.verdict.as_ref(), &mut st);
         if self.reported.as_ref() == Some(&st) {
             return;
         }
