@@ -239,8 +239,6 @@ pub async fn run(ctx: Arc<NodeContext>, start: bootstrap::Start) -> anyhow::Resu
             tx,
         ));
     }
-    // Static pods need no registration; pods the API binds wait for the API in any case.
-    tokio::spawn(pods::run(ctx.clone(), clients.clone()));
     if !s.register_node {
         tracing::info!("registerNode is false: not registering the node");
         return std::future::pending().await;
