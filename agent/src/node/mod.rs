@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod healthz;
 pub mod kubeconfig;
 pub mod lease;

@@ -1,10 +1,13 @@
 //! The pods bound to this node, run through the in-process CRI layer: [`watch`] follows them in the
 //! API, one [`worker`] per pod drives its sandbox ([`sandbox`]) and containers ([`containers`]) toward
-//! the spec and reports [`status`]; [`delete`] ends them gracefully.
+//! the spec and reports [`status`]; [`delete`] ends them gracefully. [`probes`] and [`hooks`]
+//! run their [`actions`] and record the kubelet's events ([`crate::node::events`]).
 
+pub mod actions;
 pub mod containers;
 pub mod delete;
 pub mod env;
+pub mod hooks;
 pub mod probes;
 pub mod sandbox;
 pub mod security;
@@ -19,7 +22,15 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch as chan;
 
+use super::events::Recorder;
 use super::NodeContext;
+use actions::Actions;
+
+/// What every pod worker shares: the runner of probe and hook actions, the event recorder.
+pub struct Shared {
+    pub actions: Actions,
+    pub events: Recorder,
+}
 
 /// The CRI labels kubelet puts on sandboxes and containers, by which a restarted agent finds them.
 pub const POD_NAME: &str = "io.kubernetes.pod.name";
@@ -35,10 +46,14 @@ pub const RESYNC: Duration = Duration::from_secs(1);
 pub async fn run(ctx: Arc<NodeContext>, clients: chan::Receiver<kube::Client>) {
     let mut pods = watch::start(clients.clone(), ctx.settings.node_name.clone());
     let mut workers: BTreeMap<String, chan::Sender<Option<Pod>>> = BTreeMap::new();
+    let shared = Arc::new(Shared {
+        actions: Actions::new(ctx.daemon.clone()),
+        events: Recorder::start(clients.clone(), ctx.settings.node_name.clone()),
+    });
     loop {
         let snapshot = pods.borrow_and_update().clone();
         if let Some(snapshot) = snapshot {
-            dispatch(&ctx, &clients, &snapshot, &mut workers);
+            dispatch(&ctx, &shared, &clients, &snapshot, &mut workers);
             let known: HashSet<String> = snapshot.keys().cloned().collect();
             delete::orphans(&ctx.daemon, &ctx.settings.root_dir, &known).await;
         }
@@ -51,6 +66,7 @@ pub async fn run(ctx: Arc<NodeContext>, clients: chan::Receiver<kube::Client>) {
 
 fn dispatch(
     ctx: &Arc<NodeContext>,
+    shared: &Arc<Shared>,
     clients: &chan::Receiver<kube::Client>,
     snapshot: &BTreeMap<String, Pod>,
     workers: &mut BTreeMap<String, chan::Sender<Option<Pod>>>,
@@ -78,7 +94,12 @@ fn dispatch(
             }
             None => {
                 let (tx, rx) = chan::channel(Some(pod.clone()));
-                tokio::spawn(worker::run(ctx.clone(), clients.clone(), rx));
+                tokio::spawn(worker::run(
+                    ctx.clone(),
+                    shared.clone(),
+                    clients.clone(),
+                    rx,
+                ));
                 workers.insert(uid.clone(), tx);
             }
         }
