@@ -8,6 +8,7 @@ pub mod control_plane;
 pub mod daemon;
 pub mod loopback;
 pub mod node;
+pub mod pod_cluster;
 pub mod skiff_node;
 pub mod stale;
 
