@@ -246,7 +246,10 @@ spec:
         "spec.containers{main}"
     );
     for (reason, text) in [
-        ("Pulled", "image \"registry.skiff.test/library/busybox:latest\""),
+        (
+            "Pulled",
+            "image \"registry.skiff.test/library/busybox:latest\"",
+        ),
         ("Created", "Created container main"),
         ("Started", "Started container main"),
     ] {
@@ -344,7 +347,7 @@ fn hooks_run_around_the_containers_life() {
     c.apply(&pod(
         "stopper",
         10,
-        "trap \"echo term prestop=\\$(cat /tmp/prestop); exit 0\" TERM; echo up; while true; do sleep 0.2; done",
+        "trap \"echo term prestop=\\$(cat /tmp/prestop); sleep 2; exit 0\" TERM; echo up; while true; do sleep 0.2; done",
         "    lifecycle:
       preStop: {exec: {command: [sh, -c, 'echo yes > /tmp/prestop; sleep 1']}}
 ",
@@ -365,8 +368,33 @@ fn hooks_run_around_the_containers_life() {
       postStart: {exec: {command: [sh, -c, 'echo hook-failed; exit 3']}}
 ",
     ));
+    // preStop runs on a liveness restart too; what it writes outlives the container.
+    c.apply(&pod(
+        "restarted",
+        1,
+        "touch /tmp/alive; exec sleep 3600",
+        "    volumeMounts: [{name: data, mountPath: /data}]
+    lifecycle:
+      preStop: {exec: {command: [sh, -c, 'echo ran >> /data/prestop']}}
+    livenessProbe:
+      exec: {command: [cat, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 1
+  volumes: [{name: data, emptyDir: {}}]
+",
+    ));
     let up = Duration::from_secs(120);
     let t = Duration::from_secs(30);
+
+    c.until_pod("restarted", "ready", up, |p| ready(p).filter(|r| *r));
+    c.exec("restarted", "main", &["rm", "/tmp/alive"]);
+    c.until_pod("restarted", "restarted", Duration::from_secs(30), |p| {
+        (restarts(p, "main") >= 1 && running(p, "main")).then_some(())
+    });
+    assert_eq!(
+        c.exec("restarted", "main", &["cat", "/data/prestop"]).1,
+        "ran\n"
+    );
 
     // postStart runs before the container counts as running.
     c.until_pod("poststart-ok", "ready", up, |p| ready(p).filter(|r| *r));

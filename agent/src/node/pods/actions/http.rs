@@ -47,6 +47,11 @@ impl Client {
     /// 2xx or 3xx status with the start of the body.
     pub async fn get(&self, url: &str, headers: &[(String, String)], timeout: Duration) -> Outcome {
         let failed = |e: String| format!("Get {url:?}: {e}");
+        let authority = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| Some(u.authority()?.to_string()))
+            .unwrap_or_default();
         let mut req = http::Request::get(url)
             .header(http::header::USER_AGENT, USER_AGENT)
             .header(http::header::ACCEPT, "*/*");
@@ -64,7 +69,7 @@ impl Client {
                 .inner
                 .request(req)
                 .await
-                .map_err(|e| failed(error_chain(&e)))?;
+                .map_err(|e| failed(describe(&e, &authority)))?;
             let status = resp.status();
             let body = read_body(resp.into_body()).await;
             if status.is_success() || status.is_redirection() {
@@ -99,6 +104,19 @@ async fn read_body(mut body: hyper::body::Incoming) -> String {
     }
     out.truncate(MAX_BODY);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A failed request as Go's client says it: a refused or unreachable connection as
+/// `dial tcp ADDR: connect: REASON`, anything else as the error and its causes.
+fn describe(e: &(dyn std::error::Error + 'static), authority: &str) -> String {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return format!("dial tcp {authority}: connect: {}", super::io_reason(io));
+        }
+        cur = c.source();
+    }
+    error_chain(e)
 }
 
 /// The error and its causes, as one line.
