@@ -73,3 +73,96 @@ pub async fn check(ip: &str, port: u16, service: String, timeout: Duration) -> O
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use tonic::codegen::{http as h, Body, BoxFuture, Service, StdError};
+    use tonic::server::{NamedService, UnaryService};
+
+    /// A health server answering every check with one status.
+    #[derive(Clone)]
+    struct Health(i32);
+
+    impl UnaryService<HealthCheckRequest> for Health {
+        type Response = HealthCheckResponse;
+        type Future = BoxFuture<tonic::Response<HealthCheckResponse>, tonic::Status>;
+
+        fn call(&mut self, req: tonic::Request<HealthCheckRequest>) -> Self::Future {
+            let status = if req.get_ref().service == "missing" {
+                3
+            } else {
+                self.0
+            };
+            Box::pin(async move { Ok(tonic::Response::new(HealthCheckResponse { status })) })
+        }
+    }
+
+    impl<B> Service<h::Request<B>> for Health
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = h::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Infallible>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: h::Request<B>) -> Self::Future {
+            let svc = self.clone();
+            Box::pin(async move {
+                let codec =
+                    tonic_prost::ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default();
+                Ok(tonic::server::Grpc::new(codec).unary(svc, req).await)
+            })
+        }
+    }
+
+    impl NamedService for Health {
+        const NAME: &'static str = "grpc.health.v1.Health";
+    }
+
+    async fn serve(status: i32) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(Health(status))
+                .serve_with_incoming(incoming),
+        );
+        port
+    }
+
+    #[tokio::test]
+    async fn health_checks_pass_only_when_serving() {
+        let t = Duration::from_secs(5);
+        let serving = serve(1).await;
+        assert_eq!(
+            check("127.0.0.1", serving, String::new(), t).await,
+            Ok(String::new())
+        );
+        assert_eq!(
+            check("127.0.0.1", serving, "missing".into(), t).await,
+            Err("service unhealthy (responded with \"SERVICE_UNKNOWN\")".into())
+        );
+        let not_serving = serve(2).await;
+        assert_eq!(
+            check("127.0.0.1", not_serving, String::new(), t).await,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = check("127.0.0.1", gone, String::new(), t)
+            .await
+            .unwrap_err();
+        assert!(e.contains("failed to connect service"), "{e}");
+    }
+}

@@ -15,6 +15,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::cri::{container, Daemon};
 
+/// What kubelet keeps of a command's output for its messages and events.
+const MAX_OUTPUT: usize = 10 << 10;
+
 /// What an action printed when it passed, or why it failed (the text kubelet puts in events).
 pub type Outcome = Result<String, String>;
 
@@ -90,9 +93,10 @@ impl Actions {
         let r = container::exec_sync(&self.d, req)
             .await
             .map_err(|e| e.message().to_string())?;
-        let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-        out.push_str(&String::from_utf8_lossy(&r.stderr));
-        Ok((r.exit_code, out))
+        let mut out = r.stdout;
+        out.extend_from_slice(&r.stderr);
+        out.truncate(MAX_OUTPUT);
+        Ok((r.exit_code, String::from_utf8_lossy(&out).into_owned()))
     }
 
     pub async fn http_get(&self, t: &Target<'_>, h: &HTTPGetAction, timeout: Duration) -> Outcome {
