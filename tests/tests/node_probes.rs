@@ -474,3 +474,64 @@ fn hooks_run_around_the_containers_life() {
         .all(|e| e["reason"] != "FailedPreStopHook"));
     c.node.skiffd.assert_running();
 }
+
+/// skiffd's CPU time (user + system, its own and its waited-for children's) in seconds.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("skiffd's stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let f: Vec<f64> = rest.split(' ').map(|v| v.parse().unwrap_or(0.0)).collect();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ((f[11] + f[12]) / hz, (f[13] + f[14]) / hz)
+}
+
+/// The cost of exec probes: `SKIFF_PROBE_PODS` pods (100 by default) with a readiness probe
+/// every second; prints skiffd's CPU use over a minute. A measurement, not a check: run it
+/// alone, with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn exec_probe_cpu_of_many_pods() {
+    let n: usize = std::env::var("SKIFF_PROBE_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let c = PodCluster::start("probe-cpu");
+    c.apply(&format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: probed}}
+spec:
+  replicas: {n}
+  selector: {{matchLabels: {{app: probed}}}}
+  template:
+    metadata: {{labels: {{app: probed}}}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: [sleep, '3600']
+        readinessProbe: {{exec: {{command: ['true']}}, periodSeconds: 1}}
+"
+    ));
+    let started = Instant::now();
+    skiff_tests::k8s::skiff_node::wait_for("all pods ready", Duration::from_secs(900), || {
+        let d = c.get(&["deployment", "probed"])?;
+        (d["status"]["readyReplicas"].as_u64() == Some(n as u64)).then_some(())
+    });
+    println!("{n} pods ready in {:?}", started.elapsed());
+    let pid = c.node.skiffd.pid();
+    let window = Duration::from_secs(60);
+    let (own0, kids0) = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let (own1, kids1) = cpu_seconds(pid);
+    let secs = window.as_secs_f64();
+    println!(
+        "skiffd with {n} pods probed every second: {:.1}% of a core itself, {:.1}% in the exec helpers it waited for",
+        100.0 * (own1 - own0) / secs,
+        100.0 * (kids1 - kids0) / secs
+    );
+}
