@@ -123,8 +123,13 @@ impl PodCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "pod {name}: {what} not within {within:?}\n{}\nskiffd:\n{}",
+                "pod {name}: {what} not within {within:?}\n{}\nevents:\n{}\nskiffd:\n{}",
                 serde_json::to_string_pretty(&self.pod(name)).unwrap_or_default(),
+                self.events(name)
+                    .iter()
+                    .map(|e| format!("{} {} x{}", e["reason"], e["message"], e["count"]))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 self.node.skiffd.log_tail(60)
             );
             std::thread::sleep(Duration::from_millis(300));
