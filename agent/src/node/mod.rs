@@ -8,6 +8,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod healthz;
 pub mod kubeconfig;
 pub mod lease;

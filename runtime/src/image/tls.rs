@@ -65,17 +65,22 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn agent(trust: &Trust) -> ureq::Agent {
+/// A client configuration that checks the server's certificate per `trust`.
+pub fn client_config(trust: &Trust) -> rustls::ClientConfig {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions");
-    let tls = match trust {
+    match trust {
         Trust::Roots(roots) => builder.with_root_certificates(roots.clone()),
         Trust::AnyCertificate => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider()))),
     }
-    .with_no_client_auth();
+    .with_no_client_auth()
+}
+
+pub fn agent(trust: &Trust) -> ureq::Agent {
+    let tls = client_config(trust);
     ureq::AgentBuilder::new()
         .tls_config(Arc::new(tls))
         .timeout_connect(Duration::from_secs(30))

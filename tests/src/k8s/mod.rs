@@ -10,6 +10,7 @@ pub mod loopback;
 pub mod netns_node;
 pub mod node;
 pub mod node_netns;
+pub mod pod_cluster;
 pub mod skiff_node;
 pub mod stale;
 

@@ -11,12 +11,10 @@ use cri_api::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::env;
-use super::probes::{Kind, Prober};
 use super::sandbox::PodRef;
-use super::sidecar;
-use super::CONTAINER_NAME;
+use super::{env, hooks, sidecar, Shared, CONTAINER_NAME};
 use crate::cri::{container, image, Daemon};
+use crate::node::events::{Throttle, Type};
 use crate::node::quantity;
 use crate::node::volumes::downward::Allocatable;
 use crate::node::volumes::subpath;
@@ -65,26 +63,17 @@ pub struct Waiting {
 }
 
 /// What a worker keeps about its pod's containers between syncs.
+#[derive(Default)]
 pub struct State {
     pub waiting: HashMap<String, Waiting>,
     crash: Backoff,
     pull: Backoff,
-    liveness: Prober,
-}
-
-impl Default for State {
-    fn default() -> State {
-        State {
-            waiting: HashMap::new(),
-            crash: Backoff::default(),
-            pull: Backoff::default(),
-            liveness: Prober::new(Kind::Liveness),
-        }
-    }
+    noted: Throttle,
 }
 
 /// Everything one sync needs to start a container.
 pub struct Target<'a> {
+    pub shared: &'a Shared,
     pub d: &'a Arc<Daemon>,
     pub pod: &'a Pod,
     pub sandbox_id: &'a str,
@@ -200,12 +189,7 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
                     restart(t, st, c, l).await;
                 }
             }
-            Some(l) => {
-                let ip = t.pod_ips.first().map(String::as_str);
-                if !st.liveness.check(t.d, ip, c, &l.id).await {
-                    kill_unhealthy(t, c, &l.id).await;
-                }
-            }
+            Some(_) => {}
         }
     }
     if apps_finished(t, &spec, &running).await {
@@ -250,22 +234,22 @@ async fn stop_sidecars(t: &Target<'_>, running: &HashMap<String, Vec<cri::Contai
     }
 }
 
-/// A container whose liveness probe failed: stopped with the pod's grace period; the next sync
-/// restarts it as it would any exited container.
-async fn kill_unhealthy(t: &Target<'_>, c: &Container, id: &str) {
-    tracing::info!(pod = %PodRef::of(t.pod).name, container = %c.name, %id, "liveness probe failed: restarting");
-    let req = cri::StopContainerRequest {
-        container_id: id.into(),
-        timeout: super::delete::grace(t.pod),
-    };
-    if let Err(e) = container::stop(t.d, req).await {
-        tracing::warn!(container = %id, error = %e.message(), "stop an unhealthy container");
+/// Records an event about container `c` unless the same one was recorded moments ago.
+fn note(t: &Target<'_>, st: &mut State, c: &Container, kind: Type, reason: &str, msg: String) {
+    if st.noted.allow(&format!("{}/{reason}/{msg}", c.name)) {
+        t.shared.events.pod(t.pod, Some(&c.name), kind, reason, msg);
     }
 }
 
 async fn restart(t: &Target<'_>, st: &mut State, c: &Container, previous: &cri::Container) {
     if !st.crash.ready(&c.name) {
         let wait = st.crash.current(&c.name);
+        let msg = format!(
+            "Back-off restarting failed container {} in pod {}",
+            c.name,
+            hooks::pod_name(t.pod)
+        );
+        note(t, st, c, Type::Warning, "BackOff", msg);
         st.waiting.insert(
             c.name.clone(),
             Waiting {
@@ -302,6 +286,12 @@ async fn start(t: &Target<'_>, st: &mut State, c: &Container, previous: Option<&
         }
         Err(w) => {
             tracing::warn!(pod = %PodRef::of(t.pod).name, container = %c.name, reason = %w.reason, message = %w.message, "container not started");
+            if w.reason != "PostStartHookError" {
+                let msg = format!("Error: {}", w.message);
+                t.shared
+                    .events
+                    .pod(t.pod, Some(&c.name), Type::Warning, "Failed", msg);
+            }
             st.crash.bump(&c.name);
             st.waiting.insert(c.name.clone(), w);
         }
@@ -336,8 +326,24 @@ fn image_spec(name: &str) -> Option<cri::ImageSpec> {
     })
 }
 
-/// The image per `imagePullPolicy` (`Always` for `:latest` or no tag unless said otherwise).
+/// The image per `imagePullPolicy` (`Always` for `:latest` or no tag unless said otherwise), with
+/// kubelet's events.
 async fn ensure_image(t: &Target<'_>, st: &mut State, c: &Container) -> Result<(), Waiting> {
+    let r = pull_by_policy(t, st, c).await;
+    if let Err(w) = &r {
+        note(
+            t,
+            st,
+            c,
+            Type::Warning,
+            "Failed",
+            format!("Error: {}", w.reason),
+        );
+    }
+    r
+}
+
+async fn pull_by_policy(t: &Target<'_>, st: &mut State, c: &Container) -> Result<(), Waiting> {
     let d = t.d;
     let name = c.image.clone().unwrap_or_default();
     let policy = c
@@ -355,30 +361,60 @@ async fn ensure_image(t: &Target<'_>, st: &mut State, c: &Container) -> Result<(
     .map(|r| r.image.is_some())
     .unwrap_or(false);
     if policy == "Never" {
-        return if present {
-            Ok(())
-        } else {
-            Err(Waiting {
-                reason: "ErrImageNeverPull".into(),
-                message: format!(
-                    "Container image {name:?} is not present with pull policy of Never"
-                ),
-            })
-        };
+        if present {
+            return Ok(());
+        }
+        let message = format!("Container image {name:?} is not present with pull policy of Never");
+        note(
+            t,
+            st,
+            c,
+            Type::Warning,
+            "ErrImageNeverPull",
+            message.clone(),
+        );
+        return Err(Waiting {
+            reason: "ErrImageNeverPull".into(),
+            message,
+        });
     }
     if present && policy != "Always" {
+        let msg = format!("Container image {name:?} already present on machine");
+        t.shared
+            .events
+            .pod(t.pod, Some(&c.name), Type::Normal, "Pulled", msg);
         return Ok(());
     }
     let key = format!("pull/{}", c.name);
     if !st.pull.ready(&key) {
+        let msg = format!("Back-off pulling image {name:?}");
+        note(t, st, c, Type::Normal, "BackOff", msg);
         return Err(Waiting {
             reason: "ImagePullBackOff".into(),
             message: format!("Back-off pulling image {name:?}"),
         });
     }
+    let events = &t.shared.events;
+    events.pod(
+        t.pod,
+        Some(&c.name),
+        Type::Normal,
+        "Pulling",
+        format!("Pulling image {name:?}"),
+    );
+    let begun = Instant::now();
     match pull(t, &name).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            let took = begun.elapsed();
+            let msg = format!(
+                "Successfully pulled image {name:?} in {took:.3?} ({took:.3?} including waiting)"
+            );
+            events.pod(t.pod, Some(&c.name), Type::Normal, "Pulled", msg);
+            Ok(())
+        }
         Err(e) => {
+            let msg = format!("Failed to pull image {name:?}: {}", e.message());
+            events.pod(t.pod, Some(&c.name), Type::Warning, "Failed", msg);
             st.pull.bump(&key);
             Err(Waiting {
                 reason: "ErrImagePull".into(),
@@ -446,6 +482,15 @@ async fn create_and_start(t: &Target<'_>, c: &Container, count: i32) -> Result<S
         message: e.message().to_string(),
     })?;
     let id = created.container_id;
+    let events = &t.shared.events;
+    let name = &c.name;
+    events.pod(
+        t.pod,
+        Some(name),
+        Type::Normal,
+        "Created",
+        format!("Created container {name}"),
+    );
     container::start(
         t.d,
         cri::StartContainerRequest {
@@ -457,6 +502,31 @@ async fn create_and_start(t: &Target<'_>, c: &Container, count: i32) -> Result<S
         reason: "RunContainerError".into(),
         message: e.message().to_string(),
     })?;
+    events.pod(
+        t.pod,
+        Some(name),
+        Type::Normal,
+        "Started",
+        format!("Started container {name}"),
+    );
+    let ip = t.pod_ips.first().map(String::as_str);
+    if let Err(message) = hooks::post_start(t.shared, t.pod, c, &id, ip).await {
+        let grace = super::delete::grace(t.pod);
+        hooks::kill(
+            t.shared,
+            t.pod,
+            Some(c),
+            &id,
+            ip,
+            grace,
+            "FailedPostStartHook",
+        )
+        .await;
+        return Err(Waiting {
+            reason: "PostStartHookError".into(),
+            message,
+        });
+    }
     Ok(id)
 }
 

@@ -1,13 +1,16 @@
 //! The pods bound to this node, run through the in-process CRI layer: [`watch`] follows them in the
 //! API, one [`worker`] per pod drives its sandbox ([`sandbox`]) and containers ([`containers`]) toward
-//! the spec and reports [`status`]; [`delete`] ends them gracefully.
+//! the spec and reports [`status`]; [`delete`] ends them gracefully. [`probes`] and [`hooks`]
+//! run their [`actions`] and record the kubelet's events ([`crate::node::events`]).
 
+pub mod actions;
 pub mod cgroups;
 pub mod containers;
 pub mod deadline;
 pub mod delete;
 pub mod dns;
 pub mod env;
+pub mod hooks;
 pub mod hosts;
 pub mod mirror;
 pub mod probes;
@@ -27,7 +30,15 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch as chan;
 
+use super::events::Recorder;
 use super::NodeContext;
+use actions::Actions;
+
+/// What every pod worker shares: the runner of probe and hook actions, the event recorder.
+pub struct Shared {
+    pub actions: Actions,
+    pub events: Recorder,
+}
 
 /// The CRI labels kubelet puts on sandboxes and containers, by which a restarted agent finds them.
 pub const POD_NAME: &str = "io.kubernetes.pod.name";
@@ -51,6 +62,10 @@ pub async fn run(
     let node = ctx.settings.node_name.clone();
     let mut statics = static_pods::start(ctx.settings.static_pod_path.clone(), node.clone());
     let mut workers: BTreeMap<String, chan::Sender<Option<Pod>>> = BTreeMap::new();
+    let shared = Arc::new(Shared {
+        actions: Actions::new(ctx.daemon.clone()),
+        events: Recorder::start(clients.clone(), ctx.settings.node_name.clone()),
+    });
     loop {
         let api = pods.borrow_and_update().clone();
         let files = statics.borrow_and_update().clone();
@@ -65,7 +80,7 @@ pub async fn run(
             None => (Vec::new(), BTreeMap::new()),
         };
         wanted.extend(mirror::with_status(&files, &mirrors));
-        dispatch(&ctx, &clients, &wanted, &mut workers);
+        dispatch(&ctx, &shared, &clients, &wanted, &mut workers);
         if api.is_some() {
             let known: HashSet<String> = wanted.keys().cloned().collect();
             delete::orphans(&ctx.daemon, &ctx.settings.root_dir, &known).await;
@@ -94,6 +109,7 @@ pub fn cgroup_layout(ctx: &NodeContext) -> Option<cgroups::Layout> {
 
 fn dispatch(
     ctx: &Arc<NodeContext>,
+    shared: &Arc<Shared>,
     clients: &chan::Receiver<kube::Client>,
     snapshot: &BTreeMap<String, Pod>,
     workers: &mut BTreeMap<String, chan::Sender<Option<Pod>>>,
@@ -121,7 +137,12 @@ fn dispatch(
             }
             None => {
                 let (tx, rx) = chan::channel(Some(pod.clone()));
-                tokio::spawn(worker::run(ctx.clone(), clients.clone(), rx));
+                tokio::spawn(worker::run(
+                    ctx.clone(),
+                    shared.clone(),
+                    clients.clone(),
+                    rx,
+                ));
                 workers.insert(uid.clone(), tx);
             }
         }

@@ -25,6 +25,8 @@ pub struct Observed<'a> {
     pub waiting: &'a HashMap<String, Waiting>,
     /// Readiness of the running containers by id (absent: ready when running).
     pub ready: &'a HashMap<String, bool>,
+    /// Whether the running containers have started (startup probe passed) by id (absent: yes).
+    pub started: &'a HashMap<String, bool>,
 }
 
 fn time(nanos: i64) -> Value {
@@ -67,7 +69,7 @@ async fn container_status(d: &Arc<Daemon>, o: &Observed<'_>, c: &Container) -> V
         v["containerID"] = json!(format!("skiff://{}", s.id));
         v["imageID"] = json!(s.image_ref);
         v["ready"] = json!(running && o.ready.get(&s.id).copied().unwrap_or(true));
-        v["started"] = json!(running);
+        v["started"] = json!(running && o.started.get(&s.id).copied().unwrap_or(true));
         v["state"] = state(s);
     }
     if let Some(w) = o.waiting.get(&c.name) {

@@ -12,21 +12,25 @@ use tokio::sync::watch as chan;
 
 use super::containers::{self, State, Target};
 use super::deadline::{self, Verdict};
-use super::{cgroups, delete, probes, sandbox, status, RESYNC};
+use super::probes::{self, Probes};
+use super::{cgroups, delete, hooks, sandbox, status, Shared, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
+use crate::node::events::{Throttle, Type};
 use crate::node::volumes::downward::Allocatable;
 use crate::node::volumes::{self, PodVolumes};
 use crate::node::{machine, quantity, NodeContext};
 
 struct Worker {
     ctx: Arc<NodeContext>,
+    shared: Arc<Shared>,
     clients: chan::Receiver<kube::Client>,
     uid: String,
     volumes: PodVolumes,
     /// The node's allocatable resources: the limits a container leaves unset.
     allocatable: Allocatable,
     containers: State,
-    readiness: probes::Prober,
+    probes: Probes,
+    noted: Throttle,
     reported: Option<Value>,
     /// Set once the node has ended the pod itself (its deadline passed).
     verdict: Option<Verdict>,
@@ -35,6 +39,7 @@ struct Worker {
 /// Runs the pod `rx` carries until it is gone (`None`) or deleted.
 pub async fn run(
     ctx: Arc<NodeContext>,
+    shared: Arc<Shared>,
     clients: chan::Receiver<kube::Client>,
     mut rx: chan::Receiver<Option<Pod>>,
 ) {
@@ -46,19 +51,23 @@ pub async fn run(
         volumes: PodVolumes::new(&ctx.settings.root_dir, &uid),
         allocatable: allocatable(&ctx),
         ctx,
+        shared,
         clients,
         uid,
         containers: State::default(),
-        readiness: probes::Prober::new(probes::Kind::Readiness),
+        probes: Probes::new(),
+        noted: Throttle::default(),
         reported: None,
         verdict: None,
     };
+    let probed = w.probes.changed();
     let mut last = first;
     loop {
         let current = rx.borrow_and_update().clone();
         match current {
             None => {
                 let dir = volumes::pod_dir(&w.ctx.settings.root_dir, &w.uid);
+                hooks::stop_pod(&w.shared, &last, delete::grace(&last)).await;
                 delete::teardown(&w.ctx.daemon, &w.uid, delete::grace(&last), Some(&dir)).await;
                 return;
             }
@@ -75,6 +84,7 @@ pub async fn run(
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            _ = probed.notified() => {}
             _ = tokio::time::sleep(RESYNC) => {}
         }
     }
@@ -130,8 +140,13 @@ impl Worker {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(pod = ?pod.metadata.name, reason = "FailedMount", error = %e, "volumes not ready");
+                if self.noted.allow("FailedMount") {
+                    let events = &self.shared.events;
+                    events.pod(pod, None, Type::Warning, "FailedMount", e.to_string());
+                }
                 self.mount_failed(pod, &e);
-                self.report(pod, false, &[], &HashMap::new()).await;
+                let none = probes::View::default();
+                self.report(pod, false, &[], &HashMap::new(), &none).await;
                 return;
             }
         };
@@ -161,6 +176,7 @@ impl Worker {
         if !self.finished(pod) {
             let client = self.client();
             let target = Target {
+                shared: &self.shared,
                 client: &client,
                 d: &d,
                 pod,
@@ -177,7 +193,26 @@ impl Worker {
             containers::step(&target, &mut self.containers).await;
         }
         let instances = containers::instances(&d, &sandbox_id).await;
-        self.report(pod, true, &ips, &instances).await;
+        let ip = ips.first().map(String::as_str);
+        let view = self.probes.sync(&self.shared, pod, ip, &instances).await;
+        self.restart_unhealthy(pod, ip, &view).await;
+        self.report(pod, true, &ips, &instances, &view).await;
+    }
+
+    /// Kills the containers whose liveness or startup probe failed; the next sync restarts them
+    /// per restartPolicy, as any exited container.
+    async fn restart_unhealthy(&mut self, pod: &Pod, ip: Option<&str>, view: &probes::View) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        for (name, id, kind) in &view.failed {
+            let c = spec.containers.iter().find(|c| &c.name == name);
+            let why = format!(
+                "Container {name} failed {} probe, will be restarted",
+                kind.name().to_lowercase()
+            );
+            tracing::info!(pod = ?pod.metadata.name, container = %name, %id, "{why}");
+            let grace = probes::kill_grace(pod, c, *kind);
+            hooks::kill(&self.shared, pod, c, id, ip, grace, &why).await;
+        }
     }
 
     /// Every container waits on the volume that cannot be set up, and says why.
@@ -243,18 +278,12 @@ impl Worker {
         sandbox_ready: bool,
         ips: &[String],
         instances: &HashMap<String, Vec<cri::Container>>,
+        view: &probes::View,
     ) {
         let host_ip = self.host_ip();
-        let ready = probes::ready_map(
-            &mut self.readiness,
-            &self.ctx.daemon,
-            pod,
-            ips.first().map(String::as_str),
-            instances,
-        )
-        .await;
         let observed = status::Observed {
-            ready: &ready,
+            ready: &view.ready,
+            started: &view.started,
             pod,
             sandbox_ready,
             pod_ips: ips,
@@ -278,6 +307,7 @@ impl Worker {
     /// Graceful deletion; true once the pod object is gone.
     async fn terminate(&mut self, pod: &Pod) -> bool {
         let dir = volumes::pod_dir(&self.ctx.settings.root_dir, &self.uid);
+        hooks::stop_pod(&self.shared, pod, delete::grace(pod)).await;
         delete::teardown(&self.ctx.daemon, &self.uid, delete::grace(pod), Some(&dir)).await;
         match delete::finish(self.client(), pod).await {
             Ok(()) => true,

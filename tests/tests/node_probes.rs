@@ -1,0 +1,537 @@
+//! skiffd runs kubelet's probes, lifecycle hooks and events: readiness that a Service's
+//! EndpointSlice follows, liveness failures that restart containers, startup probes that hold the
+//! others back, httpGet and tcpSocket probes, preStop before SIGTERM on deletion, a failing
+//! postStart, and events aggregated as `kubectl describe` shows them. Against a real control plane,
+//! joined by `kubeadm join`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skiff_tests::cri::BUSYBOX;
+use skiff_tests::k8s::pod_cluster::PodCluster;
+
+/// A pod of one busybox container `main` running `script`, with `extra` YAML lines in the
+/// container (indented by four spaces) and `grace` as its termination grace period.
+fn pod(name: &str, grace: u32, script: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: {grace}
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, '{script}']
+{extra}"
+    )
+}
+
+fn status<'a>(p: &'a Value, container: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == container))
+        .unwrap_or(&Value::Null)
+}
+
+fn condition(p: &Value, t: &str) -> String {
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn restarts(p: &Value, container: &str) -> i64 {
+    status(p, container)["restartCount"].as_i64().unwrap_or(0)
+}
+
+fn running(p: &Value, container: &str) -> bool {
+    status(p, container)["state"].get("running").is_some()
+}
+
+/// The pod's readiness as its conditions and its container `main` say it (they must agree).
+fn ready(p: &Value) -> Option<bool> {
+    if !running(p, "main") {
+        return None;
+    }
+    let c = status(p, "main")["ready"] == true;
+    let pod = condition(p, "Ready") == "True";
+    let containers = condition(p, "ContainersReady") == "True";
+    (c == pod && pod == containers).then_some(c)
+}
+
+/// The readiness of the endpoints of Service `svc` by address.
+fn endpoints(c: &PodCluster, svc: &str) -> Vec<(String, bool)> {
+    let sel = format!("kubernetes.io/service-name={svc}");
+    let slices = c
+        .get(&["endpointslices", "-l", &sel])
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for s in slices {
+        for e in s["endpoints"].as_array().into_iter().flatten() {
+            let ready = e["conditions"]["ready"] == true;
+            for a in e["addresses"].as_array().into_iter().flatten() {
+                out.push((a.as_str().unwrap_or_default().to_string(), ready));
+            }
+        }
+    }
+    out
+}
+
+/// The one event about `object` with `reason` whose message contains `text`, once it exists.
+fn event(c: &PodCluster, object: &str, reason: &str, text: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let all = c.events(object);
+        let matching: Vec<&Value> = all
+            .iter()
+            .filter(|e| e["reason"] == reason && e["message"].as_str().unwrap_or("").contains(text))
+            .collect();
+        assert!(
+            matching.len() <= 1,
+            "{object}: identical {reason} events not aggregated into one: {matching:#?}"
+        );
+        if let Some(e) = matching.first() {
+            return (*e).clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{object}: no {reason} event with {text:?} within {within:?}; events: {:#?}",
+            all.iter()
+                .map(|e| format!("{} {} x{}", e["reason"], e["message"], e["count"]))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until the event (as [`event`] finds it) has happened at least `n` times.
+fn event_count(c: &PodCluster, object: &str, reason: &str, text: &str, n: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = event(c, object, reason, text, Duration::from_secs(60));
+        if e["count"].as_i64().unwrap_or(0) >= n {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{object}: {reason} {text:?} not counted {n} times: {e:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+const SLEEP: &str = "exec sleep 3600";
+
+#[test]
+fn probes_drive_readiness_endpoints_and_restarts() {
+    let mut c = PodCluster::start("probes");
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: flip}
+spec:
+  selector: {app: flip}
+  ports: [{port: 80, targetPort: 8080}]
+",
+    );
+    let exec_probe = |kind: &str, cmd: &str, more: &str| {
+        format!("    {kind}:\n      exec: {{command: [sh, -c, '{cmd}']}}\n      periodSeconds: 1\n{more}")
+    };
+    c.apply(&pod(
+        "flip",
+        1,
+        SLEEP,
+        &exec_probe(
+            "readinessProbe",
+            "cat /tmp/ready",
+            "      failureThreshold: 1\n",
+        ),
+    ));
+    // The pod's grace period is long: the probe's own one must be the one used.
+    c.apply(&pod(
+        "live",
+        60,
+        "touch /tmp/alive; exec sleep 3600",
+        &exec_probe(
+            "livenessProbe",
+            "cat /tmp/alive",
+            "      failureThreshold: 2\n      terminationGracePeriodSeconds: 1\n",
+        ),
+    ));
+    let startup = [
+        exec_probe(
+            "startupProbe",
+            "cat /tmp/started",
+            "      failureThreshold: 100\n",
+        ),
+        exec_probe("readinessProbe", "true", ""),
+        exec_probe(
+            "livenessProbe",
+            "cat /tmp/started",
+            "      failureThreshold: 1\n",
+        ),
+    ]
+    .concat();
+    c.apply(&pod("startup", 1, SLEEP, &startup));
+    // httpd listens only after 6 s; the probe names its port and sends a header.
+    c.apply(&pod(
+        "web",
+        1,
+        "mkdir -p /www && echo ok > /www/healthz && sleep 6 && exec httpd -f -p 8080 -h /www",
+        "    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /healthz, port: http, httpHeaders: [{name: X-Probe, value: skiff}]}
+      periodSeconds: 1
+",
+    ));
+    // Ready through a tcpSocket probe on an open port, restarted through one on a closed port.
+    c.apply(&pod(
+        "tcp",
+        1,
+        "exec httpd -f -p 9000 -h /tmp",
+        "    readinessProbe: {tcpSocket: {port: 9000}, periodSeconds: 1}
+    livenessProbe:
+      tcpSocket: {port: 9001}
+      initialDelaySeconds: 4
+      periodSeconds: 1
+      failureThreshold: 1
+",
+    ));
+
+    // Readiness follows the probe, and the Service's EndpointSlice follows readiness.
+    let up = Duration::from_secs(120);
+    assert!(!c.until_pod("flip", "running", up, ready));
+    let ip = c.until_pod("flip", "an IP", up, |p| {
+        p["status"]["podIP"].as_str().map(str::to_string)
+    });
+    let slice = |c: &PodCluster, want: bool| {
+        skiff_tests::k8s::skiff_node::wait_for(
+            &format!("endpoint {ip} ready={want}"),
+            Duration::from_secs(30),
+            || {
+                endpoints(c, "flip")
+                    .contains(&(ip.clone(), want))
+                    .then_some(())
+            },
+        )
+    };
+    slice(&c, false);
+    c.exec("flip", "main", &["touch", "/tmp/ready"]);
+    let t = Duration::from_secs(20);
+    c.until_pod("flip", "ready", t, |p| ready(p).filter(|r| *r));
+    slice(&c, true);
+    c.exec("flip", "main", &["rm", "/tmp/ready"]);
+    c.until_pod("flip", "not ready again", t, |p| ready(p).filter(|r| !*r));
+    slice(&c, false);
+    let failed = event_count(
+        &c,
+        "flip",
+        "Unhealthy",
+        "Readiness probe failed: cat: can't open",
+        3,
+    );
+    assert_eq!(failed["type"], "Warning");
+    assert_eq!(failed["source"]["component"], "kubelet");
+    assert_eq!(failed["source"]["host"], c.node.name.as_str());
+    assert_eq!(
+        failed["involvedObject"]["fieldPath"],
+        "spec.containers{main}"
+    );
+    for (reason, text) in [
+        (
+            "Pulled",
+            "image \"registry.skiff.test/library/busybox:latest\"",
+        ),
+        ("Created", "Created container main"),
+        ("Started", "Started container main"),
+    ] {
+        event(&c, "flip", reason, text, t);
+    }
+
+    // The startup probe holds liveness (which would fail) and readiness (which would pass) back.
+    c.until_pod("startup", "running", up, |p| {
+        running(p, "main").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let p = c.pod("startup").expect("the startup pod");
+    assert_eq!(status(&p, "main")["started"], false, "{p:#}");
+    assert_eq!(ready(&p), Some(false), "{p:#}");
+    assert_eq!(restarts(&p, "main"), 0, "{p:#}");
+    c.exec("startup", "main", &["touch", "/tmp/started"]);
+    c.until_pod("startup", "started and ready", t, |p| {
+        (status(p, "main")["started"] == true && ready(p) == Some(true)).then_some(())
+    });
+    assert_eq!(restarts(&c.pod("startup").expect("the pod"), "main"), 0);
+
+    // A liveness failure restarts the container, within the probe's grace period.
+    c.until_pod("live", "running", up, |p| running(p, "main").then_some(()));
+    c.exec("live", "main", &["rm", "/tmp/alive"]);
+    let killed = Instant::now();
+    c.until_pod("live", "restarted", Duration::from_secs(30), |p| {
+        (restarts(p, "main") >= 1 && running(p, "main")).then_some(())
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(20),
+        "the probe's terminationGracePeriodSeconds was not used: {:?}",
+        killed.elapsed()
+    );
+    event(
+        &c,
+        "live",
+        "Killing",
+        "Container main failed liveness probe, will be restarted",
+        t,
+    );
+    let unhealthy = event_count(
+        &c,
+        "live",
+        "Unhealthy",
+        "Liveness probe failed: cat: can't open '/tmp/alive'",
+        2,
+    );
+    assert_eq!(unhealthy["type"], "Warning");
+    let describe = c.kubectl_ok(&["describe", "pod", "live"]);
+    assert!(
+        describe.contains("Container main failed liveness probe, will be restarted"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("(x2 over") || describe.contains("(x3 over"),
+        "{describe}"
+    );
+
+    // An httpGet probe on a port the container opens late: failing, then passing.
+    c.until_pod("web", "ready", up, |p| ready(p).filter(|r| *r));
+    let refused = event(
+        &c,
+        "web",
+        "Unhealthy",
+        "Readiness probe failed: Get \"http://",
+        t,
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(":8080/healthz"),
+        "{refused:#}"
+    );
+
+    // tcpSocket: ready through the open port, restarted through the closed one.
+    c.until_pod("tcp", "ready", up, |p| ready(p).filter(|r| *r));
+    c.until_pod("tcp", "restarted", Duration::from_secs(60), |p| {
+        (restarts(p, "main") >= 1).then_some(())
+    });
+    let e = event(&c, "tcp", "Unhealthy", "Liveness probe failed: dial tcp", t);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(":9001: connect: connection refused"),
+        "{e:#}"
+    );
+    c.node.skiffd.assert_running();
+}
+
+#[test]
+fn hooks_run_around_the_containers_life() {
+    let mut c = PodCluster::start("hooks");
+    c.apply(&pod(
+        "stopper",
+        10,
+        "trap \"echo term prestop=\\$(cat /tmp/prestop); sleep 2; exit 0\" TERM; echo up; while true; do sleep 0.2; done",
+        "    lifecycle:
+      preStop: {exec: {command: [sh, -c, 'echo yes > /tmp/prestop; sleep 1']}}
+",
+    ));
+    c.apply(&pod(
+        "poststart-ok",
+        1,
+        SLEEP,
+        "    lifecycle:
+      postStart: {exec: {command: [sh, -c, 'echo hooked > /tmp/hook']}}
+",
+    ));
+    c.apply(&pod(
+        "poststart-fail",
+        1,
+        SLEEP,
+        "    lifecycle:
+      postStart: {exec: {command: [sh, -c, 'echo hook-failed; exit 3']}}
+",
+    ));
+    // preStop runs on a liveness restart too; what it writes outlives the container.
+    c.apply(&pod(
+        "restarted",
+        1,
+        "touch /tmp/alive; exec sleep 3600",
+        "    volumeMounts: [{name: data, mountPath: /data}]
+    lifecycle:
+      preStop: {exec: {command: [sh, -c, 'echo ran >> /data/prestop']}}
+    livenessProbe:
+      exec: {command: [cat, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 1
+  volumes: [{name: data, emptyDir: {}}]
+",
+    ));
+    let up = Duration::from_secs(120);
+    let t = Duration::from_secs(30);
+
+    c.until_pod("restarted", "ready", up, |p| ready(p).filter(|r| *r));
+    c.exec("restarted", "main", &["rm", "/tmp/alive"]);
+    c.until_pod("restarted", "restarted", Duration::from_secs(30), |p| {
+        (restarts(p, "main") >= 1 && running(p, "main")).then_some(())
+    });
+    assert_eq!(
+        c.exec("restarted", "main", &["cat", "/data/prestop"]).1,
+        "ran\n"
+    );
+
+    // postStart runs before the container counts as running.
+    c.until_pod("poststart-ok", "ready", up, |p| ready(p).filter(|r| *r));
+    assert_eq!(
+        c.exec("poststart-ok", "main", &["cat", "/tmp/hook"]).1,
+        "hooked\n"
+    );
+
+    // A failing postStart kills the container, which restarts with back-off.
+    let hook = event(
+        &c,
+        "poststart-fail",
+        "FailedPostStartHook",
+        "exited with 3",
+        up,
+    );
+    let msg = hook["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with(
+            "Exec lifecycle hook ([sh -c echo hook-failed; exit 3]) for Container \"main\""
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("hook-failed"), "{msg}");
+    event(&c, "poststart-fail", "Killing", "FailedPostStartHook", t);
+    c.until_pod(
+        "poststart-fail",
+        "restarted",
+        Duration::from_secs(60),
+        |p| (restarts(p, "main") >= 1).then_some(()),
+    );
+    // The same failure again: the event's count grows, no new object.
+    event_count(
+        &c,
+        "poststart-fail",
+        "FailedPostStartHook",
+        "exited with 3",
+        2,
+    );
+    event_count(
+        &c,
+        "poststart-fail",
+        "Pulled",
+        "already present on machine",
+        2,
+    );
+
+    // preStop runs before SIGTERM: the container's TERM handler sees what the hook wrote.
+    c.until_pod("stopper", "ready", up, |p| ready(p).filter(|r| *r));
+    c.kubectl_ok(&["delete", "pod", "stopper", "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = String::new();
+    while c.pod("stopper").is_some() {
+        for f in c.log_files("stopper", "main") {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                if text.len() > seen.len() {
+                    seen = text;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stopper not deleted; skiffd:\n{}",
+            c.node.skiffd.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.contains("up"), "{seen}");
+    assert!(
+        seen.contains("term prestop=yes"),
+        "preStop did not run before SIGTERM:\n{seen}"
+    );
+    event(&c, "stopper", "Killing", "Stopping container main", t);
+    assert!(c
+        .events("stopper")
+        .iter()
+        .all(|e| e["reason"] != "FailedPreStopHook"));
+    c.node.skiffd.assert_running();
+}
+
+/// skiffd's CPU time (user + system, its own and its waited-for children's) in seconds.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("skiffd's stat");
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let f: Vec<f64> = rest.split(' ').map(|v| v.parse().unwrap_or(0.0)).collect();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ((f[11] + f[12]) / hz, (f[13] + f[14]) / hz)
+}
+
+/// The cost of exec probes: `SKIFF_PROBE_PODS` pods (100 by default) with a readiness probe
+/// every second; prints skiffd's CPU use over a minute. A measurement, not a check: run it
+/// alone, with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn exec_probe_cpu_of_many_pods() {
+    let n: usize = std::env::var("SKIFF_PROBE_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let c = PodCluster::start("probe-cpu");
+    c.apply(&format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: probed}}
+spec:
+  replicas: {n}
+  selector: {{matchLabels: {{app: probed}}}}
+  template:
+    metadata: {{labels: {{app: probed}}}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: [sleep, '3600']
+        readinessProbe: {{exec: {{command: ['true']}}, periodSeconds: 1}}
+"
+    ));
+    let started = Instant::now();
+    skiff_tests::k8s::skiff_node::wait_for("all pods ready", Duration::from_secs(900), || {
+        let d = c.get(&["deployment", "probed"])?;
+        (d["status"]["readyReplicas"].as_u64() == Some(n as u64)).then_some(())
+    });
+    println!("{n} pods ready in {:?}", started.elapsed());
+    let pid = c.node.skiffd.pid();
+    let window = Duration::from_secs(60);
+    let (own0, kids0) = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let (own1, kids1) = cpu_seconds(pid);
+    let secs = window.as_secs_f64();
+    println!(
+        "skiffd with {n} pods probed every second: {:.1}% of a core itself, {:.1}% in the exec helpers it waited for",
+        100.0 * (own1 - own0) / secs,
+        100.0 * (kids1 - kids0) / secs
+    );
+}
