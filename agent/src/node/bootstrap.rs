@@ -158,7 +158,11 @@ pub async fn request_signed(
     let cert = wait_issued(&api, &name).await?;
     let cert = String::from_utf8(cert).context("the issued certificate is not text")?;
     let stored = certs.store(&cert, &req.key_pem)?;
-    tracing::info!(csr = %name, %signer, file = %stored.display(), "certificate issued");
+    if signer == pki::CLIENT_SIGNER {
+        tracing::info!(csr = %name, file = %stored.display(), "client certificate issued");
+    } else {
+        tracing::info!(csr = %name, %signer, file = %stored.display(), "certificate issued");
+    }
     Ok(())
 }
 

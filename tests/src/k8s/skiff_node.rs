@@ -254,6 +254,25 @@ pub fn condition(node: &Value, t: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Waits for the KubeletConfiguration `kubeadm join` writes and adapts it to this machine: the
+/// client CA at the node's copy (kubeadm names /etc/kubernetes, which is the node's directory only
+/// inside the join's mount namespace), the kubelet API on a free port (returned), `extra` appended.
+pub fn localize_config(node: &NodeDir, extra: &str) -> u16 {
+    let config = node.var("config.yaml");
+    let text = wait_for("config.yaml", Duration::from_secs(30), || {
+        std::fs::read_to_string(&config)
+            .ok()
+            .filter(|t| t.contains("kind:"))
+    });
+    let text = text.replace(
+        "/etc/kubernetes/pki/ca.crt",
+        &node.etc("pki/ca.crt").display().to_string(),
+    );
+    let port = free_port(Ipv4Addr::UNSPECIFIED);
+    std::fs::write(&config, format!("{text}\nport: {port}\n{extra}\n")).unwrap();
+    port
+}
+
 /// A node joined by `kubeadm join`, Ready, with skiffd running as its kubelet.
 pub struct Joined {
     pub skiffd: Daemon,
@@ -304,23 +323,7 @@ pub fn join(
     args.push(format!("--node-ip={}", cp.ip));
     args.push(format!("--healthz-port={}", free_port(Ipv4Addr::LOCALHOST)));
     args.extend(extra.iter().cloned());
-    let config = node.var("config.yaml");
-    let text = wait_for("config.yaml", Duration::from_secs(30), || {
-        std::fs::read_to_string(&config)
-            .ok()
-            .filter(|t| t.contains("kind:"))
-    });
-    // kubeadm's paths are the node's directory here; the kubelet API gets a port of its own.
-    let text = text.replace(
-        "/etc/kubernetes/pki/ca.crt",
-        &node.etc("pki/ca.crt").display().to_string(),
-    );
-    let kubelet_port = free_port(Ipv4Addr::UNSPECIFIED);
-    std::fs::write(
-        &config,
-        format!("{text}\nport: {kubelet_port}\n{config_extra}\n"),
-    )
-    .unwrap();
+    let kubelet_port = localize_config(&node, config_extra);
     let mut skiffd = node.spawn(&args);
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
         skiffd.assert_running();
