@@ -729,6 +729,62 @@ fn access_control(c: &Cluster) {
     assert_eq!(code, 0, "healthz answered off loopback");
 }
 
+/// A second node with `serverTLSBootstrap`: no handshake until its CSR is approved, then a
+/// certificate of the cluster CA for its address.
+fn server_tls_bootstrap(c: &Cluster) {
+    let name = format!("skiff-api-tls-{}", std::process::id());
+    let node = skiff_node::join(
+        &c.cp,
+        NodeDir::new(),
+        &name,
+        &[],
+        "serverTLSBootstrap: true\nevictionHard: {imagefs.available: 1%, nodefs.available: 1%}",
+    );
+    let url = format!("https://{}:{}/healthz", c.cp.ip, node.kubelet_port);
+    let ca = c.cp.pki().join("ca.crt");
+    let verified = || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(&ca)
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        text(&out.stdout).trim().parse::<u16>().unwrap_or(0)
+    };
+    assert_eq!(
+        curl(&url, "GET", &[]).0,
+        0,
+        "served before the CSR was approved"
+    );
+    let user = format!("system:node:{name}");
+    let csr = wait_for("the serving CSR", Duration::from_secs(60), || {
+        let list = get_json(&c.cp, &["csr"])?;
+        list["items"].as_array()?.iter().find_map(|r| {
+            (r["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+                && r["spec"]["username"] == user.as_str())
+            .then(|| r["metadata"]["name"].as_str().map(str::to_string))
+            .flatten()
+        })
+    });
+    c.cp.kubectl_ok(&["certificate", "approve", &csr]);
+    wait_for(
+        "the cluster-signed certificate",
+        Duration::from_secs(30),
+        || (verified() == 401).then_some(()),
+    );
+    let raw = format!("/api/v1/nodes/{name}/proxy/healthz");
+    assert_eq!(c.cp.kubectl_ok(&["get", "--raw", &raw]), "ok");
+}
+
 #[test]
 fn kubelet_api_serves_the_api_server_and_refuses_others() {
     let c = cluster();
@@ -741,4 +797,5 @@ fn kubelet_api_serves_the_api_server_and_refuses_others() {
     attach(&c);
     port_forward(&c);
     access_control(&c);
+    server_tls_bootstrap(&c);
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use skiff_tests::cri;
 use skiff_tests::k8s::control_plane::free_port;
 use skiff_tests::k8s::skiff_node::{
-    condition, get_json, kubeadm_flags, spawn_join, wait_for, NodeDir,
+    self, condition, get_json, kubeadm_flags, spawn_join, wait_for, NodeDir,
 };
 use skiff_tests::k8s::ControlPlane;
 
@@ -204,9 +204,7 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
     args.push(format!("--healthz-port={healthz}"));
     args.push("--node-labels=skiff.dev/test=join".into());
     args.push("--register-with-taints=skiff.dev/test=join:PreferNoSchedule".into());
-    wait_for("config.yaml", Duration::from_secs(30), || {
-        node.var("config.yaml").exists().then_some(())
-    });
+    let kubelet_port = skiff_node::localize_config(&node, "");
     let started = Instant::now();
     let mut skiffd = node.spawn(&args);
 
@@ -264,7 +262,10 @@ fn kubeadm_join_makes_a_ready_node_with_a_lease_and_rotating_certificates() {
         addrs.contains(&cp.ip.to_string()) && addrs.contains("InternalIP"),
         "{addrs}"
     );
-    assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert_eq!(
+        st["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        kubelet_port
+    );
     assert_eq!(condition(&n, "Ready")["reason"], "KubeletReady");
     assert_eq!(condition(&n, "MemoryPressure")["status"], "False");
     // DiskPressure is measured: imagefs (the image store's disk) below 15 % free is pressure.

@@ -123,6 +123,18 @@ async fn bootstrap_once(bootstrap: &Loaded, paths: &Paths, node: &str) -> Result
 /// A new key and CSR; waits for the signed certificate and stores it as the current one.
 pub async fn request_certificate(client: kube::Client, node: &str, certs: &CertDir) -> Result<()> {
     let req = pki::client_request(node)?;
+    request_signed(client, req, pki::CLIENT_SIGNER, pki::CLIENT_USAGES, certs).await
+}
+
+/// Files `req` with `signer` for `usages`; waits for the signed certificate and stores it, with
+/// the request's key, as the current one of `certs`.
+pub async fn request_signed(
+    client: kube::Client,
+    req: pki::Request,
+    signer: &str,
+    usages: &[&str],
+    certs: &CertDir,
+) -> Result<()> {
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
@@ -131,8 +143,8 @@ pub async fn request_certificate(client: kube::Client, node: &str, certs: &CertD
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(req.csr_pem.into_bytes()),
-            signer_name: pki::CLIENT_SIGNER.into(),
-            usages: Some(pki::CLIENT_USAGES.iter().map(|u| u.to_string()).collect()),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
@@ -146,7 +158,11 @@ pub async fn request_certificate(client: kube::Client, node: &str, certs: &CertD
     let cert = wait_issued(&api, &name).await?;
     let cert = String::from_utf8(cert).context("the issued certificate is not text")?;
     let stored = certs.store(&cert, &req.key_pem)?;
-    tracing::info!(csr = %name, file = %stored.display(), "client certificate issued");
+    if signer == pki::CLIENT_SIGNER {
+        tracing::info!(csr = %name, file = %stored.display(), "client certificate issued");
+    } else {
+        tracing::info!(csr = %name, %signer, file = %stored.display(), "certificate issued");
+    }
     Ok(())
 }
 

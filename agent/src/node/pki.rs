@@ -2,6 +2,7 @@
 //! certificate directory kubelet keeps (`kubelet-client-<date>.pem` and the
 //! `kubelet-client-current.pem` symlink to the newest).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,12 @@ pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const CLIENT_USAGES: &[&str] = &["digital signature", "client auth"];
 /// The prefix of the client certificate files.
 pub const CLIENT_PREFIX: &str = "kubelet-client";
+/// The signer of kubelet serving certificates (`serverTLSBootstrap`).
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// The usages kubelet asks for with an ECDSA serving key.
+pub const SERVING_USAGES: &[&str] = &["digital signature", "server auth"];
+/// The prefix of the serving certificate files.
+pub const SERVING_PREFIX: &str = "kubelet-server";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -35,8 +42,18 @@ pub struct Request {
 }
 
 pub fn client_request(node: &str) -> Result<Request, PkiError> {
+    node_request(node, CertificateParams::default())
+}
+
+/// The same subject, for a serving certificate valid for the node's `names` and `ips`.
+pub fn serving_request(node: &str, names: &[String], ips: &[IpAddr]) -> Result<Request, PkiError> {
+    let mut sans = names.to_vec();
+    sans.extend(ips.iter().map(IpAddr::to_string));
+    node_request(node, CertificateParams::new(sans)?)
+}
+
+fn node_request(node: &str, mut params: CertificateParams) -> Result<Request, PkiError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "system:nodes");
     dn.push(DnType::CommonName, format!("system:node:{node}"));
@@ -86,6 +103,13 @@ impl CertDir {
         CertDir {
             dir: dir.into(),
             prefix: CLIENT_PREFIX,
+        }
+    }
+
+    pub fn serving(dir: &Path) -> CertDir {
+        CertDir {
+            dir: dir.into(),
+            prefix: SERVING_PREFIX,
         }
     }
 
@@ -152,6 +176,27 @@ pub(crate) mod tests {
         let subject = csr.certification_request_info.subject.to_string();
         assert!(subject.contains("CN=system:node:worker-1"), "{subject}");
         assert!(subject.contains("O=system:nodes"), "{subject}");
+    }
+
+    #[test]
+    fn serving_csr_names_the_node_and_its_addresses() {
+        let ips = ["10.1.2.3".parse().unwrap()];
+        let r = serving_request("worker-1", &["worker-1".into()], &ips).unwrap();
+        let (_, der) = x509_parser::pem::parse_x509_pem(r.csr_pem.as_bytes()).unwrap();
+        use x509_parser::prelude::FromDer;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der.contents)
+                .unwrap();
+        let subject = csr.certification_request_info.subject.to_string();
+        assert!(subject.contains("CN=system:node:worker-1"), "{subject}");
+        let ext = format!(
+            "{:?}",
+            csr.requested_extensions().unwrap().collect::<Vec<_>>()
+        );
+        assert!(
+            ext.contains("\"worker-1\"") && ext.contains("[10, 1, 2, 3]"),
+            "{ext}"
+        );
     }
 
     #[test]

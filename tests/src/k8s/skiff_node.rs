@@ -274,6 +274,49 @@ pub fn condition(node: &Value, t: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Waits for the KubeletConfiguration `kubeadm join` writes and adapts it to this machine: the
+/// client CA at the node's copy (kubeadm names /etc/kubernetes, which is the node's directory only
+/// inside the join's mount namespace), the kubelet API on a free port (returned), `extra` appended.
+pub fn localize_config(node: &NodeDir, extra: &str) -> u16 {
+    let config = node.var("config.yaml");
+    let text = wait_for("config.yaml", Duration::from_secs(30), || {
+        std::fs::read_to_string(&config)
+            .ok()
+            .filter(|t| t.contains("kind:"))
+    });
+    let cgroup_root = if extra.contains("cgroupRoot:") {
+        String::new()
+    } else {
+        format!("cgroupRoot: /{}\n", node.cgroup_root())
+    };
+    // A scalar field the test sets replaces kubeadm's (YAML forbids a key twice).
+    let keys: Vec<&str> = extra
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .filter(|k| !k.starts_with(' ') && !k.is_empty())
+        .collect();
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            !keys
+                .iter()
+                .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(": ")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = text.replace(
+        "/etc/kubernetes/pki/ca.crt",
+        &node.etc("pki/ca.crt").display().to_string(),
+    );
+    let port = free_port(Ipv4Addr::UNSPECIFIED);
+    std::fs::write(
+        &config,
+        format!("{text}\nport: {port}\n{cgroup_root}{extra}\n"),
+    )
+    .unwrap();
+    port
+}
+
 /// A node joined by `kubeadm join`, Ready, with skiffd running as its kubelet.
 pub struct Joined {
     pub skiffd: Daemon,
@@ -341,43 +384,7 @@ pub fn join_with(
     args.push(format!("--node-ip={node_ip}"));
     args.push(format!("--healthz-port={}", free_port(Ipv4Addr::LOCALHOST)));
     args.extend(extra.iter().cloned());
-    let config = node.var("config.yaml");
-    let text = wait_for("config.yaml", Duration::from_secs(30), || {
-        std::fs::read_to_string(&config)
-            .ok()
-            .filter(|t| t.contains("kind:"))
-    });
-    let cgroup_root = if config_extra.contains("cgroupRoot:") {
-        String::new()
-    } else {
-        format!("cgroupRoot: /{}\n", node.cgroup_root())
-    };
-    // A scalar field the test sets replaces kubeadm's (YAML forbids a key twice).
-    let keys: Vec<&str> = config_extra
-        .lines()
-        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
-        .filter(|k| !k.starts_with(' ') && !k.is_empty())
-        .collect();
-    let text: String = text
-        .lines()
-        .filter(|l| {
-            !keys
-                .iter()
-                .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(": ")))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    // kubeadm's paths are the node's directory here; the kubelet API gets a port of its own.
-    let text = text.replace(
-        "/etc/kubernetes/pki/ca.crt",
-        &node.etc("pki/ca.crt").display().to_string(),
-    );
-    let kubelet_port = free_port(Ipv4Addr::UNSPECIFIED);
-    std::fs::write(
-        &config,
-        format!("{text}\nport: {kubelet_port}\n{cgroup_root}{config_extra}\n"),
-    )
-    .unwrap();
+    let kubelet_port = localize_config(&node, config_extra);
     let mut skiffd = spawn(&node, &args);
     let started = Instant::now();
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {

@@ -2,7 +2,8 @@
 //! `nodes/<name>/proxy`, `kubectl exec/attach/port-forward/logs` and metrics collectors call.
 //!
 //! Every request goes through the same chain, as kubelet's does:
-//! 1. TLS with the node's serving certificate ([`tls`]); a client certificate, if one is offered,
+//! 1. TLS with the node's serving certificate ([`tls`]; signed by the cluster with
+//!    `serverTLSBootstrap`, [`serving`]); a client certificate, if one is offered,
 //!    must chain to `authentication.x509.clientCAFile`, or the handshake fails;
 //! 2. authentication ([`authn`]): that certificate, else a bearer token checked by a TokenReview,
 //!    else anonymous if enabled — otherwise 401;
@@ -40,6 +41,7 @@ pub mod pods;
 pub mod reply;
 pub mod routes;
 pub mod server;
+pub mod serving;
 pub mod stats;
 pub mod streaming;
 pub mod tls;

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use super::authn::{Authenticator, User};
 use super::authz::{self, Authorizer};
 use super::reply::{self, Reply};
-use super::{routes, tls};
+use super::{routes, serving, tls};
 use crate::node::pods::watch::Snapshot;
 use crate::node::NodeContext;
 
@@ -48,17 +48,25 @@ pub fn start(
     pods: watch::Receiver<Snapshot>,
 ) -> anyhow::Result<Arc<tls::Serving>> {
     let s = &ctx.settings;
-    let key = match &s.api.tls_files {
-        Some((cert, key)) => tls::load(cert, key)?,
-        None => {
-            let mut names = vec![s.hostname.clone()];
-            if s.node_name != s.hostname {
-                names.push(s.node_name.clone());
-            }
-            tls::self_signed(&s.cert_dir, &names, &s.node_ips)?
+    let mut names = vec![s.hostname.clone()];
+    if s.node_name != s.hostname {
+        names.push(s.node_name.clone());
+    }
+    let serving = match &s.api.tls_files {
+        Some((cert, key)) => tls::Serving::new(tls::load(cert, key)?),
+        None if s.api.server_tls_bootstrap => {
+            let serving = Arc::new(tls::Serving::default());
+            let subject = serving::Subject {
+                node: s.node_name.clone(),
+                names,
+                ips: s.node_ips.clone(),
+            };
+            let dir = s.cert_dir.clone();
+            tokio::spawn(serving::run(serving.clone(), clients.clone(), dir, subject));
+            serving
         }
+        None => tls::Serving::new(tls::self_signed(&s.cert_dir, &names, &s.node_ips)?),
     };
-    let serving = tls::Serving::new(key);
     let config = tls::server_config(serving.clone(), s.api.client_ca_file.as_deref())?;
     let api = Arc::new(Api {
         authn: Authenticator::new(s.api.anonymous, s.api.token_webhook, clients.clone()),

@@ -39,29 +39,30 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The serving certificate in use; [`Serving::set`] replaces it for the next handshakes.
-#[derive(Debug)]
+/// The serving certificate in use; [`Serving::set`] replaces it for the next handshakes. Without
+/// one (a signed certificate still awaited) handshakes fail, as kubelet's do.
+#[derive(Debug, Default)]
 pub struct Serving {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl Serving {
     pub fn new(key: CertifiedKey) -> Arc<Serving> {
-        Arc::new(Serving {
-            current: RwLock::new(Arc::new(key)),
-        })
+        let s = Arc::new(Serving::default());
+        s.set(key);
+        s
     }
 
     pub fn set(&self, key: CertifiedKey) {
         if let Ok(mut cur) = self.current.write() {
-            *cur = Arc::new(key);
+            *cur = Some(Arc::new(key));
         }
     }
 }
 
 impl ResolvesServerCert for Serving {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|k| k.clone())
+        self.current.read().ok().and_then(|k| k.clone())
     }
 }
 
