@@ -4,6 +4,9 @@
 //! every byte on the streaming side is written and read by client-go's own SPDY/3.1 and WebSocket
 //! code — the code `crictl` runs too.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
