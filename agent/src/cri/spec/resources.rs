@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use cri_api::v1 as cri;
+use skiff_runtime::container::{ContainerError, Runtime};
 use skiff_runtime::spec::{Cpu, HugepageLimit, Memory, Resources};
+use skiff_runtime::state::StateError;
 use tonic::Status;
 
 use super::bad;
@@ -111,9 +113,9 @@ pub async fn update(
     if d.containers.get(&id).is_none() {
         return Err(not_found("container", &id));
     }
-    let root = d.config.runtime_root();
+    let d2 = Arc::clone(d);
     let cg_id = id.clone();
-    blocking(move || apply(&root, &cg_id, new)).await?;
+    blocking(move || apply(&d2.runtime, &cg_id, new)).await?;
     d.containers.update(&id, |c| {
         let l = c.config.linux.get_or_insert_with(Default::default);
         let old = l.resources.get_or_insert_with(Default::default);
@@ -124,24 +126,17 @@ pub async fn update(
 
 /// Writes the merged limits to a live container's cgroup and state; a container that is not
 /// running has nothing to update but its record.
-fn apply(root: &std::path::Path, id: &str, new: Resources) -> Result<(), Status> {
-    use skiff_runtime::state::{StateDir, Status as S};
-    let Ok(dir) = StateDir::open(root, id) else {
-        return Ok(());
-    };
-    let mut st = dir.load().map_err(internal)?;
-    if matches!(st.status(&dir.path), S::Stopped) {
-        return Ok(());
+fn apply(rt: &Runtime, id: &str, new: Resources) -> Result<(), Status> {
+    match rt.update(id, new) {
+        Ok(()) => Ok(()),
+        Err(ContainerError::State(StateError::NotFound(_)) | ContainerError::WrongState { .. }) => {
+            Ok(())
+        }
+        Err(ContainerError::Cgroup(e)) => {
+            Err(Status::internal(format!("update cgroup of {id}: {e}")))
+        }
+        Err(e) => Err(internal(e)),
     }
-    let linux = st.config.linux.get_or_insert_with(Default::default);
-    let res = linux.resources.get_or_insert_with(Resources::default);
-    res.merge(new);
-    let res = res.clone();
-    // Device rules stay as they are: rewriting them would briefly cut the container off.
-    skiff_runtime::cgroups::from_state(&st.cgroup)
-        .apply(&res, &[])
-        .map_err(|e| Status::internal(format!("update cgroup of {id}: {e}")))?;
-    dir.save(&st).map_err(internal)
 }
 
 /// The same merge on the CRI message kept in the container's record.
