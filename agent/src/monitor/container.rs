@@ -12,7 +12,8 @@ use skiff_runtime::container::{CreateOptions, Runtime};
 
 use super::attach;
 use super::log::{CriLog, LineBuf};
-use super::{sys, ContainerArgs, ExitRecord, Report};
+use super::protocol::{ContainerArgs, ExitRecord, Report};
+use super::sys;
 
 /// How long output is still relayed after the init died, for processes that hold the pipes open.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);

@@ -19,7 +19,7 @@ use super::super::{blocking, events, image, spec, Daemon};
 use super::{
     container_dir, exit_file, image_volume, remove_bundle, reopen_file, watch, ContainerRecord,
 };
-use crate::monitor::Report;
+use crate::monitor::protocol::Report;
 
 /// The longest container name accepted (Kubernetes allows 63).
 const MAX_NAME: usize = 1024;

@@ -11,7 +11,7 @@ use super::super::{blocking, events, Daemon};
 use super::status::phase;
 use super::watch::{mark_exited, monitor_alive};
 use super::{lookup, reopen_file, ContainerRecord};
-use crate::monitor::ExitRecord;
+use crate::monitor::protocol::ExitRecord;
 
 /// How long a SIGKILLed container may take to be reaped and recorded.
 const KILL_WAIT: Duration = Duration::from_secs(30);

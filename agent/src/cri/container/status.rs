@@ -9,7 +9,7 @@ use skiff_runtime::state::Status as RtStatus;
 use super::super::Daemon;
 use super::watch::monitor_alive;
 use super::ContainerRecord;
-use crate::monitor::ExitRecord;
+use crate::monitor::protocol::ExitRecord;
 
 /// A container's phase with what the CRI reports about an exit.
 pub struct Phase {

@@ -11,7 +11,7 @@ use tokio::io::Interest;
 
 use super::super::{events, Daemon};
 use super::ContainerRecord;
-use crate::monitor::ExitRecord;
+use crate::monitor::protocol::ExitRecord;
 
 /// Containers whose exit one daemon has published (ContainerStopped), so it is published once.
 /// After a restart of skiffd every exit known at recovery counts as published.
