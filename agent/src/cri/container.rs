@@ -9,6 +9,7 @@ mod exec_sync;
 mod image_volume;
 mod launch;
 mod lifecycle;
+mod monitor_alive;
 mod rootfs;
 mod status;
 mod update;

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use skiff_runtime::security::{caps, seccomp};
 use skiff_runtime::spec::{Seccomp, SeccompSyscall};
 
-use super::pinns_helper::join;
+use super::pinns::join;
 use super::protocol::{pin_path, PINNABLE};
 
 /// The infra's uid and gid: not root, and not `nobody`, which images use for their own processes.

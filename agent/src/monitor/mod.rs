@@ -4,7 +4,7 @@
 //!
 //! The `skiff-monitor` binary also hosts skiffd's other single-threaded helpers: work that forks or
 //! changes namespaces cannot run inside skiffd's multi-threaded process (`exec_helper`,
-//! `pinns_helper`, `infra`). What crosses the process boundary, both ways, is in `protocol`.
+//! `pinns`, `infra`). What crosses the process boundary, both ways, is in `protocol`.
 
 pub mod attach;
 mod container;
@@ -12,8 +12,7 @@ mod exec_helper;
 mod infra;
 pub mod log;
 mod memory;
-mod pinns_helper;
-mod pinns_userns;
+mod pinns;
 pub mod protocol;
 mod sys;
 
@@ -26,7 +25,7 @@ pub fn main() -> i32 {
     match args.get(1).map(String::as_str) {
         Some("container") => container_main(rest),
         Some("exec") => exec_helper::main(rest),
-        Some("pinns") => pinns_helper::main(rest),
+        Some("pinns") => pinns::main(rest),
         Some("infra") => infra::main(rest),
         _ => {
             eprintln!("skiff-monitor: started by skiffd only (container|exec|pinns|infra)");

@@ -7,7 +7,7 @@ use cri_api::v1 as cri;
 use skiff_runtime::state::Status as RtStatus;
 
 use super::super::Daemon;
-use super::watch::monitor_alive;
+use super::monitor_alive::monitor_alive;
 use super::ContainerRecord;
 use crate::monitor::protocol::ExitRecord;
 

@@ -1,8 +1,5 @@
-//! Pinned namespaces: a pod's network, IPC and UTS namespaces kept alive by bind mounts of their nsfs
-//! files, so no process has to hold them (a shared PID namespace needs a process: see `infra`).
-//!
-//! Pinning runs as a `skiff-monitor` subcommand: unsharing changes the calling process, and skiffd is
-//! multi-threaded, so it starts a fresh single-threaded helper for it.
+//! The steps of pinning, shared by both ways to make the namespaces: configuring them from inside,
+//! bind-mounting their nsfs files, the pod's shm, and joining a pinned namespace.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -10,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::protocol::{pin_path, PinOptions, EXIT_BAD_SYSCTL};
+use crate::monitor::protocol::{pin_path, PinOptions};
 
 /// A sysctl the kernel refused, told apart from other failures by its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -19,40 +16,6 @@ pub(crate) struct SysctlError {
     key: String,
     value: String,
     source: std::io::Error,
-}
-
-/// `skiff-monitor pinns ...`: creates and pins a pod's namespaces.
-pub fn main(args: &[String]) -> i32 {
-    match PinOptions::parse(args).and_then(|o| pin(&o)) {
-        Ok(()) => 0,
-        Err(e) => {
-            // The namespace child has said why itself.
-            if let Some(f) = e.downcast_ref::<super::pinns_userns::ChildFailed>() {
-                return f.0.max(1);
-            }
-            eprintln!("skiff-monitor pinns: {e:#}");
-            if e.is::<SysctlError>() {
-                EXIT_BAD_SYSCTL
-            } else {
-                1
-            }
-        }
-    }
-}
-
-fn pin(o: &PinOptions) -> Result<()> {
-    if o.userns.is_some() {
-        return super::pinns_userns::pin(o);
-    }
-    let flags = o.namespaces.iter().fold(0, |f, ns| f | clone_flag(ns));
-    if flags != 0 {
-        // SAFETY: unshare changes only this single-threaded helper process.
-        if unsafe { libc::unshare(flags) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("unshare");
-        }
-    }
-    configure(o)?;
-    pin_from(o, Path::new("/proc/self"))
 }
 
 /// Sets up the namespaces this process is in: the hostname, lo, the sysctls.
@@ -166,7 +129,7 @@ fn mount_shm(target: &Path, size: u64, owner: Option<(u32, u32)>) -> Result<()> 
     Ok(())
 }
 
-/// Joins the pinned namespace `ns` (one of [`super::protocol::PINNABLE`]) at `pin`; for single-threaded helpers.
+/// Joins the pinned namespace `ns` (one of [`crate::monitor::protocol::PINNABLE`]) at `pin`; for single-threaded helpers.
 pub(crate) fn join(pin: &Path, ns: &str) -> Result<()> {
     let f = std::fs::File::open(pin).with_context(|| format!("open {}", pin.display()))?;
     // SAFETY: setns on an open namespace fd, in a single-threaded helper.

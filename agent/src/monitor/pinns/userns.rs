@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use skiff_runtime::spec::IdMapping;
 
-use super::pinns_helper::{clone_flag, configure, pin_from, SysctlError};
-use super::protocol::{PinOptions, EXIT_BAD_SYSCTL};
+use super::setup::{clone_flag, configure, pin_from, SysctlError};
+use crate::monitor::protocol::{PinOptions, EXIT_BAD_SYSCTL};
 
 /// The child failed and said why on stderr; this is its exit code.
 #[derive(Debug, thiserror::Error)]
