@@ -2,6 +2,9 @@
 //! documents: SPDY/3 frames and header blocks (draft-mbelshe-httpbis-spdy-00), the HTTP upgrade and
 //! the Kubernetes remotecommand/portforward conventions, and RFC 6455 WebSocket (tungstenite).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! masquerade, and are reachable through hostPort (from the host, from a
 //! remote host, and hairpinned from a pod on the same node).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::json;

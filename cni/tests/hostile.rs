@@ -1,6 +1,9 @@
 //! Hostile stdin and environment: every case yields a spec-shaped error, a
 //! non-zero exit, and leaves nothing behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::json;

@@ -2,6 +2,9 @@
 //! (/usr/lib/cni): same netconf, same observable result; shared host-local
 //! store; and the library half driving reference plugins.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::{json, Value};

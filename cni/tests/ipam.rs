@@ -1,6 +1,9 @@
 //! IPAM and lifecycle: concurrent ADDs, idempotent DEL, GC (addresses, rules
 //! and host veths), CHECK, STATUS, dual-stack, and the host-local on-disk format.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::json;

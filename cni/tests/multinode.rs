@@ -1,6 +1,9 @@
 //! Two nodes, each with its own bridge and pod CIDR, joined by a veth wire
 //! with host routes to each other's pod CIDR: pods talk without NAT.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::json;

@@ -1,6 +1,9 @@
 //! skiff-bridge's nftables state: macspoofchk drops frames whose source MAC
 //! is not the pod's own, and the last DEL and GC leave no empty table behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use serde_json::json;

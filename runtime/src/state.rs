@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::cgroups::CgroupState;
 use crate::spec::Spec;
 
-pub const STATE_FILE: &str = "state.json";
-pub const EXEC_FIFO: &str = "exec.fifo";
+pub(crate) const STATE_FILE: &str = "state.json";
+pub(crate) const EXEC_FIFO: &str = "exec.fifo";
 pub const OCI_VERSION: &str = "1.2.0";
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ impl std::fmt::Display for Status {
 /// without re-reading a bundle that may have changed since `create`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     pub oci_version: String,
     pub id: String,
     pub pid: i32,
@@ -128,8 +128,7 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
 }
 
 /// The state directory of one container, held under an exclusive lock for as long as this value lives.
-pub struct StateDir {
-    pub id: String,
+pub(crate) struct StateDir {
     pub path: PathBuf,
     lock: File,
 }
@@ -181,11 +180,7 @@ impl StateDir {
         if lock.metadata().map(|m| m.nlink() == 0).unwrap_or(true) {
             return Err(StateError::NotFound(id.to_owned()));
         }
-        Ok(StateDir {
-            id: id.to_owned(),
-            path,
-            lock,
-        })
+        Ok(StateDir { path, lock })
     }
 
     /// The lock's descriptor. A cloned child shares it, and with it the lock: the child must close it
@@ -224,6 +219,23 @@ impl StateDir {
 }
 
 use std::os::unix::fs::MetadataExt;
+
+/// Reads `dir`'s state without its lock: state files are replaced atomically, so the read sees a
+/// whole document. The lock-holding commands are the only writers.
+pub(crate) fn read_unlocked(dir: &Path, id: &str) -> Result<ContainerState, StateError> {
+    let path = dir.join(STATE_FILE);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StateError::NotFound(id.to_owned()))
+        }
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    serde_json::from_slice(&data).map_err(|e| StateError::Corrupt {
+        path,
+        message: e.to_string(),
+    })
+}
 
 /// Replaces `path` atomically (see `skiff_sys::fs::write_atomic`): a crash leaves either the old
 /// content or the new, never a mix.

@@ -22,8 +22,8 @@ fn check(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
 
 /// Opens a pty from `/dev/ptmx` as seen by the calling process (inside the container after pivot_root).
 pub fn open_pty(size: Option<ConsoleSize>) -> io::Result<Pty> {
-    // SAFETY: plain open of a constant path.
     let m = check(
+        // SAFETY: plain open of a constant path.
         unsafe {
             libc::open(
                 c"/dev/ptmx".as_ptr(),
@@ -35,14 +35,14 @@ pub fn open_pty(size: Option<ConsoleSize>) -> io::Result<Pty> {
     // SAFETY: m is a fresh descriptor.
     let master = unsafe { OwnedFd::from_raw_fd(m) };
     let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int from the pointer.
     check(
+        // SAFETY: TIOCSPTLCK reads an int from the pointer.
         unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) },
         "unlock pty",
     )?;
     // TIOCGPTPEER opens the peer through the master itself, so no path lookup can be redirected.
-    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor.
     let s = check(
+        // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor.
         unsafe {
             libc::ioctl(
                 m,
@@ -55,8 +55,8 @@ pub fn open_pty(size: Option<ConsoleSize>) -> io::Result<Pty> {
     // SAFETY: s is a fresh descriptor.
     let slave = unsafe { OwnedFd::from_raw_fd(s) };
     let mut n: libc::c_uint = 0;
-    // SAFETY: TIOCGPTN writes an unsigned int.
     check(
+        // SAFETY: TIOCGPTN writes an unsigned int.
         unsafe { libc::ioctl(m, libc::TIOCGPTN, &mut n) },
         "pty number",
     )?;
@@ -77,8 +77,8 @@ pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads a winsize.
     check(
+        // SAFETY: TIOCSWINSZ reads a winsize.
         unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) },
         "set window size",
     )?;
@@ -98,8 +98,8 @@ pub fn become_session_leader(slave: &OwnedFd) -> io::Result<()> {
     // SAFETY: setsid has no arguments; it fails harmlessly if we already lead a session.
     unsafe { libc::setsid() };
     let s = slave.as_raw_fd();
-    // SAFETY: TIOCSCTTY takes an int by value.
     check(
+        // SAFETY: TIOCSCTTY takes an int by value.
         unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) },
         "set controlling terminal",
     )?;

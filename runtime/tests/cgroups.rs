@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo test -p skiff-runtime --test cgroups` as root. `SKIFF_BIN` overrides the binary.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

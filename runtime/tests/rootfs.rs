@@ -7,6 +7,9 @@
 //!
 //! Run: `cargo test -p skiff-runtime --test rootfs` as root; an argument filters cases by name.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 #[macro_use]

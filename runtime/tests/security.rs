@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo test -p skiff-runtime --test security` as root; an argument filters cases by name.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[macro_use]
 mod harness;
 

@@ -4,6 +4,9 @@
 //! Every test gets its own state root, its own bundle copies and unique container ids,
 //! so tests run in parallel; dropping a [`TestEnv`] force-deletes what the test created.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 pub mod assert;
 pub mod binary;
 pub mod bundle;

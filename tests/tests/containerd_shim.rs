@@ -5,6 +5,9 @@
 //! plugin on a bridge and subnet of its own), and pulls from a local registry through its mirror
 //! config. The shim keeps skiff's state under a root in the test's dir, where the test looks for it.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,9 @@
 //! socket path, which is no URI authority. The requests here are written frame by frame, because an HTTP/2
 //! client library will not send an authority that is not one.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};

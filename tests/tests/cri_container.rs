@@ -1,6 +1,9 @@
 //! Containers through skiffd's real socket (create, start, stop, remove, status, list, logs, events,
 //! restarts of the daemon), and the per-container monitor on its own.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;

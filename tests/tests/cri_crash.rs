@@ -3,6 +3,9 @@
 //! reports READY, a second StopPodSandbox finishes a stop that was cut off, and a full teardown leaves
 //! no address and no veth behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

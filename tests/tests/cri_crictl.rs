@@ -8,6 +8,9 @@
 //! `container-config.json` as crictl loads them (a `linux` section that is empty, container metadata
 //! with a name only, crictl's `user_specified_image`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! member, through `/proc/<pid>/root` and `/proc/<pid>/cwd` as `nsenter` would. A secret and a target
 //! directory on the host tell a way out from a container's own files.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

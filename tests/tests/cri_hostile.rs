@@ -2,6 +2,9 @@
 //! values. Each gets a gRPC error with the right code (or the idempotent OK kubelet relies on), the
 //! daemon stays up, and nothing is left behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use skiff_tests::cri::{container_config, host_network, pod_config, v1 as cri, Pod, Skiffd};
 use tonic::Code;
 

@@ -2,6 +2,9 @@
 //! keep the requested name, every name kubelet resolves images by, status/list/remove semantics,
 //! credentials from kubelet's AuthConfig, bad references, and the image file system's usage.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use skiff_tests::cri::{
     busybox_layout, container_config, host_network, image_spec, pod_config, v1 as cri, Options,
     Skiffd, BUSYBOX,

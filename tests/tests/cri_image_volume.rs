@@ -2,6 +2,9 @@
 //! running container, whole (an overlay of two layers, a bind of one) or one path of it, the image
 //! id reported in the status, the image kept while mounted, and bad mounts refused by name.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

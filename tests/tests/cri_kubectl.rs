@@ -3,6 +3,8 @@
 //! `skiff_tests::kube::Apiserver`, playing the API server and the kubelet's streaming proxy, so
 //! every byte on the streaming side is written and read by client-go's own SPDY/3.1 and WebSocket
 //! code — the code `crictl` runs too.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;

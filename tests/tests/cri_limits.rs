@@ -2,6 +2,9 @@
 //! a CRI message, a seccomp file that is not a profile (named, never shown), enum values the CRI
 //! does not define, and a container whose monitor was killed.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,9 @@
 //! Whole pods through the CRI, as kubelet drives them: two pods on a skiff-bridge network reaching
 //! each other, and the everyday sequence from RunPodSandbox to RemovePodSandbox leaving nothing behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use skiff_tests::cri::{

@@ -1,6 +1,9 @@
 //! skiffd's runtime information over the real socket: Version, Status, RuntimeConfig,
 //! UpdateRuntimeConfig, and the socket itself.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use skiff_tests::cri::{v1 as cri, Options, Skiffd};

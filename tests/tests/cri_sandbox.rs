@@ -2,6 +2,9 @@
 //! PID namespace, CNI with skiff-bridge, filters, idempotence, hostile requests and restarts. Each test
 //! that needs a network gets its own bridge, /24 and IPAM directory.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

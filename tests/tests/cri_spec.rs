@@ -4,6 +4,9 @@
 //! The CRI tests go through the real socket: pod, image, container, then what the container's spec
 //! made of it, seen from inside with `ExecSync`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! memory a container allocates shows in its working set, CPU time grows, filters select, pod
 //! stats hold their containers, and the metrics agree with their descriptors.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! and a client speaking the Kubernetes protocols (SPDY/3.1, WebSocket v5, port-forward tunnelled
 //! over WebSocket) runs commands in a container and reaches a server in a pod.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use skiff_tests::cri::{

@@ -4,6 +4,9 @@
 //! bounded and it goes on serving. URLs that expired unused, are forged or name the wrong
 //! endpoint are refused.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use skiff_tests::cri::{attach_req, exec_req, sleeper, v1 as cri, Skiffd};

@@ -3,6 +3,9 @@
 //! layers, files written to volumes owned on the host by the mapped ids (or, idmapped, by the ids the
 //! mount maps back to), exec in the same namespace, and the options a runtime must refuse.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 

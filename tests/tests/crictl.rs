@@ -2,6 +2,9 @@
 //! images, runp, create, start, ps, pods, inspect, inspectp, logs, stats, exec, stop, rm, stopp, rmp,
 //! rmi. Ids are typed back as crictl shows them (13 characters).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

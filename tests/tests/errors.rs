@@ -3,6 +3,9 @@
 //! Messages are matched loosely (case-insensitive substrings, any of a group) because
 //! runtimes word errors differently; `skiff_also` groups are checked only for skiff.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use skiff_tests::env::path_str;
 use skiff_tests::{assert_failed_mentioning, is_runc, Output, TestEnv};

@@ -1,5 +1,8 @@
 //! `exec` into a running container.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use skiff_tests::env::path_str;
 use skiff_tests::{assert_ok, host, ConsoleSocket, TestEnv};

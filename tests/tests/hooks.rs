@@ -1,5 +1,8 @@
 //! OCI hooks: order, state on stdin, args/env, timeouts and failures.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{json, Value};
 use skiff_tests::env::path_str;
 use skiff_tests::{assert_failed_mentioning, assert_ok, host, is_runc, Bundle, TestEnv};

@@ -1,6 +1,9 @@
 //! Malformed and adversarial bundles: each is refused with a clear error or safely
 //! contained, and leaves no mount, process or state behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{json, Value};
 use skiff_tests::env::path_str;
 use skiff_tests::{assert_ok, host, is_runc, mentions, runtime_bin, Bundle, Output, TestEnv};

@@ -1,6 +1,9 @@
 //! Registries that want credentials: Basic auth over TLS with a self-signed CA, and the
 //! bearer-token challenge with a token server.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use serde_json::json;

@@ -1,5 +1,8 @@
 //! Parallel pulls of overlapping images, in threads and in separate processes, into one store.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::process::Command;
 

@@ -2,6 +2,9 @@
 //! mirror (cached per machine), packed by umoci in two layers, pushed to a real registry, pulled
 //! and compared file by file with the debootstrapped tree, then run.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

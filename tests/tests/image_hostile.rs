@@ -1,5 +1,8 @@
 //! Hostile registries and layers: each case is a clear error and leaves the store unchanged.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use serde_json::json;

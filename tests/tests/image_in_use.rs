@@ -1,6 +1,9 @@
 //! Images that containers use: `skiff rmi` refuses them (unless `--force`), and `skiff prune`
 //! keeps their layers until the containers are deleted.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

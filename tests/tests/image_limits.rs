@@ -2,6 +2,9 @@
 //! opened (`skiff`, skiffd), while what a live pull holds stays; layers and images are refused past
 //! their uncompressed size limits, the defaults and configured ones (library, CLI, skiffd.toml).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,8 @@
 //! Pulls from a real local registry (Debian's docker-registry), images pushed with skopeo.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;

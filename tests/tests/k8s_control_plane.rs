@@ -1,6 +1,9 @@
 //! The control plane the Kubernetes tests run against: it comes up on loopback, is ready for `kubeadm join`,
 //! and leaves nothing behind.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use skiff_tests::k8s::ControlPlane;

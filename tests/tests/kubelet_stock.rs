@@ -2,6 +2,9 @@
 //! control plane on loopback with `--cri-socket` at skiffd, then a Deployment run and reached with the real
 //! `kubectl` — logs, exec and port-forward go through the kubelet to skiffd's streaming server.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

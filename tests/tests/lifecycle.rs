@@ -1,5 +1,8 @@
 //! Every CLI command and every state transition, observed through `state`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{json, Value};
 use skiff_tests::env::path_str;
 use skiff_tests::{assert_failed_mentioning, assert_ok, host, TestEnv};

@@ -1,5 +1,8 @@
 //! Mounts, devices, masked and read-only paths, sysctls: observed from inside.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use skiff_tests::env::path_str;
 use skiff_tests::{host, Bundle, TestEnv};

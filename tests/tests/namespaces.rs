@@ -1,5 +1,8 @@
 //! Each namespace kind, observed from inside the container.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use skiff_tests::env::path_str;
 use skiff_tests::{assert_failed_mentioning, host, is_runc, skip_on_runc, Bundle, TestEnv};

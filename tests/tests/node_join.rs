@@ -7,6 +7,9 @@
 //! /var/lib, so that the host gets no new directories). skiffd runs outside it and is pointed at
 //! those directories by its flags, as a kubelet can be.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;

@@ -3,6 +3,9 @@
 //! deletion, kubelet's restart back-off and image pull reasons, init containers in order, and pods
 //! that outlive a restart of skiffd. Against a real control plane, joined by `kubeadm join`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -6,6 +6,9 @@
 //! busybox image from a local registry. skiff keeps its state in its default root, as under podman's
 //! runc; the containers are named by podman's ids.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

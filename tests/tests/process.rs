@@ -1,5 +1,8 @@
 //! The container process: args, env, cwd, user, umask, rlimits, oom score, capabilities, terminal.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use skiff_tests::env::path_str;
 use skiff_tests::{skip_on_runc, ConsoleSocket, TestEnv};

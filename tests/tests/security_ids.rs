@@ -3,6 +3,9 @@
 //! comes in (config.json, `exec --user`, an image's `User`, CRI requests), with an error naming the
 //! field, and ImageStatus does not report it as a uid kubelet could take for non-root.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::json;
 use skiff_tests::cri::{self, container_config, host_network, image_spec, pod_config, Skiffd};
 use skiff_tests::env::path_str;

@@ -4,6 +4,9 @@
 //! open are closed when skiff next opens them. A container whose user is not root still runs and
 //! reads its own files.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

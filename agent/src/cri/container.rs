@@ -5,11 +5,14 @@
 //! (config.json, the overlay root and its upper/work dirs) and the monitor's files (exit record, log
 //! reopen count, the monitor's own diagnostics).
 
+mod exec_sync;
 mod image_volume;
 mod launch;
 mod lifecycle;
+mod monitor_alive;
 mod rootfs;
 mod status;
+mod update;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use super::error::{full_id, not_found};
 use super::Daemon;
 use crate::store::{proto_b64, Record};
 
+pub(crate) use exec_sync::result_path;
 pub use launch::Creating;
 pub use status::container_status;
 pub use watch::ExitsSeen;
@@ -155,7 +159,7 @@ pub async fn update_resources(
     d: &Arc<Daemon>,
     r: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    super::spec::resources::update(d, r).await
+    update::update(d, r).await
 }
 
 pub async fn reopen_log(
@@ -171,7 +175,7 @@ pub async fn exec_sync(
     d: &Arc<Daemon>,
     r: cri::ExecSyncRequest,
 ) -> Result<cri::ExecSyncResponse, Status> {
-    crate::execsync::run(d, r).await
+    exec_sync::run(d, r).await
 }
 
 /// Stops every container of a sandbox (for `StopPodSandbox`); stopping stopped ones is not an error.

@@ -1,5 +1,6 @@
 //! `GetContainerEvents`: what kubelet's evented PLEG listens to. Every lifecycle change of a container
-//! is published with the pod's and its containers' statuses at that moment.
+//! is published with the pod's and its containers' statuses at that moment (taken by
+//! [`Daemon::emit`], which knows both; this module only carries them).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use tokio::sync::broadcast;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use super::{container, sandbox, Daemon};
+use super::Daemon;
 
 /// Events a slow subscriber may fall behind by before it misses some.
 const BACKLOG: usize = 1024;
@@ -32,29 +33,15 @@ impl Default for Events {
     }
 }
 
-/// Publishes `kind` for `container_id` (a container, or a sandbox for sandbox events).
-pub fn emit(d: &Daemon, container_id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {
-    if d.events.tx.receiver_count() == 0 {
-        return;
+impl Events {
+    /// Whether anyone listens: a status snapshot is only worth taking then.
+    pub fn wanted(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
-    let pod_sandbox_status = d
-        .sandboxes
-        .get(sandbox_id)
-        .map(|sb| sandbox::sandbox_status(d, &sb));
-    let containers_statuses = d
-        .containers
-        .list()
-        .iter()
-        .filter(|c| c.sandbox_id == sandbox_id)
-        .map(|c| container::container_status(d, c))
-        .collect();
-    let _ = d.events.tx.send(cri::ContainerEventResponse {
-        container_id: container_id.into(),
-        container_event_type: kind as i32,
-        created_at: crate::now_ns(),
-        pod_sandbox_status,
-        containers_statuses,
-    });
+
+    pub fn publish(&self, event: cri::ContainerEventResponse) {
+        let _ = self.tx.send(event);
+    }
 }
 
 pub fn subscribe(

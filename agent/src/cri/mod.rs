@@ -81,6 +81,39 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Publishes `kind` for `container_id` (a container, or a sandbox for sandbox events) with the
+    /// pod's and its containers' statuses now.
+    pub fn emit(
+        &self,
+        container_id: &str,
+        sandbox_id: &str,
+        kind: cri_api::v1::ContainerEventType,
+    ) {
+        if !self.events.wanted() {
+            return;
+        }
+        let pod_sandbox_status = self
+            .sandboxes
+            .get(sandbox_id)
+            .map(|sb| sandbox::sandbox_status(self, &sb));
+        let containers_statuses = self
+            .containers
+            .list()
+            .iter()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| container::container_status(self, c))
+            .collect();
+        self.events.publish(cri_api::v1::ContainerEventResponse {
+            container_id: container_id.into(),
+            container_event_type: kind as i32,
+            created_at: crate::now_ns(),
+            pod_sandbox_status,
+            containers_statuses,
+        });
+    }
+}
+
 /// The CRI's error vocabulary, so every module maps failures the same way.
 pub mod error {
     use super::*;

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use skiff_runtime::cgroups::{self, CgroupState};
@@ -12,7 +12,8 @@ use skiff_runtime::container::{CreateOptions, Runtime};
 
 use super::attach;
 use super::log::{CriLog, LineBuf};
-use super::{sys, ContainerArgs, ExitRecord, Report};
+use super::protocol::{ContainerArgs, ExitRecord, Report};
+use super::sys;
 
 /// How long output is still relayed after the init died, for processes that hold the pipes open.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -177,8 +178,8 @@ fn create(a: &ContainerArgs) -> Result<(Streams, i32, CgroupState), String> {
         }
         (None, None) => return Err("no stdio".into()),
     };
-    let (pid, cgroup) = init_state(&a.root, &a.id)?;
-    Ok((streams, pid, cgroup))
+    let init = rt.observe(&a.id).map_err(|e| e.to_string())?;
+    Ok((streams, init.pid, init.cgroup))
 }
 
 /// Runs `f` with `child` as descriptors 0, 1 and 2 and SIGPIPE at its default, as the container's
@@ -211,15 +212,6 @@ fn receive_master(l: &UnixListener) -> Result<OwnedFd, String> {
     let (_, fd) = skiff_runtime::sync::recv_with_fd(conn.as_raw_fd())
         .map_err(|e| format!("receive the terminal: {e}"))?;
     fd.ok_or_else(|| "the container sent no terminal descriptor".to_string())
-}
-
-/// The init's pid and cgroups, from the state the runtime saved.
-fn init_state(root: &Path, id: &str) -> Result<(i32, CgroupState), String> {
-    let path = root.join(id).join(skiff_runtime::state::STATE_FILE);
-    let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let st: skiff_runtime::state::ContainerState =
-        serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((st.pid, st.cgroup))
 }
 
 /// Relays output until the init has exited and its output is drained; returns its wait status.

@@ -3,56 +3,20 @@
 //! exit status atomically, and serves attach.
 //!
 //! The `skiff-monitor` binary also hosts skiffd's other single-threaded helpers: work that forks or
-//! changes namespaces cannot run inside skiffd's multi-threaded process.
+//! changes namespaces cannot run inside skiffd's multi-threaded process (`exec_helper`,
+//! `pinns`, `infra`). What crosses the process boundary, both ways, is in `protocol`.
 
-mod args;
 pub mod attach;
 mod container;
+mod exec_helper;
+mod infra;
 pub mod log;
 mod memory;
+mod pinns;
+pub mod protocol;
 mod sys;
 
-use std::path::Path;
-
-use serde::{Deserialize, Serialize};
-
-pub use args::ContainerArgs;
-
-/// What the monitor tells skiffd once the container exists (or could not be made): one JSON line on
-/// the status descriptor.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Report {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitor_pid: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// How the container ended, written atomically by the monitor once it has reaped the init.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitRecord {
-    /// The exit status, or 128 + the signal that killed it.
-    pub exit_code: i32,
-    /// The signal that killed the init, 0 if it exited.
-    pub signal: i32,
-    pub oom_killed: bool,
-    /// Nanoseconds since the epoch.
-    pub finished_at: i64,
-    /// Written by skiffd, not the monitor: the monitor ended without recording the exit, and
-    /// `finished_at` is when skiffd noticed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub lost: bool,
-}
-
-impl ExitRecord {
-    /// The record at `path`, if the monitor has written it.
-    pub fn read(path: &Path) -> Option<ExitRecord> {
-        let data = std::fs::read(path).ok()?;
-        serde_json::from_slice(&data).ok()
-    }
-}
+use protocol::ContainerArgs;
 
 /// Entry point of the `skiff-monitor` binary; returns its exit code.
 pub fn main() -> i32 {
@@ -60,9 +24,9 @@ pub fn main() -> i32 {
     let rest = args.get(2..).unwrap_or_default();
     match args.get(1).map(String::as_str) {
         Some("container") => container_main(rest),
-        Some("exec") => crate::execsync::main(rest),
-        Some("pinns") => crate::pinns::main(rest),
-        Some("infra") => crate::infra::main(rest),
+        Some("exec") => exec_helper::main(rest),
+        Some("pinns") => pinns::main(rest),
+        Some("infra") => infra::main(rest),
         _ => {
             eprintln!("skiff-monitor: started by skiffd only (container|exec|pinns|infra)");
             2

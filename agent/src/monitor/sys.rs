@@ -79,13 +79,13 @@ pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
             libc::sigaddset(&mut set, *s);
         }
     }
-    // SAFETY: set is initialized; the old mask is not needed.
     check(
+        // SAFETY: set is initialized; the old mask is not needed.
         unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) },
         "sigprocmask",
     )?;
-    // SAFETY: set is initialized; -1 asks for a new descriptor.
     let fd = check(
+        // SAFETY: set is initialized; -1 asks for a new descriptor.
         unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) },
         "signalfd",
     )?;

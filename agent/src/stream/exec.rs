@@ -1,5 +1,5 @@
 //! Exec and attach sessions: the remotecommand channels of one SPDY session or one WebSocket,
-//! bridged to the [`Io`] a [`Handler`](super::server::Handler) works with.
+//! bridged to the [`Io`] a [`Handler`](super::handler::Handler) works with.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::channel::{self, Channel, Outcome, ResizeDecoder, WsMessage};
-use super::server::{ws_limits, BoxFuture, Conn, Io, Output, OutputSink};
+use super::handler::{ws_limits, BoxFuture, Conn, Io, Output, OutputSink};
 use super::sink::{self, Pipe, Socket, PIPE_SIZE};
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader, StreamWriter};

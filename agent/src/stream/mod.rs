@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod exec;
+pub mod handler;
 pub mod portforward;
 pub mod server;
 pub mod sink;

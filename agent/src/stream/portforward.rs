@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use super::channel::{PortForwardStream, PortStream};
 use super::exec::pipe_to_spdy;
-use super::server::Handler;
+use super::handler::Handler;
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader};
 use super::token::PortForwardRequest;

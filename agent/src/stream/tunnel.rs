@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::PollSender;
 
-use super::server::Input;
+use super::handler::Input;
 
 /// The sub-protocol naming a SPDY port-forward session inside a WebSocket.
 pub const SPDY_PORT_FORWARD: &str = "SPDY/3.1+portforward.k8s.io";

@@ -35,7 +35,7 @@ pub struct CniError {
 impl CniError {
     pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
         CniError {
-            cni_version: super::version::CURRENT.to_string(),
+            cni_version: super::CURRENT.to_string(),
             code: code as u32,
             msg: msg.into(),
             details: String::new(),

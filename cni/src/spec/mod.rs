@@ -1,6 +1,9 @@
 //! CNI specification types: errors, network configuration, results, the
 //! plugin environment and version negotiation.
 
+/// The CNI version skiff speaks; errors carry it as well as version answers.
+pub const CURRENT: &str = "1.1.0";
+
 pub mod env;
 pub mod error;
 pub mod netconf;

@@ -3,7 +3,7 @@
 use super::error::{CniError, ErrorCode};
 use serde::Serialize;
 
-pub const CURRENT: &str = "1.1.0";
+pub use super::CURRENT;
 pub const SUPPORTED: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 #[derive(Debug, Serialize)]

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cgroups;
+use crate::container::Runtime;
 use crate::spec::{BlockIo, Cpu, Memory, Pids, Resources};
 use crate::state::{ContainerState, StateDir, Status};
 
@@ -181,7 +182,7 @@ fn live_state(root: &Path, id: &str) -> Result<(StateDir, ContainerState)> {
     Ok((dir, st))
 }
 
-pub fn update(root: &Path, args: UpdateArgs) -> Result<i32> {
+pub fn update(rt: &Runtime, args: UpdateArgs) -> Result<i32> {
     if args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some() {
         bail!("--l3-cache-schema/--mem-bw-schema: Intel RDT is not supported");
     }
@@ -190,14 +191,7 @@ pub fn update(root: &Path, args: UpdateArgs) -> Result<i32> {
         None => Resources::default(),
     };
     new.merge(args.flags());
-    let (dir, mut st) = live_state(root, &args.id)?;
-    let linux = st.config.linux.get_or_insert_with(Default::default);
-    let res = linux.resources.get_or_insert_with(Resources::default);
-    res.merge(new);
-    let res = res.clone();
-    // Device rules stay as they are: rewriting them would briefly cut the container off.
-    cgroups::from_state(&st.cgroup).apply(&res, &[])?;
-    dir.save(&st)?;
+    rt.update(&args.id, new)?;
     Ok(0)
 }
 

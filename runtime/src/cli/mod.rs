@@ -277,7 +277,7 @@ fn run(globals: &Globals, command: Parsed) -> Result<i32> {
         Command::Pause { id } => rt.pause(&id, true).map(|_| 0).map_err(Into::into),
         Command::Resume { id } => rt.pause(&id, false).map(|_| 0).map_err(Into::into),
         Command::Features => print_json(&crate::features::features()),
-        Command::Update(args) => cgroup::update(&globals.root, args),
+        Command::Update(args) => cgroup::update(&rt, args),
         Command::Events(args) => cgroup::events(&globals.root, args),
         Command::Image(cmd) => image::run(cmd),
     }

@@ -257,7 +257,7 @@ fn spawn(
         config: spec.clone(),
         owned_bundle: opts.owned_bundle,
     };
-    expect(&chan, "Mounted")?;
+    expect(&chan, Msg::Mounted)?;
     let creating = st.oci(Status::Creating);
     let h = spec.hooks();
     hooks::run_all("prestart", &h.prestart, &creating)?;
@@ -373,16 +373,14 @@ fn unexpected(m: Msg, want: &str) -> ContainerError {
     ContainerError::Init(format!("protocol: got {m:?}, expected {want}"))
 }
 
-fn expect(chan: &Channel, want: &str) -> Result<(), ContainerError> {
+/// Waits for exactly `want`, a message that carries nothing: a step of the handshake, checked by
+/// its type rather than by its name.
+fn expect(chan: &Channel, want: Msg) -> Result<(), ContainerError> {
     let (m, _) = recv(chan)?;
-    let ok = matches!(
-        (&m, want),
-        (Msg::Mounted, "Mounted") | (Msg::Ready, "Ready") | (Msg::UserNs, "UserNs")
-    );
-    if ok {
+    if m == want {
         Ok(())
     } else {
-        Err(unexpected(m, want))
+        Err(unexpected(m, &format!("{want:?}")))
     }
 }
 
@@ -396,7 +394,7 @@ fn drive_first_stage(
     stage: i32,
 ) -> Result<i32, ContainerError> {
     if plan.creates(NamespaceKind::User) {
-        expect(chan, "UserNs")?;
+        expect(chan, Msg::UserNs)?;
         let linux = spec.linux().cloned().unwrap_or_default();
         namespaces::write_id_maps(stage, &linux.uid_mappings, &linux.gid_mappings)?;
     }

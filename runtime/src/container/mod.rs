@@ -3,7 +3,9 @@
 
 mod create;
 mod exec;
+mod observe;
 mod signal;
+mod update;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 pub use create::CreateOptions;
 pub use exec::ExecOptions;
+pub use observe::Observed;
 pub use signal::parse_signal;
 
 use crate::cgroups::{self, CgroupError};
@@ -146,14 +149,10 @@ impl Runtime {
             let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if state::validate_id(&id).is_err() || !entry.path().join(state::STATE_FILE).exists() {
+            if state::validate_id(&id).is_err() {
                 continue;
             }
-            // State files are replaced atomically, so reading without the lock sees a whole document.
-            let Ok(data) = std::fs::read(entry.path().join(state::STATE_FILE)) else {
-                continue;
-            };
-            let Ok(st) = serde_json::from_slice::<ContainerState>(&data) else {
+            let Ok(st) = state::read_unlocked(&entry.path(), &id) else {
                 continue;
             };
             let status = st.status(&entry.path());

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::rootfs::{layer_dirs, lowerdir_option, run_config, RunConfig};
+pub use super::store::bundles_root;
 use super::store::{ImageRecord, Store};
 use crate::rootfs::resolve::open_in_root;
 
@@ -47,14 +48,6 @@ pub struct Overrides {
     pub user: Option<String>,
     pub tty: bool,
     pub hostname: String,
-}
-
-/// Where bundles of image containers live, beside the image store.
-pub fn bundles_root(image_root: &Path) -> PathBuf {
-    image_root
-        .parent()
-        .unwrap_or(Path::new("/var/lib/skiff"))
-        .join("containers")
 }
 
 /// Builds `dir` (which must not exist) into a bundle for `image`.

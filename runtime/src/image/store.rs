@@ -168,13 +168,21 @@ fn open_dir(p: &Path) -> io::Result<File> {
         .open(p)
 }
 
+/// Where bundles of image containers live, beside the image store.
+pub fn bundles_root(image_root: &Path) -> PathBuf {
+    image_root
+        .parent()
+        .unwrap_or(Path::new("/var/lib/skiff"))
+        .join("containers")
+}
+
 impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         crate::private_dir::ensure(&root).at(&root)?;
         // What an older version made may be open to other users, its bundles among them.
         let made = DIRS.iter().map(|d| root.join(d));
-        for p in made.chain([super::bundle::bundles_root(&root)]) {
+        for p in made.chain([bundles_root(&root)]) {
             crate::private_dir::tighten(&p).at(&p)?;
         }
         for d in DIRS {
@@ -429,7 +437,7 @@ impl Store {
 
     /// Where bundles of containers made from this store's images live.
     pub fn containers_dir(&self) -> PathBuf {
-        super::bundle::bundles_root(&self.root)
+        bundles_root(&self.root)
     }
 
     /// Containers whose bundles record an image of this store. A record that cannot be read

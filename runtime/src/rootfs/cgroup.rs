@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 
-use super::mount::{after_mount, bind, reopen};
+use super::mount_steps::{after_mount, bind, reopen};
 use super::options::MountOptions;
 use super::resolve::{Kind, RootDir};
 use super::sys::{self, fd_path};

@@ -7,6 +7,7 @@
 mod cgroup;
 mod devices;
 mod mount;
+mod mount_steps;
 pub mod options;
 mod paths;
 mod pivot;

@@ -89,14 +89,14 @@ pub fn apply_identity(p: &Process) -> Result<(), SecurityError> {
     if let Some(w) = &wanted {
         caps::drop_bounding(&w.bounding)?;
     }
-    // SAFETY: prctl with integer arguments only.
     sys(
+        // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) },
         "keep capabilities",
     )?;
     set_user(p)?;
-    // SAFETY: prctl with integer arguments only.
     sys(
+        // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) },
         "clear keep-caps",
     )?;
@@ -104,8 +104,8 @@ pub fn apply_identity(p: &Process) -> Result<(), SecurityError> {
         caps::set(w)?;
     }
     if p.no_new_privileges {
-        // SAFETY: prctl with integer arguments only.
         sys(
+            // SAFETY: prctl with integer arguments only.
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
             "set no_new_privs",
         )?;
@@ -128,13 +128,13 @@ fn set_user(p: &Process) -> Result<(), SecurityError> {
             sys(r, format!("setgroups {groups:?}"))?;
         }
     }
-    // SAFETY: setresgid/setresuid take ids by value.
     sys(
+        // SAFETY: setresgid/setresuid take ids by value.
         unsafe { libc::setresgid(u.gid, u.gid, u.gid) },
         format!("setgid {}", u.gid),
     )?;
-    // SAFETY: as above.
     sys(
+        // SAFETY: as above.
         unsafe { libc::setresuid(u.uid, u.uid, u.uid) },
         format!("setuid {}", u.uid),
     )?;

@@ -15,11 +15,11 @@ use tonic::Status;
 
 use super::super::error::{full_id, internal, invalid, not_found, truncate};
 use super::super::sandbox::SandboxRecord;
-use super::super::{blocking, events, image, spec, Daemon};
+use super::super::{blocking, image, spec, Daemon};
 use super::{
     container_dir, exit_file, image_volume, remove_bundle, reopen_file, watch, ContainerRecord,
 };
-use crate::monitor::Report;
+use crate::monitor::protocol::Report;
 
 /// The longest container name accepted (Kubernetes allows 63).
 const MAX_NAME: usize = 1024;
@@ -110,8 +110,7 @@ pub async fn create(
     .await?;
     d.fs_info.invalidate();
     watch::arm(d, &rec);
-    events::emit(
-        d,
+    d.emit(
         &rec.id,
         &rec.sandbox_id,
         cri::ContainerEventType::ContainerCreatedEvent,

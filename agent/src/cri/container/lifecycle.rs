@@ -7,11 +7,12 @@ use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::super::error::internal;
-use super::super::{blocking, events, Daemon};
+use super::super::{blocking, Daemon};
+use super::monitor_alive::monitor_alive;
 use super::status::phase;
-use super::watch::{mark_exited, monitor_alive};
+use super::watch::mark_exited;
 use super::{lookup, reopen_file, ContainerRecord};
-use crate::monitor::ExitRecord;
+use crate::monitor::protocol::ExitRecord;
 
 /// How long a SIGKILLed container may take to be reaped and recorded.
 const KILL_WAIT: Duration = Duration::from_secs(30);
@@ -37,8 +38,7 @@ pub async fn start(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
     .await?;
     d.containers
         .update(id, |c| c.started_at = crate::now_ns())?;
-    events::emit(
-        d,
+    d.emit(
         id,
         &c.sandbox_id,
         cri::ContainerEventType::ContainerStartedEvent,
@@ -166,8 +166,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &ContainerRecord) -> Result<(), Status> 
     d.containers.remove(&c.id)?;
     d.fs_info.invalidate();
     super::watch::forget(d, &c.id);
-    events::emit(
-        d,
+    d.emit(
         &c.id,
         &c.sandbox_id,
         cri::ContainerEventType::ContainerDeletedEvent,

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use cri_api::v1 as cri;
-use skiff_runtime::state::{ContainerState, Status as RtStatus, STATE_FILE};
+use skiff_runtime::state::Status as RtStatus;
 
 use super::super::Daemon;
-use super::watch::monitor_alive;
+use super::monitor_alive::monitor_alive;
 use super::ContainerRecord;
-use crate::monitor::ExitRecord;
+use crate::monitor::protocol::ExitRecord;
 
 /// A container's phase with what the CRI reports about an exit.
 pub struct Phase {
@@ -19,13 +19,9 @@ pub struct Phase {
     pub message: String,
 }
 
-/// The runtime's view of the container, read without taking its lock (state files are replaced
-/// atomically).
+/// The runtime's view of the container, read without taking its lock.
 fn runtime_state(d: &Daemon, id: &str) -> Option<RtStatus> {
-    let dir = d.config.runtime_root().join(id);
-    let data = std::fs::read(dir.join(STATE_FILE)).ok()?;
-    let st: ContainerState = serde_json::from_slice(&data).ok()?;
-    Some(st.status(&dir))
+    d.runtime.observe(id).ok().map(|o| o.status)
 }
 
 pub fn phase(d: &Daemon, c: &ContainerRecord) -> Phase {

@@ -9,27 +9,15 @@ use cri_api::v1 as cri;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::super::{events, Daemon};
+use super::super::Daemon;
+use super::monitor_alive::monitor_alive;
 use super::ContainerRecord;
-use crate::monitor::ExitRecord;
+use crate::monitor::protocol::ExitRecord;
 
 /// Containers whose exit one daemon has published (ContainerStopped), so it is published once.
 /// After a restart of skiffd every exit known at recovery counts as published.
 #[derive(Default)]
 pub struct ExitsSeen(Mutex<HashSet<String>>);
-
-/// Whether the record's monitor is still running: the pid is alive and is the monitor of this
-/// container (its command line names the id), so a reused pid is not taken for it.
-pub fn monitor_alive(c: &ContainerRecord) -> bool {
-    if c.monitor_pid <= 0 || is_zombie(c.monitor_pid) {
-        return false;
-    }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", c.monitor_pid)) else {
-        return false;
-    };
-    let want = format!("\0--id\0{}\0", c.id);
-    cmdline.windows(want.len()).any(|w| w == want.as_bytes())
-}
 
 /// Forgets a removed container.
 pub fn forget(d: &Daemon, id: &str) {
@@ -38,16 +26,6 @@ pub fn forget(d: &Daemon, id: &str) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(id);
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s.get(i + 2..i + 3).map(str::to_owned))
-        })
-        .is_some_and(|st| st == "Z" || st == "X")
 }
 
 /// Watches the container's monitor and publishes the exit when it ends.
@@ -128,8 +106,7 @@ pub fn mark_exited(d: &Daemon, id: &str) {
     };
     if first {
         if let Some(c) = d.containers.get(id) {
-            events::emit(
-                d,
+            d.emit(
                 id,
                 &c.sandbox_id,
                 cri::ContainerEventType::ContainerStoppedEvent,

@@ -22,7 +22,7 @@ use serde_json::json;
 use tonic::Status;
 
 use super::error::{full_id, internal, invalid, not_found};
-use super::{blocking, container, events, Daemon};
+use super::{blocking, container, Daemon};
 use crate::store::{proto_b64, Record};
 
 pub use setup::SHM_SIZE;
@@ -124,14 +124,12 @@ pub async fn run(
     })
     .await?;
     tracing::info!(sandbox = %rec.id, ips = ?rec.ips, "pod sandbox ready");
-    events::emit(
-        d,
+    d.emit(
         &rec.id,
         &rec.id,
         cri::ContainerEventType::ContainerCreatedEvent,
     );
-    events::emit(
-        d,
+    d.emit(
         &rec.id,
         &rec.id,
         cri::ContainerEventType::ContainerStartedEvent,
@@ -173,7 +171,7 @@ async fn stop_locked(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
     .await?;
     if was_ready {
         tracing::info!(sandbox = %id, "pod sandbox stopped");
-        events::emit(d, id, id, cri::ContainerEventType::ContainerStoppedEvent);
+        d.emit(id, id, cri::ContainerEventType::ContainerStoppedEvent);
     }
     Ok(())
 }
@@ -217,8 +215,7 @@ pub async fn remove(
         Ok(())
     })
     .await?;
-    events::emit(
-        d,
+    d.emit(
         &rec.id,
         &rec.id,
         cri::ContainerEventType::ContainerDeletedEvent,

@@ -16,7 +16,7 @@ use super::validate::Plan;
 use super::{files, network, SandboxRecord};
 use crate::cri::error::{internal, invalid};
 use crate::cri::Daemon;
-use crate::pinns::{pin_path, PinOptions};
+use crate::monitor::protocol::{pin_path, PinOptions};
 
 /// The size of a pod's /dev/shm, as Docker and containerd give it.
 pub const SHM_SIZE: u64 = 64 << 20;
@@ -144,7 +144,9 @@ fn pin_namespaces(d: &Daemon, rec: &mut SandboxRecord, plan: &Plan) -> Result<()
     let msg = stderr.trim().trim_start_matches("skiff-monitor pinns: ");
     match out.status.code() {
         Some(0) => {}
-        Some(crate::pinns::EXIT_BAD_SYSCTL) => return Err(invalid(format!("sysctls: {msg}"))),
+        Some(crate::monitor::protocol::EXIT_BAD_SYSCTL) => {
+            return Err(invalid(format!("sysctls: {msg}")))
+        }
         _ => return Err(internal(format!("pin namespaces: {msg}"))),
     }
     Ok(())

@@ -1,15 +1,10 @@
-//! `linux.resources` from the CRI's container resources, and `UpdateContainerResources`: the new
-//! limits written to the running container's cgroup and kept in its records.
-
-use std::sync::Arc;
+//! `linux.resources` from the CRI's container resources.
 
 use cri_api::v1 as cri;
 use skiff_runtime::spec::{Cpu, HugepageLimit, Memory, Resources};
 use tonic::Status;
 
 use super::bad;
-use crate::cri::error::{full_id, internal, not_found};
-use crate::cri::{blocking, Daemon};
 
 /// The CRI limits as OCI resources; zero means "not set", negative values are refused.
 pub fn from_cri(r: Option<&cri::LinuxContainerResources>) -> Result<Resources, Status> {
@@ -93,81 +88,4 @@ fn check_page_size(s: &str) -> Result<(), Status> {
             "expected e.g. 2MB or 1GB",
         )),
     }
-}
-
-/// `UpdateContainerResources`: validated, written to the container's cgroup when it runs, and kept
-/// in the runtime's state and the container's record for restarts and later updates.
-pub async fn update(
-    d: &Arc<Daemon>,
-    mut r: cri::UpdateContainerResourcesRequest,
-) -> Result<cri::UpdateContainerResourcesResponse, Status> {
-    r.container_id = full_id(&d.containers, "container", &r.container_id)?;
-    let Some(linux) = r.linux else {
-        return Ok(cri::UpdateContainerResourcesResponse {});
-    };
-    let new = from_cri(Some(&linux))?;
-    let id = r.container_id.clone();
-    let _guard = d.containers.lock(&id).await;
-    if d.containers.get(&id).is_none() {
-        return Err(not_found("container", &id));
-    }
-    let root = d.config.runtime_root();
-    let cg_id = id.clone();
-    blocking(move || apply(&root, &cg_id, new)).await?;
-    d.containers.update(&id, |c| {
-        let l = c.config.linux.get_or_insert_with(Default::default);
-        let old = l.resources.get_or_insert_with(Default::default);
-        merge_cri(old, &linux);
-    })?;
-    Ok(cri::UpdateContainerResourcesResponse {})
-}
-
-/// Writes the merged limits to a live container's cgroup and state; a container that is not
-/// running has nothing to update but its record.
-fn apply(root: &std::path::Path, id: &str, new: Resources) -> Result<(), Status> {
-    use skiff_runtime::state::{StateDir, Status as S};
-    let Ok(dir) = StateDir::open(root, id) else {
-        return Ok(());
-    };
-    let mut st = dir.load().map_err(internal)?;
-    if matches!(st.status(&dir.path), S::Stopped) {
-        return Ok(());
-    }
-    let linux = st.config.linux.get_or_insert_with(Default::default);
-    let res = linux.resources.get_or_insert_with(Resources::default);
-    res.merge(new);
-    let res = res.clone();
-    // Device rules stay as they are: rewriting them would briefly cut the container off.
-    skiff_runtime::cgroups::from_state(&st.cgroup)
-        .apply(&res, &[])
-        .map_err(|e| Status::internal(format!("update cgroup of {id}: {e}")))?;
-    dir.save(&st).map_err(internal)
-}
-
-/// The same merge on the CRI message kept in the container's record.
-fn merge_cri(old: &mut cri::LinuxContainerResources, new: &cri::LinuxContainerResources) {
-    let pick = |o: &mut i64, n: i64| {
-        if n != 0 {
-            *o = n
-        }
-    };
-    pick(&mut old.cpu_period, new.cpu_period);
-    pick(&mut old.cpu_quota, new.cpu_quota);
-    pick(&mut old.cpu_shares, new.cpu_shares);
-    pick(&mut old.memory_limit_in_bytes, new.memory_limit_in_bytes);
-    pick(
-        &mut old.memory_swap_limit_in_bytes,
-        new.memory_swap_limit_in_bytes,
-    );
-    pick(&mut old.oom_score_adj, new.oom_score_adj);
-    if !new.cpuset_cpus.is_empty() {
-        old.cpuset_cpus = new.cpuset_cpus.clone();
-    }
-    if !new.cpuset_mems.is_empty() {
-        old.cpuset_mems = new.cpuset_mems.clone();
-    }
-    if !new.hugepage_limits.is_empty() {
-        old.hugepage_limits = new.hugepage_limits.clone();
-    }
-    old.unified.extend(new.unified.clone());
 }

@@ -3,7 +3,7 @@
 //! that connects to it, over skiffd's containers and pods.
 
 pub mod attach;
-pub mod exec;
+pub mod exec_command;
 pub mod portforward;
 
 use std::sync::{Arc, Weak};
@@ -33,7 +33,7 @@ impl Handler for CriHandler {
         let d = self.daemon.upgrade();
         Box::pin(async move {
             match d {
-                Some(d) => exec::run(&d, req, io).await,
+                Some(d) => exec_command::run(&d, req, io).await,
                 None => Outcome::Failed(stopping()),
             }
         })

@@ -16,7 +16,8 @@ use anyhow::{bail, Context, Result};
 use skiff_runtime::security::{caps, seccomp};
 use skiff_runtime::spec::{Seccomp, SeccompSyscall};
 
-use crate::pinns::{join, pin_path, PINNABLE};
+use super::pinns::join;
+use super::protocol::{pin_path, PINNABLE};
 
 /// The infra's uid and gid: not root, and not `nobody`, which images use for their own processes.
 pub const INFRA_ID: libc::uid_t = 65535;

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cri::container::result_path;
 use crate::cri::Daemon;
-use crate::execsync::{self, Outcome as Helper};
+use crate::monitor::protocol::{ExecArgs, ExecOutcome as Helper};
 use crate::stream::channel::{Outcome, Resize};
 use crate::stream::server::{Io, Output};
 use crate::stream::sink::Pipe;
@@ -65,7 +66,7 @@ impl Job {
         Job {
             monitor: d.config.monitor_path(),
             root: d.config.runtime_root(),
-            result: execsync::result_path(&d.config.run_dir, &req.container_id),
+            result: result_path(&d.config.run_dir, &req.container_id),
             console: d.config.run_dir.join("tty").join(format!(
                 "{}.sock",
                 CONSOLE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -76,18 +77,19 @@ impl Job {
     }
 
     fn command(&self, console: Option<&Path>, size: Option<Resize>) -> Command {
+        let args = ExecArgs {
+            root: self.root.clone(),
+            id: self.id.clone(),
+            timeout: 0,
+            result: self.result.clone(),
+            console_socket: console.map(Path::to_path_buf),
+            console_size: size
+                .filter(|r| r.width > 0 && r.height > 0)
+                .map(|r| (r.height, r.width)),
+            cmd: self.cmd.clone(),
+        };
         let mut c = Command::new(&self.monitor);
-        c.arg("exec").arg("--root").arg(&self.root);
-        c.args(["--id", &self.id, "--timeout", "0", "--result"]);
-        c.arg(&self.result);
-        if let Some(sock) = console {
-            c.arg("--console-socket").arg(sock);
-        }
-        if let Some(r) = size.filter(|r| r.width > 0 && r.height > 0) {
-            c.arg("--console-size")
-                .arg(format!("{}x{}", r.height, r.width));
-        }
-        c.arg("--").args(&self.cmd);
+        c.arg("exec").args(args.to_args());
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -115,7 +117,7 @@ impl Job {
             }
         };
         let status = status.map_err(|e| format!("wait for the exec helper: {e}"))?;
-        match execsync::read_outcome(&self.result) {
+        match Helper::read(&self.result) {
             Some(Helper::Exited(code)) => Ok(Outcome::from_code(code)),
             Some(Helper::Failed(e)) => Err(format!("exec in {}: {e}", self.id)),
             Some(Helper::TimedOut) => Err(format!("exec in {}: timed out", self.id)),

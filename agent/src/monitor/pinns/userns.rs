@@ -11,7 +11,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use skiff_runtime::spec::IdMapping;
 
-use crate::pinns::{clone_flag, configure, pin_from, PinOptions, SysctlError, EXIT_BAD_SYSCTL};
+use super::setup::{clone_flag, configure, pin_from, SysctlError};
+use crate::monitor::protocol::{PinOptions, EXIT_BAD_SYSCTL};
 
 /// The child failed and said why on stderr; this is its exit code.
 #[derive(Debug, thiserror::Error)]

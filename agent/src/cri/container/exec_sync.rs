@@ -1,13 +1,11 @@
-//! `ExecSync`'s process: `skiff-monitor exec` runs a command in a container through the runtime
-//! library with its output on pipes, so skiffd's threads never fork.
+//! `ExecSync`: a command run to its end in a container by `skiff-monitor exec`, its exit code and
+//! output answered in one message.
 //!
-//! skiffd starts `skiff-monitor exec --root R --id ID --timeout S --result FILE -- CMD...` with its
-//! stdout and stderr on pipes that the exec'd process inherits. The helper waits for the process
-//! (killing it at the timeout) and writes the outcome to FILE; skiffd answers with at most
-//! [`MAX_OUTPUT`] bytes of output, says at the end of stderr what it cut, and holds at most
-//! [`MAX_HELD`] bytes for all execs together. Streaming exec (`cri::streaming`) runs the same
-//! helper with its stdin on a pipe too, or with `--console-socket PATH` to get the process a TTY
-//! whose master is sent to PATH.
+//! skiffd starts the helper with its stdout and stderr on pipes that the exec'd process inherits
+//! and answers with at most [`MAX_OUTPUT`] bytes of output, says at the end of stderr what it cut,
+//! and holds at most [`MAX_HELD`] bytes for all execs together. Streaming exec (`cri::streaming`)
+//! runs the same helper with its stdin on a pipe too, or with a console socket to get the process
+//! a TTY whose master is sent there.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cri_api::v1 as cri;
-use serde::{Deserialize, Serialize};
 use tonic::Status;
 
 use crate::cri::error::{full_id, invalid, not_found};
 use crate::cri::{blocking, Daemon};
+use crate::monitor::protocol::{ExecArgs, ExecOutcome};
 
 /// Output kept in all: the response must fit in one CRI message, which kubelet (and skiffd)
 /// cap at 16 MiB; the rest is read and dropped.
@@ -38,15 +36,6 @@ static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How long output may keep arriving after the process ended (from children it left behind).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
-
-/// What the helper reports in its result file.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Exited(i32),
-    TimedOut,
-    Failed(String),
-}
 
 /// `ExecSync`: the command's exit code and (truncated) output.
 pub async fn run(
@@ -81,7 +70,8 @@ pub async fn run(
         root: d.config.runtime_root(),
         result: result_path(&d.config.run_dir, &r.container_id),
         id: r.container_id,
-        timeout: r.timeout,
+        // Not negative: checked above.
+        timeout: r.timeout.unsigned_abs(),
         cmd: r.cmd,
     };
     blocking(move || job.run()).await
@@ -101,7 +91,7 @@ struct Job {
     root: PathBuf,
     result: PathBuf,
     id: String,
-    timeout: i64,
+    timeout: u64,
     cmd: Vec<String>,
 }
 
@@ -111,15 +101,18 @@ impl Job {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
         }
+        let args = ExecArgs {
+            root: self.root.clone(),
+            id: self.id.clone(),
+            timeout: self.timeout,
+            result: self.result.clone(),
+            console_socket: None,
+            console_size: None,
+            cmd: self.cmd.clone(),
+        };
         let mut child = Command::new(&self.monitor)
             .arg("exec")
-            .arg("--root")
-            .arg(&self.root)
-            .args(["--id", &self.id, "--timeout", &self.timeout.to_string()])
-            .arg("--result")
-            .arg(&self.result)
-            .arg("--")
-            .args(&self.cmd)
+            .args(args.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -130,21 +123,23 @@ impl Job {
         let status = child
             .wait()
             .map_err(|e| Status::internal(format!("wait for exec helper: {e}")))?;
-        let outcome = read_outcome(&self.result);
+        let outcome = ExecOutcome::read(&self.result);
         let _ = std::fs::remove_file(&self.result);
         let (stdout, stderr) = fit(out.finish(), err.finish());
         match outcome {
-            Some(Outcome::Exited(code)) => Ok(cri::ExecSyncResponse {
+            Some(ExecOutcome::Exited(code)) => Ok(cri::ExecSyncResponse {
                 stdout,
                 stderr,
                 exit_code: code,
             }),
-            Some(Outcome::TimedOut) => Err(Status::deadline_exceeded(format!(
+            Some(ExecOutcome::TimedOut) => Err(Status::deadline_exceeded(format!(
                 "command {:?} timed out after {}s",
                 crate::cri::error::truncate(&self.cmd.join(" ")),
                 self.timeout
             ))),
-            Some(Outcome::Failed(e)) => Err(Status::internal(format!("exec in {}: {e}", self.id))),
+            Some(ExecOutcome::Failed(e)) => {
+                Err(Status::internal(format!("exec in {}: {e}", self.id)))
+            }
             None => Err(Status::internal(format!(
                 "exec helper ended ({status}) without a result: {}",
                 String::from_utf8_lossy(&stderr)
@@ -176,11 +171,6 @@ fn fit(out: Output, err: Output) -> (Vec<u8>, Vec<u8>) {
         stderr.extend_from_slice(note.as_bytes());
     }
     (stdout, stderr)
-}
-
-pub(crate) fn read_outcome(path: &Path) -> Option<Outcome> {
-    let data = std::fs::read(path).ok()?;
-    serde_json::from_slice(&data).ok()
 }
 
 /// What one stream produced: the bytes kept (at most [`MAX_OUTPUT`], counted in [`HELD`] until
@@ -279,219 +269,9 @@ fn read_limited(mut pipe: impl Read, buf: &Mutex<Output>) {
     }
 }
 
-/// The helper's arguments.
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
-    root: PathBuf,
-    id: String,
-    timeout: u64,
-    result: PathBuf,
-    /// With a TTY: where the pty master is sent (streaming exec).
-    console_socket: Option<PathBuf>,
-    /// With a TTY: its size from the start, as (height, width).
-    console_size: Option<(u16, u16)>,
-    cmd: Vec<String>,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let (mut root, mut id, mut timeout, mut result) = (None, None, 0u64, None);
-    let (mut console_socket, mut console_size) = (None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--root" => root = Some(PathBuf::from(value()?)),
-            "--id" => id = Some(value()?),
-            "--timeout" => {
-                let v = value()?;
-                timeout = v.parse().map_err(|_| format!("--timeout {v:?}"))?
-            }
-            "--result" => result = Some(PathBuf::from(value()?)),
-            "--console-socket" => console_socket = Some(PathBuf::from(value()?)),
-            "--console-size" => {
-                let v = value()?;
-                console_size = Some(parse_size(&v).ok_or(format!("--console-size {v:?}"))?);
-            }
-            "--" => break,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let cmd: Vec<String> = it.cloned().collect();
-    if cmd.is_empty() {
-        return Err("no command after --".into());
-    }
-    Ok(Args {
-        root: root.ok_or("--root is required")?,
-        id: id.ok_or("--id is required")?,
-        timeout,
-        result: result.ok_or("--result is required")?,
-        console_socket,
-        console_size,
-        cmd,
-    })
-}
-
-/// `ROWSxCOLS`, both non-zero.
-fn parse_size(v: &str) -> Option<(u16, u16)> {
-    let (rows, cols) = v.split_once('x')?;
-    let size = (rows.parse().ok()?, cols.parse().ok()?);
-    (size.0 > 0 && size.1 > 0).then_some(size)
-}
-
-/// `skiff-monitor exec ...`
-pub fn main(args: &[String]) -> i32 {
-    let args = match parse_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("skiff-monitor exec: {e}");
-            return 2;
-        }
-    };
-    let outcome = exec(&args).unwrap_or_else(Outcome::Failed);
-    let data = serde_json::to_vec(&outcome).unwrap_or_default();
-    if let Err(e) = skiff_runtime::state::write_atomic(&args.result, &data, 0o600) {
-        eprintln!("skiff-monitor exec: write {}: {e}", args.result.display());
-        return 1;
-    }
-    0
-}
-
-/// Starts the command with the container's own process settings (user, environment, working
-/// directory, capabilities, LSM labels, no_new_privs) and waits for it.
-fn exec(args: &Args) -> Result<Outcome, String> {
-    use skiff_runtime::container::{ExecOptions, Runtime};
-    let rt = Runtime::new(&args.root);
-    let mut process = rt.exec_base(&args.id).map_err(|e| e.to_string())?;
-    process.args = args.cmd.clone();
-    process.terminal = args.console_socket.is_some();
-    process.console_size = args
-        .console_size
-        .filter(|_| process.terminal)
-        .map(|(height, width)| skiff_runtime::spec::ConsoleSize { height, width });
-    process.command_line = None;
-    let pid_file = args.result.with_extension("pid");
-    let opts = ExecOptions {
-        process,
-        console_socket: args.console_socket.clone(),
-        pid_file: Some(pid_file.clone()),
-        detach: true,
-        preserve_fds: 0,
-    };
-    // Rust ignores SIGPIPE and an ignored signal stays ignored across exec: the command must get
-    // it as usual (`yes | head` ends only through it).
-    // SAFETY: setting a standard disposition; this helper has no handler of its own for SIGPIPE.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    rt.exec(&args.id, &opts).map_err(|e| e.to_string())?;
-    let pid = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or("the exec'd process's pid was not recorded")?;
-    let _ = std::fs::remove_file(&pid_file);
-    Ok(wait(pid, args.timeout))
-}
-
-/// Waits for our child `pid`; at the timeout (0: none) kills it.
-fn wait(pid: i32, timeout: u64) -> Outcome {
-    let deadline = (timeout > 0).then(|| std::time::Instant::now() + Duration::from_secs(timeout));
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with WNOHANG; status is a local.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return Outcome::Exited(exit_code(status));
-        }
-        if r < 0 {
-            return Outcome::Failed(format!(
-                "wait for {pid}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            // SAFETY: kill and reap our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return Outcome::TimedOut;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A shell-style exit code: the status, or 128 + the signal that ended it.
-fn exit_code(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        255
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_helper_arguments() {
-        let a = parse_args(&s(&[
-            "--root",
-            "/r",
-            "--id",
-            "c1",
-            "--timeout",
-            "5",
-            "--result",
-            "/x.json",
-            "--",
-            "sh",
-            "-c",
-            "echo --id",
-        ]))
-        .unwrap();
-        assert_eq!(a.root, PathBuf::from("/r"));
-        assert_eq!(a.id, "c1");
-        assert_eq!(a.timeout, 5);
-        assert_eq!(a.cmd, s(&["sh", "-c", "echo --id"]));
-        assert_eq!(a.console_socket, None);
-        let a = parse_args(&s(&[
-            "--root",
-            "/r",
-            "--id",
-            "c1",
-            "--result",
-            "/x.json",
-            "--console-socket",
-            "/c.sock",
-            "--",
-            "sh",
-        ]))
-        .unwrap();
-        assert_eq!(a.console_socket, Some(PathBuf::from("/c.sock")));
-        let sized = [
-            "--root",
-            "/r",
-            "--id",
-            "c",
-            "--result",
-            "/x",
-            "--console-size",
-        ];
-        let a = parse_args(&s(&[&sized[..], &["37x111", "--", "sh"]].concat())).unwrap();
-        assert_eq!(a.console_size, Some((37, 111)));
-        for bad in ["0x80", "37", "37x", "x80", "-1x80", "37x70000"] {
-            assert!(parse_args(&s(&[&sized[..], &[bad, "--", "sh"]].concat())).is_err());
-        }
-        assert!(parse_args(&s(&["--root", "/r", "--id", "c", "--result", "/x"])).is_err());
-        assert!(parse_args(&s(&["--id"])).is_err());
-        assert!(parse_args(&s(&["--timeout", "-1"])).is_err());
-        assert!(parse_args(&s(&["--bogus"])).is_err());
-    }
 
     /// The tests that fill the shared [`HELD`] budget run one at a time.
     static HELD_BY_TESTS: Mutex<()> = Mutex::new(());
@@ -543,22 +323,5 @@ mod tests {
         assert!(o.is_empty() && String::from_utf8_lossy(&e).contains("stdout: 0 of 4"));
         drop(held);
         assert_eq!(HELD.load(std::sync::atomic::Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    // `wait` reaps each child through waitpid.
-    #[allow(clippy::zombie_processes)]
-    fn helper_timeout_kills_and_reports() {
-        let child = Command::new("sleep").arg("30").spawn().unwrap();
-        let t = std::time::Instant::now();
-        assert_eq!(wait(child.id() as i32, 1), Outcome::TimedOut);
-        assert!(t.elapsed() < Duration::from_secs(20));
-        let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
-        assert_eq!(wait(child.id() as i32, 0), Outcome::Exited(7));
-        let child = Command::new("sh")
-            .args(["-c", "kill -9 $$"])
-            .spawn()
-            .unwrap();
-        assert_eq!(wait(child.id() as i32, 0), Outcome::Exited(137));
     }
 }
