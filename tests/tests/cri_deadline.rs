@@ -1,6 +1,8 @@
 //! gRPC deadlines on skiffd's socket: a call that outlives its client's `grpc-timeout` ends with
 //! DEADLINE_EXCEEDED (what kubelet and critest check), every time, and a malformed timeout is
 //! refused by name.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

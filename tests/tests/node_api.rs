@@ -4,6 +4,8 @@
 //! `/runningpods/` through `nodes/<name>/proxy` — and who it refuses: anonymous clients (401),
 //! client certificates of another CA (handshake failure), tokens without `nodes/proxy` (403),
 //! plain HTTP. One control plane, one joined node, every check against it.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;

@@ -2,6 +2,8 @@
 //! kubelet: images pulled with the pod's `imagePullSecrets` from a registry that wants credentials,
 //! restartable init containers (sidecars) in order, `activeDeadlineSeconds`, an OOM-killed container,
 //! a Job that completes.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

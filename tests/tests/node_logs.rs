@@ -3,6 +3,8 @@
 //! `--limit-bytes`), `-f`, `--previous` after a restart, a rotation under `kubectl logs -f` with
 //! the rotated files kept to `containerLogMaxFiles`, and `/stats/summary` and `/metrics/resource`
 //! for a pod holding a known amount of memory, held against the CRI's own numbers.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -3,6 +3,8 @@
 //! pod CIDR the controller-manager allocates, host-gw routes between the nodes, pod to pod without
 //! NAT, masquerade out of the cluster, routes that follow the Nodes, bad Nodes reported as node
 //! conditions, and an add-on's config taking over.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! others back, httpGet and tcpSocket probes, preStop before SIGTERM on deletion, a failing
 //! postStart, and events aggregated as `kubectl describe` shows them. Against a real control plane,
 //! joined by `kubeadm join`.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

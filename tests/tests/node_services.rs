@@ -6,6 +6,8 @@
 //!
 //! The node lives in a network namespace of its own ([`NodeNetns`]) so that kube-proxy's rules stay
 //! out of the host's, with the cluster's ranges routed into a port-less bridge.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;

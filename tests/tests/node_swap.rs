@@ -2,6 +2,8 @@
 //! the configuration or `--fail-swap-on=false` allows it. The swap is a small file of the test's,
 //! turned off again when the test ends; this file holds no other test, so no node of another test
 //! sees it (test binaries run one after the other).
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! and services, the service-account token; subPath mounts that nothing in the volume can lead
 //! outside of; kubelet's DNS policies and managed /etc/hosts; volumes skiff cannot set up or whose
 //! object goes away under a running pod. Checked from inside the containers through the CRI.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
