@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod config;
 pub mod cri;
+pub mod deadline;
 pub mod execsync;
 pub mod infra;
 pub mod monitor;

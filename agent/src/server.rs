@@ -1,4 +1,5 @@
-//! Serving the CRI on a unix socket until SIGTERM or SIGINT.
+//! Serving the CRI on a unix socket until SIGTERM or SIGINT: gRPC over HTTP/2, one task per
+//! connection.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -7,11 +8,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use cri_api::v1::image_service_server::ImageServiceServer;
 use cri_api::v1::runtime_service_server::RuntimeServiceServer;
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tokio_stream::StreamExt;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::authority::AuthorityFix;
+use crate::deadline::Deadlines;
 
 use crate::cri::service::Cri;
 use crate::cri::Daemon;
@@ -32,6 +36,21 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     )?;
     let streams = crate::cri::streaming::start(&daemon).await?;
     tracing::info!(socket = %socket.display(), stream = %streams.local_addr(), "serving the CRI");
+    let connections = accept(listener, routes(daemon), signals).await;
+    // In-flight calls get a grace period; idle clients that ignore GOAWAY do not hold the exit.
+    if tokio::time::timeout(GRACE, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("calls still running after the grace period are dropped");
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The runtime and image services behind their deadlines.
+fn routes(daemon: Arc<Daemon>) -> Deadlines<tonic::service::Routes> {
     let cri = Cri { daemon };
     let runtime = RuntimeServiceServer::new(cri.clone())
         .max_decoding_message_size(MAX_MESSAGE)
@@ -39,30 +58,59 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let image = ImageServiceServer::new(cri)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let stopping = stop.clone();
-    let serve = tonic::transport::Server::builder()
-        .add_service(runtime)
+    let routes = tonic::service::Routes::new(runtime)
         .add_service(image)
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            signals.recv().await;
-            stopping.notify_one();
-        });
-    // In-flight calls get a grace period; idle clients that ignore GOAWAY do not hold the exit.
-    let result = tokio::select! {
-        r = serve => r,
-        _ = async { stop.notified().await; tokio::time::sleep(GRACE).await } => Ok(()),
-    };
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("stopped");
-    result.context("serve the CRI")
+        .prepare();
+    Deadlines::new(routes)
 }
 
-/// Accepted connections, each with its `:authority` made acceptable to h2 (see [`crate::authority`]).
-fn incoming(
+/// Serves each connection `listener` accepts until a signal comes; the connections still open.
+async fn accept(
     listener: UnixListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
-    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
+    service: Deadlines<tonic::service::Routes>,
+    signals: Signals,
+) -> GracefulShutdown {
+    let connections = GracefulShutdown::new();
+    let stop = signals.recv();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((conn, _)) => serve_connection(&connections, service.clone(), conn),
+                Err(e) => {
+                    // Out of descriptors, say: the next accept may succeed once calls finish.
+                    tracing::warn!(error = %e, "accept on the CRI socket");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut stop => return connections,
+        }
+    }
+}
+
+/// One client connection, served over HTTP/2 with its `:authority` made acceptable to h2 (see
+/// [`crate::authority`]) and its calls held to their deadlines (see [`crate::deadline`]).
+fn serve_connection<S>(connections: &GracefulShutdown, service: S, conn: UnixStream)
+where
+    S: tonic::codegen::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let io = TokioIo::new(AuthorityFix::new(conn));
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(None)
+        .serve_connection(io, TowerToHyperService::new(service));
+    let conn = connections.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "CRI connection ended");
+        }
+    });
 }
 
 /// Binds `path`, replacing a stale socket but never another kind of file.

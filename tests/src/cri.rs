@@ -28,11 +28,18 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// as an air-gapped node serves `registry.k8s.io`.
 pub const BUSYBOX: &str = "registry.skiff.test/library/busybox:latest";
 
+/// A binary of the workspace: from `$SKIFF_BIN_DIR` when set (the benchmarks point it at a release
+/// build), else from the debug build.
 pub fn target_bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let dir = std::env::var_os("SKIFF_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_dir().join("target"));
-    let bin = target.join("debug").join(name);
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_dir().join("target"))
+                .join("debug")
+        });
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
         "{} not found: run `cargo build --workspace --bins`",

@@ -99,6 +99,7 @@ fn node_main(args: &[String]) -> Result<()> {
         tracing::warn!(kubelet = %d, skiffd = %cfg.cgroup_driver.as_str(), "cgroup driver differs from skiffd.toml's: skiffd's applies");
     }
     let settings = node::Settings::new(&flags, &kubelet_config).map_err(anyhow::Error::msg)?;
+    node::check_swap(&settings).map_err(anyhow::Error::msg)?;
     let daemon = skiff_agent::cri::Daemon::open(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

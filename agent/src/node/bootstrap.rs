@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
 use k8s_openapi::ByteString;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams, WatchEvent, WatchParams};
 use tokio::sync::watch;
 
 use super::kubeconfig::{self, Loaded};
@@ -18,7 +19,6 @@ use super::pki::{self, CertDir};
 
 /// How long a CSR may wait for approval and signing before a new one is made (kubelet's 15 min).
 const CSR_WAIT: Duration = Duration::from_secs(15 * 60);
-const CSR_POLL: Duration = Duration::from_millis(500);
 /// Retries after a failure start at 1 s and double up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -150,30 +150,62 @@ pub async fn request_certificate(client: kube::Client, node: &str, certs: &CertD
     Ok(())
 }
 
+/// The signed certificate of CSR `name`, followed by a watch (as kubelet's informer does) so it is
+/// taken the moment the signer writes it.
 async fn wait_issued(api: &Api<CertificateSigningRequest>, name: &str) -> Result<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + CSR_WAIT;
-    while tokio::time::Instant::now() < deadline {
+    let fields = format!("metadata.name={name}");
+    loop {
         let csr = api
             .get(name)
             .await
             .with_context(|| format!("get CSR {name}"))?;
-        let status = csr.status.unwrap_or_default();
-        for c in status.conditions.unwrap_or_default() {
-            if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
-                bail!(
-                    "CSR {name} {}: {} {}",
-                    c.type_.to_lowercase(),
-                    c.reason.unwrap_or_default(),
-                    c.message.unwrap_or_default()
-                );
+        let version = csr.metadata.resource_version.clone().unwrap_or_default();
+        if let Some(cert) = issued(csr, name)? {
+            return Ok(cert);
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            bail!("CSR {name} was not signed within {CSR_WAIT:?}");
+        }
+        let params = WatchParams::default()
+            .fields(&fields)
+            .timeout(left.as_secs().clamp(1, 290) as u32);
+        let mut events = api
+            .watch(&params, &version)
+            .await
+            .with_context(|| format!("watch CSR {name}"))?
+            .boxed();
+        // A watch that ends or fails is followed by a fresh get.
+        while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, events.next()).await {
+            match ev {
+                WatchEvent::Added(csr) | WatchEvent::Modified(csr) => {
+                    if let Some(cert) = issued(csr, name)? {
+                        return Ok(cert);
+                    }
+                }
+                WatchEvent::Deleted(_) => bail!("CSR {name} was deleted before it was signed"),
+                WatchEvent::Bookmark(_) => {}
+                WatchEvent::Error(_) => break,
             }
         }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            return Ok(cert.0);
-        }
-        tokio::time::sleep(CSR_POLL).await;
     }
-    bail!("CSR {name} was not signed within {CSR_WAIT:?}")
+}
+
+/// The certificate once signed; an error once denied or failed.
+fn issued(csr: CertificateSigningRequest, name: &str) -> Result<Option<Vec<u8>>> {
+    let status = csr.status.unwrap_or_default();
+    for c in status.conditions.unwrap_or_default() {
+        if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
+            bail!(
+                "CSR {name} {}: {} {}",
+                c.type_.to_lowercase(),
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default()
+            );
+        }
+    }
+    Ok(status.certificate.filter(|c| !c.0.is_empty()).map(|c| c.0))
 }
 
 /// Renews the client certificate at 70–90 % of its life, for as long as skiffd runs, and hands

@@ -48,6 +48,7 @@ pub struct Flags {
     pub max_pods: Option<u32>,
     pub rotate_certificates: Option<bool>,
     pub register_node: Option<bool>,
+    pub fail_swap_on: Option<bool>,
     pub provider_id: Option<String>,
     /// `--system-reserved=cpu=100m,memory=100Mi`: over the file's `systemReserved`.
     pub system_reserved: Option<BTreeMap<String, String>>,
@@ -83,6 +84,7 @@ impl Default for Flags {
             max_pods: None,
             rotate_certificates: None,
             register_node: None,
+            fail_swap_on: None,
             provider_id: None,
             system_reserved: None,
             kube_reserved: None,
@@ -251,6 +253,7 @@ impl Flags {
                 self.rotate_certificates = Some(boolean(value).map_err(invalid)?)
             }
             "register-node" => self.register_node = Some(boolean(value).map_err(invalid)?),
+            "fail-swap-on" => self.fail_swap_on = Some(boolean(value).map_err(invalid)?),
             "provider-id" => self.provider_id = Some(value.into()),
             "system-reserved" => self.system_reserved = Some(pairs(value, '=').map_err(invalid)?),
             "kube-reserved" => self.kube_reserved = Some(pairs(value, '=').map_err(invalid)?),

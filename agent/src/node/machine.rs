@@ -69,6 +69,16 @@ fn parse_meminfo(text: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// The swap areas `/proc/swaps` lists (its first line is a header).
+pub fn swaps_in_use(proc_swaps: &str) -> Vec<String> {
+    proc_swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
 /// `hugepages-<size>` resources from `/sys/kernel/mm/hugepages/hugepages-<N>kB/nr_hugepages`.
 fn hugepages(dir: &Path) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -165,6 +175,16 @@ pub fn existing_ancestor(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swaps_are_read_below_the_header() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(swaps_in_use(header).is_empty());
+        assert!(swaps_in_use("").is_empty());
+        let on =
+            format!("{header}/swapfile                               file\t\t1048572\t\t0\t\t-2\n");
+        assert_eq!(swaps_in_use(&on), vec!["/swapfile"]);
+    }
 
     #[test]
     fn meminfo_fields() {

@@ -70,6 +70,7 @@ pub struct Settings {
     pub lease_seconds: u32,
     pub rotate_certificates: bool,
     pub register_node: bool,
+    pub fail_swap_on: bool,
     pub provider_id: Option<String>,
     pub pod_logs_dir: PathBuf,
     pub cluster_dns: Vec<String>,
@@ -136,6 +137,7 @@ impl Settings {
             lease_seconds: c.node_lease_duration_seconds,
             rotate_certificates: f.rotate_certificates.unwrap_or(c.rotate_certificates),
             register_node: f.register_node.unwrap_or(c.register_node),
+            fail_swap_on: f.fail_swap_on.unwrap_or(c.fail_swap_on),
             provider_id: f.provider_id.clone().or_else(|| c.provider_id.clone()),
             pod_logs_dir: c.pod_logs_dir.clone(),
             cluster_dns: c.cluster_dns.clone(),
@@ -151,6 +153,22 @@ impl Settings {
         };
         Settings::new(&f, &KubeletConfiguration::default()).unwrap()
     }
+}
+
+/// kubelet's refusal to run with swap on unless `failSwapOn` is false.
+pub fn check_swap(s: &Settings) -> Result<(), String> {
+    if !s.fail_swap_on {
+        return Ok(());
+    }
+    let swaps = machine::swaps_in_use(&std::fs::read_to_string("/proc/swaps").unwrap_or_default());
+    if swaps.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "running with swap on is not supported: turn swap off or set failSwapOn: false \
+         (--fail-swap-on=false); /proc/swaps lists {}",
+        swaps.join(", ")
+    ))
 }
 
 fn host_name() -> String {

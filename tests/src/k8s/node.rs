@@ -37,6 +37,8 @@ pub struct KubeletNode {
     pub dir: PathBuf,
     /// The kubelet's serving port (the apiserver's way in for logs, exec and port-forward).
     pub port: u16,
+    /// When the kubelet was started (after kubeadm had written its flags).
+    pub started: Instant,
     kubelet: Option<Daemon>,
     cgroups: CgroupRoot,
 }
@@ -76,6 +78,7 @@ impl KubeletNode {
             name: name.into(),
             port: free_port(cp.ip),
             cgroups: CgroupRoot::create(&cgroup_name(&id)),
+            started: Instant::now(),
             kubelet: None,
             dir,
         };
@@ -84,6 +87,7 @@ impl KubeletNode {
         let mut join = node.start_join(cp, cri_socket);
         node.wait_for_flags(&mut join);
         node.kubelet = Some(node.start_kubelet(cp, kubelet_args));
+        node.started = Instant::now();
         node.wait_joined(join);
         node
     }
@@ -113,6 +117,11 @@ impl KubeletNode {
         if let Some(k) = &mut self.kubelet {
             k.assert_running();
         }
+    }
+
+    /// The kubelet's pid while it runs.
+    pub fn kubelet_pid(&self) -> Option<u32> {
+        self.kubelet.as_ref().map(Daemon::pid)
     }
 
     pub fn kubelet_log(&self, lines: usize) -> String {

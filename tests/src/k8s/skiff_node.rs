@@ -256,6 +256,8 @@ pub fn condition(node: &Value, t: &str) -> Value {
 /// A node joined by `kubeadm join`, Ready, with skiffd running as its kubelet.
 pub struct Joined {
     pub skiffd: Daemon,
+    /// When skiffd was started (after kubeadm had written its flags).
+    pub started: Instant,
     pub name: String,
     /// skiffd's command line: kubeadm's flags and the test's.
     pub args: Vec<String>,
@@ -324,6 +326,7 @@ pub fn join_with(
     });
     std::fs::write(&config, format!("{text}\n{config_extra}\n")).unwrap();
     let mut skiffd = spawn(&node, &args);
+    let started = Instant::now();
     let ok = wait_for("kubeadm join to finish", Duration::from_secs(180), || {
         skiffd.assert_running();
         kubeadm.exited()
@@ -340,6 +343,7 @@ pub fn join_with(
     });
     Joined {
         skiffd,
+        started,
         name: name.into(),
         args,
         node,

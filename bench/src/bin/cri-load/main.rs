@@ -15,6 +15,7 @@ use cri::image_service_client::ImageServiceClient;
 use cri::runtime_service_client::RuntimeServiceClient;
 use cri_api::v1 as cri;
 use hyper_util::rt::TokioIo;
+use skiff_bench::mem::{rss_kib, sum_of_comm};
 use tonic::transport::{Channel, Endpoint};
 
 struct Args {
@@ -97,50 +98,6 @@ async fn connect(socket: &Path) -> Result<Channel> {
         .await?)
 }
 
-/// Resident set of a process in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Proportional set size in KiB: shared pages (the binary, libc) divided among their users, which is
-/// what one more process of a kind really costs.
-fn pss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// (count, summed RSS KiB, summed PSS KiB) of the processes whose `comm` is `name`.
-fn rss_of(name: &str) -> (u64, u64, u64) {
-    // comm is cut at 15 bytes.
-    let want: String = name.chars().take(15).collect();
-    let (mut n, mut total, mut pss) = (0, 0, 0);
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == want {
-            n += 1;
-            total += rss_kib(pid);
-            pss += pss_kib(pid);
-        }
-    }
-    (n, total, pss)
-}
-
 fn pod(i: usize, a: &Args) -> cri::PodSandboxConfig {
     let name = format!("bench-{i}");
     cri::PodSandboxConfig {
@@ -204,7 +161,7 @@ async fn main() -> Result<()> {
     let before = a
         .per_pod_process
         .as_deref()
-        .map(rss_of)
+        .map(sum_of_comm)
         .unwrap_or((0, 0, 0));
     let mut lat = Vec::with_capacity(a.pods);
     let mut ids = Vec::with_capacity(a.pods);
@@ -259,7 +216,7 @@ async fn main() -> Result<()> {
     let after = a
         .per_pod_process
         .as_deref()
-        .map(rss_of)
+        .map(sum_of_comm)
         .unwrap_or((0, 0, 0));
     for sid in &ids {
         let pod_sandbox_id = sid.clone();
