@@ -1,0 +1,132 @@
+//! Two skiff nodes, each in a network namespace of its own on one lan, joined to a real control
+//! plane; a busybox pod on each, and the network namespace of each pod found through the CRI.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use skiff_tests::cri::{self, busybox_layout, BUSYBOX};
+use skiff_tests::k8s::netns_node::{self, Lan, NetnsNode};
+use skiff_tests::k8s::skiff_node::{get_json, wait_for};
+use skiff_tests::k8s::ControlPlane;
+use skiff_tests::registry::Registry;
+
+use crate::tcp::End;
+
+const NS: &str = "netbench";
+const WITHIN: Duration = Duration::from_secs(180);
+
+/// Dropped in field order: the nodes (skiffd and its pods) before the lan, the control plane and
+/// the registry.
+pub struct Cluster {
+    pub a: NetnsNode,
+    pub b: NetnsNode,
+    _lan: Lan,
+    pub cp: ControlPlane,
+    _registry: Registry,
+}
+
+impl Cluster {
+    pub fn start() -> Result<Cluster> {
+        let registry = Registry::start()?;
+        registry.push(busybox_layout(), "latest", "library/busybox:latest", &[])?;
+        let cp = ControlPlane::start();
+        let lan = Lan::create(&cp);
+        let mirror = lan.forward(registry.port).to_string();
+        let config = "evictionHard: {imagefs.available: 1%, nodefs.available: 1%}";
+        let pid = std::process::id();
+        let a = netns_node::join(&cp, &lan, 0, &format!("nb-a-{pid}"), Some(&mirror), config);
+        let b = netns_node::join(&cp, &lan, 1, &format!("nb-b-{pid}"), Some(&mirror), config);
+        cp.kubectl_ok(&["create", "namespace", NS]);
+        wait_for(
+            "the default service account",
+            Duration::from_secs(60),
+            || get_json(&cp, &["-n", NS, "serviceaccount", "default"]),
+        );
+        Ok(Cluster {
+            a,
+            b,
+            _lan: lan,
+            cp,
+            _registry: registry,
+        })
+    }
+
+    /// A pod `name` sleeping on `node`, as one end of the path: its namespace and its IP.
+    pub fn pod(&self, name: &str, node: &NetnsNode) -> Result<End> {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  \
+             nodeName: {node}\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    \
+             image: {BUSYBOX}\n    command: [sleep, '3600']\n",
+            node = node.joined.name
+        );
+        let file = self.cp.dir.join(format!("pod-{name}.yaml"));
+        std::fs::write(&file, manifest)?;
+        self.cp
+            .kubectl_ok(&["apply", "-f", &file.to_string_lossy()]);
+        let ip = wait_for(&format!("pod {name} running"), WITHIN, || {
+            let p = get_json(&self.cp, &["-n", NS, "pod", name])?;
+            (p["status"]["phase"] == "Running")
+                .then(|| p["status"]["podIP"].as_str().map(String::from))
+                .flatten()
+        });
+        let ip: Ipv4Addr = ip
+            .parse()
+            .with_context(|| format!("pod {name}'s IP {ip}"))?;
+        let netns = pod_netns(&node.joined.node.socket(), name)?;
+        Ok(End { netns, ip })
+    }
+}
+
+/// The network namespace of pod `name` as skiffd at `socket` reports it in its sandbox's verbose
+/// status: the infra process's, or the pinned namespace file.
+fn pod_netns(socket: &Path, name: &str) -> Result<PathBuf> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let info = rt.block_on(sandbox_info(socket, name))?;
+    if let Some(pid) = info["infraPid"].as_i64() {
+        return Ok(PathBuf::from(format!("/proc/{pid}/ns/net")));
+    }
+    info["pinnedNamespaces"]["network"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("pod {name}: no network namespace in its sandbox status: {info}"))
+}
+
+async fn sandbox_info(socket: &Path, name: &str) -> Result<Value> {
+    use cri_api::v1 as api;
+    let ch = cri::connect(socket).await?;
+    let mut c = api::runtime_service_client::RuntimeServiceClient::new(ch);
+    let filter = api::PodSandboxFilter {
+        label_selector: [("io.kubernetes.pod.name".to_string(), name.to_string())].into(),
+        ..Default::default()
+    };
+    let list = c
+        .list_pod_sandbox(api::ListPodSandboxRequest {
+            filter: Some(filter),
+        })
+        .await?
+        .into_inner();
+    let Some(sb) = list
+        .items
+        .iter()
+        .find(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+    else {
+        bail!("no ready sandbox of pod {name}");
+    };
+    let status = c
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.id.clone(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info = status
+        .info
+        .get("info")
+        .ok_or_else(|| anyhow!("pod {name}: its sandbox status has no verbose info"))?;
+    Ok(serde_json::from_str(info)?)
+}

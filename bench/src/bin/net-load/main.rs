@@ -1,0 +1,110 @@
+//! net-load: pod-to-pod TCP across two skiff nodes against the same between two network namespaces
+//! on one veth pair (the floor). Two skiff nodes, each in a network namespace of its own on one lan
+//! (skiff-bridge over the pod CIDR the controller-manager gives it, host-gw routes between them),
+//! are joined by `kubeadm join` to a real control plane; a busybox pod runs on each. The tool is the
+//! bench's own, run on threads that have entered the pods' network namespaces (found through the
+//! CRI), and the floor's: no image needs one. Between the two, the nodes' own namespaces across the
+//! lan (two veth pairs and a bridge, no pod network) show what the lan itself costs. Per round, the
+//! three paths in turn, the order rotated from round to round:
+//! - throughput: MIB MiB sent one way over one connection, MiB/s;
+//! - latency: TRIPS round trips of 64 bytes each way over one connection, µs per round trip.
+//!
+//! Prints one JSON object per path and round. The binaries come from `$SKIFF_BIN_DIR` (a release
+//! build) and `scripts/k8s-bin`.
+
+mod cluster;
+mod floor;
+mod tcp;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use skiff_tests::k8s::netns_node;
+
+use tcp::End;
+
+struct Args {
+    mib: u64,
+    trips: usize,
+    rounds: usize,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        mib: 1024,
+        trips: 10_000,
+        rounds: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--mib" => a.mib = value()?.parse()?,
+            "--round-trips" => a.trips = value()?.parse()?,
+            "--rounds" => a.rounds = value()?.parse()?,
+            other => bail!("unknown argument {other} (--mib N, --round-trips N, --rounds N)"),
+        }
+    }
+    if a.mib == 0 || a.trips == 0 || a.rounds == 0 {
+        bail!("--mib, --round-trips and --rounds must be at least 1");
+    }
+    Ok(a)
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    let floor = floor::Floor::create()?;
+    let cluster = cluster::Cluster::start()?;
+    let server = cluster.pod("nb-server", &cluster.b)?;
+    let client = cluster.pod("nb-client", &cluster.a)?;
+    eprintln!(
+        "net-load: pods {} ({}) -> {} ({})",
+        client.ip, cluster.a.joined.name, server.ip, cluster.b.joined.name
+    );
+    let node = |n: &netns_node::NetnsNode| End {
+        netns: n.ns.path(),
+        ip: n.ip,
+    };
+    let (node_a, node_b) = (node(&cluster.a), node(&cluster.b));
+    let mut paths = [
+        ("pods", &client, &server),
+        ("nodes", &node_a, &node_b),
+        ("floor", &floor.ends[0], &floor.ends[1]),
+    ];
+    // A first short exchange on each path, untimed: ARP, routes and conntrack settled.
+    for (_, c, s) in paths {
+        tcp::round_trips(c, s, 10)?;
+    }
+    for round in 0..a.rounds {
+        for (name, c, s) in paths {
+            println!("{}", measure(name, c, s, &a)?);
+        }
+        eprintln!("net-load: round {} done", round + 1);
+        // No path always first, or always right after the same other one.
+        paths.rotate_left(1);
+    }
+    drop(cluster);
+    Ok(())
+}
+
+fn measure(path: &str, client: &End, server: &End, a: &Args) -> Result<serde_json::Value> {
+    let mib_s = tcp::throughput(client, server, a.mib * 1024 * 1024)?;
+    let mut trips = tcp::round_trips(client, server, a.trips)?;
+    trips.sort_by(f64::total_cmp);
+    Ok(json!({
+        "path": path,
+        "mib": a.mib,
+        "throughput_mib_s": mib_s,
+        "round_trips": trips.len(),
+        "rtt_p50_us": percentile(&trips, 50),
+        "rtt_p99_us": percentile(&trips, 99),
+    }))
+}
+
+/// The nearest-rank percentile `p` of `sorted` (not empty).
+fn percentile(sorted: &[f64], p: usize) -> f64 {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank - 1]
+}

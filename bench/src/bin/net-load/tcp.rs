@@ -1,0 +1,144 @@
+//! The tool on both paths: a TCP bulk sender and receiver, and a request/response ping-pong, each end
+//! on a thread that has entered a network namespace (a pod's, or one of the floor's).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Bytes per write and per read of the bulk transfer.
+const CHUNK: usize = 128 * 1024;
+/// Bytes of each request and each response in the ping-pong.
+const MESSAGE: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `f` on a new thread inside the network namespace at `netns` (`/proc/PID/ns/net`, or a pinned
+/// namespace file): the sockets it makes belong to that namespace.
+fn spawn_in<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
+    let file = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    let path = netns.to_path_buf();
+    Ok(std::thread::spawn(move || {
+        // SAFETY: setns changes only this thread's network namespace; the fd is open for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!(
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        f()
+    }))
+}
+
+fn joined<T>(h: JoinHandle<Result<T>>) -> Result<T> {
+    h.join()
+        .map_err(|_| anyhow!("a benchmark thread panicked"))?
+}
+
+/// One end of a path: the namespace a socket is made in, and the address the other end dials.
+#[derive(Clone, Debug)]
+pub struct End {
+    pub netns: PathBuf,
+    pub ip: Ipv4Addr,
+}
+
+/// A listener in `server`'s namespace that serves one connection with `serve`; its address.
+fn serve(
+    server: &End,
+    serve: impl FnOnce(TcpStream) -> Result<()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<Result<()>>)> {
+    let ip = server.ip;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = spawn_in(&server.netns, move || {
+        let l = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+        let _ = tx.send(l.local_addr()?);
+        let (conn, _) = l.accept()?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        serve(conn)
+    })?;
+    let addr = rx
+        .recv_timeout(TIMEOUT)
+        .map_err(|_| anyhow!("the server in {} did not listen", server.netns.display()))?;
+    Ok((addr, h))
+}
+
+fn dial(addr: SocketAddr) -> Result<TcpStream> {
+    let s =
+        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    Ok(s)
+}
+
+/// Sends `bytes` from `client` to `server`; MiB/s from the first byte written until the receiver has
+/// confirmed it read the last.
+pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<f64> {
+    let (addr, srv) = serve(server, |mut conn| {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if conn.read(&mut buf)? == 0 {
+                break;
+            }
+        }
+        conn.write_all(b"k")?;
+        Ok(())
+    })?;
+    let cli = spawn_in(&client.netns, move || {
+        let mut s = dial(addr)?;
+        let buf = vec![0x5au8; CHUNK];
+        let start = Instant::now();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            s.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack)
+            .context("the receiver's confirmation")?;
+        Ok(start.elapsed())
+    })?;
+    let took = joined(cli)?;
+    joined(srv)?;
+    Ok(bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64())
+}
+
+/// `count` round trips of a 64-byte request and a 64-byte response on one connection (Nagle off);
+/// each round trip's time in µs.
+pub fn round_trips(client: &End, server: &End, count: usize) -> Result<Vec<f64>> {
+    let (addr, srv) = serve(server, |mut conn| {
+        conn.set_nodelay(true)?;
+        let mut buf = [0u8; MESSAGE];
+        loop {
+            match conn.read_exact(&mut buf) {
+                Ok(()) => conn.write_all(&buf)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })?;
+    let cli = spawn_in(&client.netns, move || {
+        let mut s = dial(addr)?;
+        s.set_nodelay(true)?;
+        let mut buf = [0x5au8; MESSAGE];
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            s.write_all(&buf)?;
+            s.read_exact(&mut buf)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(times)
+    })?;
+    let times = joined(cli)?;
+    joined(srv)?;
+    Ok(times)
+}
