@@ -9,8 +9,8 @@ use hyper::body::Frame;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
+use super::context::Api;
 use super::reply::{self, Reply};
-use super::server::Api;
 use crate::node::logs::{self, Request};
 
 pub async fn serve(api: &Api, rest: &[&str], query: Option<&str>) -> Reply {

@@ -35,6 +35,7 @@ pub mod authz;
 pub mod cache;
 pub mod configz;
 pub mod container_logs;
+pub mod context;
 pub mod health;
 pub mod lookup;
 pub mod pods;

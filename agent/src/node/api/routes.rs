@@ -4,8 +4,8 @@
 use http::{Method, Request};
 use hyper::body::Incoming;
 
+use super::context::Api;
 use super::reply::{self, Reply};
-use super::server::Api;
 use super::streaming::{self, Kind};
 use super::{configz, container_logs, health, pods, stats};
 

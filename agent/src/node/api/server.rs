@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::authn::{Authenticator, User};
 use super::authz::{self, Authorizer};
+use super::context::Api;
 use super::reply::{self, Reply};
 use super::{routes, serving, tls};
 use crate::node::pods::watch::Snapshot;
@@ -22,15 +23,6 @@ use crate::node::NodeContext;
 
 /// How long a client may take over its TLS handshake.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-
-/// What requests are served with.
-pub struct Api {
-    pub ctx: Arc<NodeContext>,
-    /// The pods bound to the node, as followed from the API.
-    pub pods: watch::Receiver<Snapshot>,
-    pub authn: Authenticator,
-    pub authz: Authorizer,
-}
 
 /// Binds the API's address now: a port in use stops skiffd, as it stops kubelet.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {

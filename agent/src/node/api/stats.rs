@@ -2,8 +2,8 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use super::context::Api;
 use super::reply::{self, Reply};
-use super::server::Api;
 use crate::node::stats;
 
 pub async fn summary(api: &Api) -> Reply {

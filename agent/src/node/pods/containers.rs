@@ -3,22 +3,21 @@
 //! What the CRI cannot say (why a container is not running yet) is kept in [`Waiting`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cri_api::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::sandbox::PodRef;
-use super::{env, hooks, sidecar, Shared, CONTAINER_NAME};
+use super::target::{instances, Target};
+use super::{env, hooks, sidecar, CONTAINER_NAME};
 use crate::cri::{container, image, Daemon};
 use crate::node::events::{Throttle, Type};
 use crate::node::quantity;
-use crate::node::volumes::downward::Allocatable;
 use crate::node::volumes::subpath;
-use crate::node::Settings;
 
 /// The annotation that carries a container's restart count across skiffd restarts.
 pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
@@ -69,54 +68,6 @@ pub struct State {
     crash: Backoff,
     pull: Backoff,
     noted: Throttle,
-}
-
-/// Everything one sync needs to start a container.
-pub struct Target<'a> {
-    pub shared: &'a Shared,
-    pub d: &'a Arc<Daemon>,
-    pub pod: &'a Pod,
-    pub sandbox_id: &'a str,
-    pub sandbox: &'a cri::PodSandboxConfig,
-    pub pod_ips: &'a [String],
-    pub node_name: &'a str,
-    pub host_ip: &'a str,
-    pub mounts: &'a HashMap<String, PathBuf>,
-    pub client: &'a kube::Client,
-    /// `<root>/pods/<uid>`: the hosts file and subPath mounts live there.
-    pub pod_dir: &'a Path,
-    pub allocatable: &'a Allocatable,
-    pub settings: &'a Settings,
-}
-
-/// The pod's containers in the CRI (every state), grouped by name, newest first.
-pub async fn instances(d: &Arc<Daemon>, sandbox_id: &str) -> HashMap<String, Vec<cri::Container>> {
-    let filter = cri::ContainerFilter {
-        pod_sandbox_id: sandbox_id.into(),
-        ..Default::default()
-    };
-    let list = container::list(
-        d,
-        cri::ListContainersRequest {
-            filter: Some(filter),
-        },
-    )
-    .await
-    .map(|r| r.containers)
-    .unwrap_or_default();
-    let mut by_name: HashMap<String, Vec<cri::Container>> = HashMap::new();
-    for c in list {
-        let name = c
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        by_name.entry(name).or_default().push(c);
-    }
-    for v in by_name.values_mut() {
-        v.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-    }
-    by_name
 }
 
 pub fn restart_count(c: &cri::Container) -> i32 {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Service};
 use kube::api::{Api, ListParams};
 
-use super::containers::Target;
+use super::target::Target;
 use crate::node::volumes::downward::{self, bracketed};
 use crate::node::volumes::objects;
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 
 use super::actions::Target;
 use super::sandbox::{self, PodRef};
-use super::{containers, Shared};
+use super::{target, Shared};
 use crate::cri::container;
 use crate::node::events::Type;
 
@@ -112,7 +112,7 @@ pub async fn stop_pod(shared: &Shared, pod: &Pod, grace: i64) {
     let mut stops = Vec::new();
     for sb in sandbox::of_pod(d, &uid).await {
         let ip = sandbox::ips(d, &sb.id).await.into_iter().next();
-        for (name, list) in containers::instances(d, &sb.id).await {
+        for (name, list) in target::instances(d, &sb.id).await {
             for inst in list {
                 if inst.state != cri::ContainerState::ContainerRunning as i32 {
                     continue;

@@ -20,6 +20,7 @@ pub mod security;
 pub mod sidecar;
 pub mod static_pods;
 pub mod status;
+pub mod target;
 pub mod watch;
 pub mod worker;
 

@@ -10,9 +10,10 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use tokio::sync::watch as chan;
 
-use super::containers::{self, State, Target};
+use super::containers::{self, State};
 use super::deadline::{self, Verdict};
 use super::probes::{self, Probes};
+use super::target::{self, Target};
 use super::{cgroups, delete, hooks, sandbox, status, Shared, RESYNC};
 use crate::cri::sandbox as cri_sandbox;
 use crate::node::events::{Throttle, Type};
@@ -192,7 +193,7 @@ impl Worker {
             };
             containers::step(&target, &mut self.containers).await;
         }
-        let instances = containers::instances(&d, &sandbox_id).await;
+        let instances = target::instances(&d, &sandbox_id).await;
         let ip = ips.first().map(String::as_str);
         let view = self.probes.sync(&self.shared, pod, ip, &instances).await;
         self.restart_unhealthy(pod, ip, &view).await;
