@@ -14,7 +14,7 @@ pub const MESSAGE: &str = "Pod was active on the node longer than the specified 
 pub struct Verdict {
     pub phase: &'static str,
     pub reason: &'static str,
-    pub message: &'static str,
+    pub message: String,
 }
 
 /// The deadline verdict once the pod has been active (since its status' startTime) for longer than
@@ -25,7 +25,7 @@ pub fn check(pod: &Pod, now: DateTime<Utc>) -> Option<Verdict> {
     (now.signed_duration_since(start).num_seconds() >= limit).then_some(Verdict {
         phase: "Failed",
         reason: REASON,
-        message: MESSAGE,
+        message: MESSAGE.into(),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod delete;
 pub mod dns;
 pub mod env;
+pub mod eviction;
 pub mod hooks;
 pub mod hosts;
 pub mod mirror;

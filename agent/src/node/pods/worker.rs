@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cri_api::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
@@ -12,6 +13,7 @@ use tokio::sync::watch as chan;
 
 use super::containers::{self, State};
 use super::deadline::{self, Verdict};
+use super::eviction;
 use super::probes::{self, Probes};
 use super::target::{self, Target};
 use super::{cgroups, delete, hooks, sandbox, status, Shared, RESYNC};
@@ -35,6 +37,8 @@ struct Worker {
     reported: Option<Value>,
     /// Set once the node has ended the pod itself (its deadline passed).
     verdict: Option<Verdict>,
+    /// When the pod's local storage was last measured against its limits.
+    storage_checked: Option<Instant>,
 }
 
 /// Runs the pod `rx` carries until it is gone (`None`) or deleted.
@@ -60,6 +64,7 @@ pub async fn run(
         noted: Throttle::default(),
         reported: None,
         verdict: None,
+        storage_checked: None,
     };
     let probed = w.probes.changed();
     let mut last = first;
@@ -121,10 +126,39 @@ impl Worker {
         if self.finished(pod) {
             return;
         }
-        let Some(v) = deadline::check(pod, k8s_openapi::chrono::Utc::now()) else {
+        if let Some(v) = deadline::check(pod, k8s_openapi::chrono::Utc::now()) {
+            tracing::info!(pod = ?pod.metadata.name, "active deadline exceeded: killing the pod's containers");
+            self.end(pod, v).await;
+        }
+    }
+
+    /// Evicts the pod whose disk-backed emptyDir has outgrown its `sizeLimit`.
+    async fn enforce_storage(&mut self, pod: &Pod) {
+        let due = self
+            .storage_checked
+            .is_none_or(|at| at.elapsed() >= eviction::PERIOD);
+        if self.finished(pod) || !due {
             return;
-        };
-        tracing::info!(pod = ?pod.metadata.name, "active deadline exceeded: killing the pod's containers");
+        }
+        self.storage_checked = Some(Instant::now());
+        let volumes =
+            crate::node::volumes::pod_dir(&self.ctx.settings.root_dir, &self.uid).join("volumes");
+        if let Some(v) = eviction::check(pod, &volumes) {
+            tracing::info!(pod = ?pod.metadata.name, message = %v.message, "evicting the pod");
+            let events = &self.shared.events;
+            events.pod(
+                pod,
+                None,
+                Type::Warning,
+                eviction::REASON,
+                v.message.clone(),
+            );
+            self.end(pod, v).await;
+        }
+    }
+
+    /// Ends the pod on the node's own account: its containers killed, `v` its final status.
+    async fn end(&mut self, pod: &Pod, v: Verdict) {
         for sb in sandbox::of_pod(&self.ctx.daemon, &self.uid).await {
             delete::stop_containers(&self.ctx.daemon, &sb.id, delete::grace(pod)).await;
         }
@@ -133,6 +167,7 @@ impl Worker {
 
     async fn sync(&mut self, pod: &Pod) {
         self.enforce_deadline(pod).await;
+        self.enforce_storage(pod).await;
         let mounts = match self
             .volumes
             .sync(&self.client(), pod, &self.allocatable)

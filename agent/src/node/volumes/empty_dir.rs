@@ -1,6 +1,7 @@
 //! emptyDir: a directory that lives as long as the pod, on the node's disk, or with
 //! `medium: Memory` a tmpfs as large as the smallest of `sizeLimit`, the pod's memory limit and the
-//! node's allocatable memory (kubelet's rule). A disk emptyDir's `sizeLimit` is not enforced.
+//! node's allocatable memory (kubelet's rule). A disk emptyDir's `sizeLimit` evicts the pod once its
+//! contents pass it (`pods::eviction`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
