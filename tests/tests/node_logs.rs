@@ -137,7 +137,7 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
     // The log options, on a log that no longer changes.
     running(&mut c, "words");
     c.until("words' last line", Duration::from_secs(30), |c| {
-        logs(&c, &["words"]).contains("late").then_some(())
+        logs(c, &["words"]).contains("late").then_some(())
     });
     assert_eq!(logs(&c, &["words"]), "one\ntwo\nthree\nlate\n");
     assert_eq!(logs(&c, &["words", "--tail=2"]), "three\nlate\n");
@@ -275,7 +275,7 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
 fn check_stats(c: &mut PodCluster) {
     running(c, "hog");
     c.until("hog filled", Duration::from_secs(60), |c| {
-        logs(&c, &["hog"]).contains("filled").then_some(())
+        logs(c, &["hog"]).contains("filled").then_some(())
     });
     let node = c.node.name.clone();
     let raw = |c: &PodCluster, path: &str| {
