@@ -101,15 +101,7 @@ impl PodClusterBuilder {
         let mut dir = NodeDir::with_registry(Some(&registry.host()));
         let mut args = Vec::new();
         let net = self.netns.map(|(tag, sinks)| {
-            let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
-            let net = NodeNetns::create(&tag, cp.ip, &sinks);
-            dir.netns = Some(net.path());
-            let port = registry
-                .host()
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok());
-            net.forward_loopback(port.expect("the registry's port"));
+            let net = node_netns(&tag, &sinks, &cp, &registry, &mut dir);
             args.push(format!("--node-ip={}", net.node_ip));
             net
         });
@@ -143,6 +135,22 @@ impl PodClusterBuilder {
             rt: tokio::runtime::Runtime::new().expect("a tokio runtime"),
         }
     }
+}
+
+/// A network namespace for the node in `dir`, from which the registry on the host's loopback
+/// stays reachable.
+fn node_netns(
+    tag: &str,
+    sinks: &[String],
+    cp: &ControlPlane,
+    registry: &Registry,
+    dir: &mut NodeDir,
+) -> NodeNetns {
+    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
+    let net = NodeNetns::create(tag, cp.ip, &sinks);
+    dir.netns = Some(net.path());
+    net.forward_loopback(registry.port);
+    net
 }
 
 impl PodCluster {
