@@ -15,18 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_tests::console::{openpty, set_size, Pty};
-use skiff_tests::cri::{self, BUSYBOX};
-use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
-use skiff_tests::k8s::ControlPlane;
-use skiff_tests::registry::Registry;
-
-/// A control plane, a registry with busybox, a joined skiff node, a namespace with a running pod.
-struct Cluster {
-    node: Joined,
-    cp: ControlPlane,
-    _registry: Registry,
-    ns: String,
-}
+use skiff_tests::cri::BUSYBOX;
+use skiff_tests::k8s::pod_cluster::{create_namespace, PodCluster};
+use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, NodeDir};
 
 const POD: &str = "web";
 /// A namespace whose pod the namespace-scoped token must not reach.
@@ -39,47 +30,11 @@ const HTTPD: &str = "mkdir -p /www && echo hello-through-the-node > /www/index.h
                      yes 0123456789abcdef | head -c 4194304 > /www/big && \
                      exec httpd -f -p 127.0.0.1:8080 -h /www";
 
-fn cp_ns(cp: &ControlPlane, ns: &str) {
-    cp.kubectl_ok(&["create", "namespace", ns]);
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(cp, &["-n", ns, "serviceaccount", "default"])
-    });
-}
-
-fn cluster() -> Cluster {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
-    let cp = ControlPlane::start();
-    let dir = NodeDir::with_registry(Some(&registry.host()));
-    let logs = dir.dir.join("pod-logs");
-    let name = format!("skiff-api-{}", std::process::id());
-    let node = skiff_node::join(
-        &cp,
-        dir,
-        &name,
-        &[],
-        &format!(
-            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}",
-            logs.display()
-        ),
-    );
-    let ns = "api-a".to_string();
-    cp_ns(&cp, &ns);
-    let c = Cluster {
-        node,
-        cp,
-        _registry: registry,
-        ns,
-    };
-    cp_ns(&c.cp, OTHER_NS);
-    c.apply(&format!(
+/// A control plane, a registry with busybox, a joined skiff node, two namespaces with a running pod.
+fn cluster() -> PodCluster {
+    let mut c = PodCluster::builder("api").namespace("api-a").start();
+    create_namespace(&c.cp, OTHER_NS);
+    c.apply_as_written(&format!(
         "apiVersion: v1
 kind: Pod
 metadata: {{name: {POD}, namespace: {ns}}}
@@ -115,57 +70,37 @@ spec:
             ))
             .collect::<String>(),
     ));
-    c.wait_running(OTHER_NS, POD);
-    c.wait_running(&c.ns, POD);
+    wait_running(&mut c, OTHER_NS, POD);
+    let ns = c.ns.clone();
+    wait_running(&mut c, &ns, POD);
     c
 }
 
-impl Cluster {
-    fn apply(&self, manifest: &str) {
-        let file = self.cp.dir.join(format!("m-{}.yaml", seq()));
-        std::fs::write(&file, manifest).unwrap();
-        self.cp.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-    }
-
-    fn wait_running(&self, ns: &str, pod: &str) {
-        let within = Duration::from_secs(120);
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let p = get_json(&self.cp, &["-n", ns, "pod", pod]);
-            if p.as_ref()
-                .is_some_and(|p| p["status"]["phase"] == "Running")
-            {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pod {ns}/{pod} not running within {within:?}\n{p:#?}\nskiffd:\n{}",
-                self.node.skiffd.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// `kubectl get --raw` of the node's proxy `path`, as cluster admin.
-    fn proxy(&self, path: &str) -> String {
-        let raw = format!("/api/v1/nodes/{}/proxy{path}", self.node.name);
-        self.cp.kubectl_ok(&["get", "--raw", &raw])
-    }
-
-    fn url(&self, scheme: &str, path: &str) -> String {
-        format!("{scheme}://{}:{}{path}", self.cp.ip, self.node.kubelet_port)
-    }
-
-    /// `curl` straight at the kubelet API: (HTTP status, 0 when no HTTP answer came; body).
-    fn curl(&self, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
-        curl(&self.url("https", path), method, extra)
-    }
+fn wait_running(c: &mut PodCluster, ns: &str, pod: &str) {
+    c.until(
+        &format!("pod {ns}/{pod} running"),
+        Duration::from_secs(120),
+        |c| {
+            get_json(&c.cp, &["-n", ns, "pod", pod])
+                .filter(|p| p["status"]["phase"] == "Running")
+                .map(drop)
+        },
+    );
 }
 
-fn seq() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// `kubectl get --raw` of the node's proxy `path`, as cluster admin.
+fn proxy(c: &PodCluster, path: &str) -> String {
+    let raw = format!("/api/v1/nodes/{}/proxy{path}", c.node.name);
+    c.cp.kubectl_ok(&["get", "--raw", &raw])
+}
+
+fn url(c: &PodCluster, scheme: &str, path: &str) -> String {
+    format!("{scheme}://{}:{}{path}", c.cp.ip, c.node.kubelet_port)
+}
+
+/// `curl` straight at the kubelet API: (HTTP status, 0 when no HTTP answer came; body).
+fn kubelet_curl(c: &PodCluster, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    curl(&url(c, "https", path), method, extra)
 }
 
 fn curl(url: &str, method: &str, extra: &[&str]) -> (u16, String) {
@@ -189,9 +124,9 @@ fn curl(url: &str, method: &str, extra: &[&str]) -> (u16, String) {
 }
 
 /// The read-only endpoints through the API server, then the refusals.
-fn read_only_endpoints(c: &Cluster) {
-    assert_eq!(c.proxy("/healthz"), "ok");
-    let pods: Value = serde_json::from_str(&c.proxy("/pods")).unwrap();
+fn read_only_endpoints(c: &PodCluster) {
+    assert_eq!(proxy(c, "/healthz"), "ok");
+    let pods: Value = serde_json::from_str(&proxy(c, "/pods")).unwrap();
     assert_eq!(pods["kind"], "PodList");
     let names: Vec<&str> = pods["items"]
         .as_array()
@@ -200,7 +135,7 @@ fn read_only_endpoints(c: &Cluster) {
         .filter_map(|p| p["metadata"]["name"].as_str())
         .collect();
     assert!(names.contains(&POD), "{names:?}");
-    let running: Value = serde_json::from_str(&c.proxy("/runningpods/")).unwrap();
+    let running: Value = serde_json::from_str(&proxy(c, "/runningpods/")).unwrap();
     let web = running["items"]
         .as_array()
         .unwrap()
@@ -214,7 +149,7 @@ fn read_only_endpoints(c: &Cluster) {
             .any(|c| c["name"] == "app" && c["image"] == BUSYBOX),
         "{web}"
     );
-    let configz: Value = serde_json::from_str(&c.proxy("/configz")).unwrap();
+    let configz: Value = serde_json::from_str(&proxy(c, "/configz")).unwrap();
     assert_eq!(
         configz["kubeletconfig"]["port"], c.node.kubelet_port,
         "{configz}"
@@ -227,11 +162,11 @@ fn read_only_endpoints(c: &Cluster) {
 }
 
 /// No credentials: 401 on every endpoint; plain HTTP gets no HTTP answer.
-fn strangers_are_refused(c: &Cluster) {
+fn strangers_are_refused(c: &PodCluster) {
     for (method, path) in ENDPOINTS {
-        let (code, body) = c.curl(method, path, &[]);
+        let (code, body) = kubelet_curl(c, method, path, &[]);
         assert_eq!(code, 401, "anonymous {method} {path}: {body}");
-        let (code, body) = curl(&c.url("http", path), method, &[]);
+        let (code, body) = curl(&url(c, "http", path), method, &[]);
         assert!(
             code == 0 || code == 400,
             "plain HTTP {method} {path}: {code} {body}"
@@ -256,7 +191,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
 ];
 
 /// The admin's `kubectl` on `transport`, at most `LIMIT`; `input` on its stdin.
-fn kubectl(c: &Cluster, websockets: bool, args: &[&str], input: Vec<u8>) -> Output {
+fn kubectl(c: &PodCluster, websockets: bool, args: &[&str], input: Vec<u8>) -> Output {
     let mut cmd = kubectl_command();
     admin(c, &mut cmd, websockets);
     let mut child = cmd
@@ -302,7 +237,7 @@ fn kubectl_command() -> Command {
     Command::new(newest.unwrap_or_else(|| PathBuf::from("kubectl")))
 }
 
-fn admin(c: &Cluster, cmd: &mut Command, websockets: bool) {
+fn admin(c: &PodCluster, cmd: &mut Command, websockets: bool) {
     let on = if websockets { "true" } else { "false" };
     cmd.env("KUBECONFIG", c.cp.admin_kubeconfig())
         .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", on)
@@ -315,7 +250,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// The streams of the transport just used, as skiffd logged them.
-fn streams_logged(c: &Cluster, kind: &str, transport: &str) -> usize {
+fn streams_logged(c: &PodCluster, kind: &str, transport: &str) -> usize {
     let log = c.node.node.log();
     log.lines()
         .filter(|l| l.contains("kubelet API stream"))
@@ -331,7 +266,7 @@ fn streams_logged(c: &Cluster, kind: &str, transport: &str) -> usize {
         .count()
 }
 
-fn exec_piped(c: &Cluster) {
+fn exec_piped(c: &PodCluster) {
     let input: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
     for (ws, transport) in TRANSPORTS {
         let script = "cat; echo to-stderr >&2; exit 7";
@@ -357,7 +292,7 @@ fn exec_piped(c: &Cluster) {
 
 /// `kubectl exec -it` on a new terminal: the container's shell has a tty of kubectl's size and
 /// follows a resize.
-fn exec_terminal(c: &Cluster, ws: bool, transport: &str) {
+fn exec_terminal(c: &PodCluster, ws: bool, transport: &str) {
     let (master, slave) = openpty(37, 111);
     let mut cmd = kubectl_command();
     admin(c, &mut cmd, ws);
@@ -414,7 +349,7 @@ fn exec_terminal(c: &Cluster, ws: bool, transport: &str) {
 }
 
 /// `kubectl attach -i` feeds the container's stdin and ends when the container does.
-fn attach(c: &Cluster) {
+fn attach(c: &PodCluster) {
     for (ws, transport) in TRANSPORTS {
         let args = ["attach", "-i", POD, "-c", transport];
         let out = kubectl(c, ws, &args, b"one\ntwo\n".to_vec());
@@ -446,7 +381,7 @@ fn http_get(port: u16, path: &str) -> Vec<u8> {
     all.split_off(end + 4)
 }
 
-fn port_forward(c: &Cluster) {
+fn port_forward(c: &PodCluster) {
     for (ws, transport) in TRANSPORTS {
         let mut cmd = kubectl_command();
         admin(c, &mut cmd, ws);
@@ -532,7 +467,7 @@ subjects:
 - {kind: ServiceAccount, name: ns-exec, namespace: api-a}
 ";
 
-fn token(c: &Cluster, sa: &str) -> String {
+fn token(c: &PodCluster, sa: &str) -> String {
     c.cp.kubectl_ok(&["-n", &c.ns, "create", "token", sa])
         .trim()
         .to_string()
@@ -611,11 +546,11 @@ fn openssl(args: &[&str]) {
 }
 
 /// Credentials the API server would turn away get nothing from the node either.
-fn access_control(c: &Cluster) {
-    c.apply(RBAC);
+fn access_control(c: &PodCluster) {
+    c.apply_as_written(RBAC);
     let forbidden = |who: &str, bearer: &str, method: &str, path: &str| {
         let auth = format!("Authorization: Bearer {bearer}");
-        let (code, body) = c.curl(method, path, &["-H", &auth]);
+        let (code, body) = kubelet_curl(c, method, path, &["-H", &auth]);
         assert_eq!(code, 403, "{who}: {method} {path}: {body}");
         assert!(
             body.contains(&format!("user=system:serviceaccount:api-a:{who}")),
@@ -626,13 +561,18 @@ fn access_control(c: &Cluster) {
     for (method, path) in ENDPOINTS {
         forbidden("nobody", &nobody, method, path);
     }
-    let (code, body) = c.curl("GET", "/pods", &["-H", "Authorization: Bearer not-a-token"]);
+    let (code, body) = kubelet_curl(
+        c,
+        "GET",
+        "/pods",
+        &["-H", "Authorization: Bearer not-a-token"],
+    );
     assert_eq!(code, 401, "an invalid token: {body}");
 
     // nodes/proxy get: reads, but not an exec (create).
     let reader = token(c, "proxy-reader");
     let auth = format!("Authorization: Bearer {reader}");
-    let (code, body) = c.curl("GET", "/pods", &["-H", &auth]);
+    let (code, body) = kubelet_curl(c, "GET", "/pods", &["-H", &auth]);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("PodList"), "{body}");
     forbidden(
@@ -688,7 +628,8 @@ fn access_control(c: &Cluster) {
     let cluster_ca = Some((c.cp.pki().join("ca.crt"), c.cp.pki().join("ca.key")));
     let (crt, key) = client_cert(dir.path(), "stranger", "/CN=stranger", cluster_ca.clone());
     let with = |crt: &Path, key: &Path| {
-        c.curl(
+        kubelet_curl(
+            c,
             "GET",
             "/pods",
             &[
@@ -733,7 +674,7 @@ fn access_control(c: &Cluster) {
 
 /// A second node with `serverTLSBootstrap`: no handshake until its CSR is approved, then a
 /// certificate of the cluster CA for its address.
-fn server_tls_bootstrap(c: &Cluster) {
+fn server_tls_bootstrap(c: &PodCluster) {
     let name = format!("skiff-api-tls-{}", std::process::id());
     let node = skiff_node::join(
         &c.cp,

@@ -9,137 +9,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
-use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
-use skiff_tests::k8s::ControlPlane;
+use skiff_tests::k8s::pod_cluster::{busybox_registry, PodCluster};
+use skiff_tests::k8s::pod_json::{condition, waiting_reason};
+use skiff_tests::k8s::skiff_node::{get_json, wait_for, NodeDir};
 use skiff_tests::registry::auth::htpasswd_line;
 use skiff_tests::registry::{Registry, RegistryOptions};
-
-struct Cluster {
-    node: Joined,
-    cp: ControlPlane,
-    ns: String,
-    rt: tokio::runtime::Runtime,
-}
-
-fn cluster(registry: &Registry, tag: &str, config_extra: &str) -> Cluster {
-    let cp = ControlPlane::start();
-    let dir = NodeDir::with_registry(Some(&registry.host()));
-    let logs = dir.dir.join("pod-logs");
-    let manifests = dir.dir.join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    let name = format!("skiff-life-{tag}-{}", std::process::id());
-    let node = skiff_node::join(
-        &cp,
-        dir,
-        &name,
-        &[],
-        // The disk these tests run on may be fuller than kubelet's default thresholds allow.
-        &format!(
-            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n\
-             staticPodPath: {}\n{config_extra}",
-            logs.display(),
-            manifests.display()
-        ),
-    );
-    let ns = format!("life-{tag}");
-    cp.kubectl_ok(&["create", "namespace", &ns]);
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
-    });
-    Cluster {
-        node,
-        cp,
-        ns,
-        rt: tokio::runtime::Runtime::new().unwrap(),
-    }
-}
-
-impl Cluster {
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", &self.ns];
-        a.extend_from_slice(args);
-        self.cp.kubectl_ok(&a)
-    }
-
-    fn apply(&self, manifest: &str) {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let file = self.cp.dir.join(format!("m-{n}.yaml"));
-        std::fs::write(&file, manifest).unwrap();
-        self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-    }
-
-    fn get(&self, kind: &str, name: &str) -> Option<Value> {
-        get_json(&self.cp, &["-n", &self.ns, kind, name])
-    }
-
-    /// Waits for `f` over the pod `name`, with skiffd's log and the pod on failure.
-    fn until_pod<T>(
-        &mut self,
-        name: &str,
-        what: &str,
-        within: Duration,
-        f: impl Fn(&Value) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            self.node.skiffd.assert_running();
-            if let Some(v) = self.get("pod", name).as_ref().and_then(&f) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pod {name}: {what} not within {within:?}\n{}\nskiffd:\n{}",
-                serde_json::to_string_pretty(&self.get("pod", name)).unwrap(),
-                self.node.skiffd.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// The CRI containers of pod `name` (every state), by container name.
-    fn containers(&self, pod: &str) -> HashMap<String, Vec<criv1::Container>> {
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            let filter = criv1::ContainerFilter {
-                label_selector: [("io.kubernetes.pod.name".to_string(), pod.to_string())].into(),
-                ..Default::default()
-            };
-            let list = rt
-                .list_containers(criv1::ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
-            let mut out: HashMap<String, Vec<criv1::Container>> = HashMap::new();
-            for c in list {
-                out.entry(c.metadata.clone().unwrap().name)
-                    .or_default()
-                    .push(c);
-            }
-            out
-        })
-    }
-}
-
-fn waiting_reason(p: &Value, i: usize) -> Option<String> {
-    p["status"]["containerStatuses"][i]["state"]["waiting"]["reason"]
-        .as_str()
-        .map(String::from)
-}
-
-fn condition(pod: &Value, t: &str) -> String {
-    pod["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-        .map(|c| c["status"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
-}
 
 /// A pod of one busybox container running `script`, with `extra` spec lines (two-space indented).
 fn pod(name: &str, image: &str, script: &str, extra: &str) -> String {
@@ -228,17 +103,14 @@ spec:
 
 #[test]
 fn pod_lifecycle_on_a_skiff_node() {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
     let private = private_registry();
-    let mut c = cluster(&registry, "main", "");
+    let mut c = PodCluster::builder("life-main")
+        .kubelet_config(|dir| {
+            let manifests = dir.join("manifests");
+            std::fs::create_dir_all(&manifests).unwrap();
+            format!("staticPodPath: {}\n", manifests.display())
+        })
+        .start();
     let image = format!("{}/private/busybox:v1", private.host());
     c.kubectl_ok(&[
         "create",
@@ -294,7 +166,7 @@ fn pod_lifecycle_on_a_skiff_node() {
         Duration::from_secs(60),
         |p| waiting_reason(p, 0).filter(|r| r == "ErrImagePull" || r == "ImagePullBackOff"),
     );
-    let p = c.get("pod", "without-secret").unwrap();
+    let p = c.get(&["pod", "without-secret"]).unwrap();
     let message = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
         .as_str()
         .unwrap_or_default()
@@ -387,7 +259,7 @@ fn pod_lifecycle_on_a_skiff_node() {
 
     // A Job (with a sidecar, stopped once the work is done) completes.
     let job = wait_for("the Job Complete", Duration::from_secs(90), || {
-        let j = c.get("job", "done")?;
+        let j = c.get(&["job", "done"])?;
         let complete = j["status"]["conditions"]
             .as_array()?
             .iter()
@@ -403,7 +275,7 @@ fn pod_lifecycle_on_a_skiff_node() {
 
 /// A static pod from a manifest file runs and has a mirror pod; a deleted mirror comes back while
 /// the pod keeps running; the file removed, the pod and its mirror go.
-fn static_pod(c: &mut Cluster) {
+fn static_pod(c: &mut PodCluster) {
     let file = c.node.node.dir.join("manifests/web.yaml");
     // Written beside (hidden: skipped) and renamed, so that skiffd never reads half a manifest.
     let tmp = c.node.node.dir.join("manifests/.web.yaml.tmp");
@@ -460,7 +332,7 @@ spec:
 
     std::fs::remove_file(&file).unwrap();
     wait_for("the mirror gone", Duration::from_secs(60), || {
-        c.get("pod", &name).is_none().then_some(())
+        c.get(&["pod", &name]).is_none().then_some(())
     });
     wait_for(
         "the static pod's containers gone",
@@ -470,7 +342,7 @@ spec:
 }
 
 /// The pod's cgroup directory in the v1 hierarchy `controller`.
-fn pod_cgroup(c: &Cluster, controller: &str, class: &str, uid: &str) -> PathBuf {
+fn pod_cgroup(c: &PodCluster, controller: &str, class: &str, uid: &str) -> PathBuf {
     let mut d = PathBuf::from("/sys/fs/cgroup").join(controller);
     d.push(c.node.node.cgroup_root());
     d.push("kubepods");
@@ -489,7 +361,7 @@ fn read(dir: &Path, file: &str) -> String {
 
 /// Each QoS class's pods below `kubepods` with the pod-level figures, the containers below their
 /// pod's cgroup, and the pod cgroup gone with the pod.
-fn pod_cgroups(c: &mut Cluster) {
+fn pod_cgroups(c: &mut PodCluster) {
     let mut uids = HashMap::new();
     for (name, class, qos) in [
         ("guaranteed", "", "Guaranteed"),
@@ -540,15 +412,7 @@ fn pod_cgroups(c: &mut Cluster) {
 /// manifest's pod, and stops it when the file goes.
 #[test]
 fn static_pods_run_without_the_api_server() {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
+    let registry = busybox_registry();
     let node = NodeDir::with_registry(Some(&registry.host()));
     let healthz = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -13,154 +13,59 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
-use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
-use skiff_tests::k8s::ControlPlane;
-use skiff_tests::registry::Registry;
+use skiff_tests::k8s::pod_cluster::PodCluster;
 
 /// Rotation settings small enough to rotate within seconds; four files, so that one rotated file
 /// is old enough to be compressed.
 const LOG_MAX_FILES: usize = 4;
 
-struct Cluster {
-    node: Joined,
-    cp: ControlPlane,
-    _registry: Registry,
-    ns: String,
+fn cluster() -> PodCluster {
+    PodCluster::builder("logs")
+        .kubelet_config(|_| {
+            format!(
+                "containerLogMaxSize: 16Ki\ncontainerLogMaxFiles: {LOG_MAX_FILES}\n\
+                 containerLogMonitorInterval: 1s\n"
+            )
+        })
+        .start()
 }
 
-fn cluster() -> Cluster {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
-    let cp = ControlPlane::start();
-    let dir = NodeDir::with_registry(Some(&registry.host()));
-    let logs = dir.dir.join("pod-logs");
-    let name = format!("skiff-logs-{}", std::process::id());
-    let node = skiff_node::join(
-        &cp,
-        dir,
-        &name,
-        &[],
-        &format!(
-            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n\
-             containerLogMaxSize: 16Ki\ncontainerLogMaxFiles: {LOG_MAX_FILES}\n\
-             containerLogMonitorInterval: 1s\n",
-            logs.display(),
-        ),
-    );
-    let ns = "logs".to_string();
-    cp.kubectl_ok(&["create", "namespace", &ns]);
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
+/// `kubectl logs …` in the test's namespace, which must succeed.
+fn logs(c: &PodCluster, args: &[&str]) -> String {
+    let mut a = vec!["logs"];
+    a.extend_from_slice(args);
+    c.kubectl_ok(&a)
+}
+
+/// Waits until the pod `name` runs (ready or not); the pod then.
+fn running(c: &mut PodCluster, name: &str) -> Value {
+    c.until_pod(name, "Running", Duration::from_secs(90), |p| {
+        (p["status"]["phase"] == "Running").then(|| p.clone())
+    })
+}
+
+/// `kubectl logs -f …` as a child whose lines arrive on a channel.
+fn follow(c: &PodCluster, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args(["-n", &c.ns, "logs", "-f"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    Cluster {
-        node,
-        cp,
-        _registry: registry,
-        ns,
-    }
-}
-
-impl Cluster {
-    fn kubectl(&self, args: &[&str]) -> skiff_tests::Output {
-        let mut a = vec!["-n", self.ns.as_str()];
-        a.extend_from_slice(args);
-        self.cp.kubectl(&a)
-    }
-
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.success(),
-            "{out}\nskiffd:\n{}",
-            self.node.skiffd.log_tail(30)
-        );
-        out.stdout
-    }
-
-    fn logs(&self, args: &[&str]) -> String {
-        let mut a = vec!["logs"];
-        a.extend_from_slice(args);
-        self.kubectl_ok(&a)
-    }
-
-    fn apply(&self, name: &str, manifest: &str) {
-        let file = self.cp.dir.join(format!("{name}.yaml"));
-        std::fs::write(&file, manifest).unwrap();
-        self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-    }
-
-    fn pod(&self, name: &str) -> Value {
-        get_json(&self.cp, &["-n", &self.ns, "pod", name]).unwrap_or_default()
-    }
-
-    fn until<T>(
-        &mut self,
-        what: &str,
-        within: Duration,
-        mut f: impl FnMut(&Self) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            self.node.skiffd.assert_running();
-            if let Some(v) = f(self) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {within:?}\nskiffd:\n{}",
-                self.node.skiffd.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn running(&mut self, name: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let p = self.pod(name);
-            if p["status"]["phase"] == "Running" {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pod {name} not running: {}\nskiffd:\n{}",
-                serde_json::to_string_pretty(&p).unwrap(),
-                self.node.skiffd.log_tail(60)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// `kubectl logs -f …` as a child whose lines arrive on a channel.
-    fn follow(&self, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.cp.admin_kubeconfig())
-            .args(["-n", &self.ns, "logs", "-f"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, rx)
-    }
+    (child, rx)
 }
 
 fn pod(name: &str, script: &str, extra: &str) -> String {
@@ -202,59 +107,47 @@ fn seq(line: &str, prefix: &str) -> Option<u64> {
 #[test]
 fn kubectl_logs_and_resource_stats_through_the_api_server() {
     let mut c = cluster();
-    c.apply(
+    c.apply(&pod(
         "words",
-        &pod(
-            "words",
-            "echo one; echo two; echo three; sleep 4; echo late; exec sleep 3600",
-            "",
-        ),
-    );
-    c.apply(
+        "echo one; echo two; echo three; sleep 4; echo late; exec sleep 3600",
+        "",
+    ));
+    c.apply(&pod(
         "ticker",
-        &pod(
-            "ticker",
-            "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.3; done",
-            "",
-        ),
-    );
-    c.apply(
-        "crash",
-        &pod(
+        "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.3; done",
+        "",
+    ));
+    c.apply(&pod(
             "crash",
             "n=$(cat /d/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /d/n; echo instance-$n; sleep 2; exit 1",
             CRASH_VOLUME,
-        ),
-    );
+    ));
     // About 100 bytes a line, 500 lines a second: a 16 KiB log rotates every check.
-    c.apply(
-        "spew",
-        &pod(
+    c.apply(&pod(
             "spew",
             "i=0; while true; do echo spew-$i-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef; i=$((i+1)); usleep 2000; done",
             "",
-        ),
-    );
-    c.apply(
+    ));
+    c.apply(&pod(
         "hog",
-        &pod(
-            "hog",
-            "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 && echo filled && exec sleep 3600",
-            "",
-        ),
-    );
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 && echo filled && exec sleep 3600",
+        "",
+    ));
 
     // The log options, on a log that no longer changes.
-    c.running("words");
+    running(&mut c, "words");
     c.until("words' last line", Duration::from_secs(30), |c| {
-        c.logs(&["words"]).contains("late").then_some(())
+        logs(c, &["words"]).contains("late").then_some(())
     });
-    assert_eq!(c.logs(&["words"]), "one\ntwo\nthree\nlate\n");
-    assert_eq!(c.logs(&["words", "--tail=2"]), "three\nlate\n");
-    assert_eq!(c.logs(&["words", "--tail=0"]), "");
-    assert_eq!(c.logs(&["words", "--limit-bytes=6"]), "one\ntw");
-    assert_eq!(c.logs(&["words", "--since=1h"]), "one\ntwo\nthree\nlate\n");
-    let stamped = c.logs(&["words", "--timestamps"]);
+    assert_eq!(logs(&c, &["words"]), "one\ntwo\nthree\nlate\n");
+    assert_eq!(logs(&c, &["words", "--tail=2"]), "three\nlate\n");
+    assert_eq!(logs(&c, &["words", "--tail=0"]), "");
+    assert_eq!(logs(&c, &["words", "--limit-bytes=6"]), "one\ntw");
+    assert_eq!(
+        logs(&c, &["words", "--since=1h"]),
+        "one\ntwo\nthree\nlate\n"
+    );
+    let stamped = logs(&c, &["words", "--timestamps"]);
     let lines: Vec<(&str, &str)> = stamped
         .lines()
         .map(|l| l.split_once(' ').unwrap_or((l, "")))
@@ -268,15 +161,15 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
     // `late` came four seconds after `three`: a since-time at its second leaves the rest out.
     let late_at = lines[3].0;
     assert_eq!(
-        c.logs(&["words", &format!("--since-time={late_at}")]),
+        logs(&c, &["words", &format!("--since-time={late_at}")]),
         "late\n"
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(c.logs(&["words", "--since=2s"]), "");
+    assert_eq!(logs(&c, &["words", "--since=2s"]), "");
 
     // -f: new lines arrive while the container runs.
-    c.running("ticker");
-    let (mut child, rx) = c.follow(&["ticker", "--tail=1"]);
+    running(&mut c, "ticker");
+    let (mut child, rx) = follow(&c, &["ticker", "--tail=1"]);
     let mut ticks = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while ticks.len() < 5 && Instant::now() < deadline {
@@ -302,15 +195,17 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
             "crash restarted and stable",
             Duration::from_secs(120),
             |c| {
-                let r =
-                    c.pod("crash")["status"]["containerStatuses"][0]["restartCount"].as_u64()?;
+                let r = c.pod("crash").unwrap_or_default()["status"]["containerStatuses"][0]
+                    ["restartCount"]
+                    .as_u64()?;
                 if r == 0 {
                     return None;
                 }
                 let prev = c.kubectl(&["logs", "crash", "--previous"]);
                 let cur = c.kubectl(&["logs", "crash"]);
-                let again =
-                    c.pod("crash")["status"]["containerStatuses"][0]["restartCount"].as_u64()?;
+                let again = c.pod("crash").unwrap_or_default()["status"]["containerStatuses"][0]
+                    ["restartCount"]
+                    .as_u64()?;
                 (prev.success() && cur.success() && again == r && !cur.stdout.is_empty())
                     .then_some((r, prev.stdout, cur.stdout))
             },
@@ -319,9 +214,9 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
     assert_eq!(current, format!("instance-{}\n", restarts + 1));
 
     // A rotation under `kubectl logs -f`: every line once, in order, across the renames.
-    c.running("spew");
-    let (mut child, rx) = c.follow(&["spew"]);
-    let uid = c.pod("spew")["metadata"]["uid"]
+    running(&mut c, "spew");
+    let (mut child, rx) = follow(&c, &["spew"]);
+    let uid = c.pod("spew").unwrap_or_default()["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -377,13 +272,13 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
 }
 
 /// `/stats/summary` and `/metrics/resource` for the pod holding 48 MiB of shared memory.
-fn check_stats(c: &mut Cluster) {
-    c.running("hog");
+fn check_stats(c: &mut PodCluster) {
+    running(c, "hog");
     c.until("hog filled", Duration::from_secs(60), |c| {
-        c.logs(&["hog"]).contains("filled").then_some(())
+        logs(c, &["hog"]).contains("filled").then_some(())
     });
     let node = c.node.name.clone();
-    let raw = |c: &Cluster, path: &str| {
+    let raw = |c: &PodCluster, path: &str| {
         c.cp.kubectl_ok(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy{path}")])
     };
     let summary: Value = serde_json::from_str(&raw(c, "/stats/summary")).unwrap();
@@ -479,7 +374,7 @@ fn check_stats(c: &mut Cluster) {
 }
 
 /// The working set the CRI reports for the container of pod `name`.
-fn cri_working_set(c: &Cluster, name: &str) -> u64 {
+fn cri_working_set(c: &PodCluster, name: &str) -> u64 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ch = cri::connect(&c.node.node.socket()).await.unwrap();

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_tests::cri::{self, BUSYBOX};
+use skiff_tests::cri::BUSYBOX;
 use skiff_tests::k8s::netns_node::{self, eventually, Lan, NetnsNode};
+use skiff_tests::k8s::pod_cluster::{busybox_registry, create_namespace};
 use skiff_tests::k8s::skiff_node::{condition, get_json, wait_for};
 use skiff_tests::k8s::ControlPlane;
 use skiff_tests::registry::Registry;
@@ -89,15 +90,7 @@ struct Cluster {
 }
 
 fn cluster() -> Cluster {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
+    let registry = busybox_registry();
     let cp = ControlPlane::start();
     let lan = Lan::create(&cp);
     let mirror = lan.forward(registry.port).to_string();
@@ -105,10 +98,7 @@ fn cluster() -> Cluster {
     let pid = std::process::id();
     let a = netns_node::join(&cp, &lan, 0, &format!("net-a-{pid}"), Some(&mirror), config);
     let b = netns_node::join(&cp, &lan, 1, &format!("net-b-{pid}"), Some(&mirror), config);
-    cp.kubectl_ok(&["create", "namespace", NS]);
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(&cp, &["-n", NS, "serviceaccount", "default"])
-    });
+    create_namespace(&cp, NS);
     Cluster {
         a,
         b,

@@ -6,211 +6,13 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
-use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
-use skiff_tests::k8s::ControlPlane;
-use skiff_tests::registry::Registry;
-
-/// A control plane, a registry with busybox, and a skiff node joined to them.
-struct Cluster {
-    node: Joined,
-    cp: ControlPlane,
-    _registry: Registry,
-    ns: String,
-    rt: tokio::runtime::Runtime,
-}
-
-fn cluster(tag: &str) -> Cluster {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
-    let cp = ControlPlane::start();
-    let dir = NodeDir::with_registry(Some(&registry.host()));
-    let logs = dir.dir.join("pod-logs");
-    let name = format!("skiff-pods-{tag}-{}", std::process::id());
-    let node = skiff_node::join(
-        &cp,
-        dir,
-        &name,
-        &[],
-        // The disk these tests run on may be fuller than kubelet's default thresholds allow.
-        &format!(
-            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}",
-            logs.display()
-        ),
-    );
-    let ns = format!("pods-{tag}");
-    cp.kubectl_ok(&["create", "namespace", &ns]);
-    // The namespace's default service account and kube-root-ca.crt come from controllers.
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
-    });
-    Cluster {
-        node,
-        cp,
-        _registry: registry,
-        ns,
-        rt: tokio::runtime::Runtime::new().unwrap(),
-    }
-}
-
-impl Cluster {
-    fn k(&self, args: &[&str]) -> Vec<String> {
-        let mut v = vec!["-n".to_string(), self.ns.clone()];
-        v.extend(args.iter().map(|a| a.to_string()));
-        v
-    }
-
-    fn kubectl(&self, args: &[&str]) -> skiff_tests::Output {
-        let a = self.k(args);
-        self.cp
-            .kubectl(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(out.success(), "{out}");
-        out.stdout
-    }
-
-    fn apply(&self, manifest: &str) {
-        let file = self.cp.dir.join(format!("m-{}.yaml", rand_suffix()));
-        std::fs::write(&file, manifest).unwrap();
-        let out = self.kubectl(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(out.success(), "{out}");
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        get_json(&self.cp, &["-n", &self.ns, "pod", name])
-    }
-
-    fn pods(&self, selector: &str) -> Vec<Value> {
-        get_json(&self.cp, &["-n", &self.ns, "pods", "-l", selector])
-            .and_then(|v| v["items"].as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    /// Waits for `f` over the pod `name`, with skiffd's log and the pod on failure.
-    fn until_pod<T>(
-        &mut self,
-        name: &str,
-        what: &str,
-        within: Duration,
-        f: impl Fn(&Value) -> Option<T>,
-    ) -> T {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            self.node.skiffd.assert_running();
-            if let Some(v) = self.pod(name).as_ref().and_then(&f) {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pod {name}: {what} not within {within:?}\n{}\nskiffd:\n{}",
-                serde_json::to_string_pretty(&self.pod(name)).unwrap(),
-                self.node.skiffd.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// The CRI containers of pod `name` (every state), by container name.
-    fn containers(&self, pod: &str) -> HashMap<String, Vec<criv1::Container>> {
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            let filter = criv1::ContainerFilter {
-                label_selector: [("io.kubernetes.pod.name".to_string(), pod.to_string())].into(),
-                ..Default::default()
-            };
-            let list = rt
-                .list_containers(criv1::ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
-            let mut out: HashMap<String, Vec<criv1::Container>> = HashMap::new();
-            for c in list {
-                out.entry(c.metadata.clone().unwrap().name)
-                    .or_default()
-                    .push(c);
-            }
-            out
-        })
-    }
-
-    fn sandboxes(&self) -> Vec<criv1::PodSandbox> {
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            rt.list_pod_sandbox(criv1::ListPodSandboxRequest { filter: None })
-                .await
-                .unwrap()
-                .into_inner()
-                .items
-        })
-    }
-
-    /// `cmd` in the running container `container` of `pod`, through the CRI; its stdout.
-    fn exec(&self, pod: &str, container: &str, cmd: &[&str]) -> String {
-        let id = self.containers(pod)[container]
-            .iter()
-            .find(|c| c.state == criv1::ContainerState::ContainerRunning as i32)
-            .expect("a running container")
-            .id
-            .clone();
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            let r = rt
-                .exec_sync(criv1::ExecSyncRequest {
-                    container_id: id,
-                    cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                    timeout: 10,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(
-                r.exit_code,
-                0,
-                "{cmd:?}: {}",
-                String::from_utf8_lossy(&r.stderr)
-            );
-            String::from_utf8_lossy(&r.stdout).into_owned()
-        })
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn condition(pod: &Value, t: &str) -> String {
-    pod["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-        .map(|c| c["status"].as_str().unwrap_or("").to_string())
-        .unwrap_or_default()
-}
-
-fn running_and_ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
-}
+use skiff_tests::cri::{v1 as criv1, BUSYBOX};
+use skiff_tests::k8s::pod_cluster::PodCluster;
+use skiff_tests::k8s::pod_json::{condition, running_and_ready};
+use skiff_tests::k8s::skiff_node::wait_for;
 
 fn plain_pod(name: &str, script: &str, extra: &str) -> String {
     format!(
@@ -239,7 +41,7 @@ spec:
 
 #[test]
 fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
-    let mut c = cluster("plain");
+    let mut c = PodCluster::start("pods-plain");
     c.apply(&plain_pod("plain", "echo started; exec sleep 3600", ""));
     let p = c.until_pod("plain", "Running and Ready", Duration::from_secs(90), |p| {
         running_and_ready(p).then(|| p.clone())
@@ -275,7 +77,7 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
         "{cs}"
     );
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
-    let env = c.exec("plain", "main", &["env"]);
+    let env = c.exec_ok("plain", "main", &["env"]);
     assert!(env.contains("POD_NAME=plain\n"), "{env}");
     assert!(env.contains(&format!("POD_IP={ip}\n")), "{env}");
     assert!(env.contains("GREETING=hello plain\n"), "{env}");
@@ -286,7 +88,7 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
         env.contains("KUBERNETES_PORT=tcp://10.96.0.1:443\n"),
         "{env}"
     );
-    let host = c.exec("plain", "main", &["hostname"]);
+    let host = c.exec_ok("plain", "main", &["hostname"]);
     assert_eq!(host.trim(), "plain");
     // The log where kubelet keeps it: <podLogsDir>/<ns>_<name>_<uid>/<container>/<restarts>.log.
     let uid = p["metadata"]["uid"].as_str().unwrap();
@@ -317,7 +119,7 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     c.until_pod("vols", "Running and Ready", Duration::from_secs(60), |p| {
         running_and_ready(p).then_some(())
     });
-    let sh = |c: &Cluster, script: &str| c.exec("vols", "main", &["sh", "-c", script]);
+    let sh = |c: &PodCluster, script: &str| c.exec_ok("vols", "main", &["sh", "-c", script]);
     assert_eq!(sh(&c, "cat /conf/renamed"), "alpha");
     assert_eq!(sh(&c, "ls /conf"), "renamed\n");
     assert_eq!(sh(&c, "stat -L -c %a /conf/renamed"), "600\n");
@@ -358,7 +160,7 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     c.until_pod("ids", "Running", Duration::from_secs(60), |p| {
         running_and_ready(p).then_some(())
     });
-    let id = c.exec("ids", "main", &["id"]);
+    let id = c.exec_ok("ids", "main", &["id"]);
     assert!(id.starts_with("uid=1234 gid=5678"), "{id}");
 
     // On the node's network, the pod has the node's address.
@@ -385,7 +187,7 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     let p = c.pod("probe").unwrap();
     assert_eq!(condition(&p, "Ready"), "False", "{}", p["status"]);
     assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
-    c.exec("probe", "main", &["touch", "/tmp/ready"]);
+    c.exec_ok("probe", "main", &["touch", "/tmp/ready"]);
     c.until_pod("probe", "Ready", Duration::from_secs(20), |p| {
         running_and_ready(p).then_some(())
     });
@@ -457,7 +259,7 @@ spec:
 const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// `n` pods of the deployment, all Running and Ready with an IP.
-fn wait_replicas(c: &mut Cluster, n: usize) -> Vec<Value> {
+fn wait_replicas(c: &mut PodCluster, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         c.node.skiffd.assert_running();
@@ -487,7 +289,7 @@ fn wait_replicas(c: &mut Cluster, n: usize) -> Vec<Value> {
 
 #[test]
 fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
-    let mut c = cluster("deploy");
+    let mut c = PodCluster::start("pods-deploy");
     let created = std::time::Instant::now();
     c.apply(DEPLOYMENT);
     let pods = wait_replicas(&mut c, 3);
@@ -505,13 +307,13 @@ fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
     let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
 
     // The projected volume admission added: a bound token, the cluster CA, the namespace.
-    let token = c.exec(&name, "main", &["cat", &format!("{SA}/token")]);
-    let ca = c.exec(&name, "main", &["cat", &format!("{SA}/ca.crt")]);
-    let ns = c.exec(&name, "main", &["cat", &format!("{SA}/namespace")]);
+    let token = c.exec_ok(&name, "main", &["cat", &format!("{SA}/token")]);
+    let ca = c.exec_ok(&name, "main", &["cat", &format!("{SA}/ca.crt")]);
+    let ns = c.exec_ok(&name, "main", &["cat", &format!("{SA}/namespace")]);
     assert_eq!(ns, c.ns);
     let cluster_ca = std::fs::read_to_string(c.cp.pki().join("ca.crt")).unwrap();
     assert_eq!(ca.trim(), cluster_ca.trim());
-    let listing = c.exec(&name, "main", &["ls", "-la", SA]);
+    let listing = c.exec_ok(&name, "main", &["ls", "-la", SA]);
     assert!(listing.contains("..data ->"), "{listing}");
     // The token authenticates, as the namespace's default service account, bound to this pod.
     let review = c.cp.dir.join("review.json");
@@ -567,7 +369,7 @@ fn a_deployment_gets_service_account_tokens_and_scales_gracefully() {
 /// Watches pod `name` with `kubectl get -w` until `done` holds for the states seen so far (or
 /// `within` passes); every status the API published, in order.
 fn watch_pod(
-    c: &Cluster,
+    c: &PodCluster,
     name: &str,
     within: Duration,
     done: impl Fn(&[Value]) -> bool,
@@ -629,7 +431,7 @@ fn waiting_reason(p: &Value) -> &str {
 
 #[test]
 fn failing_commands_and_missing_images_report_kubelets_reasons() {
-    let mut c = cluster("fail");
+    let mut c = PodCluster::start("pods-fail");
     c.apply(&plain_pod("crash", "echo failing; exit 3", ""));
     let missing =
         plain_pod("noimage", "true", "").replace(BUSYBOX, "registry.skiff.test/library/absent:1.0");
@@ -728,7 +530,7 @@ fn failing_commands_and_missing_images_report_kubelets_reasons() {
         "{}",
         p["status"]
     );
-    c.exec("live", "main", &["rm", "/tmp/alive"]);
+    c.exec_ok("live", "main", &["rm", "/tmp/alive"]);
     let cs = c.until_pod("live", "restarted", Duration::from_secs(40), |p| {
         let cs = &p["status"]["containerStatuses"][0];
         (cs["restartCount"] == 1 && cs["state"]["running"].is_object()).then(|| cs.clone())
@@ -767,7 +569,7 @@ spec:
 
 #[test]
 fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
-    let mut c = cluster("init");
+    let mut c = PodCluster::start("pods-init");
     c.apply(INIT_POD);
     let p = c.until_pod("init", "Running and Ready", Duration::from_secs(90), |p| {
         running_and_ready(p).then(|| p.clone())
@@ -780,7 +582,7 @@ fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
     }
     assert_eq!(condition(&p, "Initialized"), "True");
     assert_eq!(
-        c.exec("init", "main", &["cat", "/work/order"]),
+        c.exec_ok("init", "main", &["cat", "/work/order"]),
         "one\ntwo\nthree\n"
     );
 
@@ -813,7 +615,7 @@ fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
     let log = std::fs::read_to_string(&c.node.skiffd.log).unwrap();
     assert!(!log.contains("container started"), "{log}");
     assert_eq!(
-        c.exec("init", "main", &["cat", "/work/order"]),
+        c.exec_ok("init", "main", &["cat", "/work/order"]),
         "one\ntwo\nthree\n"
     );
 

@@ -12,97 +12,53 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use skiff_tests::binary::workspace_dir;
-use skiff_tests::cri::{self, v1 as criv1};
+use skiff_tests::cri::v1 as criv1;
 use skiff_tests::k8s::control_plane::{POD_CIDR, SERVICE_CIDR};
 use skiff_tests::k8s::node_netns::NodeNetns;
-use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
-use skiff_tests::k8s::ControlPlane;
-use skiff_tests::registry::Registry;
+use skiff_tests::k8s::pod_cluster::PodCluster;
+use skiff_tests::k8s::pod_json::condition;
+use skiff_tests::k8s::skiff_node::get_json;
 
 /// The node's pods take their addresses from the first /24 the controller-manager hands out.
 const NODE_POD_SUBNET: &str = "10.244.0.0/24";
 const BUSYBOX: &str = "registry.skiff.test/library/busybox:latest";
 
-struct Cluster {
-    node: Joined,
-    cp: ControlPlane,
-    net: NodeNetns,
-    _registry: Registry,
-    ns: String,
-    rt: tokio::runtime::Runtime,
-}
-
-fn cluster(tag: &str) -> Cluster {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
-    let script = workspace_dir().join("scripts/cluster-images");
-    let out = Command::new(&script)
-        .arg(registry.host())
-        .output()
-        .expect("run scripts/cluster-images");
-    assert!(
-        out.status.success(),
-        "cluster-images: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cp = ControlPlane::start();
-    let net = NodeNetns::create("px", cp.ip, &[SERVICE_CIDR, POD_CIDR]);
-    let mut dir = NodeDir::with_registry(Some(&registry.host()));
-    dir.netns = Some(net.path());
-    let port = registry.host().rsplit(':').next().unwrap().parse().unwrap();
-    net.forward_loopback(port);
-    // kubeadm's kube-proxy image comes from registry.k8s.io: the test registry mirrors it.
-    std::fs::write(
-        dir.dir.join("registries.toml"),
-        format!(
-            "[registries.\"registry.skiff.test\"]\nmirrors = [\"http://{r}\"]\n\
-             [registries.\"registry.k8s.io\"]\nmirrors = [\"http://{r}\"]\n",
-            r = registry.host()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.dir.join("net.d/10-pods.conflist"),
-        conflist(&dir.dir.join("ipam")),
-    )
-    .unwrap();
-    let logs = dir.dir.join("pod-logs");
-    let name = format!("skiff-svc-{tag}-{}", std::process::id());
-    let node = skiff_node::join(
-        &cp,
-        dir,
-        &name,
-        &[format!("--node-ip={}", net.node_ip)],
-        &format!(
-            "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}",
-            logs.display()
-        ),
-    );
-    let ns = format!("svc-{tag}");
-    cp.kubectl_ok(&["create", "namespace", &ns]);
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
-    });
-    Cluster {
-        node,
-        cp,
-        net,
-        _registry: registry,
-        ns,
-        rt: tokio::runtime::Runtime::new().unwrap(),
-    }
+fn cluster(tag: &str) -> PodCluster {
+    PodCluster::builder(&format!("svc-{tag}"))
+        .in_netns("px", &[SERVICE_CIDR, POD_CIDR])
+        .before_join(|registry, dir| {
+            let script = workspace_dir().join("scripts/cluster-images");
+            let out = Command::new(&script)
+                .arg(registry.host())
+                .output()
+                .expect("run scripts/cluster-images");
+            assert!(
+                out.status.success(),
+                "cluster-images: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // kubeadm's kube-proxy image comes from registry.k8s.io: the test registry mirrors it.
+            std::fs::write(
+                dir.join("registries.toml"),
+                format!(
+                    "[registries.\"registry.skiff.test\"]\nmirrors = [\"http://{r}\"]\n\
+                     [registries.\"registry.k8s.io\"]\nmirrors = [\"http://{r}\"]\n",
+                    r = registry.host()
+                ),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join("net.d/10-pods.conflist"),
+                conflist(&dir.join("ipam")),
+            )
+            .unwrap();
+        })
+        .start()
 }
 
 /// skiff-bridge on the node's pod range, with the hostPort capability and a default route to the
@@ -117,109 +73,51 @@ fn conflist(ipam: &Path) -> String {
     )
 }
 
-impl Cluster {
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", self.ns.as_str()];
-        a.extend_from_slice(args);
-        self.cp.kubectl_ok(&a)
-    }
-
-    fn apply(&self, manifest: &str) {
-        let file = self.cp.dir.join(format!("m-{}.yaml", seq()));
-        std::fs::write(&file, manifest).unwrap();
-        self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-    }
-
-    fn get(&self, args: &[&str]) -> Option<Value> {
-        let mut a = vec!["-n", self.ns.as_str()];
-        a.extend_from_slice(args);
-        get_json(&self.cp, &a)
-    }
-
-    /// Waits for `f`, with skiffd's log on failure.
-    fn until<T>(
+/// What the service checks ask of the cluster.
+trait Services {
+    fn netns(&self) -> &NodeNetns;
+    fn exec_first(&self, pod: &str, cmd: &[&str]) -> (i32, String);
+    fn ask_pod(&self, pod: &str, url: &str) -> Option<String>;
+    fn ask_node(&self, url: &str) -> Option<String>;
+    fn service_ip(&self, svc: &str) -> String;
+    fn node_port(&self, svc: &str) -> u64;
+    fn web_pods(&self) -> BTreeSet<String>;
+    fn web_scaled(&mut self, replicas: usize) -> BTreeSet<String>;
+    fn answers_become(
         &mut self,
         what: &str,
-        within: Duration,
-        mut f: impl FnMut(&Self) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            self.node.skiffd.assert_running();
-            if let Some(v) = f(self) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} not within {within:?}\nskiffd:\n{}",
-                self.node.skiffd.log_tail(60)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
+        want: &BTreeSet<String>,
+        ask: impl Fn(&Self) -> Option<String>,
+    );
+}
 
-    fn running(&mut self, pod: &str) {
-        self.until(&format!("pod {pod} Ready"), Duration::from_secs(120), |c| {
-            let p = c.get(&["pod", pod])?;
-            ready(&p).then_some(())
-        });
+impl Services for PodCluster {
+    fn netns(&self) -> &NodeNetns {
+        self.net.as_ref().expect("the node's network namespace")
     }
 
     /// `cmd` in the first running container of pod `pod`, through the CRI: (exit code, stdout).
-    fn exec(&self, pod: &str, cmd: &[&str]) -> (i32, String) {
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            let filter = criv1::ContainerFilter {
-                label_selector: [
-                    ("io.kubernetes.pod.name".to_string(), pod.to_string()),
-                    ("io.kubernetes.pod.namespace".to_string(), self.ns.clone()),
-                ]
-                .into(),
-                state: Some(criv1::ContainerStateValue {
-                    state: criv1::ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
-            };
-            let c = rt
-                .list_containers(criv1::ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
-            let id = c.first().expect("a running container").id.clone();
-            let r = rt
-                .exec_sync(criv1::ExecSyncRequest {
-                    container_id: id,
-                    cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                    timeout: 15,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if r.exit_code != 0 {
-                eprintln!(
-                    "{cmd:?} in {pod}: exit {}: {}",
-                    r.exit_code,
-                    String::from_utf8_lossy(&r.stderr)
-                );
-            }
-            (r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned())
-        })
+    fn exec_first(&self, pod: &str, cmd: &[&str]) -> (i32, String) {
+        let running = criv1::ContainerState::ContainerRunning as i32;
+        let container = self
+            .containers(pod)
+            .into_iter()
+            .find(|(_, cs)| cs.iter().any(|c| c.state == running))
+            .map(|(name, _)| name)
+            .expect("a running container");
+        self.exec(pod, &container, cmd)
     }
 
     /// What `url` answers to a pod's `wget`, or `None` when it fails.
     fn ask_pod(&self, pod: &str, url: &str) -> Option<String> {
         // This busybox's `wget -T` crashes; `timeout` bounds it instead.
-        let (code, out) = self.exec(pod, &["timeout", "5", "wget", "-q", "-O", "-", url]);
+        let (code, out) = self.exec_first(pod, &["timeout", "5", "wget", "-q", "-O", "-", url]);
         (code == 0).then(|| out.trim().to_string())
     }
 
     /// What `url` answers to `curl` in the node's network namespace.
     fn ask_node(&self, url: &str) -> Option<String> {
-        curl(self.net.command("curl"), url)
+        curl(self.netns().command("curl"), url)
     }
 
     fn service_ip(&self, svc: &str) -> String {
@@ -335,17 +233,7 @@ fn curl(mut c: Command, url: &str) -> Option<String> {
 }
 
 fn ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-fn seq() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+    condition(p, "Ready") == "True"
 }
 
 /// A web server that answers `/` with its pod's name and `/cgi-bin/ip` with the client's address.
@@ -441,7 +329,7 @@ fn kube_proxy_services_host_ports_and_host_paths_on_a_skiff_node() {
 /// kubeadm's kube-proxy DaemonSet on the node, then Services through it: ClusterIP and NodePort from
 /// a pod and from the node, following the Deployment's scaling; ClientIP affinity; Local traffic
 /// policy keeping the client's address.
-fn services(c: &mut Cluster) {
+fn services(c: &mut PodCluster) {
     c.cp.init_phase(&["addon", "kube-proxy"]);
     let node = c.node.name.clone();
     let proxy = c.until(
@@ -475,7 +363,7 @@ fn services(c: &mut Cluster) {
         Duration::from_secs(60),
         |c| {
             let out = c
-                .net
+                .netns()
                 .command("iptables-save")
                 .args(["-t", "nat"])
                 .output()
@@ -495,7 +383,7 @@ fn services(c: &mut Cluster) {
     let two = c.web_scaled(2);
     let ip = c.service_ip("web");
     let np = c.node_port("web-np");
-    let node_ip = c.net.node_ip;
+    let node_ip = c.netns().node_ip;
     let cluster_url = format!("http://{ip}/");
     let np_url = format!("http://{node_ip}:{np}/");
     c.answers_become("ClusterIP from a pod", &two, |c| {
@@ -530,7 +418,7 @@ fn services(c: &mut Cluster) {
     // From outside the node (the host's end of its link): Cluster policy masquerades the client,
     // Local keeps its address.
     let local = c.node_port("web-local");
-    let host_ip = c.net.host_ip.to_string();
+    let host_ip = c.netns().host_ip.to_string();
     let seen = |port: u64| {
         curl(
             Command::new("curl"),
@@ -563,7 +451,7 @@ fn services(c: &mut Cluster) {
 }
 
 /// A container's hostPort reaches it on the node's address, through skiff-bridge's portMappings.
-fn host_port(c: &mut Cluster) {
+fn host_port(c: &mut PodCluster) {
     c.apply(&format!(
         r#"apiVersion: v1
 kind: Pod
@@ -578,7 +466,7 @@ spec:
 "#
     ));
     c.running("hp");
-    let url = format!("http://{}:18080/", c.net.node_ip);
+    let url = format!("http://{}:18080/", c.netns().node_ip);
     let from_host = c.until("hostPort from the host", Duration::from_secs(30), |_| {
         curl(Command::new("curl"), &url)
     });
@@ -592,7 +480,7 @@ spec:
 /// hostPath volumes of every type: what is there is checked against the type, the …OrCreate types
 /// create what is missing with kubelet's modes, a mismatch keeps the pod from starting with the
 /// reason in skiffd's log.
-fn host_paths(c: &mut Cluster) {
+fn host_paths(c: &mut PodCluster) {
     let base = c.node.node.dir.join("host-paths");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(base.join("dir")).unwrap();
@@ -646,7 +534,7 @@ spec:
 {volumes}"#
     ));
     c.running("hostpaths");
-    let (code, out) = c.exec(
+    let (code, out) = c.exec_first(
         "hostpaths",
         &[
             "sh",

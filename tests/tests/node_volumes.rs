@@ -10,188 +10,35 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use skiff_tests::cri::{self, v1 as criv1, BUSYBOX};
-use skiff_tests::k8s::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
-use skiff_tests::k8s::ControlPlane;
-use skiff_tests::registry::Registry;
+use skiff_tests::cri::BUSYBOX;
+use skiff_tests::k8s::pod_cluster::PodCluster;
+use skiff_tests::k8s::pod_json::running_and_ready;
+use skiff_tests::k8s::skiff_node::{get_json, wait_for};
 
 /// The cluster's DNS service and domain in the kubelet configuration kubeadm writes.
 const CLUSTER_DNS: &str = "10.96.0.10";
 const DOMAIN: &str = "cluster.local";
 
-struct Cluster {
-    node: Joined,
-    cp: ControlPlane,
-    _registry: Registry,
-    ns: String,
-    rt: tokio::runtime::Runtime,
-}
+/// How long a pod may take to get where a test waits for it.
+const WITHIN: Duration = Duration::from_secs(120);
 
-/// A control plane, a registry with busybox and a joined skiff node whose resolvConf is `resolv`.
-fn cluster(tag: &str, resolv: &str) -> Cluster {
-    let registry = Registry::start().expect("start registry");
-    registry
-        .push(
-            cri::busybox_layout(),
-            "latest",
-            "library/busybox:latest",
-            &[],
-        )
-        .expect("push busybox");
-    let cp = ControlPlane::start();
-    let dir = NodeDir::with_registry(Some(&registry.host()));
-    let logs = dir.dir.join("pod-logs");
-    let resolv_conf = dir.dir.join("node-resolv.conf");
-    std::fs::write(&resolv_conf, resolv).unwrap();
-    let name = format!("skiff-vols-{tag}-{}", std::process::id());
-    let node = skiff_node::join(
-        &cp,
-        dir,
-        &name,
-        &[],
-        // The disk these tests run on may be fuller than kubelet's default thresholds allow.
-        &format!(
-            "podLogsDir: {}\nresolvConf: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}",
-            logs.display(),
-            resolv_conf.display()
-        ),
-    );
-    let ns = format!("vols-{tag}");
-    cp.kubectl_ok(&["create", "namespace", &ns]);
-    wait_for("default service account", Duration::from_secs(30), || {
-        get_json(&cp, &["-n", &ns, "serviceaccount", "default"])
-    });
-    Cluster {
-        node,
-        cp,
-        _registry: registry,
-        ns,
-        rt: tokio::runtime::Runtime::new().unwrap(),
-    }
-}
-
-impl Cluster {
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", self.ns.as_str()];
-        a.extend_from_slice(args);
-        self.cp.kubectl_ok(&a)
-    }
-
-    fn apply(&self, manifest: &str) {
-        let file = self.cp.dir.join(format!("m-{}.yaml", next()));
-        std::fs::write(&file, manifest).unwrap();
-        self.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        get_json(&self.cp, &["-n", &self.ns, "pod", name])
-    }
-
-    fn pods(&self, selector: &str) -> Vec<Value> {
-        get_json(&self.cp, &["-n", &self.ns, "pods", "-l", selector])
-            .and_then(|v| v["items"].as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    /// Waits for `f` over pod `name`, with the pod and skiffd's log on failure.
-    fn until_pod<T>(&mut self, name: &str, what: &str, f: impl Fn(&Value) -> Option<T>) -> T {
-        let within = Duration::from_secs(120);
-        let deadline = Instant::now() + within;
-        loop {
-            self.node.skiffd.assert_running();
-            if let Some(v) = self.pod(name).as_ref().and_then(&f) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pod {name}: {what} not within {within:?}\n{}\nskiffd:\n{}",
-                serde_json::to_string_pretty(&self.pod(name)).unwrap(),
-                self.node.skiffd.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn running(&mut self, name: &str) -> Value {
-        self.until_pod(name, "Running and Ready", |p| ready(p).then(|| p.clone()))
-    }
-
-    /// The id of the running CRI container `container` of `pod`.
-    fn container_id(&self, pod: &str, container: &str) -> String {
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            let filter = criv1::ContainerFilter {
-                state: Some(criv1::ContainerStateValue {
-                    state: criv1::ContainerState::ContainerRunning as i32,
-                }),
-                label_selector: [
-                    ("io.kubernetes.pod.name".to_string(), pod.to_string()),
-                    (
-                        "io.kubernetes.pod.namespace".to_string(),
-                        self.ns.to_string(),
-                    ),
-                    (
-                        "io.kubernetes.container.name".to_string(),
-                        container.to_string(),
-                    ),
-                ]
-                .into(),
-                ..Default::default()
-            };
-            let list = rt
-                .list_containers(criv1::ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
-            list.first()
-                .unwrap_or_else(|| panic!("no running container {container} in {pod}"))
-                .id
-                .clone()
+/// A cluster whose node's resolvConf is `resolv`.
+fn cluster(tag: &str, resolv: &str) -> PodCluster {
+    let resolv = resolv.to_string();
+    PodCluster::builder(&format!("vols-{tag}"))
+        .kubelet_config(move |dir| {
+            let resolv_conf = dir.join("node-resolv.conf");
+            std::fs::write(&resolv_conf, resolv).unwrap();
+            format!("resolvConf: {}\n", resolv_conf.display())
         })
-    }
-
-    /// `sh -c script` in `container` of `pod` through the CRI: exit code and stdout.
-    fn sh_in(&self, pod: &str, container: &str, script: &str) -> (i32, String) {
-        let id = self.container_id(pod, container);
-        self.rt.block_on(async {
-            let ch = cri::connect(&self.node.node.socket()).await.unwrap();
-            let mut rt = criv1::runtime_service_client::RuntimeServiceClient::new(ch);
-            let r = rt
-                .exec_sync(criv1::ExecSyncRequest {
-                    container_id: id,
-                    cmd: vec!["sh".into(), "-c".into(), script.into()],
-                    timeout: 10,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            (r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned())
-        })
-    }
-
-    fn sh(&self, pod: &str, script: &str) -> String {
-        let (code, out) = self.sh_in(pod, "main", script);
-        assert_eq!(code, 0, "{pod}: {script}: {out}");
-        out
-    }
+        .start()
 }
 
-fn next() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn ready(p: &Value) -> bool {
-    p["status"]["phase"] == "Running"
-        && p["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+/// `sh -c script` in the main container of `pod`, which must succeed: its stdout.
+fn sh(c: &PodCluster, pod: &str, script: &str) -> String {
+    let (code, out) = c.sh(pod, "main", script);
+    assert_eq!(code, 0, "{pod}: {script}: {out}");
+    out
 }
 
 /// The waiting reason and message of container `name`, once it has some.
@@ -311,7 +158,7 @@ fn a_deployment_sees_its_volumes_env_and_token_from_inside() {
         || {
             c.node.skiffd.assert_running();
             let pods = c.pods("app=app");
-            (pods.len() == 10 && pods.iter().all(ready)).then_some(pods)
+            (pods.len() == 10 && pods.iter().all(running_and_ready)).then_some(pods)
         },
     );
     eprintln!(
@@ -321,16 +168,16 @@ fn a_deployment_sees_its_volumes_env_and_token_from_inside() {
     let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
     for p in &pods {
         let name = p["metadata"]["name"].as_str().unwrap();
-        assert_eq!(c.sh(name, "cat /conf/a"), "alpha");
-        assert_eq!(c.sh(name, "cat /creds/password"), "s3cret");
-        assert_eq!(c.sh(name, "cat /info/name"), name);
-        assert_eq!(c.sh(name, "cat /info/note"), "hello");
-        assert_eq!(c.sh(name, "cat /info/mem"), "64");
-        let labels = c.sh(name, "cat /info/labels");
+        assert_eq!(sh(&c, name, "cat /conf/a"), "alpha");
+        assert_eq!(sh(&c, name, "cat /creds/password"), "s3cret");
+        assert_eq!(sh(&c, name, "cat /info/name"), name);
+        assert_eq!(sh(&c, name, "cat /info/note"), "hello");
+        assert_eq!(sh(&c, name, "cat /info/mem"), "64");
+        let labels = sh(&c, name, "cat /info/labels");
         assert!(labels.contains("app=\"app\"\n"), "{labels}");
         assert!(labels.contains("tier=\"web\""), "{labels}");
         // Memory-backed emptyDirs: the pod's memory limit, or the smaller sizeLimit.
-        let mounts = c.sh(name, "cat /proc/mounts");
+        let mounts = sh(&c, name, "cat /proc/mounts");
         let line = |at: &str| {
             mounts
                 .lines()
@@ -345,7 +192,7 @@ fn a_deployment_sees_its_volumes_env_and_token_from_inside() {
         );
         assert!(line("/mem").contains("size=65536k"), "{}", line("/mem"));
         assert!(line("/small").contains("size=16384k"), "{}", line("/small"));
-        let env = env_map(&c.sh(name, "env"));
+        let env = env_map(&sh(&c, name, "env"));
         let want = [
             ("CONF_A", "alpha".to_string()),
             ("CM_a", "alpha".into()),
@@ -373,8 +220,8 @@ fn a_deployment_sees_its_volumes_env_and_token_from_inside() {
         }
         // The service-account token authenticates as the namespace's default account, bound to
         // this pod.
-        let token = c.sh(name, &format!("cat {sa}/token"));
-        assert_eq!(c.sh(name, &format!("cat {sa}/namespace")), c.ns);
+        let token = sh(&c, name, &format!("cat {sa}/token"));
+        assert_eq!(sh(&c, name, &format!("cat {sa}/namespace")), c.ns);
         let review = c.cp.dir.join(format!("review-{name}.json"));
         let body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
@@ -399,7 +246,7 @@ fn a_deployment_sees_its_volumes_env_and_token_from_inside() {
         "the label in the downwardAPI volume",
         Duration::from_secs(30),
         || {
-            c.sh(first, "cat /info/labels")
+            sh(&c, first, "cat /info/labels")
                 .contains("release=\"canary\"")
                 .then_some(())
         },
@@ -420,10 +267,10 @@ fn a_deployment_sees_its_volumes_env_and_token_from_inside() {
     let pods = c.pods("app=app");
     assert_eq!(pods.len(), 10);
     for p in &pods {
-        assert!(ready(p), "{}", p["status"]);
+        assert!(running_and_ready(p), "{}", p["status"]);
         assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
         let name = p["metadata"]["name"].as_str().unwrap();
-        assert_eq!(c.sh(name, "cat /conf/a"), "alpha");
+        assert_eq!(sh(&c, name, "cat /conf/a"), "alpha");
     }
 }
 
@@ -465,7 +312,9 @@ spec:
     volumeMounts: [{name: remote, mountPath: /remote}]
 ",
     );
-    let (reason, message) = c.until_pod("unknown", "a waiting message", |p| waiting(p, "main"));
+    let (reason, message) = c.until_pod("unknown", "a waiting message", WITHIN, |p| {
+        waiting(p, "main")
+    });
     assert_eq!(reason, "ContainerCreating");
     assert!(
         message.contains("volume type \"nfs\" is not supported"),
@@ -595,19 +444,19 @@ spec:
 
     // subPath: the configMap's key as a file, a per-pod directory made in the volume.
     c.running("sub");
-    assert_eq!(c.sh("sub", "cat /etc/a.conf"), "alpha");
-    assert_eq!(c.sh("sub", "cat /work/per/sub/f"), "hi\n");
+    assert_eq!(sh(&c, "sub", "cat /etc/a.conf"), "alpha");
+    assert_eq!(sh(&c, "sub", "cat /work/per/sub/f"), "hi\n");
     // Directories made for a subPath take the volume's mode, as kubelet makes them.
     assert_eq!(
-        c.sh("sub", "stat -c %a /work/per /work/per/sub"),
+        sh(&c, "sub", "stat -c %a /work/per /work/per/sub"),
         "777\n777\n"
     );
     // `..` (by subPathExpr, which the API cannot check) and a planted symlink are refused.
     let refused = |p: &Value| waiting(p, "main").filter(|(r, _)| r == "CreateContainerConfigError");
-    let (reason, message) = c.until_pod("dotdot", "a refused subPath", refused);
+    let (reason, message) = c.until_pod("dotdot", "a refused subPath", WITHIN, refused);
     assert_eq!(reason, "CreateContainerConfigError", "{message}");
     assert!(message.contains("without '..'"), "{message}");
-    let (reason, message) = c.until_pod("symlink", "a refused subPath", refused);
+    let (reason, message) = c.until_pod("symlink", "a refused subPath", WITHIN, refused);
     assert_eq!(reason, "CreateContainerConfigError", "{message}");
     assert!(message.contains("leads outside the volume"), "{message}");
 
@@ -617,7 +466,7 @@ spec:
         ns = c.ns
     );
     c.running("dns-cluster");
-    let r = c.sh("dns-cluster", "cat /etc/resolv.conf");
+    let r = sh(&c, "dns-cluster", "cat /etc/resolv.conf");
     assert!(r.contains(&format!("{search} extra.example\n")), "{r}");
     assert!(r.contains(&format!("nameserver {CLUSTER_DNS}\n")), "{r}");
     let opts = r
@@ -629,34 +478,32 @@ spec:
     assert_eq!(opts, ["edns0", "ndots:2"], "{r}");
     c.running("dns-default");
     assert_eq!(
-        c.sh("dns-default", "cat /etc/resolv.conf"),
+        sh(&c, "dns-default", "cat /etc/resolv.conf"),
         "search corp.skiff.test\nnameserver 192.0.2.53\noptions edns0\n"
     );
     c.running("dns-none");
     assert_eq!(
-        c.sh("dns-none", "cat /etc/resolv.conf"),
+        sh(&c, "dns-none", "cat /etc/resolv.conf"),
         "search a.example\nnameserver 192.0.2.1\noptions ndots:1\n"
     );
-    let env = env_map(&c.sh("dns-none", "env"));
+    let env = env_map(&sh(&c, "dns-none", "env"));
     assert_eq!(
         env.get("KUBERNETES_SERVICE_HOST").map(String::as_str),
         Some("10.96.0.1")
     );
     c.running("dns-hostnet");
-    let r = c.sh("dns-hostnet", "cat /etc/resolv.conf");
+    let r = sh(&c, "dns-hostnet", "cat /etc/resolv.conf");
     assert!(r.contains(&format!("nameserver {CLUSTER_DNS}\n")), "{r}");
     assert!(r.contains(&format!("{search}\n")), "{r}");
     c.running("dns-hostnet-cf");
-    assert!(c
-        .sh("dns-hostnet-cf", "cat /etc/resolv.conf")
-        .contains("nameserver 192.0.2.53\n"));
+    assert!(sh(&c, "dns-hostnet-cf", "cat /etc/resolv.conf").contains("nameserver 192.0.2.53\n"));
 
     // Hostname, subdomain, FQDN as hostname and hostAliases in kubelet's hosts file.
     let p = c.running("named");
     let ip = p["status"]["podIP"].as_str().unwrap();
     let fqdn = format!("web.sub.{}.svc.{DOMAIN}", c.ns);
-    assert_eq!(c.sh("named", "hostname").trim(), fqdn);
-    let hosts = c.sh("named", "cat /etc/hosts");
+    assert_eq!(sh(&c, "named", "hostname").trim(), fqdn);
+    let hosts = sh(&c, "named", "cat /etc/hosts");
     assert!(
         hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
         "{hosts}"
@@ -669,7 +516,7 @@ spec:
     );
 
     // The race: give the victims time to restart through the swaps, then look.
-    c.running_container("race", "main");
+    container_running(&mut c, "race", "main");
     std::thread::sleep(Duration::from_secs(35));
     let log = std::fs::read_to_string(&c.node.skiffd.log).unwrap_or_default();
     let victim = |l: &&str| l.contains("pod=race") && l.contains("container=victim");
@@ -688,7 +535,7 @@ spec:
         started + refused >= 6,
         "{started} starts, {refused} refusals"
     );
-    let (code, out) = c.sh_in("race", "main", "test ! -e /work/escaped");
+    let (code, out) = c.sh("race", "main", "test ! -e /work/escaped");
     assert_eq!(code, 0, "a victim reached the host's marker: {out}");
     let mut seen: Vec<String> = std::fs::read_dir(&marker)
         .unwrap()
@@ -699,15 +546,14 @@ spec:
     c.node.skiffd.assert_running();
 }
 
-impl Cluster {
-    fn running_container(&mut self, pod: &str, container: &str) {
-        wait_for("the container running", Duration::from_secs(120), || {
-            self.node.skiffd.assert_running();
-            let p = self.pod(pod)?;
-            let all = p["status"]["containerStatuses"].as_array()?.clone();
-            all.iter()
-                .any(|s| s["name"] == container && s["state"]["running"].is_object())
-                .then_some(())
-        });
-    }
+/// Waits until the container `container` of `pod` runs.
+fn container_running(c: &mut PodCluster, pod: &str, container: &str) {
+    wait_for("the container running", WITHIN, || {
+        c.node.skiffd.assert_running();
+        let p = c.pod(pod)?;
+        let all = p["status"]["containerStatuses"].as_array()?.clone();
+        all.iter()
+            .any(|s| s["name"] == container && s["state"]["running"].is_object())
+            .then_some(())
+    });
 }

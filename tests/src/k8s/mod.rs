@@ -11,6 +11,7 @@ pub mod netns_node;
 pub mod node;
 pub mod node_netns;
 pub mod pod_cluster;
+pub mod pod_json;
 pub mod skiff_node;
 pub mod stale;
 
