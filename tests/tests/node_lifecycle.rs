@@ -1,6 +1,7 @@
 //! The pod lifecycle beyond start and stop, against a real control plane with skiffd as the node's
 //! kubelet: images pulled with the pod's `imagePullSecrets` from a registry that wants credentials,
-//! restartable init containers (sidecars) in order, `activeDeadlineSeconds`, an OOM-killed container,
+//! restartable init containers (sidecars) in order, `activeDeadlineSeconds`, a disk emptyDir past its
+//! `sizeLimit` (eviction), an OOM-killed container,
 //! a Job that completes.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -134,6 +135,19 @@ fn pod_lifecycle_on_a_skiff_node() {
         "exec sleep 3600",
         "  activeDeadlineSeconds: 8\n",
     ));
+    // A disk emptyDir filled past its sizeLimit: the pod is evicted.
+    c.apply(
+        &pod(
+            "hoarder",
+            BUSYBOX,
+            "dd if=/dev/zero of=/scratch/fill bs=1M count=4; exec sleep 3600",
+            "  volumes: [{name: scratch, emptyDir: {sizeLimit: 1Mi}}]\n",
+        )
+        .replace(
+            "    command:",
+            "    volumeMounts: [{name: scratch, mountPath: /scratch}]\n    command:",
+        ),
+    );
     c.apply(
         &pod(
             "oom",
@@ -244,6 +258,26 @@ fn pod_lifecycle_on_a_skiff_node() {
         },
     );
     assert_eq!(p["status"]["phase"], "Failed", "the phase stays Failed");
+
+    // The emptyDir past its sizeLimit: Evicted with kubelet's message, its container killed.
+    let p = c.until_pod("hoarder", "Evicted", Duration::from_secs(60), |p| {
+        (p["status"]["reason"] == "Evicted").then(|| p.clone())
+    });
+    assert_eq!(p["status"]["phase"], "Failed");
+    assert_eq!(
+        p["status"]["message"],
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". "
+    );
+    c.until_pod(
+        "hoarder",
+        "its container killed",
+        Duration::from_secs(30),
+        |p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]
+                .is_object()
+                .then_some(())
+        },
+    );
 
     // The OOM killer's victim is reported as such.
     let p = c.until_pod("oom", "terminated", Duration::from_secs(60), |p| {

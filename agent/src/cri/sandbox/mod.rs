@@ -12,6 +12,9 @@ mod setup;
 pub mod userns;
 mod validate;
 
+/// The mount points below a directory, deepest first: what must come off before it goes.
+pub use setup::mounts_below;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -103,44 +103,53 @@ pub async fn kill(
     }
 }
 
-/// Stops every running container of the pod in parallel, each with its preStop hook, as a
-/// deletion with `grace` seconds does.
+/// Stops every running container of the pod, each with its preStop hook, as a deletion with
+/// `grace` seconds does: the app containers in parallel, then the sidecars (restartable init
+/// containers), last started first, which outlive them.
 pub async fn stop_pod(shared: &Shared, pod: &Pod, grace: i64) {
     let d = shared.actions.daemon();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let mut stops = Vec::new();
+    let mut running = Vec::new();
     for sb in sandbox::of_pod(d, &uid).await {
         let ip = sandbox::ips(d, &sb.id).await.into_iter().next();
         for (name, list) in target::instances(d, &sb.id).await {
             for inst in list {
-                if inst.state != cri::ContainerState::ContainerRunning as i32 {
-                    continue;
+                if inst.state == cri::ContainerState::ContainerRunning as i32 {
+                    running.push((name.clone(), inst, ip.clone()));
                 }
-                let c = spec
-                    .containers
-                    .iter()
-                    .chain(spec.init_containers.iter().flatten())
-                    .find(|c| c.name == name)
-                    .cloned();
-                let ip = ip.clone();
-                let why = format!("Stopping container {name}");
-                stops.push(async move {
-                    kill(
-                        shared,
-                        pod,
-                        c.as_ref(),
-                        &inst.id,
-                        ip.as_deref(),
-                        grace,
-                        &why,
-                    )
-                    .await
-                });
             }
         }
     }
-    futures_util::future::join_all(stops).await;
+    let (mut sidecars, apps): (Vec<_>, Vec<_>) = running
+        .into_iter()
+        .partition(|(_, inst, _)| super::sidecar::labelled(inst));
+    sidecars.sort_by_key(|(_, inst, _)| std::cmp::Reverse(inst.created_at));
+    let stop = |(name, inst, ip): (String, cri::Container, Option<String>)| {
+        let c = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned();
+        async move {
+            let why = format!("Stopping container {name}");
+            kill(
+                shared,
+                pod,
+                c.as_ref(),
+                &inst.id,
+                ip.as_deref(),
+                grace,
+                &why,
+            )
+            .await
+        }
+    };
+    futures_util::future::join_all(apps.into_iter().map(stop)).await;
+    for s in sidecars {
+        stop(s).await;
+    }
 }
 
 async fn run(

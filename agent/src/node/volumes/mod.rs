@@ -207,14 +207,7 @@ pub fn remove_pod_dir(dir: &Path) {
 
 /// Detaches every mount at or below `dir`, the deepest first.
 fn unmount_under(dir: &Path) {
-    let mut points: Vec<PathBuf> = skiff_runtime::mountinfo::read_self()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| m.mount_point)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
+    for p in crate::cri::sandbox::mounts_below(dir) {
         if let Err(e) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!(path = %p.display(), error = %e, "unmount a pod's volume");
         }
