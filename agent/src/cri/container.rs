@@ -27,6 +27,7 @@ use super::Daemon;
 use crate::store::{proto_b64, Record};
 
 pub(crate) use exec_sync::result_path;
+pub use exec_sync::OutputBudget;
 pub use launch::Creating;
 pub use status::container_status;
 pub use watch::ExitsSeen;

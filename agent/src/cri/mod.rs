@@ -41,8 +41,10 @@ pub struct Daemon {
     pub creating: container::Creating,
     /// Containers whose exit has been published.
     pub exits_seen: container::ExitsSeen,
-    /// The previous CPU sample of each container and pod, for rates.
+    /// The previous CPU sample of each container and pod (and of the node), for rates.
     pub rates: stats::Rates,
+    /// The output all running `ExecSync` calls hold together.
+    pub exec_output: Arc<container::OutputBudget>,
 }
 
 impl Daemon {
@@ -76,6 +78,7 @@ impl Daemon {
             creating: Default::default(),
             exits_seen: Default::default(),
             rates: Default::default(),
+            exec_output: Default::default(),
             config,
         }))
     }

@@ -28,8 +28,33 @@ pub const MAX_OUTPUT: usize = (16 << 20) - (16 << 10);
 /// response says so) rather than skiffd's memory growing with the number of concurrent execs.
 const MAX_HELD: usize = 128 << 20;
 
-/// Bytes of output held now, against [`MAX_HELD`].
-static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The output all `ExecSync` calls of one daemon hold now, against [`MAX_HELD`]; the daemon owns it.
+#[derive(Debug, Default)]
+pub struct OutputBudget {
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl OutputBudget {
+    /// Takes up to `want` bytes of [`MAX_HELD`]; returns how many it got.
+    fn reserve(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut got = 0;
+        let _ = self.held.fetch_update(Relaxed, Relaxed, |held| {
+            got = want.min(MAX_HELD.saturating_sub(held));
+            Some(held + got)
+        });
+        got
+    }
+
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 /// Tells concurrent execs' result files apart.
 static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -73,6 +98,7 @@ pub async fn run(
         // Not negative: checked above.
         timeout: r.timeout.unsigned_abs(),
         cmd: r.cmd,
+        budget: d.exec_output.clone(),
     };
     blocking(move || job.run()).await
 }
@@ -93,6 +119,7 @@ struct Job {
     id: String,
     timeout: u64,
     cmd: Vec<String>,
+    budget: Arc<OutputBudget>,
 }
 
 impl Job {
@@ -118,8 +145,8 @@ impl Job {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Status::internal(format!("start {}: {e}", self.monitor.display())))?;
-        let out = Capture::start(child.stdout.take());
-        let err = Capture::start(child.stderr.take());
+        let out = Capture::start(child.stdout.take(), &self.budget);
+        let err = Capture::start(child.stderr.take(), &self.budget);
         let status = child
             .wait()
             .map_err(|e| Status::internal(format!("wait for exec helper: {e}")))?;
@@ -173,20 +200,28 @@ fn fit(out: Output, err: Output) -> (Vec<u8>, Vec<u8>) {
     (stdout, stderr)
 }
 
-/// What one stream produced: the bytes kept (at most [`MAX_OUTPUT`], counted in [`HELD`] until
-/// dropped) and how many came.
-#[derive(Default)]
+/// What one stream produced: the bytes kept (at most [`MAX_OUTPUT`], counted in the daemon's
+/// [`OutputBudget`] until dropped) and how many came.
 struct Output {
     data: Vec<u8>,
     seen: u64,
+    budget: Arc<OutputBudget>,
 }
 
 impl Output {
+    fn new(budget: &Arc<OutputBudget>) -> Output {
+        Output {
+            data: Vec::new(),
+            seen: 0,
+            budget: budget.clone(),
+        }
+    }
+
     /// Keeps what fits under both limits; counts everything.
     fn push(&mut self, bytes: &[u8]) {
         self.seen += bytes.len() as u64;
         let want = bytes.len().min(MAX_OUTPUT - self.data.len());
-        let take = reserve_held(want);
+        let take = self.budget.reserve(want);
         if take == 0 {
             return;
         }
@@ -203,7 +238,7 @@ impl Output {
     /// The first `keep` bytes, no longer counted as held: they are the response now.
     fn into_data(mut self, keep: usize) -> Vec<u8> {
         let mut data = std::mem::take(&mut self.data);
-        HELD.fetch_sub(data.len(), std::sync::atomic::Ordering::Relaxed);
+        self.budget.release(data.len());
         data.truncate(keep);
         data
     }
@@ -211,30 +246,20 @@ impl Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        HELD.fetch_sub(self.data.len(), std::sync::atomic::Ordering::Relaxed);
+        self.budget.release(self.data.len());
     }
-}
-
-/// Takes up to `want` bytes of [`MAX_HELD`]; returns how many it got.
-fn reserve_held(want: usize) -> usize {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut got = 0;
-    let _ = HELD.fetch_update(Relaxed, Relaxed, |held| {
-        got = want.min(MAX_HELD.saturating_sub(held));
-        Some(held + got)
-    });
-    got
 }
 
 /// One output pipe, read on its own thread up to [`MAX_OUTPUT`] bytes.
 struct Capture {
     buf: Arc<Mutex<Output>>,
     done: std::sync::mpsc::Receiver<()>,
+    budget: Arc<OutputBudget>,
 }
 
 impl Capture {
-    fn start(pipe: Option<impl Read + Send + 'static>) -> Capture {
-        let buf = Arc::new(Mutex::new(Output::default()));
+    fn start(pipe: Option<impl Read + Send + 'static>, budget: &Arc<OutputBudget>) -> Capture {
+        let buf = Arc::new(Mutex::new(Output::new(budget)));
         let (tx, done) = std::sync::mpsc::channel();
         if let Some(pipe) = pipe {
             let b = buf.clone();
@@ -243,14 +268,18 @@ impl Capture {
                 let _ = tx.send(());
             });
         }
-        Capture { buf, done }
+        Capture {
+            buf,
+            done,
+            budget: budget.clone(),
+        }
     }
 
     /// What was read; a pipe still held open by a left-behind child is given up on after a grace.
     fn finish(self) -> Output {
         let _ = self.done.recv_timeout(DRAIN_GRACE);
         let mut b = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *b)
+        std::mem::replace(&mut *b, Output::new(&self.budget))
     }
 }
 
@@ -273,20 +302,18 @@ fn read_limited(mut pipe: impl Read, buf: &Mutex<Output>) {
 mod tests {
     use super::*;
 
-    /// The tests that fill the shared [`HELD`] budget run one at a time.
-    static HELD_BY_TESTS: Mutex<()> = Mutex::new(());
-
-    fn output(data: &[u8]) -> Output {
-        let mut o = Output::default();
+    fn output(budget: &Arc<OutputBudget>, data: &[u8]) -> Output {
+        let mut o = Output::new(budget);
         o.push(data);
         o
     }
 
     #[test]
     fn output_is_truncated_at_the_limit_and_says_so() {
-        let _g = HELD_BY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = Arc::new(OutputBudget::default());
+        let output = |data: &[u8]| output(&budget, data);
         let data = vec![b'x'; MAX_OUTPUT + 12345];
-        let buf = Mutex::new(Output::default());
+        let buf = Mutex::new(Output::new(&budget));
         read_limited(&data[..], &buf);
         let o = buf.into_inner().unwrap();
         assert_eq!(o.data.len(), MAX_OUTPUT);
@@ -312,16 +339,17 @@ mod tests {
 
     #[test]
     fn all_execs_together_hold_at_most_max_held() {
-        let _g = HELD_BY_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = Arc::new(OutputBudget::default());
+        let output = |data: &[u8]| output(&budget, data);
         let held: Vec<Output> = (0..MAX_HELD / MAX_OUTPUT + 2)
             .map(|_| output(&vec![b'y'; MAX_OUTPUT]))
             .collect();
         let kept: usize = held.iter().map(|o| o.data.len()).sum();
         assert_eq!(kept, MAX_HELD);
         assert!(held.iter().all(|o| o.seen == MAX_OUTPUT as u64));
-        let (o, e) = fit(output(b"late"), Output::default());
+        let (o, e) = fit(output(b"late"), Output::new(&budget));
         assert!(o.is_empty() && String::from_utf8_lossy(&e).contains("stdout: 0 of 4"));
         drop(held);
-        assert_eq!(HELD.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(budget.held(), 0);
     }
 }

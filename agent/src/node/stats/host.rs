@@ -1,18 +1,14 @@
 //! The node's own usage, which no CRI call covers: CPU from `/proc/stat`, memory from
 //! `/proc/meminfo` and `/proc/vmstat`, the host's interfaces from `/proc/net/dev`, the boot time.
 
-use std::sync::OnceLock;
-
 use super::types::{time, CpuStats, InterfaceStats, MemoryStats, NetworkStats, RlimitStats};
 use crate::cri::stats::net::{self, Interface};
 use crate::cri::stats::Rates;
 use crate::node::machine::meminfo;
 
-/// The node's previous CPU sample: one node per process.
-fn rates() -> &'static Rates {
-    static RATES: OnceLock<Rates> = OnceLock::new();
-    RATES.get_or_init(Rates::default)
-}
+/// The key of the node's own CPU sample among the CRI layer's rates: no container or sandbox id
+/// has a colon.
+const NODE_RATE: &str = ":node";
 
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf reads a constant and has no memory effects.
@@ -37,10 +33,12 @@ pub fn parse_cpu_nanos(stat: &str, ticks_per_sec: u64) -> Option<u64> {
     Some(busy * (1_000_000_000 / ticks_per_sec.max(1)))
 }
 
-pub fn cpu(now: i64) -> Option<CpuStats> {
+/// The node's CPU, its rate since the previous sample kept in `rates` (the CRI layer's, which
+/// owns every such sample).
+pub fn cpu(rates: &Rates, now: i64) -> Option<CpuStats> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let total = parse_cpu_nanos(&stat, clock_ticks())?;
-    let rate = rates().observe("node", now, total);
+    let rate = rates.observe(NODE_RATE, now, total);
     Some(CpuStats {
         time: time(now),
         usage_nano_cores: Some(rate.unwrap_or(0)),
@@ -135,7 +133,13 @@ mod tests {
         let m = memory(now).unwrap();
         assert!(m.working_set_bytes.unwrap() > 0);
         assert!(m.available_bytes.unwrap() > 0);
-        assert!(cpu(now).unwrap().usage_core_nano_seconds.unwrap() > 0);
+        assert!(
+            cpu(&Rates::default(), now)
+                .unwrap()
+                .usage_core_nano_seconds
+                .unwrap()
+                > 0
+        );
         assert!(boot_time() > 0 && boot_time() < now);
     }
 }

@@ -218,7 +218,7 @@ fn node(ctx: &NodeContext, now: i64, image_fs: Option<&cri::FilesystemUsage>) ->
         node_name: ctx.settings.node_name.clone(),
         system_containers: Vec::new(),
         start_time: time(host::boot_time()),
-        cpu: host::cpu(now),
+        cpu: host::cpu(&ctx.daemon.rates, now),
         memory: host::memory(now),
         network: host::network(now),
         fs: Some(fs_stats(now, &ctx.settings.root_dir, None)),
