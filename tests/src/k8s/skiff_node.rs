@@ -19,6 +19,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// A node's directories: what kubeadm writes, what skiffd keeps, and `kubelet` as a link to skiffd.
 pub struct NodeDir {
     pub dir: PathBuf,
+    /// The bridge of its pod network, removed with the node.
+    bridge: String,
     /// The network namespace skiffd runs in (a path under /run/netns); the test's own when `None`.
     pub netns: Option<PathBuf>,
 }
@@ -50,6 +52,8 @@ impl NodeDir {
         let bin_dir = bins.parent().unwrap();
         let subnet = format!("10.213.{}.0/24", (std::process::id() as u32 + n) % 250);
         let bridge = format!("skn{}", (std::process::id() + n) % 100_000);
+        // A bridge left by a node of an earlier run on this subnet would take its traffic.
+        remove_bridges_on(&subnet);
         std::fs::write(
             dir.join("net.d/10-pods.conflist"),
             cri::bridge_conflist(&bridge, &subnet, &dir.join("ipam")),
@@ -71,7 +75,11 @@ impl NodeDir {
             .map(|r| format!("[registries.\"registry.skiff.test\"]\nmirrors = [\"http://{r}\"]\n"))
             .unwrap_or_default();
         std::fs::write(dir.join("registries.toml"), mirrors).unwrap();
-        NodeDir { dir, netns: None }
+        NodeDir {
+            dir,
+            bridge,
+            netns: None,
+        }
     }
 
     pub fn etc(&self, f: &str) -> PathBuf {
@@ -162,9 +170,30 @@ impl NodeDir {
     }
 }
 
+/// Deletes the test nodes' bridges (`skn…`) that hold an address of `subnet` (`a.b.c.0/24`).
+fn remove_bridges_on(subnet: &str) {
+    let prefix = subnet.trim_end_matches("0/24");
+    let Ok(out) = Command::new("ip").args(["-br", "-4", "addr"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        let name = f.next().unwrap_or_default();
+        if name.starts_with("skn") && f.skip(1).any(|a| a.starts_with(prefix)) {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
+    }
+}
+
 impl Drop for NodeDir {
     fn drop(&mut self) {
         cri::cleanup(&self.dir);
+        if self.netns.is_none() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
         super::cgroup_root::CgroupRoot::remove(&self.cgroup_root());
     }
 }
