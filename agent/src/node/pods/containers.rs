@@ -70,6 +70,43 @@ pub struct State {
     noted: Throttle,
 }
 
+/// Whether a start is a container's first or a restart after it exited.
+#[derive(Clone, Copy, PartialEq)]
+enum Attempt {
+    First,
+    Restart,
+}
+
+/// How a start went: an image that is not there yet has its own pull back-off.
+#[derive(PartialEq)]
+enum Outcome {
+    Started,
+    NoImage,
+    Failed,
+}
+
+impl State {
+    /// Whether `name` may be started now, else how long its back-off is. As kubelet does, a
+    /// restart counts toward the crash back-off as it begins, whatever comes of it.
+    fn admit(&mut self, name: &str, attempt: Attempt) -> Result<(), Duration> {
+        if !self.crash.ready(name) {
+            return Err(self.crash.current(name));
+        }
+        if attempt == Attempt::Restart {
+            self.crash.bump(name);
+        }
+        Ok(())
+    }
+
+    /// After a start: a container that never got created or started is retried under the same
+    /// back-off as one that crashes, not on every sync (a restart has counted already).
+    fn settle(&mut self, name: &str, attempt: Attempt, outcome: &Outcome) {
+        if attempt == Attempt::First && *outcome == Outcome::Failed {
+            self.crash.bump(name);
+        }
+    }
+}
+
 pub fn restart_count(c: &cri::Container) -> i32 {
     c.annotations
         .get(RESTART_COUNT)
@@ -113,7 +150,7 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
         if sidecar::is_sidecar(c) {
             match latest {
                 // The next init container waits until this one runs.
-                None => return start(t, st, c, None).await,
+                None => return first_start(t, st, c).await,
                 Some(l) if l.state == cri::ContainerState::ContainerCreated as i32 => return,
                 Some(l) if is_exited(l) && !apps_finished(t, &spec, &running).await => {
                     restart(t, st, c, l).await
@@ -123,7 +160,7 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
             continue;
         }
         match latest {
-            None => return start(t, st, c, None).await,
+            None => return first_start(t, st, c).await,
             Some(l) if !is_exited(l) => return,
             Some(l) => match exit_code(t.d, &l.id).await {
                 0 => continue,
@@ -134,7 +171,7 @@ pub async fn step(t: &Target<'_>, st: &mut State) {
     }
     for c in &spec.containers {
         match running.get(&c.name).and_then(|v| v.first()) {
-            None => start(t, st, c, None).await,
+            None => first_start(t, st, c).await,
             Some(l) if is_exited(l) => {
                 if restarts(policy, exit_code(t.d, &l.id).await) {
                     restart(t, st, c, l).await;
@@ -192,9 +229,18 @@ fn note(t: &Target<'_>, st: &mut State, c: &Container, kind: Type, reason: &str,
     }
 }
 
+/// Starts `c`, which has no instance yet, unless an earlier try failed moments ago: the status
+/// keeps saying why until the back-off lets it try again.
+async fn first_start(t: &Target<'_>, st: &mut State, c: &Container) {
+    if st.admit(&c.name, Attempt::First).is_err() {
+        return;
+    }
+    let outcome = start(t, st, c, None).await;
+    st.settle(&c.name, Attempt::First, &outcome);
+}
+
 async fn restart(t: &Target<'_>, st: &mut State, c: &Container, previous: &cri::Container) {
-    if !st.crash.ready(&c.name) {
-        let wait = st.crash.current(&c.name);
+    if let Err(wait) = st.admit(&c.name, Attempt::Restart) {
         let msg = format!(
             "Back-off restarting failed container {} in pod {}",
             c.name,
@@ -217,16 +263,21 @@ async fn restart(t: &Target<'_>, st: &mut State, c: &Container, previous: &cri::
         );
         return;
     }
-    st.crash.bump(&c.name);
-    start(t, st, c, Some(previous)).await;
+    let outcome = start(t, st, c, Some(previous)).await;
+    st.settle(&c.name, Attempt::Restart, &outcome);
 }
 
 /// Pulls if the policy says so, then creates and starts one instance of `c`; older exited
 /// instances than `previous` (which the status shows as lastState) are removed.
-async fn start(t: &Target<'_>, st: &mut State, c: &Container, previous: Option<&cri::Container>) {
+async fn start(
+    t: &Target<'_>,
+    st: &mut State,
+    c: &Container,
+    previous: Option<&cri::Container>,
+) -> Outcome {
     if let Err(w) = ensure_image(t, st, c).await {
         st.waiting.insert(c.name.clone(), w);
-        return;
+        return Outcome::NoImage;
     }
     let count = previous.map_or(0, |p| restart_count(p) + 1);
     match create_and_start(t, c, count).await {
@@ -234,6 +285,7 @@ async fn start(t: &Target<'_>, st: &mut State, c: &Container, previous: Option<&
             tracing::info!(pod = %PodRef::of(t.pod).name, container = %c.name, %id, restarts = count, "container started");
             st.waiting.remove(&c.name);
             prune(t.d, t.sandbox_id, &c.name, previous, &id).await;
+            Outcome::Started
         }
         Err(w) => {
             tracing::warn!(pod = %PodRef::of(t.pod).name, container = %c.name, reason = %w.reason, message = %w.message, "container not started");
@@ -243,8 +295,8 @@ async fn start(t: &Target<'_>, st: &mut State, c: &Container, previous: Option<&
                     .events
                     .pod(t.pod, Some(&c.name), Type::Warning, "Failed", msg);
             }
-            st.crash.bump(&c.name);
             st.waiting.insert(c.name.clone(), w);
+            Outcome::Failed
         }
     }
 }
@@ -627,6 +679,47 @@ mod tests {
         let delays: Vec<u64> = (0..7).map(|_| b.bump("c").as_secs()).collect();
         assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
         assert!(!b.ready("c"));
+    }
+
+    /// The crash back-off `st` holds for container `c`, in seconds.
+    fn crash_backoff(st: &State) -> u64 {
+        st.crash.current("c").as_secs()
+    }
+
+    #[test]
+    fn a_failed_restart_counts_once_toward_the_backoff() {
+        let mut st = State::default();
+        assert!(st.admit("c", Attempt::Restart).is_ok());
+        st.settle("c", Attempt::Restart, &Outcome::Failed);
+        assert_eq!(crash_backoff(&st), 10);
+        assert!(st.admit("c", Attempt::Restart).is_err());
+    }
+
+    #[test]
+    fn a_container_never_created_is_retried_under_the_crash_backoff() {
+        let mut st = State::default();
+        assert!(
+            st.admit("c", Attempt::First).is_ok(),
+            "the first try is at once"
+        );
+        st.settle("c", Attempt::First, &Outcome::Failed);
+        assert_eq!(st.admit("c", Attempt::First), Err(Duration::from_secs(10)));
+        // Back off doubles as kubelet's does, shared with the container's crash restarts.
+        st.crash
+            .entries
+            .insert("c".into(), (Instant::now(), Duration::from_secs(10)));
+        assert!(st.admit("c", Attempt::First).is_ok());
+        st.settle("c", Attempt::First, &Outcome::Failed);
+        assert_eq!(crash_backoff(&st), 20);
+        assert!(st.admit("c", Attempt::Restart).is_err());
+    }
+
+    #[test]
+    fn a_start_waiting_for_its_image_or_one_that_works_does_not_back_off() {
+        let mut st = State::default();
+        st.settle("c", Attempt::First, &Outcome::NoImage);
+        st.settle("c", Attempt::First, &Outcome::Started);
+        assert!(st.admit("c", Attempt::First).is_ok());
     }
 
     #[test]
