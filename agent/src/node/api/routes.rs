@@ -28,6 +28,8 @@ pub enum Endpoint {
     StatsSummary,
     /// `/metrics/resource`
     MetricsResource,
+    /// `/metrics/cadvisor`
+    MetricsCadvisor,
     /// `/metrics`
     Metrics,
 }
@@ -59,6 +61,7 @@ pub fn route(path: &str) -> Option<(Endpoint, Vec<&str>)> {
         "containerLogs" => Endpoint::ContainerLogs,
         "stats" if rest == ["summary"] => Endpoint::StatsSummary,
         "metrics" if rest == ["resource"] => Endpoint::MetricsResource,
+        "metrics" if rest == ["cadvisor"] => Endpoint::MetricsCadvisor,
         "metrics" if rest.is_empty() => Endpoint::Metrics,
         _ => return None,
     };
@@ -83,6 +86,7 @@ pub async fn serve(api: &Api, req: Request<Incoming>) -> Reply {
         Endpoint::ContainerLogs => container_logs::serve(api, &rest, req.uri().query()).await,
         Endpoint::StatsSummary => stats::summary(api).await,
         Endpoint::MetricsResource => stats::resource(api).await,
+        Endpoint::MetricsCadvisor => stats::cadvisor(api).await,
         Endpoint::Metrics => stats::agent(api).await,
     }
 }
@@ -114,6 +118,10 @@ mod tests {
         assert_eq!(
             route("/metrics/resource").unwrap().0,
             Endpoint::MetricsResource
+        );
+        assert_eq!(
+            route("/metrics/cadvisor").unwrap().0,
+            Endpoint::MetricsCadvisor
         );
         assert_eq!(route("/metrics").unwrap().0, Endpoint::Metrics);
         assert!(route("/metrics/nothing").is_none());

@@ -1,4 +1,4 @@
-//! `/stats/summary`, `/metrics/resource` and `/metrics` ([`crate::node::stats`]).
+//! `/stats/summary`, `/metrics/resource`, `/metrics/cadvisor` and `/metrics` ([`crate::node::stats`]).
 
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -35,4 +35,8 @@ pub async fn resource(api: &Api) -> Reply {
 
 pub async fn agent(api: &Api) -> Reply {
     prometheus(stats::agent_metrics(&api.ctx).await)
+}
+
+pub async fn cadvisor(api: &Api) -> Reply {
+    prometheus(stats::cadvisor_metrics(&api.ctx).await)
 }

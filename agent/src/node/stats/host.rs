@@ -33,11 +33,16 @@ pub fn parse_cpu_nanos(stat: &str, ticks_per_sec: u64) -> Option<u64> {
     Some(busy * (1_000_000_000 / ticks_per_sec.max(1)))
 }
 
+/// CPU time the node has spent busy, in nanoseconds.
+pub fn cpu_nanos() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_nanos(&stat, clock_ticks())
+}
+
 /// The node's CPU, its rate since the previous sample kept in `rates` (the CRI layer's, which
 /// owns every such sample).
 pub fn cpu(rates: &Rates, now: i64) -> Option<CpuStats> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let total = parse_cpu_nanos(&stat, clock_ticks())?;
+    let total = cpu_nanos()?;
     let rate = rates.observe(NODE_RATE, now, total);
     Some(CpuStats {
         time: time(now),

@@ -1,8 +1,10 @@
 //! Resource usage as the kubelet API serves it: `/stats/summary` (kubelet's `stats/v1alpha1`
-//! Summary), `/metrics/resource` (what metrics-server scrapes) and `/metrics` (skiffd's own).
+//! Summary), `/metrics/resource` (what metrics-server scrapes), `/metrics/cadvisor` and `/metrics`
+//! (skiffd's own).
 //! Pod and container figures are the CRI layer's (`ListPodSandboxStats`), not measured twice.
 
 pub mod agent;
+pub mod cadvisor;
 pub mod host;
 pub mod prom;
 pub mod resource;
@@ -29,6 +31,11 @@ pub async fn resource_metrics(ctx: &Arc<NodeContext>) -> String {
             resource::render_resource(None)
         }
     }
+}
+
+/// `/metrics/cadvisor`'s text.
+pub async fn cadvisor_metrics(ctx: &Arc<NodeContext>) -> String {
+    cadvisor::metrics(ctx).await
 }
 
 /// `/metrics`' text.
