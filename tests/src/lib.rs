@@ -18,6 +18,7 @@ pub mod host;
 pub mod k8s;
 pub mod kube;
 pub mod peers;
+pub mod probe_image;
 pub mod registry;
 pub mod rootfs;
 pub mod security;

@@ -1,8 +1,9 @@
 //! `kubectl logs` and the node's resource figures through the real kube-apiserver, served by
 //! skiffd's kubelet API: the log options (`--tail`, `--since`, `--since-time`, `--timestamps`,
 //! `--limit-bytes`), `-f`, `--previous` after a restart, a rotation under `kubectl logs -f` with
-//! the rotated files kept to `containerLogMaxFiles`, and `/stats/summary` and `/metrics/resource`
-//! for a pod holding a known amount of memory, held against the CRI's own numbers.
+//! the rotated files kept to `containerLogMaxFiles`, and `/stats/summary`, `/metrics/resource` and
+//! `/metrics/cadvisor` for a pod holding a known amount of memory, held against the CRI's own
+//! numbers and the cgroup files.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
@@ -86,6 +87,9 @@ spec:
     )
 }
 
+/// The hog's memory limit, in bytes, which its cgroup and `/metrics/cadvisor` must both show.
+const HOG_LIMIT: u64 = 200 << 20;
+
 const CRASH_VOLUME: &str = "    volumeMounts: [{name: d, mountPath: /d}]
   volumes: [{name: d, emptyDir: {}}]
 ";
@@ -131,7 +135,7 @@ fn kubectl_logs_and_resource_stats_through_the_api_server() {
     c.apply(&pod(
         "hog",
         "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 && echo filled && exec sleep 3600",
-        "",
+        &format!("    resources: {{limits: {{memory: {HOG_LIMIT}}}}}\n"),
     ));
 
     // The log options, on a log that no longer changes.
@@ -371,6 +375,142 @@ fn check_stats(c: &mut PodCluster) {
         "{own}"
     );
     assert!(own.contains("process_resident_memory_bytes "), "{own}");
+
+    check_cadvisor(c, &raw(c, "/metrics/cadvisor"));
+}
+
+/// The series of `name` whose labels include every one of `want`: its labels and value.
+fn series(text: &str, name: &str, want: &[(&str, &str)]) -> (Vec<(String, String)>, f64) {
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").unwrap();
+        let labels: Vec<(String, String)> = labels
+            .split("\",")
+            .map(|kv| {
+                let (k, v) = kv.split_once("=\"").unwrap();
+                (k.to_string(), v.trim_end_matches('"').to_string())
+            })
+            .collect();
+        if want
+            .iter()
+            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        {
+            return (labels, value.split(' ').next().unwrap().parse().unwrap());
+        }
+    }
+    panic!("no {name} with {want:?} in\n{text}")
+}
+
+fn label<'a>(labels: &'a [(String, String)], k: &str) -> &'a str {
+    &labels.iter().find(|(lk, _)| lk == k).unwrap().1
+}
+
+/// A number in a cgroup v1 file (`file`), or a `key value` line of it when `key` is given.
+fn cgroup_number(controller: &str, id: &str, file: &str, key: Option<&str>) -> u64 {
+    let path = format!("/sys/fs/cgroup/{controller}{id}/{file}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let value = match key {
+        None => text.trim(),
+        Some(k) => text
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{k} in {path}")),
+    };
+    value.parse().unwrap()
+}
+
+/// `/metrics/cadvisor` for the hog, its cgroup named by the `id` label and held against the
+/// cgroup files; the `name` label is the container's id, the pod its own series with its network.
+fn check_cadvisor(c: &PodCluster, text: &str) {
+    let ns = c.ns.as_str();
+    let hog = [("namespace", ns), ("pod", "hog"), ("container", "main")];
+    let (labels, ws) = series(text, "container_memory_working_set_bytes", &hog);
+    let id = label(&labels, "id").to_string();
+    assert_eq!(label(&labels, "image"), BUSYBOX, "{labels:?}");
+    let status = c.cp.kubectl_ok(&[
+        "get",
+        "pod",
+        "hog",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.status.containerStatuses[0].containerID}",
+    ]);
+    let (_, cid) = status.split_once("://").unwrap();
+    assert_eq!(label(&labels, "name"), cid, "{labels:?}");
+    assert!(id.ends_with(&format!("/{cid}")), "{id}");
+
+    let usage = cgroup_number("memory", &id, "memory.usage_in_bytes", None);
+    let inactive = cgroup_number("memory", &id, "memory.stat", Some("total_inactive_file"));
+    let cgroup_ws = usage.saturating_sub(inactive);
+    assert!(ws as u64 >= 48 << 20, "working set {ws}");
+    assert!(
+        (ws - cgroup_ws as f64).abs() < (4 << 20) as f64,
+        "cadvisor {ws} vs cgroup {cgroup_ws}"
+    );
+    let (_, used) = series(text, "container_memory_usage_bytes", &hog);
+    assert!(
+        (used - usage as f64).abs() < (4 << 20) as f64,
+        "cadvisor {used} vs cgroup {usage}"
+    );
+    let (_, limit) = series(text, "container_spec_memory_limit_bytes", &hog);
+    assert_eq!(limit as u64, HOG_LIMIT);
+    assert_eq!(
+        cgroup_number("memory", &id, "memory.limit_in_bytes", None),
+        HOG_LIMIT
+    );
+    let (_, rss) = series(text, "container_memory_rss", &hog);
+    assert!(rss <= used, "rss {rss} over usage {used}");
+
+    let (cpu_labels, cpu) = series(text, "container_cpu_usage_seconds_total", &hog);
+    assert_eq!(label(&cpu_labels, "cpu"), "total");
+    let cgroup_cpu = cgroup_number("cpuacct", &id, "cpuacct.usage", None) as f64 / 1e9;
+    assert!(
+        cpu > 0.0 && cpu <= cgroup_cpu + 1e-6,
+        "cadvisor {cpu} vs cgroup {cgroup_cpu}"
+    );
+    assert!(
+        cgroup_cpu - cpu < 0.5,
+        "cadvisor {cpu} vs cgroup {cgroup_cpu}"
+    );
+    let (_, start) = series(text, "container_start_time_seconds", &hog);
+    assert!(start > 1.7e9, "{start}");
+    let (fs_labels, fs) = series(text, "container_fs_usage_bytes", &hog);
+    assert!(
+        fs >= 0.0 && !label(&fs_labels, "device").is_empty(),
+        "{fs_labels:?}"
+    );
+
+    let pod = [("namespace", ns), ("pod", "hog"), ("container", "")];
+    let (pod_labels, pod_ws) = series(text, "container_memory_working_set_bytes", &pod);
+    let pod_id = label(&pod_labels, "id");
+    assert!(id.starts_with(&format!("{pod_id}/")), "{pod_id} holds {id}");
+    let pod_usage = cgroup_number("memory", pod_id, "memory.usage_in_bytes", None);
+    assert!(
+        pod_ws >= ws && pod_ws <= pod_usage as f64 + (4 << 20) as f64,
+        "pod {pod_ws}, cgroup {pod_usage}"
+    );
+    let eth0 = [("namespace", ns), ("pod", "hog"), ("interface", "eth0")];
+    let (_, rx) = series(text, "container_network_receive_bytes_total", &eth0);
+    assert!(rx >= 0.0);
+    series(text, "container_network_transmit_bytes_total", &eth0);
+
+    let (_, root_cpu) = series(text, "container_cpu_usage_seconds_total", &[("id", "/")]);
+    assert!(root_cpu >= cpu);
+    assert_eq!(series_plain(text, "container_scrape_error"), 0.0);
+    assert!(series_plain(text, "machine_cpu_cores") >= 1.0);
+}
+
+/// The value of an unlabelled series.
+fn series_plain(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{name} in\n{text}"));
+    line[prefix.len()..].parse().unwrap()
 }
 
 /// The working set the CRI reports for the container of pod `name`.

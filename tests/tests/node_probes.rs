@@ -1,7 +1,8 @@
 //! skiffd runs kubelet's probes, lifecycle hooks and events: readiness that a Service's
 //! EndpointSlice follows, liveness failures that restart containers, startup probes that hold the
-//! others back, httpGet and tcpSocket probes, preStop before SIGTERM on deletion, a failing
-//! postStart, and events aggregated as `kubectl describe` shows them. Against a real control plane,
+//! others back, httpGet (HTTP and HTTPS), tcpSocket and gRPC probes against a real gRPC health
+//! server, exec and httpGet hooks with preStop before SIGTERM on deletion, a failing postStart,
+//! and events aggregated as `kubectl describe` shows them. Against a real control plane,
 //! joined by `kubeadm join`.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use skiff_tests::cri::BUSYBOX;
 use skiff_tests::k8s::pod_cluster::PodCluster;
+use skiff_tests::probe_image::{push_probe_server, PROBE_SERVER};
 
 /// A pod of one busybox container `main` running `script`, with `extra` YAML lines in the
 /// container (indented by four spaces) and `grace` as its termination grace period.
@@ -131,6 +133,44 @@ fn event_count(c: &PodCluster, object: &str, reason: &str, text: &str, n: i64) -
 }
 
 const SLEEP: &str = "exec sleep 3600";
+
+/// A pod running `probe-server` as container `main`, with `extra` YAML lines in the container.
+fn server_pod(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {PROBE_SERVER}
+    imagePullPolicy: IfNotPresent
+    command: [/probe-server]
+{extra}"
+    )
+}
+
+/// The gRPC server's pod: readiness and liveness by gRPC health checks of two services, each
+/// failing while its `/tmp/down-<service>` exists.
+const GRPC_PROBES: &str = "    readinessProbe:
+      grpc: {port: 9090, service: ready}
+      periodSeconds: 1
+      failureThreshold: 1
+    livenessProbe:
+      grpc: {port: 9090, service: live}
+      periodSeconds: 1
+      failureThreshold: 1
+";
+
+/// Readiness by `GET /ready` over HTTPS to a self-signed certificate, which kubelet accepts.
+const HTTPS_PROBE: &str = "    readinessProbe:
+      httpGet: {scheme: HTTPS, port: 8443, path: /ready}
+      periodSeconds: 1
+      failureThreshold: 1
+";
 
 #[test]
 fn probes_drive_readiness_endpoints_and_restarts() {
@@ -345,7 +385,13 @@ spec:
 
 #[test]
 fn hooks_run_around_the_containers_life() {
-    let mut c = PodCluster::start("hooks");
+    let mut c = PodCluster::builder("hooks")
+        .before_join(|reg, dir| {
+            push_probe_server(reg, env!("CARGO_BIN_EXE_probe-server").as_ref(), dir)
+        })
+        .start();
+    c.apply(&server_pod("grpc", GRPC_PROBES));
+    c.apply(&server_pod("https", HTTPS_PROBE));
     c.apply(&pod(
         "stopper",
         10,
@@ -474,7 +520,121 @@ fn hooks_run_around_the_containers_life() {
         .events("stopper")
         .iter()
         .all(|e| e["reason"] != "FailedPreStopHook"));
+
+    grpc_probes(&mut c);
+    https_probe_and_http_hooks(&mut c);
     c.node.skiffd.assert_running();
+}
+
+/// Readiness follows a gRPC health check; a failing gRPC liveness check restarts the container.
+fn grpc_probes(c: &mut PodCluster) {
+    let t = Duration::from_secs(30);
+    c.until_pod("grpc", "ready", Duration::from_secs(120), |p| {
+        ready(p).filter(|r| *r)
+    });
+    c.exec_ok("grpc", "main", &["touch", "/tmp/down-ready"]);
+    c.until_pod("grpc", "unready", t, |p| ready(p).filter(|r| !*r));
+    event(
+        c,
+        "grpc",
+        "Unhealthy",
+        "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+        t,
+    );
+    c.exec_ok("grpc", "main", &["rm", "/tmp/down-ready"]);
+    c.until_pod("grpc", "ready again", t, |p| ready(p).filter(|r| *r));
+    assert_eq!(restarts(&c.pod("grpc").unwrap(), "main"), 0);
+
+    c.exec_ok("grpc", "main", &["touch", "/tmp/down-live"]);
+    event(
+        c,
+        "grpc",
+        "Unhealthy",
+        "Liveness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+        t,
+    );
+    event(
+        c,
+        "grpc",
+        "Killing",
+        "failed liveness probe, will be restarted",
+        t,
+    );
+    // The new container has a fresh /tmp: it serves, and is ready again.
+    c.until_pod(
+        "grpc",
+        "restarted and ready",
+        Duration::from_secs(60),
+        |p| {
+            (restarts(p, "main") >= 1)
+                .then_some(())
+                .and(ready(p).filter(|r| *r))
+        },
+    );
+}
+
+/// An HTTPS readiness probe to a self-signed server; httpGet postStart and preStop hooks to a
+/// server in another pod, preStop seen by the container before its SIGTERM.
+fn https_probe_and_http_hooks(c: &mut PodCluster) {
+    let t = Duration::from_secs(30);
+    let server = c.until_pod("https", "ready", Duration::from_secs(120), |p| {
+        ready(p).filter(|r| *r).map(|_| p.clone())
+    });
+    let ip = server["status"]["podIP"].as_str().unwrap().to_string();
+    let hooks = format!(
+        "    lifecycle:
+      postStart: {{httpGet: {{host: {ip}, port: 8080, path: /poststart}}}}
+      preStop: {{httpGet: {{host: {ip}, port: 8080, path: /prestop}}}}
+"
+    );
+    let script = format!(
+        "trap \"echo term hits=\\$(wget -qO- http://{ip}:8080/hits); exit 0\" TERM; echo up; while true; do sleep 0.2; done"
+    );
+    c.apply(&pod("hooked", 10, &script, &hooks));
+    c.until_pod("hooked", "running", Duration::from_secs(60), |p| {
+        running(p, "main").then_some(())
+    });
+    let served = c.kubectl_ok(&["logs", "https"]);
+    assert!(served.contains("https GET /ready\n"), "{served}");
+    assert!(served.contains("http GET /poststart\n"), "{served}");
+
+    c.kubectl_ok(&["delete", "pod", "hooked", "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = String::new();
+    while c.pod("hooked").is_some() {
+        for f in c.log_files("hooked", "main") {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                if text.len() > seen.len() {
+                    seen = text;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "hooked not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let term = seen
+        .lines()
+        .find_map(|l| l.split_once("term hits=").map(|(_, h)| h.to_string()))
+        .unwrap_or_else(|| panic!("no SIGTERM seen by hooked:\n{seen}"));
+    assert!(
+        term.contains("/poststart") && term.contains("/prestop"),
+        "preStop had not reached the server before SIGTERM: {term}"
+    );
+    assert!(c
+        .events("hooked")
+        .iter()
+        .all(|e| e["reason"] != "FailedPreStopHook" && e["reason"] != "FailedPostStartHook"));
+
+    // The HTTPS probe judges the answer: a 500 makes the pod unready.
+    c.exec_ok("https", "main", &["touch", "/tmp/down-http"]);
+    c.until_pod("https", "unready", t, |p| ready(p).filter(|r| !*r));
+    event(
+        c,
+        "https",
+        "Unhealthy",
+        "HTTP probe failed with statuscode: 500",
+        t,
+    );
 }
 
 /// skiffd's CPU time (user + system, its own and its waited-for children's) in seconds.

@@ -24,7 +24,8 @@
 //! | `/portForward/{ns}/{pod}[/{uid}]`             | GET, POST  | [`streaming`]    |
 //! | `/containerLogs/{ns}/{pod}/{container}`       | GET        | [`container_logs`] |
 //! | `/stats/summary`                              | GET        | [`stats`]        |
-//! | `/metrics/resource`, `/metrics`               | GET        | [`stats`]        |
+//! | `/metrics/resource`, `/metrics/cadvisor`, `/metrics` | GET | [`stats`]        |
+//! | `/spec/`                                      | GET        | [`spec`]         |
 //!
 //! A new endpoint group is a module here with an `Endpoint` variant, a line in
 //! [`routes::route`] and one in [`routes::serve`]; its authorization follows from its path
@@ -43,6 +44,7 @@ pub mod reply;
 pub mod routes;
 pub mod server;
 pub mod serving;
+pub mod spec;
 pub mod stats;
 pub mod streaming;
 pub mod tls;

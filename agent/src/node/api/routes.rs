@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use super::context::Api;
 use super::reply::{self, Reply};
 use super::streaming::{self, Kind};
-use super::{configz, container_logs, health, pods, stats};
+use super::{configz, container_logs, health, pods, spec, stats};
 
 /// What a path names; the path segments after the endpoint's own go with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum Endpoint {
     MetricsCadvisor,
     /// `/metrics`
     Metrics,
+    /// `/spec/`
+    Spec,
 }
 
 impl Endpoint {
@@ -63,6 +65,7 @@ pub fn route(path: &str) -> Option<(Endpoint, Vec<&str>)> {
         "metrics" if rest == ["resource"] => Endpoint::MetricsResource,
         "metrics" if rest == ["cadvisor"] => Endpoint::MetricsCadvisor,
         "metrics" if rest.is_empty() => Endpoint::Metrics,
+        "spec" if bare => Endpoint::Spec,
         _ => return None,
     };
     Some((e, rest))
@@ -88,6 +91,7 @@ pub async fn serve(api: &Api, req: Request<Incoming>) -> Reply {
         Endpoint::MetricsResource => stats::resource(api).await,
         Endpoint::MetricsCadvisor => stats::cadvisor(api).await,
         Endpoint::Metrics => stats::agent(api).await,
+        Endpoint::Spec => spec::serve(&api.ctx.machine),
     }
 }
 
@@ -125,6 +129,8 @@ mod tests {
         );
         assert_eq!(route("/metrics").unwrap().0, Endpoint::Metrics);
         assert!(route("/metrics/nothing").is_none());
+        assert_eq!(route("/spec/").unwrap().0, Endpoint::Spec);
+        assert_eq!(route("/spec").unwrap().0, Endpoint::Spec);
         assert!(route("/").is_none());
         assert!(route("/nothing").is_none());
     }
