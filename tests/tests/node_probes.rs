@@ -158,17 +158,21 @@ spec:
 const GRPC_PROBES: &str = "    readinessProbe:
       grpc: {port: 9090, service: ready}
       periodSeconds: 1
+      timeoutSeconds: 5
       failureThreshold: 1
     livenessProbe:
       grpc: {port: 9090, service: live}
+      initialDelaySeconds: 2
       periodSeconds: 1
-      failureThreshold: 1
+      timeoutSeconds: 5
+      failureThreshold: 2
 ";
 
 /// Readiness by `GET /ready` over HTTPS to a self-signed certificate, which kubelet accepts.
 const HTTPS_PROBE: &str = "    readinessProbe:
       httpGet: {scheme: HTTPS, port: 8443, path: /ready}
       periodSeconds: 1
+      timeoutSeconds: 5
       failureThreshold: 1
 ";
 
@@ -543,7 +547,17 @@ fn grpc_probes(c: &mut PodCluster) {
     );
     c.exec_ok("grpc", "main", &["rm", "/tmp/down-ready"]);
     c.until_pod("grpc", "ready again", t, |p| ready(p).filter(|r| *r));
-    assert_eq!(restarts(&c.pod("grpc").unwrap(), "main"), 0);
+    let p = c.pod("grpc").unwrap();
+    assert_eq!(
+        restarts(&p, "main"),
+        0,
+        "{:#}\n{:#?}",
+        p["status"],
+        c.events("grpc")
+            .iter()
+            .map(|e| format!("{} {} x{}", e["reason"], e["message"], e["count"]))
+            .collect::<Vec<_>>()
+    );
 
     c.exec_ok("grpc", "main", &["touch", "/tmp/down-live"]);
     event(
