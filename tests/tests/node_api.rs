@@ -188,6 +188,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/stats/summary"),
     ("GET", "/metrics"),
     ("GET", "/metrics/resource"),
+    ("GET", "/metrics/cadvisor"),
+    ("GET", "/spec/"),
 ];
 
 /// The admin's `kubectl` on `transport`, at most `LIMIT`; `input` on its stdin.

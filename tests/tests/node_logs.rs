@@ -3,7 +3,7 @@
 //! `--limit-bytes`), `-f`, `--previous` after a restart, a rotation under `kubectl logs -f` with
 //! the rotated files kept to `containerLogMaxFiles`, and `/stats/summary`, `/metrics/resource` and
 //! `/metrics/cadvisor` for a pod holding a known amount of memory, held against the CRI's own
-//! numbers and the cgroup files.
+//! numbers and the cgroup files, and `/spec/` against the machine.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
@@ -377,6 +377,21 @@ fn check_stats(c: &mut PodCluster) {
     assert!(own.contains("process_resident_memory_bytes "), "{own}");
 
     check_cadvisor(c, &raw(c, "/metrics/cadvisor"));
+
+    let spec: Value = serde_json::from_str(&raw(c, "/spec/")).unwrap();
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix(" kB"))
+        .map(|kib| kib.trim().parse::<u64>().unwrap() * 1024)
+        .unwrap();
+    assert_eq!(spec["memory_capacity"], mem_total, "{spec}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(spec["num_cores"], cores, "{spec}");
+    assert!(spec["num_sockets"].as_u64().unwrap() >= 1, "{spec}");
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(spec["boot_id"], boot_id.trim(), "{spec}");
 }
 
 /// The series of `name` whose labels include every one of `want`: its labels and value.
