@@ -89,6 +89,7 @@ pub fn services(c: &Cluster) {
     answers_become("NodePort after scaling down", &one, || {
         ask_node(a, &np_url(a))
     });
+    local_needs_a_local_endpoint(c);
     host_port(c);
 }
 
@@ -181,6 +182,29 @@ fn traffic_policy(c: &Cluster, np: u64) {
         !via_cluster.contains(&format!(":{outside}]")) && via_cluster.contains('.'),
         "Cluster policy masquerades the client {outside}: {via_cluster}"
     );
+}
+
+/// With one replica left, the Local NodePort answers on its node only: the other node has no
+/// endpoint of its own to send the client to.
+fn local_needs_a_local_endpoint(c: &Cluster) {
+    let local = node_port(c, "web-local");
+    let web = get(c, &["pods", "-l", "app=web"]).expect("the web pods");
+    let nodes: BTreeSet<&str> = web["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    for n in [&c.a, &c.b] {
+        let url = format!("http://{}:{local}/", n.ip);
+        let has_web = nodes.contains(n.joined.name.as_str());
+        wait_for(
+            &format!("Local NodePort of {} answering: {has_web}", n.joined.name),
+            Duration::from_secs(60),
+            || (curl(c.lan.ns.exec("curl"), &url).is_some() == has_web).then_some(()),
+        );
+    }
 }
 
 /// A container's hostPort reaches it on its node's address, through skiff-bridge's portMappings:
