@@ -232,7 +232,7 @@ impl Flags {
             "skiffd-config" => self.skiffd_config = path(),
             "container-runtime-endpoint" => self.container_runtime_endpoint = Some(value.into()),
             "pod-infra-container-image" => self.pod_infra_container_image = Some(value.into()),
-            "node-ip" => self.node_ip = parse_ips(value).map_err(invalid)?,
+            "node-ip" => self.node_ip = parse_node_ips(value).map_err(invalid)?,
             "hostname-override" => self.hostname_override = Some(value.into()),
             "node-labels" => self.node_labels = parse_labels(value).map_err(invalid)?,
             "register-with-taints" => {
@@ -342,6 +342,18 @@ fn parse_ips(v: &str) -> Result<Vec<IpAddr>, String> {
                 .map_err(|_| format!("{s:?} is not an IP address"))
         })
         .collect()
+}
+
+/// One address, or one of each family (a dual-stack node), as the kubelet takes them.
+fn parse_node_ips(v: &str) -> Result<Vec<IpAddr>, String> {
+    let ips = parse_ips(v)?;
+    match &ips[..] {
+        [_, _, _, ..] => Err("at most two addresses, one of each family".into()),
+        [a, b] if a.is_ipv4() == b.is_ipv4() => {
+            Err("two addresses must be one IPv4 and one IPv6 address".into())
+        }
+        _ => Ok(ips),
+    }
 }
 
 /// `key=value,key2=value2`, each key and value checked as the API server would.
@@ -533,6 +545,10 @@ mod tests {
         assert!(e.to_string().contains("--max-pods"), "{e}");
         let e = Flags::parse(["--node-ip=not-an-ip"]).unwrap_err();
         assert!(e.to_string().contains("--node-ip"), "{e}");
+        let e = Flags::parse(["--node-ip=10.0.0.1,10.0.0.2"]).unwrap_err();
+        assert!(e.to_string().contains("one IPv4 and one IPv6"), "{e}");
+        let f = Flags::parse(["--node-ip=10.0.0.1,fd00::1"]).unwrap();
+        assert_eq!(f.node_ip.len(), 2);
         let e = Flags::parse(["--register-with-taints=a=b:Sometimes"]).unwrap_err();
         assert!(e.to_string().contains("unknown effect"), "{e}");
         let e = Flags::parse(["--node-labels=-bad=x"]).unwrap_err();

@@ -284,6 +284,16 @@ fn comparable(st: &NodeStatus) -> serde_json::Value {
     serde_json::to_value(st).unwrap_or_default()
 }
 
+/// A strategic merge patch of the status. Addresses merge by `type`, so two InternalIPs (a
+/// dual-stack node) would collide: the list replaces the stored one instead.
+fn status_patch(status: &NodeStatus) -> serde_json::Value {
+    let mut patch = serde_json::json!({ "status": status });
+    if let Some(list) = patch["status"]["addresses"].as_array_mut() {
+        list.insert(0, serde_json::json!({ "$patch": "replace" }));
+    }
+    patch
+}
+
 /// Posts the status for as long as skiffd runs.
 pub async fn run(ctx: Arc<NodeContext>, registered: Node, clients: watch::Receiver<kube::Client>) {
     let s = &ctx.settings;
@@ -302,7 +312,7 @@ pub async fn run(ctx: Arc<NodeContext>, registered: Node, clients: watch::Receiv
         previous = status.conditions.clone().unwrap_or_default();
         if due {
             let api: Api<Node> = Api::all(clients.borrow().clone());
-            let patch = serde_json::json!({ "status": status });
+            let patch = status_patch(&status);
             match api
                 .patch_status(
                     &s.node_name,
@@ -340,6 +350,22 @@ fn log_ready(status: &NodeStatus, first: bool) {
 mod tests {
     use super::*;
     use cri_api::v1::RuntimeCondition;
+
+    #[test]
+    fn addresses_replace_the_stored_list() {
+        let ip = |a: &str| NodeAddress {
+            type_: "InternalIP".into(),
+            address: a.into(),
+        };
+        let st = NodeStatus {
+            addresses: Some(vec![ip("10.0.0.1"), ip("fd00::1")]),
+            ..Default::default()
+        };
+        let p = status_patch(&st);
+        let list = p["status"]["addresses"].as_array().unwrap();
+        assert_eq!(list[0], serde_json::json!({ "$patch": "replace" }));
+        assert_eq!(list[2]["address"], "fd00::1");
+    }
 
     fn rc(t: &str, ok: bool) -> RuntimeCondition {
         RuntimeCondition {

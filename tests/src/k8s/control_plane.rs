@@ -27,6 +27,10 @@ pub const TOKEN: &str = "skifft.0123456789abcdef";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// Handed out per node by the controller-manager; pods get their addresses from the node's CNI config.
 pub const POD_CIDR: &str = "10.244.0.0/16";
+/// The IPv6 service range of a dual-stack instance ([`ControlPlane::start_dual_stack`]).
+pub const SERVICE_CIDR6: &str = "fd00:10:96::/112";
+/// The IPv6 pod range of a dual-stack instance, a /64 per node.
+pub const POD_CIDR6: &str = "fd00:10:244::/56";
 const READY_WITHIN: Duration = Duration::from_secs(90);
 const ROOT: &str = "/var/tmp/skiff-test/k8s";
 
@@ -49,6 +53,8 @@ pub struct ControlPlane {
     pub port: u16,
     /// etcd's client port on 127.0.0.1.
     pub etcd_port: u16,
+    /// Service and pod ranges of both families (IPv4 first).
+    pub dual_stack: bool,
     daemons: Vec<Daemon>,
     _addr: LoopbackAddr,
 }
@@ -56,6 +62,15 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// A running control plane whose apiserver is ready and which `kubeadm join` can join.
     pub fn start() -> ControlPlane {
+        ControlPlane::start_with(false)
+    }
+
+    /// As [`ControlPlane::start`], with IPv4 and IPv6 service and pod ranges.
+    pub fn start_dual_stack() -> ControlPlane {
+        ControlPlane::start_with(true)
+    }
+
+    fn start_with(dual_stack: bool) -> ControlPlane {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         stale::sweep(Path::new(ROOT), |dir, _| {
@@ -76,6 +91,7 @@ impl ControlPlane {
             ip: addr.ip,
             port,
             etcd_port: free_port(Ipv4Addr::LOCALHOST),
+            dual_stack,
             daemons: Vec::new(),
             _addr: addr,
         };
@@ -90,6 +106,22 @@ impl ControlPlane {
         cp.upload_kubelet_config();
         cp.init_phase(&["bootstrap-token"]);
         cp
+    }
+
+    /// `--service-cluster-ip-range`: one range per family.
+    pub fn service_cidrs(&self) -> String {
+        match self.dual_stack {
+            true => format!("{SERVICE_CIDR},{SERVICE_CIDR6}"),
+            false => SERVICE_CIDR.into(),
+        }
+    }
+
+    /// `--cluster-cidr`: one range per family.
+    pub fn pod_cidrs(&self) -> String {
+        match self.dual_stack {
+            true => format!("{POD_CIDR},{POD_CIDR6}"),
+            false => POD_CIDR.into(),
+        }
     }
 
     /// `ip:port` of the apiserver, as `kubeadm join` takes it.
@@ -305,7 +337,7 @@ etcd:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", pki("sa.pub")),
             format!("--service-account-signing-key-file={}", pki("sa.key")),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={}", self.service_cidrs()),
             FEATURE_GATES.into(),
         ]);
         Daemon::spawn("kube-apiserver", &mut c, &self.dir)
@@ -326,10 +358,16 @@ etcd:
             format!("--service-account-private-key-file={}", pki("sa.key")),
             "--use-service-account-credentials=true".into(),
             "--allocate-node-cidrs=true".into(),
-            format!("--cluster-cidr={POD_CIDR}"),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--cluster-cidr={}", self.pod_cidrs()),
+            format!("--service-cluster-ip-range={}", self.service_cidrs()),
             FEATURE_GATES.into(),
         ]);
+        if self.dual_stack {
+            c.args([
+                "--node-cidr-mask-size-ipv4=24",
+                "--node-cidr-mask-size-ipv6=64",
+            ]);
+        }
         Daemon::spawn("kube-controller-manager", &mut c, &self.dir)
     }
 

@@ -12,16 +12,20 @@
 //! taken); nodes are `sknet<k>n<i>` at 10.227.<k>.<10+i>/25, the lan's bridge is 10.227.<k>.1 (an
 //! address "outside the cluster" for pods), the host end 10.227.<k>.129/30. Dropping a lan deletes
 //! its namespaces and with them every veth; what a killed test left is swept by the next one.
+//!
+//! A dual-stack lan ([`Lan::create_dual_stack`]) adds fd00:227:<k>::/64 on the same segment: the
+//! bridge is fd00:227:<k>::1, node `i` fd00:227:<k>::<10+i>; no IPv6 route leads to the host, and
+//! the IPv6 pod and service ranges go into the sinks too.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::control_plane::{POD_CIDR, SERVICE_CIDR};
+use super::control_plane::{POD_CIDR, POD_CIDR6, SERVICE_CIDR, SERVICE_CIDR6};
 use super::skiff_node::{self, Joined, NodeDir};
 use super::{stale, ControlPlane, Daemon};
 
@@ -113,6 +117,13 @@ impl Netns {
             self.ip(&["route", "add", range, "dev", "sink0"]);
         }
     }
+
+    /// The IPv6 pod and service ranges into the sink as well.
+    fn sink6(&self) {
+        for range in [POD_CIDR6, SERVICE_CIDR6] {
+            self.ip(&["-6", "route", "add", range, "dev", "sink0"]);
+        }
+    }
 }
 
 impl Drop for Netns {
@@ -129,12 +140,23 @@ pub struct Lan {
     pub ns: Netns,
     /// The bridge's address: on the lan, outside the cluster.
     pub gateway: Ipv4Addr,
+    /// The bridge's IPv6 address, on a dual-stack lan.
+    pub gateway6: Option<Ipv6Addr>,
     dir: PathBuf,
 }
 
 impl Lan {
     /// A lan from which `cp`'s apiserver is reachable.
     pub fn create(cp: &ControlPlane) -> Lan {
+        Lan::create_with(cp, false)
+    }
+
+    /// A lan whose segment and nodes have IPv6 addresses too.
+    pub fn create_dual_stack(cp: &ControlPlane) -> Lan {
+        Lan::create_with(cp, true)
+    }
+
+    fn create_with(cp: &ControlPlane, ipv6: bool) -> Lan {
         sweep();
         let seed = std::process::id() as usize;
         let (k, ns) = (0..250usize)
@@ -150,9 +172,15 @@ impl Lan {
             k,
             ns,
             gateway: Ipv4Addr::new(10, 227, k, 1),
+            gateway6: ipv6.then(|| lan_ip6(k, 1)),
             dir,
         };
         lan.wire(cp);
+        if let Some(gw) = lan.gateway6 {
+            lan.ns
+                .ip(&["addr", "add", &format!("{gw}/64"), "dev", "br0", "nodad"]);
+            lan.ns.sink6();
+        }
         lan
     }
 
@@ -194,6 +222,11 @@ impl Lan {
         Ipv4Addr::new(10, 227, self.k, 10 + i)
     }
 
+    /// The IPv6 InternalIP of node `i`, on a dual-stack lan.
+    pub fn node_ip6(&self, i: u8) -> Option<Ipv6Addr> {
+        self.gateway6.map(|_| lan_ip6(self.k, 10 + u16::from(i)))
+    }
+
     /// Node `i`'s namespace on this lan: a veth into the bridge, its address, a default route via the
     /// lan, the sink.
     pub fn node(&self, i: u8) -> Netns {
@@ -213,6 +246,10 @@ impl Lan {
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "default", "via", &self.gateway.to_string()]);
         ns.sink();
+        if let Some(ip6) = self.node_ip6(i) {
+            ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+            ns.sink6();
+        }
         ns
     }
 
@@ -238,7 +275,11 @@ impl Lan {
     /// A listener at the lan's gateway address; each connection is answered with `ok` and its peer's
     /// address sent on the returned channel.
     pub fn listen(&self) -> (SocketAddr, std::sync::mpsc::Receiver<SocketAddr>) {
-        let gw = self.gateway;
+        self.listen_at(self.gateway.into())
+    }
+
+    /// As [`Lan::listen`], at `gw`, an address of the lan's bridge.
+    pub fn listen_at(&self, gw: IpAddr) -> (SocketAddr, std::sync::mpsc::Receiver<SocketAddr>) {
         let listener = self
             .ns
             .run(move || TcpListener::bind((gw, 0)).expect("bind on the lan"));
@@ -257,6 +298,11 @@ impl Lan {
         });
         (addr, rx)
     }
+}
+
+/// fd00:227:<k>::<host>.
+fn lan_ip6(k: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x227, u16::from(k), 0, 0, 0, 0, host)
 }
 
 fn splice(a: TcpStream, b: TcpStream) {
@@ -332,11 +378,14 @@ pub struct NetnsNode {
     pub joined: Joined,
     pub ns: Netns,
     pub ip: Ipv4Addr,
+    /// The IPv6 InternalIP, on a dual-stack lan.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// Joins node `i` of `lan` to `cp` as `name`: its own namespace, directories and CNI conf dir (with
-/// no network config: skiffd writes its own once the node has a pod CIDR), images pulled through
-/// `registry` (an address on the lan, see [`Lan::forward`]).
+/// no network config: skiffd writes its own once the node has a pod CIDR), images of
+/// `registry.skiff.test` and `registry.k8s.io` pulled through `registry` (an address on the lan, see
+/// [`Lan::forward`]). On a dual-stack lan the node's `--node-ip` names both of its addresses.
 pub fn join(
     cp: &ControlPlane,
     lan: &Lan,
@@ -348,14 +397,38 @@ pub fn join(
     let ns = lan.node(i);
     let node = NodeDir::with_registry(registry);
     let _ = std::fs::remove_file(node.dir.join("net.d/10-pods.conflist"));
+    if let Some(r) = registry {
+        mirror_cluster_images(&node, r);
+    }
     let ip = lan.node_ip(i);
     let spawn = |n: &NodeDir, args: &[String]| -> Daemon {
         let mut c = n.kubelet(args);
         ns.enter_on_exec(&mut c);
         Daemon::spawn("skiffd", &mut c, &n.dir)
     };
-    let joined = skiff_node::join_with(cp, node, name, &[], config_extra, ip.into(), &spawn);
-    NetnsNode { joined, ns, ip }
+    let ip6 = lan.node_ip6(i);
+    let extra: Vec<String> = ip6
+        .map(|v6| format!("--node-ip={ip},{v6}"))
+        .into_iter()
+        .collect();
+    let joined = skiff_node::join_with(cp, node, name, &extra, config_extra, ip.into(), &spawn);
+    NetnsNode {
+        joined,
+        ns,
+        ip,
+        ip6,
+    }
+}
+
+/// Pulls of `registry.k8s.io/…` (kubeadm's kube-proxy, say) go to `registry` too, where
+/// `scripts/cluster-images` pushes the cluster's own images.
+fn mirror_cluster_images(node: &NodeDir, registry: &str) {
+    let file = node.dir.join("registries.toml");
+    let mut text = std::fs::read_to_string(&file).expect("the node's registries file");
+    text.push_str(&format!(
+        "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://{registry}\"]\n"
+    ));
+    std::fs::write(&file, text).expect("write the node's registries file");
 }
 
 impl NetnsNode {
@@ -367,6 +440,11 @@ impl NetnsNode {
     /// `ip route show` in the node's namespace.
     pub fn routes(&self) -> String {
         self.ns.ip(&["route", "show"])
+    }
+
+    /// `ip -6 route show` in the node's namespace.
+    pub fn routes6(&self) -> String {
+        self.ns.ip(&["-6", "route", "show"])
     }
 }
 

@@ -65,6 +65,11 @@ pub fn plan(me: &str, nodes: &[Node]) -> Plan {
         cluster: Vec::new(),
         problems: Vec::new(),
     };
+    let mine = nodes
+        .iter()
+        .find(|n| name(n) == me)
+        .map(internal_ips)
+        .unwrap_or_default();
     for n in nodes {
         let cidrs = pod_cidrs(n);
         if let Ok(c) = &cidrs {
@@ -81,7 +86,27 @@ pub fn plan(me: &str, nodes: &[Node]) -> Plan {
     }
     p.cluster.sort_by_key(|c| c.to_string());
     p.cluster.dedup();
+    if !mine.is_empty() {
+        for v4 in [true, false] {
+            spare_family(&mine, v4, &mut p);
+        }
+    }
     p
+}
+
+/// Routes of a family this node has no InternalIP of lead nowhere: they go, said once.
+fn spare_family(mine: &[IpAddr], v4: bool, p: &mut Plan) {
+    if mine.iter().any(|ip| ip.is_ipv4() == v4) {
+        return;
+    }
+    let before = p.routes.len();
+    p.routes.retain(|r| r.dst.is_ipv4() != v4);
+    if p.routes.len() < before {
+        let family = if v4 { "IPv4" } else { "IPv6" };
+        p.problems.push(format!(
+            "this node has no {family} InternalIP (--node-ip): no routes to other nodes' {family} pod CIDRs"
+        ));
+    }
 }
 
 fn routes_to(n: &Node, cidrs: &[IpNet], p: &mut Plan) {
@@ -167,5 +192,23 @@ mod tests {
         assert!(p.problems[1].contains("node d has no InternalIP of the family"));
         assert!(p.problems[2].contains("\"10.244.5.0/33\" is not a CIDR"));
         assert_eq!(plan("e", &nodes).own, Ok(vec![]));
+    }
+
+    #[test]
+    fn a_node_without_ipv6_routes_only_ipv4() {
+        let nodes = [
+            node("a", &["10.244.0.0/24", "fd00::/64"], &["10.0.0.1"]),
+            node(
+                "b",
+                &["10.244.1.0/24", "fd00:0:0:1::/64"],
+                &["10.0.0.2", "fc00::2"],
+            ),
+        ];
+        let p = plan("a", &nodes);
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].gw, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+        assert!(p.problems[0].contains("this node has no IPv6 InternalIP"));
+        assert_eq!(plan("b", &nodes).routes.len(), 1);
     }
 }

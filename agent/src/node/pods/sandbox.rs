@@ -147,6 +147,17 @@ pub async fn of_pod(d: &Arc<Daemon>, uid: &str) -> Vec<cri::PodSandbox> {
     all
 }
 
+/// The pod's IPs as kubelet reports them: one of the node's primary family (its first
+/// `--node-ip`, IPv4 without one) first, then one of the other family; what does not parse goes.
+pub fn by_family(ips: &[String], v4_first: bool) -> Vec<String> {
+    let parsed: Vec<std::net::IpAddr> = ips.iter().filter_map(|i| i.parse().ok()).collect();
+    [v4_first, !v4_first]
+        .into_iter()
+        .filter_map(|v4| parsed.iter().find(|ip| ip.is_ipv4() == v4))
+        .map(|ip| ip.to_string())
+        .collect()
+}
+
 /// The sandbox's IPs, the primary first.
 pub async fn ips(d: &Arc<Daemon>, id: &str) -> Vec<String> {
     let st = sandbox::status(
@@ -164,4 +175,15 @@ pub async fn ips(d: &Arc<Daemon>, id: &str) -> Vec<String> {
         .chain(net.additional_ips.into_iter().map(|i| i.ip))
         .filter(|ip| !ip.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_ip_per_family_the_primary_first() {
+        let ips = ["fd00::5", "10.244.0.5", "10.244.0.6", "junk"].map(String::from);
+        assert_eq!(super::by_family(&ips, true), ["10.244.0.5", "fd00::5"]);
+        assert_eq!(super::by_family(&ips, false), ["fd00::5", "10.244.0.5"]);
+        assert_eq!(super::by_family(&ips[1..2], false), ["10.244.0.5"]);
+    }
 }

@@ -204,10 +204,12 @@ impl Worker {
         let host_ip = self.host_ip();
         // A pod on the node's network has the node's addresses, as kubelet reports them.
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let node_ips = &self.ctx.settings.node_ips;
         let ips = if host_network {
-            vec![host_ip.clone()]
+            node_ips.iter().map(ToString::to_string).collect()
         } else {
-            sandbox::ips(&d, &sandbox_id).await
+            let v4_first = node_ips.first().is_none_or(std::net::IpAddr::is_ipv4);
+            sandbox::by_family(&sandbox::ips(&d, &sandbox_id).await, v4_first)
         };
         if !self.finished(pod) {
             let client = self.client();
