@@ -67,8 +67,15 @@ pub struct State {
     pub waiting: HashMap<String, Waiting>,
     crash: Backoff,
     pull: Backoff,
+    /// When a container that could not be created may be tried again.
+    retry: HashMap<String, Instant>,
     noted: Throttle,
 }
+
+/// How long a container that could not be created waits before the next try: kubelet requeues
+/// a pod whose sync failed after its worker back-off (10 s), without doubling, so a fixed cause
+/// (a configMap created, a name freed) is picked up within seconds.
+const CREATE_RETRY: Duration = Duration::from_secs(10);
 
 /// Whether a start is a container's first or a restart after it exited.
 #[derive(Clone, Copy, PartialEq)]
@@ -86,11 +93,18 @@ enum Outcome {
 }
 
 impl State {
-    /// Whether `name` may be started now, else how long its back-off is. As kubelet does, a
+    /// Whether `name` may be started now, else how long it still waits. As kubelet does, a
     /// restart counts toward the crash back-off as it begins, whatever comes of it.
     fn admit(&mut self, name: &str, attempt: Attempt) -> Result<(), Duration> {
         if !self.crash.ready(name) {
             return Err(self.crash.current(name));
+        }
+        if let Some(wait) = self
+            .retry
+            .get(name)
+            .and_then(|at| at.checked_duration_since(Instant::now()))
+        {
+            return Err(wait);
         }
         if attempt == Attempt::Restart {
             self.crash.bump(name);
@@ -98,11 +112,14 @@ impl State {
         Ok(())
     }
 
-    /// After a start: a container that never got created or started is retried under the same
-    /// back-off as one that crashes, not on every sync (a restart has counted already).
+    /// After a start: a container that never got created or started is tried again after
+    /// `CREATE_RETRY`, not on every sync (a restart has counted toward the crash back-off).
     fn settle(&mut self, name: &str, attempt: Attempt, outcome: &Outcome) {
         if attempt == Attempt::First && *outcome == Outcome::Failed {
-            self.crash.bump(name);
+            self.retry
+                .insert(name.to_string(), Instant::now() + CREATE_RETRY);
+        } else {
+            self.retry.remove(name);
         }
     }
 }
@@ -696,22 +713,22 @@ mod tests {
     }
 
     #[test]
-    fn a_container_never_created_is_retried_under_the_crash_backoff() {
+    fn a_container_never_created_is_retried_every_ten_seconds() {
         let mut st = State::default();
         assert!(
             st.admit("c", Attempt::First).is_ok(),
             "the first try is at once"
         );
         st.settle("c", Attempt::First, &Outcome::Failed);
-        assert_eq!(st.admit("c", Attempt::First), Err(Duration::from_secs(10)));
-        // Back off doubles as kubelet's does, shared with the container's crash restarts.
-        st.crash
-            .entries
-            .insert("c".into(), (Instant::now(), Duration::from_secs(10)));
+        let wait = st.admit("c", Attempt::First).expect_err("retried too soon");
+        assert!(wait > Duration::from_secs(9) && wait <= CREATE_RETRY);
+        // Due again: a second failure waits the same 10 s, as kubelet's pod worker does.
+        st.retry.insert("c".into(), Instant::now());
         assert!(st.admit("c", Attempt::First).is_ok());
         st.settle("c", Attempt::First, &Outcome::Failed);
-        assert_eq!(crash_backoff(&st), 20);
-        assert!(st.admit("c", Attempt::Restart).is_err());
+        let wait = st.admit("c", Attempt::First).expect_err("retried too soon");
+        assert!(wait <= CREATE_RETRY);
+        assert_eq!(crash_backoff(&st), 10, "no crash counted");
     }
 
     #[test]
