@@ -16,7 +16,7 @@
 # worker.sh runs skiffd in its place.
 set -euo pipefail
 
-# shellcheck source=lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${NODE_NAME:?NODE_NAME is not set (cp, w1, …)}"

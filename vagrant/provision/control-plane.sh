@@ -19,7 +19,7 @@
 # the skiff workers route between nodes' podCIDRs themselves), so its kubelet reports Ready.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$here/lib.sh"
 
 : "${NODE_NAME:?NODE_NAME is not set}"

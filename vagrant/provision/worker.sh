@@ -9,7 +9,7 @@
 #   JOIN_TIMEOUT         seconds to wait for join.sh to appear (default 900: workers may start before cp is done)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$here/lib.sh"
 
 : "${NODE_NAME:?NODE_NAME is not set}"
