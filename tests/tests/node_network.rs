@@ -1,11 +1,21 @@
 //! The pod network of skiff nodes without an add-on, two nodes each in a network namespace of its
 //! own on one L2 segment, joined by `kubeadm join` to a real control plane: skiff-bridge over the
 //! pod CIDR the controller-manager allocates, host-gw routes between the nodes, pod to pod without
-//! NAT, masquerade out of the cluster, routes that follow the Nodes, bad Nodes reported as node
-//! conditions, and an add-on's config taking over.
+//! NAT, masquerade out of the cluster, kube-proxy and Services on both nodes, hostPort, a
+//! NetworkPolicy add-on's rules holding, hostPath volumes, routes that follow the Nodes, bad Nodes
+//! reported as node conditions, and an add-on's config taking over. One control plane for all of
+//! it: starting one costs a minute.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+#[path = "node_network/host_paths.rs"]
+mod host_paths;
+#[path = "node_network/policy.rs"]
+mod policy;
+#[path = "node_network/services.rs"]
+mod services;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -91,13 +101,20 @@ struct Cluster {
 
 fn cluster() -> Cluster {
     let registry = busybox_registry();
+    services::push_cluster_images(&registry);
     let cp = ControlPlane::start();
     let lan = Lan::create(&cp);
     let mirror = lan.forward(registry.port).to_string();
-    let config = "evictionHard: {imagefs.available: 1%, nodefs.available: 1%}";
     let pid = std::process::id();
-    let a = netns_node::join(&cp, &lan, 0, &format!("net-a-{pid}"), Some(&mirror), config);
-    let b = netns_node::join(&cp, &lan, 1, &format!("net-b-{pid}"), Some(&mirror), config);
+    let join = |i: u8, name: String| {
+        let config = format!(
+            "evictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\npodLogsDir: {}",
+            cp.dir.join(format!("pod-logs-{name}")).display()
+        );
+        netns_node::join(&cp, &lan, i, &name, Some(&mirror), &config)
+    };
+    let a = join(0, format!("net-a-{pid}"));
+    let b = join(1, format!("net-b-{pid}"));
     create_namespace(&cp, NS);
     Cluster {
         a,
@@ -108,11 +125,17 @@ fn cluster() -> Cluster {
     }
 }
 
+/// Where skiffd on `n` writes its containers' logs.
+fn pod_logs(cp: &ControlPlane, n: &NetnsNode) -> PathBuf {
+    cp.dir.join(format!("pod-logs-{}", n.joined.name))
+}
+
 /// Two nodes, each on the pod CIDR it was given, route to each other's pods; pods talk across
-/// nodes by their own addresses and leave the cluster masqueraded; bad Nodes are reported without
-/// breaking the rest; a deleted node's route goes; an add-on's config takes over.
+/// nodes by their own addresses and leave the cluster masqueraded; kube-proxy serves Services on
+/// both; an add-on's policy rules hold; bad Nodes are reported without breaking the rest; a deleted
+/// node's route goes; an add-on's config takes over.
 #[test]
-fn two_nodes_route_pods_to_each_other() {
+fn two_nodes_route_pods_services_and_policies() {
     let c = cluster();
     let (cp, a, b) = (&c.cp, &c.a, &c.b);
     let (name_a, name_b) = (a.joined.name.clone(), b.joined.name.clone());
@@ -181,6 +204,10 @@ fn two_nodes_route_pods_to_each_other() {
         a.ip,
         "a pod's connection out of the cluster is masqueraded"
     );
+
+    services::services(&c);
+    policy::policy_rules_hold(&c, &srv);
+    host_paths::host_paths(&c);
 
     bad_nodes(&c, &name_a, &srv);
     overlap(&c, &name_a, &name_b);

@@ -9,7 +9,6 @@ pub mod daemon;
 pub mod loopback;
 pub mod netns_node;
 pub mod node;
-pub mod node_netns;
 pub mod pod_cluster;
 pub mod pod_json;
 pub mod skiff_node;

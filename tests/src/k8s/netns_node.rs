@@ -335,8 +335,9 @@ pub struct NetnsNode {
 }
 
 /// Joins node `i` of `lan` to `cp` as `name`: its own namespace, directories and CNI conf dir (with
-/// no network config: skiffd writes its own once the node has a pod CIDR), images pulled through
-/// `registry` (an address on the lan, see [`Lan::forward`]).
+/// no network config: skiffd writes its own once the node has a pod CIDR), images of
+/// `registry.skiff.test` and `registry.k8s.io` pulled through `registry` (an address on the lan, see
+/// [`Lan::forward`]).
 pub fn join(
     cp: &ControlPlane,
     lan: &Lan,
@@ -348,6 +349,9 @@ pub fn join(
     let ns = lan.node(i);
     let node = NodeDir::with_registry(registry);
     let _ = std::fs::remove_file(node.dir.join("net.d/10-pods.conflist"));
+    if let Some(r) = registry {
+        mirror_cluster_images(&node, r);
+    }
     let ip = lan.node_ip(i);
     let spawn = |n: &NodeDir, args: &[String]| -> Daemon {
         let mut c = n.kubelet(args);
@@ -356,6 +360,17 @@ pub fn join(
     };
     let joined = skiff_node::join_with(cp, node, name, &[], config_extra, ip.into(), &spawn);
     NetnsNode { joined, ns, ip }
+}
+
+/// Pulls of `registry.k8s.io/…` (kubeadm's kube-proxy, say) go to `registry` too, where
+/// `scripts/cluster-images` pushes the cluster's own images.
+fn mirror_cluster_images(node: &NodeDir, registry: &str) {
+    let file = node.dir.join("registries.toml");
+    let mut text = std::fs::read_to_string(&file).expect("the node's registries file");
+    text.push_str(&format!(
+        "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://{registry}\"]\n"
+    ));
+    std::fs::write(&file, text).expect("write the node's registries file");
 }
 
 impl NetnsNode {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::node_netns::NodeNetns;
 use super::skiff_node::{self, get_json, wait_for, Joined, NodeDir};
 use super::{pod_json, ControlPlane};
 use crate::cri::{self, v1 as criv1};
@@ -17,8 +16,6 @@ use crate::registry::Registry;
 pub struct PodCluster {
     pub node: Joined,
     pub cp: ControlPlane,
-    /// The node's own network namespace, when it has one.
-    pub net: Option<NodeNetns>,
     _registry: Registry,
     /// The namespace the test's objects live in.
     pub ns: String,
@@ -57,29 +54,18 @@ type ConfigFn = Box<dyn FnOnce(&Path) -> String>;
 type PrepareFn = Box<dyn FnOnce(&Registry, &Path)>;
 
 /// What a test changes about its cluster: more kubelet configuration, files in the node's
-/// directory, its namespace's name, a network namespace for the node.
+/// directory, its namespace's name.
 pub struct PodClusterBuilder {
     tag: String,
     config: Option<ConfigFn>,
     prepare: Option<PrepareFn>,
     ns: Option<String>,
-    netns: Option<(String, Vec<String>)>,
 }
 
 impl PodClusterBuilder {
     /// Runs `f` on the registry and the node's directory before the node joins.
     pub fn before_join(mut self, f: impl FnOnce(&Registry, &Path) + 'static) -> Self {
         self.prepare = Some(Box::new(f));
-        self
-    }
-
-    /// Runs the node in its own network namespace (see [`NodeNetns::create`]), reaching the
-    /// registry through it.
-    pub fn in_netns(mut self, tag: &str, sinks: &[&str]) -> Self {
-        self.netns = Some((
-            tag.to_string(),
-            sinks.iter().map(|s| s.to_string()).collect(),
-        ));
         self
     }
 
@@ -98,13 +84,7 @@ impl PodClusterBuilder {
     pub fn start(self) -> PodCluster {
         let registry = busybox_registry();
         let cp = ControlPlane::start();
-        let mut dir = NodeDir::with_registry(Some(&registry.host()));
-        let mut args = Vec::new();
-        let net = self.netns.map(|(tag, sinks)| {
-            let net = node_netns(&tag, &sinks, &cp, &registry, &mut dir);
-            args.push(format!("--node-ip={}", net.node_ip));
-            net
-        });
+        let dir = NodeDir::with_registry(Some(&registry.host()));
         if let Some(f) = self.prepare {
             f(&registry, &dir.dir);
         }
@@ -116,7 +96,7 @@ impl PodClusterBuilder {
             &cp,
             dir,
             &name,
-            &args,
+            &[],
             // The disk these tests run on may be fuller than kubelet's default thresholds allow.
             &format!(
                 "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n{extra}",
@@ -128,29 +108,12 @@ impl PodClusterBuilder {
         PodCluster {
             node,
             cp,
-            net,
             _registry: registry,
             ns,
             logs,
             rt: tokio::runtime::Runtime::new().expect("a tokio runtime"),
         }
     }
-}
-
-/// A network namespace for the node in `dir`, from which the registry on the host's loopback
-/// stays reachable.
-fn node_netns(
-    tag: &str,
-    sinks: &[String],
-    cp: &ControlPlane,
-    registry: &Registry,
-    dir: &mut NodeDir,
-) -> NodeNetns {
-    let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
-    let net = NodeNetns::create(tag, cp.ip, &sinks);
-    dir.netns = Some(net.path());
-    net.forward_loopback(registry.port);
-    net
 }
 
 impl PodCluster {
@@ -166,7 +129,6 @@ impl PodCluster {
             config: None,
             prepare: None,
             ns: None,
-            netns: None,
         }
     }
 

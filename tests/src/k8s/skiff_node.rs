@@ -21,8 +21,6 @@ pub struct NodeDir {
     pub dir: PathBuf,
     /// The bridge of its pod network, removed with the node.
     bridge: String,
-    /// The network namespace skiffd runs in (a path under /run/netns); the test's own when `None`.
-    pub netns: Option<PathBuf>,
 }
 
 impl Default for NodeDir {
@@ -75,11 +73,7 @@ impl NodeDir {
             .map(|r| format!("[registries.\"registry.skiff.test\"]\nmirrors = [\"http://{r}\"]\n"))
             .unwrap_or_default();
         std::fs::write(dir.join("registries.toml"), mirrors).unwrap();
-        NodeDir {
-            dir,
-            bridge,
-            netns: None,
-        }
+        NodeDir { dir, bridge }
     }
 
     pub fn etc(&self, f: &str) -> PathBuf {
@@ -105,16 +99,7 @@ impl NodeDir {
     /// directories, and skiffd's own configuration.
     pub fn kubelet(&self, extra: &[String]) -> Command {
         let kubelet = self.dir.join("bin/kubelet");
-        let mut c = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display()))
-                    .arg("--")
-                    .arg(kubelet);
-                c
-            }
-            None => Command::new(kubelet),
-        };
+        let mut c = Command::new(kubelet);
         c.arg(format!(
             "--bootstrap-kubeconfig={}",
             self.etc("bootstrap-kubelet.conf").display()
@@ -188,12 +173,10 @@ fn remove_bridges_on(subnet: &str) {
 impl Drop for NodeDir {
     fn drop(&mut self) {
         cri::cleanup(&self.dir);
-        if self.netns.is_none() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.bridge])
-                .stderr(Stdio::null())
-                .status();
-        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
         super::cgroup_root::CgroupRoot::remove(&self.cgroup_root());
     }
 }
