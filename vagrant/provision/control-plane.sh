@@ -144,7 +144,7 @@ init() {
     # skiffd serves its CRI once kubeadm has started it as the kubelet: the runtime and image checks wait for that.
     [[ $SKIFF_ON_CP == 1 ]] && ignore=CRI,ImagePull${ignore:+,$ignore}
     say "kubeadm init (Kubernetes $K8S_VERSION, API server on $NODE_IP:6443)"
-    kubeadm init --config /etc/kubernetes/kubeadm-lab.yaml --upload-certs=false \
+    kubeadm init --config /etc/kubernetes/kubeadm-lab.yaml \
         ${SKIP_PHASES:+--skip-phases="$SKIP_PHASES"} ${ignore:+--ignore-preflight-errors="$ignore"}
 }
 
