@@ -155,6 +155,7 @@ fn scripts_parse_and_pass_shellcheck() {
         "vagrant/provision/control-plane.sh",
         "vagrant/provision/worker.sh",
         "vagrant/provision/skiff.sh",
+        "vagrant/provision/kubeadm-config.sh",
         "vagrant/scenarios/run",
         "scripts/lab-images",
     ];
@@ -201,4 +202,51 @@ fn provisioning_refuses_missing_settings() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The configuration control-plane.sh gives `kubeadm init` is one the real kubeadm accepts, with
+/// and without skiff on the control plane and a bootstrap token made by the Vagrantfile.
+#[test]
+fn kubeadm_accepts_the_control_plane_config() {
+    let scratch = Scratch::new("kubeadm");
+    let kubeadm = skiff_tests::k8s::bin::path("kubeadm");
+    for (skiff_on_cp, token, socket) in [
+        ("0", "", "unix:///run/containerd/containerd.sock"),
+        (
+            "1",
+            "abcdef.0123456789abcdef",
+            "unix:///run/skiff/skiff.sock",
+        ),
+    ] {
+        let out = run(
+            Command::new(repo().join("vagrant/provision/kubeadm-config.sh")).envs([
+                ("NODE_NAME", "cp"),
+                ("NODE_IP", "192.168.56.10"),
+                ("SKIFF_ON_CP", skiff_on_cp),
+                ("KUBEADM_TOKEN", token),
+            ]),
+        );
+        let config = String::from_utf8_lossy(&out.stdout).into_owned();
+        for want in [
+            "advertiseAddress: 192.168.56.10",
+            "node-ip: 192.168.56.10",
+            "podSubnet: 10.244.0.0/16",
+            "serviceSubnet: 10.96.0.0/12",
+            "kubernetesVersion: v1.28.7",
+            &format!("criSocket: {socket}"),
+        ] {
+            assert!(config.contains(want), "no {want} in:\n{config}");
+        }
+        assert_eq!(
+            config.contains("bootstrapTokens"),
+            !token.is_empty(),
+            "{config}"
+        );
+        assert!(config.contains(token));
+        let file = scratch.0.join("kubeadm.yaml");
+        std::fs::write(&file, &config).unwrap();
+        run(Command::new(&kubeadm)
+            .args(["config", "validate", "--config"])
+            .arg(&file));
+    }
 }

@@ -90,44 +90,6 @@ UNIT
     systemctl enable kubelet.service >/dev/null 2>&1
 }
 
-kubeadm_config() {
-    local socket=unix:///run/containerd/containerd.sock token=""
-    [[ $SKIFF_ON_CP == 1 ]] && socket=unix:///run/skiff/skiff.sock
-    [[ -n ${KUBEADM_TOKEN:-} ]] && token="bootstrapTokens:
-- token: $KUBEADM_TOKEN
-  ttl: 0s
-  groups: [system:bootstrappers:kubeadm:default-node-token]
-  usages: [signing, authentication]"
-    cat <<YAML
-apiVersion: kubeadm.k8s.io/v1beta3
-kind: InitConfiguration
-$token
-localAPIEndpoint:
-  advertiseAddress: $NODE_IP
-  bindPort: 6443
-nodeRegistration:
-  name: $NODE_NAME
-  criSocket: $socket
-  kubeletExtraArgs:
-    node-ip: $NODE_IP
----
-apiVersion: kubeadm.k8s.io/v1beta3
-kind: ClusterConfiguration
-kubernetesVersion: $K8S_VERSION
-clusterName: skiff-lab
-controlPlaneEndpoint: $NODE_IP:6443
-apiServer:
-  certSANs: [$NODE_IP, $NODE_NAME]
-networking:
-  podSubnet: $POD_SUBNET
-  serviceSubnet: $SERVICE_SUBNET
----
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-cgroupDriver: cgroupfs
-YAML
-}
-
 init() {
     if [[ -s /etc/kubernetes/admin.conf ]]; then
         say "control plane already initialised (/etc/kubernetes/admin.conf exists)"
@@ -139,7 +101,7 @@ init() {
         install -m 0644 "$LAB_STATE/pki/ca.crt" /etc/kubernetes/pki/ca.crt
         install -m 0600 "$LAB_STATE/pki/ca.key" /etc/kubernetes/pki/ca.key
     fi
-    kubeadm_config | write_file /etc/kubernetes/kubeadm-lab.yaml 0600
+    "$here/kubeadm-config.sh" | write_file /etc/kubernetes/kubeadm-lab.yaml 0600
     local ignore=${KUBEADM_IGNORE_PREFLIGHT:-}
     # skiffd serves its CRI once kubeadm has started it as the kubelet: the runtime and image checks wait for that.
     [[ $SKIFF_ON_CP == 1 ]] && ignore=CRI,ImagePull${ignore:+,$ignore}
