@@ -250,3 +250,67 @@ fn kubeadm_accepts_the_control_plane_config() {
             .arg(&file));
     }
 }
+
+/// A worker's install of skiff (`skiff.sh`, as worker.sh runs it with prebuilt binaries), run for
+/// real in a mount, UTS and network namespace of its own where /etc, /usr and /opt are overlays:
+/// skiffd becomes the kubelet with the lab address as `--node-ip`, docker.io and registry.k8s.io
+/// are mirrored, and a second run changes nothing.
+#[test]
+fn worker_install_in_a_mount_namespace() {
+    let scratch = Scratch::new("install");
+    let d = scratch.0.display();
+    let repo = repo();
+    let bins = skiff_tests::binary::workspace_dir().join("target/debug");
+    let script = format!(
+        "set -e
+for t in etc usr opt; do
+    mkdir -p {d}/$t {d}/w-$t
+    mount -t overlay overlay -o lowerdir=/$t,upperdir={d}/$t,workdir={d}/w-$t /$t
+done
+run() {{
+    NODE_NAME=w1 NODE_IP=192.168.56.11 SKIFF_BIN_DIR={bins} REGISTRY_MIRROR=192.168.56.1:5000 \
+        {repo}/vagrant/provision/skiff.sh
+    echo kubelet=$(readlink /usr/bin/kubelet)
+    cat /etc/default/kubelet /etc/skiff/registries.toml
+    ls /usr/local/bin/skiffd /usr/local/bin/skiff-monitor /usr/local/bin/skiff /opt/cni/bin/skiff-bridge \
+        /lib/systemd/system/kubelet.service /lib/systemd/system/kubelet.service.d/10-kubeadm.conf
+}}
+run >{d}/first
+run >{d}/second
+",
+        bins = bins.display(),
+        repo = repo.display(),
+    );
+    run(Command::new("unshare").args([
+        "--mount",
+        "--uts",
+        "--net",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        &script,
+    ]));
+    let first = std::fs::read_to_string(scratch.0.join("first")).unwrap();
+    for want in [
+        "kubelet=../local/bin/skiffd",
+        "KUBELET_EXTRA_ARGS=\"--node-ip=192.168.56.11\"",
+        "[registries.\"docker.io\"]\nmirrors = [\"http://192.168.56.1:5000\"]",
+        "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://192.168.56.1:5000\"]",
+        "/opt/cni/bin/skiff-bridge",
+        "10-kubeadm.conf",
+    ] {
+        assert!(first.contains(want), "no {want} in:\n{first}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(scratch.0.join("second")).unwrap(),
+        first
+    );
+    // The host's own files were not touched.
+    assert!(
+        !Path::new("/etc/default/kubelet").exists()
+            || !std::fs::read_to_string("/etc/default/kubelet")
+                .unwrap()
+                .contains("192.168.56.11")
+    );
+}
