@@ -102,6 +102,14 @@ init() {
         install -m 0600 "$LAB_STATE/pki/ca.key" /etc/kubernetes/pki/ca.key
     fi
     "$here/kubeadm-config.sh" | write_file /etc/kubernetes/kubeadm-lab.yaml 0600
+    # The static pods' probes give up after a few minutes and restart their container, which on a slow machine (an
+    # emulated guest) happens before the API server has started at all: they may take up to 20 minutes here.
+    local c
+    mkdir -p /etc/kubernetes/lab-patches
+    for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+        printf 'spec:\n  containers:\n  - name: %s\n    startupProbe:\n      failureThreshold: 120\n    livenessProbe:\n      failureThreshold: 30\n' \
+            "$c" | write_file "/etc/kubernetes/lab-patches/$c+strategic.yaml" 0644
+    done
     local ignore=${KUBEADM_IGNORE_PREFLIGHT:-}
     # skiffd serves its CRI once kubeadm has started it as the kubelet: the runtime and image checks wait for that.
     [[ $SKIFF_ON_CP == 1 ]] && ignore=CRI,ImagePull${ignore:+,$ignore}
