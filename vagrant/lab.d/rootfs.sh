@@ -4,16 +4,19 @@
 # initramfs that mounts a virtio disk, packed as an ext4 image that every guest boots through its own qcow2 overlay.
 #
 # Usage: rootfs.sh CACHE_DIR      prints the directory holding rootfs.img, vmlinuz and initrd.img
-# The cache key is the package list and this script's own text: change either and a new image is built.
+# The cache key is the package list, the guest's boot script and FORMAT: change one and a new image is built.
 set -euo pipefail
 cache=$1
 here=$(cd "$(dirname "$0")" && pwd)
 
-packages=(systemd systemd-sysv dbus udev kmod openssh-server sudo iproute2 iputils-ping procps
-    ca-certificates curl containerd runc iptables conntrack socat ethtool ebtables
-    linux-image-amd64 initramfs-tools zstd)
+# What vagrant/provision/*.sh install with apt-get when it is missing, and what the nodes run.
+packages=(systemd systemd-sysv dbus udev kmod openssh-server sudo iproute2 iputils-ping procps util-linux mount
+    ca-certificates curl openssl containerd runc containernetworking-plugins iptables conntrack socat ethtool
+    ebtables linux-image-amd64 initramfs-tools zstd)
+# Raised when the way the image is put together changes.
+FORMAT=1
 
-key=$( { printf '%s\n' "${packages[@]}"; cat "$0"; } | sha256sum | cut -c1-16)
+key=$( { printf '%s\n' "${packages[@]}" "$FORMAT"; cat "$here/guest-net.sh"; } | sha256sum | cut -c1-16)
 out=$cache/rootfs-$key
 if [ -f "$out/rootfs.img" ]; then
     echo "$out"
