@@ -420,18 +420,29 @@ pub fn join(
     }
 }
 
-/// Pulls of `registry.k8s.io/…` (kubeadm's kube-proxy, say) go to `registry` too, where
-/// `scripts/cluster-images` pushes the cluster's own images.
+/// Pulls of `registry.k8s.io/…` (kubeadm's kube-proxy, say) and `docker.io/…` go to `registry`
+/// too, where `scripts/cluster-images` and `scripts/lab-images` push the cluster's own images and
+/// the lab's (`busybox`, `nginx` by their usual names).
 fn mirror_cluster_images(node: &NodeDir, registry: &str) {
     let file = node.dir.join("registries.toml");
     let mut text = std::fs::read_to_string(&file).expect("the node's registries file");
-    text.push_str(&format!(
-        "[registries.\"registry.k8s.io\"]\nmirrors = [\"http://{registry}\"]\n"
-    ));
+    for host in ["registry.k8s.io", "docker.io"] {
+        text.push_str(&format!(
+            "[registries.\"{host}\"]\nmirrors = [\"http://{registry}\"]\n"
+        ));
+    }
     std::fs::write(&file, text).expect("write the node's registries file");
 }
 
 impl NetnsNode {
+    /// Starts skiffd again in the node's namespace, with the command line it had (after
+    /// [`Joined::stop`]).
+    pub fn restart(&mut self) {
+        let mut c = self.joined.node.kubelet(&self.joined.args);
+        self.ns.enter_on_exec(&mut c);
+        self.joined.skiffd = Daemon::spawn("skiffd", &mut c, &self.joined.node.dir);
+    }
+
     /// The CNI conf dir skiffd reads.
     pub fn conf_dir(&self) -> PathBuf {
         self.joined.node.dir.join("net.d")
