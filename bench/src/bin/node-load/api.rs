@@ -2,6 +2,7 @@
 //! `kubectl exec POD -- true` round trips, and `kubectl logs` of a pod that wrote a large log.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,23 +60,39 @@ pub fn measure(node: &Node, a: &Args) -> Result<Value> {
     for _ in 0..a.log_reads {
         reads.push(read_log(cp, "api-logs")?);
     }
-    let _ = cp.kubectl_within(
-        &[
-            "delete",
-            "pod",
-            "api-exec",
-            "api-logs",
-            "--grace-period=1",
-            "--wait=true",
-        ],
-        Duration::from_secs(120),
-    );
+    remove_pods(cp, &["api-exec", "api-logs"]);
     Ok(json!({
         "node": node.kind.label(),
         "exec_ms": exec_ms,
         "log_bytes": reads.iter().map(|r| r.0).collect::<Vec<_>>(),
         "log_read_s": reads.iter().map(|r| r.1).collect::<Vec<_>>(),
     }))
+}
+
+/// Deletes `pods` and waits for the node to remove their log directories (/var/log/pods, the host's),
+/// which a node does some time after the API object is gone; what is still there after a minute is
+/// removed here, so no run leaves 100 MiB logs behind.
+fn remove_pods(cp: &ControlPlane, pods: &[&str]) {
+    let dirs: Vec<PathBuf> = pods
+        .iter()
+        .filter_map(|p| {
+            let out = cp.kubectl(&["get", "pod", p, "-o=jsonpath={.metadata.uid}"]);
+            let uid = out.stdout.trim();
+            (out.success() && !uid.is_empty())
+                .then(|| PathBuf::from(format!("/var/log/pods/default_{p}_{uid}")))
+        })
+        .collect();
+    let mut args = vec!["delete", "pod", "--grace-period=1", "--wait=true"];
+    args.extend(pods);
+    let _ = cp.kubectl_within(&args, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dirs.iter().any(|d| d.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for d in dirs.iter().filter(|d| d.exists()) {
+        eprintln!("node-load: removing {} the node left", d.display());
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 fn kubectl(cp: &ControlPlane) -> Command {
