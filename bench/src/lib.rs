@@ -1,3 +1,4 @@
 //! What the benchmark binaries share.
 
+pub mod cpu;
 pub mod mem;

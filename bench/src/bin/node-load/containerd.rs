@@ -41,6 +41,9 @@ pub fn push_pause(registry: &Registry) -> Result<()> {
 pub struct Containerd {
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The pods' bridge skiff-bridge creates: left behind, its route to the pod subnet would shadow
+    /// the next run's.
+    bridge: String,
     daemon: Option<Daemon>,
 }
 
@@ -80,6 +83,7 @@ impl Containerd {
         Ok(Containerd {
             dir,
             socket,
+            bridge,
             daemon: Some(daemon),
         })
     }
@@ -125,5 +129,9 @@ impl Drop for Containerd {
         std::thread::sleep(Duration::from_millis(500));
         skiff_tests::host::unmount_below(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }

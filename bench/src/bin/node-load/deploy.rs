@@ -21,19 +21,33 @@ pub struct Run {
     pub all_ready: Duration,
 }
 
-fn manifest(name: &str, image: &str, replicas: usize) -> String {
+/// A Deployment of `replicas` busybox pods sleeping, `container` (JSON members, each with a leading
+/// comma) added to their container.
+fn manifest(name: &str, image: &str, replicas: usize, container: &str) -> String {
     format!(
         r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"{name}"}},
 "spec":{{"replicas":{replicas},"selector":{{"matchLabels":{{"app":"{name}"}}}},
 "template":{{"metadata":{{"labels":{{"app":"{name}"}}}},"spec":{{"terminationGracePeriodSeconds":1,
 "containers":[{{"name":"main","image":"{image}","imagePullPolicy":"IfNotPresent",
-"command":["sleep","3600"]}}]}}}}}}}}"#
+"command":["sleep","3600"]{container}}}]}}}}}}}}"#
     )
 }
 
 fn apply(cp: &ControlPlane, name: &str, image: &str, replicas: usize) -> Result<()> {
+    apply_with(cp, name, image, replicas, "")
+}
+
+/// Creates the Deployment `name` of `replicas` pods whose container has `container` added (JSON
+/// members, each with a leading comma).
+pub fn apply_with(
+    cp: &ControlPlane,
+    name: &str,
+    image: &str,
+    replicas: usize,
+    container: &str,
+) -> Result<()> {
     let path = cp.dir.join(format!("{name}.json"));
-    std::fs::write(&path, manifest(name, image, replicas))?;
+    std::fs::write(&path, manifest(name, image, replicas, container))?;
     let out = cp.kubectl(&["create", "-f", &path.to_string_lossy()]);
     if !out.success() {
         bail!("kubectl create {name}:{out}");
@@ -109,7 +123,8 @@ fn collect(rx: &mpsc::Receiver<(Instant, String)>, n: usize) -> Result<Vec<f64>>
     Ok(ready.into_values().collect())
 }
 
-fn remove_named(cp: &ControlPlane, name: &str) {
+/// Deletes the Deployment `name` and waits for its pods to be gone from the node.
+pub fn remove_named(cp: &ControlPlane, name: &str) {
     let _ = cp.kubectl(&["delete", "deployment", name, "--wait=true"]);
     let selector = format!("app={name}");
     let _ = cp.kubectl_within(
