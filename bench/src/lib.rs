@@ -1,3 +1,5 @@
 //! What the benchmark binaries share.
 
+pub mod containerd;
 pub mod mem;
+pub mod sandbox;

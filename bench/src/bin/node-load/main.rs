@@ -10,14 +10,13 @@
 //! Prints one JSON object per node and round. The binaries come from `$SKIFF_BIN_DIR` (a release
 //! build) and `scripts/k8s-bin`.
 
-mod containerd;
 mod deploy;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
+use skiff_bench::containerd;
 use skiff_bench::mem::sum_of;
 use skiff_tests::cri::busybox_layout;
 use skiff_tests::k8s::skiff_node::{self, wait_for, NodeDir};
@@ -169,16 +168,4 @@ fn first_ready(cp: &ControlPlane, name: &str) -> std::thread::JoinHandle<Instant
             (String::from_utf8_lossy(&out.stdout).trim() == "True").then_some(at)
         })
     })
-}
-
-/// Waits until `path` exists.
-fn wait_path(path: &Path, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while !path.exists() {
-        if Instant::now() > deadline {
-            bail!("{} did not appear within {within:?}", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
