@@ -140,6 +140,13 @@ state = "{d}/state"
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Pods removed through the CRI while containerd runs: the CNI plugin takes their network
+        // down, and containerd unmounts their namespaces from /run/netns.
+        let _ = Command::new(skiff_tests::k8s::bin::path("crictl"))
+            .arg("--runtime-endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["rmp", "--force", "--all"])
+            .output();
         drop(self.daemon.take());
         // Shims outlive containerd by design: end them and what they run, then the mounts.
         let dir = self.dir.to_string_lossy().into_owned();

@@ -148,6 +148,11 @@ impl KubeletNode {
         }
     }
 
+    /// Ends the kubelet, so that the runtime's pods can be removed without it starting them again.
+    pub fn stop_kubelet(&mut self) {
+        self.kubelet = None;
+    }
+
     /// The kubelet's pid while it runs.
     pub fn kubelet_pid(&self) -> Option<u32> {
         self.kubelet.as_ref().map(Daemon::pid)

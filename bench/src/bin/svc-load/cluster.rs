@@ -26,8 +26,9 @@ pub const NS: &str = "svcbench";
 pub const PORT: u16 = 8080;
 const WITHIN: Duration = Duration::from_secs(240);
 
-/// The kubelet on containerd, both inside the node's namespace. Dropped in field order: containerd
-/// and its containers first, then the kubelet (which removes its cgroups), then the namespace.
+/// The kubelet on containerd, both inside the node's namespace. Dropped with the kubelet stopped
+/// first, then in field order: containerd and its pods, the kubelet's directories and cgroups, the
+/// namespace.
 pub struct StockNode {
     runtime: Containerd,
     node: KubeletNode,
@@ -204,6 +205,13 @@ impl StockNode {
         let text = conflist::render(&[cidr], &runtime.dir.join("ipam"));
         std::fs::write(runtime.conf_dir().join(conflist::FILE), text)?;
         Ok(StockNode { runtime, node, ns })
+    }
+}
+
+impl Drop for StockNode {
+    fn drop(&mut self) {
+        // The kubelet first, or it would start again the pods containerd removes as it goes.
+        self.node.stop_kubelet();
     }
 }
 
