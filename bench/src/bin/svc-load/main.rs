@@ -102,7 +102,9 @@ fn main() -> Result<()> {
     let run = Duration::from_secs(a.seconds);
     for round in 0..a.rounds {
         for p in &paths {
-            println!("{}", measure(p, a.threads, run)?);
+            let mut row = measure(p, a.threads, run)?;
+            row["round"] = json!(round + 1);
+            println!("{row}");
         }
         eprintln!("svc-load: round {} done", round + 1);
         // No path always first, or always right after the same other one.
