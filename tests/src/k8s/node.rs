@@ -13,6 +13,8 @@
 //!
 //! Drop the runtime (and so its containers) before the node: the node then removes the kubelet's cgroups.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,7 @@ use super::bin;
 use super::cgroup_root::CgroupRoot;
 use super::control_plane::{free_port, ControlPlane};
 use super::daemon::Daemon;
+use super::netns_node::Netns;
 use super::stale;
 
 const JOIN_WITHIN: Duration = Duration::from_secs(120);
@@ -41,6 +44,8 @@ pub struct KubeletNode {
     pub started: Instant,
     kubelet: Option<Daemon>,
     cgroups: CgroupRoot,
+    /// The network namespace kubeadm and the kubelet run in, and the node's address there.
+    netns: Option<(PathBuf, std::net::Ipv4Addr)>,
 }
 
 impl KubeletNode {
@@ -55,6 +60,29 @@ impl KubeletNode {
         name: &str,
         cri_socket: &Path,
         kubelet_args: &[&str],
+    ) -> KubeletNode {
+        Self::join_on(cp, name, cri_socket, kubelet_args, None)
+    }
+
+    /// [`KubeletNode::join_with`] with kubeadm and the kubelet inside `netns`, where the node's
+    /// address (its InternalIP, and where the kubelet serves) is `ip`.
+    pub fn join_in_netns(
+        cp: &ControlPlane,
+        name: &str,
+        cri_socket: &Path,
+        kubelet_args: &[&str],
+        netns: &Netns,
+        ip: std::net::Ipv4Addr,
+    ) -> KubeletNode {
+        Self::join_on(cp, name, cri_socket, kubelet_args, Some((netns.path(), ip)))
+    }
+
+    fn join_on(
+        cp: &ControlPlane,
+        name: &str,
+        cri_socket: &Path,
+        kubelet_args: &[&str],
+        netns: Option<(PathBuf, std::net::Ipv4Addr)>,
     ) -> KubeletNode {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +108,7 @@ impl KubeletNode {
             cgroups: CgroupRoot::create(&cgroup_name(&id)),
             started: Instant::now(),
             kubelet: None,
+            netns,
             dir,
         };
         node.share_root_dir();
@@ -117,6 +146,11 @@ impl KubeletNode {
         if let Some(k) = &mut self.kubelet {
             k.assert_running();
         }
+    }
+
+    /// Ends the kubelet, so that the runtime's pods can be removed without it starting them again.
+    pub fn stop_kubelet(&mut self) {
+        self.kubelet = None;
     }
 
     /// The kubelet's pid while it runs.
@@ -175,7 +209,24 @@ exec "$@""#;
         .arg(&self.dir)
         .arg(tag)
         .arg(program);
+        if let Some((netns, _)) = &self.netns {
+            let file = std::fs::File::open(netns).expect("open the node's netns file");
+            // SAFETY: setns is async-signal-safe; the closure owns the fd, open until the exec.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         c
+    }
+
+    /// The node's address: in its network namespace, or the control plane's own.
+    fn ip(&self, cp: &ControlPlane) -> std::net::Ipv4Addr {
+        self.netns.as_ref().map_or(cp.ip, |(_, ip)| *ip)
     }
 
     fn start_join(&self, cp: &ControlPlane, cri_socket: &Path) -> Daemon {
@@ -225,8 +276,8 @@ exec "$@""#;
         .arg("--cgroup-driver=cgroupfs")
         .arg(format!("--cgroup-root={}", self.cgroups.path))
         .arg(format!("--hostname-override={}", self.name))
-        .arg(format!("--node-ip={}", cp.ip))
-        .arg(format!("--address={}", cp.ip))
+        .arg(format!("--node-ip={}", self.ip(cp)))
+        .arg(format!("--address={}", self.ip(cp)))
         .arg(format!("--port={}", self.port))
         .arg(format!(
             "--healthz-port={}",

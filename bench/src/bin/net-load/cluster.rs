@@ -2,12 +2,10 @@
 //! plane; a busybox pod on each, and the network namespace of each pod found through the CRI.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use serde_json::Value;
-use skiff_tests::cri::{self, busybox_layout, BUSYBOX};
+use anyhow::{Context, Result};
+use skiff_tests::cri::{busybox_layout, BUSYBOX};
 use skiff_tests::k8s::netns_node::{self, Lan, NetnsNode};
 use skiff_tests::k8s::skiff_node::{get_json, wait_for};
 use skiff_tests::k8s::ControlPlane;
@@ -75,58 +73,7 @@ impl Cluster {
         let ip: Ipv4Addr = ip
             .parse()
             .with_context(|| format!("pod {name}'s IP {ip}"))?;
-        let netns = pod_netns(&node.joined.node.socket(), name)?;
+        let netns = skiff_bench::sandbox::pod_netns(&node.joined.node.socket(), name)?;
         Ok(End { netns, ip })
     }
-}
-
-/// The network namespace of pod `name` as skiffd at `socket` reports it in its sandbox's verbose
-/// status: the infra process's, or the pinned namespace file.
-fn pod_netns(socket: &Path, name: &str) -> Result<PathBuf> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let info = rt.block_on(sandbox_info(socket, name))?;
-    if let Some(pid) = info["infraPid"].as_i64() {
-        return Ok(PathBuf::from(format!("/proc/{pid}/ns/net")));
-    }
-    info["pinnedNamespaces"]["network"]
-        .as_str()
-        .map(PathBuf::from)
-        .ok_or_else(|| anyhow!("pod {name}: no network namespace in its sandbox status: {info}"))
-}
-
-async fn sandbox_info(socket: &Path, name: &str) -> Result<Value> {
-    use cri_api::v1 as api;
-    let ch = cri::connect(socket).await?;
-    let mut c = api::runtime_service_client::RuntimeServiceClient::new(ch);
-    let filter = api::PodSandboxFilter {
-        label_selector: [("io.kubernetes.pod.name".to_string(), name.to_string())].into(),
-        ..Default::default()
-    };
-    let list = c
-        .list_pod_sandbox(api::ListPodSandboxRequest {
-            filter: Some(filter),
-        })
-        .await?
-        .into_inner();
-    let Some(sb) = list
-        .items
-        .iter()
-        .find(|s| s.state == api::PodSandboxState::SandboxReady as i32)
-    else {
-        bail!("no ready sandbox of pod {name}");
-    };
-    let status = c
-        .pod_sandbox_status(api::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.id.clone(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info = status
-        .info
-        .get("info")
-        .ok_or_else(|| anyhow!("pod {name}: its sandbox status has no verbose info"))?;
-    Ok(serde_json::from_str(info)?)
 }

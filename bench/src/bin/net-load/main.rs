@@ -79,7 +79,9 @@ fn main() -> Result<()> {
     }
     for round in 0..a.rounds {
         for (name, c, s) in paths {
-            println!("{}", measure(name, c, s, &a)?);
+            let mut row = measure(name, c, s, &a)?;
+            row["round"] = json!(round + 1);
+            println!("{row}");
         }
         eprintln!("net-load: round {} done", round + 1);
         // No path always first, or always right after the same other one.

@@ -16,16 +16,15 @@
 //! build) and `scripts/k8s-bin`.
 
 mod api;
-mod containerd;
 mod deploy;
 mod nodes;
 mod probes;
 mod start;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
+use skiff_bench::containerd;
 use skiff_tests::cri::busybox_layout;
 use skiff_tests::registry::Registry;
 
@@ -129,18 +128,6 @@ fn main() -> Result<()> {
             println!("{row}");
             eprintln!("node-load: round {} {} done", round + 1, kind.label());
         }
-    }
-    Ok(())
-}
-
-/// Waits until `path` exists.
-fn wait_path(path: &Path, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while !path.exists() {
-        if Instant::now() > deadline {
-            bail!("{} did not appear within {within:?}", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }

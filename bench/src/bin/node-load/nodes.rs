@@ -9,7 +9,7 @@ use skiff_tests::k8s::skiff_node::{self, wait_for, Joined, NodeDir};
 use skiff_tests::k8s::{ControlPlane, KubeletNode};
 use skiff_tests::registry::Registry;
 
-use crate::containerd::Containerd;
+use skiff_bench::containerd::Containerd;
 
 /// Which node: the names the JSON rows and the command line use.
 #[derive(Clone, Copy, PartialEq, Eq)]

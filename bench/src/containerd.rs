@@ -1,12 +1,14 @@
 //! The peer node's runtime: Debian's containerd 1.6 with its CRI plugin and runc, the same CNI
-//! plugin as skiff's nodes (skiff-bridge), pulling through the same local registry.
+//! plugin as skiff's nodes (skiff-bridge), pulling through the same local registry (which also
+//! mirrors `registry.k8s.io`, for the cluster's own images).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use skiff_tests::cri::{bridge_conflist, busybox_layout, target_bin};
+use skiff_tests::k8s::netns_node::Netns;
 use skiff_tests::k8s::Daemon;
 use skiff_tests::registry::Registry;
 
@@ -41,18 +43,40 @@ pub fn push_pause(registry: &Registry) -> Result<()> {
 pub struct Containerd {
     pub dir: PathBuf,
     pub socket: PathBuf,
-    /// The pods' bridge skiff-bridge creates: left behind, its route to the pod subnet would shadow
-    /// the next run's.
-    bridge: String,
+    /// The pods' bridge skiff-bridge creates on the host: left behind, its route to the pod subnet
+    /// would shadow the next run's. (In a namespace, the bridge goes with the namespace.)
+    bridge: Option<String>,
     daemon: Option<Daemon>,
 }
 
 impl Containerd {
+    /// containerd on the host, its pods on skiff-bridge over 10.217.0.0/16.
     pub fn start(registry: &Registry) -> Result<Containerd> {
-        let dir = PathBuf::from(format!(
-            "/var/tmp/skiff-bench/containerd-{}",
-            std::process::id()
-        ));
+        let dir = Self::dir("containerd")?;
+        let bridge = format!("skb{}", std::process::id() % 100_000);
+        std::fs::write(
+            dir.join("net.d/10-pods.conflist"),
+            bridge_conflist(&bridge, "10.217.0.0/16", &dir.join("ipam")),
+        )?;
+        Self::launch(dir, &registry.host(), None, Some(bridge))
+    }
+
+    /// containerd inside `netns` (so are the CNI plugin's host ends and hostNetwork pods), pulling
+    /// from `registry` (host:port as seen from there), with no network config yet: see
+    /// [`Containerd::conf_dir`].
+    pub fn start_in(netns: &Netns, registry: &str) -> Result<Containerd> {
+        let dir = Self::dir(&format!("containerd-{}", netns.name))?;
+        Self::launch(dir, registry, Some(netns), None)
+    }
+
+    /// The CNI conf dir containerd watches.
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.join("net.d")
+    }
+
+    /// A fresh directory for one containerd, with every CNI plugin (Debian's and skiff-bridge).
+    fn dir(tag: &str) -> Result<PathBuf> {
+        let dir = PathBuf::from(format!("/var/tmp/skiff-bench/{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in ["net.d", "bin"] {
             std::fs::create_dir_all(dir.join(d))?;
@@ -65,21 +89,24 @@ impl Containerd {
             let _ = std::os::unix::fs::symlink(p.path(), dir.join("bin").join(p.file_name()));
         }
         std::os::unix::fs::symlink(target_bin("skiff-bridge"), dir.join("bin/skiff-bridge"))?;
-        let bridge = format!("skb{}", std::process::id() % 100_000);
-        std::fs::write(
-            dir.join("net.d/10-pods.conflist"),
-            bridge_conflist(&bridge, "10.217.0.0/16", &dir.join("ipam")),
-        )?;
+        Ok(dir)
+    }
+
+    fn launch(
+        dir: PathBuf,
+        registry: &str,
+        netns: Option<&Netns>,
+        bridge: Option<String>,
+    ) -> Result<Containerd> {
         let socket = dir.join("containerd.sock");
-        std::fs::write(dir.join("config.toml"), config(&dir, &registry.host()))?;
-        let daemon = Daemon::spawn(
-            "containerd",
-            Command::new("containerd")
-                .arg("--config")
-                .arg(dir.join("config.toml")),
-            &dir,
-        );
-        crate::wait_path(&socket, Duration::from_secs(30))?;
+        std::fs::write(dir.join("config.toml"), config(&dir, registry))?;
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(dir.join("config.toml"));
+        if let Some(ns) = netns {
+            ns.enter_on_exec(&mut cmd);
+        }
+        let daemon = Daemon::spawn("containerd", &mut cmd, &dir);
+        wait_path(&socket, Duration::from_secs(30))?;
         Ok(Containerd {
             dir,
             socket,
@@ -93,7 +120,7 @@ impl Containerd {
     }
 }
 
-fn config(dir: &std::path::Path, registry: &str) -> String {
+fn config(dir: &Path, registry: &str) -> String {
     let d = dir.display();
     format!(
         r#"version = 2
@@ -114,12 +141,21 @@ state = "{d}/state"
       runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.skiff.test"]
     endpoint = ["http://{registry}"]
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.k8s.io"]
+    endpoint = ["http://{registry}"]
 "#
     )
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Pods removed through the CRI while containerd runs: the CNI plugin takes their network
+        // down, and containerd unmounts their namespaces from /run/netns.
+        let _ = Command::new(skiff_tests::k8s::bin::path("crictl"))
+            .arg("--runtime-endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["rmp", "--force", "--all"])
+            .output();
         drop(self.daemon.take());
         // Shims outlive containerd by design: end them and what they run, then the mounts.
         let dir = self.dir.to_string_lossy().into_owned();
@@ -129,9 +165,23 @@ impl Drop for Containerd {
         std::thread::sleep(Duration::from_millis(500));
         skiff_tests::host::unmount_below(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(std::process::Stdio::null())
-            .status();
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
+}
+
+/// Waits until `path` exists.
+pub fn wait_path(path: &Path, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear within {within:?}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
