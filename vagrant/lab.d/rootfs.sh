@@ -27,6 +27,7 @@ exec 9>"$cache/.lock"
 flock 9
 [ -f "$out/rootfs.img" ] && { echo "$out"; exit 0; }
 
+# shellcheck source=/dev/null
 . /etc/os-release
 mirror=${SKIFF_LAB_MIRROR:-http://deb.debian.org/debian}
 work=$(mktemp -d "$cache/build.XXXXXX")
@@ -73,8 +74,10 @@ chroot "$root" update-initramfs -u >/dev/null 2>&1
 rm -f "$root"/etc/ssh/ssh_host_*
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 mkdir -p "$work/out"
-cp "$(ls "$root"/boot/vmlinuz-* | head -n1)" "$work/out/vmlinuz"
-cp "$(ls "$root"/boot/initrd.img-* | head -n1)" "$work/out/initrd.img"
+kernels=("$root"/boot/vmlinuz-*)
+initrds=("$root"/boot/initrd.img-*)
+cp "${kernels[0]}" "$work/out/vmlinuz"
+cp "${initrds[0]}" "$work/out/initrd.img"
 mkfs.ext4 -q -L lab-root -d "$root" "$work/out/rootfs.img" 6G
 rm -rf "$out"
 mv "$work/out" "$out"
