@@ -92,8 +92,9 @@ UNIT
 
 init() {
     if [[ -s /etc/kubernetes/admin.conf ]]; then
-        say "control plane already initialised (/etc/kubernetes/admin.conf exists)"
+        say "control plane already initialised (/etc/kubernetes/admin.conf exists): the phases after it again"
         systemctl start kubelet.service
+        finish_init
         return
     fi
     if [[ -s $LAB_STATE/pki/ca.crt && -s $LAB_STATE/pki/ca.key ]]; then
@@ -116,6 +117,18 @@ init() {
     say "kubeadm init (Kubernetes $K8S_VERSION, API server on $NODE_IP:6443)"
     kubeadm init --config /etc/kubernetes/kubeadm-lab.yaml \
         ${SKIP_PHASES:+--skip-phases="$SKIP_PHASES"} ${ignore:+--ignore-preflight-errors="$ignore"}
+}
+
+# The phases `kubeadm init` runs once the API server is up, each idempotent: a rerun after an init that gave up
+# waiting (a slow machine) completes the control plane instead of leaving it without a join token or kube-proxy.
+finish_init() {
+    local cfg=/etc/kubernetes/kubeadm-lab.yaml phase
+    wait_until 1200 "the API server's /livez" kubectl get --raw=/livez
+    for phase in upload-config/all mark-control-plane bootstrap-token kubelet-finalize/all addon/kube-proxy \
+        addon/coredns; do
+        [[ ,${SKIP_PHASES:-}, == *,$phase,* ]] && continue
+        kubeadm init phase ${phase//\// } --config "$cfg"
+    done
 }
 
 kubectl_for_users() {

@@ -41,6 +41,14 @@ apiServer:
   # A slow machine (an emulated guest) takes minutes to start the API server: kubeadm waits for it, and its
   # probes wait too (the patches in /etc/kubernetes/lab-patches, written by control-plane.sh).
   timeoutForControlPlane: 20m0s
+# One control plane: nothing to elect. On a slow machine the API server answers lease renewals later than their
+# 10 s deadline, and a controller-manager that loses its lease exits (no podCIDRs meanwhile).
+controllerManager:
+  extraArgs:
+    leader-elect: "false"
+scheduler:
+  extraArgs:
+    leader-elect: "false"
 networking:
   podSubnet: ${POD_SUBNET:-10.244.0.0/16}
   serviceSubnet: ${SERVICE_SUBNET:-10.96.0.0/12}
