@@ -3,6 +3,7 @@
 
 mod create;
 mod exec;
+mod handshake;
 mod observe;
 mod signal;
 mod update;
