@@ -298,7 +298,7 @@ impl Launch<'_> {
     /// The state of the container whose init is `pid`, as it will be saved.
     fn state(&self, pid: i32) -> ContainerState {
         ContainerState {
-            oci_version: state::OCI_VERSION.into(),
+            oci_version: crate::spec::OCI_VERSION.into(),
             id: self.opts.id.clone(),
             pid,
             pid_start_time: state::process_start_time(pid).unwrap_or(0),

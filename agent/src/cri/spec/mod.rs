@@ -102,7 +102,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, Status> {
         ..Default::default()
     };
     Ok(Spec {
-        oci_version: skiff_runtime::state::OCI_VERSION.into(),
+        oci_version: skiff_runtime::spec::OCI_VERSION.into(),
         root: Some(Root {
             path: input.rootfs.to_string_lossy().into_owned(),
             readonly: input.readonly_rootfs(),
