@@ -33,6 +33,31 @@ pub enum CgroupDriver {
 }
 
 impl CgroupDriver {
+    /// `linux.cgroupsPath` for a container of a pod: a path under the pod's cgroup for cgroupfs, the
+    /// `slice:prefix:name` triple for systemd.
+    pub fn cgroups_path(self, parent: &str, id: &str) -> String {
+        match self {
+            CgroupDriver::Cgroupfs => {
+                let parent = parent.trim_end_matches('/');
+                let parent = if parent.is_empty() { "/skiff" } else { parent };
+                if parent.starts_with('/') {
+                    format!("{parent}/{id}")
+                } else {
+                    format!("/{parent}/{id}")
+                }
+            }
+            CgroupDriver::Systemd => {
+                let slice = parent.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
+                let slice = if slice.is_empty() {
+                    "system.slice"
+                } else {
+                    slice
+                };
+                format!("{slice}:skiff:{id}")
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CgroupDriver::Cgroupfs => "cgroupfs",

@@ -7,7 +7,7 @@ use crate::security::{caps, idmap, lsm, seccomp};
 pub fn features() -> Value {
     json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": crate::state::OCI_VERSION,
+        "ociVersionMax": crate::spec::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": crate::rootfs::mount_options(),
         "linux": {

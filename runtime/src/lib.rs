@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod image;
 pub mod mountinfo;
 pub mod namespaces;
+pub mod nsfs;
 pub mod private_dir;
 pub mod process;
 pub mod rootfs;

@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::nsfs;
 use crate::spec::{IdMapping, NamespaceKind, Spec};
 
 #[derive(Debug, thiserror::Error)]
@@ -290,29 +291,11 @@ pub fn map_to_host(maps: &[IdMapping], id: u32) -> Option<u32> {
 
 /// Whether two processes share the namespace of `kind` (same nsfs inode).
 pub fn same_ns(kind: NamespaceKind, a: &str, b: &str) -> bool {
-    let ino = |who: &str| ns_id(&format!("/proc/{who}/ns/{}", kind.proc_name()));
+    let ino = |who: &str| nsfs::ns_id(&format!("/proc/{who}/ns/{}", kind.proc_name()));
     match (ino(a), ino(b)) {
         (Some(x), Some(y)) => x == y,
         _ => false,
     }
-}
-
-/// Whether the namespace at `path` is the one skiff or init lives in: joining it shares the host's,
-/// while any other namespace given by path (a pinned one, another container's) is a namespace of its own.
-/// A path that cannot be read is not the host's; joining it fails later with its own error.
-pub fn is_host_ns(kind: NamespaceKind, path: &str) -> bool {
-    let Some(target) = ns_id(path) else {
-        return false;
-    };
-    ["self", "1"]
-        .iter()
-        .any(|who| ns_id(&format!("/proc/{who}/ns/{}", kind.proc_name())) == Some(target))
-}
-
-/// The nsfs device and inode that identify a namespace.
-fn ns_id(path: &str) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok()
 }
 
 #[cfg(test)]
@@ -337,13 +320,5 @@ mod tests {
         assert!(err.to_string().contains("not a network namespace"), "{err}");
         let err = open_ns(NamespaceKind::Uts, "/nonexistent/ns").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ns"), "{err}");
-    }
-
-    #[test]
-    fn host_namespace_is_recognised_by_any_path() {
-        assert!(is_host_ns(NamespaceKind::Ipc, "/proc/self/ns/ipc"));
-        let by_pid = format!("/proc/{}/ns/net", std::process::id());
-        assert!(is_host_ns(NamespaceKind::Network, &by_pid));
-        assert!(!is_host_ns(NamespaceKind::Ipc, "/nonexistent/ns"));
     }
 }

@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::CgroupState;
-use crate::spec::Spec;
+use crate::spec::{Spec, OCI_VERSION};
 
 pub(crate) const STATE_FILE: &str = "state.json";
 pub(crate) const EXEC_FIFO: &str = "exec.fifo";
-pub const OCI_VERSION: &str = "1.2.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

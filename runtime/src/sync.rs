@@ -1,86 +1,108 @@
 //! The channel between `skiff` and the container process it is setting up: a SOCK_SEQPACKET socket pair
-//! carrying small JSON messages, and file descriptors (the pty master) as SCM_RIGHTS.
+//! carrying small JSON messages, and file descriptors (the pty master) as SCM_RIGHTS. Each direction
+//! has its own message type and each end its own type, so the runtime cannot send what only a child
+//! says, nor wait for what only it says itself.
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 const MAX_MSG: usize = 64 * 1024;
 
+/// What the runtime tells a process it is setting up (a stage, the init, an exec'd process).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Msg {
-    /// Parent → child: the child is in its cgroup (and its id maps are written); carry on.
+pub enum ToChild {
+    /// The child is in its cgroup (and its id maps are written); carry on.
     Go,
-    /// First stage → parent: the user namespace exists; write its id maps.
-    UserNs,
-    /// First stage → parent: the pid (in the parent's pid namespace) of the container init it forked.
-    InitPid(i32),
-    /// Init → parent: mounts are prepared; run the prestart and createRuntime hooks.
-    Mounted,
-    /// Parent → init: those hooks are done; the state document for the container's own hooks.
+    /// The prestart and createRuntime hooks are done; the state document for the container's own hooks.
     HooksDone(crate::state::OciState),
-    /// Parent → init: the detached idmapped tree for `mounts[i]`, attached.
+    /// The detached idmapped tree for `mounts[i]`, attached.
     IdmappedMount(usize),
-    /// Init → parent: the seccomp user-notification descriptor, attached, for `linux.seccomp.listenerPath`.
+}
+
+/// What a process being set up tells the runtime.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ToParent {
+    /// First stage: the user namespace exists; write its id maps.
+    UserNs,
+    /// First stage: the pid (in the parent's pid namespace) of the container init it forked.
+    InitPid(i32),
+    /// Init: mounts are prepared; run the prestart and createRuntime hooks.
+    Mounted,
+    /// Init: the seccomp user-notification descriptor, attached, for `linux.seccomp.listenerPath`.
     SeccompListener,
-    /// Init → parent: ready, about to wait for `start`.
+    /// Init: ready, about to wait for `start`.
     Ready,
-    /// Child → parent: the pty master for the caller to relay, attached as SCM_RIGHTS.
+    /// The pty master for the caller to relay, attached as SCM_RIGHTS.
     Console,
-    /// Exec child → parent: about to execve.
+    /// Exec child: about to execve.
     Execing,
-    /// Child → parent: setup failed; the child exits after sending this.
+    /// Setup failed; the child exits after sending this.
     Error(String),
 }
 
-pub struct Channel {
+/// One end of the channel: it sends only `Out` and receives only `In`, so a message can only travel
+/// the direction it was made for.
+pub struct End<Out, In> {
     fd: OwnedFd,
+    direction: PhantomData<fn(Out) -> In>,
 }
 
-impl Channel {
-    pub fn pair() -> io::Result<(Channel, Channel)> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair writes two descriptors into the array we pass.
-        let r = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
+/// The runtime's end.
+pub type ParentEnd = End<ToChild, ToParent>;
+/// The end of the process being set up.
+pub type ChildEnd = End<ToParent, ToChild>;
+
+/// A connected pair of ends (close-on-exec, so a successful execve closes the child's).
+pub fn pair() -> io::Result<(ParentEnd, ChildEnd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two descriptors into the array we pass.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((End::new(a), End::new(b)))
+}
+
+impl<Out: Serialize, In: DeserializeOwned> End<Out, In> {
+    fn new(fd: OwnedFd) -> Self {
+        End {
+            fd,
+            direction: PhantomData,
         }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    pub fn send(&self, msg: &Msg) -> io::Result<()> {
+    pub fn send(&self, msg: &Out) -> io::Result<()> {
         let data = serde_json::to_vec(msg).map_err(io::Error::other)?;
-        send_with_fd(self.raw(), &data, None)
+        send_with_fd(self.fd.as_raw_fd(), &data, None)
     }
 
     /// Sends a message with a descriptor attached.
-    pub fn send_fd(&self, msg: &Msg, fd: RawFd) -> io::Result<()> {
+    pub fn send_fd(&self, msg: &Out, fd: RawFd) -> io::Result<()> {
         let data = serde_json::to_vec(msg).map_err(io::Error::other)?;
-        send_with_fd(self.raw(), &data, Some(fd))
+        send_with_fd(self.fd.as_raw_fd(), &data, Some(fd))
     }
 
     /// Receives one message; `Ok(None)` when the other side has closed.
-    pub fn recv(&self) -> io::Result<Option<Msg>> {
+    pub fn recv(&self) -> io::Result<Option<In>> {
         Ok(self.recv_with_fd()?.map(|(m, _)| m))
     }
 
     /// Receives one message and the descriptor sent with it, if any.
-    pub fn recv_with_fd(&self) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
-        let (data, fd) = recv_with_fd(self.raw())?;
+    pub fn recv_with_fd(&self) -> io::Result<Option<(In, Option<OwnedFd>)>> {
+        let (data, fd) = recv_with_fd(self.fd.as_raw_fd())?;
         if data.is_empty() {
             return Ok(None);
         }
@@ -176,15 +198,17 @@ mod tests {
 
     #[test]
     fn messages_and_fds() {
-        let (a, b) = Channel::pair().unwrap();
-        a.send(&Msg::InitPid(42)).unwrap();
-        assert_eq!(b.recv().unwrap(), Some(Msg::InitPid(42)));
+        let (parent, child) = pair().unwrap();
+        child.send(&ToParent::InitPid(42)).unwrap();
+        assert_eq!(parent.recv().unwrap(), Some(ToParent::InitPid(42)));
+        parent.send(&ToChild::IdmappedMount(3)).unwrap();
+        assert_eq!(child.recv().unwrap(), Some(ToChild::IdmappedMount(3)));
         let f = std::fs::File::open("/dev/null").unwrap();
-        b.send_fd(&Msg::Console, f.as_raw_fd()).unwrap();
-        let (m, got) = a.recv_with_fd().unwrap().unwrap();
-        assert_eq!(m, Msg::Console);
+        child.send_fd(&ToParent::Console, f.as_raw_fd()).unwrap();
+        let (m, got) = parent.recv_with_fd().unwrap().unwrap();
+        assert_eq!(m, ToParent::Console);
         assert!(got.unwrap().as_raw_fd() >= 0);
-        drop(b);
-        assert_eq!(a.recv().unwrap(), None);
+        drop(child);
+        assert_eq!(parent.recv().unwrap(), None);
     }
 }

@@ -15,8 +15,13 @@ use std::path::{Path, PathBuf};
 type Module = Vec<String>;
 
 /// Circles left on purpose, as `crate: a, b` with the modules sorted. Each must still exist (the
-/// list cannot go stale); none is left today.
-const KNOWN: &[&str] = &[];
+/// list cannot go stale).
+///
+/// The one left: `cri/sandbox` stops and removes its pod's containers through `cri/container`, whose
+/// `launch` and `rootfs` (and `cri/spec`) read the pod's `SandboxRecord`, its user-namespace plan
+/// (`sandbox/userns`) and its log directory check from `cri/sandbox`. Those belong in a module below
+/// both.
+const KNOWN: &[&str] = &["agent: cri/container, cri/container/launch, cri/container/rootfs, cri/sandbox, cri/spec, cri/spec/tests"];
 
 #[test]
 fn no_module_imports_itself_through_others() {
@@ -57,7 +62,10 @@ fn the_reader_sees_the_circles_it_should() {
     let src = t.path().join("src");
     std::fs::create_dir_all(src.join("a")).unwrap();
     let write = |p: &str, s: &str| std::fs::write(src.join(p), s).unwrap();
-    write("lib.rs", "mod a;\nmod b;\nmod c;\npub struct Root;\n");
+    write(
+        "lib.rs",
+        "mod a;\nmod b;\nmod c;\nmod d;\nmod e;\npub struct Root;\n",
+    );
     write("a/mod.rs", "mod x;\nmod y;\nuse x::X;\n");
     // A child using its parent and its parent's other child: no circle.
     write("a/x.rs", "use super::{y::Y, Root2};\npub struct X;\n");
@@ -71,13 +79,19 @@ fn the_reader_sees_the_circles_it_should() {
         "c.rs",
         "pub struct C;\nfn f() { crate::b::g(\"crate::a::y\") }\n#[cfg(test)]\nmod tests {\n    use crate::a::x::X;\n}\n",
     );
+    // A circle through a parent: d's child v needs e, which needs d.
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    write("d/mod.rs", "mod v;\npub struct D;\n");
+    write("d/v.rs", "use crate::e::E;\n");
+    write("e.rs", "use crate::d::D;\npub struct E;\n");
     let m = modules(&src, "lib.rs");
     let e = edges(&m);
     let c: Vec<Vec<String>> = circles(&e)
         .into_iter()
         .map(|c| c.into_iter().map(|m| m.join("/")).collect())
         .collect();
-    assert_eq!(c, vec![vec!["b".to_string(), "c".to_string()]]);
+    let names = |ms: &[&str]| ms.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    assert_eq!(c, vec![names(&["b", "c"]), names(&["d", "d/v", "e"])]);
     assert!(!e[&vec!["c".to_string()]].contains(&vec!["a".to_string(), "x".to_string()]));
 }
 
@@ -128,9 +142,20 @@ fn modules(dir: &Path, root_file: &str) -> BTreeMap<Module, PathBuf> {
     out
 }
 
-/// Which modules each module uses, leaving out itself and its own descendants.
+/// Which modules each module uses, leaving out itself, its own descendants and its ancestors, and
+/// its own children, which it declares: a module is made of its children, so one of them that needs
+/// a module needing the parent closes a circle (`spec/validate` → `process` → `spec`), while a child
+/// that uses its ancestors' items does not.
 fn edges(modules: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<Module>> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+    for module in modules.keys() {
+        if let Some((_, parent)) = module.split_last() {
+            let parent = parent.to_vec();
+            if modules.contains_key(&parent) {
+                out.entry(parent).or_default().insert(module.clone());
+            }
+        }
+    }
     for (module, path) in modules {
         let code = code_of(&std::fs::read_to_string(path).unwrap());
         let mut targets = BTreeSet::new();
@@ -143,11 +168,11 @@ fn edges(modules: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<Modul
                 .map(|n| full[..n].to_vec())
                 .find(|m| modules.contains_key(m))
                 .unwrap_or_default();
-            if !target.starts_with(module) {
+            if !target.starts_with(module) && !module.starts_with(&target) {
                 targets.insert(target);
             }
         }
-        out.insert(module.clone(), targets);
+        out.entry(module.clone()).or_default().extend(targets);
     }
     out
 }

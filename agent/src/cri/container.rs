@@ -60,6 +60,16 @@ impl Record for ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// Whether the container runs from image `id` or mounts it as a volume.
+    pub fn uses_image(&self, id: &str) -> bool {
+        self.image_id == id
+            || self
+                .config
+                .mounts
+                .iter()
+                .any(|m| m.image.as_ref().is_some_and(|i| i.image_ref == id))
+    }
+
     /// Where the monitor records how the container ended.
     pub fn exit_file(&self) -> PathBuf {
         exit_file(&self.bundle)

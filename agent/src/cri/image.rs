@@ -205,15 +205,6 @@ fn pull_error(name: &str, e: img::Error) -> Status {
     }
 }
 
-/// Whether a container runs from image `id` or mounts it as a volume.
-fn uses_image(c: &super::container::ContainerRecord, id: &str) -> bool {
-    c.image_id == id
-        || c.config
-            .mounts
-            .iter()
-            .any(|m| m.image.as_ref().is_some_and(|i| i.image_ref == id))
-}
-
 pub async fn remove(
     d: &Arc<Daemon>,
     r: cri::RemoveImageRequest,
@@ -226,7 +217,7 @@ pub async fn remove(
             return Ok(cri::RemoveImageResponse {});
         };
         let id = found.config_digest.to_string();
-        if let Some(c) = d.containers.list().into_iter().find(|c| uses_image(c, &id)) {
+        if let Some(c) = d.containers.list().into_iter().find(|c| c.uses_image(&id)) {
             return Err(Status::failed_precondition(format!(
                 "image {id} is in use by container {}",
                 c.id

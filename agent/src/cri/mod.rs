@@ -2,9 +2,9 @@
 //! state they all work on.
 
 pub mod container;
+pub mod daemon_status;
 pub mod events;
 pub mod image;
-pub mod runtime;
 pub mod sandbox;
 pub mod service;
 pub mod spec;
@@ -25,8 +25,8 @@ pub struct Daemon {
     pub config: Config,
     pub sandboxes: Table<SandboxRecord>,
     pub containers: Table<ContainerRecord>,
-    /// The library runtime whose state root holds skiffd's containers.
-    pub runtime: skiff_runtime::container::Runtime,
+    /// The OCI runtime (the skiff-runtime library) over the state root of skiffd's containers.
+    pub oci: skiff_runtime::container::Runtime,
     pub images: skiff_runtime::image::store::Store,
     /// The driver in use (the configured one, when the host has it).
     pub cgroup_driver: CgroupDriver,
@@ -62,13 +62,13 @@ impl Daemon {
         let containers = Table::open(&containers_dir)?;
         let images = skiff_runtime::image::store::Store::open(&config.image_root)
             .with_context(|| format!("open image store {}", config.image_root.display()))?;
-        let cgroup_driver = runtime::effective_cgroup_driver(config.cgroup_driver);
-        let runtime = skiff_runtime::container::Runtime::new(config.runtime_root())
+        let cgroup_driver = daemon_status::effective_cgroup_driver(config.cgroup_driver);
+        let oci = skiff_runtime::container::Runtime::new(config.runtime_root())
             .with_systemd_cgroup(cgroup_driver == CgroupDriver::Systemd);
         Ok(Arc::new(Daemon {
             sandboxes,
             containers,
-            runtime,
+            oci,
             images,
             cgroup_driver,
             events: events::Events::new(),

@@ -10,7 +10,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::error::full_id;
-use super::{container, events, image, runtime, sandbox, stats, streaming, Daemon};
+use super::{container, daemon_status, events, image, sandbox, stats, streaming, Daemon};
 
 /// The tonic service object; cheap to clone.
 #[derive(Clone)]
@@ -72,25 +72,25 @@ impl RuntimeService for Cri {
         version,
         cri::VersionRequest,
         cri::VersionResponse,
-        runtime::version
+        daemon_status::version
     );
     delegate!(
         status,
         cri::StatusRequest,
         cri::StatusResponse,
-        runtime::status
+        daemon_status::status
     );
     delegate!(
         runtime_config,
         cri::RuntimeConfigRequest,
         cri::RuntimeConfigResponse,
-        runtime::config
+        daemon_status::config
     );
     delegate!(
         update_runtime_config,
         cri::UpdateRuntimeConfigRequest,
         cri::UpdateRuntimeConfigResponse,
-        runtime::update_config
+        daemon_status::update_config
     );
 
     delegate!(

@@ -234,7 +234,7 @@ pub fn images(mut list: Vec<cri_api::v1::Image>) -> Vec<ContainerImage> {
 pub async fn compute(ctx: &NodeContext, previous: &[NodeCondition]) -> NodeStatus {
     let s = &ctx.settings;
     let m = &ctx.machine;
-    let runtime = crate::cri::runtime::status(&ctx.daemon, Default::default())
+    let runtime = crate::cri::daemon_status::status(&ctx.daemon, Default::default())
         .await
         .ok()
         .and_then(|r| r.status)

@@ -3,9 +3,9 @@
 //! configured.
 
 pub mod channel;
-pub mod exec;
 pub mod handler;
 pub mod portforward;
+pub mod remotecommand;
 pub mod server;
 pub mod sink;
 pub mod spdy;

@@ -9,8 +9,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::channel::{PortForwardStream, PortStream};
-use super::exec::pipe_to_spdy;
 use super::handler::Handler;
+use super::remotecommand::pipe_to_spdy;
 use super::spdy::frame::rst;
 use super::spdy::session::{Incoming, Stream, StreamReader};
 use super::token::PortForwardRequest;

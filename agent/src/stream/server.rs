@@ -23,7 +23,7 @@ use super::channel;
 use super::handler::ws_limits;
 use super::spdy::session;
 use super::token::{self, TokenError, Tokens};
-use super::{exec, portforward, tunnel};
+use super::{portforward, remotecommand, tunnel};
 
 // The handler's types keep their old paths here too.
 pub use super::handler::{BoxFuture, Conn, Handler, Input, Io, Output, OutputSink};
@@ -236,15 +236,15 @@ fn spdy(server: &Arc<Server>, req: Request<Incoming>, pending: token::Request) -
                 let timeout = server.cfg.stream_creation_timeout;
                 match pending {
                     token::Request::Exec(r) => {
-                        let opts = exec::Options::exec(&r);
-                        exec::spdy(incoming, protocol, opts, timeout, move |io| {
+                        let opts = remotecommand::Options::exec(&r);
+                        remotecommand::spdy(incoming, protocol, opts, timeout, move |io| {
                             handler.exec(r, io)
                         })
                         .await
                     }
                     token::Request::Attach(r) => {
-                        let opts = exec::Options::attach(&r);
-                        exec::spdy(incoming, protocol, opts, timeout, move |io| {
+                        let opts = remotecommand::Options::attach(&r);
+                        remotecommand::spdy(incoming, protocol, opts, timeout, move |io| {
                             handler.attach(r, io)
                         })
                         .await
@@ -296,14 +296,14 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
         let handler = server.handler.clone();
         match pending {
             token::Request::Exec(r) => {
-                let opts = exec::Options::exec(&r);
+                let opts = remotecommand::Options::exec(&r);
                 let conn = Conn::new(upgraded);
-                exec::websocket(conn, v5, opts, move |io| handler.exec(r, io)).await
+                remotecommand::websocket(conn, v5, opts, move |io| handler.exec(r, io)).await
             }
             token::Request::Attach(r) => {
-                let opts = exec::Options::attach(&r);
+                let opts = remotecommand::Options::attach(&r);
                 let conn = Conn::new(upgraded);
-                exec::websocket(conn, v5, opts, move |io| handler.attach(r, io)).await
+                remotecommand::websocket(conn, v5, opts, move |io| handler.attach(r, io)).await
             }
             token::Request::PortForward(r) => {
                 // The session writes the tunnel's messages itself; tungstenite only reads.

@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use super::handshake::Handshake;
 use super::{destroy, io, release, ContainerError, Runtime};
 use crate::cgroups::{self, CgroupManager};
 use crate::hooks;
@@ -12,7 +13,7 @@ use crate::namespaces::{self, NsPlan};
 use crate::process::init::{self, InitArgs};
 use crate::spec::{NamespaceKind, Spec};
 use crate::state::{self, ContainerState, OciState, StateDir, Status};
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, ChildEnd, ToChild, ToParent};
 use crate::terminal;
 
 #[derive(Debug, Clone, Default)]
@@ -100,41 +101,65 @@ impl Runtime {
         } else {
             cgroups::new_manager(&spec, &opts.id, self.systemd_cgroup)
         };
-        let mut cg = match made {
+        let cg = match made {
             Ok(cg) => cg,
             Err(e) => {
                 let _ = dir.remove();
                 return Err(e.into());
             }
         };
-        let mut child = None;
-        let result = spawn(
+        let mut launch = Launch {
             opts,
-            &spec,
-            &bundle,
-            &rootfs,
-            &plan,
-            &dir,
-            cg.as_mut(),
-            console,
+            spec: &spec,
+            bundle: &bundle,
+            rootfs: &rootfs,
+            plan: &plan,
             relay_tty,
-            &mut child,
-        );
-        match result {
-            Ok((state, tty)) => Ok(Launched { dir, state, tty }),
-            Err(e) => {
-                if let Some(pid) = child {
-                    // SAFETY: kill and waitpid on our own child.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                        libc::waitpid(pid, std::ptr::null_mut(), 0);
-                    }
-                }
-                let _ = cg.destroy();
-                let _ = dir.remove();
-                Err(e)
+            dir: &dir,
+            cg,
+            child: None,
+            armed: true,
+        };
+        let (state, tty) = launch.spawn(console)?;
+        launch.armed = false;
+        drop(launch);
+        Ok(Launched { dir, state, tty })
+    }
+}
+
+/// One `create` on its way up: what it reads, and what it has made so far. Until it is disarmed,
+/// dropping it undoes the latter (kills and reaps the half-started child, removes the cgroup and the
+/// state directory), so that every error path cleans up alike. The descriptors of the setup (the
+/// channel, the fifo, the console socket) are locals of `spawn` and close with it.
+struct Launch<'a> {
+    opts: &'a CreateOptions,
+    spec: &'a Spec,
+    bundle: &'a Path,
+    rootfs: &'a Path,
+    plan: &'a NsPlan,
+    relay_tty: bool,
+    dir: &'a StateDir,
+    cg: Box<dyn CgroupManager>,
+    /// What to kill and reap if setup fails: the first stage, then the init.
+    child: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for Launch<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.child {
+            // SAFETY: kill and waitpid on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
         }
+        let _ = self.cg.destroy();
+        // The caller's `StateDir` keeps the lock until it drops, as `StateDir::remove` does.
+        let _ = std::fs::remove_dir_all(&self.dir.path);
     }
 }
 
@@ -170,250 +195,195 @@ fn check_console(terminal: bool, socket: Option<&Path>, relay: bool) -> Result<(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn(
-    opts: &CreateOptions,
-    spec: &Spec,
-    bundle: &Path,
-    rootfs: &Path,
-    plan: &NsPlan,
-    dir: &StateDir,
-    cg: &mut dyn CgroupManager,
-    console: Option<UnixStream>,
-    relay_tty: bool,
-    child: &mut Option<i32>,
-) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
-    let fifo_path = dir.fifo_path();
-    mkfifo(&fifo_path, container_root_owner(spec))?;
-    let fifo = open_path(&fifo_path)?;
-    cg.create()?;
-    let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
-    let two_stage = plan.needs_two_stages();
-    let cgroup_fd = if two_stage { None } else { cg.clone_into() };
-    let own_pidns = open_path(Path::new("/proc/self/ns/pid_for_children")).ok();
-    if !two_stage {
-        plan.join_for_children()?;
-    }
-    let flags = if two_stage { 0 } else { plan.clone_flags() };
-    // SAFETY: getpid has no arguments.
-    let me = unsafe { libc::getpid() };
-    let pid = namespaces::clone3(flags, cgroup_fd.as_ref().map(|f| f.as_raw_fd()))?;
-    if pid == 0 {
-        drop(parent_chan);
-        // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
-        unsafe { libc::close(dir.lock_fd()) };
-        let args = InitArgs {
-            spec,
-            id: &opts.id,
-            rootfs,
-            bundle,
-            chan: &child_chan,
-            plan,
-            fifo: fifo.as_raw_fd(),
-            console: console.as_ref().map(|c| c.as_raw_fd()),
-            relay_tty,
-            preserve_fds: opts.preserve_fds,
-            no_new_keyring: opts.no_new_keyring,
-            parent: me,
+impl Launch<'_> {
+    /// Clones the container's init (through a first stage when namespaces must be made in order), leads
+    /// it through the handshake and saves the state once it is ready; returns that state and, when
+    /// `run` relays the terminal, the pty master.
+    fn spawn(
+        &mut self,
+        console: Option<UnixStream>,
+    ) -> Result<(ContainerState, Option<OwnedFd>), ContainerError> {
+        let (spec, plan) = (self.spec, self.plan);
+        let fifo_path = self.dir.fifo_path();
+        mkfifo(&fifo_path, container_root_owner(spec))?;
+        let fifo = open_path(&fifo_path)?;
+        self.cg.create()?;
+        let (parent_end, child_end) = sync::pair().map_err(io("socketpair"))?;
+        let two_stage = plan.needs_two_stages();
+        let cgroup_fd = if two_stage {
+            None
+        } else {
+            self.cg.clone_into()
         };
-        if two_stage {
-            first_stage(args);
+        let own_pidns = open_path(Path::new("/proc/self/ns/pid_for_children")).ok();
+        if !two_stage {
+            plan.join_for_children()?;
         }
-        init::run(args);
-    }
-    *child = Some(pid);
-    if let Some(ns) = own_pidns {
-        // Hooks and later children of ours belong in our own pid namespace.
-        let _ = namespaces::setns(ns.as_raw_fd(), NamespaceKind::Pid);
-    }
-    drop(child_chan);
-    drop(console);
-    let chan = parent_chan;
-    let init_pid = if two_stage {
-        let p = drive_first_stage(&chan, spec, plan, cg, pid)?;
-        *child = Some(p);
-        p
-    } else {
-        if cgroup_fd.is_none() {
-            cg.add_process(pid)?;
+        let flags = if two_stage { 0 } else { plan.clone_flags() };
+        // SAFETY: getpid has no arguments.
+        let me = unsafe { libc::getpid() };
+        let pid = namespaces::clone3(flags, cgroup_fd.as_ref().map(|f| f.as_raw_fd()))?;
+        if pid == 0 {
+            drop(parent_end);
+            // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
+            unsafe { libc::close(self.dir.lock_fd()) };
+            let args = InitArgs {
+                spec,
+                id: &self.opts.id,
+                rootfs: self.rootfs,
+                bundle: self.bundle,
+                chan: &child_end,
+                plan,
+                fifo: fifo.as_raw_fd(),
+                console: console.as_ref().map(|c| c.as_raw_fd()),
+                relay_tty: self.relay_tty,
+                preserve_fds: self.opts.preserve_fds,
+                no_new_keyring: self.opts.no_new_keyring,
+                parent: me,
+            };
+            if two_stage {
+                first_stage(args);
+            }
+            init::run(args);
         }
-        pid
-    };
-    cgroups::apply_spec(cg, spec)?;
-    send_idmapped_trees(&chan, spec, bundle)?;
-    send(&chan, &Msg::Go)?;
-    let start_time = state::process_start_time(init_pid).unwrap_or(0);
-    let mut st = ContainerState {
-        oci_version: state::OCI_VERSION.into(),
-        id: opts.id.clone(),
-        pid: init_pid,
-        pid_start_time: start_time,
-        bundle: bundle.to_owned(),
-        rootfs: rootfs.to_owned(),
-        created: state::now_rfc3339(),
-        owner: String::new(),
-        annotations: spec.annotations.clone(),
-        cgroup: cg.state(),
-        config: spec.clone(),
-        owned_bundle: opts.owned_bundle,
-    };
-    expect(&chan, Msg::Mounted)?;
-    let creating = st.oci(Status::Creating);
-    let h = spec.hooks();
-    hooks::run_all("prestart", &h.prestart, &creating)?;
-    hooks::run_all("createRuntime", &h.create_runtime, &creating)?;
-    // The init has the annotations in its copy of the spec; they can be larger than a datagram.
-    let small = OciState {
-        annotations: Default::default(),
-        ..creating
-    };
-    send(&chan, &Msg::HooksDone(small.clone()))?;
-    if plan.joins_pid_late() {
-        st.pid = late_init_pid(&chan, init_pid)?;
-        *child = Some(st.pid);
-        // The process that runs the container learns its own pid with the state it hands to hooks.
-        send(
-            &chan,
-            &Msg::HooksDone(OciState {
+        self.child = Some(pid);
+        if let Some(ns) = own_pidns {
+            // Hooks and later children of ours belong in our own pid namespace.
+            let _ = namespaces::setns(ns.as_raw_fd(), NamespaceKind::Pid);
+        }
+        drop(child_end);
+        drop(console);
+        let chan = Handshake::new(parent_end);
+        let init_pid = if two_stage {
+            let p = self.drive_first_stage(&chan, pid)?;
+            self.child = Some(p);
+            p
+        } else {
+            if cgroup_fd.is_none() {
+                self.cg.add_process(pid)?;
+            }
+            pid
+        };
+        cgroups::apply_spec(self.cg.as_mut(), spec)?;
+        send_idmapped_trees(&chan, spec, self.bundle)?;
+        chan.go()?;
+        let mut st = self.state(init_pid);
+        chan.mounted()?;
+        let small = self.run_create_hooks(&st)?;
+        chan.hooks_done(small.clone())?;
+        if plan.joins_pid_late() {
+            st.pid = late_init_pid(&chan, init_pid)?;
+            self.child = Some(st.pid);
+            // The process that runs the container learns its own pid with the state it hands to hooks.
+            chan.hooks_done(OciState {
                 pid: st.pid,
                 ..small
-            }),
-        )?;
+            })?;
+        }
+        let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
+        let tty = if terminal && self.relay_tty {
+            Some(chan.console()?)
+        } else {
+            None
+        };
+        chan.ready(|fd| to_seccomp_listener(spec, &st, &fd))?;
+        st.pid_start_time = state::process_start_time(st.pid).unwrap_or(st.pid_start_time);
+        self.dir.save(&st)?;
+        if let Some(p) = &self.opts.pid_file {
+            state::write_atomic(p, st.pid.to_string().as_bytes(), 0o644)?;
+        }
+        Ok((st, tty))
     }
-    let mut tty = None;
-    let terminal = spec.process().map(|p| p.terminal).unwrap_or(false);
-    if terminal && relay_tty {
-        match recv(&chan)? {
-            (Msg::Console, Some(fd)) => tty = Some(fd),
-            (m, _) => return Err(unexpected(m, "Console")),
+
+    /// The state of the container whose init is `pid`, as it will be saved.
+    fn state(&self, pid: i32) -> ContainerState {
+        ContainerState {
+            oci_version: crate::spec::OCI_VERSION.into(),
+            id: self.opts.id.clone(),
+            pid,
+            pid_start_time: state::process_start_time(pid).unwrap_or(0),
+            bundle: self.bundle.to_owned(),
+            rootfs: self.rootfs.to_owned(),
+            created: state::now_rfc3339(),
+            owner: String::new(),
+            annotations: self.spec.annotations.clone(),
+            cgroup: self.cg.state(),
+            config: self.spec.clone(),
+            owned_bundle: self.opts.owned_bundle,
         }
     }
-    await_ready(&chan, spec, &st)?;
-    st.pid_start_time = state::process_start_time(st.pid).unwrap_or(start_time);
-    dir.save(&st)?;
-    if let Some(p) = &opts.pid_file {
-        state::write_atomic(p, st.pid.to_string().as_bytes(), 0o644)?;
+
+    /// Runs the prestart and createRuntime hooks; returns the state the init was told they are done
+    /// with (without annotations: the init has them in its copy of the spec, and they can be larger
+    /// than a datagram).
+    fn run_create_hooks(&self, st: &ContainerState) -> Result<OciState, ContainerError> {
+        let creating = st.oci(Status::Creating);
+        let h = self.spec.hooks();
+        hooks::run_all("prestart", &h.prestart, &creating)?;
+        hooks::run_all("createRuntime", &h.create_runtime, &creating)?;
+        let small = OciState {
+            annotations: Default::default(),
+            ..creating
+        };
+        Ok(small)
     }
-    Ok((st, tty))
+
+    /// Parent side of a two-stage spawn: map the new user namespace, place the stage in the cgroup,
+    /// learn the init's pid.
+    fn drive_first_stage(&mut self, chan: &Handshake, stage: i32) -> Result<i32, ContainerError> {
+        if self.plan.creates(NamespaceKind::User) {
+            chan.user_ns()?;
+            let linux = self.spec.linux().cloned().unwrap_or_default();
+            namespaces::write_id_maps(stage, &linux.uid_mappings, &linux.gid_mappings)?;
+        }
+        self.cg.add_process(stage)?;
+        chan.go()?;
+        let init_pid = chan.init_pid()?;
+        // SAFETY: reaping our own child, the first stage, which exits once it has forked the init.
+        unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
+        Ok(init_pid)
+    }
 }
 
 /// The init that built the root outside the container's pid namespace has forked the process that
 /// runs the container into it (as our child) and exits: learn that process's pid and reap the stage.
-fn late_init_pid(chan: &Channel, stage: i32) -> Result<i32, ContainerError> {
-    let pid = match recv(chan)? {
-        (Msg::InitPid(p), _) => p,
-        (m, _) => return Err(unexpected(m, "InitPid")),
-    };
+fn late_init_pid(chan: &Handshake, stage: i32) -> Result<i32, ContainerError> {
+    let pid = chan.init_pid()?;
     // SAFETY: reaping our own child, which exits once it has forked the init.
     unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
     Ok(pid)
 }
 
 /// Idmapped mounts are made here, on the host side, and attached by the init.
-fn send_idmapped_trees(chan: &Channel, spec: &Spec, bundle: &Path) -> Result<(), ContainerError> {
+fn send_idmapped_trees(chan: &Handshake, spec: &Spec, bundle: &Path) -> Result<(), ContainerError> {
     let trees = crate::security::idmap::trees(spec, bundle)
         .map_err(|e| ContainerError::Init(e.to_string()))?;
     for (i, fd) in &trees {
-        chan.send_fd(&Msg::IdmappedMount(*i), fd.as_raw_fd())
-            .map_err(io("sync"))?;
+        chan.idmapped_tree(*i, fd.as_raw_fd())?;
     }
     Ok(())
 }
 
-/// Waits for `Ready`, handing a seccomp listener descriptor sent before it to `listenerPath`.
-fn await_ready(chan: &Channel, spec: &Spec, st: &ContainerState) -> Result<(), ContainerError> {
-    loop {
-        match recv(chan)? {
-            (Msg::Ready, _) => return Ok(()),
-            (Msg::SeccompListener, Some(fd)) => {
-                let sc = spec.linux().and_then(|l| l.seccomp.as_ref());
-                let path = sc.and_then(|s| s.listener_path.as_deref()).unwrap_or("");
-                let meta = sc
-                    .and_then(|s| s.listener_metadata.as_deref())
-                    .unwrap_or("");
-                crate::security::seccomp::send_to_listener(
-                    path,
-                    meta,
-                    st.pid,
-                    &st.oci(Status::Creating),
-                    &fd,
-                )
-                .map_err(|e| ContainerError::Init(e.to_string()))?;
-            }
-            (m, _) => return Err(unexpected(m, "Ready")),
-        }
-    }
-}
-
-/// Sends to the child; if it has gone, its last words explain why better than EPIPE does.
-pub(crate) fn send(chan: &Channel, msg: &Msg) -> Result<(), ContainerError> {
-    match chan.send(msg) {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
-            match chan.recv() {
-                Ok(Some(Msg::Error(m))) => Err(ContainerError::Init(m)),
-                _ => Err(io("sync")(e)),
-            }
-        }
-        Err(e) => Err(io("sync")(e)),
-    }
-}
-
-fn recv(chan: &Channel) -> Result<(Msg, Option<OwnedFd>), ContainerError> {
-    match chan.recv_with_fd().map_err(io("sync"))? {
-        Some((Msg::Error(e), _)) => Err(ContainerError::Init(e)),
-        Some(m) => Ok(m),
-        None => Err(ContainerError::Init(
-            "the container's init exited during setup".into(),
-        )),
-    }
-}
-
-fn unexpected(m: Msg, want: &str) -> ContainerError {
-    ContainerError::Init(format!("protocol: got {m:?}, expected {want}"))
-}
-
-/// Waits for exactly `want`, a message that carries nothing: a step of the handshake, checked by
-/// its type rather than by its name.
-fn expect(chan: &Channel, want: Msg) -> Result<(), ContainerError> {
-    let (m, _) = recv(chan)?;
-    if m == want {
-        Ok(())
-    } else {
-        Err(unexpected(m, &format!("{want:?}")))
-    }
-}
-
-/// Parent side of a two-stage spawn: map the new user namespace, place the stage in the cgroup, learn
-/// the init's pid.
-fn drive_first_stage(
-    chan: &Channel,
+/// Hands the init's seccomp user-notification descriptor to `linux.seccomp.listenerPath`.
+fn to_seccomp_listener(
     spec: &Spec,
-    plan: &NsPlan,
-    cg: &mut dyn CgroupManager,
-    stage: i32,
-) -> Result<i32, ContainerError> {
-    if plan.creates(NamespaceKind::User) {
-        expect(chan, Msg::UserNs)?;
-        let linux = spec.linux().cloned().unwrap_or_default();
-        namespaces::write_id_maps(stage, &linux.uid_mappings, &linux.gid_mappings)?;
-    }
-    cg.add_process(stage)?;
-    send(chan, &Msg::Go)?;
-    let init_pid = match recv(chan)? {
-        (Msg::InitPid(p), _) => p,
-        (m, _) => return Err(unexpected(m, "InitPid")),
-    };
-    // SAFETY: reaping our own child, the first stage, which exits once it has forked the init.
-    unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
-    Ok(init_pid)
+    st: &ContainerState,
+    fd: &OwnedFd,
+) -> Result<(), ContainerError> {
+    let sc = spec.linux().and_then(|l| l.seccomp.as_ref());
+    let path = sc.and_then(|s| s.listener_path.as_deref()).unwrap_or("");
+    let meta = sc
+        .and_then(|s| s.listener_metadata.as_deref())
+        .unwrap_or("");
+    crate::security::seccomp::send_to_listener(path, meta, st.pid, &st.oci(Status::Creating), fd)
+        .map_err(|e| ContainerError::Init(e.to_string()))
 }
 
 /// Child side of a two-stage spawn: join namespaces given by path, create the user namespace and wait
 /// for its maps, create the rest, then fork the init into them.
 fn first_stage(args: InitArgs) -> ! {
-    let fail = |chan: &Channel, msg: String| -> ! {
-        let _ = chan.send(&Msg::Error(msg));
+    let fail = |chan: &ChildEnd, msg: String| -> ! {
+        let _ = chan.send(&ToParent::Error(msg));
         // SAFETY: _exit ends the process without running destructors of the parent's copy.
         unsafe { libc::_exit(1) }
     };
@@ -439,10 +409,10 @@ fn first_stage(args: InitArgs) -> ! {
         // The maps are written by the parent; the child's dumpable flag gates access to /proc/<pid>.
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
-        let _ = chan.send(&Msg::UserNs);
+        let _ = chan.send(&ToParent::UserNs);
     }
     match chan.recv() {
-        Ok(Some(Msg::Go)) => {}
+        Ok(Some(ToChild::Go)) => {}
         _ => fail(chan, "runtime went away during setup".into()),
     }
     // SAFETY: prctl with integer arguments only.
@@ -472,7 +442,7 @@ fn first_stage(args: InitArgs) -> ! {
         Ok(0) => init::run(InitArgs { parent: 0, ..args }),
         Ok(pid) => {
             // The init's first message must be from it, not us: we only report its pid.
-            let _ = chan.send(&Msg::InitPid(pid));
+            let _ = chan.send(&ToParent::InitPid(pid));
             // SAFETY: _exit ends the first stage; the init lives on.
             unsafe { libc::_exit(0) }
         }

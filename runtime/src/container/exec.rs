@@ -5,13 +5,14 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use super::create::wait_exit;
+use super::handshake::Handshake;
 use super::{io, ContainerError, Runtime};
 use crate::cgroups::{self, CgroupManager};
 use crate::namespaces::{self, same_ns};
 use crate::process::{exec_program, prepare_process};
 use crate::spec::{NamespaceKind, Process};
 use crate::state::{self, StateDir, Status};
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, ChildEnd, ToChild, ToParent};
 use crate::terminal;
 
 #[derive(Debug, Clone)]
@@ -79,15 +80,15 @@ impl Runtime {
             ),
             _ => None,
         };
-        let (parent_chan, child_chan) = Channel::pair().map_err(io("socketpair"))?;
+        let (parent_end, child_end) = sync::pair().map_err(io("socketpair"))?;
         let flags = kinds.iter().fold(0, |acc, k| acc | k.clone_flag());
         let stage = namespaces::clone3(0, None)?;
         if stage == 0 {
-            drop(parent_chan);
+            drop(parent_end);
             // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
             unsafe { libc::close(dir.lock_fd()) };
             first_stage(
-                &child_chan,
+                &child_end,
                 pidfd.as_raw_fd(),
                 flags,
                 &opts.process,
@@ -97,12 +98,13 @@ impl Runtime {
                 opts.preserve_fds,
             );
         }
-        drop(child_chan);
+        drop(child_end);
         drop(console);
         drop(dir);
-        let pid = place_first_stage(&parent_chan, cg.as_ref(), stage)
-            .and_then(|()| first_stage_result(&parent_chan, stage))?;
-        let result = drive(&parent_chan, pid, relay, &st);
+        let chan = Handshake::new(parent_end);
+        let pid = place_first_stage(&chan, cg.as_ref(), stage)
+            .and_then(|()| first_stage_result(&chan, stage))?;
+        let result = drive(&chan, pid, relay, &st);
         let tty = match result {
             Ok(t) => t,
             Err(e) => {
@@ -128,48 +130,35 @@ impl Runtime {
 }
 
 fn drive(
-    chan: &Channel,
+    chan: &Handshake,
     pid: i32,
     relay: bool,
     st: &state::ContainerState,
 ) -> Result<Option<OwnedFd>, ContainerError> {
     // The process waits until we know its pid: its messages must come after the first stage's.
-    super::create::send(chan, &Msg::Go)?;
-    let mut tty = None;
-    loop {
-        match chan.recv_with_fd().map_err(io("sync"))? {
-            Some((Msg::Console, fd)) if relay => tty = fd,
-            Some((Msg::Execing, _)) => {}
-            Some((Msg::SeccompListener, Some(fd))) => {
-                let sc = st.config.linux().and_then(|l| l.seccomp.as_ref());
-                let path = sc.and_then(|s| s.listener_path.as_deref()).unwrap_or("");
-                let meta = sc
-                    .and_then(|s| s.listener_metadata.as_deref())
-                    .unwrap_or("");
-                let oci = st.oci(Status::Running);
-                crate::security::seccomp::send_to_listener(path, meta, pid, &oci, &fd)
-                    .map_err(|e| ContainerError::Init(e.to_string()))?;
-            }
-            Some((Msg::Error(e), _)) => return Err(ContainerError::Init(e)),
-            Some((m, _)) => {
-                return Err(ContainerError::Init(format!("protocol: unexpected {m:?}")))
-            }
-            // The channel closes on a successful execve (it is close-on-exec).
-            None => return Ok(tty),
-        }
-    }
+    chan.go()?;
+    chan.exec_outcome(relay, |fd| {
+        let sc = st.config.linux().and_then(|l| l.seccomp.as_ref());
+        let path = sc.and_then(|s| s.listener_path.as_deref()).unwrap_or("");
+        let meta = sc
+            .and_then(|s| s.listener_metadata.as_deref())
+            .unwrap_or("");
+        let oci = st.oci(Status::Running);
+        crate::security::seccomp::send_to_listener(path, meta, pid, &oci, &fd)
+            .map_err(|e| ContainerError::Init(e.to_string()))
+    })
 }
 
 /// Puts the first stage in the container's cgroup, so that the process it forks is born there.
 fn place_first_stage(
-    chan: &Channel,
+    chan: &Handshake,
     cg: &dyn CgroupManager,
     stage: i32,
 ) -> Result<(), ContainerError> {
     let placed = cg
         .add_process(stage)
         .map_err(ContainerError::from)
-        .and_then(|()| super::create::send(chan, &Msg::Go));
+        .and_then(|()| chan.go());
     if placed.is_err() {
         // SAFETY: kill and reap our own child, the first stage.
         unsafe {
@@ -181,18 +170,11 @@ fn place_first_stage(
 }
 
 /// Reaps the first stage and learns the pid (in our pid namespace) of the process it forked.
-fn first_stage_result(chan: &Channel, stage: i32) -> Result<i32, ContainerError> {
-    let msg = chan.recv().map_err(io("sync"));
+fn first_stage_result(chan: &Handshake, stage: i32) -> Result<i32, ContainerError> {
+    let pid = chan.stage_result("exec: the first stage went away");
     // SAFETY: reaping our own child, the first stage, which exits once it has forked.
     unsafe { libc::waitpid(stage, std::ptr::null_mut(), 0) };
-    match msg? {
-        Some(Msg::InitPid(pid)) => Ok(pid),
-        Some(Msg::Error(e)) => Err(ContainerError::Init(e)),
-        Some(m) => Err(ContainerError::Init(format!("protocol: unexpected {m:?}"))),
-        None => Err(ContainerError::Init(
-            "exec: the first stage went away".into(),
-        )),
-    }
+    pid
 }
 
 /// Joins every namespace of the container, waits to be put in its cgroup, then forks the process as a
@@ -204,7 +186,7 @@ fn first_stage_result(chan: &Channel, stage: i32) -> Result<i32, ContainerError>
 /// itself never shows in the container's pid namespace.
 #[allow(clippy::too_many_arguments)]
 fn first_stage(
-    chan: &Channel,
+    chan: &ChildEnd,
     pidfd: RawFd,
     flags: libc::c_int,
     process: &Process,
@@ -220,13 +202,13 @@ fn first_stage(
         fail(e.to_string());
     }
     match chan.recv() {
-        Ok(Some(Msg::Go)) => {}
+        Ok(Some(ToChild::Go)) => {}
         _ => fail("runtime went away".into()),
     }
     match namespaces::clone_sibling() {
         Ok(0) => child(chan, process, seccomp, console, relay, preserve_fds),
         Ok(pid) => {
-            let _ = chan.send(&Msg::InitPid(pid));
+            let _ = chan.send(&ToParent::InitPid(pid));
             // SAFETY: _exit ends the first stage; the process lives on as our parent's child.
             unsafe { libc::_exit(0) }
         }
@@ -235,7 +217,7 @@ fn first_stage(
 }
 
 fn child(
-    chan: &Channel,
+    chan: &ChildEnd,
     process: &Process,
     seccomp: Option<&crate::spec::Seccomp>,
     console: Option<RawFd>,
@@ -245,7 +227,7 @@ fn child(
     let fail = |msg: String| -> ! { fail_with(chan, msg, 127) };
     shield();
     match chan.recv() {
-        Ok(Some(Msg::Go)) => {}
+        Ok(Some(ToChild::Go)) => {}
         _ => fail("runtime went away".into()),
     }
     if process.terminal {
@@ -255,7 +237,7 @@ fn child(
         };
         let sent = match console {
             Some(sock) => terminal::send_master(sock, &pty),
-            None if relay => chan.send_fd(&Msg::Console, pty.master.as_raw_fd()),
+            None if relay => chan.send_fd(&ToParent::Console, pty.master.as_raw_fd()),
             None => Ok(()),
         };
         if let Err(e) = sent.and_then(|_| terminal::become_session_leader(&pty.slave)) {
@@ -267,11 +249,11 @@ fn child(
         Err(e) => fail(e.to_string()),
     };
     if let Some(fd) = prepared.listener.take() {
-        if let Err(e) = chan.send_fd(&Msg::SeccompListener, fd.as_raw_fd()) {
+        if let Err(e) = chan.send_fd(&ToParent::SeccompListener, fd.as_raw_fd()) {
             fail(format!("send the seccomp listener: {e}"));
         }
     }
-    let _ = chan.send(&Msg::Execing);
+    let _ = chan.send(&ToParent::Execing);
     // SAFETY: prctl with integer arguments only; the exec'd program must not die with us.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
     let err = exec_program(process, &prepared, preserve_fds);
@@ -288,8 +270,8 @@ fn shield() {
 }
 
 /// Reports `msg` to the runtime and ends a forked stage with `code`.
-fn fail_with(chan: &Channel, msg: String, code: i32) -> ! {
-    let _ = chan.send(&Msg::Error(msg));
+fn fail_with(chan: &ChildEnd, msg: String, code: i32) -> ! {
+    let _ = chan.send(&ToParent::Error(msg));
     // SAFETY: _exit ends the forked stage without running the parent's destructors.
     unsafe { libc::_exit(code) }
 }

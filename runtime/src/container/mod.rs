@@ -3,6 +3,7 @@
 
 mod create;
 mod exec;
+mod handshake;
 mod observe;
 mod signal;
 mod update;
@@ -100,7 +101,7 @@ pub struct StateReport {
 impl StateReport {
     fn new(st: &ContainerState, status: Status) -> StateReport {
         StateReport {
-            oci_version: state::OCI_VERSION.into(),
+            oci_version: crate::spec::OCI_VERSION.into(),
             id: st.id.clone(),
             pid: if status == Status::Stopped { 0 } else { st.pid },
             status,

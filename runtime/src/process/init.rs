@@ -13,7 +13,7 @@ use crate::rootfs::{self, RootfsError, RootfsOptions};
 use crate::security::SecurityError;
 use crate::spec::{NamespaceKind, Process, Spec};
 use crate::state::{OciState, Status};
-use crate::sync::{Channel, Msg};
+use crate::sync::{ChildEnd, ToChild, ToParent};
 use crate::terminal;
 
 use super::{exec_program, prepare_process, ProcessError};
@@ -44,7 +44,7 @@ pub struct InitArgs<'a> {
     pub rootfs: &'a Path,
     /// The bundle directory, against which relative bind-mount sources resolve.
     pub bundle: &'a Path,
-    pub chan: &'a Channel,
+    pub chan: &'a ChildEnd,
     pub plan: &'a NsPlan,
     /// O_PATH descriptor of `exec.fifo`.
     pub fifo: RawFd,
@@ -81,7 +81,7 @@ pub fn run(args: InitArgs) -> ! {
         }
         _ => 1,
     };
-    let _ = args.chan.send(&Msg::Error(err.to_string()));
+    let _ = args.chan.send(&ToParent::Error(err.to_string()));
     // SAFETY: _exit ends this process without running the parent's atexit handlers or destructors.
     unsafe { libc::_exit(code) }
 }
@@ -91,9 +91,11 @@ enum Never {}
 /// Set once `start` has released us; errors after it have no parent to report to.
 static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn expect(chan: &Channel, want: &str) -> Result<Msg, InitError> {
+/// Waits for the state the runtime sends once the hooks before ours are done (`want` names the wait).
+fn await_hooks_done(chan: &ChildEnd, want: &str) -> Result<OciState, InitError> {
     match chan.recv() {
-        Ok(Some(m)) => Ok(m),
+        Ok(Some(ToChild::HooksDone(s))) => Ok(s),
+        Ok(Some(m)) => Err(InitError::Other(format!("unexpected message {m:?}"))),
         Ok(None) => Err(InitError::Other(format!(
             "runtime went away while init waited for {want}"
         ))),
@@ -120,13 +122,12 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     if own_mount_ns {
         deferred = rootfs::prepare(a.spec, a.rootfs, &opts)?;
     }
-    a.chan.send(&Msg::Mounted).map_err(|e| other("sync", e))?;
-    let mut state = match expect(a.chan, "hooks")? {
-        Msg::HooksDone(s) => OciState {
-            annotations: a.spec.annotations.clone(),
-            ..s
-        },
-        m => return Err(InitError::Other(format!("unexpected message {m:?}"))),
+    a.chan
+        .send(&ToParent::Mounted)
+        .map_err(|e| other("sync", e))?;
+    let mut state = OciState {
+        annotations: a.spec.annotations.clone(),
+        ..await_hooks_done(a.chan, "hooks")?
     };
     hooks::run_all("createContainer", &a.spec.hooks().create_container, &state)?;
     set_names(a.spec)?;
@@ -155,14 +156,16 @@ fn setup(a: &InitArgs) -> Result<Never, InitError> {
     let mut prepared = prepare_process(process, seccomp)?;
     if let Some(fd) = prepared.listener.take() {
         a.chan
-            .send_fd(&Msg::SeccompListener, fd.as_raw_fd())
+            .send_fd(&ToParent::SeccompListener, fd.as_raw_fd())
             .map_err(|e| other("send the seccomp listener", e))?;
     }
     // The death signal served setup; from here the container outlives `create`, which may exit the
     // moment it reads Ready, so it must be gone before we say it.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    a.chan.send(&Msg::Ready).map_err(|e| other("sync", e))?;
+    a.chan
+        .send(&ToParent::Ready)
+        .map_err(|e| other("sync", e))?;
     wait_for_start(a.fifo)?;
     state.status = Status::Created;
     hooks::run_all("startContainer", &a.spec.hooks().start_container, &state)?;
@@ -177,25 +180,22 @@ fn fork_into_pid_namespace(a: &InitArgs) -> Result<i32, InitError> {
     match namespaces::clone_sibling()? {
         0 => {}
         pid => {
-            let _ = a.chan.send(&Msg::InitPid(pid));
+            let _ = a.chan.send(&ToParent::InitPid(pid));
             // SAFETY: _exit ends this stage without running destructors; the child lives on.
             unsafe { libc::_exit(0) }
         }
     }
     guard_against_parent_death(a.parent)?;
-    match expect(a.chan, "its state")? {
-        Msg::HooksDone(s) => Ok(s.pid),
-        m => Err(InitError::Other(format!("unexpected message {m:?}"))),
-    }
+    Ok(await_hooks_done(a.chan, "its state")?.pid)
 }
 
 /// Waits for `Go`, collecting the idmapped mount trees the runtime sends before it.
-fn await_go(chan: &Channel) -> Result<Vec<(usize, OwnedFd)>, InitError> {
+fn await_go(chan: &ChildEnd) -> Result<Vec<(usize, OwnedFd)>, InitError> {
     let mut trees = Vec::new();
     loop {
         match chan.recv_with_fd() {
-            Ok(Some((Msg::Go, _))) => return Ok(trees),
-            Ok(Some((Msg::IdmappedMount(i), Some(fd)))) => trees.push((i, fd)),
+            Ok(Some((ToChild::Go, _))) => return Ok(trees),
+            Ok(Some((ToChild::IdmappedMount(i), Some(fd)))) => trees.push((i, fd)),
             Ok(Some((m, _))) => return Err(InitError::Other(format!("unexpected message {m:?}"))),
             Ok(None) => {
                 return Err(InitError::Other(
@@ -284,7 +284,7 @@ fn attach_terminal(a: &InitArgs, p: &Process) -> Result<(), InitError> {
         unsafe { libc::close(sock) };
     } else if a.relay_tty {
         a.chan
-            .send_fd(&Msg::Console, pty.master.as_raw_fd())
+            .send_fd(&ToParent::Console, pty.master.as_raw_fd())
             .map_err(|e| other("terminal", e))?;
     }
     terminal::become_session_leader(&pty.slave).map_err(|e| other("terminal", e))?;

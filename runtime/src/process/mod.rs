@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use crate::security::{self, SecurityError};
-use crate::spec::{Process, Rlimit, Seccomp};
+use crate::spec::{rlimit_resource, Process, Rlimit, Seccomp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -30,30 +30,6 @@ pub enum ProcessError {
     Nul(&'static str),
     #[error(transparent)]
     Security(#[from] SecurityError),
-}
-
-/// Maps an OCI rlimit name (`RLIMIT_NOFILE`) to its resource number.
-pub fn rlimit_resource(name: &str) -> Option<libc::c_int> {
-    let r = match name {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        _ => return None,
-    };
-    Some(r as libc::c_int)
 }
 
 /// The program to exec, resolved and encoded before we wait for `start`, so that a missing binary is

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::mountinfo;
-use crate::spec::Spec;
+use crate::spec::{propagation_flag, Spec};
 
 pub use options::mount_options;
 pub use pivot::pivot;
@@ -110,22 +110,6 @@ pub(crate) fn path_err<'a>(
         what: what.to_owned(),
         source,
     }
-}
-
-/// Maps `linux.rootfsPropagation` to mount flags.
-pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
-    let flag = match name {
-        "shared" => libc::MS_SHARED,
-        "rshared" => libc::MS_SHARED | libc::MS_REC,
-        "slave" => libc::MS_SLAVE,
-        "rslave" => libc::MS_SLAVE | libc::MS_REC,
-        "private" => libc::MS_PRIVATE,
-        "rprivate" => libc::MS_PRIVATE | libc::MS_REC,
-        "unbindable" => libc::MS_UNBINDABLE,
-        "runbindable" => libc::MS_UNBINDABLE | libc::MS_REC,
-        _ => return None,
-    };
-    Some(flag)
 }
 
 /// In the new mount namespace, before the createContainer hooks and pivot_root. `rootfs` is

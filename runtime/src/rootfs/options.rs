@@ -190,7 +190,7 @@ pub fn parse(options: &[String]) -> Result<MountOptions, Unsupported> {
             }
         } else if opt == "bind" || opt == "rbind" {
             out.bind = Some(opt == "rbind");
-        } else if let Some(flag) = super::propagation_flag(opt) {
+        } else if let Some(flag) = crate::spec::propagation_flag(opt) {
             out.propagation.push(flag);
         } else if let Some(&(_, a, clear)) = RECURSIVE.iter().find(|r| r.0 == opt) {
             set_attr(&mut out, a, clear);

@@ -46,7 +46,7 @@ pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
 pub fn default_spec(rootless: bool) -> Value {
     let caps = json!(DEFAULT_CAPS);
     let mut spec = json!({
-        "ociVersion": crate::state::OCI_VERSION,
+        "ociVersion": super::OCI_VERSION,
         "process": {
             "terminal": true,
             "user": { "uid": 0, "gid": 0 },

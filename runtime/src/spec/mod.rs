@@ -6,6 +6,7 @@
 //! know, which an enum would turn into a parse failure.
 
 pub mod default;
+mod names;
 mod resources;
 mod shape;
 mod validate;
@@ -17,8 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use default::default_spec;
+pub use names::{propagation_flag, rlimit_resource};
 pub use resources::*;
 pub use validate::{unchanged_id_field, validate, UNCHANGED_ID, UNCHANGED_ID_REASON};
+
+/// The version of the runtime spec skiff implements, reported in states and features.
+pub const OCI_VERSION: &str = "1.2.0";
 
 /// The largest `config.json` skiff accepts; real ones are a few KiB.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;

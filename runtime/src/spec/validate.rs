@@ -113,7 +113,7 @@ fn check_process(spec: &Spec) -> Result<(), SpecError> {
     let mut seen = HashSet::new();
     for (i, r) in p.rlimits.iter().enumerate() {
         let field = format!("process.rlimits[{i}]");
-        if crate::process::rlimit_resource(&r.kind).is_none() {
+        if super::rlimit_resource(&r.kind).is_none() {
             return Err(SpecError::invalid(
                 field,
                 format!("unknown rlimit type {:?}", r.kind),
@@ -257,7 +257,7 @@ fn check_linux(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     if let Some(prop) = &linux.rootfs_propagation {
-        if crate::rootfs::propagation_flag(prop).is_none() {
+        if super::propagation_flag(prop).is_none() {
             return Err(SpecError::invalid(
                 "linux.rootfsPropagation",
                 format!("unknown propagation {prop:?}"),
@@ -282,7 +282,7 @@ fn check_sysctl(spec: &Spec, key: &str) -> Result<(), SpecError> {
         None => false,
         Some(ns) => match &ns.path {
             None => true,
-            Some(path) => !crate::namespaces::is_host_ns(kind, path),
+            Some(path) => !crate::nsfs::is_host_ns(kind.proc_name(), path),
         },
     };
     let ipc = key.starts_with("kernel.msg")

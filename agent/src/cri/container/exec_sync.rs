@@ -81,7 +81,7 @@ pub async fn run(
         return Err(not_found("container", &r.container_id));
     }
     let running = d
-        .runtime
+        .oci
         .state(&r.container_id)
         .is_ok_and(|s| s.status == skiff_runtime::state::Status::Running);
     if !running {

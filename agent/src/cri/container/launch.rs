@@ -313,7 +313,7 @@ fn read_report(r: OwnedFd) -> Result<Report, Status> {
 
 /// Removes whatever a failed create left: the runtime's container, the mount, the directory.
 pub(super) fn undo(d: &Daemon, id: &str, dir: &Path) {
-    if let Err(e) = d.runtime.delete(id, true) {
+    if let Err(e) = d.oci.delete(id, true) {
         tracing::warn!(container = id, "undo create: {e}");
     }
     remove_bundle(dir);

@@ -31,7 +31,7 @@ pub async fn start(d: &Arc<Daemon>, id: &str) -> Result<(), Status> {
     let dd = d.clone();
     let cid = id.to_owned();
     blocking(move || {
-        dd.runtime
+        dd.oci
             .start(&cid)
             .map_err(|e| Status::unknown(format!("start container {cid}: {e}")))
     })
@@ -95,7 +95,7 @@ async fn kill(d: &Arc<Daemon>, id: &str, sig: i32, all: bool) {
     let dd = d.clone();
     let cid = id.to_owned();
     let _ = blocking(move || {
-        if let Err(e) = dd.runtime.kill(&cid, sig, all) {
+        if let Err(e) = dd.oci.kill(&cid, sig, all) {
             tracing::debug!(container = cid, "signal {sig}: {e}");
         }
         Ok(())
@@ -156,7 +156,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &ContainerRecord) -> Result<(), Status> 
         while monitor_alive(&rec) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        dd.runtime
+        dd.oci
             .delete(&rec.id, true)
             .map_err(|e| internal(format!("delete container {}: {e}", rec.id)))?;
         super::remove_bundle(&rec.bundle);

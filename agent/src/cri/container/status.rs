@@ -21,7 +21,7 @@ pub struct Phase {
 
 /// The runtime's view of the container, read without taking its lock.
 fn runtime_state(d: &Daemon, id: &str) -> Option<RtStatus> {
-    d.runtime.observe(id).ok().map(|o| o.status)
+    d.oci.observe(id).ok().map(|o| o.status)
 }
 
 pub fn phase(d: &Daemon, c: &ContainerRecord) -> Phase {

@@ -31,7 +31,7 @@ pub async fn update(
     }
     let d2 = Arc::clone(d);
     let cg_id = id.clone();
-    blocking(move || apply(&d2.runtime, &cg_id, new)).await?;
+    blocking(move || apply(&d2.oci, &cg_id, new)).await?;
     d.containers.update(&id, |c| {
         let l = c.config.linux.get_or_insert_with(Default::default);
         let old = l.resources.get_or_insert_with(Default::default);

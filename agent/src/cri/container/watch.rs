@@ -134,14 +134,14 @@ fn collect_garbage(d: &Daemon) {
     // Sandbox-level objects (infra processes) share the runtime root only if they are containers
     // with records of their own kind; only ids that look like ours are touched.
     let ours = |id: &str| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Ok(list) = d.runtime.list() {
+    if let Ok(list) = d.oci.list() {
         for st in list {
             if ours(&st.id)
                 && d.containers.get(&st.id).is_none()
                 && d.sandboxes.get(&st.id).is_none()
             {
                 tracing::info!(container = st.id, "removing a container without a record");
-                if let Err(e) = d.runtime.delete(&st.id, true) {
+                if let Err(e) = d.oci.delete(&st.id, true) {
                     tracing::warn!(container = st.id, "{e}");
                 }
             }

@@ -197,7 +197,7 @@ fn spawn_infra(d: &Daemon, dir: &Path) -> Result<(i32, u64), Status> {
 /// Puts the infra process in a cgroup of its own below the pod's, as a pod member is: its usage is the
 /// pod's and it goes with the pod.
 fn place_infra(d: &Daemon, rec: &mut SandboxRecord, pid: i32) -> Result<(), Status> {
-    let path = crate::cri::spec::cgroups_path(d.cgroup_driver, &rec.cgroup_parent, &rec.id);
+    let path = d.cgroup_driver.cgroups_path(&rec.cgroup_parent, &rec.id);
     let spec = skiff_runtime::spec::Spec {
         linux: Some(skiff_runtime::spec::Linux {
             cgroups_path: Some(path),

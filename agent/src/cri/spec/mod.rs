@@ -19,7 +19,6 @@ use tonic::Status;
 
 use super::error::{invalid, truncate};
 use super::sandbox::SandboxRecord;
-use crate::config::CgroupDriver;
 
 /// Everything the spec is made from.
 pub struct SpecInput<'a> {
@@ -88,11 +87,12 @@ pub fn build(input: &SpecInput) -> Result<Spec, Status> {
         gid_mappings: userns.map(|u| vec![u.gid]).unwrap_or_default(),
         sysctl: sysctls(input.sandbox),
         resources: Some(res),
-        cgroups_path: Some(cgroups_path(
-            input.daemon.cgroup_driver,
-            &input.sandbox.cgroup_parent,
-            input.id,
-        )),
+        cgroups_path: Some(
+            input
+                .daemon
+                .cgroup_driver
+                .cgroups_path(&input.sandbox.cgroup_parent, input.id),
+        ),
         namespaces: namespaces::build(input)?,
         devices,
         seccomp,
@@ -102,7 +102,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, Status> {
         ..Default::default()
     };
     Ok(Spec {
-        oci_version: skiff_runtime::state::OCI_VERSION.into(),
+        oci_version: skiff_runtime::spec::OCI_VERSION.into(),
         root: Some(Root {
             path: input.rootfs.to_string_lossy().into_owned(),
             readonly: input.readonly_rootfs(),
@@ -113,31 +113,6 @@ pub fn build(input: &SpecInput) -> Result<Spec, Status> {
         linux: Some(linux),
         ..Default::default()
     })
-}
-
-/// `linux.cgroupsPath` for a container of a pod: a path under the pod's cgroup for cgroupfs, the
-/// `slice:prefix:name` triple for systemd.
-pub fn cgroups_path(driver: CgroupDriver, parent: &str, id: &str) -> String {
-    match driver {
-        CgroupDriver::Cgroupfs => {
-            let parent = parent.trim_end_matches('/');
-            let parent = if parent.is_empty() { "/skiff" } else { parent };
-            if parent.starts_with('/') {
-                format!("{parent}/{id}")
-            } else {
-                format!("/{parent}/{id}")
-            }
-        }
-        CgroupDriver::Systemd => {
-            let slice = parent.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
-            let slice = if slice.is_empty() {
-                "system.slice"
-            } else {
-                slice
-            };
-            format!("{slice}:skiff:{id}")
-        }
-    }
 }
 
 /// The config's annotations plus the keys by which tools recognise a CRI container.

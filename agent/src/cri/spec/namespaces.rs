@@ -86,7 +86,7 @@ fn target_pidns(input: &SpecInput, target: &str) -> Result<std::path::PathBuf, S
     }
     let st = input
         .daemon
-        .runtime
+        .oci
         .state(target)
         .map_err(|e| bad(field, target, &format!("not running: {e}")))?;
     if st.pid <= 0 || st.status != skiff_runtime::state::Status::Running {

@@ -831,14 +831,17 @@ fn cgroups_path_for_both_drivers() {
         (D::Systemd, "", "system.slice:skiff:c1"),
     ] {
         assert_eq!(
-            cgroups_path(driver, parent, "c1"),
+            driver.cgroups_path(parent, "c1"),
             want,
             "{driver:?} {parent}"
         );
     }
     let fx = fixture();
     let spec = fx.ok(&mount_cfg(vec![]));
-    let want = cgroups_path(fx.daemon.cgroup_driver, "/kubepods/podabc", "ctr1");
+    let want = fx
+        .daemon
+        .cgroup_driver
+        .cgroups_path("/kubepods/podabc", "ctr1");
     assert_eq!(linux(&spec).cgroups_path.as_deref(), Some(want.as_str()));
 }
 

@@ -141,7 +141,7 @@ pub(crate) fn check_running(d: &Daemon, id: &str) -> Result<(), Status> {
         return Err(not_found("container", id));
     }
     let running = d
-        .runtime
+        .oci
         .state(id)
         .is_ok_and(|s| s.status == skiff_runtime::state::Status::Running);
     if !running {

@@ -54,7 +54,7 @@ pub fn running(d: &Daemon) -> Reply {
             continue;
         };
         let running = d
-            .runtime
+            .oci
             .state(&c.id)
             .is_ok_and(|s| s.status == skiff_runtime::state::Status::Running);
         if !running {

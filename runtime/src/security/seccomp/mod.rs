@@ -166,7 +166,7 @@ pub fn send_to_listener(
         source,
     };
     let doc = serde_json::json!({
-        "ociVersion": crate::state::OCI_VERSION,
+        "ociVersion": crate::spec::OCI_VERSION,
         "fds": ["seccompFd"],
         "pid": pid,
         "metadata": metadata,

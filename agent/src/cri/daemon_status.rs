@@ -1,5 +1,5 @@
-//! What the runtime is and whether it is ready: `Version`, `Status`, `RuntimeConfig`,
-//! `UpdateRuntimeConfig`.
+//! The RuntimeService calls about skiffd itself rather than a pod or container: what it is and
+//! whether it is ready (`Version`, `Status`), its configuration (`RuntimeConfig`, `UpdateRuntimeConfig`).
 
 use std::collections::HashMap;
 use std::path::Path;
