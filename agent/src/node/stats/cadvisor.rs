@@ -122,9 +122,7 @@ fn cgroup_id(driver: CgroupDriver, parent: &str, container: Option<&str>) -> Str
     match (container, driver) {
         (None, _) => pod,
         (Some(id), CgroupDriver::Systemd) => format!("{pod}/skiff-{id}.scope"),
-        (Some(id), CgroupDriver::Cgroupfs) => {
-            crate::cri::spec::cgroups_path(CgroupDriver::Cgroupfs, parent, id)
-        }
+        (Some(id), CgroupDriver::Cgroupfs) => CgroupDriver::Cgroupfs.cgroups_path(parent, id),
     }
 }
 
