@@ -58,7 +58,7 @@ pub async fn status(d: &Arc<Daemon>, r: cri::StatusRequest) -> Result<cri::Statu
             name: String::new(),
             features: Some(cri::RuntimeHandlerFeatures {
                 recursive_read_only_mounts: true,
-                user_namespaces: super::sandbox::userns::supported(),
+                user_namespaces: super::pod::userns::supported(),
             }),
         }],
         features: Some(cri::RuntimeFeatures {

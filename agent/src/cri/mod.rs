@@ -5,6 +5,7 @@ pub mod container;
 pub mod daemon_status;
 pub mod events;
 pub mod image;
+pub mod pod;
 pub mod sandbox;
 pub mod service;
 pub mod spec;
@@ -18,7 +19,7 @@ use tonic::Status;
 use crate::config::{CgroupDriver, Config};
 use crate::store::{StoreError, Table};
 use container::ContainerRecord;
-use sandbox::SandboxRecord;
+use pod::SandboxRecord;
 
 /// Everything the services share. One per skiffd process.
 pub struct Daemon {

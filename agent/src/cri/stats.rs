@@ -20,7 +20,7 @@ use tonic::Status;
 use super::container::ContainerRecord;
 use super::error::{full_id, not_found};
 use super::image::usage;
-use super::sandbox::SandboxRecord;
+use super::pod::SandboxRecord;
 use super::{blocking, Daemon};
 use cgroup::{CgroupDirs, Sample};
 pub use rate::Rates;

@@ -14,11 +14,11 @@ use cri_api::v1 as cri;
 use tonic::Status;
 
 use super::super::error::{full_id, internal, invalid, not_found, truncate};
-use super::super::sandbox::SandboxRecord;
 use super::super::{blocking, image, spec, Daemon};
 use super::{
     container_dir, exit_file, image_volume, remove_bundle, reopen_file, watch, ContainerRecord,
 };
+use crate::cri::pod::SandboxRecord;
 use crate::monitor::protocol::Report;
 
 /// The longest container name accepted (Kubernetes allows 63).
@@ -130,7 +130,7 @@ fn log_directory<'a>(
         return Ok(&sb.config.log_directory);
     }
     let dir = request.map_or("", |c| c.log_directory.as_str());
-    super::super::sandbox::check_log_directory(dir)?;
+    crate::cri::pod::validate::check_log_directory(dir)?;
     Ok(dir)
 }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use tonic::Status;
 
 use super::super::error::internal;
-use super::super::sandbox::{userns, SandboxRecord};
 use super::super::Daemon;
+use crate::cri::pod::{userns, SandboxRecord};
 
 /// In a pod with its own user namespace, lets the pod's root search the private directories on the
 /// way to the container's root file system and to the pod's files: the container's init mounts

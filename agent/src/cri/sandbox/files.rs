@@ -49,18 +49,6 @@ pub fn hosts(hostname: &str, ips: &[String], host_network: bool) -> String {
     s
 }
 
-/// The host's own name, for host-network pods.
-pub fn host_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length, which is what we pass.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 pub fn write(dir: &Path, name: &str, text: &str) -> Result<(), Status> {
     skiff_runtime::state::write_atomic(&dir.join(name), text.as_bytes(), 0o644)
         .map_err(|e| internal(format!("write {}/{name}: {e}", dir.display())))

@@ -9,75 +9,24 @@ mod files;
 mod network;
 pub mod resources;
 mod setup;
-pub mod userns;
-mod validate;
 
 /// The mount points below a directory, deepest first: what must come off before it goes.
 pub use setup::mounts_below;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use cri_api::v1 as cri;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::Status;
 
 use super::error::{full_id, internal, invalid, not_found};
 use super::{blocking, container, Daemon};
-use crate::store::{proto_b64, Record};
 
+use super::pod::validate;
+pub use super::pod::validate::check_log_directory;
+pub use super::pod::{userns, SandboxRecord};
 pub use setup::SHM_SIZE;
-pub use validate::check_log_directory;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SandboxRecord {
-    pub id: String,
-    #[serde(with = "proto_b64")]
-    pub config: cri::PodSandboxConfig,
-    pub runtime_handler: String,
-    /// Nanoseconds since the epoch.
-    pub created_at: i64,
-    pub ready: bool,
-    /// Pinned namespace files; `None` where the pod uses the host's.
-    pub netns: Option<PathBuf>,
-    pub ipcns: Option<PathBuf>,
-    pub utsns: Option<PathBuf>,
-    /// The pod's PID namespace, held by an infra process, when its containers share one.
-    pub pidns: Option<PathBuf>,
-    pub infra_pid: Option<i32>,
-    /// Pod IPs, the primary first.
-    pub ips: Vec<String>,
-    /// The cgroup parent of the pod's containers, in the daemon's driver's syntax.
-    pub cgroup_parent: String,
-    /// The pod's own directory: resolv.conf, hostname, hosts, shm.
-    pub dir: PathBuf,
-    /// Start time (clock ticks since boot) of the infra process, so a reused pid is never taken for it.
-    #[serde(default)]
-    pub infra_start: u64,
-    /// The pod's /dev/shm (a tmpfs of `SHM_SIZE`) when it has its own IPC namespace.
-    #[serde(default)]
-    pub shm: Option<PathBuf>,
-    /// The CNI network the pod is attached to, until DEL succeeded.
-    #[serde(default)]
-    pub cni_network: Option<String>,
-    /// The CNI ADD result.
-    #[serde(default)]
-    pub cni_result: Option<serde_json::Value>,
-    /// The infra process's own cgroup below the pod's, until it is removed.
-    #[serde(default)]
-    pub infra_cgroup: Option<skiff_runtime::cgroups::CgroupState>,
-    /// The pod's pinned user namespace (POD mode), which owns its other namespaces.
-    #[serde(default)]
-    pub userns: Option<PathBuf>,
-}
-
-impl Record for SandboxRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
 
 /// The sandbox named by its full id or a prefix of exactly one id (as crictl users type them);
 /// `InvalidArgument` for a malformed id or a prefix of several.

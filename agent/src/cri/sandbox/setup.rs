@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use cri_api::v1 as cri;
 use tonic::Status;
 
-use super::validate::Plan;
 use super::{files, network, SandboxRecord};
 use crate::cri::error::{internal, invalid};
+use crate::cri::pod::validate::Plan;
 use crate::cri::Daemon;
 use crate::monitor::protocol::{pin_path, PinOptions};
 
@@ -154,7 +154,7 @@ fn pin_namespaces(d: &Daemon, rec: &mut SandboxRecord, plan: &Plan) -> Result<()
 
 fn write_files(rec: &SandboxRecord, plan: &Plan) -> Result<(), Status> {
     let hostname = if plan.host_network {
-        files::host_hostname()
+        crate::cri::pod::host_hostname()
     } else {
         plan.hostname.clone()
     };

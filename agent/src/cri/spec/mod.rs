@@ -18,7 +18,7 @@ use skiff_runtime::spec::{Linux, Root, Spec};
 use tonic::Status;
 
 use super::error::{invalid, truncate};
-use super::sandbox::SandboxRecord;
+use super::pod::SandboxRecord;
 
 /// Everything the spec is made from.
 pub struct SpecInput<'a> {
@@ -81,7 +81,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, Status> {
         .sandbox
         .userns
         .as_ref()
-        .and_then(|_| super::sandbox::userns::of_config(&input.sandbox.config));
+        .and_then(|_| super::pod::userns::of_config(&input.sandbox.config));
     let linux = Linux {
         uid_mappings: userns.map(|u| vec![u.uid]).unwrap_or_default(),
         gid_mappings: userns.map(|u| vec![u.gid]).unwrap_or_default(),

@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 
 use super::*;
 use crate::config::Config;
-use crate::cri::sandbox::SandboxRecord;
+use crate::cri::pod::SandboxRecord;
 use crate::cri::Daemon;
 
 struct Fixture {

@@ -3,7 +3,7 @@
 //! name in it.
 
 use crate::cri::container::ContainerRecord;
-use crate::cri::sandbox::SandboxRecord;
+use crate::cri::pod::SandboxRecord;
 use crate::cri::Daemon;
 
 /// The pod's sandbox that is ready, newest first; `uid` empty matches any.

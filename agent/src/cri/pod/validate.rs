@@ -208,7 +208,7 @@ fn namespaces(ns: &cri::NamespaceOption) -> Result<Plan, Status> {
 /// the kernel takes.
 fn hostname(cfg: &cri::PodSandboxConfig) -> Result<String, Status> {
     if cfg.hostname.is_empty() {
-        return Ok(super::files::host_hostname());
+        return Ok(super::host_hostname());
     }
     let h = cfg.hostname.as_str();
     let ok_chars = h
@@ -380,7 +380,7 @@ mod tests {
     fn defaults_give_pod_namespaces_and_the_node_hostname() {
         let p = check(&cfg(), "").unwrap();
         assert!(!p.host_network && !p.host_ipc && p.shared_pid);
-        assert_eq!(p.hostname, super::super::files::host_hostname());
+        assert_eq!(p.hostname, super::super::host_hostname());
         let mut c = cfg();
         c.hostname = "web-0.web".into();
         assert_eq!(check(&c, "").unwrap().hostname, "web-0.web");
