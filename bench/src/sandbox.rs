@@ -1,9 +1,12 @@
 //! A pod's network namespace as its runtime reports it through the CRI, so the bench's own tools
 //! can run inside it on threads that enter it: no image needs them.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use skiff_tests::cri;
 
@@ -56,4 +59,25 @@ async fn sandbox_info(socket: &Path, name: &str) -> Result<Value> {
         .get("info")
         .ok_or_else(|| anyhow!("pod {name}: its sandbox status has no verbose info"))?;
     Ok(serde_json::from_str(info)?)
+}
+
+/// Runs `f` on a new thread inside the network namespace at `netns` (`/proc/PID/ns/net`, or a pinned
+/// namespace file): the sockets it makes belong to that namespace.
+pub fn spawn_in<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
+    let file = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    let path = netns.to_path_buf();
+    Ok(std::thread::spawn(move || {
+        // SAFETY: setns changes only this thread's network namespace; the fd is open for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!(
+                "setns {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        f()
+    }))
 }

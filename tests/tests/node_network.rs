@@ -18,11 +18,11 @@ mod services;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-use skiff_tests::cri::BUSYBOX;
-use skiff_tests::k8s::netns_node::{self, eventually, Lan, NetnsNode};
+use skiff_tests::k8s::netns_node::{
+    self, apply, condition_until, eventually, node_json as node, Lan, NetnsNode,
+};
 use skiff_tests::k8s::pod_cluster::{busybox_registry, create_namespace};
-use skiff_tests::k8s::skiff_node::{condition, get_json, wait_for};
+use skiff_tests::k8s::skiff_node::{condition, wait_for};
 use skiff_tests::k8s::ControlPlane;
 use skiff_tests::registry::Registry;
 
@@ -30,65 +30,18 @@ const NS: &str = "net";
 const ROUTE_METRIC: &str = "metric 2627";
 const WITHIN: Duration = Duration::from_secs(60);
 
-fn node(cp: &ControlPlane, name: &str) -> Value {
-    get_json(cp, &["node", name]).unwrap_or(Value::Null)
-}
-
 fn pod_cidr(cp: &ControlPlane, name: &str) -> String {
     wait_for("the node's podCIDR", WITHIN, || {
         node(cp, name)["spec"]["podCIDR"].as_str().map(String::from)
     })
 }
 
-/// Waits until `name`'s condition `t` satisfies `ok`; its JSON.
-fn condition_until(cp: &ControlPlane, name: &str, t: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let found = (0..120).find_map(|_| {
-        last = condition(&node(cp, name), t);
-        if ok(&last) {
-            return Some(last.clone());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        None
-    });
-    found.unwrap_or_else(|| panic!("node {name}: condition {t} never got there; last: {last}"))
-}
-
-fn apply(cp: &ControlPlane, manifest: &str) {
-    let file = cp.dir.join(format!("m-{}.yaml", manifest.len()));
-    std::fs::write(&file, manifest).unwrap();
-    cp.kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
-}
-
 /// A busybox pod on `node` running `cmd`, allowed to ping; its IP once it runs.
 fn pod(cp: &ControlPlane, name: &str, node: &str, cmd: &str) -> String {
-    apply(
-        cp,
-        &format!(
-            "apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: c
-    image: {BUSYBOX}
-    command: [sh, -c, '{cmd}']
-    securityContext: {{capabilities: {{add: [NET_RAW]}}}}
-"
-        ),
-    );
-    wait_for(
-        &format!("pod {name} running"),
-        Duration::from_secs(120),
-        || {
-            let p = get_json(cp, &["-n", NS, "pod", name])?;
-            (p["status"]["phase"] == "Running")
-                .then(|| p["status"]["podIP"].as_str().map(String::from))
-                .flatten()
-        },
-    )
+    netns_node::net_pod(cp, NS, name, node, cmd)["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 struct Cluster {

@@ -529,3 +529,70 @@ impl NetnsNode {
         })
     }
 }
+
+/// The Node `name` as JSON (`Null` while the API server does not have it).
+pub fn node_json(cp: &ControlPlane, name: &str) -> serde_json::Value {
+    skiff_node::get_json(cp, &["node", name]).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until the Node `name`'s condition `t` satisfies `ok`; the condition's JSON.
+pub fn condition_until(
+    cp: &ControlPlane,
+    name: &str,
+    t: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let found = (0..120).find_map(|_| {
+        last = skiff_node::condition(&node_json(cp, name), t);
+        if ok(&last) {
+            return Some(last.clone());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        None
+    });
+    found.unwrap_or_else(|| panic!("node {name}: condition {t} never got there; last: {last}"))
+}
+
+/// `kubectl apply` of `manifest`.
+pub fn apply(cp: &ControlPlane, manifest: &str) {
+    let file = cp.dir.join(format!("m-{}.yaml", manifest.len()));
+    std::fs::write(&file, manifest).expect("manifest written");
+    cp.kubectl_ok(&["apply", "-f", &file.to_string_lossy()]);
+}
+
+/// A busybox pod `ns/name` on `node` running `cmd`, allowed to ping; its JSON once it runs.
+pub fn net_pod(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+    node: &str,
+    cmd: &str,
+) -> serde_json::Value {
+    let image = crate::cri::BUSYBOX;
+    apply(
+        cp,
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {image}
+    command: [sh, -c, '{cmd}']
+    securityContext: {{capabilities: {{add: [NET_RAW]}}}}
+"
+        ),
+    );
+    skiff_node::wait_for(
+        &format!("pod {name} running"),
+        Duration::from_secs(120),
+        || {
+            let p = skiff_node::get_json(cp, &["-n", ns, "pod", name])?;
+            (p["status"]["phase"] == "Running").then_some(p)
+        },
+    )
+}

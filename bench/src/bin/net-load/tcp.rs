@@ -1,42 +1,20 @@
 //! The tool on both paths: a TCP bulk sender and receiver, and a request/response ping-pong, each end
 //! on a thread that has entered a network namespace (a pod's, or one of the floor's).
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use skiff_bench::sandbox::spawn_in;
 
 /// Bytes per write and per read of the bulk transfer.
 const CHUNK: usize = 128 * 1024;
 /// Bytes of each request and each response in the ping-pong.
 const MESSAGE: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs `f` on a new thread inside the network namespace at `netns` (`/proc/PID/ns/net`, or a pinned
-/// namespace file): the sockets it makes belong to that namespace.
-fn spawn_in<T: Send + 'static>(
-    netns: &Path,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<JoinHandle<Result<T>>> {
-    let file = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
-    let path = netns.to_path_buf();
-    Ok(std::thread::spawn(move || {
-        // SAFETY: setns changes only this thread's network namespace; the fd is open for the call.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!(
-                "setns {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        f()
-    }))
-}
 
 fn joined<T>(h: JoinHandle<Result<T>>) -> Result<T> {
     h.join()

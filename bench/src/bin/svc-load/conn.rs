@@ -2,37 +2,16 @@
 //! client that opens such connections one after another on several threads for a fixed time. Each
 //! end runs on threads that have entered a network namespace (a pod's, or a node's).
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use skiff_bench::sandbox::spawn_in;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Runs `f` on a new thread inside the network namespace at `netns`.
-fn spawn_in<T: Send + 'static>(
-    netns: &Path,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<JoinHandle<Result<T>>> {
-    let file = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
-    let path = netns.to_path_buf();
-    Ok(std::thread::spawn(move || {
-        // SAFETY: setns changes only this thread's network namespace; the fd is open for the call.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!(
-                "setns {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        f()
-    }))
-}
 
 /// Serves on `port` of every address in `netns` until the process ends: each connection gets one
 /// byte, then the server's FIN. Returns once the port is bound.
