@@ -6,6 +6,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -41,7 +44,10 @@ spec:
 
 #[test]
 fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
-    let mut c = PodCluster::start("pods-plain");
+    // Room for the large log below without a rotation.
+    let mut c = PodCluster::builder("pods-plain")
+        .kubelet_config(|_| "containerLogMaxSize: 64Mi\n".into())
+        .start();
     c.apply(&plain_pod("plain", "echo started; exec sleep 3600", ""));
     let p = c.until_pod("plain", "Running and Ready", Duration::from_secs(90), |p| {
         running_and_ready(p).then(|| p.clone())
@@ -191,6 +197,116 @@ fn a_plain_pod_runs_with_its_status_env_volumes_and_logs() {
     c.until_pod("probe", "Ready", Duration::from_secs(20), |p| {
         running_and_ready(p).then_some(())
     });
+
+    let big = large_log_read_slowly(&mut c);
+    // A bare pod deleted: its log directory goes with it, within kubelet's container GC period.
+    c.kubectl_ok(&["delete", "pod", "biglog", "--wait=true"]);
+    wait_for(
+        "the deleted pod's log directory removed",
+        Duration::from_secs(60),
+        || (!big.exists()).then_some(()),
+    );
+    assert!(log.exists(), "the running pod's log went too");
+}
+
+/// One line of the large log: 99 characters and its newline.
+const LINE: &str =
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyzA";
+const BIG_LOG: u64 = 24 << 20;
+const BIG_LOG_DONE: &str = "log-written";
+
+/// A 24 MiB log read slowly, through the API server (`kubectl logs`, a reader that pauses) and
+/// straight from the node's `/containerLogs` (curl at a limited rate): every byte arrives, as many
+/// as the log file holds. Returns the pod's log directory.
+fn large_log_read_slowly(c: &mut PodCluster) -> PathBuf {
+    let script =
+        format!("yes {LINE} | head -c {BIG_LOG}; echo; echo {BIG_LOG_DONE}; exec sleep 3600");
+    c.apply(&plain_pod("biglog", &script, ""));
+    c.until("the large log written", Duration::from_secs(120), |c| {
+        let out = c.kubectl(&["logs", "biglog", "--tail=1"]);
+        (out.success() && out.stdout.trim() == BIG_LOG_DONE).then_some(())
+    });
+    let uid = c.pod("biglog").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = c.logs.join(format!("{}_biglog_{uid}", c.ns));
+    let file = std::fs::read(dir.join("main/0.log")).unwrap();
+    let held = messages_len(&file);
+    // The newline and the marker line follow the 24 MiB.
+    assert_eq!(held, BIG_LOG + 1 + BIG_LOG_DONE.len() as u64 + 1);
+    let files = std::fs::read_dir(dir.join("main")).unwrap().count();
+    assert_eq!(files, 1, "the log was rotated");
+
+    let mut kubectl = Command::new("kubectl");
+    kubectl
+        .arg("--kubeconfig")
+        .arg(c.cp.admin_kubeconfig())
+        .args(["-n", &c.ns, "logs", "biglog"]);
+    // Pauses long enough for every buffer on the way (the node's, the API server's) to fill.
+    let pauses = [
+        (1 << 20, Duration::from_secs(3)),
+        (12 << 20, Duration::from_secs(3)),
+    ];
+    assert_eq!(read_slowly(kubectl, &pauses), held, "kubectl logs");
+    let mut curl = Command::new("curl");
+    curl.args(["-sSfk", "--limit-rate", "8M", "--cert"])
+        .arg(c.cp.pki().join("apiserver-kubelet-client.crt"))
+        .arg("--key")
+        .arg(c.cp.pki().join("apiserver-kubelet-client.key"))
+        .arg(format!(
+            "https://{}:{}/containerLogs/{}/biglog/main",
+            c.cp.ip, c.node.kubelet_port, c.ns
+        ));
+    assert_eq!(read_slowly(curl, &[]), held, "/containerLogs at 8 MiB/s");
+    dir
+}
+
+/// The bytes `kubectl logs` shows for a CRI log file: each record's message, a newline after
+/// each full line.
+fn messages_len(file: &[u8]) -> u64 {
+    file.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut f = l.splitn(4, |&b| b == b' ');
+            let (_, _, tag) = (f.next(), f.next(), f.next());
+            let msg = f.next().unwrap_or_default().len() as u64;
+            msg + u64::from(tag != Some(b"P".as_slice()))
+        })
+        .sum()
+}
+
+/// Runs `cmd` and reads its output, stopping for each (offset, pause) once past the offset; the
+/// bytes read. The command must succeed.
+fn read_slowly(mut cmd: Command, pauses: &[(u64, Duration)]) -> u64 {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut total, mut next) = (0u64, pauses.iter().peekable());
+    loop {
+        let n = out.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if let Some((_, pause)) = next.next_if(|(at, _)| total >= *at) {
+            std::thread::sleep(*pause);
+        }
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{cmd:?}: {status}: {err}");
+    total
 }
 
 const VOLUMES_POD: &str = "apiVersion: v1
@@ -619,7 +735,11 @@ fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
         "one\ntwo\nthree\n"
     );
 
-    // Force-deleted while skiffd is down: the pod's sandbox goes when skiffd is back.
+    // Force-deleted while skiffd is down: the pod's sandbox and log directory go when skiffd is
+    // back.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let logs = c.logs.join(format!("{}_init_{uid}", c.ns));
+    assert!(logs.join("main/0.log").exists(), "{}", logs.display());
     c.node.stop();
     c.kubectl_ok(&["delete", "pod", "init", "--grace-period=0", "--force"]);
     c.node.restart();
@@ -629,6 +749,7 @@ fn init_containers_run_in_order_and_pods_outlive_a_restart_of_skiffd() {
         || c.sandboxes().is_empty().then_some(()),
     );
     assert!(c.containers("init").is_empty());
+    assert!(!logs.exists(), "{} left", logs.display());
 }
 
 const OOM_POD: &str = "apiVersion: v1

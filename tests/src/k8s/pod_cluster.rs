@@ -88,7 +88,7 @@ impl PodClusterBuilder {
         if let Some(f) = self.prepare {
             f(&registry, &dir.dir);
         }
-        let logs = dir.dir.join("pod-logs");
+        let logs = dir.pod_logs();
         let extra = self.config.map(|f| f(&dir.dir)).unwrap_or_default();
         let tag = self.tag;
         let name = format!("skiff-{tag}-{}", std::process::id());
@@ -98,10 +98,7 @@ impl PodClusterBuilder {
             &name,
             &[],
             // The disk these tests run on may be fuller than kubelet's default thresholds allow.
-            &format!(
-                "podLogsDir: {}\nevictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n{extra}",
-                logs.display()
-            ),
+            &format!("evictionHard: {{imagefs.available: 1%, nodefs.available: 1%}}\n{extra}"),
         );
         let ns = self.ns.unwrap_or_else(|| format!("ns-{tag}"));
         create_namespace(&cp, &ns);

@@ -95,6 +95,12 @@ impl NodeDir {
         self.dir.join("skiff.sock")
     }
 
+    /// The node's `podLogsDir`: its own, not the host's /var/log/pods, where a kubelet running on
+    /// the same host removes every pod directory of pods it does not know (its container GC).
+    pub fn pod_logs(&self) -> PathBuf {
+        self.dir.join("pod-logs")
+    }
+
     /// `kubelet` with the flags kubeadm's drop-in passes, its paths redirected to this node's
     /// directories, and skiffd's own configuration.
     pub fn kubelet(&self, extra: &[String]) -> Command {
@@ -301,6 +307,11 @@ pub fn localize_config(node: &NodeDir, extra: &str) -> u16 {
     } else {
         format!("cgroupRoot: /{}\n", node.cgroup_root())
     };
+    let pod_logs = if extra.contains("podLogsDir:") {
+        String::new()
+    } else {
+        format!("podLogsDir: {}\n", node.pod_logs().display())
+    };
     // A scalar field the test sets replaces kubeadm's (YAML forbids a key twice).
     let keys: Vec<&str> = extra
         .lines()
@@ -323,7 +334,7 @@ pub fn localize_config(node: &NodeDir, extra: &str) -> u16 {
     let port = free_port(Ipv4Addr::UNSPECIFIED);
     std::fs::write(
         &config,
-        format!("{text}\nport: {port}\n{cgroup_root}{extra}\n"),
+        format!("{text}\nport: {port}\n{cgroup_root}{pod_logs}{extra}\n"),
     )
     .unwrap();
     port

@@ -7,6 +7,7 @@
 //! the one before it, which the pod worker keeps).
 
 pub mod format;
+pub mod pod_dirs;
 pub mod reader;
 pub mod rotate;
 

@@ -1,6 +1,7 @@
 //! Ending a pod as kubelet does: its containers get SIGTERM and the grace period (StopContainer's
-//! timeout), then SIGKILL; the sandbox is stopped and removed, the pod's directory too; then the pod
-//! object is deleted with grace 0, which tells the API the node is done with it.
+//! timeout), then SIGKILL; the sandbox is stopped and removed, the pod's directory and its log
+//! directory too; then the pod object is deleted with grace 0, which tells the API the node is done
+//! with it.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,6 +13,8 @@ use kube::api::{Api, DeleteParams, Preconditions};
 
 use super::{sandbox, POD_UID};
 use crate::cri::{container, sandbox as cri_sandbox, Daemon};
+use crate::node::logs::pod_dirs;
+use crate::node::Settings;
 
 /// kubelet's default when the pod names no grace period.
 const DEFAULT_GRACE: i64 = 30;
@@ -26,8 +29,14 @@ pub fn grace(pod: &Pod) -> i64 {
 }
 
 /// Stops every container of the pod in parallel with `grace` seconds each, then stops and removes
-/// its sandboxes and `pod_dir`.
-pub async fn teardown(d: &Arc<Daemon>, uid: &str, grace: i64, pod_dir: Option<&Path>) {
+/// its sandboxes, `pod_dir` and its log directory under `log_root`.
+pub async fn teardown(
+    d: &Arc<Daemon>,
+    uid: &str,
+    grace: i64,
+    pod_dir: Option<&Path>,
+    log_root: &Path,
+) {
     for sb in sandbox::of_pod(d, uid).await {
         stop_containers(d, &sb.id, grace).await;
         let id = sb.id.clone();
@@ -55,6 +64,7 @@ pub async fn teardown(d: &Arc<Daemon>, uid: &str, grace: i64, pod_dir: Option<&P
     if let Some(dir) = pod_dir {
         crate::node::volumes::remove_pod_dir(dir);
     }
+    pod_dirs::remove_pod(log_root, uid);
 }
 
 /// Stops the sandbox's running containers, `grace` seconds each: the app containers in parallel,
@@ -127,8 +137,9 @@ pub async fn finish(client: kube::Client, pod: &Pod) -> kube::Result<()> {
 }
 
 /// Tears down sandboxes of pods the API no longer binds to this node (deleted while skiffd was
-/// down, or force-deleted). Sandboxes without kubelet's labels are not the node's: left alone.
-pub async fn orphans(d: &Arc<Daemon>, root: &Path, known: &HashSet<String>) {
+/// down, or force-deleted), and removes the log directories of pods it does not bind. Sandboxes
+/// without kubelet's labels are not the node's: left alone.
+pub async fn orphans(d: &Arc<Daemon>, s: &Settings, known: &HashSet<String>) {
     let all = cri_sandbox::list(d, cri::ListPodSandboxRequest { filter: None })
         .await
         .map(|r| r.items)
@@ -141,7 +152,8 @@ pub async fn orphans(d: &Arc<Daemon>, root: &Path, known: &HashSet<String>) {
         .collect();
     for uid in gone {
         tracing::info!(%uid, "tearing down the sandbox of a pod no longer bound here");
-        let dir = crate::node::volumes::pod_dir(root, &uid);
-        teardown(d, &uid, 0, Some(&dir)).await;
+        let dir = crate::node::volumes::pod_dir(&s.root_dir, &uid);
+        teardown(d, &uid, 0, Some(&dir), &s.pod_logs_dir).await;
     }
+    pod_dirs::remove_unknown(&s.pod_logs_dir, known);
 }

@@ -85,7 +85,7 @@ pub async fn run(
         dispatch(&ctx, &shared, &clients, &wanted, &mut workers);
         if api.is_some() {
             let known: HashSet<String> = wanted.keys().cloned().collect();
-            delete::orphans(&ctx.daemon, &ctx.settings.root_dir, &known).await;
+            delete::orphans(&ctx.daemon, &ctx.settings, &known).await;
             if let Some(layout) = cgroup_layout(&ctx) {
                 cgroups::sweep(&layout, &known);
             }

@@ -43,7 +43,7 @@ impl PodRef {
 
 /// `/var/log/pods/<namespace>_<name>_<uid>`, under the configured root.
 pub fn log_directory(root: &Path, p: &PodRef) -> PathBuf {
-    root.join(format!("{}_{}_{}", p.namespace, p.name, p.uid))
+    crate::node::logs::pod_dirs::path(root, &p.namespace, &p.name, &p.uid)
 }
 
 /// The sandbox configuration for `pod`, attempt `attempt`.

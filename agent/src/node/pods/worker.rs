@@ -74,7 +74,15 @@ pub async fn run(
             None => {
                 let dir = volumes::pod_dir(&w.ctx.settings.root_dir, &w.uid);
                 hooks::stop_pod(&w.shared, &last, delete::grace(&last)).await;
-                delete::teardown(&w.ctx.daemon, &w.uid, delete::grace(&last), Some(&dir)).await;
+                let logs = &w.ctx.settings.pod_logs_dir;
+                delete::teardown(
+                    &w.ctx.daemon,
+                    &w.uid,
+                    delete::grace(&last),
+                    Some(&dir),
+                    logs,
+                )
+                .await;
                 return;
             }
             Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
@@ -346,7 +354,15 @@ impl Worker {
     async fn terminate(&mut self, pod: &Pod) -> bool {
         let dir = volumes::pod_dir(&self.ctx.settings.root_dir, &self.uid);
         hooks::stop_pod(&self.shared, pod, delete::grace(pod)).await;
-        delete::teardown(&self.ctx.daemon, &self.uid, delete::grace(pod), Some(&dir)).await;
+        let logs = &self.ctx.settings.pod_logs_dir;
+        delete::teardown(
+            &self.ctx.daemon,
+            &self.uid,
+            delete::grace(pod),
+            Some(&dir),
+            logs,
+        )
+        .await;
         match delete::finish(self.client(), pod).await {
             Ok(()) => true,
             Err(e) => {

@@ -2,7 +2,7 @@
 //! `kubectl exec POD -- true` round trips, and `kubectl logs` of a pod that wrote a large log.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ pub fn measure(node: &Node, a: &Args) -> Result<Value> {
     for _ in 0..a.log_reads {
         reads.push(read_log(cp, "api-logs")?);
     }
-    remove_pods(cp, &["api-exec", "api-logs"]);
+    remove_pods(cp, &node.pod_logs_dir(), &["api-exec", "api-logs"]);
     Ok(json!({
         "node": node.kind.label(),
         "exec_ms": exec_ms,
@@ -69,17 +69,16 @@ pub fn measure(node: &Node, a: &Args) -> Result<Value> {
     }))
 }
 
-/// Deletes `pods` and waits for the node to remove their log directories (/var/log/pods, the host's),
-/// which a node does some time after the API object is gone; what is still there after a minute is
-/// removed here, so no run leaves 100 MiB logs behind.
-fn remove_pods(cp: &ControlPlane, pods: &[&str]) {
+/// Deletes `pods` and waits for the node to remove their log directories under `logs`, which a
+/// node does once its containers are gone (kubelet within a minute); what is still there after a
+/// minute is removed here, so no run leaves 100 MiB logs behind.
+fn remove_pods(cp: &ControlPlane, logs: &Path, pods: &[&str]) {
     let dirs: Vec<PathBuf> = pods
         .iter()
         .filter_map(|p| {
             let out = cp.kubectl(&["get", "pod", p, "-o=jsonpath={.metadata.uid}"]);
             let uid = out.stdout.trim();
-            (out.success() && !uid.is_empty())
-                .then(|| PathBuf::from(format!("/var/log/pods/default_{p}_{uid}")))
+            (out.success() && !uid.is_empty()).then(|| logs.join(format!("default_{p}_{uid}")))
         })
         .collect();
     let mut args = vec!["delete", "pod", "--grace-period=1", "--wait=true"];

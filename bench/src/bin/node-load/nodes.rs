@@ -2,6 +2,7 @@
 //! its own on loopback: skiffd as the kubelet (its release build through `SKIFF_BIN_DIR`), and the
 //! stock kubelet on Debian's containerd with runc. Both pull busybox from one local registry.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -118,6 +119,15 @@ impl Node {
             })),
             cp,
         })
+    }
+
+    /// Where the node keeps its pods' log directories: a skiff node its own (see
+    /// `NodeDir::pod_logs`), the kubelet the host's /var/log/pods.
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        match &self.agent {
+            Agent::Skiff(joined) => joined.node.pod_logs(),
+            Agent::Kubelet(_) => PathBuf::from("/var/log/pods"),
+        }
     }
 
     /// The node's own processes: skiffd and its `skiff-monitor`s, or the kubelet, containerd and
