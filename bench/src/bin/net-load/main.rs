@@ -4,7 +4,8 @@
 //! are joined by `kubeadm join` to a real control plane; a busybox pod runs on each. The tool is the
 //! bench's own, run on threads that have entered the pods' network namespaces (found through the
 //! CRI), and the floor's: no image needs one. Between the two, the nodes' own namespaces across the
-//! lan (two veth pairs and a bridge, no pod network) show what the lan itself costs. Per round, the
+//! lan show what the link itself costs: the two nodes reach each other over one veth pair of their
+//! own, as two NICs on one link would (`Lan::create_cabled`). Per round, the
 //! three paths in turn, the order rotated from round to round:
 //! - throughput: MIB MiB sent one way over one connection, MiB/s;
 //! - latency: TRIPS round trips of 64 bytes each way over one connection, µs per round trip.
