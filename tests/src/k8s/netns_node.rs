@@ -16,6 +16,12 @@
 //! A dual-stack lan ([`Lan::create_dual_stack`]) adds fd00:227:<k>::/64 on the same segment: the
 //! bridge is fd00:227:<k>::1, node `i` fd00:227:<k>::<10+i>; no IPv6 route leads to the host, and
 //! the IPv6 pod and service ranges go into the sinks too.
+//!
+//! A cabled lan ([`Lan::create_cabled`], two nodes) also joins nodes 0 and 1 by one veth pair of
+//! their own (`cable0`, no address), with a /32 route to the other's InternalIP over it: between
+//! the two nodes, their InternalIPs and (host-gw) their pods' traffic crosses one veth pair, as two
+//! real nodes' NICs on one link would; the bridge still carries the way to the control plane and
+//! the outside.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -142,21 +148,28 @@ pub struct Lan {
     pub gateway: Ipv4Addr,
     /// The bridge's IPv6 address, on a dual-stack lan.
     pub gateway6: Option<Ipv6Addr>,
+    /// Nodes 0 and 1 joined by a cable of their own.
+    cabled: bool,
     dir: PathBuf,
 }
 
 impl Lan {
     /// A lan from which `cp`'s apiserver is reachable.
     pub fn create(cp: &ControlPlane) -> Lan {
-        Lan::create_with(cp, false)
+        Lan::create_with(cp, false, false)
     }
 
     /// A lan whose segment and nodes have IPv6 addresses too.
     pub fn create_dual_stack(cp: &ControlPlane) -> Lan {
-        Lan::create_with(cp, true)
+        Lan::create_with(cp, true, false)
     }
 
-    fn create_with(cp: &ControlPlane, ipv6: bool) -> Lan {
+    /// A lan of two nodes that reach each other over one veth pair of their own (see the module).
+    pub fn create_cabled(cp: &ControlPlane) -> Lan {
+        Lan::create_with(cp, false, true)
+    }
+
+    fn create_with(cp: &ControlPlane, ipv6: bool, cabled: bool) -> Lan {
         sweep();
         let seed = std::process::id() as usize;
         let (k, ns) = (0..250usize)
@@ -173,6 +186,7 @@ impl Lan {
             ns,
             gateway: Ipv4Addr::new(10, 227, k, 1),
             gateway6: ipv6.then(|| lan_ip6(k, 1)),
+            cabled,
             dir,
         };
         lan.wire(cp);
@@ -250,7 +264,28 @@ impl Lan {
             ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
             ns.sink6();
         }
+        if self.cabled {
+            assert!(i < 2, "a cabled lan has two nodes");
+            if i == 1 {
+                self.cable(&ns);
+            }
+        }
         ns
+    }
+
+    /// One veth pair between node 0 and node 1 (`ns`), each one's InternalIP routed over it from
+    /// the other. Made before node 1's skiffd starts: skiffd's routes to the pod CIDRs via the
+    /// InternalIPs take the device the InternalIP is routed through when they are added.
+    fn cable(&self, ns: &Netns) {
+        let first = format!("sknet{}n0", self.k);
+        ns.ip(&[
+            "link", "add", "cable0", "type", "veth", "peer", "name", "cable0", "netns", &first,
+        ]);
+        for (netns, peer) in [(ns.name.as_str(), 0), (first.as_str(), 1)] {
+            let dst = format!("{}/32", self.node_ip(peer));
+            ip(&["-n", netns, "link", "set", "cable0", "up"]);
+            ip(&["-n", netns, "route", "add", &dst, "dev", "cable0"]);
+        }
     }
 
     /// `host_port` on the host's 127.0.0.1 reachable from the lan at the returned address, for

@@ -31,7 +31,7 @@ impl Cluster {
         let registry = Registry::start()?;
         registry.push(busybox_layout(), "latest", "library/busybox:latest", &[])?;
         let cp = ControlPlane::start();
-        let lan = Lan::create(&cp);
+        let lan = Lan::create_cabled(&cp);
         let mirror = lan.forward(registry.port).to_string();
         let config = "evictionHard: {imagefs.available: 1%, nodefs.available: 1%}";
         let pid = std::process::id();

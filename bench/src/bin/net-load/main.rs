@@ -4,9 +4,11 @@
 //! are joined by `kubeadm join` to a real control plane; a busybox pod runs on each. The tool is the
 //! bench's own, run on threads that have entered the pods' network namespaces (found through the
 //! CRI), and the floor's: no image needs one. Between the two, the nodes' own namespaces across the
-//! lan (two veth pairs and a bridge, no pod network) show what the lan itself costs. Per round, the
+//! lan show what the link itself costs: the two nodes reach each other over one veth pair of their
+//! own, as two NICs on one link would (`Lan::create_cabled`). Per round, the
 //! three paths in turn, the order rotated from round to round:
-//! - throughput: MIB MiB sent one way over one connection, MiB/s;
+//! - throughput: MIB MiB sent one way over one connection, MiB/s, and the CPU time the sending
+//!   and receiving threads used per MiB (softirqs included);
 //! - latency: TRIPS round trips of 64 bytes each way over one connection, µs per round trip.
 //!
 //! Prints one JSON object per path and round. The binaries come from `$SKIFF_BIN_DIR` (a release
@@ -26,6 +28,9 @@ struct Args {
     mib: u64,
     trips: usize,
     rounds: usize,
+    /// A shell command run before each round, to compare a setting of the path on and off in the
+    /// same minutes.
+    before_round: Option<String>,
 }
 
 fn args() -> Result<Args> {
@@ -33,6 +38,7 @@ fn args() -> Result<Args> {
         mib: 1024,
         trips: 10_000,
         rounds: 3,
+        before_round: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,7 +50,10 @@ fn args() -> Result<Args> {
             "--mib" => a.mib = value()?.parse()?,
             "--round-trips" => a.trips = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
-            other => bail!("unknown argument {other} (--mib N, --round-trips N, --rounds N)"),
+            "--before-round" => a.before_round = Some(value()?),
+            other => bail!(
+                "unknown argument {other} (--mib N, --round-trips N, --rounds N, --before-round CMD)"
+            ),
         }
     }
     if a.mib == 0 || a.trips == 0 || a.rounds == 0 {
@@ -78,9 +87,16 @@ fn main() -> Result<()> {
         tcp::round_trips(c, s, 10)?;
     }
     for round in 0..a.rounds {
+        let setting = match &a.before_round {
+            Some(cmd) => Some(before_round(cmd, round + 1, &cluster)?),
+            None => None,
+        };
         for (name, c, s) in paths {
             let mut row = measure(name, c, s, &a)?;
             row["round"] = json!(round + 1);
+            if let Some(s) = &setting {
+                row["setting"] = json!(s);
+            }
             println!("{row}");
         }
         eprintln!("net-load: round {} done", round + 1);
@@ -91,14 +107,33 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` with `sh -c`, the round's number in `$ROUND` and the nodes' network namespaces in
+/// `$NODE_A` and `$NODE_B`; what it prints goes to the round's rows as `"setting"`.
+fn before_round(cmd: &str, round: usize, cluster: &cluster::Cluster) -> Result<String> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .env("ROUND", round.to_string())
+        .env("NODE_A", &cluster.a.ns.name)
+        .env("NODE_B", &cluster.b.ns.name)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "--before-round {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 fn measure(path: &str, client: &End, server: &End, a: &Args) -> Result<serde_json::Value> {
-    let mib_s = tcp::throughput(client, server, a.mib * 1024 * 1024)?;
+    let t = tcp::throughput(client, server, a.mib * 1024 * 1024)?;
     let mut trips = tcp::round_trips(client, server, a.trips)?;
     trips.sort_by(f64::total_cmp);
     Ok(json!({
         "path": path,
         "mib": a.mib,
-        "throughput_mib_s": mib_s,
+        "throughput_mib_s": t.mib_s,
+        "cpu_us_per_mib": t.cpu_us_per_mib,
         "round_trips": trips.len(),
         "rtt_p50_us": percentile(&trips, 50),
         "rtt_p99_us": percentile(&trips, 99),

@@ -29,10 +29,10 @@ pub struct End {
 }
 
 /// A listener in `server`'s namespace that serves one connection with `serve`; its address.
-fn serve(
+fn serve<T: Send + 'static>(
     server: &End,
-    serve: impl FnOnce(TcpStream) -> Result<()> + Send + 'static,
-) -> Result<(SocketAddr, JoinHandle<Result<()>>)> {
+    serve: impl FnOnce(TcpStream) -> Result<T> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<Result<T>>)> {
     let ip = server.ip;
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in(&server.netns, move || {
@@ -55,23 +55,53 @@ fn dial(addr: SocketAddr) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// Sends `bytes` from `client` to `server`; MiB/s from the first byte written until the receiver has
-/// confirmed it read the last.
-pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<f64> {
+/// What one bulk transfer measured.
+pub struct Transfer {
+    pub mib_s: f64,
+    /// CPU time of the sending and the receiving thread together, per MiB moved.
+    pub cpu_us_per_mib: f64,
+}
+
+/// The CPU time this thread has used. The kernel here does no separate IRQ time accounting, so the
+/// softirqs it runs when this thread enables them again (a veth's receive side, whole hops of a
+/// path) count too: the CPU a path costs, which other load on the machine moves far less than
+/// wall time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Sends `bytes` from `client` to `server`: MiB/s from the first byte written until the receiver
+/// has confirmed it read the last, and the CPU both ends' threads used for it.
+pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<Transfer> {
     let (addr, srv) = serve(server, |mut conn| {
         let mut buf = vec![0u8; CHUNK];
+        let start = thread_cpu();
         loop {
             if conn.read(&mut buf)? == 0 {
                 break;
             }
         }
+        let cpu = thread_cpu().saturating_sub(start);
         conn.write_all(b"k")?;
-        Ok(())
+        Ok(cpu)
     })?;
     let cli = spawn_in(&client.netns, move || {
         let mut s = dial(addr)?;
         let buf = vec![0x5au8; CHUNK];
         let start = Instant::now();
+        let cpu = thread_cpu();
         let mut left = bytes;
         while left > 0 {
             let n = left.min(CHUNK as u64) as usize;
@@ -82,11 +112,15 @@ pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<f64> {
         let mut ack = [0u8; 1];
         s.read_exact(&mut ack)
             .context("the receiver's confirmation")?;
-        Ok(start.elapsed())
+        Ok((start.elapsed(), thread_cpu().saturating_sub(cpu)))
     })?;
-    let took = joined(cli)?;
-    joined(srv)?;
-    Ok(bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64())
+    let (took, sender_cpu) = joined(cli)?;
+    let receiver_cpu = joined(srv)?;
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    Ok(Transfer {
+        mib_s: mib / took.as_secs_f64(),
+        cpu_us_per_mib: (sender_cpu + receiver_cpu).as_secs_f64() * 1e6 / mib,
+    })
 }
 
 /// `count` round trips of a 64-byte request and a 64-byte response on one connection (Nagle off);
