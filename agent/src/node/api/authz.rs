@@ -227,7 +227,7 @@ mod tests {
     /// again is allowed once the denial expires; until then the cached answer stands.
     #[tokio::test]
     async fn decisions_are_kept_for_kubelets_ttls() {
-        let t = crate::node::api::cache::test_clock::Manual::new();
+        let t = crate::node::api::cache::test_clock::Manual::default();
         let cache = TtlCache::with_clock(t.clock());
         let key: Key = (
             "system:serviceaccount:a:b".into(),

@@ -66,11 +66,13 @@ pub mod test_clock {
     #[derive(Clone)]
     pub struct Manual(Arc<Mutex<Instant>>);
 
-    impl Manual {
-        pub fn new() -> Manual {
+    impl Default for Manual {
+        fn default() -> Manual {
             Manual(Arc::new(Mutex::new(Instant::now())))
         }
+    }
 
+    impl Manual {
         pub fn advance(&self, by: Duration) {
             *self.0.lock().unwrap() += by;
         }
@@ -88,7 +90,7 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let t = test_clock::Manual::new();
+        let t = test_clock::Manual::default();
         let c = TtlCache::with_clock(t.clock());
         c.put("a".to_string(), 1, Duration::from_secs(30));
         c.put("b".to_string(), 2, Duration::ZERO);
