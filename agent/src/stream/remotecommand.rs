@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -89,10 +89,12 @@ pub async fn spdy<F>(
     F: FnOnce(Io) -> BoxFuture<Outcome>,
 {
     let expected = opts.expected(protocol);
+    let started = Instant::now();
     let Some(mut streams) = gather(&mut incoming, expected, timeout).await else {
         incoming.close();
         return;
     };
+    tracing::debug!(took = ?started.elapsed(), "SPDY streams opened");
     // Streams beyond the expected ones are refused, so they never hold up the session.
     let closer = incoming.closer();
     let client_gone = incoming.client_gone();
@@ -151,6 +153,7 @@ pub async fn spdy<F>(
         io.resize = Some(rx);
     }
     let outcome = run(io).await;
+    tracing::debug!(took = ?started.elapsed(), "SPDY command done");
     for p in pumps {
         let _ = p.await;
     }

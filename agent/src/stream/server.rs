@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -227,8 +227,10 @@ fn spdy(server: &Arc<Server>, req: Request<Incoming>, pending: token::Request) -
     };
     let server = server.clone();
     tokio::spawn(async move {
+        let started = Instant::now();
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
+                tracing::debug!(took = ?started.elapsed(), "SPDY upgraded");
                 let conn = Conn::new(upgraded);
                 let (incoming, session) =
                     session::serve_split(conn.read, conn.write, server.cfg.spdy.clone());
@@ -252,6 +254,7 @@ fn spdy(server: &Arc<Server>, req: Request<Incoming>, pending: token::Request) -
                     token::Request::PortForward(r) => portforward::spdy(incoming, r, handler).await,
                 }
                 let _ = session.await;
+                tracing::debug!(took = ?started.elapsed(), "SPDY session done");
             }
             Err(e) => tracing::debug!(error = %e, "SPDY upgrade"),
         }
@@ -286,6 +289,7 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
     let v5 = protocol == channel::V5;
     let server = server.clone();
     tokio::spawn(async move {
+        let started = Instant::now();
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => u,
             Err(e) => {
@@ -298,7 +302,8 @@ fn websocket(server: &Arc<Server>, req: Request<Incoming>, pending: token::Reque
             token::Request::Exec(r) => {
                 let opts = remotecommand::Options::exec(&r);
                 let conn = Conn::new(upgraded);
-                remotecommand::websocket(conn, v5, opts, move |io| handler.exec(r, io)).await
+                remotecommand::websocket(conn, v5, opts, move |io| handler.exec(r, io)).await;
+                tracing::debug!(took = ?started.elapsed(), "WebSocket exec done");
             }
             token::Request::Attach(r) => {
                 let opts = remotecommand::Options::attach(&r);

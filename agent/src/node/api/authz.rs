@@ -126,19 +126,30 @@ impl Authorizer {
             user.groups.clone(),
             a.clone(),
         );
-        if let Some(d) = self.decided.get(&key) {
-            return d;
-        }
         let client = self.clients.borrow().clone();
-        match review(client, user, &self.node, a).await {
-            Ok(d) => {
-                self.decided.put(key, d, if d { yes } else { no });
-                d
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "SubjectAccessReview failed");
-                false
-            }
+        let ask = review(client, user, &self.node, a);
+        decide(&self.decided, key, (yes, no), ask).await
+    }
+}
+
+/// The decision kept for `key`, else `ask`'s, kept for `ttl.0` when allowed and `ttl.1` when
+/// denied (kubelet's cacheAuthorizedTTL and cacheUnauthorizedTTL): a permission revoked in the
+/// cluster still holds here until its allowance expires. A review that failed is a denial not kept.
+async fn decide<F>(cache: &TtlCache<Key, bool>, key: Key, ttl: (Duration, Duration), ask: F) -> bool
+where
+    F: std::future::Future<Output = kube::Result<bool>>,
+{
+    if let Some(d) = cache.get(&key) {
+        return d;
+    }
+    match ask.await {
+        Ok(d) => {
+            cache.put(key, d, if d { ttl.0 } else { ttl.1 });
+            d
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            false
         }
     }
 }
@@ -210,5 +221,45 @@ mod tests {
             [("get", "proxy")]
         );
         assert_eq!(subs(Method::HEAD, "/healthz")[0], ("", "healthz"));
+    }
+
+    /// A permission revoked in the cluster is refused once its allowance expires, and one granted
+    /// again is allowed once the denial expires; until then the cached answer stands.
+    #[tokio::test]
+    async fn decisions_are_kept_for_kubelets_ttls() {
+        let t = crate::node::api::cache::test_clock::Manual::default();
+        let cache = TtlCache::with_clock(t.clock());
+        let key: Key = (
+            "system:serviceaccount:a:b".into(),
+            String::new(),
+            vec!["system:authenticated".into()],
+            Attributes {
+                verb: "create",
+                subresource: "proxy",
+            },
+        );
+        let ttl = (Duration::from_secs(300), Duration::from_secs(30));
+        let granted = || std::future::ready(Ok(true));
+        let revoked = || std::future::ready(Ok(false));
+        let decide = |ask| decide(&cache, key.clone(), ttl, ask);
+        assert!(decide(granted()).await);
+        t.advance(Duration::from_secs(299));
+        assert!(decide(revoked()).await, "the allowance holds for 300 s");
+        t.advance(Duration::from_secs(1));
+        assert!(
+            !decide(revoked()).await,
+            "refused once the allowance expired"
+        );
+        t.advance(Duration::from_secs(29));
+        assert!(!decide(granted()).await, "the denial holds for 30 s");
+        t.advance(Duration::from_secs(1));
+        assert!(decide(granted()).await, "allowed once the denial expired");
+        let failed = std::future::ready(Err(kube::Error::LinesCodecMaxLineLengthExceeded));
+        let other = (key.0.clone(), key.1.clone(), vec![], key.3.clone());
+        assert!(!super::decide(&cache, other.clone(), ttl, failed).await);
+        assert!(
+            super::decide(&cache, other, ttl, granted()).await,
+            "a failure is not kept"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Request, StatusCode};
@@ -86,8 +86,10 @@ async fn accept_loop(listener: TcpListener, tls: TlsAcceptor, api: Arc<Api>) {
         let _ = tcp.set_nodelay(true);
         let (tls, api) = (tls.clone(), api.clone());
         tokio::spawn(async move {
+            let started = Instant::now();
             match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => {
+                    tracing::debug!(%peer, took = ?started.elapsed(), "kubelet API TLS handshake done");
                     let user = stream
                         .get_ref()
                         .1
@@ -122,6 +124,7 @@ where
 
 /// Authentication (401), authorization (403), then the endpoint.
 async fn handle(api: &Api, peer: Option<&User>, req: Request<Incoming>) -> Reply {
+    let started = Instant::now();
     let Some(user) = api.authn.authenticate(peer, req.headers()).await else {
         return reply::text(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
@@ -133,5 +136,11 @@ async fn handle(api: &Api, peer: Option<&User>, req: Request<Incoming>) -> Reply
             &authz::forbidden_message(&user, &denied),
         );
     }
+    tracing::debug!(
+        path = %req.uri().path(),
+        user = %user.name,
+        took = ?started.elapsed(),
+        "kubelet API request admitted"
+    );
     routes::serve(api, req).await
 }

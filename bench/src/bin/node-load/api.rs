@@ -19,6 +19,35 @@ pub struct Args {
     pub log_mib: u64,
     /// Timed reads of that log.
     pub log_reads: usize,
+    /// Which of `exec`, `logs` run.
+    pub parts: Parts,
+}
+
+/// The parts of `node-load api` to run: `--parts exec,logs,probes` (all by default).
+#[derive(Clone, Copy)]
+pub struct Parts {
+    pub exec: bool,
+    pub logs: bool,
+    pub probes: bool,
+}
+
+impl Parts {
+    pub fn parse(s: &str) -> Result<Parts> {
+        let mut p = Parts {
+            exec: false,
+            logs: false,
+            probes: false,
+        };
+        for part in s.split(',') {
+            match part {
+                "exec" => p.exec = true,
+                "logs" => p.logs = true,
+                "probes" => p.probes = true,
+                other => bail!("unknown part {other:?}: exec, logs or probes"),
+            }
+        }
+        Ok(p)
+    }
 }
 
 impl Default for Args {
@@ -27,6 +56,11 @@ impl Default for Args {
             exec_runs: 50,
             log_mib: 100,
             log_reads: 3,
+            parts: Parts {
+                exec: true,
+                logs: true,
+                probes: true,
+            },
         }
     }
 }
@@ -47,26 +81,74 @@ const LOG_DONE: &str = "log-written";
 const LINE: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyzA";
 
 pub fn measure(node: &Node, a: &Args) -> Result<Value> {
+    let mut row = json!({ "node": node.kind.label() });
+    if a.parts.exec {
+        create_pod(&node.cp, "api-exec", &["sleep", "3600"])?;
+        wait_ready(&node.cp, &["api-exec"])?;
+        row["exec_ms"] = json!(timed(
+            &node.cp,
+            &["exec", "api-exec", "--", "true"],
+            a.exec_runs
+        )?);
+        row["shared"] = shared(node, a.exec_runs)?;
+        trace_exec(&node.cp, "api-exec")?;
+        remove_pods(&node.cp, &node.pod_logs_dir(), &["api-exec"]);
+    }
+    if a.parts.logs {
+        let (bytes, secs) = logs(node, a)?;
+        row["log_bytes"] = json!(bytes);
+        row["log_read_s"] = json!(secs);
+    }
+    Ok(row)
+}
+
+/// The round trips that share the exec's way without an exec, in ms: `kubectl get --raw /healthz`
+/// (kubectl and the API server alone) and the node's `/healthz` through the API server's node
+/// proxy (the same plus the proxy's connection to the kubelet API, its TLS, authentication and
+/// authorization, and a short reply).
+fn shared(node: &Node, runs: usize) -> Result<Value> {
+    let proxy = format!("/api/v1/nodes/{}/proxy/healthz", node.name);
+    Ok(json!({
+        "apiserver_ms": timed(&node.cp, &["get", "--raw", "/healthz"], runs)?,
+        "node_healthz_ms": timed(&node.cp, &["get", "--raw", &proxy], runs)?,
+    }))
+}
+
+/// One `kubectl exec -v=7`, its requests (the URL, the status and kubectl's time for each: a
+/// WebSocket try, a fallback to SPDY) printed to stderr.
+fn trace_exec(cp: &ControlPlane, pod: &str) -> Result<()> {
+    let out = kubectl(cp)
+        .args(["exec", "-v=7", pod, "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .context("run kubectl exec -v=7")?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    for line in log.lines().filter(|l| {
+        l.contains("Config loaded")
+            || l.contains("] GET ")
+            || l.contains("] POST ")
+            || l.contains("Response Status")
+    }) {
+        eprintln!("node-load: {line}");
+    }
+    Ok(())
+}
+
+/// `kubectl logs` of the whole log, `log_reads` times: (bytes, seconds) of each read.
+fn logs(node: &Node, a: &Args) -> Result<(Vec<u64>, Vec<f64>)> {
     let cp = &node.cp;
     let bytes = a.log_mib * 1024 * 1024;
     let log_script =
         format!("yes {LINE} | head -c {bytes}; echo; echo {LOG_DONE}; exec sleep 3600");
-    create_pod(cp, "api-exec", &["sleep", "3600"])?;
     create_pod(cp, "api-logs", &["sh", "-c", &log_script])?;
-    wait_ready(cp, &["api-exec", "api-logs"])?;
-    let exec_ms = exec_round_trips(cp, "api-exec", a.exec_runs)?;
+    wait_ready(cp, &["api-logs"])?;
     wait_log_written(cp, "api-logs")?;
     let mut reads = Vec::new();
     for _ in 0..a.log_reads {
         reads.push(read_log(cp, "api-logs")?);
     }
-    remove_pods(cp, &node.pod_logs_dir(), &["api-exec", "api-logs"]);
-    Ok(json!({
-        "node": node.kind.label(),
-        "exec_ms": exec_ms,
-        "log_bytes": reads.iter().map(|r| r.0).collect::<Vec<_>>(),
-        "log_read_s": reads.iter().map(|r| r.1).collect::<Vec<_>>(),
-    }))
+    remove_pods(cp, &node.pod_logs_dir(), &["api-logs"]);
+    Ok(reads.into_iter().unzip())
 }
 
 /// Deletes `pods` and waits for the node to remove their log directories under `logs`, which a
@@ -128,20 +210,21 @@ fn wait_ready(cp: &ControlPlane, pods: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Wall time of `kubectl exec POD -- true`, in ms, `runs` times after the warm-up.
-fn exec_round_trips(cp: &ControlPlane, pod: &str, runs: usize) -> Result<Vec<f64>> {
+/// Wall time of `kubectl ARGS`, in ms, `runs` times after the warm-up.
+fn timed(cp: &ControlPlane, args: &[&str], runs: usize) -> Result<Vec<f64>> {
     let mut times = Vec::with_capacity(runs);
     for i in 0..WARMUP + runs {
         let started = Instant::now();
         let out = kubectl(cp)
-            .args(["exec", pod, "--", "true"])
+            .args(args)
             .stdin(Stdio::null())
             .output()
-            .context("run kubectl exec")?;
+            .context("run kubectl")?;
         let took = started.elapsed();
         if !out.status.success() {
             bail!(
-                "kubectl exec {pod} -- true: {}: {}",
+                "kubectl {}: {}: {}",
+                args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );

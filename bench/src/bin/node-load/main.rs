@@ -12,6 +12,9 @@
 //! `node-load api` measures, for each node, what users do through the API server (`api`) and what
 //! exec probes cost (`probes`).
 //!
+//! `NODE_LOAD_SKIFF_LOG` sets skiffd's log filter (its `log_level`), and `NODE_LOAD_KUBELET_V`
+//! the kubelet's `--v`: their logs time each kubelet API request on the node.
+//!
 //! Prints one JSON object per node and round. The binaries come from `$SKIFF_BIN_DIR` (a release
 //! build) and `scripts/k8s-bin`.
 
@@ -47,7 +50,8 @@ struct Args {
 
 const USAGE: &str = "node-load [start] [--pods N] [--rounds N] [--runtimes skiff,kubelet]\n\
     node-load api [--exec-runs N] [--log-mib MIB] [--log-reads N] [--probe-pods N] \
-    [--window SECONDS] [--probes readiness[,liveness]] [--rounds N] [--runtimes skiff,kubelet]";
+    [--window SECONDS] [--probes readiness[,liveness]] [--parts exec,logs,probes] [--rounds N] \
+    [--runtimes skiff,kubelet]";
 
 fn args() -> Result<Args> {
     let mut a = Args {
@@ -91,6 +95,7 @@ fn flags(mut a: Args, mut it: impl Iterator<Item = String>) -> Result<Args> {
                 a.probes.window = Duration::from_secs(value()?.parse()?);
             }
             (Mode::Api, "--probes") => a.probes.kinds = probes::parse_kinds(&value()?)?,
+            (Mode::Api, "--parts") => a.api.parts = api::Parts::parse(&value()?)?,
             (_, other) => bail!("unknown argument {other}; usage:\n{USAGE}"),
         }
     }
@@ -120,7 +125,9 @@ fn main() -> Result<()> {
                 Mode::Start => start::measure(&node, a.pods)?,
                 Mode::Api => {
                     let mut row = api::measure(&node, &a.api)?;
-                    row["probes"] = probes::measure(&node, &a.probes)?;
+                    if a.api.parts.probes {
+                        row["probes"] = probes::measure(&node, &a.probes)?;
+                    }
                     row
                 }
             };

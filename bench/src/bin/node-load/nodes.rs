@@ -79,6 +79,12 @@ impl Node {
     fn skiff(registry: &Registry, tuning: &Tuning) -> Node {
         let cp = ControlPlane::start();
         let node = NodeDir::with_registry(Some(&registry.host()));
+        if let Ok(level) = std::env::var("NODE_LOAD_SKIFF_LOG") {
+            // Top-level keys come before the file's tables.
+            let toml = node.dir.join("skiffd.toml");
+            let old = std::fs::read_to_string(&toml).unwrap_or_default();
+            let _ = std::fs::write(&toml, format!("log_level = {level:?}\n{old}"));
+        }
         let name = format!("bench-skiff-{}", std::process::id());
         let mut config = String::from(
             "evictionHard:\n  memory.available: 50Mi\n  nodefs.available: 1%\n  imagefs.available: 1%\n",
@@ -105,7 +111,11 @@ impl Node {
         let log_flag = tuning
             .log_max_mib
             .map(|mib| format!("--container-log-max-size={mib}Mi"));
-        let flags: Vec<&str> = log_flag.iter().map(String::as_str).collect();
+        let mut flags: Vec<&str> = log_flag.iter().map(String::as_str).collect();
+        let verbosity = std::env::var("NODE_LOAD_KUBELET_V").map(|v| format!("--v={v}"));
+        if let Ok(v) = &verbosity {
+            flags.push(v);
+        }
         let ready = first_ready(&cp, &name);
         let node = KubeletNode::join_with(&cp, &name, &runtime.socket, &flags);
         let ready_after = ready.join().expect("Ready poller") - node.started;
