@@ -2,7 +2,8 @@
 //! on the pipes skiffd gave it, so skiffd's threads never fork. It waits for the process (killing it
 //! at the timeout) and writes the [`ExecOutcome`] to the result file.
 
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use super::protocol::{ExecArgs, ExecOutcome};
 
@@ -58,9 +59,12 @@ fn exec(args: &ExecArgs) -> Result<ExecOutcome, String> {
     Ok(wait(pid, args.timeout))
 }
 
-/// Waits for our child `pid`; at the timeout (0: none) kills it.
+/// Waits for our child `pid`; at the timeout (0: none) kills it. The wait blocks on a pidfd, so
+/// the exit is seen the moment it happens (a probe or `kubectl exec` of a short command would
+/// otherwise wait out a polling interval).
 fn wait(pid: i32, timeout: u64) -> ExecOutcome {
-    let deadline = (timeout > 0).then(|| std::time::Instant::now() + Duration::from_secs(timeout));
+    let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+    let pidfd = skiff_sys::fd::pidfd_open(pid).ok();
     loop {
         let mut status = 0;
         // SAFETY: waitpid on our own child with WNOHANG; status is a local.
@@ -74,7 +78,7 @@ fn wait(pid: i32, timeout: u64) -> ExecOutcome {
                 std::io::Error::last_os_error()
             ));
         }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             // SAFETY: kill and reap our own child, which has not been reaped yet.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
@@ -82,8 +86,21 @@ fn wait(pid: i32, timeout: u64) -> ExecOutcome {
             }
             return ExecOutcome::TimedOut;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        match &pidfd {
+            Some(fd) => {
+                let left =
+                    deadline.map_or(-1, |d| poll_ms(d.saturating_duration_since(Instant::now())));
+                super::sys::poll(&[fd.as_raw_fd()], left);
+            }
+            // Without pidfds (kernels before 5.3) the exit is looked for every 10 ms.
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
     }
+}
+
+/// `left` as poll(2)'s timeout: rounded up, so the deadline has passed when it returns.
+fn poll_ms(left: Duration) -> i32 {
+    i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
 }
 
 /// A shell-style exit code: the status, or 128 + the signal that ended it.
@@ -117,5 +134,12 @@ mod tests {
             .spawn()
             .unwrap();
         assert_eq!(wait(child.id() as i32, 0), ExecOutcome::Exited(137));
+    }
+
+    #[test]
+    fn poll_timeouts_round_up() {
+        assert_eq!(poll_ms(Duration::ZERO), 1);
+        assert_eq!(poll_ms(Duration::from_micros(1500)), 2);
+        assert_eq!(poll_ms(Duration::from_secs(u64::MAX)), i32::MAX);
     }
 }
