@@ -242,6 +242,12 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
     skiff_sys::fs::write_atomic(path, data, mode).map_err(io_err(path))
 }
 
+/// Writes a `--pid-file`: replaced atomically but not fsynced (as runc writes it), since a pid means
+/// nothing after a crash and an fsync is a journal commit on every create and exec.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), StateError> {
+    skiff_sys::fs::replace(path, pid.to_string().as_bytes(), 0o644).map_err(io_err(path))
+}
+
 /// The start time of a process (clock ticks since boot), or `None` if it does not exist.
 pub fn process_start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, start)| start)

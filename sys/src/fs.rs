@@ -10,6 +10,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// fsyncs it, renames it over `path` and fsyncs the directory, so the rename itself survives a crash.
 /// On failure the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = write_renamed(path, data, mode, true)?;
+    File::open(dir)?.sync_all()
+}
+
+/// [`write_atomic`] without its two fsyncs: a reader still sees the old content or the new, never a
+/// mix, but a crash may leave neither. For files that mean nothing after a crash (a pid file, an
+/// exec's result read once by its parent): each fsync is a journal commit on the caller's path.
+pub fn replace(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_renamed(path, data, mode, false).map(drop)
+}
+
+/// Writes `data` to a temporary file beside `path` (fsynced if `durable`) and renames it over
+/// `path`; returns the directory.
+fn write_renamed<'p>(
+    path: &'p Path,
+    data: &[u8],
+    mode: u32,
+    durable: bool,
+) -> io::Result<&'p Path> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -22,14 +41,16 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    File::open(dir)?.sync_all()
+    Ok(dir)
 }
 
 /// `.<name>.<pid>-<seq>-<random>.tmp`: unique among the threads of this process (the sequence
@@ -70,6 +91,20 @@ mod tests {
         let mode = std::fs::metadata(&p).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn replace_swaps_content_with_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("exec.pid");
+        replace(&p, b"1", 0o644).expect("first");
+        replace(&p, b"22", 0o644).expect("second");
+        assert_eq!(std::fs::read(&p).expect("read"), b"22");
+        let mode = std::fs::metadata(&p).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert!(leftovers(dir.path()).is_empty());
+        let gone = dir.path().join("absent/exec.pid");
+        assert!(replace(&gone, b"1", 0o644).is_err());
     }
 
     #[test]

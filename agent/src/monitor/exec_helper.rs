@@ -18,7 +18,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let outcome = exec(&args).unwrap_or_else(ExecOutcome::Failed);
     let data = serde_json::to_vec(&outcome).unwrap_or_default();
-    if let Err(e) = skiff_runtime::state::write_atomic(&args.result, &data, 0o600) {
+    if let Err(e) = skiff_sys::fs::replace(&args.result, &data, 0o600) {
         eprintln!("skiff-monitor exec: write {}: {e}", args.result.display());
         return 1;
     }

@@ -125,11 +125,17 @@ fn confine(dir: &Path, keep_fd: i32) -> Result<()> {
     unsafe { libc::setsid() };
     // Read while /proc is still in reach.
     let ids = (own_id("uid_map")?, own_id("gid_map")?);
+    let set_up_pages = super::memory::plan();
     empty_root(dir)?;
     drop_identity(ids)?;
     block_sigchld()?;
     close_fds_but(keep_fd)?;
     let filter = seccomp::compile(&filter_profile()).context("compile the seccomp filter")?;
+    // The infra lives as long as its pod and only reaps from now on: the pages the set-up touched go
+    // back before the filter forbids madvise.
+    if let Some(plan) = set_up_pages {
+        plan.shed();
+    }
     seccomp::install(&filter).context("install the seccomp filter")?;
     Ok(())
 }

@@ -17,21 +17,44 @@ struct Clean {
 pub fn shed() {
     // SAFETY: malloc_trim only hands free heap memory back to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let clean = clean_mappings(&smaps);
-    let stack = stack_range(&smaps);
-    drop(smaps);
-    for m in clean {
-        advise(&m.range, libc::MADV_RANDOM);
-        advise(&m.range, libc::MADV_DONTNEED);
+    if let Some(plan) = plan() {
+        plan.shed();
     }
-    if let Some(r) = stack {
-        shed_stack(r);
+}
+
+/// What [`shed`] drops, read from /proc/self/smaps ahead of time: a process that loses /proc during
+/// its set-up (the infra, whose root becomes an empty tmpfs) plans while it still sees it and sheds
+/// at the end of the set-up.
+#[derive(Debug)]
+pub struct Plan {
+    clean: Vec<Clean>,
+    stack: Option<Range<usize>>,
+}
+
+/// The mappings to drop as they are now, or `None` if /proc/self/smaps cannot be read.
+pub fn plan() -> Option<Plan> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    Some(Plan {
+        clean: clean_mappings(&smaps),
+        stack: stack_range(&smaps),
+    })
+}
+
+impl Plan {
+    /// Drops the planned mappings' pages and the free heap (see [`shed`]).
+    pub fn shed(self) {
+        let Plan { clean, stack } = self;
+        for m in &clean {
+            advise(&m.range, libc::MADV_RANDOM);
+            advise(&m.range, libc::MADV_DONTNEED);
+        }
+        drop(clean);
+        if let Some(r) = stack {
+            shed_stack(r);
+        }
+        // SAFETY: malloc_trim only hands free heap memory back to the kernel.
+        unsafe { libc::malloc_trim(0) };
     }
-    // SAFETY: as above; the smaps text was the last large allocation.
-    unsafe { libc::malloc_trim(0) };
 }
 
 fn advise(r: &Range<usize>, advice: libc::c_int) {
@@ -140,6 +163,17 @@ Anonymous:             0 kB
                 0x55d0a0020000..0x55d0a0100000
             ]
         );
+    }
+
+    #[test]
+    fn a_plan_made_ahead_sheds_later() {
+        let plan = plan().expect("smaps readable");
+        assert!(!plan.clean.is_empty(), "no clean mapping found: {plan:?}");
+        assert!(plan.stack.is_some());
+        let before: Vec<u8> = (0..=255).collect();
+        plan.shed();
+        let after: Vec<u8> = (0..=255).collect();
+        assert_eq!(before, after);
     }
 
     #[test]

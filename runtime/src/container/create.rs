@@ -290,7 +290,7 @@ impl Launch<'_> {
         st.pid_start_time = state::process_start_time(st.pid).unwrap_or(st.pid_start_time);
         self.dir.save(&st)?;
         if let Some(p) = &self.opts.pid_file {
-            state::write_atomic(p, st.pid.to_string().as_bytes(), 0o644)?;
+            state::write_pid_file(p, st.pid)?;
         }
         Ok((st, tty))
     }

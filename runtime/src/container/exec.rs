@@ -117,7 +117,7 @@ impl Runtime {
             }
         };
         if let Some(p) = &opts.pid_file {
-            state::write_atomic(p, pid.to_string().as_bytes(), 0o644)?;
+            state::write_pid_file(p, pid)?;
         }
         if opts.detach {
             return Ok(0);
