@@ -97,6 +97,8 @@ init() {
         finish_init
         return
     fi
+    # Nothing has made /etc/kubernetes yet on a node whose kubelet is the stock one (skiff's install makes it).
+    install -d -m 0755 /etc/kubernetes
     if [[ -s $LAB_STATE/pki/ca.crt && -s $LAB_STATE/pki/ca.key ]]; then
         install -d -m 0755 /etc/kubernetes/pki
         install -m 0644 "$LAB_STATE/pki/ca.crt" /etc/kubernetes/pki/ca.crt
