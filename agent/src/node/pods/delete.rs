@@ -4,7 +4,6 @@
 //! with it.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use cri_api::v1 as cri;
@@ -29,14 +28,8 @@ pub fn grace(pod: &Pod) -> i64 {
 }
 
 /// Stops every container of the pod in parallel with `grace` seconds each, then stops and removes
-/// its sandboxes, `pod_dir` and its log directory under `log_root`.
-pub async fn teardown(
-    d: &Arc<Daemon>,
-    uid: &str,
-    grace: i64,
-    pod_dir: Option<&Path>,
-    log_root: &Path,
-) {
+/// its sandboxes, its directory and its log directory.
+pub async fn teardown(d: &Arc<Daemon>, s: &Settings, uid: &str, grace: i64) {
     for sb in sandbox::of_pod(d, uid).await {
         stop_containers(d, &sb.id, grace).await;
         let id = sb.id.clone();
@@ -61,10 +54,8 @@ pub async fn teardown(
             tracing::warn!(sandbox = %id, error = %e.message(), "remove the sandbox of a pod gone");
         }
     }
-    if let Some(dir) = pod_dir {
-        crate::node::volumes::remove_pod_dir(dir);
-    }
-    pod_dirs::remove_pod(log_root, uid);
+    crate::node::volumes::remove_pod_dir(&crate::node::volumes::pod_dir(&s.root_dir, uid));
+    pod_dirs::remove_pod(&s.pod_logs_dir, uid);
 }
 
 /// Stops the sandbox's running containers, `grace` seconds each: the app containers in parallel,
@@ -152,8 +143,7 @@ pub async fn orphans(d: &Arc<Daemon>, s: &Settings, known: &HashSet<String>) {
         .collect();
     for uid in gone {
         tracing::info!(%uid, "tearing down the sandbox of a pod no longer bound here");
-        let dir = crate::node::volumes::pod_dir(&s.root_dir, &uid);
-        teardown(d, &uid, 0, Some(&dir), &s.pod_logs_dir).await;
+        teardown(d, s, &uid, 0).await;
     }
     pod_dirs::remove_unknown(&s.pod_logs_dir, known);
 }

@@ -72,17 +72,9 @@ pub async fn run(
         let current = rx.borrow_and_update().clone();
         match current {
             None => {
-                let dir = volumes::pod_dir(&w.ctx.settings.root_dir, &w.uid);
                 hooks::stop_pod(&w.shared, &last, delete::grace(&last)).await;
-                let logs = &w.ctx.settings.pod_logs_dir;
-                delete::teardown(
-                    &w.ctx.daemon,
-                    &w.uid,
-                    delete::grace(&last),
-                    Some(&dir),
-                    logs,
-                )
-                .await;
+                let grace = delete::grace(&last);
+                delete::teardown(&w.ctx.daemon, &w.ctx.settings, &w.uid, grace).await;
                 return;
             }
             Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
@@ -352,17 +344,9 @@ impl Worker {
 
     /// Graceful deletion; true once the pod object is gone.
     async fn terminate(&mut self, pod: &Pod) -> bool {
-        let dir = volumes::pod_dir(&self.ctx.settings.root_dir, &self.uid);
         hooks::stop_pod(&self.shared, pod, delete::grace(pod)).await;
-        let logs = &self.ctx.settings.pod_logs_dir;
-        delete::teardown(
-            &self.ctx.daemon,
-            &self.uid,
-            delete::grace(pod),
-            Some(&dir),
-            logs,
-        )
-        .await;
+        let grace = delete::grace(pod);
+        delete::teardown(&self.ctx.daemon, &self.ctx.settings, &self.uid, grace).await;
         match delete::finish(self.client(), pod).await {
             Ok(()) => true,
             Err(e) => {
