@@ -198,24 +198,37 @@ fn mounted() -> Vec<Hierarchy> {
 /// parent's CPUs and memory nodes, a v2 parent its controllers enabled for its children.
 fn make(h: &Hierarchy, rel: &Path) -> std::io::Result<PathBuf> {
     let mut dir = h.mountpoint.clone();
+    let cpuset = !h.v2 && h.name.split(',').any(|c| c == "cpuset");
     for part in rel.components() {
         let parent = dir.clone();
         dir.push(part);
-        if dir.is_dir() {
-            continue;
-        }
-        if h.v2 {
-            enable_controllers(&parent);
-        }
-        std::fs::create_dir(&dir)?;
-        if !h.v2 && h.name.split(',').any(|c| c == "cpuset") {
-            for f in ["cpuset.cpus", "cpuset.mems"] {
-                let v = std::fs::read_to_string(parent.join(f))?;
-                std::fs::write(dir.join(f), v.trim())?;
+        if !dir.is_dir() {
+            if h.v2 {
+                enable_controllers(&parent);
             }
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        // Also when the level exists: pods created at once race to make their QoS level, and one
+        // that finds it made but not yet given CPUs would copy the emptiness below it.
+        if cpuset {
+            inherit_cpuset(&parent, &dir)?;
         }
     }
     Ok(dir)
+}
+
+/// A v1 cpuset group without CPUs or memory nodes (as it is made) gets its parent's.
+fn inherit_cpuset(parent: &Path, dir: &Path) -> std::io::Result<()> {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        if std::fs::read_to_string(dir.join(f))?.trim().is_empty() {
+            let v = std::fs::read_to_string(parent.join(f))?;
+            std::fs::write(dir.join(f), v.trim())?;
+        }
+    }
+    Ok(())
 }
 
 /// A cgroup2 parent hands its children the controllers it has (those it can; others stay off).
@@ -305,6 +318,35 @@ fn remove_tree(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpuset_level_made_but_not_filled_yet_is_filled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("cpuset.cpus"), "0-1\n").unwrap();
+        std::fs::write(root.join("cpuset.mems"), "0\n").unwrap();
+        // Another pod's worker has made the QoS level and not yet written its CPUs.
+        let qos = root.join("besteffort");
+        std::fs::create_dir(&qos).unwrap();
+        std::fs::write(qos.join("cpuset.cpus"), "").unwrap();
+        std::fs::write(qos.join("cpuset.mems"), "").unwrap();
+        let h = Hierarchy {
+            name: "cpuset".into(),
+            mountpoint: root.to_path_buf(),
+            v2: false,
+        };
+        std::fs::create_dir(root.join("besteffort/pod1")).unwrap();
+        std::fs::write(root.join("besteffort/pod1/cpuset.cpus"), "").unwrap();
+        std::fs::write(root.join("besteffort/pod1/cpuset.mems"), "").unwrap();
+        let dir = make(&h, Path::new("besteffort/pod1")).unwrap();
+        for d in [&qos, &dir] {
+            assert_eq!(
+                std::fs::read_to_string(d.join("cpuset.cpus")).unwrap(),
+                "0-1"
+            );
+            assert_eq!(std::fs::read_to_string(d.join("cpuset.mems")).unwrap(), "0");
+        }
+    }
     use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
