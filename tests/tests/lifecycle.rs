@@ -495,10 +495,16 @@ fn cgroups_are_created_and_removed() {
     env.must_create(&b, &id);
     let pid = env.pid(&id);
     let held = cgroups_holding(&id, pid);
+    let made = host::cgroup_dirs_named(&id);
     assert!(
         !held.is_empty(),
-        "no cgroup named {id} holds init {pid}: {:?}",
-        host::cgroup_dirs_named(&id)
+        "no cgroup named {id} holds init {pid}: {made:?}"
+    );
+    // The init is in its directory of every hierarchy (v1 and cgroup2 alike), from its start.
+    assert_eq!(
+        held.len(),
+        made.len(),
+        "init {pid} is not in all of {made:?}"
     );
     assert_ok(&env.rt(&["delete", "--force", &id]), "delete --force");
     env.assert_clean(&id, &b.dir, Some(pid));

@@ -1,22 +1,20 @@
 //! The cgroupfs manager: the container's directory in every mounted hierarchy.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
 use super::devices::{self, Rule};
+use super::join::SelfJoin;
 use super::oom::{MemoryDir, OomWatch};
 use super::util::{io_err, read_trimmed};
 use super::{hierarchy, stats, v1, v2};
-use super::{CgroupError, CgroupManager, CgroupState, Layout};
+use super::{CgroupError, CgroupManager, CgroupState};
 use crate::spec::Resources;
 
 pub struct FsManager {
     state: CgroupState,
-    layout: Option<Layout>,
     /// Hierarchy name → its mountpoint, known while creating.
     mounts: BTreeMap<String, PathBuf>,
 }
@@ -28,18 +26,13 @@ impl FsManager {
         if hs.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
-        let layout = hierarchy::layout(&hs);
         let mut state = CgroupState::default();
         let mut mounts = BTreeMap::new();
         for h in hs {
             state.paths.insert(h.name.clone(), h.mountpoint.join(rel));
             mounts.insert(h.name, h.mountpoint);
         }
-        Ok(FsManager {
-            state,
-            layout: Some(layout),
-            mounts,
-        })
+        Ok(FsManager { state, mounts })
     }
 
     /// Marks the state as a systemd scope's, so that later commands pick the systemd manager.
@@ -50,7 +43,6 @@ impl FsManager {
     pub fn from_state(state: CgroupState) -> FsManager {
         FsManager {
             state,
-            layout: None,
             mounts: BTreeMap::new(),
         }
     }
@@ -216,21 +208,6 @@ impl CgroupManager for FsManager {
         Ok(())
     }
 
-    fn clone_into(&self) -> Option<OwnedFd> {
-        if self.layout != Some(Layout::Unified) {
-            return None;
-        }
-        let dir = self.state.paths.get("unified")?;
-        let fd = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(dir)
-            .ok()
-            .map(OwnedFd::from)?;
-        tracing::debug!("init is born into {} (CLONE_INTO_CGROUP)", dir.display());
-        Some(fd)
-    }
-
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
         for (_, dir) in self.dirs() {
@@ -238,6 +215,10 @@ impl CgroupManager for FsManager {
             std::fs::write(&procs, &pid).map_err(io_err(&procs))?;
         }
         Ok(())
+    }
+
+    fn self_join(&self) -> Result<Option<SelfJoin>, CgroupError> {
+        SelfJoin::open(self.dirs()).map(Some)
     }
 
     fn apply(&self, resources: &Resources, rules: &[Rule]) -> Result<(), CgroupError> {

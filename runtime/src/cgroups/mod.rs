@@ -11,6 +11,7 @@ pub mod dbus;
 pub mod devices;
 pub mod fs;
 pub mod hierarchy;
+pub mod join;
 pub mod oom;
 pub mod stats;
 pub mod systemd;
@@ -19,7 +20,6 @@ pub mod v1;
 pub mod v2;
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -86,10 +86,13 @@ pub struct CgroupState {
 pub trait CgroupManager {
     /// Creates the container's cgroup directories.
     fn create(&mut self) -> Result<(), CgroupError>;
-    /// A directory fd for `clone3(CLONE_INTO_CGROUP)` when the host allows placing a child at birth.
-    fn clone_into(&self) -> Option<OwnedFd>;
     /// Moves a process (and so its future children) into the container's cgroups.
     fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
+    /// What a forked child needs to join the container's cgroups by itself, which costs the host far
+    /// less than [`add_process`](Self::add_process); `None` where only `add_process` can place it.
+    fn self_join(&self) -> Result<Option<join::SelfJoin>, CgroupError> {
+        Ok(None)
+    }
     /// Applies `linux.resources` and, when `devices` is not empty, replaces the device rules.
     fn apply(&self, resources: &Resources, devices: &[devices::Rule]) -> Result<(), CgroupError>;
     /// Current usage, in the shape of `runc events --stats`.

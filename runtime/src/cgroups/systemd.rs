@@ -4,7 +4,6 @@
 //! Used only where systemd runs (`/run/systemd/system` exists) and the container asks for it with
 //! `--systemd-cgroup` or a `slice:prefix:name` cgroups path.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -115,10 +114,6 @@ impl CgroupManager for SystemdManager {
     fn create(&mut self) -> Result<(), CgroupError> {
         // A scope cannot exist without a process: systemd creates it in `add_process`.
         Ok(())
-    }
-
-    fn clone_into(&self) -> Option<OwnedFd> {
-        None
     }
 
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {

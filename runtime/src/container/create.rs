@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::handshake::Handshake;
 use super::{destroy, io, release, ContainerError, Runtime};
-use crate::cgroups::{self, CgroupManager};
+use crate::cgroups::{self, join::SelfJoin, CgroupManager};
 use crate::hooks;
 use crate::namespaces::{self, NsPlan};
 use crate::process::init::{self, InitArgs};
@@ -210,11 +210,13 @@ impl Launch<'_> {
         self.cg.create()?;
         let (parent_end, child_end) = sync::pair().map_err(io("socketpair"))?;
         let two_stage = plan.needs_two_stages();
-        let cgroup_fd = if two_stage {
+        // A first stage is put in the cgroups by us, once it has its user namespace mapped.
+        let self_join = if two_stage {
             None
         } else {
-            self.cg.clone_into()
+            self.cg.self_join()?
         };
+        let placed_by_us = self_join.is_none();
         let own_pidns = open_path(Path::new("/proc/self/ns/pid_for_children")).ok();
         if !two_stage {
             plan.join_for_children()?;
@@ -222,7 +224,7 @@ impl Launch<'_> {
         let flags = if two_stage { 0 } else { plan.clone_flags() };
         // SAFETY: getpid has no arguments.
         let me = unsafe { libc::getpid() };
-        let pid = namespaces::clone3(flags, cgroup_fd.as_ref().map(|f| f.as_raw_fd()))?;
+        let pid = namespaces::clone3(flags, self_join.as_ref().and_then(SelfJoin::clone_into))?;
         if pid == 0 {
             drop(parent_end);
             // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
@@ -240,6 +242,7 @@ impl Launch<'_> {
                 preserve_fds: self.opts.preserve_fds,
                 no_new_keyring: self.opts.no_new_keyring,
                 parent: me,
+                self_join,
             };
             if two_stage {
                 first_stage(args);
@@ -259,7 +262,7 @@ impl Launch<'_> {
             self.child = Some(p);
             p
         } else {
-            if cgroup_fd.is_none() {
+            if placed_by_us {
                 self.cg.add_process(pid)?;
             }
             pid

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::create::wait_exit;
 use super::handshake::Handshake;
 use super::{io, ContainerError, Runtime};
-use crate::cgroups::{self, CgroupManager};
+use crate::cgroups::{self, join::SelfJoin, CgroupManager};
 use crate::namespaces::{self, same_ns};
 use crate::process::{exec_program, prepare_process};
 use crate::spec::{NamespaceKind, Process};
@@ -82,13 +82,15 @@ impl Runtime {
         };
         let (parent_end, child_end) = sync::pair().map_err(io("socketpair"))?;
         let flags = kinds.iter().fold(0, |acc, k| acc | k.clone_flag());
-        let stage = namespaces::clone3(0, None)?;
+        let self_join = cg.self_join()?;
+        let stage = namespaces::clone3(0, self_join.as_ref().and_then(SelfJoin::clone_into))?;
         if stage == 0 {
             drop(parent_end);
             // SAFETY: closing our copy of the lock descriptor; the parent's copy keeps the lock.
             unsafe { libc::close(dir.lock_fd()) };
             first_stage(
                 &child_end,
+                self_join,
                 pidfd.as_raw_fd(),
                 flags,
                 &opts.process,
@@ -102,7 +104,11 @@ impl Runtime {
         drop(console);
         drop(dir);
         let chan = Handshake::new(parent_end);
-        let pid = place_first_stage(&chan, cg.as_ref(), stage)
+        let placer = match self_join {
+            Some(_) => None,
+            None => Some(cg.as_ref()),
+        };
+        let pid = place_first_stage(&chan, placer, stage)
             .and_then(|()| first_stage_result(&chan, stage))?;
         let result = drive(&chan, pid, relay, &st);
         let tty = match result {
@@ -149,14 +155,15 @@ fn drive(
     })
 }
 
-/// Puts the first stage in the container's cgroup, so that the process it forks is born there.
+/// Puts the first stage in the container's cgroup, unless it joins by itself (`cg` is `None`), so
+/// that the process it forks is born there.
 fn place_first_stage(
     chan: &Handshake,
-    cg: &dyn CgroupManager,
+    cg: Option<&dyn CgroupManager>,
     stage: i32,
 ) -> Result<(), ContainerError> {
     let placed = cg
-        .add_process(stage)
+        .map_or(Ok(()), |cg| cg.add_process(stage))
         .map_err(ContainerError::from)
         .and_then(|()| chan.go());
     if placed.is_err() {
@@ -177,7 +184,7 @@ fn first_stage_result(chan: &Handshake, stage: i32) -> Result<i32, ContainerErro
     pid
 }
 
-/// Joins every namespace of the container, waits to be put in its cgroup, then forks the process as a
+/// Joins the container's cgroups (or is put there), then every namespace of the container, then forks the process as a
 /// sibling (our parent's child). The process is thus born in the container's mount namespace, pid
 /// namespace and cgroup: no process of the container ever sees one of ours with the host's root
 /// (`/proc/<pid>/root`, which it could open with CAP_SYS_PTRACE), and the process holds the runtime's
@@ -187,6 +194,7 @@ fn first_stage_result(chan: &Handshake, stage: i32) -> Result<i32, ContainerErro
 #[allow(clippy::too_many_arguments)]
 fn first_stage(
     chan: &ChildEnd,
+    self_join: Option<SelfJoin>,
     pidfd: RawFd,
     flags: libc::c_int,
     process: &Process,
@@ -197,6 +205,9 @@ fn first_stage(
 ) -> ! {
     let fail = |msg: String| -> ! { fail_with(chan, msg, 1) };
     shield();
+    if let Err(e) = self_join.map_or(Ok(()), SelfJoin::join) {
+        fail(format!("join the container's cgroups: {e}"));
+    }
     // With CLONE_NEWPID among them, the pid namespace applies to our children only.
     if let Err(e) = join(pidfd, flags) {
         fail(e.to_string());

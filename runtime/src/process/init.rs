@@ -7,6 +7,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use crate::cgroups::join::SelfJoin;
 use crate::hooks::{self, HookError};
 use crate::namespaces::{self, NsError, NsPlan};
 use crate::rootfs::{self, RootfsError, RootfsOptions};
@@ -57,11 +58,19 @@ pub struct InitArgs<'a> {
     /// The pid whose death must take us with it during setup; 0 when a first stage that exits on purpose
     /// forked us (its channel closing tells us enough).
     pub parent: i32,
+    /// Set when the init joins the container's cgroups by itself rather than being put there.
+    pub self_join: Option<SelfJoin>,
 }
 
 /// Entry point of the init process.
-pub fn run(args: InitArgs) -> ! {
-    let err = match setup(&args) {
+pub fn run(mut args: InitArgs) -> ! {
+    let joined = match args.self_join.take() {
+        Some(j) => j
+            .join()
+            .map_err(|e| other("join the container's cgroups", e)),
+        None => Ok(()),
+    };
+    let err = match joined.and_then(|()| setup(&args)) {
         Ok(never) => match never {},
         Err(e) => e,
     };
