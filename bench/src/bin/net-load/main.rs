@@ -31,6 +31,9 @@ struct Args {
     /// A shell command run before each round, to compare a setting of the path on and off in the
     /// same minutes.
     before_round: Option<String>,
+    /// TCP congestion controls the bulk sender uses, one per round in turn (empty: each
+    /// namespace's default, which a new namespace takes from the host's).
+    congestion: Vec<String>,
 }
 
 fn args() -> Result<Args> {
@@ -39,6 +42,7 @@ fn args() -> Result<Args> {
         trips: 10_000,
         rounds: 3,
         before_round: None,
+        congestion: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,8 +55,12 @@ fn args() -> Result<Args> {
             "--round-trips" => a.trips = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
             "--before-round" => a.before_round = Some(value()?),
+            "--congestion" => {
+                a.congestion = value()?.split(',').map(str::to_owned).collect();
+            }
             other => bail!(
-                "unknown argument {other} (--mib N, --round-trips N, --rounds N, --before-round CMD)"
+                "unknown argument {other} (--mib N, --round-trips N, --rounds N, --before-round CMD, \
+                 --congestion CC[,CC...])"
             ),
         }
     }
@@ -91,8 +99,10 @@ fn main() -> Result<()> {
             Some(cmd) => Some(before_round(cmd, round + 1, &cluster)?),
             None => None,
         };
+        let cc =
+            (!a.congestion.is_empty()).then(|| a.congestion[round % a.congestion.len()].as_str());
         for (name, c, s) in paths {
-            let mut row = measure(name, c, s, &a)?;
+            let mut row = measure(name, c, s, cc, &a)?;
             row["round"] = json!(round + 1);
             if let Some(s) = &setting {
                 row["setting"] = json!(s);
@@ -125,13 +135,20 @@ fn before_round(cmd: &str, round: usize, cluster: &cluster::Cluster) -> Result<S
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn measure(path: &str, client: &End, server: &End, a: &Args) -> Result<serde_json::Value> {
-    let t = tcp::throughput(client, server, a.mib * 1024 * 1024)?;
+fn measure(
+    path: &str,
+    client: &End,
+    server: &End,
+    cc: Option<&str>,
+    a: &Args,
+) -> Result<serde_json::Value> {
+    let t = tcp::throughput(client, server, a.mib * 1024 * 1024, cc)?;
     let mut trips = tcp::round_trips(client, server, a.trips)?;
     trips.sort_by(f64::total_cmp);
     Ok(json!({
         "path": path,
         "mib": a.mib,
+        "congestion": t.congestion,
         "throughput_mib_s": t.mib_s,
         "cpu_us_per_mib": t.cpu_us_per_mib,
         "round_trips": trips.len(),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use std::os::fd::AsRawFd;
+
+use anyhow::{anyhow, bail, Context, Result};
 use skiff_bench::sandbox::spawn_in;
 
 /// Bytes per write and per read of the bulk transfer.
@@ -55,8 +57,56 @@ fn dial(addr: SocketAddr) -> Result<TcpStream> {
     Ok(s)
 }
 
+/// TCP congestion control names fit in 16 bytes (`TCP_CA_NAME_MAX`).
+const CA_NAME_MAX: usize = 16;
+
+/// Makes `s` send with congestion control `name` (a sender's choice alone).
+fn set_congestion(s: &TcpStream, name: &str) -> Result<()> {
+    // SAFETY: setsockopt reads `name.len()` bytes from a live &str, on a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!(
+            "TCP congestion control {name:?}: {e} (see net.ipv4.tcp_available_congestion_control)"
+        );
+    }
+    Ok(())
+}
+
+/// The congestion control `s` sends with.
+fn congestion(s: &TcpStream) -> String {
+    let mut buf = [0u8; CA_NAME_MAX];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `buf`, which lives on this stack.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return String::new();
+    }
+    let name = &buf[..(len as usize).min(buf.len())];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..end]).into_owned()
+}
+
 /// What one bulk transfer measured.
 pub struct Transfer {
+    /// The sender's congestion control.
+    pub congestion: String,
     pub mib_s: f64,
     /// CPU time of the sending and the receiving thread together, per MiB moved.
     pub cpu_us_per_mib: f64,
@@ -82,9 +132,11 @@ fn thread_cpu() -> Duration {
     )
 }
 
-/// Sends `bytes` from `client` to `server`: MiB/s from the first byte written until the receiver
-/// has confirmed it read the last, and the CPU both ends' threads used for it.
-pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<Transfer> {
+/// Sends `bytes` from `client` to `server`, with congestion control `cc` (else the namespace's
+/// default): MiB/s from the first byte written until the receiver has confirmed it read the last,
+/// and the CPU both ends' threads used for it.
+pub fn throughput(client: &End, server: &End, bytes: u64, cc: Option<&str>) -> Result<Transfer> {
+    let cc = cc.map(str::to_owned);
     let (addr, srv) = serve(server, |mut conn| {
         let mut buf = vec![0u8; CHUNK];
         let start = thread_cpu();
@@ -99,6 +151,10 @@ pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<Transfer> {
     })?;
     let cli = spawn_in(&client.netns, move || {
         let mut s = dial(addr)?;
+        if let Some(cc) = &cc {
+            set_congestion(&s, cc)?;
+        }
+        let used = congestion(&s);
         let buf = vec![0x5au8; CHUNK];
         let start = Instant::now();
         let cpu = thread_cpu();
@@ -112,12 +168,13 @@ pub fn throughput(client: &End, server: &End, bytes: u64) -> Result<Transfer> {
         let mut ack = [0u8; 1];
         s.read_exact(&mut ack)
             .context("the receiver's confirmation")?;
-        Ok((start.elapsed(), thread_cpu().saturating_sub(cpu)))
+        Ok((start.elapsed(), thread_cpu().saturating_sub(cpu), used))
     })?;
-    let (took, sender_cpu) = joined(cli)?;
+    let (took, sender_cpu, congestion) = joined(cli)?;
     let receiver_cpu = joined(srv)?;
     let mib = bytes as f64 / (1024.0 * 1024.0);
     Ok(Transfer {
+        congestion,
         mib_s: mib / took.as_secs_f64(),
         cpu_us_per_mib: (sender_cpu + receiver_cpu).as_secs_f64() * 1e6 / mib,
     })
