@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use super::Layout;
 use crate::mountinfo;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,16 +16,6 @@ pub fn hierarchies() -> Vec<Hierarchy> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|s| parse(&s))
         .unwrap_or_default()
-}
-
-pub fn layout(hs: &[Hierarchy]) -> Layout {
-    let v1 = hs.iter().any(|h| !h.v2);
-    let v2 = hs.iter().any(|h| h.v2);
-    match (v1, v2) {
-        (false, _) => Layout::Unified,
-        (true, true) => Layout::Hybrid,
-        (true, false) => Layout::Legacy,
-    }
 }
 
 pub fn parse(text: &str) -> Vec<Hierarchy> {
@@ -75,7 +64,6 @@ mod tests {
         let hs = parse(HYBRID);
         let names: Vec<_> = hs.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["unified", "systemd", "cpu,cpuacct", "memory"]);
-        assert_eq!(layout(&hs), Layout::Hybrid);
         assert_eq!(
             hs[2].mountpoint,
             PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
@@ -86,6 +74,5 @@ mod tests {
     fn unified_and_escapes() {
         let hs = parse("1 0 0:1 / /sys/fs/cgroup\\040x rw - cgroup2 cgroup2 rw\n");
         assert_eq!(hs[0].mountpoint, PathBuf::from("/sys/fs/cgroup x"));
-        assert_eq!(layout(&hs), Layout::Unified);
     }
 }

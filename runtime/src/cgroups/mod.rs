@@ -57,18 +57,6 @@ pub enum CgroupError {
     },
 }
 
-/// How the host mounts its cgroups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    /// cgroup2 only, at /sys/fs/cgroup.
-    Unified,
-    /// v1 controllers plus a cgroup2 mount (usually /sys/fs/cgroup/unified).
-    Hybrid,
-    /// v1 controllers only.
-    Legacy,
-}
-
 /// What a later command needs to find the container's cgroups again.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
