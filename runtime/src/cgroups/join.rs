@@ -36,6 +36,10 @@ impl SelfJoin {
         for (name, dir) in dirs {
             if name == "unified" {
                 join.born_into = Some(open_dir(dir)?);
+                tracing::debug!(
+                    "the child is born into {} (CLONE_INTO_CGROUP)",
+                    dir.display()
+                );
             } else {
                 let tasks = dir.join("tasks");
                 let file = std::fs::OpenOptions::new()
