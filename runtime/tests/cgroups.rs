@@ -613,3 +613,28 @@ fn init_is_born_in_its_cgroup_on_v2() {
     assert!(text.contains("CLONE_INTO_CGROUP"), "log: {text}");
     assert_eq!(read_cg(c.pid(), "pids", "", "pids.max"), "5");
 }
+
+#[test]
+fn an_exec_is_in_every_cgroup_of_its_container() {
+    if !require_root() {
+        return;
+    }
+    let c = Ctr::new("exec-joins");
+    c.config("exec sleep 1000", json!({"pids": {"limit": 16}}), |_| {});
+    c.run_detached();
+    // The exec'd shell's cgroups against the init's (pid 1 in the container), each line a hierarchy.
+    let out = c.ok(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup",
+    ]);
+    let (own, init) = out.split_once("--\n").unwrap_or((&out, ""));
+    assert!(!own.trim().is_empty(), "no cgroups listed: {out}");
+    assert_eq!(
+        own.trim(),
+        init.trim(),
+        "the exec's cgroups differ from the init's"
+    );
+}
