@@ -1,6 +1,7 @@
 //! Startup, liveness and readiness probes as kubelet runs them: one task per probe of each running
 //! container (a future on skiffd's runtime: neither a thread nor a process of its own), first
-//! `initialDelaySeconds` after the container started, then every `periodSeconds`; its result
+//! `initialDelaySeconds` after the container started (liveness and startup probes not before one
+//! `periodSeconds`, as kubelet's ticks), then every `periodSeconds`; its result
 //! changes after `successThreshold` passes or `failureThreshold` failures in a row. A startup probe
 //! holds the other two back until it passes. Every failed run is an `Unhealthy` event. The worker
 //! reads the results ([`Probes::sync`]), reports readiness and kills containers whose liveness or
@@ -219,6 +220,18 @@ fn secs(v: Option<i32>, default: i32) -> Duration {
     Duration::from_secs(v.unwrap_or(default).max(0) as u64)
 }
 
+/// When, after the container's start, a probe first runs. Kubelet runs readiness at once (past
+/// `initialDelaySeconds`), but liveness and startup probes only on their worker's ticks, so never
+/// in a container's first moments: a restarted container is probed within a period of its start,
+/// never before it had the chance to set up. Here that is one period after the start, or the
+/// initial delay if longer.
+fn first_run(kind: Kind, initial_delay: Duration, period: Duration) -> Duration {
+    match kind {
+        Kind::Readiness => initial_delay,
+        Kind::Liveness | Kind::Startup => initial_delay.max(period),
+    }
+}
+
 /// How long until `delay` has passed since `started_at` (ns since the epoch).
 fn remaining_delay(started_at: i64, delay: Duration) -> Duration {
     let start = UNIX_EPOCH + Duration::from_nanos(started_at.max(0) as u64);
@@ -253,9 +266,9 @@ impl Streak {
 
 impl Job {
     async fn run(self) {
-        let delay = secs(self.probe.initial_delay_seconds, 0);
-        tokio::time::sleep(remaining_delay(self.started_at, delay)).await;
         let period = secs(self.probe.period_seconds, 10).max(Duration::from_secs(1));
+        let delay = first_run(self.kind, secs(self.probe.initial_delay_seconds, 0), period);
+        tokio::time::sleep(remaining_delay(self.started_at, delay)).await;
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut streak = Streak::default();
@@ -347,6 +360,20 @@ mod tests {
         assert_eq!(s.record(false, &p), None);
         assert_eq!(s.record(false, &p), Some(Verdict::Failure));
         assert_eq!(s.record(false, &p), Some(Verdict::Failure));
+    }
+
+    #[test]
+    fn liveness_and_startup_wait_a_period_readiness_does_not() {
+        let (zero, one, five) = (
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        assert_eq!(first_run(Kind::Readiness, zero, one), zero);
+        assert_eq!(first_run(Kind::Readiness, five, one), five);
+        assert_eq!(first_run(Kind::Liveness, zero, one), one);
+        assert_eq!(first_run(Kind::Startup, zero, five), five);
+        assert_eq!(first_run(Kind::Liveness, five, one), five);
     }
 
     #[test]
