@@ -17,6 +17,14 @@ impl IpNet {
         (prefix <= max_prefix(&addr)).then_some(IpNet { addr, prefix })
     }
 
+    /// `addr` alone: /32 or /128.
+    pub fn host(addr: IpAddr) -> IpNet {
+        IpNet {
+            prefix: max_prefix(&addr),
+            addr,
+        }
+    }
+
     pub fn is_ipv4(&self) -> bool {
         self.addr.is_ipv4()
     }

@@ -127,6 +127,18 @@ fn two_nodes_route_pods_services_and_policies() {
                 .any(|l| l.starts_with(&format!("{cidr_a} via {} ", a.ip)))
     });
 
+    // Routed pods (skiffd's default): an address of the node's own range that no pod holds meets
+    // an unreachable route, never the node's default route.
+    eventually(
+        "the unreachable route over the node's pod CIDR",
+        WITHIN,
+        || {
+            a.routes().lines().any(|l| {
+                l.starts_with(&format!("unreachable {cidr_a} ")) && l.contains(ROUTE_METRIC)
+            })
+        },
+    );
+
     // Pod to pod across nodes, ping and TCP; the server sees the client pod's own address.
     let srv = pod(cp, "srv", &name_b, "exec nc -ll -p 8080 -e netstat -tn");
     let cli = pod(cp, "cli", &name_a, "exec sleep 3600");
@@ -136,6 +148,16 @@ fn two_nodes_route_pods_services_and_policies() {
     assert!(
         out.stdout.contains(&format!("{cli}:")),
         "the server pod does not see {cli} as its peer (NAT?):{out:?}"
+    );
+    let bridges = a.ns.ip(&["link", "show", "type", "bridge"]);
+    assert!(
+        !bridges.contains("skiff0"),
+        "routed pods need no bridge: {bridges}"
+    );
+    let out = a.exec("cli", &["ip", "-4", "addr", "show", "eth0"]);
+    assert!(
+        out.stdout.contains(&format!("{cli}/32")),
+        "the pod's address alone in its prefix:{out:?}"
     );
 
     // Out of the cluster (an address on the lan), the node's address is the source.

@@ -19,6 +19,8 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 pub const RT_SCOPE_UNIVERSE: u8 = 0;
 pub const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
+const RTN_UNREACHABLE: u8 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -28,9 +30,12 @@ pub struct RouteSpec {
     pub priority: Option<u32>,
     pub table: Option<u32>,
     pub scope: Option<u8>,
+    /// An `unreachable` route (no gateway, no device): what it matches is answered with ICMP
+    /// unreachable instead of following a shorter route.
+    pub unreachable: bool,
 }
 
-fn rtmsg(dst: &IpNet, scope: u8, table: u8) -> [u8; 12] {
+fn rtmsg(dst: &IpNet, scope: u8, table: u8, unreachable: bool) -> [u8; 12] {
     let mut b = [0u8; 12];
     b[0] = if dst.is_ipv4() {
         libc::AF_INET as u8
@@ -41,12 +46,16 @@ fn rtmsg(dst: &IpNet, scope: u8, table: u8) -> [u8; 12] {
     b[4] = table;
     b[5] = RTPROT_BOOT;
     b[6] = scope;
-    b[7] = 1; // RTN_UNICAST
+    b[7] = if unreachable {
+        RTN_UNREACHABLE
+    } else {
+        RTN_UNICAST
+    };
     b
 }
 
 fn build(kind: u16, flags: u16, r: &RouteSpec, seq: u32) -> Vec<u8> {
-    let default_scope = if r.gw.is_some() {
+    let default_scope = if r.gw.is_some() || r.unreachable {
         RT_SCOPE_UNIVERSE
     } else {
         RT_SCOPE_LINK
@@ -58,6 +67,7 @@ fn build(kind: u16, flags: u16, r: &RouteSpec, seq: u32) -> Vec<u8> {
             &r.dst,
             r.scope.unwrap_or(default_scope),
             small_table,
+            r.unreachable,
         ))
         .u32(RTA_TABLE, table);
     if r.dst.prefix > 0 {
@@ -97,7 +107,7 @@ fn parse_ip(d: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Lists main-table unicast routes of both families.
+/// Lists the routes of every table, both families.
 pub fn list(s: &mut Socket) -> Result<Vec<RouteSpec>, NlError> {
     let replies = s.dump("list routes", |seq| {
         Msg::new(RTM_GETROUTE, NLM_F_DUMP)
@@ -131,6 +141,7 @@ pub fn list(s: &mut Socket) -> Result<Vec<RouteSpec>, NlError> {
             priority: find_attr(&list, RTA_PRIORITY).and_then(attr_u32),
             table: Some(table),
             scope: Some(hdr[6]),
+            unreachable: hdr[7] == RTN_UNREACHABLE,
         });
     }
     Ok(out)

@@ -1,10 +1,10 @@
 //! ADD: bridge, veth, IPAM, addresses and routes, gateway, NAT.
 
-use super::config::BridgeConf;
+use super::config::{BridgeConf, Mode};
 use super::links::{
     configure_container, create_veth, ensure_bridge, ensure_gateway_addrs, nl, veth_label,
 };
-use super::{ipam, Request};
+use super::{ipam, routed, Request};
 use crate::ipnet::IpNet;
 use crate::nat;
 use crate::netlink::{link, Socket};
@@ -45,7 +45,10 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
         let ctr = container_socket(&netns)?;
         Ok::<_, CniError>((netns, host, ctr))
     })?;
-    let br = phase("bridge", || ensure_bridge(&mut host, &conf))?;
+    let br = match conf.mode {
+        Mode::Bridge => Some(phase("bridge", || ensure_bridge(&mut host, &conf))?),
+        Mode::Routed => None,
+    };
     let label = veth_label(&req.conf.name, &req.env.container_id, &req.env.ifname);
     let (hv, cv) = phase("veth", || {
         create_veth(
@@ -53,17 +56,26 @@ pub fn add(req: &Request) -> Result<Value, CniError> {
             &mut ctr,
             &netns,
             (&req.env.ifname, &label),
-            &br,
+            br.as_ref(),
             &conf,
         )
     })?;
     // The bridge takes its MAC from its ports, so read it after attaching.
-    let br = link::by_index(&mut host, br.index)
-        .ok()
-        .flatten()
-        .unwrap_or(br);
-    tracing::debug!(host = %hv.name, bridge = %br.name, ipam = %ipam_type, "veth created");
-    match finish(req, &conf, &netns, &mut host, &mut ctr, [&br, &hv, &cv]) {
+    let br = br.map(|br| {
+        link::by_index(&mut host, br.index)
+            .ok()
+            .flatten()
+            .unwrap_or(br)
+    });
+    tracing::debug!(host = %hv.name, mode = ?conf.mode, ipam = %ipam_type, "veth created");
+    match finish(
+        req,
+        &conf,
+        &netns,
+        &mut host,
+        &mut ctr,
+        (br.as_ref(), &hv, &cv),
+    ) {
         Ok(v) => Ok(v),
         Err(e) => {
             // Leave nothing behind: undo IPAM, NAT and the veth pair.
@@ -81,7 +93,7 @@ fn finish(
     netns: &Netns,
     host: &mut Socket,
     ctr: &mut Socket,
-    [br, hv, cv]: [&link::Link; 3],
+    (br, hv, cv): (Option<&link::Link>, &link::Link, &link::Link),
 ) -> Result<Value, CniError> {
     // Before the pod has an address, so no spoofed frame gets a chance.
     if conf.macspoofchk {
@@ -96,37 +108,41 @@ fn finish(
             "IPAM plugin returned missing IP config",
         ));
     }
-    result.interfaces = vec![
-        Interface {
-            name: br.name.clone(),
-            mac: br.mac_string(),
-            ..Interface::default()
-        },
-        Interface {
-            name: hv.name.clone(),
-            mac: hv.mac_string(),
-            ..Interface::default()
-        },
-        Interface {
-            name: cv.name.clone(),
-            mac: cv.mac_string(),
-            sandbox: netns.path.clone(),
-            ..Interface::default()
-        },
-    ];
+    let host_side = [br, Some(hv)].into_iter().flatten().map(|l| Interface {
+        name: l.name.clone(),
+        mac: l.mac_string(),
+        ..Interface::default()
+    });
+    result.interfaces = host_side.collect();
+    result.interfaces.push(Interface {
+        name: cv.name.clone(),
+        mac: cv.mac_string(),
+        sandbox: netns.path.clone(),
+        ..Interface::default()
+    });
+    let pod_end = result.interfaces.len() - 1;
     for ip in &mut result.ips {
-        ip.interface = Some(2);
+        ip.interface = Some(pod_end);
+    }
+    // The ranges' prefixes, which masquerade and hairpin rules need even where
+    // the pod's own address is alone in its prefix.
+    let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+    if conf.mode == Mode::Routed {
+        routed::host_prefixes(&mut result);
     }
     if conf.is_default_gateway {
         add_default_routes(&mut result);
     }
-    phase("container", || configure_container(ctr, netns, cv, &result))?;
-    if conf.is_gateway {
-        phase("gateway", || {
+    phase("container", || {
+        configure_container(ctr, netns, cv, &result, br.is_none())
+    })?;
+    match br {
+        Some(br) if conf.is_gateway => phase("gateway", || {
             ensure_gateway_addrs(host, br, &result, conf.force_address)
-        })?;
+        })?,
+        Some(_) => {}
+        None => phase("host end", || routed::host_end(host, hv, &result))?,
     }
-    let pod_ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     if conf.ip_masq {
         phase("masquerade", || {
             nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)
@@ -134,7 +150,7 @@ fn finish(
     }
     if !conf.runtime_config.port_mappings.is_empty() {
         if pod_ips.iter().any(IpNet::is_ipv4) {
-            route_localnet(&br.name)?;
+            route_localnet(&br.unwrap_or(hv).name)?;
         }
         phase("portmap", || {
             nat::port_mappings(
@@ -149,12 +165,12 @@ fn finish(
 }
 
 /// Lets connections to 127.0.0.1:<hostPort>, DNATed to a pod, leave through
-/// the bridge: without it the kernel drops a loopback source routed out of a
+/// the bridge (or, routed, the pod's host veth): without it the kernel drops a loopback source routed out of a
 /// non-loopback interface as martian.
-fn route_localnet(bridge: &str) -> Result<(), CniError> {
+fn route_localnet(ifname: &str) -> Result<(), CniError> {
     // The guard first: route_localnet is never on without it.
     nat::localnet_guard()?;
-    let key = format!("net/ipv4/conf/{bridge}/route_localnet");
+    let key = format!("net/ipv4/conf/{ifname}/route_localnet");
     if std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() == "1") {
         return Ok(());
     }

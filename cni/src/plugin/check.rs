@@ -2,7 +2,7 @@
 //! host end on the bridge, and the IPAM reservation must match prevResult.
 
 use super::add::{container_socket, open_netns};
-use super::config::BridgeConf;
+use super::config::{BridgeConf, Mode};
 use super::links::nl;
 use super::{ipam, Request};
 use crate::netlink::{addr, link, route, Socket};
@@ -22,9 +22,14 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     let prev = CniResult::from_value(prev)?;
     ipam::check(req)?;
     let mut host = Socket::route().map_err(nl("open netlink"))?;
-    let br = link::by_name(&mut host, &conf.bridge)
-        .map_err(nl("look up bridge"))?
-        .ok_or_else(|| fail(format!("bridge {:?} not found", conf.bridge)))?;
+    let br = match conf.mode {
+        Mode::Bridge => Some(
+            link::by_name(&mut host, &conf.bridge)
+                .map_err(nl("look up bridge"))?
+                .ok_or_else(|| fail(format!("bridge {:?} not found", conf.bridge)))?,
+        ),
+        Mode::Routed => None,
+    };
     let netns = open_netns(&req.env.netns)?;
     let mut ctr = container_socket(&netns)?;
     let cv = link::by_name(&mut ctr, &req.env.ifname)
@@ -35,7 +40,7 @@ pub fn check(req: &Request) -> Result<(), CniError> {
                 req.env.ifname, req.env.netns
             ))
         })?;
-    check_host_end(&mut host, &br, &prev)?;
+    check_host_end(&mut host, br.as_ref(), &prev)?;
     let have = addr::list(&mut ctr, cv.index).map_err(nl("list addresses"))?;
     for ip in &prev.ips {
         if !have.iter().any(|(_, a)| *a == ip.address) {
@@ -57,22 +62,31 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     Ok(())
 }
 
-fn check_host_end(host: &mut Socket, br: &link::Link, prev: &CniResult) -> Result<(), CniError> {
+/// The host end exists, on the bridge, or (routed) on none.
+fn check_host_end(
+    host: &mut Socket,
+    br: Option<&link::Link>,
+    prev: &CniResult,
+) -> Result<(), CniError> {
     let Some(hv) = prev
         .interfaces
         .iter()
-        .find(|i| i.sandbox.is_empty() && i.name != br.name)
+        .find(|i| i.sandbox.is_empty() && br.is_none_or(|b| i.name != b.name))
     else {
         return Ok(());
     };
     let l = link::by_name(host, &hv.name)
         .map_err(nl("look up host veth"))?
         .ok_or_else(|| fail(format!("host veth {:?} not found", hv.name)))?;
-    if l.master != br.index {
-        return Err(fail(format!(
+    match br {
+        Some(b) if l.master != b.index => Err(fail(format!(
             "host veth {:?} is not attached to {:?}",
-            hv.name, br.name
-        )));
+            hv.name, b.name
+        ))),
+        None if l.master != 0 => Err(fail(format!(
+            "host veth {:?} is attached to a bridge in routed mode",
+            hv.name
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }

@@ -49,8 +49,21 @@ impl IpNetOrIp {
     }
 }
 
+/// How pods are attached: ports of one bridge, or each on its own routed
+/// veth (the host end holds the gateway address and a host route per pod
+/// address; no bridge, no L2 between pods).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Bridge,
+    Routed,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct BridgeConf {
+    #[serde(default)]
+    pub mode: Mode,
     #[serde(default = "default_bridge")]
     pub bridge: String,
     #[serde(rename = "isGateway", default)]
@@ -115,6 +128,17 @@ impl BridgeConf {
             if !(1..=4094).contains(&vlan) {
                 return Err(CniError::config(format!(
                     "vlan: {vlan} is out of range 1-4094"
+                )));
+            }
+        }
+        if self.mode == Mode::Routed {
+            let bridge_only = [
+                ("macspoofchk", self.macspoofchk),
+                ("vlan", self.vlan.is_some()),
+            ];
+            if let Some((name, _)) = bridge_only.iter().find(|(_, set)| *set) {
+                return Err(CniError::config(format!(
+                    "{name}: only with mode \"bridge\", not \"routed\""
                 )));
             }
         }

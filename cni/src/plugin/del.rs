@@ -1,7 +1,7 @@
 //! DEL (idempotent, tolerant of a vanished netns) and GC.
 
 use super::add::{container_socket, open_netns, phase};
-use super::config::BridgeConf;
+use super::config::{BridgeConf, Mode};
 use super::links::{gc_veths, nl};
 use super::{ipam, Request};
 use crate::nat;
@@ -51,7 +51,8 @@ pub fn gc(req: &Request) -> Result<(), CniError> {
     let addresses = phase("ipam", || ipam::gc(req));
     let veths = phase("veths", || {
         let mut host = Socket::route().map_err(nl("open netlink"))?;
-        gc_veths(&mut host, &conf.bridge, &req.conf.name, |id, ifname| {
+        let bridge = (conf.mode == Mode::Bridge).then_some(conf.bridge.as_str());
+        gc_veths(&mut host, bridge, &req.conf.name, |id, ifname| {
             keep.contains(&(id, ifname))
         })
     });

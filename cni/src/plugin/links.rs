@@ -59,7 +59,7 @@ fn random_veth_name() -> String {
 }
 
 /// Creates the veth pair (peer named `ifname` inside the netns) with the host
-/// end already on the bridge and up, in one request; then labels the host end
+/// end already on the bridge (if any) and up, in one request; then labels the host end
 /// (`label`, from `veth_label`, so GC can tell whose it is), applies the rarer
 /// port options (hairpin, vlan) and, once the port is set, brings the
 /// container end up. Returns (host, container).
@@ -68,7 +68,7 @@ pub fn create_veth(
     ctr: &mut Socket,
     netns: &Netns,
     (ifname, label_text): (&str, &str),
-    br: &Link,
+    br: Option<&Link>,
     conf: &BridgeConf,
 ) -> Result<(Link, Link), CniError> {
     if link::by_name(ctr, ifname)
@@ -80,7 +80,7 @@ pub fn create_veth(
             format!("container veth name provided ({ifname}) already exists"),
         ));
     }
-    let mtu = conf.mtu.or(Some(br.mtu).filter(|m| *m > 0));
+    let mtu = conf.mtu.or(br.map(|b| b.mtu).filter(|m| *m > 0));
     let mut host_name = random_veth_name();
     for attempt in 0.. {
         let spec = VethSpec {
@@ -88,7 +88,7 @@ pub fn create_veth(
             peer_name: ifname,
             peer_netns_fd: netns.fd.as_raw_fd(),
             mtu,
-            master: br.index,
+            master: br.map_or(0, |b| b.index),
         };
         match link::add_veth(host, &spec) {
             Ok(()) => break,
@@ -100,7 +100,9 @@ pub fn create_veth(
     }
     let result = lookup_pair(host, ctr, &host_name, ifname).and_then(|(hv, cv)| {
         label(host, &hv, label_text)?;
-        port_options(host, &hv, conf)?;
+        if br.is_some() {
+            port_options(host, &hv, conf)?;
+        }
         link::set_up(ctr, cv.index).map_err(nl("set container veth up"))?;
         Ok((hv, cv))
     });
@@ -150,18 +152,22 @@ fn label(s: &mut Socket, hv: &Link, text: &str) -> Result<(), CniError> {
     link::set_alias(s, hv.index, text).map_err(nl("label host veth"))
 }
 
-/// GC: deletes the host veths on `bridge` labelled with an attachment of
-/// `network` for which `keep(id, ifname)` is false (deleting the host end
-/// removes the pod's end too). Unlabelled ports (another plugin's, or an
-/// older skiff-bridge's) and other networks' stay.
+/// GC: deletes the host veths on `bridge` (or, routed, on no bridge at all)
+/// labelled with an attachment of `network` for which `keep(id, ifname)` is
+/// false (deleting the host end removes the pod's end too). Unlabelled ports
+/// (another plugin's, or an older skiff-bridge's) and other networks' stay.
 pub fn gc_veths(
     s: &mut Socket,
-    bridge: &str,
+    bridge: Option<&str>,
     network: &str,
     keep: impl Fn(&str, &str) -> bool,
 ) -> Result<usize, CniError> {
-    let Some(br) = link::by_name(s, bridge).map_err(nl("look up bridge"))? else {
-        return Ok(0);
+    let master = match bridge {
+        None => 0,
+        Some(name) => match link::by_name(s, name).map_err(nl("look up bridge"))? {
+            Some(br) => br.index,
+            None => return Ok(0),
+        },
     };
     let stale_label = |alias: &str| {
         parse_veth_label(alias).is_some_and(|(net, id, ifname)| net == network && !keep(id, ifname))
@@ -169,7 +175,7 @@ pub fn gc_veths(
     let stale: Vec<Link> = link::list(s)
         .map_err(nl("list links"))?
         .into_iter()
-        .filter(|l| l.master == br.index && l.kind == "veth" && stale_label(&l.alias))
+        .filter(|l| l.master == master && l.kind == "veth" && stale_label(&l.alias))
         .collect();
     for l in &stale {
         match link::delete(s, l.index) {
@@ -191,18 +197,21 @@ fn port_options(s: &mut Socket, hv: &Link, conf: &BridgeConf) -> Result<(), CniE
 }
 
 /// Adds the result's addresses and routes to the container interface. The
-/// sysctls are per netns, so they are written from inside it.
+/// sysctls are per netns, so they are written from inside it. `onlink_gateways`
+/// (routed mode, where the pod's address is alone in its prefix) first adds a
+/// link route to each gateway, so the routes through it can be added.
 pub fn configure_container(
     s: &mut Socket,
     netns: &Netns,
     cv: &Link,
     result: &CniResult,
+    onlink_gateways: bool,
 ) -> Result<(), CniError> {
     {
         let _inside = netns.enter().map_err(|e| CniError::io("enter netns", e))?;
         container_sysctls(cv, result);
     }
-    add_container_addrs(s, cv, result)
+    add_container_addrs(s, cv, result, onlink_gateways)
 }
 
 fn container_sysctls(cv: &Link, result: &CniResult) {
@@ -214,12 +223,22 @@ fn container_sysctls(cv: &Link, result: &CniResult) {
     let _ = sysctl(&format!("net/ipv4/conf/{}/arp_notify", cv.name), "1");
 }
 
-fn add_container_addrs(s: &mut Socket, cv: &Link, result: &CniResult) -> Result<(), CniError> {
+fn add_container_addrs(
+    s: &mut Socket,
+    cv: &Link,
+    result: &CniResult,
+    onlink_gateways: bool,
+) -> Result<(), CniError> {
     let mut gws: HashMap<bool, IpAddr> = HashMap::new();
     for ip in &result.ips {
         addr::add(s, cv.index, &ip.address).map_err(nl("add container address"))?;
         if let Some(gw) = ip.gateway {
             gws.entry(gw.is_ipv4()).or_insert(gw);
+        }
+    }
+    if onlink_gateways {
+        for gw in gws.values() {
+            add_link_route(s, cv.index, *gw).map_err(nl("add container route to the gateway"))?;
         }
     }
     for r in &result.routes {
@@ -230,6 +249,7 @@ fn add_container_addrs(s: &mut Socket, cv: &Link, result: &CniResult) -> Result<
             priority: r.priority,
             table: r.table,
             scope: r.scope,
+            unreachable: false,
         };
         match route::add(s, &spec) {
             Err(e) if e.errno() != Some(libc::EEXIST) => return Err(nl("add container route")(e)),
@@ -237,6 +257,23 @@ fn add_container_addrs(s: &mut Socket, cv: &Link, result: &CniResult) -> Result<
         }
     }
     Ok(())
+}
+
+/// A route to `ip` alone, through `index` without a gateway (scope link).
+pub fn add_link_route(s: &mut Socket, index: u32, ip: IpAddr) -> Result<(), NlError> {
+    let spec = RouteSpec {
+        dst: IpNet::host(ip),
+        gw: None,
+        oif: Some(index),
+        priority: None,
+        table: None,
+        scope: None,
+        unreachable: false,
+    };
+    match route::add(s, &spec) {
+        Err(e) if e.errno() != Some(libc::EEXIST) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Puts each range's gateway address on the bridge (isGateway).
@@ -279,6 +316,11 @@ pub fn ensure_gateway_addrs(
             _ => {}
         }
     }
+    enable_forwarding(result)
+}
+
+/// The node forwards for its pods: ip_forward, and IPv6 forwarding when a pod has an IPv6 address.
+pub fn enable_forwarding(result: &CniResult) -> Result<(), CniError> {
     let v4 = result.ips.iter().any(|i| i.address.is_ipv4());
     let v6 = result.ips.iter().any(|i| !i.address.is_ipv4());
     if v4 {

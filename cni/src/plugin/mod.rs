@@ -7,6 +7,7 @@ pub mod config;
 pub mod del;
 pub mod ipam;
 pub mod links;
+pub mod routed;
 
 use crate::spec::version::{at_least, check_supported};
 use crate::spec::{CniError, Command, Env, ErrorCode, NetConf};

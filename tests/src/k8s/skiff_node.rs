@@ -63,9 +63,11 @@ impl NodeDir {
                 "socket = \"{d}/skiff.sock\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\n\
                  image_root = \"{d}/images\"\nmonitor = \"{bin}/skiff-monitor\"\n\
                  registries = \"{d}/registries.toml\"\n\
-                 [cni]\nconf_dir = \"{d}/net.d\"\nbin_dirs = [\"{bin}\"]\ncache_dir = \"{d}/cni-cache\"\n",
+                 [cni]\nconf_dir = \"{d}/net.d\"\nbin_dirs = [\"{bin}\"]\ncache_dir = \"{d}/cni-cache\"\n\
+                 {pod_network}",
                 d = dir.display(),
                 bin = bin_dir.display(),
+                pod_network = pod_network_line(),
             ),
         )
         .unwrap();
@@ -176,8 +178,23 @@ fn remove_bridges_on(subnet: &str) {
     }
 }
 
+/// `SKIFF_POD_NETWORK=bridge|routed` picks the pod network skiffd writes for itself (benchmarks
+/// compare the two); unset, skiffd's default.
+fn pod_network_line() -> String {
+    std::env::var("SKIFF_POD_NETWORK")
+        .map(|m| format!("pod_network = \"{m}\"\n"))
+        .unwrap_or_default()
+}
+
 impl Drop for NodeDir {
     fn drop(&mut self) {
+        if std::env::var_os("SKIFF_TEST_KEEP").is_some() {
+            // The directory goes with the node's mounts; its log stays beside it.
+            let _ = std::fs::copy(
+                self.dir.join("skiffd.log"),
+                self.dir.with_extension("skiffd.log"),
+            );
+        }
         cri::cleanup(&self.dir);
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])

@@ -12,10 +12,10 @@ pub const FILE: &str = "99-skiff-bridge.conflist";
 /// The bridge the pods of a node without an add-on hang off.
 pub const BRIDGE: &str = "skiff0";
 
-/// The conflist: skiff-bridge as the pods' default gateway, host-local IPAM over `cidrs` (one range
-/// per family), no masquerade of its own (skiffd's rule spares the cluster's pod ranges), hairpin
-/// for Services that lead back to the pod, and hostPorts.
-pub fn render(cidrs: &[IpNet], ipam_dir: &Path) -> String {
+/// The conflist: skiff-bridge in `mode` (routed or bridge) as the pods' default gateway, host-local
+/// IPAM over `cidrs` (one range per family), no masquerade of its own (skiffd's rule spares the
+/// cluster's pod ranges), hairpin for Services that lead back to the pod, and hostPorts.
+pub fn render(cidrs: &[IpNet], ipam_dir: &Path, mode: &str) -> String {
     let ranges: Vec<serde_json::Value> = cidrs
         .iter()
         .map(|c| serde_json::json!([{ "subnet": c.network().to_string() }]))
@@ -25,6 +25,7 @@ pub fn render(cidrs: &[IpNet], ipam_dir: &Path) -> String {
         "name": "skiff",
         "plugins": [{
             "type": "skiff-bridge",
+            "mode": mode,
             "bridge": BRIDGE,
             "isDefaultGateway": true,
             "ipMasq": false,
@@ -90,10 +91,11 @@ mod tests {
             "10.244.1.0/24".parse().unwrap(),
             "fd00:1::/64".parse().unwrap(),
         ];
-        assert!(write(&dir, &render(&cidrs, Path::new("/var/lib/x"))).unwrap());
-        assert!(!write(&dir, &render(&cidrs, Path::new("/var/lib/x"))).unwrap());
+        assert!(write(&dir, &render(&cidrs, Path::new("/var/lib/x"), "routed")).unwrap());
+        assert!(!write(&dir, &render(&cidrs, Path::new("/var/lib/x"), "routed")).unwrap());
         let list = skiff_cni::libcni::conf::load_file(&dir.join(FILE)).unwrap();
         assert_eq!(list.plugins[0]["type"], "skiff-bridge");
+        assert_eq!(list.plugins[0]["mode"], "routed");
         assert_eq!(
             list.plugins[0]["ipam"]["ranges"][1][0]["subnet"],
             "fd00:1::/64"

@@ -1,11 +1,12 @@
-//! The node's own networks: the prefixes of its addresses, but for loopback and skiffd's bridge
-//! (whose gateway address lies in the pod CIDR by design). A pod CIDR inside one of them would
+//! The node's own networks: the prefixes of its addresses, but for loopback, skiffd's bridge and
+//! the host ends of pods' veths (whose gateway address lies in the pod CIDR by design). A pod CIDR inside one of them would
 //! hide the node's own neighbours behind the pods.
 
 use skiff_cni::ipnet::IpNet;
 use skiff_cni::netlink::{addr, link, NlError, Socket};
 
 use super::conflist::BRIDGE;
+use skiff_cni::plugin::links::parse_veth_label;
 
 /// (interface, network) for every address of the node's own.
 pub fn networks() -> Result<Vec<(String, IpNet)>, NlError> {
@@ -16,7 +17,7 @@ pub fn networks() -> Result<Vec<(String, IpNet)>, NlError> {
         let Some(l) = links.iter().find(|l| l.index == index) else {
             continue;
         };
-        if l.name == "lo" || l.name == BRIDGE {
+        if l.name == "lo" || l.name == BRIDGE || parse_veth_label(&l.alias).is_some() {
             continue;
         }
         out.push((l.name.clone(), net.network()));

@@ -204,9 +204,13 @@ impl Dataplane {
         let plan = peers::plan(&ctx.settings.node_name, nodes);
         let mut problems = plan.problems.clone();
         let own = self.own_network(ctx, &plan, &mut problems);
-        match routes::sync(&plan.routes) {
+        let managed = match &own {
+            Own::Managed(c) => c.as_slice(),
+            _ => &[],
+        };
+        match routes::sync(&plan.routes, managed) {
             Ok(p) => problems.extend(p),
-            Err(e) => problems.push(format!("cannot change the routes to other nodes: {e}")),
+            Err(e) => problems.push(format!("cannot change the pod network's routes: {e}")),
         }
         self.settled = true;
         if problems != self.problems {
@@ -267,7 +271,8 @@ impl Dataplane {
         }
         let dir = &ctx.daemon.config.cni.conf_dir;
         let ipam = ctx.daemon.config.state_dir.join("cni-ipam");
-        match conflist::write(dir, &conflist::render(cidrs, &ipam)) {
+        let mode = ctx.daemon.config.cni.pod_network.mode();
+        match conflist::write(dir, &conflist::render(cidrs, &ipam, mode)) {
             Ok(true) => tracing::info!(pod_cidrs = %list(cidrs), "wrote skiff-bridge's CNI config"),
             Ok(false) => {}
             Err(e) => {
@@ -288,7 +293,7 @@ impl Dataplane {
         if self.settled && self.masq.is_none() {
             return;
         }
-        if let Err(e) = routes::sync(&[]) {
+        if let Err(e) = routes::sync(&[], &[]) {
             tracing::warn!(error = %e, "remove skiffd's routes");
         }
         if let Err(e) = masq::clear() {

@@ -202,7 +202,9 @@ impl StockNode {
             n["spec"]["podCIDR"].as_str().map(String::from)
         });
         let cidr: IpNet = cidr.parse().with_context(|| format!("pod CIDR {cidr}"))?;
-        let text = conflist::render(&[cidr], &runtime.dir.join("ipam"));
+        // The same pod network a skiff node writes for itself.
+        let mode = skiff_agent::config::PodNetwork::default().mode();
+        let text = conflist::render(&[cidr], &runtime.dir.join("ipam"), mode);
         std::fs::write(runtime.conf_dir().join(conflist::FILE), text)?;
         Ok(StockNode { runtime, node, ns })
     }
