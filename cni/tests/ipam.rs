@@ -19,24 +19,6 @@ fn conf(dir: &std::path::Path) -> serde_json::Value {
     })
 }
 
-fn call(
-    node: &Ns,
-    cmd: &str,
-    id: &str,
-    netns: &str,
-    stdin: &serde_json::Value,
-) -> std::process::Output {
-    let c = Call {
-        plugin: BRIDGE,
-        node,
-        cmd,
-        id,
-        netns,
-        ifname: "eth0",
-    };
-    invoke(&c, stdin.to_string().as_bytes())
-}
-
 #[test]
 fn fifty_concurrent_adds_get_distinct_addresses() {
     let dir = tempfile::tempdir().unwrap();

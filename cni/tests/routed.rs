@@ -21,24 +21,6 @@ fn conf(dir: &std::path::Path) -> serde_json::Value {
     })
 }
 
-fn call(
-    node: &Ns,
-    cmd: &str,
-    id: &str,
-    netns: &str,
-    stdin: &serde_json::Value,
-) -> std::process::Output {
-    let c = Call {
-        plugin: BRIDGE,
-        node,
-        cmd,
-        id,
-        netns,
-        ifname: "eth0",
-    };
-    invoke(&c, stdin.to_string().as_bytes())
-}
-
 /// The host end named in an ADD result: the one interface outside the pod.
 fn host_end(result: &serde_json::Value) -> String {
     let ifs = result["interfaces"].as_array().unwrap();

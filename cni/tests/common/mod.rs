@@ -174,6 +174,25 @@ pub fn invoke(c: &Call<'_>, stdin: &[u8]) -> Output {
     child.wait_with_output().expect("plugin output")
 }
 
+/// skiff-bridge's `cmd` on `eth0` of `netns`, as `node`'s runtime would call it; its output, whatever it is.
+pub fn call(
+    node: &Ns,
+    cmd: &str,
+    id: &str,
+    netns: &str,
+    stdin: &serde_json::Value,
+) -> std::process::Output {
+    let c = Call {
+        plugin: BRIDGE,
+        node,
+        cmd,
+        id,
+        netns,
+        ifname: "eth0",
+    };
+    invoke(&c, stdin.to_string().as_bytes())
+}
+
 pub fn ok_json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
