@@ -165,8 +165,8 @@ fn finish(
 }
 
 /// Lets connections to 127.0.0.1:<hostPort>, DNATed to a pod, leave through
-/// the bridge (or, routed, the pod's host veth): without it the kernel drops a loopback source routed out of a
-/// non-loopback interface as martian.
+/// the bridge (or, routed, the pod's host veth): without it the kernel drops
+/// a loopback source routed out of a non-loopback interface as martian.
 fn route_localnet(ifname: &str) -> Result<(), CniError> {
     // The guard first: route_localnet is never on without it.
     nat::localnet_guard()?;

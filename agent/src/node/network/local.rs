@@ -1,12 +1,12 @@
 //! The node's own networks: the prefixes of its addresses, but for loopback, skiffd's bridge and
-//! the host ends of pods' veths (whose gateway address lies in the pod CIDR by design). A pod CIDR inside one of them would
-//! hide the node's own neighbours behind the pods.
+//! the host ends of pods' veths (whose gateway address lies in the pod CIDR by design). A pod CIDR
+//! inside one of them would hide the node's own neighbours behind the pods.
 
 use skiff_cni::ipnet::IpNet;
 use skiff_cni::netlink::{addr, link, NlError, Socket};
+use skiff_cni::plugin::links::parse_veth_label;
 
 use super::conflist::BRIDGE;
-use skiff_cni::plugin::links::parse_veth_label;
 
 /// (interface, network) for every address of the node's own.
 pub fn networks() -> Result<Vec<(String, IpNet)>, NlError> {
