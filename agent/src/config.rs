@@ -115,26 +115,9 @@ pub struct CniConfig {
     pub bin_dirs: Vec<PathBuf>,
     pub cache_dir: PathBuf,
     /// How the pods of a node without a network add-on are attached, in the config skiffd writes
-    /// for skiff-bridge: `routed` (a veth per pod, routed by the node) or `bridge` (one bridge).
-    pub pod_network: PodNetwork,
-}
-
-/// skiff-bridge's `mode` in the config skiffd writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PodNetwork {
-    #[default]
-    Routed,
-    Bridge,
-}
-
-impl PodNetwork {
-    pub fn mode(self) -> &'static str {
-        match self {
-            PodNetwork::Routed => "routed",
-            PodNetwork::Bridge => "bridge",
-        }
-    }
+    /// for skiff-bridge (its `mode`): `routed` (a veth per pod, routed by the node; skiffd's
+    /// default) or `bridge` (one bridge).
+    pub pod_network: skiff_cni::plugin::config::Mode,
 }
 
 impl Default for CniConfig {
@@ -143,7 +126,7 @@ impl Default for CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             cache_dir: "/var/lib/skiff/cni".into(),
-            pod_network: PodNetwork::default(),
+            pod_network: skiff_cni::plugin::config::Mode::Routed,
         }
     }
 }

@@ -52,7 +52,7 @@ impl IpNetOrIp {
 /// How pods are attached: ports of one bridge, or each on its own routed
 /// veth (the host end holds the gateway address and a host route per pod
 /// address; no bridge, no L2 between pods).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]

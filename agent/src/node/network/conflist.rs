@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use skiff_cni::ipnet::IpNet;
+use skiff_cni::plugin::config::Mode;
 
 /// skiffd's generated config in the CNI conf dir.
 pub const FILE: &str = "99-skiff-bridge.conflist";
@@ -15,7 +16,7 @@ pub const BRIDGE: &str = "skiff0";
 /// The conflist: skiff-bridge in `mode` (routed or bridge) as the pods' default gateway, host-local
 /// IPAM over `cidrs` (one range per family), no masquerade of its own (skiffd's rule spares the
 /// cluster's pod ranges), hairpin for Services that lead back to the pod, and hostPorts.
-pub fn render(cidrs: &[IpNet], ipam_dir: &Path, mode: &str) -> String {
+pub fn render(cidrs: &[IpNet], ipam_dir: &Path, mode: Mode) -> String {
     let ranges: Vec<serde_json::Value> = cidrs
         .iter()
         .map(|c| serde_json::json!([{ "subnet": c.network().to_string() }]))
@@ -91,8 +92,8 @@ mod tests {
             "10.244.1.0/24".parse().unwrap(),
             "fd00:1::/64".parse().unwrap(),
         ];
-        assert!(write(&dir, &render(&cidrs, Path::new("/var/lib/x"), "routed")).unwrap());
-        assert!(!write(&dir, &render(&cidrs, Path::new("/var/lib/x"), "routed")).unwrap());
+        assert!(write(&dir, &render(&cidrs, Path::new("/var/lib/x"), Mode::Routed)).unwrap());
+        assert!(!write(&dir, &render(&cidrs, Path::new("/var/lib/x"), Mode::Routed)).unwrap());
         let list = skiff_cni::libcni::conf::load_file(&dir.join(FILE)).unwrap();
         assert_eq!(list.plugins[0]["type"], "skiff-bridge");
         assert_eq!(list.plugins[0]["mode"], "routed");

@@ -271,7 +271,7 @@ impl Dataplane {
         }
         let dir = &ctx.daemon.config.cni.conf_dir;
         let ipam = ctx.daemon.config.state_dir.join("cni-ipam");
-        let mode = ctx.daemon.config.cni.pod_network.mode();
+        let mode = ctx.daemon.config.cni.pod_network;
         match conflist::write(dir, &conflist::render(cidrs, &ipam, mode)) {
             Ok(true) => tracing::info!(pod_cidrs = %list(cidrs), "wrote skiff-bridge's CNI config"),
             Ok(false) => {}

@@ -203,7 +203,7 @@ impl StockNode {
         });
         let cidr: IpNet = cidr.parse().with_context(|| format!("pod CIDR {cidr}"))?;
         // The same pod network a skiff node writes for itself.
-        let mode = skiff_agent::config::PodNetwork::default().mode();
+        let mode = skiff_agent::config::CniConfig::default().pod_network;
         let text = conflist::render(&[cidr], &runtime.dir.join("ipam"), mode);
         std::fs::write(runtime.conf_dir().join(conflist::FILE), text)?;
         Ok(StockNode { runtime, node, ns })
