@@ -5,17 +5,22 @@
 //! bench's own, run on threads that have entered the pods' network namespaces (found through the
 //! CRI), and the floor's: no image needs one. Between the two, the nodes' own namespaces across the
 //! lan show what the link itself costs: the two nodes reach each other over one veth pair of their
-//! own, as two NICs on one link would (`Lan::create_cabled`). Per round, the
-//! three paths in turn, the order rotated from round to round:
+//! own, as two NICs on one link would (`Lan::create_cabled`); the bare pod path (`bare`) shows what
+//! the kernel alone charges for the pods' shape. Per round, the four paths in turn, the order
+//! rotated from round to round:
 //! - throughput: MIB MiB sent one way over one connection, MiB/s, and the CPU time the sending
 //!   and receiving threads used per MiB (softirqs included);
 //! - latency: TRIPS round trips of 64 bytes each way over one connection, µs per round trip.
 //!
-//! Prints one JSON object per path and round. The binaries come from `$SKIFF_BIN_DIR` (a release
+//! Prints one JSON object per path and round, and on stderr whether the kernel can make a netkit
+//! pair. The binaries come from `$SKIFF_BIN_DIR` (a release
 //! build) and `scripts/k8s-bin`.
 
+mod bare;
 mod cluster;
 mod floor;
+mod netkit;
+mod netns;
 mod tcp;
 
 use anyhow::{bail, Result};
@@ -73,6 +78,8 @@ fn args() -> Result<Args> {
 fn main() -> Result<()> {
     let a = args()?;
     let floor = floor::Floor::create()?;
+    let bare = bare::Bare::create()?;
+    eprintln!("net-load: netkit {}", netkit::probe(&bare.node_netns())?);
     let cluster = cluster::Cluster::start()?;
     let server = cluster.pod("nb-server", &cluster.b)?;
     let client = cluster.pod("nb-client", &cluster.a)?;
@@ -89,6 +96,7 @@ fn main() -> Result<()> {
         ("pods", &client, &server),
         ("nodes", &node_a, &node_b),
         ("floor", &floor.ends[0], &floor.ends[1]),
+        ("bare", &bare.ends[0], &bare.ends[1]),
     ];
     // A first short exchange on each path, untimed: ARP, routes and conntrack settled.
     for (_, c, s) in paths {
