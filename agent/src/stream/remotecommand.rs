@@ -12,8 +12,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
@@ -313,10 +314,15 @@ where
 {
     let (out_tx, out_rx) = mpsc::channel::<WsOut>(WS_QUEUE);
     let client_gone = CancellationToken::new();
-    let writer = tokio::spawn(ws_writer(conn.write, out_rx, client_gone.clone()));
+    let failed = CancellationToken::new();
+    let writer = tokio::spawn(ws_writer(
+        conn.write,
+        out_rx,
+        client_gone.clone(),
+        failed.clone(),
+    ));
     let control = Control::new(conn.read, out_tx.clone(), WsOut::Raw);
-    let mut source =
-        WebSocketStream::from_raw_socket(control, Role::Server, Some(ws_limits())).await;
+    let source = WebSocketStream::from_raw_socket(control, Role::Server, Some(ws_limits())).await;
     let mut io = Io {
         stdin: None,
         stdout: None,
@@ -337,38 +343,15 @@ where
         resize = Some(tx);
         io.resize = Some(rx);
     }
+    let inputs = WsInputs {
+        v5,
+        stdin,
+        resize,
+        sizes: ResizeDecoder::default(),
+    };
     let reader = tokio::spawn(async move {
-        let mut dec = ResizeDecoder::default();
-        while let Some(Ok(msg)) = source.next().await {
-            let data = match msg {
-                Message::Binary(d) => d,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match WsMessage::decode(&data, v5) {
-                Ok(WsMessage::Data(Channel::Stdin, d)) => {
-                    if let Some(pipe) = stdin.as_mut() {
-                        if pipe.write_all(d).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Ok(WsMessage::Data(Channel::Resize, d)) => {
-                    let sizes = dec.feed(d).unwrap_or_default();
-                    if let Some(tx) = resize.as_ref() {
-                        for size in sizes {
-                            let _ = tx.send(size).await;
-                        }
-                    }
-                }
-                Ok(WsMessage::Close(Channel::Stdin)) => {
-                    if let Some(mut pipe) = stdin.take() {
-                        let _ = pipe.shutdown().await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "WebSocket message refused"),
-            }
+        if let ClientEnd::Violation = ws_read(source, inputs).await {
+            failed.cancel();
         }
         // The client closed the WebSocket or the connection (after the command ended, harmless).
         client_gone.cancel();
@@ -397,6 +380,88 @@ where
     reader.abort();
 }
 
+/// How a WebSocket client's side ended.
+enum ClientEnd {
+    /// It closed the WebSocket or the connection.
+    Gone,
+    /// It broke RFC 6455 or one of [`ws_limits`]: an unmasked frame, reserved bits, a frame or a
+    /// message over the limit (refused from its header alone), text that is not UTF-8.
+    Violation,
+}
+
+/// Where a WebSocket exec's client messages go.
+struct WsInputs {
+    v5: bool,
+    stdin: Option<DuplexStream>,
+    resize: Option<mpsc::Sender<channel::Resize>>,
+    sizes: ResizeDecoder,
+}
+
+/// Reads the client's messages into `inputs` until it closes the WebSocket, its connection ends or
+/// it breaks the protocol.
+async fn ws_read(mut source: WebSocketStream<Control<WsOut>>, mut inputs: WsInputs) -> ClientEnd {
+    while let Some(msg) = source.next().await {
+        match msg {
+            Ok(Message::Binary(data)) => inputs.deliver(&data).await,
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(e) if is_violation(&e) => {
+                tracing::debug!(error = %e, "WebSocket client broke the protocol");
+                return ClientEnd::Violation;
+            }
+            Err(e) => {
+                tracing::trace!(error = %e, "WebSocket client connection ended");
+                break;
+            }
+        }
+    }
+    ClientEnd::Gone
+}
+
+/// Whether tungstenite refused what the client sent, rather than seeing its connection end.
+fn is_violation(e: &WsError) -> bool {
+    // An end of stream without a close message is the client going away (or half-closing).
+    let went_away = matches!(
+        e,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+    );
+    let refused = matches!(
+        e,
+        WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_) | WsError::AttackAttempt
+    );
+    refused && !went_away
+}
+
+impl WsInputs {
+    /// Hands one binary message to the channel it names.
+    async fn deliver(&mut self, data: &[u8]) {
+        match WsMessage::decode(data, self.v5) {
+            Ok(WsMessage::Data(Channel::Stdin, d)) => {
+                if let Some(pipe) = self.stdin.as_mut() {
+                    if pipe.write_all(d).await.is_err() {
+                        self.stdin = None;
+                    }
+                }
+            }
+            Ok(WsMessage::Data(Channel::Resize, d)) => {
+                let sizes = self.sizes.feed(d).unwrap_or_default();
+                if let Some(tx) = self.resize.as_ref() {
+                    for size in sizes {
+                        let _ = tx.send(size).await;
+                    }
+                }
+            }
+            Ok(WsMessage::Close(Channel::Stdin)) => {
+                if let Some(mut pipe) = self.stdin.take() {
+                    let _ = pipe.shutdown().await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "WebSocket message refused"),
+        }
+    }
+}
+
 /// What a WebSocket exec's writer sends, in queue order.
 enum WsOut {
     /// A message tungstenite framed (a pong, the reply to the client's close).
@@ -423,16 +488,27 @@ const WS_BATCH: usize = 256 * 1024;
 const ZERO_COPY: usize = 4096;
 
 /// Sends queued messages, as many as are ready per write; a failed write means the client is gone.
+/// Once `failed` is cancelled the connection is dropped at once.
 async fn ws_writer(
     mut sock: Socket,
     mut rx: mpsc::Receiver<WsOut>,
     client_gone: CancellationToken,
+    failed: CancellationToken,
 ) {
-    if let Err(e) = ws_write(&mut sock, &mut rx).await {
-        tracing::debug!(error = %e, "WebSocket write");
-        client_gone.cancel();
+    tokio::select! {
+        sent = ws_write(&mut sock, &mut rx) => {
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "WebSocket write");
+                client_gone.cancel();
+            }
+            let _ = sock.shutdown().await;
+        }
+        // A client that broke the protocol is failed (RFC 6455 7.1.7) without waiting for its
+        // command to end, nor for it to take the output queued ahead of a close message. The
+        // socket is dropped, not shut down: TLS would write (and could wait) to say goodbye. The
+        // reading side has ended, so that closes the connection.
+        () = failed.cancelled() => {}
     }
-    let _ = sock.shutdown().await;
 }
 
 async fn ws_write(sock: &mut Socket, rx: &mut mpsc::Receiver<WsOut>) -> std::io::Result<()> {

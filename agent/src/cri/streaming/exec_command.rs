@@ -209,21 +209,23 @@ impl Job {
 /// How long a TTY exec waits for the client's first terminal size before starting its command.
 const FIRST_SIZE_WAIT: Duration = Duration::from_millis(500);
 
-/// How long to look for the command among the helper's children (it may still be being set up).
+/// How long to go on killing the helper's children (the command may still be being set up)
+/// before the helper itself is killed.
 const KILL_PATIENCE: Duration = Duration::from_secs(10);
 
 /// SIGKILLs the command the helper started, which then records its end and exits; the helper
-/// itself if the command cannot be found in time.
+/// itself if it has not exited in time.
 async fn kill_command(helper: &mut Child) {
     let Some(pid) = helper.id() else {
         return;
     };
     let deadline = tokio::time::Instant::now() + KILL_PATIENCE;
     while tokio::time::Instant::now() < deadline {
-        match kill_children(pid) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::debug!(helper = pid, error = %e, "kill the exec'd command"),
+        // Not only once: the runtime's first stage, killed between forking the command (the
+        // helper's child too) and reporting its pid, leaves the helper waiting for that report
+        // and the command waiting for the helper, both for ever.
+        if let Err(e) = kill_children(pid) {
+            tracing::debug!(helper = pid, error = %e, "kill the exec'd command");
         }
         tokio::select! {
             _ = helper.wait() => return,
@@ -242,11 +244,10 @@ fn children(pid: u32) -> std::io::Result<Vec<i32>> {
         .collect())
 }
 
-/// SIGKILLs every child of `helper` (our own unreaped child, so its pid is stable); true if one
-/// was signalled. Each child is pinned with a pidfd, then confirmed to still be the helper's child:
-/// a pid the helper reaped in between and the system reused is not the helper's child.
-fn kill_children(helper: u32) -> std::io::Result<bool> {
-    let mut killed = false;
+/// SIGKILLs every child of `helper` (our own unreaped child, so its pid is stable). Each child is
+/// pinned with a pidfd, then confirmed to still be the helper's child: a pid the helper reaped in
+/// between and the system reused is not the helper's child.
+fn kill_children(helper: u32) -> std::io::Result<()> {
     for pid in children(helper)? {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -258,8 +259,9 @@ fn kill_children(helper: u32) -> std::io::Result<bool> {
         if !children(helper)?.contains(&pid) {
             continue;
         }
+        // A child that has exited meanwhile (ESRCH) needs no signal.
         // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
-        let r = unsafe {
+        unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 fd.as_raw_fd(),
@@ -268,9 +270,8 @@ fn kill_children(helper: u32) -> std::io::Result<bool> {
                 0,
             )
         };
-        killed |= r == 0;
     }
-    Ok(killed)
+    Ok(())
 }
 
 /// Waits for the runtime to send the pty master; gives the child back if it ends first.
