@@ -26,9 +26,10 @@ pub struct Bare {
 }
 
 impl Bare {
-    pub fn create() -> Result<Bare> {
+    /// Namespaces named `PREFIX<pid>…`, so that another instance can stand beside this one.
+    pub fn create(prefix: &str) -> Result<Bare> {
         let pid = std::process::id();
-        let names = ["pa", "na", "nb", "pb"].map(|s| format!("sknbb{pid}{s}"));
+        let names = ["pa", "na", "nb", "pb"].map(|s| format!("{prefix}{pid}{s}"));
         let ns = Namespaces::create(&names)?;
         let bare = Bare {
             ends: [0, 3].map(|i| End {
@@ -113,8 +114,17 @@ impl Bare {
         ])
     }
 
-    /// The namespace of node a, where a link of another kind can be tried.
-    pub fn node_netns(&self) -> std::path::PathBuf {
-        self.ns.path(1)
+    /// The namespace of node `side` (0: a, 1: b).
+    pub fn node_netns(&self, side: usize) -> std::path::PathBuf {
+        self.ns.path(1 + side)
+    }
+
+    /// The pod range of node `side`: its network and prefix length.
+    pub fn pod_range(&self, side: usize) -> (Ipv4Addr, u8) {
+        let (net, len) = RANGE[side].split_once('/').expect("a range has a prefix");
+        (
+            net.parse().expect("a range's network"),
+            len.parse().expect("a range's length"),
+        )
     }
 }

@@ -6,8 +6,10 @@
 //! CRI), and the floor's: no image needs one. Between the two, the nodes' own namespaces across the
 //! lan show what the link itself costs: the two nodes reach each other over one veth pair of their
 //! own, as two NICs on one link would (`Lan::create_cabled`); the bare pod path (`bare`) shows what
-//! the kernel alone charges for the pods' shape. Per round, the four paths in turn, the order
-//! rotated from round to round:
+//! the kernel alone charges for the pods' shape, and the same shape forwarded by tc BPF programs
+//! instead of the IP stack (`redirect`) what a BPF dataplane on veths could reach. Per round, the
+//! five paths in turn (with `--reference-only`, no cluster: the floor, bare and redirect alone),
+//! the order rotated from round to round:
 //! - throughput: MIB MiB sent one way over one connection, MiB/s, and the CPU time the sending
 //!   and receiving threads used per MiB (softirqs included);
 //! - latency: TRIPS round trips of 64 bytes each way over one connection, µs per round trip.
@@ -17,10 +19,12 @@
 //! build) and `scripts/k8s-bin`.
 
 mod bare;
+mod bpf;
 mod cluster;
 mod floor;
 mod netkit;
 mod netns;
+mod redirect;
 mod tcp;
 
 use anyhow::{bail, Result};
@@ -39,6 +43,8 @@ struct Args {
     /// TCP congestion controls the bulk sender uses, one per round in turn (empty: each
     /// namespace's default, which a new namespace takes from the host's).
     congestion: Vec<String>,
+    /// No cluster: only the paths built by hand.
+    reference_only: bool,
 }
 
 fn args() -> Result<Args> {
@@ -48,6 +54,7 @@ fn args() -> Result<Args> {
         rounds: 3,
         before_round: None,
         congestion: Vec::new(),
+        reference_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,9 +70,10 @@ fn args() -> Result<Args> {
             "--congestion" => {
                 a.congestion = value()?.split(',').map(str::to_owned).collect();
             }
+            "--reference-only" => a.reference_only = true,
             other => bail!(
                 "unknown argument {other} (--mib N, --round-trips N, --rounds N, --before-round CMD, \
-                 --congestion CC[,CC...])"
+                 --congestion CC[,CC...], --reference-only: no cluster, only floor, bare and redirect)"
             ),
         }
     }
@@ -78,38 +86,40 @@ fn args() -> Result<Args> {
 fn main() -> Result<()> {
     let a = args()?;
     let floor = floor::Floor::create()?;
-    let bare = bare::Bare::create()?;
-    eprintln!("net-load: netkit {}", netkit::probe(&bare.node_netns())?);
-    let cluster = cluster::Cluster::start()?;
-    let server = cluster.pod("nb-server", &cluster.b)?;
-    let client = cluster.pod("nb-client", &cluster.a)?;
-    eprintln!(
-        "net-load: pods {} ({}) -> {} ({})",
-        client.ip, cluster.a.joined.name, server.ip, cluster.b.joined.name
-    );
-    let node = |n: &netns_node::NetnsNode| End {
-        netns: n.ns.path(),
-        ip: n.ip,
+    let bare = bare::Bare::create("sknbb")?;
+    let redirect = redirect::create()?;
+    eprintln!("net-load: netkit {}", netkit::probe(&bare.node_netns(0))?);
+    let cluster = if a.reference_only {
+        None
+    } else {
+        Some(cluster::Cluster::start()?)
     };
-    let (node_a, node_b) = (node(&cluster.a), node(&cluster.b));
-    let mut paths = [
-        ("pods", &client, &server),
-        ("nodes", &node_a, &node_b),
+    let ends = match &cluster {
+        Some(cluster) => Some(cluster_ends(cluster)?),
+        None => None,
+    };
+    let mut paths = Vec::new();
+    if let Some([client, server, node_a, node_b]) = &ends {
+        paths.push(("pods", client, server));
+        paths.push(("nodes", node_a, node_b));
+    }
+    paths.extend([
         ("floor", &floor.ends[0], &floor.ends[1]),
         ("bare", &bare.ends[0], &bare.ends[1]),
-    ];
+        ("redirect", &redirect.ends[0], &redirect.ends[1]),
+    ]);
     // A first short exchange on each path, untimed: ARP, routes and conntrack settled.
-    for (_, c, s) in paths {
+    for &(_, c, s) in &paths {
         tcp::round_trips(c, s, 10)?;
     }
     for round in 0..a.rounds {
         let setting = match &a.before_round {
-            Some(cmd) => Some(before_round(cmd, round + 1, &cluster)?),
+            Some(cmd) => Some(before_round(cmd, round + 1, cluster.as_ref())?),
             None => None,
         };
         let cc =
             (!a.congestion.is_empty()).then(|| a.congestion[round % a.congestion.len()].as_str());
-        for (name, c, s) in paths {
+        for &(name, c, s) in &paths {
             let mut row = measure(name, c, s, cc, &a)?;
             row["round"] = json!(round + 1);
             if let Some(s) = &setting {
@@ -125,15 +135,31 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` with `sh -c`, the round's number in `$ROUND` and the nodes' network namespaces in
-/// `$NODE_A` and `$NODE_B`; what it prints goes to the round's rows as `"setting"`.
-fn before_round(cmd: &str, round: usize, cluster: &cluster::Cluster) -> Result<String> {
-    let out = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .env("ROUND", round.to_string())
-        .env("NODE_A", &cluster.a.ns.name)
-        .env("NODE_B", &cluster.b.ns.name)
-        .output()?;
+/// The pods' path and the nodes' path: client, server, node a, node b.
+fn cluster_ends(cluster: &cluster::Cluster) -> Result<[End; 4]> {
+    let server = cluster.pod("nb-server", &cluster.b)?;
+    let client = cluster.pod("nb-client", &cluster.a)?;
+    eprintln!(
+        "net-load: pods {} ({}) -> {} ({})",
+        client.ip, cluster.a.joined.name, server.ip, cluster.b.joined.name
+    );
+    let node = |n: &netns_node::NetnsNode| End {
+        netns: n.ns.path(),
+        ip: n.ip,
+    };
+    Ok([client, server, node(&cluster.a), node(&cluster.b)])
+}
+
+/// Runs `cmd` with `sh -c`, the round's number in `$ROUND` and the skiff nodes' network namespaces
+/// (when there is a cluster) in `$NODE_A` and `$NODE_B`; what it prints goes to the round's rows as
+/// `"setting"`.
+fn before_round(cmd: &str, round: usize, cluster: Option<&cluster::Cluster>) -> Result<String> {
+    let mut sh = std::process::Command::new("sh");
+    sh.args(["-c", cmd]).env("ROUND", round.to_string());
+    if let Some(c) = cluster {
+        sh.env("NODE_A", &c.a.ns.name).env("NODE_B", &c.b.ns.name);
+    }
+    let out = sh.output()?;
     if !out.status.success() {
         bail!(
             "--before-round {cmd:?}: {}",
