@@ -7,9 +7,11 @@
 //! lan show what the link itself costs: the two nodes reach each other over one veth pair of their
 //! own, as two NICs on one link would (`Lan::create_cabled`); the bare pod path (`bare`) shows what
 //! the kernel alone charges for the pods' shape, and the same shape forwarded by tc BPF programs
-//! instead of the IP stack (`redirect`) what a BPF dataplane on veths could reach. Per round, the
-//! five paths in turn (with `--reference-only`, no cluster: the floor, bare and redirect alone),
-//! the order rotated from round to round:
+//! instead of the IP stack (`redirect`) what a BPF dataplane on veths could reach; `tracked` is
+//! that dataplane as a Kubernetes node could run it, taking the short way only for TCP connections
+//! conntrack has seen established and does not NAT. Per round, the six paths in turn (with
+//! `--reference-only`, no cluster: the four reference paths alone), the order rotated from round to
+//! round:
 //! - throughput: MIB MiB sent one way over one connection, MiB/s, and the CPU time the sending
 //!   and receiving threads used per MiB (softirqs included);
 //! - latency: TRIPS round trips of 64 bytes each way over one connection, µs per round trip.
@@ -20,6 +22,7 @@
 
 mod bare;
 mod bpf;
+mod btf;
 mod cluster;
 mod floor;
 mod netkit;
@@ -73,7 +76,7 @@ fn args() -> Result<Args> {
             "--reference-only" => a.reference_only = true,
             other => bail!(
                 "unknown argument {other} (--mib N, --round-trips N, --rounds N, --before-round CMD, \
-                 --congestion CC[,CC...], --reference-only: no cluster, only floor, bare and redirect)"
+                 --congestion CC[,CC...], --reference-only: no cluster, only floor, bare, redirect and tracked)"
             ),
         }
     }
@@ -87,7 +90,8 @@ fn main() -> Result<()> {
     let a = args()?;
     let floor = floor::Floor::create()?;
     let bare = bare::Bare::create("sknbb")?;
-    let redirect = redirect::create()?;
+    let redirect = redirect::create("sknbr", false)?;
+    let tracked = redirect::create("sknbt", true)?;
     eprintln!("net-load: netkit {}", netkit::probe(&bare.node_netns(0))?);
     let cluster = if a.reference_only {
         None
@@ -107,6 +111,7 @@ fn main() -> Result<()> {
         ("floor", &floor.ends[0], &floor.ends[1]),
         ("bare", &bare.ends[0], &bare.ends[1]),
         ("redirect", &redirect.ends[0], &redirect.ends[1]),
+        ("tracked", &tracked.ends[0], &tracked.ends[1]),
     ]);
     // A first short exchange on each path, untimed: ARP, routes and conntrack settled.
     for &(_, c, s) in &paths {
