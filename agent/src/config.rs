@@ -118,6 +118,10 @@ pub struct CniConfig {
     /// for skiff-bridge (its `mode`): `routed` (a veth per pod, routed by the node; skiffd's
     /// default) or `bridge` (one bridge).
     pub pod_network: skiff_cni::plugin::config::Mode,
+    /// With routed pods: forward the packets of established connections that conntrack does not
+    /// NAT below the IP stack (tc programs on the pods' host ends and the node's uplinks), where
+    /// the kernel can (`skiff_cni::fastpath`).
+    pub fast_path: bool,
 }
 
 impl Default for CniConfig {
@@ -127,6 +131,7 @@ impl Default for CniConfig {
             bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             cache_dir: "/var/lib/skiff/cni".into(),
             pod_network: skiff_cni::plugin::config::Mode::Routed,
+            fast_path: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (bridge + veth + host-local compatible IPAM + nftables NAT over netlink),
 //! and the runtime-side library that loads network configs and runs plugins.
 
+pub mod fastpath;
 pub mod ipam;
 pub mod ipnet;
 pub mod libcni;

@@ -168,17 +168,54 @@ fn gc_finds_host_ends_without_a_bridge_and_bridge_options_are_refused() {
     let mut bad = c.clone();
     bad["macspoofchk"] = json!(true);
     let out = call(&node, "ADD", "bad", &p2.path(), &bad);
-    let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(!out.status.success());
-    assert!(
-        err["msg"]
-            .as_str()
-            .unwrap()
-            .contains("macspoofchk: only with mode \"bridge\""),
-        "{err}"
-    );
+    refused(&out, "macspoofchk: only with mode \"bridge\"");
     assert!(
         p2.output(&["ip", "link"]).lines().count() <= 2,
         "nothing made for a refused ADD"
     );
+}
+
+/// The programs on the ingress of the device named `dev` in `node`.
+fn programs_on(node: &Ns, dev: &str) -> Vec<String> {
+    let dev = dev.to_string();
+    node.run(move || skiff_cni::fastpath::programs_on(&dev).unwrap())
+        .join()
+        .unwrap()
+}
+
+/// `fastPath`: the host end carries the fast path's program, pods still reach each other (the
+/// connection's packets after its handshake take the short way), DEL takes the program with the
+/// host end; asked for in bridge mode, refused.
+#[test]
+fn fast_path_on_the_host_end() {
+    if skiff_cni::fastpath::probe().is_err() {
+        eprintln!("skipped: this kernel cannot run the fast path");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("n");
+    let (a, b) = (Ns::new("a"), Ns::new("b"));
+    let mut c = conf(dir.path());
+    c["fastPath"] = json!(true);
+    let ra = add(&node, &a, "fa", &c);
+    let rb = add(&node, &b, "fb", &c);
+    let hv = host_end(&ra);
+    assert_eq!(programs_on(&node, &hv), [skiff_cni::fastpath::OUT_OF_POD]);
+    let (ipa, ipb) = (pod_ip(&ra), pod_ip(&rb));
+    for port in [7100, 7101] {
+        let srv = b.serve_once(&format!("{ipb}:{port}"));
+        let seen = a.connect(&format!("{ipb}:{port}")).unwrap();
+        assert_eq!(
+            seen,
+            format!("{ipa}:{}", srv.join().unwrap().unwrap().port())
+        );
+    }
+    del(&node, &a, "fa", &c);
+    assert!(!node.output(&["ip", "link"]).contains(&hv));
+    del(&node, &b, "fb", &c);
+
+    let mut bad = c.clone();
+    bad["mode"] = json!("bridge");
+    let out = call(&node, "ADD", "bad", &a.path(), &bad);
+    refused(&out, "fastPath: only with mode \"routed\"");
 }

@@ -8,6 +8,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+#[path = "node_network/fast_path.rs"]
+mod fast_path;
 #[path = "node_network/host_paths.rs"]
 mod host_paths;
 #[path = "node_network/policy.rs"]
@@ -180,6 +182,7 @@ fn two_nodes_route_pods_services_and_policies() {
         "a pod's connection out of the cluster is masqueraded"
     );
 
+    fast_path::established_flows_skip_the_forward(&c, &srv);
     services::services(&c);
     policy::policy_rules_hold(&c, &srv);
     host_paths::host_paths(&c);
@@ -286,6 +289,10 @@ fn add_on_takes_over(c: &Cluster, name_a: &str) {
     assert_eq!(u["status"], "False", "{u}");
     assert!(!a.conf_dir().join("99-skiff-bridge.conflist").exists());
     assert!(!a.routes().contains(ROUTE_METRIC), "{}", a.routes());
+    assert!(
+        fast_path::uplink_programs(a).is_empty(),
+        "the fast path stays on the uplink under an add-on"
+    );
     assert_eq!(condition(&node(cp, name_a), "Ready")["status"], "True");
     let ip = pod(cp, "after-addon", name_a, "exec sleep 3600");
     assert!(ip.starts_with(&format!("10.227.{}.", c.lan.k)), "{ip}");

@@ -143,6 +143,9 @@ fn finish(
         Some(_) => {}
         None => phase("host end", || routed::host_end(host, hv, &result))?,
     }
+    if conf.fast_path {
+        phase("fast path", || routed::fast_path(hv, &result))?;
+    }
     if conf.ip_masq {
         phase("masquerade", || {
             nat::masquerade(&req.env.container_id, &req.env.ifname, &pod_ips)

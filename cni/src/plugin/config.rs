@@ -84,6 +84,9 @@ pub struct BridgeConf {
     pub vlan: Option<u16>,
     #[serde(default)]
     pub macspoofchk: bool,
+    /// Routed mode only: the fast path's program on the pod's host end (`crate::fastpath`).
+    #[serde(rename = "fastPath", default)]
+    pub fast_path: bool,
     #[serde(rename = "runtimeConfig", default)]
     pub runtime_config: RuntimeConfig,
 }
@@ -130,6 +133,11 @@ impl BridgeConf {
                     "vlan: {vlan} is out of range 1-4094"
                 )));
             }
+        }
+        if self.fast_path && self.mode != Mode::Routed {
+            return Err(CniError::config(
+                "fastPath: only with mode \"routed\", not \"bridge\"",
+            ));
         }
         if self.mode == Mode::Routed {
             let bridge_only = [

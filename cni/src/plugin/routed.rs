@@ -4,7 +4,10 @@
 //! Every packet between pods crosses the node's routing, so nothing passes
 //! between them at L2 unseen by the node's conntrack and rules.
 
+use std::net::IpAddr;
+
 use super::links::{add_link_route, enable_forwarding, nl};
+use crate::fastpath::{self, Hop};
 use crate::ipnet::IpNet;
 use crate::netlink::link::Link;
 use crate::netlink::{addr, Socket};
@@ -33,4 +36,20 @@ pub fn host_end(s: &mut Socket, hv: &Link, result: &CniResult) -> Result<(), Cni
         add_link_route(s, hv.index, ip.address.addr).map_err(nl("add the route to the pod"))?;
     }
     enable_forwarding(result)
+}
+
+/// The fast path's program on the host end: what the pod sends from its IPv4 address on an
+/// established connection that conntrack does not NAT leaves without the node's IP forward (an
+/// IPv6-only pod has nothing for it). The calling thread is in the node's network namespace.
+pub fn fast_path(hv: &Link, result: &CniResult) -> Result<(), CniError> {
+    let Some(IpAddr::V4(pod)) = result
+        .ips
+        .iter()
+        .map(|i| i.address.addr)
+        .find(IpAddr::is_ipv4)
+    else {
+        return Ok(());
+    };
+    fastpath::install(&Hop::out_of_pod(pod), hv.index)
+        .map_err(|e| CniError::internal(format!("fastPath on {}", hv.name), e))
 }

@@ -203,6 +203,13 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// The plugin failed, with an error whose message contains `msg`.
+pub fn refused(out: &Output, msg: &str) {
+    assert!(!out.status.success(), "not refused: {msg}");
+    let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(err["msg"].as_str().unwrap().contains(msg), "{err}");
+}
+
 pub fn add(node: &Ns, pod: &Ns, id: &str, conf: &serde_json::Value) -> serde_json::Value {
     let c = Call {
         plugin: BRIDGE,

@@ -178,12 +178,16 @@ fn remove_bridges_on(subnet: &str) {
     }
 }
 
-/// `SKIFF_POD_NETWORK=bridge|routed` picks the pod network skiffd writes for itself (benchmarks
-/// compare the two); unset, skiffd's default.
+/// `SKIFF_POD_NETWORK=bridge|routed` picks the pod network skiffd writes for itself and
+/// `SKIFF_FAST_PATH=0` turns its fast path off (benchmarks compare them); unset, skiffd's defaults.
 fn pod_network_line() -> String {
-    std::env::var("SKIFF_POD_NETWORK")
+    let mut lines = std::env::var("SKIFF_POD_NETWORK")
         .map(|m| format!("pod_network = \"{m}\"\n"))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if std::env::var("SKIFF_FAST_PATH").is_ok_and(|v| v == "0") {
+        lines.push_str("fast_path = false\n");
+    }
+    lines
 }
 
 impl Drop for NodeDir {

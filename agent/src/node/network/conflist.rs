@@ -15,13 +15,14 @@ pub const BRIDGE: &str = "skiff0";
 
 /// The conflist: skiff-bridge in `mode` (routed or bridge) as the pods' default gateway, host-local
 /// IPAM over `cidrs` (one range per family), no masquerade of its own (skiffd's rule spares the
-/// cluster's pod ranges), hairpin for Services that lead back to the pod, and hostPorts.
-pub fn render(cidrs: &[IpNet], ipam_dir: &Path, mode: Mode) -> String {
+/// cluster's pod ranges), hairpin for Services that lead back to the pod, and hostPorts; the fast
+/// path's program on each routed pod's host end when `fast_path`.
+pub fn render(cidrs: &[IpNet], ipam_dir: &Path, mode: Mode, fast_path: bool) -> String {
     let ranges: Vec<serde_json::Value> = cidrs
         .iter()
         .map(|c| serde_json::json!([{ "subnet": c.network().to_string() }]))
         .collect();
-    let conf = serde_json::json!({
+    let mut conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "skiff",
         "plugins": [{
@@ -39,6 +40,9 @@ pub fn render(cidrs: &[IpNet], ipam_dir: &Path, mode: Mode) -> String {
             },
         }],
     });
+    if fast_path && mode == Mode::Routed {
+        conf["plugins"][0]["fastPath"] = true.into();
+    }
     serde_json::to_string_pretty(&conf).unwrap_or_default()
 }
 
@@ -92,11 +96,24 @@ mod tests {
             "10.244.1.0/24".parse().unwrap(),
             "fd00:1::/64".parse().unwrap(),
         ];
-        assert!(write(&dir, &render(&cidrs, Path::new("/var/lib/x"), Mode::Routed)).unwrap());
-        assert!(!write(&dir, &render(&cidrs, Path::new("/var/lib/x"), Mode::Routed)).unwrap());
+        assert!(write(
+            &dir,
+            &render(&cidrs, Path::new("/var/lib/x"), Mode::Routed, false)
+        )
+        .unwrap());
+        assert!(!write(
+            &dir,
+            &render(&cidrs, Path::new("/var/lib/x"), Mode::Routed, false)
+        )
+        .unwrap());
         let list = skiff_cni::libcni::conf::load_file(&dir.join(FILE)).unwrap();
         assert_eq!(list.plugins[0]["type"], "skiff-bridge");
         assert_eq!(list.plugins[0]["mode"], "routed");
+        assert!(list.plugins[0].get("fastPath").is_none());
+        let fast = render(&cidrs, Path::new("/var/lib/x"), Mode::Routed, true);
+        assert!(fast.contains("\"fastPath\": true"), "{fast}");
+        let bridge = render(&cidrs, Path::new("/var/lib/x"), Mode::Bridge, true);
+        assert!(!bridge.contains("fastPath"), "{bridge}");
         assert_eq!(
             list.plugins[0]["ipam"]["ranges"][1][0]["subnet"],
             "fd00:1::/64"

@@ -5,6 +5,7 @@
 //! own config, routes and rules. What it finds is reported as node conditions ([`Report`]).
 
 pub mod conflist;
+pub mod fastpath;
 pub mod kernel;
 pub mod local;
 pub mod masq;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use skiff_cni::ipnet::IpNet;
+use skiff_cni::plugin::config::Mode;
 use tokio::sync::watch;
 
 use super::status::Check;
@@ -189,6 +191,9 @@ struct Dataplane {
     settled: bool,
     /// The problems last reported, logged once each.
     problems: Vec<String>,
+    uplinks: fastpath::Uplinks,
+    /// Whether the fast path was last wanted (None: not decided since skiffd started).
+    fast_path: Option<bool>,
 }
 
 impl Dataplane {
@@ -241,6 +246,7 @@ impl Dataplane {
             tracing::warn!("removed skiffd's CNI config: {:?}", own);
         }
         if let Own::Managed(c) = &own {
+            problems.extend(self.fast_path_uplinks(ctx, c));
             let want = (c.clone(), plan.cluster.clone());
             if self.masq.as_ref() != Some(&want) {
                 match masq::sync(c, &plan.cluster) {
@@ -272,7 +278,8 @@ impl Dataplane {
         let dir = &ctx.daemon.config.cni.conf_dir;
         let ipam = ctx.daemon.config.state_dir.join("cni-ipam");
         let mode = ctx.daemon.config.cni.pod_network;
-        match conflist::write(dir, &conflist::render(cidrs, &ipam, mode)) {
+        let fast = self.fast_path_wanted(ctx);
+        match conflist::write(dir, &conflist::render(cidrs, &ipam, mode, fast)) {
             Ok(true) => tracing::info!(pod_cidrs = %list(cidrs), "wrote skiff-bridge's CNI config"),
             Ok(false) => {}
             Err(e) => {
@@ -283,6 +290,26 @@ impl Dataplane {
             }
         }
         Own::Managed(cidrs.to_vec())
+    }
+
+    /// Whether skiff-bridge's pods and the node's uplinks get the fast path: routed pods, asked for,
+    /// and a kernel that runs it.
+    fn fast_path_wanted(&mut self, ctx: &NodeContext) -> bool {
+        let cni = &ctx.daemon.config.cni;
+        cni.fast_path && cni.pod_network == Mode::Routed && self.uplinks.available()
+    }
+
+    /// The fast path's program on the node's uplinks, or off them when it is not wanted (once).
+    fn fast_path_uplinks(&mut self, ctx: &NodeContext, cidrs: &[IpNet]) -> Vec<String> {
+        let want = self.fast_path_wanted(ctx);
+        let was = self.fast_path.replace(want);
+        if want {
+            return self.uplinks.sync(cidrs);
+        }
+        if was != Some(false) {
+            self.uplinks.clear();
+        }
+        Vec::new()
     }
 
     /// An add-on's config is there: skiffd's config, routes and rules go.
@@ -299,6 +326,8 @@ impl Dataplane {
         if let Err(e) = masq::clear() {
             tracing::warn!(error = %e, "remove skiffd's masquerade rules");
         }
+        self.uplinks.clear();
+        self.fast_path = None;
         self.masq = None;
         self.settled = true;
     }

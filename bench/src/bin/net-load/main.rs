@@ -21,8 +21,6 @@
 //! build) and `scripts/k8s-bin`.
 
 mod bare;
-mod bpf;
-mod btf;
 mod cluster;
 mod floor;
 mod netkit;

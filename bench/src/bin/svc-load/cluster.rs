@@ -203,8 +203,13 @@ impl StockNode {
         });
         let cidr: IpNet = cidr.parse().with_context(|| format!("pod CIDR {cidr}"))?;
         // The same pod network a skiff node writes for itself.
-        let mode = skiff_agent::config::CniConfig::default().pod_network;
-        let text = conflist::render(&[cidr], &runtime.dir.join("ipam"), mode);
+        let cni = skiff_agent::config::CniConfig::default();
+        let text = conflist::render(
+            &[cidr],
+            &runtime.dir.join("ipam"),
+            cni.pod_network,
+            cni.fast_path,
+        );
         std::fs::write(runtime.conf_dir().join(conflist::FILE), text)?;
         Ok(StockNode { runtime, node, ns })
     }

@@ -5,8 +5,10 @@
 //! `access_type` is `access << 16 | type`. Rules are checked last to first, so that a later rule
 //! overrides an earlier one; a request no rule matches is denied.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+
+use skiff_sys::bpf::{call, call_fd, insn, Insn};
 
 use super::Rule;
 use crate::cgroups::CgroupError;
@@ -25,25 +27,6 @@ const BPF_PROG_QUERY: libc::c_long = 16;
 const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const ATTACH_CGROUP_DEVICE: u32 = 6;
 const F_ALLOW_MULTI: u32 = 2;
-
-/// One eBPF instruction, laid out as `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
 
 const LDX_W: u8 = 0x61;
 const MOV64_X: u8 = 0xbf;
@@ -128,29 +111,6 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
     p
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<i64> {
-    // SAFETY: attr is a zero-padded buffer larger than every bpf_attr variant used here, and lives
-    // across the call; the kernel reads and writes within its size argument.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(attr) as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn owned(fd: i64) -> OwnedFd {
-    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
-}
-
 fn load(prog: &[Insn]) -> std::io::Result<OwnedFd> {
     let license = b"GPL\0";
     let mut attr = [0u64; 16];
@@ -158,7 +118,7 @@ fn load(prog: &[Insn]) -> std::io::Result<OwnedFd> {
     attr[0] = u64::from(PROG_TYPE_CGROUP_DEVICE) | ((prog.len() as u64) << 32);
     attr[1] = prog.as_ptr() as u64;
     attr[2] = license.as_ptr() as u64;
-    bpf(BPF_PROG_LOAD, &mut attr).map(owned)
+    call_fd(BPF_PROG_LOAD, &mut attr)
 }
 
 /// Ids of the device programs attached to `cg`.
@@ -169,7 +129,7 @@ fn attached(cg: &OwnedFd) -> std::io::Result<Vec<u32>> {
     attr[0] = cg.as_raw_fd() as u64 | (u64::from(ATTACH_CGROUP_DEVICE) << 32);
     attr[2] = ids.as_mut_ptr() as u64;
     attr[3] = ids.len() as u64;
-    bpf(BPF_PROG_QUERY, &mut attr)?;
+    call(BPF_PROG_QUERY, &mut attr)?;
     let n = (attr[3] & 0xffff_ffff) as usize;
     Ok(ids[..n.min(ids.len())].to_vec())
 }
@@ -179,13 +139,13 @@ fn attach_cmd(cmd: libc::c_long, cg: &OwnedFd, prog: &OwnedFd, flags: u32) -> st
     // target_fd, attach_bpf_fd | attach_type, attach_flags
     attr[0] = cg.as_raw_fd() as u64 | ((prog.as_raw_fd() as u64) << 32);
     attr[1] = u64::from(ATTACH_CGROUP_DEVICE) | (u64::from(flags) << 32);
-    bpf(cmd, &mut attr).map(|_| ())
+    call(cmd, &mut attr).map(|_| ())
 }
 
 fn prog_by_id(id: u32) -> std::io::Result<OwnedFd> {
     let mut attr = [0u64; 16];
     attr[0] = u64::from(id);
-    bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(owned)
+    call_fd(BPF_PROG_GET_FD_BY_ID, &mut attr)
 }
 
 /// Loads the program for `rules` and attaches it to the cgroup at `dir`, replacing programs attached

@@ -1,8 +1,14 @@
-//! What the tracked redirect programs need from the kernel's own BTF (`/sys/kernel/btf/vmlinux`):
-//! the ids of the conntrack kfuncs they call, and where `status` sits in `struct nf_conn`, both of
+//! What the fast path's programs need from the kernel's own BTF (`/sys/kernel/btf/vmlinux`): the
+//! ids of the conntrack kfuncs they call, and where `status` sits in `struct nf_conn`, both of
 //! which differ from build to build.
 
-use anyhow::{bail, Context, Result};
+use super::FastPathError;
+
+type Result<T> = std::result::Result<T, FastPathError>;
+
+fn bad(what: impl Into<String>) -> FastPathError {
+    FastPathError::Btf(what.into())
+}
 
 const PATH: &str = "/sys/kernel/btf/vmlinux";
 const KIND_STRUCT: u32 = 4;
@@ -39,8 +45,10 @@ fn trailing(kind: u32, vlen: usize) -> usize {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32> {
-    let s = b.get(at..at + 4).context("BTF ends early")?;
-    Ok(u32::from_ne_bytes(s.try_into()?))
+    let s = b
+        .get(at..at + 4)
+        .ok_or_else(|| bad(format!("{PATH} ends early")))?;
+    Ok(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn str_at(strings: &[u8], off: u32) -> &[u8] {
@@ -50,20 +58,21 @@ fn str_at(strings: &[u8], off: u32) -> &[u8] {
 
 fn types(b: &[u8]) -> Result<(Vec<Type>, &[u8], &[u8])> {
     if b.get(..2) != Some(&0xeb9fu16.to_ne_bytes()[..]) {
-        bail!("{PATH}: not BTF");
+        return Err(bad(format!("{PATH}: not BTF")));
     }
     let hdr = u32_at(b, 4)? as usize;
     let (type_off, type_len) = (u32_at(b, 8)? as usize, u32_at(b, 12)? as usize);
     let (str_off, str_len) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
     let section = |off: usize, len: usize| b.get(hdr + off..hdr + off + len);
-    let tys = section(type_off, type_len).context("BTF type section")?;
-    let strings = section(str_off, str_len).context("BTF string section")?;
+    let tys = section(type_off, type_len).ok_or_else(|| bad("BTF type section out of bounds"))?;
+    let strings =
+        section(str_off, str_len).ok_or_else(|| bad("BTF string section out of bounds"))?;
     let (mut out, mut at) = (Vec::new(), 0);
     while at < tys.len() {
         let info = u32_at(tys, at + 4)?;
         let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
         out.push(Type {
-            id: i32::try_from(out.len() + 1)?,
+            id: i32::try_from(out.len() + 1).map_err(|_| bad("too many BTF types"))?,
             name: u32_at(tys, at)?,
             kind,
             vlen,
@@ -75,19 +84,24 @@ fn types(b: &[u8]) -> Result<(Vec<Type>, &[u8], &[u8])> {
     Ok((out, tys, strings))
 }
 
+/// Read from the running kernel.
 pub fn conntrack() -> Result<Conntrack> {
-    let b = std::fs::read(PATH).with_context(|| format!("read {PATH}"))?;
+    let b = std::fs::read(PATH).map_err(|e| bad(format!("read {PATH}: {e}")))?;
     let (all, tys, strings) = types(&b)?;
     let func = |name: &str| {
         all.iter()
             .find(|t| t.kind == KIND_FUNC && str_at(strings, t.name) == name.as_bytes())
             .map(|t| t.id)
-            .with_context(|| format!("{PATH}: no kfunc {name} (conntrack's BPF kfuncs not built)"))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{PATH}: no kfunc {name} (conntrack's BPF kfuncs not built)"
+                ))
+            })
     };
     let nf_conn = all
         .iter()
         .find(|t| t.kind == KIND_STRUCT && str_at(strings, t.name) == b"nf_conn")
-        .context("no struct nf_conn in the kernel's BTF")?;
+        .ok_or_else(|| bad("no struct nf_conn in the kernel's BTF (conntrack not built)"))?;
     let mut status = None;
     for m in 0..nf_conn.vlen {
         let at = nf_conn.data + m * 12;
@@ -99,13 +113,13 @@ pub fn conntrack() -> Result<Conntrack> {
             } else {
                 bits
             };
-            status = Some(i16::try_from(bits / 8)?);
+            status = i16::try_from(bits / 8).ok();
         }
     }
     Ok(Conntrack {
         lookup: func("bpf_skb_ct_lookup")?,
         release: func("bpf_ct_release")?,
         change_timeout: func("bpf_ct_change_timeout")?,
-        status: status.context("struct nf_conn has no status")?,
+        status: status.ok_or_else(|| bad("struct nf_conn has no status"))?,
     })
 }

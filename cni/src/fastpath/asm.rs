@@ -1,16 +1,5 @@
-//! Just enough eBPF for the redirect path's tc programs: instructions assembled by hand, loaded
-//! and attached to a device's tcx ingress with the bpf() syscall, so that the bench needs neither
-//! a compiler for BPF nor libbpf.
-
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-use anyhow::{bail, Result};
-
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
-const PROG_TYPE_SCHED_CLS: u32 = 3;
-/// Since Linux 6.6: older bpf.h headers lack it.
-const TCX_INGRESS: u32 = 46;
+//! Just enough of an eBPF assembler for the fast path's programs: instructions written by hand,
+//! jumps to labels resolved at the end, so that skiff needs neither a compiler for BPF nor libbpf.
 
 /// Registers: r0 the return value, r1-r5 arguments (clobbered by calls), r6-r9 kept across calls,
 /// r10 the frame pointer (read only).
@@ -25,24 +14,8 @@ pub const R7: u8 = 7;
 pub const R8: u8 = 8;
 pub const FP: u8 = 10;
 
-/// One eBPF instruction, laid out as `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
+use skiff_sys::bpf::insn;
+pub use skiff_sys::bpf::Insn;
 
 const LDX_B: u8 = 0x71;
 const LDX_W: u8 = 0x61;
@@ -204,63 +177,4 @@ impl Asm {
         }
         self.insns
     }
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<i64> {
-    // SAFETY: attr is a zero-padded buffer larger than every bpf_attr variant used here, and lives
-    // across the call; the kernel reads and writes within its size argument.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(attr) as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Loads `prog` as a tc (sched_cls) program called `name` (at most 15 bytes); on failure the
-/// error carries the verifier's log.
-pub fn load_sched_cls(name: &str, prog: &[Insn]) -> Result<OwnedFd> {
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 1 << 20];
-    let mut attr = [0u64; 16];
-    // prog_type, insn_cnt | insns | license | log_level, log_size | log_buf | ... | prog_name
-    attr[0] = u64::from(PROG_TYPE_SCHED_CLS) | ((prog.len() as u64) << 32);
-    attr[1] = prog.as_ptr() as u64;
-    attr[2] = license.as_ptr() as u64;
-    attr[3] = 1 | ((log.len() as u64) << 32);
-    attr[4] = log.as_mut_ptr() as u64;
-    let mut prog_name = [0u8; 16];
-    prog_name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
-    attr[6] = u64::from_ne_bytes(prog_name[..8].try_into()?);
-    attr[7] = u64::from_ne_bytes(prog_name[8..].try_into()?);
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) => {
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            bail!(
-                "load BPF program {name}: {e}\n{}",
-                String::from_utf8_lossy(&log[..end]).trim_end()
-            )
-        }
-    }
-}
-
-/// Attaches `prog` to the tcx ingress of the device `ifindex` in this thread's network namespace.
-/// Not a link: the attachment holds the program until the device goes, so `prog` can be closed.
-pub fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> Result<()> {
-    let mut attr = [0u64; 16];
-    // target_ifindex, attach_bpf_fd | attach_type, attach_flags
-    attr[0] = u64::from(ifindex) | ((prog.as_raw_fd() as u64) << 32);
-    attr[1] = u64::from(TCX_INGRESS);
-    bpf(BPF_PROG_ATTACH, &mut attr)
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("attach BPF program to tcx ingress of {ifindex}: {e}"))
 }
