@@ -59,7 +59,8 @@ const AFTER_RST_MS: i32 = 10_000;
 /// What a node's program does with the IPv4 packets it sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hop {
-    /// On the cable: those for the node's pod range `net`/`mask` (network order) go into the pod.
+    /// On a node's uplink: those for the node's pod range `net`/`mask` (network order) go into
+    /// the pod.
     IntoPod { net: u32, mask: u32 },
     /// On a routed pod's host end: those the pod at `pod` (network order) sends from its own
     /// address that the FIB routes go out by the route's device and next hop. Any other source
