@@ -17,6 +17,24 @@ pub const REF_DIR: &str = "/usr/lib/cni";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique, short name for this test process.
+/// A listener on `addr`. The previous listener on it may still be open for a moment after its
+/// thread closed it: a plugin that another test forked in between holds a copy of every
+/// descriptor until it execs (close-on-exec closes them only then).
+fn bind(addr: SocketAddr) -> TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.expect("bind"),
+        }
+    }
+}
+
 pub fn unique(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     format!("sk{}{}{}", tag, std::process::id() % 100_000, n)
@@ -85,7 +103,7 @@ impl Ns {
         let addr: SocketAddr = addr.parse().expect("addr");
         let (tx, rx) = std::sync::mpsc::channel();
         let h = self.run(move || {
-            let l = TcpListener::bind(addr).expect("bind");
+            let l = bind(addr);
             tx.send(()).ok();
             l.set_nonblocking(false).ok();
             let (mut s, peer) = l.accept().ok()?;
